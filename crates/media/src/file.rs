@@ -1,0 +1,625 @@
+//! [`FileMedia`]: an emulated device persisted in one image file.
+//!
+//! Layout (all integers little-endian; see `docs/media.md`):
+//!
+//! ```text
+//! 0            header (4096 bytes, CRC32C in its last 4 bytes)
+//! 4096         block table: 16 bytes per block, each with its own CRC32C, padded to 4 KiB
+//! oob_offset   OOB: oob_bytes_per_sector per physical sector, page after page, padded to 4 KiB
+//! data_offset  data: page_bytes per page, in page-index order (the file is sparse)
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::fault::FaultConfig;
+use crate::flash::{fresh_block_table, Flash};
+use crate::geometry::Geometry;
+use crate::store::{BlockMeta, Store};
+use crate::timing::{Clock, TimingConfig};
+use crate::{BadReason, ConfigError, MediaConfig};
+
+/// A media persisted in an image file.
+pub type FileMedia = Flash<FileStore>;
+
+pub const IMAGE_MAGIC: [u8; 8] = *b"LNVMEMU\0";
+pub const IMAGE_FORMAT_VERSION: u32 = 1;
+pub const HEADER_BYTES: u64 = 4096;
+pub const BLOCK_ENTRY_BYTES: u64 = 16;
+const ALIGN: u64 = 4096;
+
+/// Why an image could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    #[error("{path}: not a lightnvm image ({reason})")]
+    NotAnImage { path: PathBuf, reason: String },
+    #[error(
+        "{path}: image format version {found} is newer than this build supports ({supported})"
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path}: corrupt image header: {reason}")]
+    CorruptHeader { path: PathBuf, reason: String },
+    #[error("{path}: corrupt block table entry {block}: {reason}")]
+    CorruptBlockTable {
+        path: PathBuf,
+        block: u32,
+        reason: String,
+    },
+    #[error("{path}: image is truncated: {actual} bytes, expected {expected}")]
+    Truncated {
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("{path}: already exists")]
+    Exists { path: PathBuf },
+    #[error("{path}: image is in use by another process")]
+    InUse { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// How to open an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    ReadWrite,
+    /// Nothing is ever written; programs and erases fail with `ReadOnly`.
+    ReadOnly,
+}
+
+/// What an image's header says.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageInfo {
+    pub path: PathBuf,
+    pub format_version: u32,
+    pub uuid: String,
+    pub created_unix_s: u64,
+    pub file_bytes: u64,
+    pub config: MediaConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    block_table_offset: u64,
+    oob_offset: u64,
+    data_offset: u64,
+    file_bytes: u64,
+}
+
+impl Layout {
+    fn of(g: &Geometry) -> Layout {
+        let block_table_offset = HEADER_BYTES;
+        let oob_offset = block_table_offset
+            + (g.total_blocks() as u64 * BLOCK_ENTRY_BYTES).next_multiple_of(ALIGN);
+        let data_offset = oob_offset
+            + (g.total_sectors() * g.oob_bytes_per_sector as u64).next_multiple_of(ALIGN);
+        let file_bytes = data_offset + g.total_pages() * g.page_bytes() as u64;
+        Layout {
+            block_table_offset,
+            oob_offset,
+            data_offset,
+            file_bytes,
+        }
+    }
+}
+
+/// Bytes of an image file.
+#[derive(Debug)]
+pub struct FileStore {
+    file: File,
+    path: PathBuf,
+    layout: Layout,
+    read_only: bool,
+    info: ImageInfo,
+}
+
+impl FileStore {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn info(&self) -> &ImageInfo {
+        &self.info
+    }
+}
+
+impl Store for FileStore {
+    fn write_page(
+        &mut self,
+        geometry: &Geometry,
+        page_index: u64,
+        data: &[u8],
+        oob: &[u8],
+    ) -> io::Result<()> {
+        debug_assert!(!self.read_only);
+        let d = self.layout.data_offset + page_index * geometry.page_bytes() as u64;
+        self.file.write_all_at(data, d)?;
+        let o = self.layout.oob_offset + page_index * geometry.page_oob_bytes() as u64;
+        self.file.write_all_at(oob, o)
+    }
+
+    fn read_page(
+        &mut self,
+        geometry: &Geometry,
+        page_index: u64,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> io::Result<()> {
+        let d = self.layout.data_offset
+            + page_index * geometry.page_bytes() as u64
+            + first_sector as u64 * geometry.sector_size as u64;
+        self.file.read_exact_at(data, d)?;
+        if !oob.is_empty() {
+            let o = self.layout.oob_offset
+                + page_index * geometry.page_oob_bytes() as u64
+                + first_sector as u64 * geometry.oob_bytes_per_sector as u64;
+            self.file.read_exact_at(oob, o)?;
+        }
+        Ok(())
+    }
+
+    fn write_block_meta(&mut self, block_index: u32, meta: &BlockMeta) -> io::Result<()> {
+        debug_assert!(!self.read_only);
+        let off = self.layout.block_table_offset + block_index as u64 * BLOCK_ENTRY_BYTES;
+        self.file.write_all_at(&encode_block_entry(meta), off)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data()
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
+fn encode_block_entry(meta: &BlockMeta) -> [u8; BLOCK_ENTRY_BYTES as usize] {
+    let mut e = [0u8; BLOCK_ENTRY_BYTES as usize];
+    e[0..4].copy_from_slice(&meta.erase_count.to_le_bytes());
+    e[4..8].copy_from_slice(&meta.write_pointer.to_le_bytes());
+    e[8] = meta.bad.map_or(0, BadReason::code);
+    e[9] = 0;
+    let torn = meta.torn_page.map_or(0u16, |p| {
+        u16::try_from(p + 1).expect("page index fits in 16 bits")
+    });
+    e[10..12].copy_from_slice(&torn.to_le_bytes());
+    let crc = crc32c::crc32c(&e[0..12]);
+    e[12..16].copy_from_slice(&crc.to_le_bytes());
+    e
+}
+
+fn decode_block_entry(e: &[u8], g: &Geometry) -> Result<BlockMeta, String> {
+    let crc = u32::from_le_bytes(e[12..16].try_into().unwrap());
+    if crc32c::crc32c(&e[0..12]) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let erase_count = u32::from_le_bytes(e[0..4].try_into().unwrap());
+    let write_pointer = u32::from_le_bytes(e[4..8].try_into().unwrap());
+    if write_pointer > g.pages_per_block {
+        return Err(format!(
+            "write pointer {write_pointer} beyond {} pages",
+            g.pages_per_block
+        ));
+    }
+    let bad = BadReason::from_code(e[8]).map_err(|c| format!("unknown bad-block code {c}"))?;
+    if e[9] != 0 {
+        return Err(format!("unknown flags {:#x}", e[9]));
+    }
+    let torn = u16::from_le_bytes(e[10..12].try_into().unwrap());
+    let torn_page = if torn == 0 {
+        None
+    } else {
+        Some(torn as u32 - 1)
+    };
+    if let Some(t) = torn_page {
+        if t >= write_pointer {
+            return Err(format!(
+                "torn page {t} at or beyond the write pointer {write_pointer}"
+            ));
+        }
+    }
+    Ok(BlockMeta {
+        erase_count,
+        write_pointer,
+        bad,
+        torn_page,
+    })
+}
+
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+    fn u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let out = self.buf[self.at..self.at + N].try_into().unwrap();
+        self.at += N;
+        out
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn f64(&mut self) -> f64 {
+        f64::from_bits(self.u64())
+    }
+}
+
+fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_BYTES as usize];
+    let c = &info.config;
+    let g = &c.geometry;
+    let uuid = uuid::Uuid::parse_str(&info.uuid).expect("uuid we made");
+    let mut w = Cursor {
+        buf: &mut buf,
+        at: 0,
+    };
+    w.put(&IMAGE_MAGIC);
+    w.u32(info.format_version);
+    w.u32(HEADER_BYTES as u32);
+    w.put(uuid.as_bytes());
+    for v in [
+        g.channels,
+        g.luns_per_channel,
+        g.blocks_per_lun,
+        g.pages_per_block,
+        g.sectors_per_page,
+        g.sector_size,
+        g.oob_bytes_per_sector,
+        g.mw_cunits,
+        c.endurance,
+        0,
+    ] {
+        w.u32(v);
+    }
+    for v in [
+        c.timing.t_read_ns,
+        c.timing.t_prog_ns,
+        c.timing.t_erase_ns,
+        c.timing.channel_mb_per_s,
+        c.faults.seed,
+    ] {
+        w.u64(v);
+    }
+    for p in [
+        c.faults.factory_bad_fraction,
+        c.faults.program_fail_prob,
+        c.faults.erase_fail_prob,
+        c.faults.read_fail_prob,
+    ] {
+        w.u64(p.to_bits());
+    }
+    for v in [
+        info.created_unix_s,
+        layout.block_table_offset,
+        layout.oob_offset,
+        layout.data_offset,
+        layout.file_bytes,
+    ] {
+        w.u64(v);
+    }
+    debug_assert_eq!(w.at, 184);
+    let crc = crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]);
+    buf[HEADER_BYTES as usize - 4..].copy_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageError> {
+    let corrupt = |reason: String| ImageError::CorruptHeader {
+        path: path.to_owned(),
+        reason,
+    };
+    if buf[0..8] != IMAGE_MAGIC {
+        return Err(ImageError::NotAnImage {
+            path: path.to_owned(),
+            reason: "bad magic".into(),
+        });
+    }
+    let mut r = Reader { buf, at: 8 };
+    let version = r.u32();
+    if version > IMAGE_FORMAT_VERSION {
+        return Err(ImageError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: version,
+            supported: IMAGE_FORMAT_VERSION,
+        });
+    }
+    let crc = u32::from_le_bytes(buf[HEADER_BYTES as usize - 4..].try_into().unwrap());
+    if crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]) != crc {
+        return Err(corrupt("header checksum mismatch".into()));
+    }
+    if version == 0 {
+        return Err(corrupt("format version 0".into()));
+    }
+    let header_bytes = r.u32();
+    if header_bytes as u64 != HEADER_BYTES {
+        return Err(corrupt(format!("header size {header_bytes}")));
+    }
+    let uuid = uuid::Uuid::from_bytes(r.take());
+    let geometry = Geometry {
+        channels: r.u32(),
+        luns_per_channel: r.u32(),
+        blocks_per_lun: r.u32(),
+        pages_per_block: r.u32(),
+        sectors_per_page: r.u32(),
+        sector_size: r.u32(),
+        oob_bytes_per_sector: r.u32(),
+        mw_cunits: r.u32(),
+    };
+    let endurance = r.u32();
+    let _reserved = r.u32();
+    let timing = TimingConfig {
+        t_read_ns: r.u64(),
+        t_prog_ns: r.u64(),
+        t_erase_ns: r.u64(),
+        channel_mb_per_s: r.u64(),
+    };
+    let faults = FaultConfig {
+        seed: r.u64(),
+        factory_bad_fraction: r.f64(),
+        program_fail_prob: r.f64(),
+        erase_fail_prob: r.f64(),
+        read_fail_prob: r.f64(),
+        power_cut_after_ops: None,
+    };
+    let config = MediaConfig {
+        geometry,
+        timing,
+        faults,
+        endurance,
+    };
+    config.validate().map_err(|e| corrupt(e.to_string()))?;
+    let created_unix_s = r.u64();
+    let layout = Layout {
+        block_table_offset: r.u64(),
+        oob_offset: r.u64(),
+        data_offset: r.u64(),
+        file_bytes: r.u64(),
+    };
+    if layout != Layout::of(&geometry) {
+        return Err(corrupt("region offsets do not match the geometry".into()));
+    }
+    let info = ImageInfo {
+        path: path.to_owned(),
+        format_version: version,
+        uuid: uuid.hyphenated().to_string(),
+        created_unix_s,
+        file_bytes: layout.file_bytes,
+        config,
+    };
+    Ok((info, layout))
+}
+
+fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), ImageError> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(ImageError::InUse {
+            path: path.to_owned(),
+        })
+    } else {
+        Err(ImageError::Io {
+            path: path.to_owned(),
+            source: err,
+        })
+    }
+}
+
+impl Flash<FileStore> {
+    /// Creates a new image (the file must not exist): every block erased, factory-bad blocks
+    /// chosen by the fault seed, everything synced before this returns.
+    pub fn create(
+        path: &Path,
+        config: MediaConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ImageError> {
+        config.validate()?;
+        let io_err = |source| ImageError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(ImageError::Exists {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        lock(&file, path, true)?;
+        let g = config.geometry;
+        let layout = Layout::of(&g);
+        let created_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let info = ImageInfo {
+            path: path.to_owned(),
+            format_version: IMAGE_FORMAT_VERSION,
+            uuid: uuid::Uuid::new_v4().hyphenated().to_string(),
+            created_unix_s,
+            file_bytes: layout.file_bytes,
+            config: MediaConfig {
+                faults: FaultConfig {
+                    power_cut_after_ops: None,
+                    ..config.faults
+                },
+                ..config
+            },
+        };
+        let blocks = fresh_block_table(&config);
+        let result = (|| -> io::Result<()> {
+            file.set_len(layout.file_bytes)?;
+            let mut table = Vec::with_capacity(blocks.len() * BLOCK_ENTRY_BYTES as usize);
+            for m in &blocks {
+                table.extend_from_slice(&encode_block_entry(m));
+            }
+            file.write_all_at(&table, layout.block_table_offset)?;
+            // The header goes last: a crash during create leaves a file that is not an image.
+            file.sync_data()?;
+            file.write_all_at(&encode_header(&info, &layout), 0)?;
+            file.sync_all()
+        })();
+        if let Err(e) = result {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io_err(e));
+        }
+        let store = FileStore {
+            file,
+            path: path.to_owned(),
+            layout,
+            read_only: false,
+            info,
+        };
+        Ok(Flash::from_parts(config, store, blocks, clock))
+    }
+
+    /// Opens an existing image. Everything is verified before anything could be written; a
+    /// file that is not an image, is of a newer version, or is corrupt gives an error.
+    pub fn open(path: &Path, mode: OpenMode, clock: Arc<dyn Clock>) -> Result<Self, ImageError> {
+        let io_err = |source| ImageError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let read_only = mode == OpenMode::ReadOnly;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(io_err)?;
+        lock(&file, path, !read_only)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        if len < HEADER_BYTES {
+            return Err(ImageError::NotAnImage {
+                path: path.to_owned(),
+                reason: format!("{len} bytes is smaller than a header"),
+            });
+        }
+        let mut header = vec![0u8; HEADER_BYTES as usize];
+        file.read_exact_at(&mut header, 0).map_err(io_err)?;
+        let (info, layout) = decode_header(path, &header)?;
+        if len < layout.file_bytes {
+            return Err(ImageError::Truncated {
+                path: path.to_owned(),
+                actual: len,
+                expected: layout.file_bytes,
+            });
+        }
+        let g = info.config.geometry;
+        let mut table = vec![0u8; g.total_blocks() as usize * BLOCK_ENTRY_BYTES as usize];
+        file.read_exact_at(&mut table, layout.block_table_offset)
+            .map_err(io_err)?;
+        let mut blocks = Vec::with_capacity(g.total_blocks() as usize);
+        for (i, e) in table.chunks_exact(BLOCK_ENTRY_BYTES as usize).enumerate() {
+            let meta =
+                decode_block_entry(e, &g).map_err(|reason| ImageError::CorruptBlockTable {
+                    path: path.to_owned(),
+                    block: i as u32,
+                    reason,
+                })?;
+            blocks.push(meta);
+        }
+        let config = info.config;
+        let store = FileStore {
+            file,
+            path: path.to_owned(),
+            layout,
+            read_only,
+            info,
+        };
+        Ok(Flash::from_parts(config, store, blocks, clock))
+    }
+
+    pub fn image_info(&self) -> &ImageInfo {
+        self.store().info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_is_stable() {
+        let g = Geometry::new(2, 2, 4, 8, 2);
+        let l = Layout::of(&g);
+        assert_eq!(l.block_table_offset, 4096);
+        assert_eq!(l.oob_offset, 8192); // 16 blocks * 16 bytes = 256 -> one 4 KiB unit
+        assert_eq!(l.data_offset, 8192 + 4096); // 256 sectors * 16 bytes = 4096
+        assert_eq!(l.file_bytes, 12_288 + 128 * 8192);
+    }
+
+    #[test]
+    fn block_entry_round_trips_and_detects_flips() {
+        let g = Geometry::new(1, 1, 4, 8, 1);
+        let m = BlockMeta {
+            erase_count: 7,
+            write_pointer: 5,
+            bad: Some(BadReason::WornOut),
+            torn_page: Some(4),
+        };
+        let e = encode_block_entry(&m);
+        assert_eq!(decode_block_entry(&e, &g).unwrap(), m);
+        for byte in 0..16 {
+            let mut bad = e;
+            bad[byte] ^= 0x10;
+            assert!(
+                decode_block_entry(&bad, &g).is_err(),
+                "flip in byte {byte} not detected"
+            );
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! [`Flash`]: the NAND rules, the timing model, fault injection and power-cut semantics, over
+//! any [`Store`].
+//!
+//! Power-cut semantics (what a cut may lose):
+//! * An erase is durable when it completes.
+//! * A program is durable once a later `sync` completes. At a cut, each block keeps its pages
+//!   up to the last sync (or its last erase) and, of the pages programmed after that, a prefix
+//!   of random length (chosen by the fault seed): NAND programs a block in order.
+//! * The operation in flight at the cut is interrupted: a program tears its page (which then
+//!   reads back as uncorrectable, or as garbage data and OOB, never as the new data, unless the
+//!   cut drops the page altogether); an erase either happened or did not; a read or sync fails.
+//! * After the cut every operation fails with `PowerLoss` until [`Flash::power_cycle`].
+
+use std::sync::Arc;
+
+use rand::{Rng, RngCore};
+use serde::Serialize;
+
+use crate::fault::{factory_bad_blocks, FaultInjector};
+use crate::geometry::{BlockAddr, Geometry, PageAddr};
+use crate::store::{BlockMeta, RamStore, Store};
+use crate::timing::{Clock, TimingModel};
+use crate::{
+    BadReason, BlockInfo, BlockState, Completion, ConfigError, EraseError, MarkBadError, Media,
+    MediaConfig, ProgramError, ReadError, SyncError,
+};
+
+/// Operation counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MediaStats {
+    pub programs: u64,
+    pub reads: u64,
+    pub erases: u64,
+    pub syncs: u64,
+    pub sectors_programmed: u64,
+    pub sectors_read: u64,
+    pub program_failures: u64,
+    pub erase_failures: u64,
+    pub read_failures: u64,
+    pub power_cuts: u64,
+}
+
+/// What a power cut cost, reported by [`Flash::power_cycle`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PowerCutOutcome {
+    /// Unsynced pages that were lost.
+    pub pages_lost: u64,
+    /// Pages left torn (unreadable or garbage).
+    pub pages_torn: u64,
+}
+
+enum OpStart {
+    Go,
+    /// The power fails during this operation.
+    Interrupted,
+}
+
+/// An emulated flash device.
+pub struct Flash<S: Store> {
+    config: MediaConfig,
+    store: S,
+    blocks: Vec<BlockMeta>,
+    /// Write pointer each block is guaranteed to keep across a power cut.
+    durable_wp: Vec<u32>,
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+    timing: TimingModel,
+    faults: FaultInjector,
+    clock: Arc<dyn Clock>,
+    ops: u64,
+    cut_at_op: Option<u64>,
+    powered: bool,
+    torn_pending: u64,
+    stats: MediaStats,
+}
+
+impl<S: Store> std::fmt::Debug for Flash<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flash")
+            .field("config", &self.config)
+            .field("ops", &self.ops)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Flash<RamStore> {
+    /// A fresh in-memory device: every block erased, factory-bad blocks chosen by the seed.
+    pub fn new(config: MediaConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let blocks = fresh_block_table(&config);
+        let store = RamStore::new(&config.geometry);
+        Ok(Flash::from_parts(config, store, blocks, clock))
+    }
+
+    /// Like [`Flash::new`], but data is discarded (reads return zeros); OOB is kept.
+    pub fn new_discarding(config: MediaConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let blocks = fresh_block_table(&config);
+        let store = RamStore::discarding(&config.geometry);
+        Ok(Flash::from_parts(config, store, blocks, clock))
+    }
+}
+
+/// The block table of a newly manufactured device.
+pub(crate) fn fresh_block_table(config: &MediaConfig) -> Vec<BlockMeta> {
+    let g = &config.geometry;
+    let mut blocks = vec![BlockMeta::default(); g.total_blocks() as usize];
+    for b in factory_bad_blocks(
+        config.faults.seed,
+        config.faults.factory_bad_fraction,
+        g.total_blocks(),
+    ) {
+        blocks[b as usize].bad = Some(BadReason::Factory);
+    }
+    blocks
+}
+
+impl<S: Store> Flash<S> {
+    pub(crate) fn from_parts(
+        config: MediaConfig,
+        store: S,
+        blocks: Vec<BlockMeta>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        assert_eq!(blocks.len(), config.geometry.total_blocks() as usize);
+        let durable_wp = blocks.iter().map(|b| b.write_pointer).collect();
+        Flash {
+            timing: TimingModel::new(config.timing, &config.geometry),
+            faults: FaultInjector::new(config.faults),
+            cut_at_op: config.faults.power_cut_after_ops.map(|n| n + 1),
+            dirty: vec![false; blocks.len()],
+            dirty_list: Vec::new(),
+            durable_wp,
+            blocks,
+            config,
+            store,
+            clock,
+            ops: 0,
+            powered: true,
+            torn_pending: 0,
+            stats: MediaStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &MediaConfig {
+        &self.config
+    }
+    pub fn stats(&self) -> MediaStats {
+        self.stats
+    }
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+    pub fn timing(&self) -> &TimingModel {
+        &self.timing
+    }
+    /// Operations counted for power cuts so far (programs, reads, erases, syncs that passed
+    /// the rules).
+    pub fn ops(&self) -> u64 {
+        self.ops
+    }
+    pub fn is_powered(&self) -> bool {
+        self.powered
+    }
+    /// Every block's state, indexed by [`Geometry::block_index`].
+    pub fn block_table(&self) -> impl Iterator<Item = BlockInfo> + '_ {
+        self.blocks
+            .iter()
+            .map(|m| info_of(&self.config.geometry, m))
+    }
+
+    /// Cuts the power after `after_ops` more operations complete; the next one is interrupted.
+    pub fn arm_power_cut(&mut self, after_ops: u64) {
+        self.cut_at_op = Some(self.ops + after_ops + 1);
+    }
+    pub fn disarm_power_cut(&mut self) {
+        self.cut_at_op = None;
+    }
+
+    /// Cuts the power now, between operations.
+    pub fn cut_power(&mut self) {
+        if self.powered {
+            self.powered = false;
+            self.cut_at_op = None;
+            self.stats.power_cuts += 1;
+        }
+    }
+
+    /// Restores power after a cut (cutting it first if it is on): applies the losses the
+    /// semantics allow, chosen by the fault seed, and returns what was lost.
+    pub fn power_cycle(&mut self) -> Result<PowerCutOutcome, std::io::Error> {
+        self.cut_power();
+        let mut outcome = PowerCutOutcome {
+            pages_torn: self.torn_pending,
+            ..Default::default()
+        };
+        self.torn_pending = 0;
+        let dirty = std::mem::take(&mut self.dirty_list);
+        for b in dirty {
+            let bi = b as usize;
+            self.dirty[bi] = false;
+            let durable = self.durable_wp[bi];
+            let wp = self.blocks[bi].write_pointer;
+            if wp <= durable {
+                continue;
+            }
+            let rng = self.faults.power_rng();
+            let keep = match rng.gen_range(0..4u32) {
+                0 => wp,
+                1 => durable,
+                _ => rng.gen_range(durable..=wp),
+            };
+            let meta = &mut self.blocks[bi];
+            if let Some(t) = meta.torn_page {
+                if t >= keep {
+                    meta.torn_page = None;
+                }
+            }
+            meta.write_pointer = keep;
+            outcome.pages_lost += (wp - keep) as u64;
+            let meta = *meta;
+            self.store.write_block_meta(b, &meta)?;
+        }
+        for (d, m) in self.durable_wp.iter_mut().zip(&self.blocks) {
+            *d = m.write_pointer;
+        }
+        self.cut_at_op = None;
+        self.powered = true;
+        Ok(outcome)
+    }
+
+    fn begin_op(&mut self) -> OpStart {
+        debug_assert!(self.powered);
+        self.ops += 1;
+        match self.cut_at_op {
+            Some(at) if self.ops >= at => {
+                self.powered = false;
+                self.cut_at_op = None;
+                self.stats.power_cuts += 1;
+                OpStart::Interrupted
+            }
+            _ => OpStart::Go,
+        }
+    }
+
+    fn mark_dirty(&mut self, block: u32) {
+        if !self.dirty[block as usize] {
+            self.dirty[block as usize] = true;
+            self.dirty_list.push(block);
+        }
+    }
+
+    fn set_meta(&mut self, block: u32, meta: BlockMeta) -> std::io::Result<()> {
+        self.blocks[block as usize] = meta;
+        self.store.write_block_meta(block, &meta)
+    }
+
+    fn readable(&self, block: u32, page: u32) -> bool {
+        let meta = &self.blocks[block as usize];
+        let g = &self.config.geometry;
+        meta.write_pointer == g.pages_per_block
+            || page < self.durable_wp[block as usize]
+            || meta.write_pointer >= page + 1 + g.mw_cunits
+    }
+}
+
+fn info_of(g: &Geometry, m: &BlockMeta) -> BlockInfo {
+    let state = if m.bad.is_some() {
+        BlockState::Bad
+    } else if m.write_pointer == 0 {
+        BlockState::Free
+    } else if m.write_pointer == g.pages_per_block {
+        BlockState::Full
+    } else {
+        BlockState::Open
+    };
+    BlockInfo {
+        state,
+        write_pointer: m.write_pointer,
+        erase_count: m.erase_count,
+        bad: m.bad,
+    }
+}
+
+impl<S: Store> Media for Flash<S> {
+    fn geometry(&self) -> &Geometry {
+        &self.config.geometry
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn program(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+    ) -> Result<Completion, ProgramError> {
+        let g = self.config.geometry;
+        if !g.contains_page(addr) {
+            return Err(ProgramError::OutOfRange { addr });
+        }
+        if data.len() != g.page_bytes() || oob.len() != g.page_oob_bytes() {
+            return Err(ProgramError::BufferSize {
+                data: data.len(),
+                oob: oob.len(),
+                expected_data: g.page_bytes(),
+                expected_oob: g.page_oob_bytes(),
+            });
+        }
+        if !self.powered {
+            return Err(ProgramError::PowerLoss);
+        }
+        if self.store.read_only() {
+            return Err(ProgramError::ReadOnly);
+        }
+        let b = g.block_index(addr.block_addr());
+        let mut meta = self.blocks[b as usize];
+        if meta.bad.is_some() {
+            return Err(ProgramError::BadBlock { addr });
+        }
+        if addr.page < meta.write_pointer {
+            return Err(ProgramError::NotErased {
+                addr,
+                write_pointer: meta.write_pointer,
+            });
+        }
+        if addr.page > meta.write_pointer {
+            return Err(ProgramError::OutOfOrder {
+                addr,
+                write_pointer: meta.write_pointer,
+            });
+        }
+        let page_index = g.page_index(addr);
+        if let OpStart::Interrupted = self.begin_op() {
+            // Torn: the page was partly programmed.
+            meta.write_pointer += 1;
+            if self.faults.power_rng().gen_bool(0.5) {
+                meta.torn_page = Some(addr.page);
+            } else {
+                let mut junk = vec![0u8; data.len() + oob.len()];
+                self.faults.power_rng().fill_bytes(&mut junk);
+                let (jd, jo) = junk.split_at(data.len());
+                self.store.write_page(&g, page_index, jd, jo)?;
+            }
+            self.torn_pending += 1;
+            self.mark_dirty(b);
+            self.set_meta(b, meta)?;
+            return Err(ProgramError::PowerLoss);
+        }
+        let now = self.clock.now_ns();
+        let done_ns = self
+            .timing
+            .program(now, addr.pu, (data.len() + oob.len()) as u64);
+        self.stats.programs += 1;
+        if self.faults.program_fails() {
+            self.stats.program_failures += 1;
+            meta.write_pointer += 1;
+            meta.torn_page = Some(addr.page);
+            meta.bad = Some(BadReason::ProgramFailure);
+            self.mark_dirty(b);
+            self.set_meta(b, meta)?;
+            return Err(ProgramError::Failed { addr });
+        }
+        self.store.write_page(&g, page_index, data, oob)?;
+        meta.write_pointer += 1;
+        self.mark_dirty(b);
+        self.set_meta(b, meta)?;
+        self.stats.sectors_programmed += g.sectors_per_page as u64;
+        Ok(Completion { done_ns })
+    }
+
+    fn read(
+        &mut self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Completion, ReadError> {
+        let g = self.config.geometry;
+        let ss = g.sector_size as usize;
+        let os = g.oob_bytes_per_sector as usize;
+        if data.is_empty()
+            || data.len() % ss != 0
+            || (!oob.is_empty() && oob.len() != data.len() / ss * os)
+        {
+            return Err(ReadError::BufferSize {
+                data: data.len(),
+                oob: oob.len(),
+            });
+        }
+        let count = (data.len() / ss) as u64;
+        let end = first_sector as u64 + count;
+        if !g.contains_page(addr) || end > g.sectors_per_page as u64 {
+            return Err(ReadError::OutOfRange {
+                addr,
+                first: first_sector,
+                end: end.min(u32::MAX as u64) as u32,
+            });
+        }
+        if !self.powered {
+            return Err(ReadError::PowerLoss);
+        }
+        let b = g.block_index(addr.block_addr());
+        let meta = self.blocks[b as usize];
+        if meta.bad == Some(BadReason::Factory) {
+            return Err(ReadError::BadBlock { addr });
+        }
+        if addr.page >= meta.write_pointer {
+            return Err(ReadError::Unwritten { addr });
+        }
+        if !self.readable(b, addr.page) {
+            return Err(ReadError::NotYetReadable {
+                addr,
+                write_pointer: meta.write_pointer,
+                mw_cunits: g.mw_cunits,
+            });
+        }
+        if let OpStart::Interrupted = self.begin_op() {
+            return Err(ReadError::PowerLoss);
+        }
+        let now = self.clock.now_ns();
+        let done_ns = self.timing.read(now, addr.pu, count * (ss + os) as u64);
+        self.stats.reads += 1;
+        self.stats.sectors_read += count;
+        self.store
+            .read_page(&g, g.page_index(addr), first_sector, data, oob)?;
+        let mut failed = if meta.torn_page == Some(addr.page) {
+            if count == 64 {
+                u64::MAX
+            } else {
+                (1u64 << count) - 1
+            }
+        } else {
+            0
+        };
+        failed |= self.faults.read_failures(count as u32);
+        if failed != 0 {
+            self.stats.read_failures += 1;
+            for i in 0..count as usize {
+                if failed & (1 << i) != 0 {
+                    data[i * ss..(i + 1) * ss].fill(0);
+                    if !oob.is_empty() {
+                        oob[i * os..(i + 1) * os].fill(0);
+                    }
+                }
+            }
+            return Err(ReadError::Uncorrectable {
+                addr,
+                sectors: failed,
+            });
+        }
+        Ok(Completion { done_ns })
+    }
+
+    fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError> {
+        let g = self.config.geometry;
+        if !g.contains_block(addr) {
+            return Err(EraseError::OutOfRange { addr });
+        }
+        if !self.powered {
+            return Err(EraseError::PowerLoss);
+        }
+        if self.store.read_only() {
+            return Err(EraseError::ReadOnly);
+        }
+        let b = g.block_index(addr);
+        let mut meta = self.blocks[b as usize];
+        if meta.bad.is_some() {
+            return Err(EraseError::BadBlock { addr });
+        }
+        let interrupted = matches!(self.begin_op(), OpStart::Interrupted);
+        if interrupted && self.faults.power_rng().gen_bool(0.5) {
+            return Err(EraseError::PowerLoss);
+        }
+        let now = self.clock.now_ns();
+        let done_ns = self.timing.erase(now, addr.pu);
+        self.stats.erases += 1;
+        let worn = self.config.endurance > 0 && meta.erase_count >= self.config.endurance;
+        let failed = !interrupted && !worn && self.faults.erase_fails();
+        meta.write_pointer = 0;
+        meta.torn_page = None;
+        self.durable_wp[b as usize] = 0;
+        if worn {
+            meta.bad = Some(BadReason::WornOut);
+            self.stats.erase_failures += 1;
+            self.set_meta(b, meta)?;
+            if interrupted {
+                return Err(EraseError::PowerLoss);
+            }
+            return Err(EraseError::WornOut {
+                addr,
+                erase_count: meta.erase_count,
+            });
+        }
+        if failed {
+            meta.bad = Some(BadReason::EraseFailure);
+            self.stats.erase_failures += 1;
+            self.set_meta(b, meta)?;
+            return Err(EraseError::Failed { addr });
+        }
+        meta.erase_count += 1;
+        self.set_meta(b, meta)?;
+        if interrupted {
+            return Err(EraseError::PowerLoss);
+        }
+        Ok(Completion { done_ns })
+    }
+
+    fn block_info(&self, addr: BlockAddr) -> BlockInfo {
+        let g = &self.config.geometry;
+        assert!(
+            g.contains_block(addr),
+            "block_info: {addr} outside the geometry"
+        );
+        info_of(g, &self.blocks[g.block_index(addr) as usize])
+    }
+
+    fn mark_bad(&mut self, addr: BlockAddr) -> Result<(), MarkBadError> {
+        let g = self.config.geometry;
+        if !g.contains_block(addr) {
+            return Err(MarkBadError::OutOfRange { addr });
+        }
+        if !self.powered {
+            return Err(MarkBadError::PowerLoss);
+        }
+        if self.store.read_only() {
+            return Err(MarkBadError::ReadOnly);
+        }
+        let b = g.block_index(addr);
+        let mut meta = self.blocks[b as usize];
+        if meta.bad.is_none() {
+            meta.bad = Some(BadReason::Host);
+            self.set_meta(b, meta)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<Completion, SyncError> {
+        if !self.powered {
+            return Err(SyncError::PowerLoss);
+        }
+        if let OpStart::Interrupted = self.begin_op() {
+            return Err(SyncError::PowerLoss);
+        }
+        self.store.sync()?;
+        self.stats.syncs += 1;
+        for b in std::mem::take(&mut self.dirty_list) {
+            self.dirty[b as usize] = false;
+            self.durable_wp[b as usize] = self.blocks[b as usize].write_pointer;
+        }
+        let done_ns = self.clock.now_ns().max(self.timing.all_idle_ns());
+        Ok(Completion { done_ns })
+    }
+}

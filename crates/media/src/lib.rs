@@ -1,0 +1,285 @@
+//! The flash emulator at the bottom of lightnvm.
+//!
+//! The FTL drives flash only through the [`Media`] trait: program a page (data + OOB), read
+//! sectors of a page, erase a block, query a block, sync. [`RamMedia`] and [`FileMedia`] share
+//! one implementation of the NAND rules, the timing model and fault injection ([`Flash`]) and
+//! differ only in where bytes live ([`store::Store`]).
+//!
+//! See `docs/media.md` in the repository for the rules, the timing model, the power-cut
+//! semantics and the image file's byte layout.
+
+pub mod fault;
+pub mod file;
+pub mod flash;
+pub mod geometry;
+pub mod store;
+pub mod timing;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use fault::{FaultConfig, FaultConfigError, FaultInjector};
+pub use file::{FileMedia, FileStore, ImageError, ImageInfo, OpenMode, IMAGE_FORMAT_VERSION};
+pub use flash::{Flash, MediaStats, PowerCutOutcome};
+pub use geometry::{BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_PRESETS, SECTOR_SIZE};
+pub use store::{RamStore, Store};
+pub use timing::{Clock, RealClock, TimingConfig, TimingModel, VirtualClock, TIMING_PRESETS};
+
+/// A media kept in memory.
+pub type RamMedia = Flash<RamStore>;
+
+/// Default P/E endurance (cycles) of a block.
+pub const DEFAULT_ENDURANCE: u32 = 10_000;
+
+/// Everything that defines an emulated device except where its bytes live and its clock.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaConfig {
+    pub geometry: Geometry,
+    pub timing: TimingConfig,
+    pub faults: FaultConfig,
+    /// Erases a block survives; the erase after that fails and the block goes bad. 0 = no limit.
+    pub endurance: u32,
+}
+
+impl MediaConfig {
+    pub fn new(geometry: Geometry) -> MediaConfig {
+        MediaConfig {
+            geometry,
+            timing: TimingConfig::NONE,
+            faults: FaultConfig::default(),
+            endurance: DEFAULT_ENDURANCE,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.geometry.validate()?;
+        self.faults.validate()?;
+        Ok(())
+    }
+}
+
+/// An invalid media configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("invalid geometry: {0}")]
+    Geometry(#[from] GeometryError),
+    #[error("invalid fault settings: {0}")]
+    Faults(#[from] FaultConfigError),
+}
+
+/// When an operation completes in modeled time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[must_use]
+pub struct Completion {
+    pub done_ns: u64,
+}
+
+/// The life cycle of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockState {
+    /// Erased; the write pointer is 0.
+    Free,
+    /// Partly programmed.
+    Open,
+    /// Every page programmed.
+    Full,
+    /// Unusable: never programmed or erased again.
+    Bad,
+}
+
+/// Why a block is bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadReason {
+    Factory,
+    ProgramFailure,
+    EraseFailure,
+    WornOut,
+    /// Retired by the host (`Media::mark_bad`).
+    Host,
+}
+
+impl BadReason {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            BadReason::Factory => 1,
+            BadReason::ProgramFailure => 2,
+            BadReason::EraseFailure => 3,
+            BadReason::WornOut => 4,
+            BadReason::Host => 5,
+        }
+    }
+    pub(crate) fn from_code(code: u8) -> Result<Option<BadReason>, u8> {
+        Ok(Some(match code {
+            0 => return Ok(None),
+            1 => BadReason::Factory,
+            2 => BadReason::ProgramFailure,
+            3 => BadReason::EraseFailure,
+            4 => BadReason::WornOut,
+            5 => BadReason::Host,
+            other => return Err(other),
+        }))
+    }
+}
+
+/// What the media reports about one block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    pub state: BlockState,
+    /// Pages programmed since the last erase (the next page to program).
+    pub write_pointer: u32,
+    pub erase_count: u32,
+    pub bad: Option<BadReason>,
+}
+
+/// A failed program.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProgramError {
+    #[error("program: {addr} is outside the geometry")]
+    OutOfRange { addr: PageAddr },
+    #[error("program: buffers of {data} data / {oob} OOB bytes, expected {expected_data} / {expected_oob}")]
+    BufferSize {
+        data: usize,
+        oob: usize,
+        expected_data: usize,
+        expected_oob: usize,
+    },
+    #[error("program: {addr} is in a bad block")]
+    BadBlock { addr: PageAddr },
+    #[error("program: {addr} is not erased (write pointer {write_pointer})")]
+    NotErased { addr: PageAddr, write_pointer: u32 },
+    #[error("program: {addr} is out of order: the next page of the block is {write_pointer}")]
+    OutOfOrder { addr: PageAddr, write_pointer: u32 },
+    #[error("program: {addr} failed; the block is now bad")]
+    Failed { addr: PageAddr },
+    #[error("program: the media is read-only")]
+    ReadOnly,
+    #[error("program: power lost")]
+    PowerLoss,
+    #[error("program: I/O error on the backing store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A failed read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("read: {addr} sectors {first}..{end} is outside the geometry")]
+    OutOfRange {
+        addr: PageAddr,
+        first: u32,
+        end: u32,
+    },
+    #[error("read: buffers of {data} data / {oob} OOB bytes do not describe whole sectors")]
+    BufferSize { data: usize, oob: usize },
+    #[error("read: {addr} is in a factory-bad block")]
+    BadBlock { addr: PageAddr },
+    #[error("read: {addr} was never programmed since the last erase")]
+    Unwritten { addr: PageAddr },
+    #[error(
+        "read: {addr} is not readable yet (write pointer {write_pointer}, mw_cunits {mw_cunits})"
+    )]
+    NotYetReadable {
+        addr: PageAddr,
+        write_pointer: u32,
+        mw_cunits: u32,
+    },
+    /// Uncorrectable sectors: bit `i` of `sectors` is the `i`-th sector of the request. The
+    /// other sectors' data and OOB were read into the buffers.
+    #[error("read: {addr}: uncorrectable error in sectors (mask of the request) {sectors:#x}")]
+    Uncorrectable { addr: PageAddr, sectors: u64 },
+    #[error("read: power lost")]
+    PowerLoss,
+    #[error("read: I/O error on the backing store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A failed erase.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EraseError {
+    #[error("erase: {addr} is outside the geometry")]
+    OutOfRange { addr: BlockAddr },
+    #[error("erase: {addr} is bad")]
+    BadBlock { addr: BlockAddr },
+    #[error("erase: {addr} failed; the block is now bad")]
+    Failed { addr: BlockAddr },
+    #[error("erase: {addr} is worn out after {erase_count} erases; the block is now bad")]
+    WornOut { addr: BlockAddr, erase_count: u32 },
+    #[error("erase: the media is read-only")]
+    ReadOnly,
+    #[error("erase: power lost")]
+    PowerLoss,
+    #[error("erase: I/O error on the backing store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A failed sync.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("sync: power lost")]
+    PowerLoss,
+    #[error("sync: I/O error on the backing store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A failed attempt to retire a block.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MarkBadError {
+    #[error("mark bad: {addr} is outside the geometry")]
+    OutOfRange { addr: BlockAddr },
+    #[error("mark bad: the media is read-only")]
+    ReadOnly,
+    #[error("mark bad: power lost")]
+    PowerLoss,
+    #[error("mark bad: I/O error on the backing store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Raw flash with physical addressing: the only way the FTL touches the device.
+///
+/// Operations do not wait: each returns the modeled instant at which it completes, so a
+/// caller can issue one page to every PU at the same `now` and then wait for the latest
+/// completion ([`Media::wait`]). In virtual time waiting moves the clock; in real time it
+/// sleeps.
+pub trait Media: Send {
+    fn geometry(&self) -> &Geometry;
+    fn clock(&self) -> &Arc<dyn Clock>;
+    /// Programs one whole page: `data` is `page_bytes`, `oob` is `page_oob_bytes`.
+    fn program(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+    ) -> Result<Completion, ProgramError>;
+    /// Reads `data.len() / sector_size` sectors of a page starting at `first_sector`; `oob`
+    /// is either empty or `oob_bytes_per_sector` for each sector read.
+    fn read(
+        &mut self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Completion, ReadError>;
+    /// Erases a whole block.
+    fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError>;
+    fn block_info(&self, addr: BlockAddr) -> BlockInfo;
+    /// Retires a block for good (the host decided it is unreliable).
+    fn mark_bad(&mut self, addr: BlockAddr) -> Result<(), MarkBadError>;
+    /// Makes everything programmed so far durable.
+    fn sync(&mut self) -> Result<Completion, SyncError>;
+
+    /// Waits (in the media's clock) until `completion`.
+    fn wait(&self, completion: Completion) {
+        self.clock().wait_until(completion.done_ns);
+    }
+    fn now_ns(&self) -> u64 {
+        self.clock().now_ns()
+    }
+}
