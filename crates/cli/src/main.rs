@@ -1,1 +1,358 @@
-fn main() {}
+//! `lightnvm`: format, inspect (and, as the project grows, serve, check and simulate) emulated
+//! open-channel flash devices.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use lightnvm_media::{
+    BadReason, BlockState, FaultConfig, FileMedia, Geometry, MediaConfig, OpenMode, TimingConfig,
+    VirtualClock, DEFAULT_ENDURANCE, GEOMETRY_PRESETS, TIMING_PRESETS,
+};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lightnvm",
+    version,
+    about = "A host-side flash translation layer over emulated open-channel flash"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new file-backed emulated flash device (an image file).
+    Format(FormatArgs),
+    /// Show an image's geometry, capacity, timing, bad blocks and wear.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+struct FormatArgs {
+    /// Path of the image file to create.
+    image: PathBuf,
+    /// Start from a named geometry; the flags below override its fields.
+    /// One of: tiny, small, default, large.
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// Channels (independent buses).
+    #[arg(long)]
+    channels: Option<u32>,
+    /// LUNs (dies) per channel; channels x LUNs = parallel units.
+    #[arg(long)]
+    luns: Option<u32>,
+    /// Erase blocks per LUN.
+    #[arg(long)]
+    blocks: Option<u32>,
+    /// Pages per block.
+    #[arg(long)]
+    pages: Option<u32>,
+    /// 4 KiB sectors per page.
+    #[arg(long)]
+    sectors_per_page: Option<u32>,
+    /// Out-of-band bytes per sector (at least 16).
+    #[arg(long)]
+    oob: Option<u32>,
+    /// OCSSD mw_cunits: later pages that must be programmed before a page is readable.
+    #[arg(long)]
+    mw_cunits: Option<u32>,
+    /// Timing preset: none, femu, mqsim, lightnvm2014.
+    #[arg(long, default_value = "none")]
+    timing: String,
+    /// Fraction of factory-bad blocks, e.g. 0.02.
+    #[arg(long, default_value_t = 0.0)]
+    bad_blocks: f64,
+    /// Seed for factory bad blocks and injected faults.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// P/E cycles a block survives (0 = unlimited).
+    #[arg(long, default_value_t = DEFAULT_ENDURANCE)]
+    endurance: u32,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    /// Path of the image file.
+    image: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Format(a) => format(a),
+        Command::Info(a) => info(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lightnvm: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn geometry_from(a: &FormatArgs) -> Result<Geometry> {
+    let Some(mut g) = Geometry::preset(&a.preset) else {
+        let names: Vec<_> = GEOMETRY_PRESETS.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "unknown geometry preset `{}` (known: {})",
+            a.preset,
+            names.join(", ")
+        );
+    };
+    g.channels = a.channels.unwrap_or(g.channels);
+    g.luns_per_channel = a.luns.unwrap_or(g.luns_per_channel);
+    g.blocks_per_lun = a.blocks.unwrap_or(g.blocks_per_lun);
+    g.pages_per_block = a.pages.unwrap_or(g.pages_per_block);
+    g.sectors_per_page = a.sectors_per_page.unwrap_or(g.sectors_per_page);
+    g.oob_bytes_per_sector = a.oob.unwrap_or(g.oob_bytes_per_sector);
+    g.mw_cunits = a.mw_cunits.unwrap_or(g.mw_cunits);
+    Ok(g)
+}
+
+fn format(a: FormatArgs) -> Result<()> {
+    let geometry = geometry_from(&a)?;
+    let Some(timing) = TimingConfig::preset(&a.timing) else {
+        let names: Vec<_> = TIMING_PRESETS.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "unknown timing preset `{}` (known: {})",
+            a.timing,
+            names.join(", ")
+        );
+    };
+    let config = MediaConfig {
+        geometry,
+        timing,
+        faults: FaultConfig {
+            factory_bad_fraction: a.bad_blocks,
+            ..FaultConfig::none(a.seed)
+        },
+        endurance: a.endurance,
+    };
+    config.validate()?;
+    if a.force && a.image.exists() {
+        std::fs::remove_file(&a.image)
+            .with_context(|| format!("removing {}", a.image.display()))?;
+    }
+    let media = FileMedia::create(&a.image, config, VirtualClock::new())?;
+    let report = Report::of(&media);
+    println!(
+        "formatted {}: {} PUs ({} channels x {} LUNs), {} blocks, {} raw, {} factory-bad blocks",
+        a.image.display(),
+        geometry.parallel_units(),
+        geometry.channels,
+        geometry.luns_per_channel,
+        geometry.total_blocks(),
+        human_bytes(geometry.raw_bytes()),
+        report.bad_blocks.factory,
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct BadBlockCounts {
+    total: u32,
+    factory: u32,
+    program_failure: u32,
+    erase_failure: u32,
+    worn_out: u32,
+    host: u32,
+}
+
+#[derive(Serialize)]
+struct EraseCounts {
+    min: u32,
+    mean: f64,
+    max: u32,
+}
+
+#[derive(Serialize)]
+struct BlockStates {
+    free: u32,
+    open: u32,
+    full: u32,
+    bad: u32,
+}
+
+#[derive(Serialize)]
+struct Report {
+    path: String,
+    format_version: u32,
+    uuid: String,
+    created_unix_s: u64,
+    file_bytes: u64,
+    geometry: Geometry,
+    parallel_units: u32,
+    total_blocks: u32,
+    total_pages: u64,
+    total_sectors: u64,
+    page_bytes: usize,
+    raw_capacity_bytes: u64,
+    timing: TimingConfig,
+    timing_preset: Option<&'static str>,
+    endurance: u32,
+    fault_seed: u64,
+    bad_blocks: BadBlockCounts,
+    block_states: BlockStates,
+    erase_count: EraseCounts,
+}
+
+impl Report {
+    fn of(media: &FileMedia) -> Report {
+        let info = media.image_info();
+        let g = info.config.geometry;
+        let mut bad = BadBlockCounts {
+            total: 0,
+            factory: 0,
+            program_failure: 0,
+            erase_failure: 0,
+            worn_out: 0,
+            host: 0,
+        };
+        let mut states = BlockStates {
+            free: 0,
+            open: 0,
+            full: 0,
+            bad: 0,
+        };
+        let (mut min, mut max, mut sum, mut n) = (u32::MAX, 0u32, 0u64, 0u64);
+        for b in media.block_table() {
+            match b.state {
+                BlockState::Free => states.free += 1,
+                BlockState::Open => states.open += 1,
+                BlockState::Full => states.full += 1,
+                BlockState::Bad => states.bad += 1,
+            }
+            if let Some(r) = b.bad {
+                bad.total += 1;
+                match r {
+                    BadReason::Factory => bad.factory += 1,
+                    BadReason::ProgramFailure => bad.program_failure += 1,
+                    BadReason::EraseFailure => bad.erase_failure += 1,
+                    BadReason::WornOut => bad.worn_out += 1,
+                    BadReason::Host => bad.host += 1,
+                }
+            }
+            if b.bad != Some(BadReason::Factory) {
+                min = min.min(b.erase_count);
+                max = max.max(b.erase_count);
+                sum += b.erase_count as u64;
+                n += 1;
+            }
+        }
+        let erase_count = if n == 0 {
+            EraseCounts {
+                min: 0,
+                mean: 0.0,
+                max: 0,
+            }
+        } else {
+            EraseCounts {
+                min,
+                mean: sum as f64 / n as f64,
+                max,
+            }
+        };
+        Report {
+            path: info.path.display().to_string(),
+            format_version: info.format_version,
+            uuid: info.uuid.clone(),
+            created_unix_s: info.created_unix_s,
+            file_bytes: info.file_bytes,
+            geometry: g,
+            parallel_units: g.parallel_units(),
+            total_blocks: g.total_blocks(),
+            total_pages: g.total_pages(),
+            total_sectors: g.total_sectors(),
+            page_bytes: g.page_bytes(),
+            raw_capacity_bytes: g.raw_bytes(),
+            timing: info.config.timing,
+            timing_preset: info.config.timing.preset_name(),
+            endurance: info.config.endurance,
+            fault_seed: info.config.faults.seed,
+            bad_blocks: bad,
+            block_states: states,
+            erase_count,
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+fn info(a: InfoArgs) -> Result<()> {
+    let media = FileMedia::open(&a.image, OpenMode::ReadOnly, VirtualClock::new())?;
+    let r = Report::of(&media);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let g = &r.geometry;
+    let t = &r.timing;
+    println!("image            {}", r.path);
+    println!("format version   {}   uuid {}", r.format_version, r.uuid);
+    println!(
+        "geometry         {} channels x {} LUNs = {} PUs; {} blocks/LUN x {} pages x {} sectors of {} B (+{} B OOB)",
+        g.channels,
+        g.luns_per_channel,
+        r.parallel_units,
+        g.blocks_per_lun,
+        g.pages_per_block,
+        g.sectors_per_page,
+        g.sector_size,
+        g.oob_bytes_per_sector
+    );
+    println!("mw_cunits        {}", g.mw_cunits);
+    println!(
+        "raw capacity     {} ({} bytes, {} sectors)",
+        human_bytes(r.raw_capacity_bytes),
+        r.raw_capacity_bytes,
+        r.total_sectors
+    );
+    println!("file size        {} (sparse)", human_bytes(r.file_bytes));
+    println!(
+        "timing           {} (tR {} us, tPROG {} us, tBERS {} us, channel {} MB/s)",
+        r.timing_preset.unwrap_or("custom"),
+        t.t_read_ns / 1000,
+        t.t_prog_ns / 1000,
+        t.t_erase_ns / 1000,
+        t.channel_mb_per_s
+    );
+    println!("endurance        {} P/E cycles", r.endurance);
+    println!(
+        "blocks           {} free, {} open, {} full, {} bad",
+        r.block_states.free, r.block_states.open, r.block_states.full, r.block_states.bad
+    );
+    let b = &r.bad_blocks;
+    println!(
+        "bad blocks       {} ({} factory, {} program failure, {} erase failure, {} worn out, {} retired by host)",
+        b.total, b.factory, b.program_failure, b.erase_failure, b.worn_out, b.host
+    );
+    println!(
+        "erase counts     min {} / mean {:.2} / max {}",
+        r.erase_count.min, r.erase_count.mean, r.erase_count.max
+    );
+    Ok(())
+}

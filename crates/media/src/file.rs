@@ -66,10 +66,16 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path}: image is in use by another process")]
     InUse { path: PathBuf },
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Config(ConfigError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+impl From<ConfigError> for ImageError {
+    fn from(e: ConfigError) -> Self {
+        ImageError::Config(e)
+    }
 }
 
 /// How to open an image.

@@ -382,7 +382,7 @@ impl<S: Store> Media for Flash<S> {
         let ss = g.sector_size as usize;
         let os = g.oob_bytes_per_sector as usize;
         if data.is_empty()
-            || data.len() % ss != 0
+            || !data.len().is_multiple_of(ss)
             || (!oob.is_empty() && oob.len() != data.len() / ss * os)
         {
             return Err(ReadError::BufferSize {

@@ -64,9 +64,22 @@ impl MediaConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("invalid geometry: {0}")]
-    Geometry(#[from] GeometryError),
+    Geometry(GeometryError),
     #[error("invalid fault settings: {0}")]
-    Faults(#[from] FaultConfigError),
+    Faults(FaultConfigError),
+}
+
+// Written by hand (not `#[from]`) so that the inner error is shown once, not also as a source.
+impl From<GeometryError> for ConfigError {
+    fn from(e: GeometryError) -> Self {
+        ConfigError::Geometry(e)
+    }
+}
+
+impl From<FaultConfigError> for ConfigError {
+    fn from(e: FaultConfigError) -> Self {
+        ConfigError::Faults(e)
+    }
 }
 
 /// When an operation completes in modeled time.

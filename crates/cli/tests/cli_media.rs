@@ -1,0 +1,157 @@
+//! The `lightnvm format` and `lightnvm info` commands, run as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lightnvm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+        .args(args)
+        .output()
+        .expect("run lightnvm")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn format_then_info_json_reports_geometry_and_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.img");
+    let out = lightnvm(&[
+        "format",
+        s(&img),
+        "--channels",
+        "4",
+        "--luns",
+        "4",
+        "--blocks",
+        "64",
+        "--pages",
+        "64",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lightnvm(&["info", s(&img), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["geometry"]["channels"], 4);
+    assert_eq!(v["geometry"]["luns_per_channel"], 4);
+    assert_eq!(v["geometry"]["blocks_per_lun"], 64);
+    assert_eq!(v["geometry"]["pages_per_block"], 64);
+    assert_eq!(v["parallel_units"], 16);
+    // 16 PUs x 64 blocks x 64 pages x 4 sectors x 4096 bytes (default 4 sectors per page).
+    assert_eq!(v["raw_capacity_bytes"], 16u64 * 64 * 64 * 4 * 4096);
+    assert_eq!(v["bad_blocks"]["total"], 0);
+    assert_eq!(v["erase_count"]["max"], 0);
+    assert_eq!(v["block_states"]["free"], 1024);
+}
+
+#[test]
+fn factory_bad_blocks_are_reported_and_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for (name, seed) in [("a.img", "5"), ("b.img", "5")] {
+        let img = dir.path().join(name);
+        let out = lightnvm(&[
+            "format",
+            s(&img),
+            "--preset",
+            "small",
+            "--bad-blocks",
+            "0.02",
+            "--seed",
+            seed,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = lightnvm(&["info", s(&img), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // small = 8 PUs x 32 blocks = 256 blocks; 2% = 5.12 -> 5.
+        assert_eq!(v["bad_blocks"]["factory"], 5);
+        assert_eq!(v["block_states"]["bad"], 5);
+        seen.push(v["bad_blocks"].clone());
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[test]
+fn info_on_a_non_image_fails_clearly_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("notes.txt");
+    let body = "just some text, certainly not a flash image\n".repeat(200);
+    std::fs::write(&f, &body).unwrap();
+    let out = lightnvm(&["info", s(&f)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a lightnvm image"), "stderr: {err}");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), body);
+
+    let out = lightnvm(&["info", s(&dir.path().join("missing.img"))]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.img"));
+}
+
+#[test]
+fn format_rejects_bad_arguments_and_existing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.img");
+    for (args, needle) in [
+        (vec!["--channels", "0"], "channels"),
+        (vec!["--oob", "8"], "OOB"),
+        (vec!["--preset", "huge"], "unknown geometry preset"),
+        (vec!["--timing", "slow"], "unknown timing preset"),
+        (vec!["--bad-blocks", "2"], "factory_bad_fraction"),
+        (vec!["--blocks", "4000000", "--pages", "4096"], "overflow"),
+    ] {
+        let mut full = vec!["format", s(&img)];
+        full.extend(args.iter());
+        let out = lightnvm(&full);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: stderr {err}");
+        assert!(!img.exists(), "{args:?} left a file behind");
+    }
+    assert!(lightnvm(&["format", s(&img), "--preset", "tiny"])
+        .status
+        .success());
+    let out = lightnvm(&["format", s(&img), "--preset", "tiny"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert!(lightnvm(&[
+        "format",
+        s(&img),
+        "--preset",
+        "tiny",
+        "--force",
+        "--timing",
+        "femu"
+    ])
+    .status
+    .success());
+    let out = lightnvm(&["info", s(&img), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timing_preset"], "femu");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [&["--help"][..], &["format", "--help"], &["info", "--help"]] {
+        let out = lightnvm(sub);
+        assert!(out.status.success(), "{sub:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub:?}"
+        );
+    }
+}

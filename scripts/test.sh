@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit, property and integration tests.
+# Installs what it needs on a fresh Debian machine (run as root) and works offline otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for tool in cargo; do
+    command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (install Rust with rustup)" >&2; exit 1; }
+done
+# Debian packages the tests use (the real-client NBD tests will add qemu-utils, libnbd-bin, fio...).
+apt_packages=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "test.sh: missing Debian packages: ${need_apt[*]} (run as root or install them)" >&2
+        exit 1
+    fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace
