@@ -1,0 +1,1446 @@
+use std::collections::HashMap;
+
+use lightnvm_media::{
+    BlockAddr, BlockState, Completion, EraseError, Geometry, Media, PageAddr, ProgramError,
+    ReadError, SyncError,
+};
+use serde::Serialize;
+
+use crate::config::{FtlConfig, FtlConfigError, PlacementKind};
+use crate::meta::{self, SectorOob, OOB_LBA_META, OOB_LBA_PAD};
+use crate::policy::{self, Candidate, FreeLine, VictimPolicy, WearPolicy};
+
+/// L2P sentinel: never written or trimmed (reads as zeros).
+const UNMAPPED: u32 = u32::MAX;
+/// L2P sentinel: the data was lost to an uncorrectable media error (reads fail).
+const LOST: u32 = u32::MAX - 1;
+/// P2L values that are not LBAs.
+const P2L_EMPTY: u32 = u32::MAX;
+const P2L_INVALID: u32 = u32::MAX - 1;
+const P2L_PAD: u32 = OOB_LBA_PAD;
+const P2L_META: u32 = OOB_LBA_META;
+/// Reads of a sector are retried this many times before it is reported uncorrectable.
+const READ_RETRIES: u32 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum StreamKind {
+    User = 0,
+    Gc = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineState {
+    Free,
+    Open(StreamKind),
+    Closed,
+    /// Being relocated by GC.
+    Gc,
+    /// Empty, waiting for a durable point before it may be erased.
+    PendingFree,
+    Bad,
+}
+
+#[derive(Clone, Debug)]
+struct Line {
+    state: LineState,
+    /// Good PUs, ascending.
+    pus: Vec<u32>,
+    valid: u32,
+    closed_seq: u64,
+    generation: u64,
+    has_footer: bool,
+    erase_mean: f64,
+}
+
+#[derive(Debug)]
+struct Stream {
+    line: Option<u32>,
+    pus: Vec<u32>,
+    row: u32,
+    col: usize,
+    /// Sectors gathered in the current page.
+    fill: u32,
+    data: Vec<u8>,
+    oob: Vec<u8>,
+    lbas: Vec<u32>,
+    seqs: Vec<u64>,
+    /// (LBA, seq) of every physical sector of the open line, canonical order: the footer.
+    record: Vec<(u32, u64)>,
+}
+
+impl Stream {
+    fn new(g: &Geometry) -> Stream {
+        let spp = g.sectors_per_page as usize;
+        Stream {
+            line: None,
+            pus: Vec::new(),
+            row: 0,
+            col: 0,
+            fill: 0,
+            data: vec![0; g.page_bytes()],
+            oob: vec![0; g.page_oob_bytes()],
+            lbas: vec![P2L_EMPTY; spp],
+            seqs: vec![0; spp],
+            record: vec![
+                (P2L_EMPTY, 0);
+                g.parallel_units() as usize * g.pages_per_block as usize * spp
+            ],
+        }
+    }
+    fn addr(&self) -> PageAddr {
+        PageAddr {
+            pu: self.pus[self.col],
+            block: self.line.expect("open line"),
+            page: self.row,
+        }
+    }
+    /// Slots left in the line, the current one included.
+    fn remaining_slots(&self, pages: u32) -> u64 {
+        if self.pus.is_empty() || self.row >= pages {
+            return 0;
+        }
+        (pages - self.row - 1) as u64 * self.pus.len() as u64 + (self.pus.len() - self.col) as u64
+    }
+    fn advance(&mut self) {
+        self.col += 1;
+        if self.col >= self.pus.len() {
+            self.col = 0;
+            self.row += 1;
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct GcCursor {
+    line: u32,
+    pus: Vec<u32>,
+    next: u64,
+    /// GC sectors to move per user sector written (rate limiter).
+    ratio: f64,
+}
+
+/// What went wrong in an FTL operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FtlError {
+    #[error("sectors {lba}..{end} are beyond the exported {exported} sectors", end = lba + sectors)]
+    OutOfRange {
+        lba: u64,
+        sectors: u64,
+        exported: u64,
+    },
+    #[error("buffer of {bytes} bytes is not a whole number of 4096-byte sectors")]
+    Unaligned { bytes: usize },
+    #[error("the device is read-only: {reason}")]
+    ReadOnly { reason: String },
+    #[error("no free space: garbage collection cannot make progress")]
+    NoSpace,
+    #[error("uncorrectable media error in {} sector(s), first LBA {}", lbas.len(), lbas.first().copied().unwrap_or(0))]
+    Uncorrectable { lbas: Vec<u64> },
+    #[error("invalid FTL configuration: {0}")]
+    Config(FtlConfigError),
+    #[error("the geometry is too small for an FTL: {0}")]
+    TooSmall(String),
+    #[error("power lost")]
+    PowerLoss,
+    #[error("media error: {0}")]
+    Media(String),
+}
+
+impl From<FtlConfigError> for FtlError {
+    fn from(e: FtlConfigError) -> Self {
+        FtlError::Config(e)
+    }
+}
+
+impl From<ProgramError> for FtlError {
+    fn from(e: ProgramError) -> Self {
+        match e {
+            ProgramError::PowerLoss => FtlError::PowerLoss,
+            e => FtlError::Media(e.to_string()),
+        }
+    }
+}
+impl From<ReadError> for FtlError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::PowerLoss => FtlError::PowerLoss,
+            e => FtlError::Media(e.to_string()),
+        }
+    }
+}
+impl From<EraseError> for FtlError {
+    fn from(e: EraseError) -> Self {
+        match e {
+            EraseError::PowerLoss => FtlError::PowerLoss,
+            e => FtlError::Media(e.to_string()),
+        }
+    }
+}
+impl From<SyncError> for FtlError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::PowerLoss => FtlError::PowerLoss,
+            e => FtlError::Media(e.to_string()),
+        }
+    }
+}
+
+/// Lines per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LineCounts {
+    pub free: u32,
+    pub open: u32,
+    pub closed: u32,
+    pub gc: u32,
+    pub pending_free: u32,
+    pub bad: u32,
+}
+
+/// Erase-count distribution over good blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct WearStats {
+    pub min: u32,
+    pub max: u32,
+    pub mean: f64,
+    pub stddev: f64,
+}
+
+/// Counters. Sector counts are 4 KiB sectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct FtlStats {
+    pub host_sectors_written: u64,
+    pub host_sectors_read: u64,
+    pub host_sectors_trimmed: u64,
+    pub host_flushes: u64,
+    pub media_sectors_user: u64,
+    pub media_sectors_gc: u64,
+    pub media_sectors_pad: u64,
+    pub media_sectors_meta: u64,
+    pub erases: u64,
+    pub gc_runs: u64,
+    pub gc_sectors_moved: u64,
+    pub wear_level_runs: u64,
+    pub durable_points: u64,
+    pub program_failures: u64,
+    pub erase_failures: u64,
+    pub read_errors: u64,
+    pub sectors_lost: u64,
+    pub exported_sectors: u64,
+    pub l2p_bytes: u64,
+}
+
+impl FtlStats {
+    /// Media sectors programmed (all kinds) per host sector written.
+    pub fn waf_total(&self) -> f64 {
+        let media = self.media_sectors_user
+            + self.media_sectors_gc
+            + self.media_sectors_pad
+            + self.media_sectors_meta;
+        media as f64 / self.host_sectors_written.max(1) as f64
+    }
+    /// (user + GC) / user: the write amplification of garbage collection alone.
+    pub fn waf_gc(&self) -> f64 {
+        (self.media_sectors_user + self.media_sectors_gc) as f64
+            / self.media_sectors_user.max(1) as f64
+    }
+}
+
+/// The flash translation layer.
+pub struct Ftl<M: Media> {
+    media: M,
+    config: FtlConfig,
+    geo: Geometry,
+    spp: u32,
+    footer_slots: u32,
+    exported: u64,
+    l2p: Vec<u32>,
+    p2l: Vec<u32>,
+    lines: Vec<Line>,
+    free: Vec<u32>,
+    pending: Vec<u32>,
+    streams: [Stream; 2],
+    victim: Box<dyn VictimPolicy>,
+    wear: Box<dyn WearPolicy>,
+    gc: Option<GcCursor>,
+    gc_debt: f64,
+    gc_background_lines: u32,
+    last_static_wl: u64,
+    seq: u64,
+    close_seq: u64,
+    window: HashMap<u64, Box<[u8]>>,
+    stats: FtlStats,
+    read_only: Option<String>,
+    op_done_ns: u64,
+    zero: Vec<u8>,
+}
+
+impl<M: Media> std::fmt::Debug for Ftl<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ftl")
+            .field("exported", &self.exported)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn line_capacity(pus: usize, g: &Geometry, footer_slots: u32) -> u32 {
+    let slots = pus as u64 * g.pages_per_block as u64;
+    if slots < footer_slots as u64 + 2 {
+        return 0;
+    }
+    ((slots - 1 - footer_slots as u64) * g.sectors_per_page as u64) as u32
+}
+
+impl<M: Media> Ftl<M> {
+    /// Builds a fresh FTL over `media` (whose blocks may hold old data: lines are erased
+    /// before use). Lines skip blocks the media reports bad.
+    pub fn format(media: M, config: FtlConfig) -> Result<Ftl<M>, FtlError> {
+        config.validate()?;
+        let geo = *media.geometry();
+        let spp = geo.sectors_per_page;
+        let line_sectors =
+            geo.parallel_units() as usize * geo.pages_per_block as usize * spp as usize;
+        let footer_slots = meta::footer_bytes(line_sectors).div_ceil(geo.page_bytes()) as u32;
+        let mut lines = Vec::with_capacity(geo.blocks_per_lun as usize);
+        for block in 0..geo.blocks_per_lun {
+            let pus: Vec<u32> = (0..geo.parallel_units())
+                .filter(|&pu| media.block_info(BlockAddr { pu, block }).state != BlockState::Bad)
+                .collect();
+            let erase_mean = mean_erase(&media, block, &pus);
+            let state = if line_capacity(pus.len(), &geo, footer_slots) == 0 {
+                LineState::Bad
+            } else {
+                LineState::Free
+            };
+            lines.push(Line {
+                state,
+                pus,
+                valid: 0,
+                closed_seq: 0,
+                generation: 0,
+                has_footer: false,
+                erase_mean,
+            });
+        }
+        let usable: Vec<u32> = lines
+            .iter()
+            .filter(|l| l.state != LineState::Bad)
+            .map(|l| line_capacity(l.pus.len(), &geo, footer_slots))
+            .collect();
+        if usable.len() < 4 {
+            return Err(FtlError::TooSmall(format!(
+                "{} usable lines; at least 4 are needed (user, GC, reserve and one more)",
+                usable.len()
+            )));
+        }
+        let total: u64 = usable.iter().map(|&c| c as u64).sum();
+        let max_line = *usable.iter().max().unwrap() as u64;
+        let reserve = (config.gc_reserve_lines as u64 + 2) * max_line;
+        let by_op = (total as f64 * (1.0 - config.over_provisioning)).floor() as u64;
+        let exported = by_op.min(total.saturating_sub(reserve));
+        if exported == 0 {
+            return Err(FtlError::TooSmall(format!(
+                "{total} data sectors cannot cover the {} lines kept for open lines and GC",
+                config.gc_reserve_lines + 2
+            )));
+        }
+        let free: Vec<u32> = (0..geo.blocks_per_lun)
+            .filter(|&b| lines[b as usize].state == LineState::Free)
+            .collect();
+        let gc_background_lines = if config.gc_background_lines > 0 {
+            config.gc_background_lines
+        } else {
+            (config.gc_reserve_lines + 2).max(usable.len() as u32 / 8)
+        };
+        let stats = FtlStats {
+            exported_sectors: exported,
+            l2p_bytes: exported * 4,
+            ..FtlStats::default()
+        };
+        Ok(Ftl {
+            victim: policy::victim_policy(config.victim, config.seed),
+            wear: Box::new(policy::Wear::new(config.wear)),
+            streams: [Stream::new(&geo), Stream::new(&geo)],
+            l2p: vec![UNMAPPED; exported as usize],
+            p2l: vec![P2L_EMPTY; geo.total_sectors() as usize],
+            zero: vec![0; geo.sector_size as usize],
+            media,
+            config,
+            geo,
+            spp,
+            footer_slots,
+            exported,
+            lines,
+            free,
+            pending: Vec::new(),
+            gc: None,
+            gc_debt: 0.0,
+            gc_background_lines,
+            last_static_wl: 0,
+            seq: 0,
+            close_seq: 0,
+            window: HashMap::new(),
+            stats,
+            read_only: None,
+            op_done_ns: 0,
+        })
+    }
+
+    pub fn media(&self) -> &M {
+        &self.media
+    }
+    pub fn media_mut(&mut self) -> &mut M {
+        &mut self.media
+    }
+    pub fn into_media(self) -> M {
+        self.media
+    }
+    pub fn config(&self) -> &FtlConfig {
+        &self.config
+    }
+    /// Exported capacity in 4 KiB sectors.
+    pub fn exported_sectors(&self) -> u64 {
+        self.exported
+    }
+    pub fn sector_size(&self) -> usize {
+        self.geo.sector_size as usize
+    }
+    /// Why the device is read-only, if it is.
+    pub fn read_only_reason(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+    /// The victim policy's name.
+    pub fn victim_policy(&self) -> &'static str {
+        self.victim.name()
+    }
+
+    pub fn stats(&self) -> FtlStats {
+        self.stats
+    }
+
+    pub fn line_counts(&self) -> LineCounts {
+        let mut c = LineCounts::default();
+        for l in &self.lines {
+            match l.state {
+                LineState::Free => c.free += 1,
+                LineState::Open(_) => c.open += 1,
+                LineState::Closed => c.closed += 1,
+                LineState::Gc => c.gc += 1,
+                LineState::PendingFree => c.pending_free += 1,
+                LineState::Bad => c.bad += 1,
+            }
+        }
+        c
+    }
+
+    /// Erase counts over every good block of the media.
+    pub fn wear_stats(&self) -> WearStats {
+        let g = &self.geo;
+        let mut n = 0u64;
+        let (mut min, mut max, mut sum, mut sq) = (u32::MAX, 0u32, 0f64, 0f64);
+        for pu in 0..g.parallel_units() {
+            for block in 0..g.blocks_per_lun {
+                let info = self.media.block_info(BlockAddr { pu, block });
+                if info.state == BlockState::Bad {
+                    continue;
+                }
+                let e = info.erase_count;
+                n += 1;
+                min = min.min(e);
+                max = max.max(e);
+                sum += e as f64;
+                sq += e as f64 * e as f64;
+            }
+        }
+        if n == 0 {
+            return WearStats::default();
+        }
+        let mean = sum / n as f64;
+        WearStats {
+            min,
+            max,
+            mean,
+            stddev: (sq / n as f64 - mean * mean).max(0.0).sqrt(),
+        }
+    }
+
+    // ---------------------------------------------------------------- host operations
+
+    fn check_range(&self, lba: u64, bytes: usize) -> Result<u64, FtlError> {
+        let ss = self.geo.sector_size as usize;
+        if !bytes.is_multiple_of(ss) {
+            return Err(FtlError::Unaligned { bytes });
+        }
+        let sectors = (bytes / ss) as u64;
+        if lba
+            .checked_add(sectors)
+            .is_none_or(|end| end > self.exported)
+        {
+            return Err(FtlError::OutOfRange {
+                lba,
+                sectors,
+                exported: self.exported,
+            });
+        }
+        Ok(sectors)
+    }
+
+    fn check_sectors(&self, lba: u64, sectors: u64) -> Result<(), FtlError> {
+        if lba
+            .checked_add(sectors)
+            .is_none_or(|end| end > self.exported)
+        {
+            return Err(FtlError::OutOfRange {
+                lba,
+                sectors,
+                exported: self.exported,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), FtlError> {
+        match &self.read_only {
+            Some(reason) => Err(FtlError::ReadOnly {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn begin_op(&mut self) {
+        self.op_done_ns = self.media.now_ns();
+    }
+
+    fn op_completion(&self) -> Completion {
+        Completion {
+            done_ns: self.op_done_ns,
+        }
+    }
+
+    fn note_done(&mut self, c: Completion) {
+        self.op_done_ns = self.op_done_ns.max(c.done_ns);
+    }
+
+    /// Writes whole sectors at `lba`. With `fua` the data is durable when this returns.
+    /// Returns the modeled completion instant (the caller waits on the media clock).
+    pub fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<Completion, FtlError> {
+        let sectors = self.check_range(lba, data.len())?;
+        self.check_writable()?;
+        self.begin_op();
+        self.seq += 1;
+        let seq = self.seq;
+        let ss = self.geo.sector_size as usize;
+        for i in 0..sectors as usize {
+            self.make_room_for_user()?;
+            let l = (lba + i as u64) as u32;
+            self.push(StreamKind::User, l, seq, &data[i * ss..(i + 1) * ss])?;
+            self.stats.host_sectors_written += 1;
+            self.background_gc()?;
+        }
+        if fua {
+            self.durable_point()?;
+        }
+        Ok(self.op_completion())
+    }
+
+    /// Reads whole sectors at `lba` into `buf`. Never-written and trimmed sectors read as
+    /// zeros. On `Uncorrectable`, exactly the listed LBAs failed; the rest of `buf` is valid.
+    pub fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<Completion, FtlError> {
+        let sectors = self.check_range(lba, buf.len())?;
+        self.begin_op();
+        let ss = self.geo.sector_size as usize;
+        let mut failed = Vec::new();
+        for i in 0..sectors as usize {
+            let l = lba + i as u64;
+            let out = &mut buf[i * ss..(i + 1) * ss];
+            match self.l2p[l as usize] {
+                UNMAPPED => out.fill(0),
+                LOST => failed.push(l),
+                ppa => {
+                    if !self.read_ppa(ppa, out, None)? {
+                        failed.push(l);
+                    }
+                }
+            }
+            self.stats.host_sectors_read += 1;
+        }
+        if !failed.is_empty() {
+            self.stats.read_errors += failed.len() as u64;
+            return Err(FtlError::Uncorrectable { lbas: failed });
+        }
+        Ok(self.op_completion())
+    }
+
+    /// Makes every write completed so far durable (pads partial pages, syncs the media).
+    pub fn flush(&mut self) -> Result<Completion, FtlError> {
+        self.begin_op();
+        self.stats.host_flushes += 1;
+        if self.read_only.is_some() {
+            // Nothing new can have been written; still make the media durable.
+            let c = self.media.sync()?;
+            self.note_done(c);
+            return Ok(self.op_completion());
+        }
+        self.durable_point()?;
+        Ok(self.op_completion())
+    }
+
+    /// Unmaps sectors: they read as zeros afterwards.
+    pub fn trim(&mut self, lba: u64, sectors: u64) -> Result<Completion, FtlError> {
+        self.check_sectors(lba, sectors)?;
+        self.check_writable()?;
+        self.begin_op();
+        self.seq += 1;
+        for l in lba..lba + sectors {
+            self.unmap(l as u32);
+        }
+        self.stats.host_sectors_trimmed += sectors;
+        Ok(self.op_completion())
+    }
+
+    /// Makes sectors read as zeros (without storing zeros).
+    pub fn write_zeroes(
+        &mut self,
+        lba: u64,
+        sectors: u64,
+        fua: bool,
+    ) -> Result<Completion, FtlError> {
+        let _ = self.trim(lba, sectors)?;
+        if fua {
+            self.durable_point()?;
+        }
+        Ok(self.op_completion())
+    }
+
+    // ---------------------------------------------------------------- mapping
+
+    fn line_of(&self, ppa: u32) -> u32 {
+        let page_index = ppa as u64 / self.spp as u64;
+        let block_index = page_index / self.geo.pages_per_block as u64;
+        (block_index % self.geo.blocks_per_lun as u64) as u32
+    }
+
+    fn invalidate(&mut self, ppa: u32) {
+        debug_assert!(self.p2l[ppa as usize] < P2L_META);
+        self.p2l[ppa as usize] = P2L_INVALID;
+        let line = self.line_of(ppa) as usize;
+        assert!(
+            self.lines[line].valid > 0,
+            "valid count underflow in line {line}"
+        );
+        self.lines[line].valid -= 1;
+    }
+
+    fn map(&mut self, lba: u32, ppa: u32) {
+        let old = self.l2p[lba as usize];
+        if old != UNMAPPED && old != LOST {
+            self.invalidate(old);
+        }
+        self.l2p[lba as usize] = ppa;
+        debug_assert_eq!(self.p2l[ppa as usize], P2L_EMPTY);
+        self.p2l[ppa as usize] = lba;
+        let line = self.line_of(ppa) as usize;
+        self.lines[line].valid += 1;
+    }
+
+    fn unmap(&mut self, lba: u32) {
+        let old = self.l2p[lba as usize];
+        if old != UNMAPPED && old != LOST {
+            self.invalidate(old);
+        }
+        self.l2p[lba as usize] = UNMAPPED;
+    }
+
+    /// Reads one physical sector into `out` (and its OOB into `oob` if given). Returns false
+    /// if the media reported it uncorrectable after retries.
+    fn read_ppa(
+        &mut self,
+        ppa: u32,
+        out: &mut [u8],
+        oob: Option<&mut [u8]>,
+    ) -> Result<bool, FtlError> {
+        let (addr, sector) = self.geo.sector_at(ppa);
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        // Still being gathered in a stream's page buffer?
+        for s in &self.streams {
+            if s.line == Some(addr.block)
+                && s.fill > sector
+                && !s.pus.is_empty()
+                && s.addr() == addr
+            {
+                out.copy_from_slice(&s.data[sector as usize * ss..(sector as usize + 1) * ss]);
+                if let Some(o) = oob {
+                    o.copy_from_slice(&s.oob[sector as usize * os..(sector as usize + 1) * os]);
+                }
+                return Ok(true);
+            }
+        }
+        let page_index = self.geo.page_index(addr);
+        if let Some(page) = self.window.get(&page_index) {
+            out.copy_from_slice(&page[sector as usize * ss..(sector as usize + 1) * ss]);
+            if let Some(o) = oob {
+                let base = self.geo.page_bytes();
+                o.copy_from_slice(
+                    &page[base + sector as usize * os..base + (sector as usize + 1) * os],
+                );
+            }
+            return Ok(true);
+        }
+        let mut oob_buf = vec![0u8; if oob.is_some() { os } else { 0 }];
+        for _ in 0..=READ_RETRIES {
+            match self.media.read(addr, sector, out, &mut oob_buf) {
+                Ok(c) => {
+                    self.note_done(c);
+                    if let Some(o) = oob {
+                        o.copy_from_slice(&oob_buf);
+                    }
+                    return Ok(true);
+                }
+                Err(ReadError::Uncorrectable { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    // ---------------------------------------------------------------- streams and lines
+
+    fn gc_stream(&self) -> StreamKind {
+        match self.config.placement {
+            PlacementKind::SeparateGc => StreamKind::Gc,
+            PlacementKind::Shared => StreamKind::User,
+        }
+    }
+
+    /// Appends one sector (`lba` may be `P2L_PAD`) to a stream, mapping it, and programs the
+    /// page when it is full.
+    fn push(&mut self, k: StreamKind, lba: u32, seq: u64, data: &[u8]) -> Result<(), FtlError> {
+        if self.streams[k as usize].fill == 0 {
+            self.ensure_data_slot(k)?;
+        }
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let pages = self.geo.pages_per_block as usize;
+        let spp = self.spp as usize;
+        let s = &mut self.streams[k as usize];
+        let i = s.fill as usize;
+        let addr = s.addr();
+        s.data[i * ss..(i + 1) * ss].copy_from_slice(data);
+        meta::encode_oob(
+            &mut s.oob[i * os..(i + 1) * os],
+            SectorOob { lba, seq },
+            data,
+        );
+        s.lbas[i] = lba;
+        s.seqs[i] = seq;
+        s.fill += 1;
+        s.record[(addr.pu as usize * pages + addr.page as usize) * spp + i] = (lba, seq);
+        let full = s.fill == self.spp;
+        let ppa = self.geo.sector_index(addr, i as u32);
+        if lba == P2L_PAD {
+            self.p2l[ppa as usize] = P2L_PAD;
+        } else {
+            self.map(lba, ppa);
+        }
+        if full {
+            self.program_stream_page(k)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure stream `k` has a slot for a new data page: closes a line whose data area is
+    /// used up (writing its footer) and opens a new one.
+    fn ensure_data_slot(&mut self, k: StreamKind) -> Result<(), FtlError> {
+        debug_assert_eq!(self.streams[k as usize].fill, 0);
+        loop {
+            let s = &self.streams[k as usize];
+            if s.line.is_some() {
+                if s.remaining_slots(self.geo.pages_per_block) > self.footer_slots as u64 {
+                    return Ok(());
+                }
+                self.close_line(k)?;
+            }
+            self.open_line(k)?;
+        }
+    }
+
+    fn program_meta_page(&mut self, k: StreamKind, page: &[u8]) -> Result<bool, FtlError> {
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let ss = self.geo.sector_size as usize;
+        let mut oob = vec![0u8; self.geo.page_oob_bytes()];
+        for i in 0..self.spp as usize {
+            meta::encode_oob(
+                &mut oob[i * os..(i + 1) * os],
+                SectorOob {
+                    lba: OOB_LBA_META,
+                    seq: self.seq,
+                },
+                &page[i * ss..(i + 1) * ss],
+            );
+        }
+        let addr = self.streams[k as usize].addr();
+        match self.media.program(addr, page, &oob) {
+            Ok(c) => {
+                self.note_done(c);
+                for i in 0..self.spp {
+                    let ppa = self.geo.sector_index(addr, i);
+                    self.p2l[ppa as usize] = P2L_META;
+                }
+                self.stats.media_sectors_meta += self.spp as u64;
+                self.after_program(addr, page, &oob);
+                self.streams[k as usize].advance();
+                Ok(true)
+            }
+            Err(ProgramError::Failed { .. }) => {
+                self.stats.program_failures += 1;
+                self.drop_pu(k, addr);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the footer into the line's last slots and closes it.
+    fn close_line(&mut self, k: StreamKind) -> Result<(), FtlError> {
+        let line = self.streams[k as usize].line.expect("open line");
+        let pages = self.geo.pages_per_block;
+        let mut has_footer =
+            self.streams[k as usize].remaining_slots(pages) == self.footer_slots as u64;
+        if has_footer {
+            let page_bytes = self.geo.page_bytes();
+            let mut buf = vec![0u8; self.footer_slots as usize * page_bytes];
+            let generation = self.lines[line as usize].generation;
+            meta::encode_line_footer(line, generation, &self.streams[k as usize].record, &mut buf);
+            for chunk in buf.chunks(page_bytes) {
+                if !self.program_meta_page(k, chunk)? {
+                    has_footer = false;
+                    break;
+                }
+            }
+        }
+        let l = &mut self.lines[line as usize];
+        l.has_footer = has_footer;
+        l.state = LineState::Closed;
+        self.close_seq += 1;
+        l.closed_seq = self.close_seq;
+        let s = &mut self.streams[k as usize];
+        s.line = None;
+        s.pus.clear();
+        Ok(())
+    }
+
+    fn free_lines(&self) -> usize {
+        self.free.len() + self.pending.len()
+    }
+
+    /// Opens a free line for stream `k`: erases it and writes its header.
+    fn open_line(&mut self, k: StreamKind) -> Result<(), FtlError> {
+        debug_assert!(self.streams[k as usize].line.is_none());
+        loop {
+            if self.free.is_empty() {
+                if self.pending.is_empty() {
+                    return Err(FtlError::NoSpace);
+                }
+                self.durable_point()?;
+                if self.streams[k as usize].line.is_some() {
+                    // The durable point's padding reopened this stream already.
+                    return Ok(());
+                }
+                continue;
+            }
+            let candidates: Vec<FreeLine> = self
+                .free
+                .iter()
+                .map(|&l| FreeLine {
+                    line: l,
+                    erase_mean: self.lines[l as usize].erase_mean,
+                })
+                .collect();
+            let idx = self.wear.pick_free(&candidates, k == StreamKind::Gc);
+            let line = self.free.swap_remove(idx);
+            assert_eq!(self.lines[line as usize].state, LineState::Free);
+            // Erase every good block that holds anything.
+            let pus = self.lines[line as usize].pus.clone();
+            let mut good = Vec::with_capacity(pus.len());
+            for pu in pus {
+                let addr = BlockAddr { pu, block: line };
+                let info = self.media.block_info(addr);
+                if info.state == BlockState::Bad {
+                    continue;
+                }
+                if info.write_pointer == 0 {
+                    good.push(pu);
+                    continue;
+                }
+                match self.media.erase(addr) {
+                    Ok(c) => {
+                        self.note_done(c);
+                        self.stats.erases += 1;
+                        good.push(pu);
+                    }
+                    Err(
+                        EraseError::Failed { .. }
+                        | EraseError::WornOut { .. }
+                        | EraseError::BadBlock { .. },
+                    ) => {
+                        self.stats.erase_failures += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for &pu in &self.lines[line as usize].pus {
+                let start = self.geo.sector_index(
+                    PageAddr {
+                        pu,
+                        block: line,
+                        page: 0,
+                    },
+                    0,
+                ) as usize;
+                let n = (self.geo.pages_per_block * self.spp) as usize;
+                self.p2l[start..start + n].fill(P2L_EMPTY);
+            }
+            let erase_mean = mean_erase(&self.media, line, &good);
+            let l = &mut self.lines[line as usize];
+            l.pus = good;
+            l.erase_mean = erase_mean;
+            if line_capacity(l.pus.len(), &self.geo, self.footer_slots) == 0 {
+                l.state = LineState::Bad;
+                self.update_read_only();
+                continue;
+            }
+            l.state = LineState::Open(k);
+            l.valid = 0;
+            l.generation += 1;
+            l.has_footer = false;
+            let header = meta::LineHeader {
+                line,
+                stream: k as u32,
+                open_seq: self.seq,
+                generation: l.generation,
+            };
+            let s = &mut self.streams[k as usize];
+            s.line = Some(line);
+            s.pus = self.lines[line as usize].pus.clone();
+            s.row = 0;
+            s.col = 0;
+            s.fill = 0;
+            s.record.fill((P2L_EMPTY, 0));
+            self.update_read_only();
+            let mut page = vec![0u8; self.geo.page_bytes()];
+            meta::encode_line_header(&header, &mut page);
+            while !self.program_meta_page(k, &page)? {
+                if self.streams[k as usize].remaining_slots(self.geo.pages_per_block)
+                    <= self.footer_slots as u64 + 1
+                {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Retires the block at `addr` (its program failed) from stream `k`'s line.
+    fn drop_pu(&mut self, k: StreamKind, addr: PageAddr) {
+        let line = addr.block as usize;
+        self.lines[line].pus.retain(|&p| p != addr.pu);
+        let s = &mut self.streams[k as usize];
+        let col = s
+            .pus
+            .iter()
+            .position(|&p| p == addr.pu)
+            .expect("pu in stream");
+        s.pus.remove(col);
+        if s.col >= s.pus.len() {
+            s.col = 0;
+            s.row += 1;
+        }
+        self.update_read_only();
+    }
+
+    fn after_program(&mut self, addr: PageAddr, data: &[u8], oob: &[u8]) {
+        let mw = self.geo.mw_cunits;
+        if mw == 0 {
+            return;
+        }
+        let page_index = self.geo.page_index(addr);
+        if addr.page >= mw {
+            self.window.remove(&(page_index - mw as u64));
+        }
+        if addr.page + 1 == self.geo.pages_per_block {
+            for back in 1..=mw as u64 {
+                self.window.remove(&(page_index + 1 - back));
+            }
+        } else {
+            let mut page = Vec::with_capacity(data.len() + oob.len());
+            page.extend_from_slice(data);
+            page.extend_from_slice(oob);
+            self.window.insert(page_index, page.into_boxed_slice());
+        }
+    }
+
+    /// Programs stream `k`'s full page buffer; on a program failure retires the block and
+    /// places the page's live sectors again.
+    fn program_stream_page(&mut self, k: StreamKind) -> Result<(), FtlError> {
+        let s = &self.streams[k as usize];
+        debug_assert_eq!(s.fill, self.spp);
+        let addr = s.addr();
+        let result = self.media.program(addr, &s.data, &s.oob);
+        match result {
+            Ok(c) => {
+                self.note_done(c);
+                let s = &mut self.streams[k as usize];
+                for &lba in &s.lbas {
+                    match (lba, k) {
+                        (P2L_PAD, _) => self.stats.media_sectors_pad += 1,
+                        _ if k == StreamKind::Gc => self.stats.media_sectors_gc += 1,
+                        _ => self.stats.media_sectors_user += 1,
+                    }
+                }
+                s.fill = 0;
+                let data = std::mem::take(&mut s.data);
+                let oob = std::mem::take(&mut s.oob);
+                self.after_program(addr, &data, &oob);
+                let s = &mut self.streams[k as usize];
+                s.data = data;
+                s.oob = oob;
+                s.advance();
+                Ok(())
+            }
+            Err(ProgramError::Failed { .. }) => {
+                self.stats.program_failures += 1;
+                let ss = self.geo.sector_size as usize;
+                let pages = self.geo.pages_per_block as usize;
+                let spp = self.spp as usize;
+                let mut again = Vec::new();
+                for i in 0..spp {
+                    let ppa = self.geo.sector_index(addr, i as u32);
+                    let s = &mut self.streams[k as usize];
+                    s.record[(addr.pu as usize * pages + addr.page as usize) * spp + i] =
+                        (P2L_EMPTY, 0);
+                    let lba = s.lbas[i];
+                    let live = lba != P2L_PAD && self.l2p.get(lba as usize) == Some(&ppa);
+                    if live {
+                        again.push((lba, s.seqs[i], s.data[i * ss..(i + 1) * ss].to_vec()));
+                        self.invalidate(ppa);
+                    } else if lba != P2L_PAD {
+                        debug_assert_eq!(self.p2l[ppa as usize], P2L_INVALID);
+                    }
+                    self.p2l[ppa as usize] = P2L_INVALID;
+                }
+                self.streams[k as usize].fill = 0;
+                self.drop_pu(k, addr);
+                for (lba, seq, data) in again {
+                    // The old mapping was dropped above; place the sector again.
+                    self.l2p[lba as usize] = UNMAPPED;
+                    self.push(k, lba, seq, &data)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn pad_stream(&mut self, k: StreamKind) -> Result<(), FtlError> {
+        let zero = std::mem::take(&mut self.zero);
+        let mut result = Ok(());
+        while self.streams[k as usize].fill != 0 {
+            if let Err(e) = self.push(k, P2L_PAD, 0, &zero) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.zero = zero;
+        result
+    }
+
+    /// Pads both streams' partial pages and syncs the media: everything written so far is
+    /// durable. Lines emptied by GC become free (erasable) only here.
+    fn durable_point(&mut self) -> Result<(), FtlError> {
+        self.pad_stream(StreamKind::User)?;
+        self.pad_stream(StreamKind::Gc)?;
+        let c = self.media.sync()?;
+        self.note_done(c);
+        self.window.clear();
+        self.stats.durable_points += 1;
+        for l in std::mem::take(&mut self.pending) {
+            debug_assert_eq!(self.lines[l as usize].state, LineState::PendingFree);
+            self.lines[l as usize].state = LineState::Free;
+            self.free.push(l);
+        }
+        Ok(())
+    }
+
+    fn update_read_only(&mut self) {
+        if self.read_only.is_some() {
+            return;
+        }
+        let caps: Vec<u64> = self
+            .lines
+            .iter()
+            .filter(|l| l.state != LineState::Bad)
+            .map(|l| line_capacity(l.pus.len(), &self.geo, self.footer_slots) as u64)
+            .collect();
+        let total: u64 = caps.iter().sum();
+        let max_line = caps.iter().copied().max().unwrap_or(0);
+        let needed = self.exported + (self.config.gc_reserve_lines as u64 + 2) * max_line;
+        if caps.len() < 4 || total < needed {
+            self.read_only = Some(format!(
+                "too few good blocks remain: {total} data sectors in {} lines, {needed} needed for {} exported sectors and GC",
+                caps.len(),
+                self.exported
+            ));
+        }
+    }
+
+    // ---------------------------------------------------------------- garbage collection
+
+    fn user_needs_line(&self) -> bool {
+        let s = &self.streams[StreamKind::User as usize];
+        s.fill == 0
+            && (s.line.is_none()
+                || s.remaining_slots(self.geo.pages_per_block) <= self.footer_slots as u64)
+    }
+
+    /// Foreground GC: user writes may not take the lines reserved for GC.
+    fn make_room_for_user(&mut self) -> Result<(), FtlError> {
+        if !self.user_needs_line() {
+            return Ok(());
+        }
+        let reserve = self.config.gc_reserve_lines as usize;
+        let mut budget = 4 * self.lines.len() + 8;
+        while self.free_lines() <= reserve {
+            if budget == 0 {
+                return Err(FtlError::NoSpace);
+            }
+            budget -= 1;
+            if self.gc.is_none() && !self.gc_select(true) {
+                return Err(FtlError::NoSpace);
+            }
+            while self.gc.is_some() {
+                self.gc_move_one()?;
+            }
+            if !self.user_needs_line() {
+                // GC shared the user's stream and opened a line for it.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rate-limited background GC, run after each user sector.
+    fn background_gc(&mut self) -> Result<(), FtlError> {
+        let free = self.free_lines() as u32;
+        if free >= self.gc_background_lines && self.gc.is_none() {
+            self.gc_debt = 0.0;
+            return Ok(());
+        }
+        if self.gc.is_none() && !self.gc_select(false) {
+            return Ok(());
+        }
+        let ratio = self.gc.as_ref().map_or(0.0, |g| g.ratio);
+        let span = (self.gc_background_lines - self.config.gc_reserve_lines).max(1) as f64;
+        let shortage = self.gc_background_lines.saturating_sub(free) as f64;
+        let urgency = 1.0 + 2.0 * shortage / span;
+        self.gc_debt += ratio * urgency;
+        // A limit on the work one user sector can be charged with.
+        let mut budget = 4 * self.spp as usize * self.geo.parallel_units() as usize;
+        while self.gc_debt >= 1.0 && budget > 0 && self.gc.is_some() {
+            self.gc_move_one()?;
+            self.gc_debt -= 1.0;
+            budget -= 1;
+        }
+        if self.gc.is_none() {
+            self.gc_debt = self.gc_debt.min(1.0);
+        }
+        Ok(())
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.state == LineState::Closed)
+            .map(|(i, l)| Candidate {
+                line: i as u32,
+                valid: l.valid,
+                capacity: line_capacity(l.pus.len(), &self.geo, self.footer_slots),
+                closed_seq: l.closed_seq,
+                erase_mean: l.erase_mean,
+            })
+            .collect()
+    }
+
+    /// Chooses the next victim. `need_space`: only a line GC can gain space from.
+    fn gc_select(&mut self, need_space: bool) -> bool {
+        let mut cands = self.candidates();
+        if cands.is_empty() {
+            return false;
+        }
+        let mut victim = None;
+        // Static wear leveling, at most once per quarter of the lines closed.
+        let since = self.close_seq - self.last_static_wl;
+        if !need_space && since as usize >= (self.lines.len() / 4).max(1) {
+            let good: Vec<f64> = self
+                .lines
+                .iter()
+                .filter(|l| l.state != LineState::Bad)
+                .map(|l| l.erase_mean)
+                .collect();
+            let min = good.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = good.iter().copied().fold(0.0, f64::max);
+            let spread = (max - min).max(0.0) as u32;
+            if let Some(l) = self.wear.static_victim(&cands, spread) {
+                victim = Some(l);
+                self.last_static_wl = self.close_seq;
+                self.stats.wear_level_runs += 1;
+            }
+        }
+        if victim.is_none() {
+            cands.retain(|c| c.valid < c.capacity);
+            if cands.is_empty() {
+                return false;
+            }
+            victim = Some(self.victim.pick(&cands, self.close_seq));
+        }
+        let line = victim.expect("victim");
+        let l = &mut self.lines[line as usize];
+        assert_eq!(l.state, LineState::Closed);
+        l.state = LineState::Gc;
+        let cap = line_capacity(l.pus.len(), &self.geo, self.footer_slots);
+        let ratio = l.valid as f64 / (cap.saturating_sub(l.valid)).max(1) as f64;
+        self.gc = Some(GcCursor {
+            line,
+            pus: l.pus.clone(),
+            next: 0,
+            ratio: ratio.max(0.05),
+        });
+        true
+    }
+
+    /// Moves the victim's next valid sector (skipping invalid ones); finishes the victim when
+    /// none are left.
+    fn gc_move_one(&mut self) -> Result<(), FtlError> {
+        let Some(mut cur) = self.gc.take() else {
+            return Ok(());
+        };
+        let per_pu = (self.geo.pages_per_block * self.spp) as u64;
+        let total = cur.pus.len() as u64 * per_pu;
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        while cur.next < total {
+            let pu = cur.pus[(cur.next / per_pu) as usize];
+            let within = cur.next % per_pu;
+            cur.next += 1;
+            let addr = PageAddr {
+                pu,
+                block: cur.line,
+                page: (within / self.spp as u64) as u32,
+            };
+            let ppa = self
+                .geo
+                .sector_index(addr, (within % self.spp as u64) as u32);
+            let lba = self.p2l[ppa as usize];
+            if lba >= P2L_META || self.l2p[lba as usize] != ppa {
+                continue;
+            }
+            let mut data = vec![0u8; ss];
+            let mut oob = vec![0u8; os];
+            let ok = self.read_ppa(ppa, &mut data, Some(&mut oob))?;
+            let decoded = if ok {
+                meta::decode_oob(&oob, &data)
+            } else {
+                None
+            };
+            match decoded {
+                Some(o) if o.lba == lba => {
+                    let k = self.gc_stream();
+                    self.push(k, lba, o.seq, &data)?;
+                    self.stats.gc_sectors_moved += 1;
+                }
+                _ => {
+                    // The only copy is unreadable: reads of this LBA fail from now on.
+                    self.invalidate(ppa);
+                    self.l2p[lba as usize] = LOST;
+                    self.stats.sectors_lost += 1;
+                }
+            }
+            self.gc = Some(cur);
+            return Ok(());
+        }
+        let l = &mut self.lines[cur.line as usize];
+        assert_eq!(l.valid, 0, "GC victim {} still has valid sectors", cur.line);
+        assert_eq!(l.state, LineState::Gc);
+        l.state = LineState::PendingFree;
+        self.pending.push(cur.line);
+        self.stats.gc_runs += 1;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- invariants
+
+    /// Verifies every invariant; returns a description of the first violation.
+    pub fn check(&self) -> Result<(), String> {
+        let mut mapped = 0u64;
+        for (lba, &ppa) in self.l2p.iter().enumerate() {
+            if ppa == UNMAPPED || ppa == LOST {
+                continue;
+            }
+            mapped += 1;
+            if ppa as u64 >= self.geo.total_sectors() {
+                return Err(format!("l2p[{lba}] = {ppa} is outside the media"));
+            }
+            if self.p2l[ppa as usize] != lba as u32 {
+                return Err(format!(
+                    "l2p[{lba}] = {ppa} but p2l[{ppa}] = {}",
+                    self.p2l[ppa as usize]
+                ));
+            }
+        }
+        let mut valid = vec![0u32; self.lines.len()];
+        for (ppa, &lba) in self.p2l.iter().enumerate() {
+            if lba >= P2L_META {
+                continue;
+            }
+            if lba as u64 >= self.exported {
+                return Err(format!("p2l[{ppa}] = {lba} is beyond the exported range"));
+            }
+            if self.l2p[lba as usize] != ppa as u32 {
+                return Err(format!(
+                    "p2l[{ppa}] = {lba} but l2p[{lba}] = {}",
+                    self.l2p[lba as usize]
+                ));
+            }
+            let line = self.line_of(ppa as u32) as usize;
+            match self.lines[line].state {
+                LineState::Open(_) | LineState::Closed | LineState::Gc => {}
+                s => {
+                    return Err(format!(
+                        "p2l[{ppa}] = {lba} lives in line {line} in state {s:?}"
+                    ))
+                }
+            }
+            valid[line] += 1;
+        }
+        let mut total_valid = 0u64;
+        for (i, l) in self.lines.iter().enumerate() {
+            if l.valid != valid[i] {
+                return Err(format!(
+                    "line {i}: valid count {} but {} valid sectors in p2l",
+                    l.valid, valid[i]
+                ));
+            }
+            total_valid += l.valid as u64;
+            let cap = line_capacity(l.pus.len(), &self.geo, self.footer_slots);
+            if l.valid > cap {
+                return Err(format!(
+                    "line {i}: {} valid sectors exceed capacity {cap}",
+                    l.valid
+                ));
+            }
+        }
+        if total_valid != mapped {
+            return Err(format!(
+                "{mapped} mapped LBAs but {total_valid} valid sectors"
+            ));
+        }
+        // Line lists.
+        let mut seen = vec![false; self.lines.len()];
+        for &l in &self.free {
+            if seen[l as usize] || self.lines[l as usize].state != LineState::Free {
+                return Err(format!(
+                    "free list: line {l} duplicated or in state {:?}",
+                    self.lines[l as usize].state
+                ));
+            }
+            seen[l as usize] = true;
+        }
+        for &l in &self.pending {
+            if seen[l as usize] || self.lines[l as usize].state != LineState::PendingFree {
+                return Err(format!(
+                    "pending list: line {l} duplicated or in state {:?}",
+                    self.lines[l as usize].state
+                ));
+            }
+            seen[l as usize] = true;
+        }
+        for (k, s) in self.streams.iter().enumerate() {
+            if let Some(l) = s.line {
+                let expect = if k == 0 {
+                    StreamKind::User
+                } else {
+                    StreamKind::Gc
+                };
+                if self.lines[l as usize].state != LineState::Open(expect) || seen[l as usize] {
+                    return Err(format!(
+                        "stream {k}: line {l} in state {:?}",
+                        self.lines[l as usize].state
+                    ));
+                }
+                seen[l as usize] = true;
+                if s.pus
+                    .iter()
+                    .any(|p| !self.lines[l as usize].pus.contains(p))
+                {
+                    return Err(format!("stream {k}: PUs {:?} not all in line {l}", s.pus));
+                }
+            }
+        }
+        if let Some(g) = &self.gc {
+            if self.lines[g.line as usize].state != LineState::Gc || seen[g.line as usize] {
+                return Err(format!(
+                    "GC victim {} in state {:?}",
+                    g.line, self.lines[g.line as usize].state
+                ));
+            }
+            seen[g.line as usize] = true;
+        }
+        for (i, l) in self.lines.iter().enumerate() {
+            let listed = seen[i];
+            let ok = match l.state {
+                LineState::Free | LineState::PendingFree | LineState::Open(_) | LineState::Gc => {
+                    listed
+                }
+                LineState::Closed | LineState::Bad => !listed,
+            };
+            if !ok {
+                return Err(format!(
+                    "line {i} in state {:?} is {}in a list",
+                    l.state,
+                    if listed { "" } else { "not " }
+                ));
+            }
+            if l.state == LineState::Bad && l.valid != 0 {
+                return Err(format!("bad line {i} holds valid data"));
+            }
+            for &pu in &l.pus {
+                let info = self.media.block_info(BlockAddr {
+                    pu,
+                    block: i as u32,
+                });
+                if info.state == BlockState::Bad && l.state == LineState::Free {
+                    return Err(format!("free line {i} includes bad block on PU {pu}"));
+                }
+            }
+        }
+        if self.free.len() + self.pending.len() > self.lines.len() {
+            return Err("more free lines than lines".into());
+        }
+        Ok(())
+    }
+}
+
+fn mean_erase<M: Media>(media: &M, block: u32, pus: &[u32]) -> f64 {
+    if pus.is_empty() {
+        return 0.0;
+    }
+    let sum: u64 = pus
+        .iter()
+        .map(|&pu| media.block_info(BlockAddr { pu, block }).erase_count as u64)
+        .sum();
+    sum as f64 / pus.len() as f64
+}
