@@ -46,6 +46,11 @@ struct Line {
     state: LineState,
     /// Good PUs, ascending.
     pus: Vec<u32>,
+    /// PUs the line was opened with: where its data may live (a block retired while the line
+    /// was open keeps its programmed pages readable until GC moves them).
+    data_pus: Vec<u32>,
+    /// Data sectors the line could hold when opened.
+    capacity: u32,
     valid: u32,
     closed_seq: u64,
     generation: u64,
@@ -316,6 +321,8 @@ impl<M: Media> Ftl<M> {
             };
             lines.push(Line {
                 state,
+                data_pus: pus.clone(),
+                capacity: line_capacity(pus.len(), &geo, footer_slots),
                 pus,
                 valid: 0,
                 closed_seq: 0,
@@ -892,7 +899,7 @@ impl<M: Media> Ftl<M> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            for &pu in &self.lines[line as usize].pus {
+            for &pu in &self.lines[line as usize].data_pus {
                 let start = self.geo.sector_index(
                     PageAddr {
                         pu,
@@ -907,6 +914,8 @@ impl<M: Media> Ftl<M> {
             let erase_mean = mean_erase(&self.media, line, &good);
             let l = &mut self.lines[line as usize];
             l.pus = good;
+            l.data_pus = l.pus.clone();
+            l.capacity = line_capacity(l.pus.len(), &self.geo, self.footer_slots);
             l.erase_mean = erase_mean;
             if line_capacity(l.pus.len(), &self.geo, self.footer_slots) == 0 {
                 l.state = LineState::Bad;
@@ -1168,7 +1177,7 @@ impl<M: Media> Ftl<M> {
             .map(|(i, l)| Candidate {
                 line: i as u32,
                 valid: l.valid,
-                capacity: line_capacity(l.pus.len(), &self.geo, self.footer_slots),
+                capacity: l.capacity,
                 closed_seq: l.closed_seq,
                 erase_mean: l.erase_mean,
             })
@@ -1211,11 +1220,10 @@ impl<M: Media> Ftl<M> {
         let l = &mut self.lines[line as usize];
         assert_eq!(l.state, LineState::Closed);
         l.state = LineState::Gc;
-        let cap = line_capacity(l.pus.len(), &self.geo, self.footer_slots);
-        let ratio = l.valid as f64 / (cap.saturating_sub(l.valid)).max(1) as f64;
+        let ratio = l.valid as f64 / (l.capacity.saturating_sub(l.valid)).max(1) as f64;
         self.gc = Some(GcCursor {
             line,
-            pus: l.pus.clone(),
+            pus: l.data_pus.clone(),
             next: 0,
             ratio: ratio.max(0.05),
         });
@@ -1335,11 +1343,10 @@ impl<M: Media> Ftl<M> {
                 ));
             }
             total_valid += l.valid as u64;
-            let cap = line_capacity(l.pus.len(), &self.geo, self.footer_slots);
-            if l.valid > cap {
+            if l.valid > l.capacity {
                 return Err(format!(
-                    "line {i}: {} valid sectors exceed capacity {cap}",
-                    l.valid
+                    "line {i}: {} valid sectors exceed capacity {} (state {:?}, PUs {:?}, data PUs {:?})",
+                    l.valid, l.capacity, l.state, l.pus, l.data_pus
                 ));
             }
         }

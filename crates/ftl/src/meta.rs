@@ -157,7 +157,11 @@ pub fn decode_line_footer(buf: &[u8]) -> Option<LineFooter> {
             )
         })
         .collect();
-    Some(LineFooter { line, generation, entries })
+    Some(LineFooter {
+        line,
+        generation,
+        entries,
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +201,14 @@ mod tests {
         let entries: Vec<(u32, u64)> = (0..100).map(|i| (i * 3, i as u64 * 11)).collect();
         let mut buf = vec![0u8; footer_bytes(100).next_multiple_of(4096)];
         encode_line_footer(9, 2, &entries, &mut buf);
-        assert_eq!(decode_line_footer(&buf), Some(LineFooter { line: 9, generation: 2, entries }));
+        assert_eq!(
+            decode_line_footer(&buf),
+            Some(LineFooter {
+                line: 9,
+                generation: 2,
+                entries
+            })
+        );
         buf[500] ^= 4;
         assert_eq!(decode_line_footer(&buf), None);
     }

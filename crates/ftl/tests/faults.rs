@@ -1,0 +1,203 @@
+//! Media faults: factory-bad blocks, program / erase / read failures, wear-out, read-only.
+
+mod common;
+
+use common::*;
+use lightnvm_ftl::{FtlConfig, FtlError};
+use lightnvm_media::{FaultConfig, Geometry, Media};
+
+fn rng(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Random writes, trims, flushes and reads under injected faults; every LBA must match the
+/// model except those whose reads were reported as errors.
+fn faulty_run(seed: u64, ops: u64) -> (lightnvm_ftl::FtlStats, u64, bool) {
+    let g = Geometry::new(4, 2, 24, 16, 2);
+    let mut ftl = ram_ftl(
+        g,
+        |m| {
+            m.faults = FaultConfig {
+                seed,
+                factory_bad_fraction: 0.02,
+                program_fail_prob: 0.002,
+                erase_fail_prob: 0.005,
+                read_fail_prob: 0.2,
+                power_cut_after_ops: None,
+            };
+        },
+        FtlConfig {
+            over_provisioning: 0.3,
+            seed,
+            ..FtlConfig::default()
+        },
+    );
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    let mut x = seed | 1;
+    let mut reported = 0u64;
+    let mut read_only = false;
+    for i in 0..ops {
+        let lba = rng(&mut x) % exported;
+        let n = (rng(&mut x) % 8 + 1).min(exported - lba);
+        let r = match rng(&mut x) % 10 {
+            0..=5 => model.write(&mut ftl, lba, n, rng(&mut x) % 50 == 0),
+            6 => model.trim(&mut ftl, lba, n),
+            7 => ftl.flush().map(|_| ()),
+            _ => {
+                let failed = model
+                    .verify(&mut ftl, lba, n)
+                    .unwrap_or_else(|e| panic!("seed {seed} op {i}: {e}"));
+                reported += failed.len() as u64;
+                Ok(())
+            }
+        };
+        match r {
+            Ok(()) => {}
+            Err(FtlError::ReadOnly { .. }) => {
+                read_only = true;
+                break;
+            }
+            Err(e) => panic!("seed {seed} op {i}: {e}"),
+        }
+        if i % 500 == 0 {
+            ftl.check()
+                .unwrap_or_else(|e| panic!("seed {seed} op {i}: {e}"));
+        }
+    }
+    ftl.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    let failed = model
+        .verify_all(&mut ftl)
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    reported += failed.len() as u64;
+    (ftl.stats(), reported, read_only)
+}
+
+#[test]
+fn data_survives_factory_bad_blocks_and_injected_failures() {
+    let mut totals = lightnvm_ftl::FtlStats::default();
+    for seed in 1..=6 {
+        let (s, _reported, _ro) = faulty_run(seed, 6_000);
+        totals.program_failures += s.program_failures;
+        totals.erase_failures += s.erase_failures;
+        totals.gc_runs += s.gc_runs;
+    }
+    // The faults really happened.
+    assert!(totals.program_failures > 0, "{totals:?}");
+    assert!(totals.erase_failures > 0, "{totals:?}");
+    assert!(totals.gc_runs > 0, "{totals:?}");
+}
+
+#[test]
+fn persistent_read_errors_are_reported_for_exactly_the_affected_sectors() {
+    // Read failures at 100% per attempt can't be set (probability must be < 1), so make the
+    // media return errors almost always: 0.95 per sector, 4 attempts -> ~81% of sectors fail.
+    let g = Geometry::new(2, 1, 8, 8, 4);
+    let mut ftl = ram_ftl(g, |m| m.faults.read_fail_prob = 0.95, FtlConfig::default());
+    let mut model = Model::new(ftl.exported_sectors());
+    model.write(&mut ftl, 0, 16, false).unwrap();
+    let _ = ftl.flush().unwrap();
+    let mut buf = vec![0u8; 16 * SS];
+    match ftl.read(0, &mut buf) {
+        Err(FtlError::Uncorrectable { lbas }) => {
+            assert!(!lbas.is_empty());
+            for l in 0..16u64 {
+                let ok = tag_matches(
+                    &buf[l as usize * SS..(l as usize + 1) * SS],
+                    model.tags[l as usize],
+                );
+                // A sector not reported must hold exactly its data; a reported one must not
+                // pretend to (never zeros passed off as data, never stale data).
+                assert_eq!(ok, !lbas.contains(&l), "LBA {l}");
+            }
+        }
+        other => panic!("expected uncorrectable sectors, got {other:?}"),
+    }
+}
+
+#[test]
+fn too_few_good_blocks_turns_the_device_read_only_without_losing_data() {
+    // Every erase fails with high probability: lines drop out as GC recycles them.
+    let g = Geometry::new(2, 2, 12, 8, 1);
+    let mut ftl = ram_ftl(
+        g,
+        |m| {
+            m.faults.erase_fail_prob = 0.3;
+            m.faults.seed = 9;
+        },
+        FtlConfig::default(),
+    );
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    let mut x = 77u64;
+    let mut hit_read_only = false;
+    for _ in 0..50_000 {
+        let lba = rng(&mut x) % exported;
+        match model.write(&mut ftl, lba, 1, false) {
+            Ok(()) => {}
+            Err(FtlError::ReadOnly { reason }) => {
+                assert!(reason.contains("good blocks"), "{reason}");
+                hit_read_only = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        hit_read_only,
+        "device never became read-only: {:?}",
+        ftl.stats()
+    );
+    ftl.check().unwrap();
+    assert!(ftl.read_only_reason().is_some());
+    // Writes, trims are refused; reads still return every acknowledged write.
+    assert!(matches!(
+        ftl.write(0, &vec![1u8; SS], false),
+        Err(FtlError::ReadOnly { .. })
+    ));
+    assert!(matches!(ftl.trim(0, 1), Err(FtlError::ReadOnly { .. })));
+    let _ = ftl.flush().unwrap();
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+}
+
+#[test]
+fn worn_out_blocks_are_retired() {
+    let g = Geometry::new(2, 1, 8, 4, 1);
+    let mut ftl = ram_ftl(
+        g,
+        |m| m.endurance = 30,
+        FtlConfig {
+            over_provisioning: 0.5,
+            ..FtlConfig::default()
+        },
+    );
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    let mut x = 5u64;
+    let mut writes = 0;
+    loop {
+        let lba = rng(&mut x) % exported;
+        match model.write(&mut ftl, lba, 1, false) {
+            Ok(()) => writes += 1,
+            Err(FtlError::ReadOnly { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(writes < 1_000_000, "never wore out");
+    }
+    ftl.check().unwrap();
+    assert!(ftl.stats().erase_failures > 0);
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    let worn = (0..2)
+        .flat_map(|pu| (0..8).map(move |block| (pu, block)))
+        .filter(|&(pu, block)| {
+            ftl.media()
+                .block_info(lightnvm_media::BlockAddr { pu, block })
+                .bad
+                .is_some()
+        })
+        .count();
+    assert!(worn > 0);
+}
