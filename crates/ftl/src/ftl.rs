@@ -226,6 +226,10 @@ pub struct FtlStats {
     pub erases: u64,
     pub gc_runs: u64,
     pub gc_sectors_moved: u64,
+    /// Victims GC had to finish while a user write waited (the rate limiter's failures).
+    pub gc_foreground_runs: u64,
+    /// Most GC sectors moved inside one host write call: the stall a user write can see.
+    pub gc_max_moves_per_write: u64,
     pub wear_level_runs: u64,
     pub durable_points: u64,
     pub program_failures: u64,
@@ -359,7 +363,7 @@ impl<M: Media> Ftl<M> {
         let gc_background_lines = if config.gc_background_lines > 0 {
             config.gc_background_lines
         } else {
-            (config.gc_reserve_lines + 2).max(usable.len() as u32 / 8)
+            config.gc_reserve_lines + 2
         };
         let stats = FtlStats {
             exported_sectors: exported,
@@ -540,6 +544,7 @@ impl<M: Media> Ftl<M> {
         self.seq += 1;
         let seq = self.seq;
         let ss = self.geo.sector_size as usize;
+        let moved_before = self.stats.gc_sectors_moved;
         for i in 0..sectors as usize {
             self.make_room_for_user()?;
             let l = (lba + i as u64) as u32;
@@ -547,6 +552,8 @@ impl<M: Media> Ftl<M> {
             self.stats.host_sectors_written += 1;
             self.background_gc()?;
         }
+        let moved = self.stats.gc_sectors_moved - moved_before;
+        self.stats.gc_max_moves_per_write = self.stats.gc_max_moves_per_write.max(moved);
         if fua {
             self.durable_point()?;
         }
@@ -1133,6 +1140,7 @@ impl<M: Media> Ftl<M> {
             while self.gc.is_some() {
                 self.gc_move_one()?;
             }
+            self.stats.gc_foreground_runs += 1;
             if !self.user_needs_line() {
                 // GC shared the user's stream and opened a line for it.
                 break;
