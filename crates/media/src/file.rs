@@ -358,6 +358,12 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
             reason: "bad magic".into(),
         });
     }
+    // The checksum comes before the version: a flipped bit in the version field is
+    // corruption, not a newer format (every version keeps this 4 KiB, CRC-sealed header).
+    let crc = u32::from_le_bytes(buf[HEADER_BYTES as usize - 4..].try_into().unwrap());
+    if crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]) != crc {
+        return Err(corrupt("header checksum mismatch".into()));
+    }
     let mut r = Reader { buf, at: 8 };
     let version = r.u32();
     if version > IMAGE_FORMAT_VERSION {
@@ -366,10 +372,6 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
             found: version,
             supported: IMAGE_FORMAT_VERSION,
         });
-    }
-    let crc = u32::from_le_bytes(buf[HEADER_BYTES as usize - 4..].try_into().unwrap());
-    if crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]) != crc {
-        return Err(corrupt("header checksum mismatch".into()));
     }
     if version == 0 {
         return Err(corrupt("format version 0".into()));
@@ -549,6 +551,18 @@ impl Flash<FileStore> {
         lock(&file, path, !read_only)?;
         let len = file.metadata().map_err(io_err)?.len();
         if len < HEADER_BYTES {
+            // An image cut short inside its header still starts with the magic.
+            let mut magic = [0u8; IMAGE_MAGIC.len()];
+            if len >= magic.len() as u64
+                && file.read_exact_at(&mut magic, 0).is_ok()
+                && magic == IMAGE_MAGIC
+            {
+                return Err(ImageError::Truncated {
+                    path: path.to_owned(),
+                    actual: len,
+                    expected: HEADER_BYTES,
+                });
+            }
             return Err(ImageError::NotAnImage {
                 path: path.to_owned(),
                 reason: format!("{len} bytes is smaller than a header"),
