@@ -44,7 +44,7 @@ fn faulty_run(seed: u64, ops: u64) -> (lightnvm_ftl::FtlStats, u64, bool) {
         let lba = rng(&mut x) % exported;
         let n = (rng(&mut x) % 8 + 1).min(exported - lba);
         let r = match rng(&mut x) % 10 {
-            0..=5 => model.write(&mut ftl, lba, n, rng(&mut x) % 50 == 0),
+            0..=5 => model.write(&mut ftl, lba, n, rng(&mut x).is_multiple_of(50)),
             6 => model.trim(&mut ftl, lba, n),
             7 => ftl.flush().map(|_| ()),
             _ => {
