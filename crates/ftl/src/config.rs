@@ -63,6 +63,9 @@ pub struct FtlConfig {
     pub gc_reserve_lines: u32,
     /// Background GC starts when free lines drop to this many (0 = automatic).
     pub gc_background_lines: u32,
+    /// Write a checkpoint after this many lines were opened (0 = automatic: an eighth of the
+    /// lines, at least 4). Bounds the work of recovery after a crash.
+    pub checkpoint_interval_lines: u32,
     /// Seed for randomized policies.
     pub seed: u64,
 }
@@ -79,6 +82,7 @@ impl Default for FtlConfig {
             },
             gc_reserve_lines: 1,
             gc_background_lines: 0,
+            checkpoint_interval_lines: 0,
             seed: 0,
         }
     }

@@ -7,7 +7,7 @@ use lightnvm_media::{
 use serde::Serialize;
 
 use crate::config::{FtlConfig, FtlConfigError, PlacementKind};
-use crate::meta::{self, SectorOob, OOB_LBA_META, OOB_LBA_PAD};
+use crate::meta::{self, SectorOob, TrimRange, OOB_LBA_META, OOB_LBA_PAD, OOB_LBA_TRIM};
 use crate::policy::{self, Candidate, FreeLine, VictimPolicy, WearPolicy};
 
 /// L2P sentinel: never written or trimmed (reads as zeros).
@@ -19,6 +19,10 @@ const P2L_EMPTY: u32 = u32::MAX;
 const P2L_INVALID: u32 = u32::MAX - 1;
 const P2L_PAD: u32 = OOB_LBA_PAD;
 const P2L_META: u32 = OOB_LBA_META;
+/// A trim-record sector (metadata: not counted as valid data).
+const P2L_TRIM: u32 = OOB_LBA_TRIM;
+/// Smallest value that is not an LBA in the P2L.
+const P2L_FIRST_MARKER: u32 = OOB_LBA_TRIM;
 /// Reads of a sector are retried this many times before it is reported uncorrectable.
 const READ_RETRIES: u32 = 3;
 
@@ -27,6 +31,7 @@ const READ_RETRIES: u32 = 3;
 enum StreamKind {
     User = 0,
     Gc = 1,
+    Checkpoint = 2,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +43,8 @@ enum LineState {
     Gc,
     /// Empty, waiting for a durable point before it may be erased.
     PendingFree,
+    /// Holds one of the two newest checkpoints.
+    Checkpoint,
     Bad,
 }
 
@@ -54,6 +61,8 @@ struct Line {
     valid: u32,
     closed_seq: u64,
     generation: u64,
+    /// Global line-open counter value when this line was last opened.
+    line_seq: u64,
     has_footer: bool,
     erase_mean: f64,
 }
@@ -200,6 +209,9 @@ pub struct LineCounts {
     pub closed: u32,
     pub gc: u32,
     pub pending_free: u32,
+    pub checkpoint: u32,
+    /// Lines holding the superblock.
+    pub reserved: u32,
     pub bad: u32,
 }
 
@@ -232,6 +244,7 @@ pub struct FtlStats {
     pub gc_max_moves_per_write: u64,
     pub wear_level_runs: u64,
     pub durable_points: u64,
+    pub checkpoints: u64,
     pub program_failures: u64,
     pub erase_failures: u64,
     pub read_errors: u64,
@@ -260,6 +273,7 @@ impl FtlStats {
 pub struct Ftl<M: Media> {
     media: M,
     config: FtlConfig,
+    superblock: meta::Superblock,
     geo: Geometry,
     spp: u32,
     footer_slots: u32,
@@ -269,15 +283,25 @@ pub struct Ftl<M: Media> {
     lines: Vec<Line>,
     free: Vec<u32>,
     pending: Vec<u32>,
-    streams: [Stream; 2],
+    streams: [Stream; 3],
     victim: Box<dyn VictimPolicy>,
     wear: Box<dyn WearPolicy>,
     gc: Option<GcCursor>,
     gc_debt: f64,
     gc_background_lines: u32,
     last_static_wl: u64,
+    /// Write sequence number of the last host write or trim.
     seq: u64,
+    /// Value the next opened line gets as its `line_seq`.
+    line_seq: u64,
     close_seq: u64,
+    /// The newest checkpoints (line, checkpoint seq), oldest first; at most two.
+    ckpts: Vec<(u32, u64)>,
+    ckpt_interval: u32,
+    opens_since_ckpt: u32,
+    ckpt_due: bool,
+    /// Trims not yet written as trim records.
+    trims: Vec<TrimRange>,
     window: HashMap<u64, Box<[u8]>>,
     stats: FtlStats,
     read_only: Option<String>,
@@ -302,23 +326,44 @@ fn line_capacity(pus: usize, g: &Geometry, footer_slots: u32) -> u32 {
     ((slots - 1 - footer_slots as u64) * g.sectors_per_page as u64) as u32
 }
 
+/// Lines kept out of user data: user + GC open lines, two checkpoints, one checkpoint being
+/// written, and the GC reserve.
+fn non_data_lines(config: &FtlConfig) -> u64 {
+    config.gc_reserve_lines as u64 + 5
+}
+
+/// Where the superblock copies live: page 0 of the first two good blocks in block-index-major
+/// order (block 0 of every PU, then block 1...).
+pub(crate) fn superblock_blocks<M: Media>(media: &M) -> Vec<BlockAddr> {
+    let g = media.geometry();
+    let mut out = Vec::new();
+    for block in 0..g.blocks_per_lun.min(2) {
+        for pu in 0..g.parallel_units() {
+            let addr = BlockAddr { pu, block };
+            if media.block_info(addr).bad != Some(lightnvm_media::BadReason::Factory) {
+                out.push(addr);
+                if out.len() == 2 {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
 impl<M: Media> Ftl<M> {
-    /// Builds a fresh FTL over `media` (whose blocks may hold old data: lines are erased
-    /// before use). Lines skip blocks the media reports bad.
-    pub fn format(media: M, config: FtlConfig) -> Result<Ftl<M>, FtlError> {
-        config.validate()?;
-        let geo = *media.geometry();
-        let spp = geo.sectors_per_page;
-        let line_sectors =
-            geo.parallel_units() as usize * geo.pages_per_block as usize * spp as usize;
-        let footer_slots = meta::footer_bytes(line_sectors).div_ceil(geo.page_bytes()) as u32;
+    /// The in-memory skeleton shared by format and open: every pool line free.
+    fn skeleton(media: M, sb: meta::Superblock) -> Ftl<M> {
+        let geo = sb.geometry;
+        let config = sb.config;
         let mut lines = Vec::with_capacity(geo.blocks_per_lun as usize);
         for block in 0..geo.blocks_per_lun {
             let pus: Vec<u32> = (0..geo.parallel_units())
                 .filter(|&pu| media.block_info(BlockAddr { pu, block }).state != BlockState::Bad)
                 .collect();
             let erase_mean = mean_erase(&media, block, &pus);
-            let state = if line_capacity(pus.len(), &geo, footer_slots) == 0 {
+            let capacity = line_capacity(pus.len(), &geo, sb.footer_slots);
+            let state = if block < sb.reserved_lines || capacity == 0 {
                 LineState::Bad
             } else {
                 LineState::Free
@@ -326,36 +371,15 @@ impl<M: Media> Ftl<M> {
             lines.push(Line {
                 state,
                 data_pus: pus.clone(),
-                capacity: line_capacity(pus.len(), &geo, footer_slots),
+                capacity,
                 pus,
                 valid: 0,
                 closed_seq: 0,
                 generation: 0,
+                line_seq: 0,
                 has_footer: false,
                 erase_mean,
             });
-        }
-        let usable: Vec<u32> = lines
-            .iter()
-            .filter(|l| l.state != LineState::Bad)
-            .map(|l| line_capacity(l.pus.len(), &geo, footer_slots))
-            .collect();
-        if usable.len() < 4 {
-            return Err(FtlError::TooSmall(format!(
-                "{} usable lines; at least 4 are needed (user, GC, reserve and one more)",
-                usable.len()
-            )));
-        }
-        let total: u64 = usable.iter().map(|&c| c as u64).sum();
-        let max_line = *usable.iter().max().unwrap() as u64;
-        let reserve = (config.gc_reserve_lines as u64 + 2) * max_line;
-        let by_op = (total as f64 * (1.0 - config.over_provisioning)).floor() as u64;
-        let exported = by_op.min(total.saturating_sub(reserve));
-        if exported == 0 {
-            return Err(FtlError::TooSmall(format!(
-                "{total} data sectors cannot cover the {} lines kept for open lines and GC",
-                config.gc_reserve_lines + 2
-            )));
         }
         let free: Vec<u32> = (0..geo.blocks_per_lun)
             .filter(|&b| lines[b as usize].state == LineState::Free)
@@ -363,25 +387,32 @@ impl<M: Media> Ftl<M> {
         let gc_background_lines = if config.gc_background_lines > 0 {
             config.gc_background_lines
         } else {
-            config.gc_reserve_lines + 2
+            config.gc_reserve_lines + 3
         };
+        let ckpt_interval = if config.checkpoint_interval_lines > 0 {
+            config.checkpoint_interval_lines
+        } else {
+            (geo.blocks_per_lun / 8).max(4)
+        };
+        let exported = sb.exported_sectors;
         let stats = FtlStats {
             exported_sectors: exported,
             l2p_bytes: exported * 4,
             ..FtlStats::default()
         };
-        Ok(Ftl {
+        Ftl {
             victim: policy::victim_policy(config.victim, config.seed),
             wear: Box::new(policy::Wear::new(config.wear)),
-            streams: [Stream::new(&geo), Stream::new(&geo)],
+            streams: [Stream::new(&geo), Stream::new(&geo), Stream::new(&geo)],
             l2p: vec![UNMAPPED; exported as usize],
             p2l: vec![P2L_EMPTY; geo.total_sectors() as usize],
             zero: vec![0; geo.sector_size as usize],
             media,
             config,
+            superblock: sb,
             geo,
-            spp,
-            footer_slots,
+            spp: geo.sectors_per_page,
+            footer_slots: sb.footer_slots,
             exported,
             lines,
             free,
@@ -391,12 +422,117 @@ impl<M: Media> Ftl<M> {
             gc_background_lines,
             last_static_wl: 0,
             seq: 0,
+            line_seq: 1,
             close_seq: 0,
+            ckpts: Vec::new(),
+            ckpt_interval,
+            opens_since_ckpt: 0,
+            ckpt_due: false,
+            trims: Vec::new(),
             window: HashMap::new(),
             stats,
             read_only: None,
             op_done_ns: 0,
-        })
+        }
+    }
+
+    /// Formats `media` for the FTL: writes the superblock (two copies) and an empty first
+    /// checkpoint. Old contents are discarded (lines are erased before use); blocks the media
+    /// reports bad are skipped.
+    pub fn format(mut media: M, config: FtlConfig) -> Result<Ftl<M>, FtlError> {
+        config.validate()?;
+        let geo = *media.geometry();
+        let line_sectors = geo.parallel_units() as usize
+            * geo.pages_per_block as usize
+            * geo.sectors_per_page as usize;
+        let footer_slots = meta::footer_bytes(line_sectors).div_ceil(geo.page_bytes()) as u32;
+        let sb_blocks = superblock_blocks(&media);
+        if sb_blocks.len() < 2 {
+            return Err(FtlError::TooSmall(
+                "fewer than two good blocks for the superblock".into(),
+            ));
+        }
+        let reserved_lines = sb_blocks.iter().map(|b| b.block).max().unwrap() + 1;
+        let usable: Vec<u64> = (reserved_lines..geo.blocks_per_lun)
+            .map(|block| {
+                let good = (0..geo.parallel_units())
+                    .filter(|&pu| {
+                        media.block_info(BlockAddr { pu, block }).state != BlockState::Bad
+                    })
+                    .count();
+                line_capacity(good, &geo, footer_slots) as u64
+            })
+            .filter(|&c| c > 0)
+            .collect();
+        let needed_lines = non_data_lines(&config) + 1;
+        if (usable.len() as u64) < needed_lines {
+            return Err(FtlError::TooSmall(format!(
+                "{} usable lines; at least {needed_lines} are needed (user and GC streams, two \
+                 checkpoints and one being written, the GC reserve, and data)",
+                usable.len()
+            )));
+        }
+        let total: u64 = usable.iter().sum();
+        let max_line = *usable.iter().max().unwrap();
+        let min_line = *usable.iter().min().unwrap();
+        let by_op = (total as f64 * (1.0 - config.over_provisioning)).floor() as u64;
+        let exported = by_op.min(total.saturating_sub(non_data_lines(&config) * max_line));
+        if exported == 0 {
+            return Err(FtlError::TooSmall(format!(
+                "{total} data sectors cannot cover the {} lines kept out of user data",
+                non_data_lines(&config)
+            )));
+        }
+        let ckpt_bytes = meta::checkpoint_bytes(exported, geo.blocks_per_lun) as u64;
+        if ckpt_bytes > min_line * geo.sector_size as u64 {
+            return Err(FtlError::TooSmall(format!(
+                "a checkpoint ({ckpt_bytes} bytes) does not fit in one line ({} bytes)",
+                min_line * geo.sector_size as u64
+            )));
+        }
+        let sb = meta::Superblock {
+            generation: 1,
+            geometry: geo,
+            reserved_lines,
+            footer_slots,
+            exported_sectors: exported,
+            config,
+        };
+        let mut page = vec![0u8; geo.page_bytes()];
+        meta::encode_superblock(&sb, &mut page);
+        let os = geo.oob_bytes_per_sector as usize;
+        let ss = geo.sector_size as usize;
+        let mut oob = vec![0u8; geo.page_oob_bytes()];
+        for i in 0..geo.sectors_per_page as usize {
+            meta::encode_oob(
+                &mut oob[i * os..(i + 1) * os],
+                SectorOob {
+                    lba: OOB_LBA_META,
+                    seq: 0,
+                },
+                &page[i * ss..(i + 1) * ss],
+            );
+        }
+        for b in &sb_blocks {
+            if media.block_info(*b).write_pointer > 0 {
+                let _ = media.erase(*b)?;
+            }
+            let _ = media.program(b.page(0), &page, &oob)?;
+        }
+        let mut ftl = Ftl::skeleton(media, sb);
+        ftl.write_checkpoint(false)?;
+        Ok(ftl)
+    }
+
+    /// Clean shutdown: makes everything durable and writes a checkpoint so that the next
+    /// open is fast. Returns the media.
+    pub fn shutdown(mut self) -> Result<M, FtlError> {
+        if self.read_only.is_none() {
+            self.write_checkpoint(true)?;
+        } else {
+            let _ = self.media.sync()?;
+        }
+        Ok(self.media)
     }
 
     pub fn media(&self) -> &M {
@@ -433,8 +569,13 @@ impl<M: Media> Ftl<M> {
 
     pub fn line_counts(&self) -> LineCounts {
         let mut c = LineCounts::default();
-        for l in &self.lines {
+        for (i, l) in self.lines.iter().enumerate() {
+            if (i as u32) < self.superblock.reserved_lines {
+                c.reserved += 1;
+                continue;
+            }
             match l.state {
+                LineState::Checkpoint => c.checkpoint += 1,
                 LineState::Free => c.free += 1,
                 LineState::Open(_) => c.open += 1,
                 LineState::Closed => c.closed += 1,
@@ -446,13 +587,13 @@ impl<M: Media> Ftl<M> {
         c
     }
 
-    /// Erase counts over every good block of the media.
+    /// Erase counts over every good block of the line pool (superblock blocks excluded).
     pub fn wear_stats(&self) -> WearStats {
         let g = &self.geo;
         let mut n = 0u64;
         let (mut min, mut max, mut sum, mut sq) = (u32::MAX, 0u32, 0f64, 0f64);
         for pu in 0..g.parallel_units() {
-            for block in 0..g.blocks_per_lun {
+            for block in self.superblock.reserved_lines..g.blocks_per_lun {
                 let info = self.media.block_info(BlockAddr { pu, block });
                 if info.state == BlockState::Bad {
                     continue;
@@ -541,6 +682,7 @@ impl<M: Media> Ftl<M> {
         let sectors = self.check_range(lba, data.len())?;
         self.check_writable()?;
         self.begin_op();
+        self.maybe_checkpoint()?;
         self.seq += 1;
         let seq = self.seq;
         let ss = self.geo.sector_size as usize;
@@ -599,17 +741,31 @@ impl<M: Media> Ftl<M> {
             return Ok(self.op_completion());
         }
         self.durable_point()?;
+        self.maybe_checkpoint()?;
         Ok(self.op_completion())
     }
 
-    /// Unmaps sectors: they read as zeros afterwards.
+    /// Unmaps sectors: they read as zeros afterwards. The trim becomes durable (a trim
+    /// record in the user stream) at the next flush.
     pub fn trim(&mut self, lba: u64, sectors: u64) -> Result<Completion, FtlError> {
         self.check_sectors(lba, sectors)?;
         self.check_writable()?;
         self.begin_op();
+        self.maybe_checkpoint()?;
+        if sectors == 0 {
+            return Ok(self.op_completion());
+        }
         self.seq += 1;
         for l in lba..lba + sectors {
             self.unmap(l as u32);
+        }
+        self.trims.push(TrimRange {
+            lba: lba as u32,
+            sectors: sectors as u32,
+            seq: self.seq,
+        });
+        if self.trims.len() >= meta::TRIM_RANGES_PER_RECORD {
+            self.write_trim_records()?;
         }
         self.stats.host_sectors_trimmed += sectors;
         Ok(self.op_completion())
@@ -638,7 +794,7 @@ impl<M: Media> Ftl<M> {
     }
 
     fn invalidate(&mut self, ppa: u32) {
-        debug_assert!(self.p2l[ppa as usize] < P2L_META);
+        debug_assert!(self.p2l[ppa as usize] < P2L_FIRST_MARKER);
         self.p2l[ppa as usize] = P2L_INVALID;
         let line = self.line_of(ppa) as usize;
         assert!(
@@ -755,8 +911,8 @@ impl<M: Media> Ftl<M> {
         s.record[(addr.pu as usize * pages + addr.page as usize) * spp + i] = (lba, seq);
         let full = s.fill == self.spp;
         let ppa = self.geo.sector_index(addr, i as u32);
-        if lba == P2L_PAD {
-            self.p2l[ppa as usize] = P2L_PAD;
+        if lba == P2L_PAD || lba == P2L_TRIM {
+            self.p2l[ppa as usize] = lba;
         } else {
             self.map(lba, ppa);
         }
@@ -875,6 +1031,7 @@ impl<M: Media> Ftl<M> {
                 })
                 .collect();
             let idx = self.wear.pick_free(&candidates, k == StreamKind::Gc);
+            debug_assert!(idx < candidates.len());
             let line = self.free.swap_remove(idx);
             assert_eq!(self.lines[line as usize].state, LineState::Free);
             // Erase every good block that holds anything.
@@ -886,7 +1043,9 @@ impl<M: Media> Ftl<M> {
                 if info.state == BlockState::Bad {
                     continue;
                 }
-                if info.write_pointer == 0 {
+                // A reused line erases all its blocks, written or not, so that the blocks of a
+                // line wear evenly; a never-used one only those holding something.
+                if info.write_pointer == 0 && self.lines[line as usize].generation == 0 {
                     good.push(pu);
                     continue;
                 }
@@ -933,12 +1092,21 @@ impl<M: Media> Ftl<M> {
             l.valid = 0;
             l.generation += 1;
             l.has_footer = false;
+            l.line_seq = self.line_seq;
             let header = meta::LineHeader {
                 line,
                 stream: k as u32,
                 open_seq: self.seq,
                 generation: l.generation,
+                line_seq: self.line_seq,
             };
+            self.line_seq += 1;
+            if k != StreamKind::Checkpoint {
+                self.opens_since_ckpt += 1;
+                if self.opens_since_ckpt >= self.ckpt_interval {
+                    self.ckpt_due = true;
+                }
+            }
             let s = &mut self.streams[k as usize];
             s.line = Some(line);
             s.pus = self.lines[line as usize].pus.clone();
@@ -1013,6 +1181,7 @@ impl<M: Media> Ftl<M> {
                 for &lba in &s.lbas {
                     match (lba, k) {
                         (P2L_PAD, _) => self.stats.media_sectors_pad += 1,
+                        (P2L_TRIM, _) => self.stats.media_sectors_meta += 1,
                         _ if k == StreamKind::Gc => self.stats.media_sectors_gc += 1,
                         _ => self.stats.media_sectors_user += 1,
                     }
@@ -1040,7 +1209,9 @@ impl<M: Media> Ftl<M> {
                         (P2L_EMPTY, 0);
                     let lba = s.lbas[i];
                     let live = lba != P2L_PAD && self.l2p.get(lba as usize) == Some(&ppa);
-                    if live {
+                    if lba == P2L_TRIM {
+                        again.push((lba, s.seqs[i], s.data[i * ss..(i + 1) * ss].to_vec()));
+                    } else if live {
                         again.push((lba, s.seqs[i], s.data[i * ss..(i + 1) * ss].to_vec()));
                         self.invalidate(ppa);
                     } else if lba != P2L_PAD {
@@ -1052,7 +1223,9 @@ impl<M: Media> Ftl<M> {
                 self.drop_pu(k, addr);
                 for (lba, seq, data) in again {
                     // The old mapping was dropped above; place the sector again.
-                    self.l2p[lba as usize] = UNMAPPED;
+                    if lba != P2L_TRIM {
+                        self.l2p[lba as usize] = UNMAPPED;
+                    }
                     self.push(k, lba, seq, &data)?;
                 }
                 Ok(())
@@ -1076,7 +1249,118 @@ impl<M: Media> Ftl<M> {
 
     /// Pads both streams' partial pages and syncs the media: everything written so far is
     /// durable. Lines emptied by GC become free (erasable) only here.
+    /// Writes pending trims as trim-record sectors into the user stream.
+    fn write_trim_records(&mut self) -> Result<(), FtlError> {
+        let ss = self.geo.sector_size as usize;
+        debug_assert_eq!(ss, meta::TRIM_RECORD_BYTES);
+        while !self.trims.is_empty() {
+            let n = self.trims.len().min(meta::TRIM_RANGES_PER_RECORD);
+            let batch: Vec<TrimRange> = self.trims.drain(..n).collect();
+            let seq = batch.iter().map(|t| t.seq).max().unwrap_or(0);
+            let mut rec = vec![0u8; ss];
+            meta::encode_trim_record(&batch, &mut rec);
+            self.push(StreamKind::User, P2L_TRIM, seq, &rec)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a checkpoint if enough lines were opened since the last one.
+    fn maybe_checkpoint(&mut self) -> Result<(), FtlError> {
+        if self.ckpt_due && self.read_only.is_none() {
+            self.write_checkpoint(false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint at a durable point: the L2P and the line table, into a line of its
+    /// own. The two newest checkpoints are kept; an older one is freed once a newer one is
+    /// durable.
+    pub(crate) fn write_checkpoint(&mut self, clean: bool) -> Result<(), FtlError> {
+        self.durable_point()?;
+        let lines = self
+            .lines
+            .iter()
+            .map(|l| meta::CheckpointLine {
+                state: match l.state {
+                    LineState::Free | LineState::PendingFree => meta::CKPT_LINE_FREE,
+                    LineState::Bad => meta::CKPT_LINE_BAD,
+                    LineState::Checkpoint => meta::CKPT_LINE_CHECKPOINT,
+                    LineState::Open(_) | LineState::Closed | LineState::Gc => meta::CKPT_LINE_DATA,
+                },
+                closed_seq: l.closed_seq,
+                generation: l.generation,
+            })
+            .collect();
+        let ckpt = meta::Checkpoint {
+            clean,
+            seq: self.seq,
+            line_seq: self.line_seq,
+            close_seq: self.close_seq,
+            l2p: self.l2p.clone(),
+            lines,
+        };
+        let bytes = meta::encode_checkpoint(&ckpt);
+        let page_bytes = self.geo.page_bytes();
+        let k = StreamKind::Checkpoint;
+        for _attempt in 0..3 {
+            self.open_line(k)?;
+            let line = self.streams[k as usize].line.expect("checkpoint line");
+            let mut complete = true;
+            let mut page = vec![0u8; page_bytes];
+            for chunk in bytes.chunks(page_bytes) {
+                page.fill(0);
+                page[..chunk.len()].copy_from_slice(chunk);
+                loop {
+                    if self.streams[k as usize].remaining_slots(self.geo.pages_per_block) == 0 {
+                        complete = false;
+                        break;
+                    }
+                    if self.program_meta_page(k, &page)? {
+                        break;
+                    }
+                }
+                if !complete {
+                    break;
+                }
+            }
+            let s = &mut self.streams[k as usize];
+            s.line = None;
+            s.pus.clear();
+            if !complete {
+                // Program failures ate the line: leave it to GC (it holds no data).
+                let l = &mut self.lines[line as usize];
+                l.state = LineState::Closed;
+                self.close_seq += 1;
+                l.closed_seq = self.close_seq;
+                continue;
+            }
+            let c = self.media.sync()?;
+            self.note_done(c);
+            self.window.clear();
+            self.lines[line as usize].state = LineState::Checkpoint;
+            self.ckpts.push((line, ckpt.seq));
+            while self.ckpts.len() > 2 {
+                let (old, _) = self.ckpts.remove(0);
+                self.lines[old as usize].state = LineState::PendingFree;
+                self.pending.push(old);
+            }
+            self.opens_since_ckpt = 0;
+            self.ckpt_due = false;
+            self.stats.checkpoints += 1;
+            return Ok(());
+        }
+        Err(FtlError::Media(
+            "could not write a checkpoint: three lines failed".into(),
+        ))
+    }
+
+    /// Sequence number below which trim records are covered by both kept checkpoints.
+    fn trim_horizon(&self) -> u64 {
+        self.ckpts.first().map_or(0, |c| c.1)
+    }
+
     fn durable_point(&mut self) -> Result<(), FtlError> {
+        self.write_trim_records()?;
         self.pad_stream(StreamKind::User)?;
         self.pad_stream(StreamKind::Gc)?;
         let c = self.media.sync()?;
@@ -1103,8 +1387,8 @@ impl<M: Media> Ftl<M> {
             .collect();
         let total: u64 = caps.iter().sum();
         let max_line = caps.iter().copied().max().unwrap_or(0);
-        let needed = self.exported + (self.config.gc_reserve_lines as u64 + 2) * max_line;
-        if caps.len() < 4 || total < needed {
+        let needed = self.exported + non_data_lines(&self.config) * max_line;
+        if (caps.len() as u64) < non_data_lines(&self.config) + 1 || total < needed {
             self.read_only = Some(format!(
                 "too few good blocks remain: {total} data sectors in {} lines, {needed} needed for {} exported sectors and GC",
                 caps.len(),
@@ -1127,7 +1411,8 @@ impl<M: Media> Ftl<M> {
         if !self.user_needs_line() {
             return Ok(());
         }
-        let reserve = self.config.gc_reserve_lines as usize;
+        // One line more than the GC reserve: a checkpoint must always find a line.
+        let reserve = self.config.gc_reserve_lines as usize + 1;
         let mut budget = 4 * self.lines.len() + 8;
         while self.free_lines() <= reserve {
             if budget == 0 {
@@ -1240,6 +1525,28 @@ impl<M: Media> Ftl<M> {
 
     /// Moves the victim's next valid sector (skipping invalid ones); finishes the victim when
     /// none are left.
+    /// GC met a trim record: copies it to the GC stream if a kept checkpoint does not cover
+    /// it yet. Returns whether it was copied.
+    fn carry_trim_record(&mut self, ppa: u32) -> Result<bool, FtlError> {
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let mut data = vec![0u8; ss];
+        let mut oob = vec![0u8; os];
+        if !self.read_ppa(ppa, &mut data, Some(&mut oob))? {
+            // Unreadable: its trims may come back after a crash, but there is nothing to copy.
+            self.stats.sectors_lost += 1;
+            return Ok(false);
+        }
+        match meta::decode_oob(&oob, &data) {
+            Some(o) if o.lba == P2L_TRIM && o.seq > self.trim_horizon() => {
+                let k = self.gc_stream();
+                self.push(k, P2L_TRIM, o.seq, &data)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn gc_move_one(&mut self) -> Result<(), FtlError> {
         let Some(mut cur) = self.gc.take() else {
             return Ok(());
@@ -1261,7 +1568,14 @@ impl<M: Media> Ftl<M> {
                 .geo
                 .sector_index(addr, (within % self.spp as u64) as u32);
             let lba = self.p2l[ppa as usize];
-            if lba >= P2L_META || self.l2p[lba as usize] != ppa {
+            if lba == P2L_TRIM {
+                if self.carry_trim_record(ppa)? {
+                    self.gc = Some(cur);
+                    return Ok(());
+                }
+                continue;
+            }
+            if lba >= P2L_FIRST_MARKER || self.l2p[lba as usize] != ppa {
                 continue;
             }
             let mut data = vec![0u8; ss];
@@ -1319,7 +1633,7 @@ impl<M: Media> Ftl<M> {
         }
         let mut valid = vec![0u32; self.lines.len()];
         for (ppa, &lba) in self.p2l.iter().enumerate() {
-            if lba >= P2L_META {
+            if lba >= P2L_FIRST_MARKER {
                 continue;
             }
             if lba as u64 >= self.exported {
@@ -1385,11 +1699,7 @@ impl<M: Media> Ftl<M> {
         }
         for (k, s) in self.streams.iter().enumerate() {
             if let Some(l) = s.line {
-                let expect = if k == 0 {
-                    StreamKind::User
-                } else {
-                    StreamKind::Gc
-                };
+                let expect = [StreamKind::User, StreamKind::Gc, StreamKind::Checkpoint][k];
                 if self.lines[l as usize].state != LineState::Open(expect) || seen[l as usize] {
                     return Err(format!(
                         "stream {k}: line {l} in state {:?}",
@@ -1414,12 +1724,29 @@ impl<M: Media> Ftl<M> {
             }
             seen[g.line as usize] = true;
         }
+        if self.ckpts.is_empty() || self.ckpts.len() > 2 {
+            return Err(format!(
+                "{} checkpoints kept (expected 1 or 2)",
+                self.ckpts.len()
+            ));
+        }
+        for &(l, _) in &self.ckpts {
+            if self.lines[l as usize].state != LineState::Checkpoint || seen[l as usize] {
+                return Err(format!(
+                    "checkpoint line {l} in state {:?}",
+                    self.lines[l as usize].state
+                ));
+            }
+            seen[l as usize] = true;
+        }
         for (i, l) in self.lines.iter().enumerate() {
             let listed = seen[i];
             let ok = match l.state {
-                LineState::Free | LineState::PendingFree | LineState::Open(_) | LineState::Gc => {
-                    listed
-                }
+                LineState::Free
+                | LineState::PendingFree
+                | LineState::Open(_)
+                | LineState::Gc
+                | LineState::Checkpoint => listed,
                 LineState::Closed | LineState::Bad => !listed,
             };
             if !ok {

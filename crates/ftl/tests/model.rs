@@ -85,7 +85,7 @@ fn run(g: Geometry, cfg: FtlConfig, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 fn tiny() -> Geometry {
-    Geometry::new(2, 1, 4, 16, 1)
+    Geometry::new(2, 1, 10, 16, 1)
 }
 
 fn small_mw() -> Geometry {
@@ -95,7 +95,7 @@ fn small_mw() -> Geometry {
 }
 
 fn wide() -> Geometry {
-    Geometry::new(4, 1, 6, 4, 2)
+    Geometry::new(4, 1, 10, 4, 2)
 }
 
 proptest! {
@@ -151,11 +151,11 @@ fn gc_runs_and_data_survives_many_overwrites() {
 
 #[test]
 fn l2p_takes_four_bytes_per_exported_sector() {
-    let ftl = ram_ftl(Geometry::new(4, 2, 16, 32, 4), |_| {}, FtlConfig::default());
+    let ftl = ram_ftl(Geometry::new(4, 2, 64, 32, 4), |_| {}, FtlConfig::default());
     let s = ftl.stats();
     assert_eq!(s.l2p_bytes, 4 * ftl.exported_sectors());
     // 11% over-provisioning by default: the export is at most 89% of the data area.
-    let raw = 8u64 * 16 * 32 * 4;
+    let raw = 8u64 * 64 * 32 * 4;
     assert!(
         ftl.exported_sectors() <= raw * 89 / 100,
         "{} of {raw}",
