@@ -10,6 +10,9 @@ use crate::config::{FtlConfig, FtlConfigError, PlacementKind};
 use crate::meta::{self, SectorOob, TrimRange, OOB_LBA_META, OOB_LBA_PAD, OOB_LBA_TRIM};
 use crate::policy::{self, Candidate, FreeLine, VictimPolicy, WearPolicy};
 
+mod recovery;
+pub use recovery::RecoveryReport;
+
 /// L2P sentinel: never written or trimmed (reads as zeros).
 const UNMAPPED: u32 = u32::MAX;
 /// L2P sentinel: the data was lost to an uncorrectable media error (reads fail).
@@ -158,6 +161,10 @@ pub enum FtlError {
     TooSmall(String),
     #[error("power lost")]
     PowerLoss,
+    #[error("no lightnvm FTL superblock on this media (format it first)")]
+    NotFormatted,
+    #[error("corrupt FTL metadata: {0}")]
+    Corrupt(String),
     #[error("media error: {0}")]
     Media(String),
 }
@@ -245,6 +252,8 @@ pub struct FtlStats {
     pub wear_level_runs: u64,
     pub durable_points: u64,
     pub checkpoints: u64,
+    /// Times GC had to take the older checkpoint's line to make progress.
+    pub emergency_checkpoint_releases: u64,
     pub program_failures: u64,
     pub erase_failures: u64,
     pub read_errors: u64,
@@ -302,11 +311,16 @@ pub struct Ftl<M: Media> {
     ckpt_due: bool,
     /// Trims not yet written as trim records.
     trims: Vec<TrimRange>,
+    /// GC is placing data: its writes may use any free line.
+    in_gc: bool,
+    /// The line the next `open_line` must take (a checkpoint reusing the oldest one's line).
+    forced_line: Option<u32>,
     window: HashMap<u64, Box<[u8]>>,
     stats: FtlStats,
     read_only: Option<String>,
     op_done_ns: u64,
     zero: Vec<u8>,
+    recovery: RecoveryReport,
 }
 
 impl<M: Media> std::fmt::Debug for Ftl<M> {
@@ -327,9 +341,15 @@ fn line_capacity(pus: usize, g: &Geometry, footer_slots: u32) -> u32 {
 }
 
 /// Lines kept out of user data: user + GC open lines, two checkpoints, one checkpoint being
-/// written, and the GC reserve.
+/// written, the GC reserve, and one more so that a crash (which turns the open lines' unused
+/// space into garbage until GC runs) still leaves recovery a line for its checkpoint.
 fn non_data_lines(config: &FtlConfig) -> u64 {
-    config.gc_reserve_lines as u64 + 5
+    config.gc_reserve_lines as u64 + 6
+}
+
+/// Free lines (free or pending) below which the user stream may not open a line.
+fn user_reserve(config: &FtlConfig) -> usize {
+    config.gc_reserve_lines as usize + 2
 }
 
 /// Where the superblock copies live: page 0 of the first two good blocks in block-index-major
@@ -429,10 +449,13 @@ impl<M: Media> Ftl<M> {
             opens_since_ckpt: 0,
             ckpt_due: false,
             trims: Vec::new(),
+            in_gc: false,
+            forced_line: None,
             window: HashMap::new(),
             stats,
             read_only: None,
             op_done_ns: 0,
+            recovery: RecoveryReport::default(),
         }
     }
 
@@ -513,10 +536,30 @@ impl<M: Media> Ftl<M> {
                 &page[i * ss..(i + 1) * ss],
             );
         }
-        for b in &sb_blocks {
-            if media.block_info(*b).write_pointer > 0 {
-                let _ = media.erase(*b)?;
+        // Nothing from an earlier life of the media may be mistaken for ours: erase every
+        // block that holds anything.
+        for index in 0..geo.total_blocks() {
+            let b = geo.block_at(index);
+            let info = media.block_info(b);
+            if info.state != BlockState::Bad && info.write_pointer > 0 {
+                match media.erase(b) {
+                    Ok(_) => {}
+                    Err(EraseError::Failed { .. } | EraseError::WornOut { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+        }
+        let sb_blocks = superblock_blocks(&media);
+        if sb_blocks.len() < 2
+            || sb_blocks
+                .iter()
+                .any(|b| media.block_info(*b).state == BlockState::Bad)
+        {
+            return Err(FtlError::TooSmall(
+                "fewer than two good blocks for the superblock".into(),
+            ));
+        }
+        for b in &sb_blocks {
             let _ = media.program(b.page(0), &page, &oob)?;
         }
         let mut ftl = Ftl::skeleton(media, sb);
@@ -565,6 +608,15 @@ impl<M: Media> Ftl<M> {
 
     pub fn stats(&self) -> FtlStats {
         self.stats
+    }
+
+    /// One line per FTL line: state, valid sectors / capacity (for debugging and `check`).
+    pub fn debug_lines(&self) -> Vec<String> {
+        self.lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{i}:{:?}:{}/{}", l.state, l.valid, l.capacity))
+            .collect()
     }
 
     pub fn line_counts(&self) -> LineCounts {
@@ -1003,6 +1055,15 @@ impl<M: Media> Ftl<M> {
         Ok(())
     }
 
+    /// Lines emptied by GC are only free after a durable point; until then a crash gives
+    /// them their data back. When few lines are really free, make one now.
+    fn release_pending_if_low(&mut self) -> Result<(), FtlError> {
+        if !self.pending.is_empty() && self.free.len() <= user_reserve(&self.config) {
+            self.durable_point()?;
+        }
+        Ok(())
+    }
+
     fn free_lines(&self) -> usize {
         self.free.len() + self.pending.len()
     }
@@ -1010,6 +1071,18 @@ impl<M: Media> Ftl<M> {
     /// Opens a free line for stream `k`: erases it and writes its header.
     fn open_line(&mut self, k: StreamKind) -> Result<(), FtlError> {
         debug_assert!(self.streams[k as usize].line.is_none());
+        if k == StreamKind::User && !self.in_gc {
+            // Whatever asks for a user line (host data, trim records, re-placed sectors) may
+            // not take the lines GC needs.
+            self.foreground_gc()?;
+            if self.streams[k as usize].line.is_some() {
+                return Ok(());
+            }
+        }
+        self.release_pending_if_low()?;
+        if self.streams[k as usize].line.is_some() {
+            return Ok(());
+        }
         loop {
             if self.free.is_empty() {
                 if self.pending.is_empty() {
@@ -1030,7 +1103,12 @@ impl<M: Media> Ftl<M> {
                     erase_mean: self.lines[l as usize].erase_mean,
                 })
                 .collect();
-            let idx = self.wear.pick_free(&candidates, k == StreamKind::Gc);
+            let forced = self
+                .forced_line
+                .take()
+                .and_then(|f| self.free.iter().position(|&l| l == f));
+            let idx =
+                forced.unwrap_or_else(|| self.wear.pick_free(&candidates, k == StreamKind::Gc));
             debug_assert!(idx < candidates.len());
             let line = self.free.swap_remove(idx);
             assert_eq!(self.lines[line as usize].state, LineState::Free);
@@ -1266,7 +1344,9 @@ impl<M: Media> Ftl<M> {
 
     /// Runs a checkpoint if enough lines were opened since the last one.
     fn maybe_checkpoint(&mut self) -> Result<(), FtlError> {
-        if self.ckpt_due && self.read_only.is_none() {
+        // A checkpoint needs a line; when few are free it waits for GC to make more.
+        let spare = self.config.gc_reserve_lines as usize;
+        if self.ckpt_due && self.read_only.is_none() && self.free_lines() > spare {
             self.write_checkpoint(false)?;
         }
         Ok(())
@@ -1285,7 +1365,8 @@ impl<M: Media> Ftl<M> {
                     LineState::Free | LineState::PendingFree => meta::CKPT_LINE_FREE,
                     LineState::Bad => meta::CKPT_LINE_BAD,
                     LineState::Checkpoint => meta::CKPT_LINE_CHECKPOINT,
-                    LineState::Open(_) | LineState::Closed | LineState::Gc => meta::CKPT_LINE_DATA,
+                    LineState::Open(_) => meta::CKPT_LINE_OPEN,
+                    LineState::Closed | LineState::Gc => meta::CKPT_LINE_DATA,
                 },
                 closed_seq: l.closed_seq,
                 generation: l.generation,
@@ -1303,7 +1384,17 @@ impl<M: Media> Ftl<M> {
         let page_bytes = self.geo.page_bytes();
         let k = StreamKind::Checkpoint;
         for _attempt in 0..3 {
+            // A checkpoint must never take the last free lines (GC needs them, and so does
+            // recovery after a crash): when few are free it replaces the oldest checkpoint,
+            // which is safe because the newest stays intact while the new one is written.
+            if self.free.len() < user_reserve(&self.config) && self.ckpts.len() == 2 {
+                let (old, _) = self.ckpts.remove(0);
+                self.lines[old as usize].state = LineState::Free;
+                self.free.push(old);
+                self.forced_line = Some(old);
+            }
             self.open_line(k)?;
+            self.forced_line = None;
             let line = self.streams[k as usize].line.expect("checkpoint line");
             let mut complete = true;
             let mut page = vec![0u8; page_bytes];
@@ -1340,9 +1431,10 @@ impl<M: Media> Ftl<M> {
             self.lines[line as usize].state = LineState::Checkpoint;
             self.ckpts.push((line, ckpt.seq));
             while self.ckpts.len() > 2 {
+                // Two newer checkpoints are durable: nothing needs this one.
                 let (old, _) = self.ckpts.remove(0);
-                self.lines[old as usize].state = LineState::PendingFree;
-                self.pending.push(old);
+                self.lines[old as usize].state = LineState::Free;
+                self.free.push(old);
             }
             self.opens_since_ckpt = 0;
             self.ckpt_due = false;
@@ -1387,8 +1479,10 @@ impl<M: Media> Ftl<M> {
             .collect();
         let total: u64 = caps.iter().sum();
         let max_line = caps.iter().copied().max().unwrap_or(0);
-        let needed = self.exported + non_data_lines(&self.config) * max_line;
-        if (caps.len() as u64) < non_data_lines(&self.config) + 1 || total < needed {
+        // Format kept `non_data_lines` lines beyond the export; blocks retired since may eat
+        // into that margin by up to two lines before writes must stop.
+        let needed = self.exported + (non_data_lines(&self.config) - 2) * max_line;
+        if (caps.len() as u64) < non_data_lines(&self.config) - 1 || total < needed {
             self.read_only = Some(format!(
                 "too few good blocks remain: {total} data sectors in {} lines, {needed} needed for {} exported sectors and GC",
                 caps.len(),
@@ -1406,21 +1500,47 @@ impl<M: Media> Ftl<M> {
                 || s.remaining_slots(self.geo.pages_per_block) <= self.footer_slots as u64)
     }
 
-    /// Foreground GC: user writes may not take the lines reserved for GC.
+    /// Foreground GC before a user write that will need a new line.
     fn make_room_for_user(&mut self) -> Result<(), FtlError> {
         if !self.user_needs_line() {
             return Ok(());
         }
-        // One line more than the GC reserve: a checkpoint must always find a line.
-        let reserve = self.config.gc_reserve_lines as usize + 1;
+        self.foreground_gc()
+    }
+
+    /// Foreground GC: the user stream may not take the lines reserved for GC and for a
+    /// checkpoint; relocate until more lines than that are free.
+    fn foreground_gc(&mut self) -> Result<(), FtlError> {
+        let reserve = user_reserve(&self.config);
         let mut budget = 4 * self.lines.len() + 8;
         while self.free_lines() <= reserve {
             if budget == 0 {
                 return Err(FtlError::NoSpace);
             }
             budget -= 1;
+            self.release_pending_if_low()?;
             if self.gc.is_none() && !self.gc_select(true) {
-                return Err(FtlError::NoSpace);
+                // Emergency (after crashes left GC without a line to write into): give up the
+                // older checkpoint's line; the newest checkpoint alone still describes the
+                // device, and the next checkpoint restores the pair.
+                if self.ckpts.len() == 2 && self.free.is_empty() && self.pending.is_empty() {
+                    let (old, _) = self.ckpts.remove(0);
+                    self.lines[old as usize].state = LineState::Free;
+                    self.free.push(old);
+                    self.stats.emergency_checkpoint_releases += 1;
+                    continue;
+                }
+                // The export fits the device by construction, so only lost blocks can bring
+                // this about: stop writes, keep everything readable.
+                let reason =
+                    format!(
+                    "garbage collection cannot free a line ({} free, {} pending, {} lines usable)",
+                    self.free.len(),
+                    self.pending.len(),
+                    self.lines.iter().filter(|l| l.state != LineState::Bad).count()
+                );
+                self.read_only = Some(reason.clone());
+                return Err(FtlError::ReadOnly { reason });
             }
             while self.gc.is_some() {
                 self.gc_move_one()?;
@@ -1477,6 +1597,25 @@ impl<M: Media> Ftl<M> {
             .collect()
     }
 
+    /// Data sectors GC can still write: the rest of its open line and every free line, less
+    /// slack for padding at durable points.
+    fn gc_room(&self) -> u64 {
+        let k = self.gc_stream();
+        let s = &self.streams[k as usize];
+        let spp = self.spp as u64;
+        let mut room = 0u64;
+        if s.line.is_some() {
+            let slots = s.remaining_slots(self.geo.pages_per_block);
+            if slots > self.footer_slots as u64 {
+                room += (slots - self.footer_slots as u64) * spp - s.fill as u64;
+            }
+        }
+        for &l in self.free.iter().chain(&self.pending) {
+            room += self.lines[l as usize].capacity as u64;
+        }
+        room.saturating_sub(2 * spp)
+    }
+
     /// Chooses the next victim. `need_space`: only a line GC can gain space from.
     fn gc_select(&mut self, need_space: bool) -> bool {
         let mut cands = self.candidates();
@@ -1484,9 +1623,11 @@ impl<M: Media> Ftl<M> {
             return false;
         }
         let mut victim = None;
-        // Static wear leveling, at most once per quarter of the lines closed.
+        // Static wear leveling, at most once per quarter of the lines closed, and only with
+        // room to spare: it moves data without gaining space.
         let since = self.close_seq - self.last_static_wl;
-        if !need_space && since as usize >= (self.lines.len() / 4).max(1) {
+        let roomy = self.free_lines() > self.config.gc_reserve_lines as usize + 2;
+        if !need_space && roomy && since as usize >= (self.lines.len() / 4).max(1) {
             let good: Vec<f64> = self
                 .lines
                 .iter()
@@ -1503,7 +1644,10 @@ impl<M: Media> Ftl<M> {
             }
         }
         if victim.is_none() {
-            cands.retain(|c| c.valid < c.capacity);
+            // Only a victim whose valid data fits where GC can write it: otherwise GC would
+            // run out of lines halfway.
+            let room = self.gc_room();
+            cands.retain(|c| c.valid < c.capacity && c.valid as u64 <= room);
             if cands.is_empty() {
                 return false;
             }
@@ -1540,7 +1684,10 @@ impl<M: Media> Ftl<M> {
         match meta::decode_oob(&oob, &data) {
             Some(o) if o.lba == P2L_TRIM && o.seq > self.trim_horizon() => {
                 let k = self.gc_stream();
-                self.push(k, P2L_TRIM, o.seq, &data)?;
+                self.in_gc = true;
+                let pushed = self.push(k, P2L_TRIM, o.seq, &data);
+                self.in_gc = false;
+                pushed?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -1589,7 +1736,10 @@ impl<M: Media> Ftl<M> {
             match decoded {
                 Some(o) if o.lba == lba => {
                     let k = self.gc_stream();
-                    self.push(k, lba, o.seq, &data)?;
+                    self.in_gc = true;
+                    let pushed = self.push(k, lba, o.seq, &data);
+                    self.in_gc = false;
+                    pushed?;
                     self.stats.gc_sectors_moved += 1;
                 }
                 _ => {

@@ -19,9 +19,10 @@
 pub mod config;
 pub mod meta;
 pub mod policy;
+pub mod torture;
 
 mod ftl;
 
 pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, WearConfig};
-pub use ftl::{Ftl, FtlError, FtlStats, LineCounts, WearStats};
+pub use ftl::{Ftl, FtlError, FtlStats, LineCounts, RecoveryReport, WearStats};
 pub use lightnvm_media::Media;

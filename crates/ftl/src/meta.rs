@@ -382,6 +382,8 @@ pub const CKPT_LINE_FREE: u8 = 0;
 pub const CKPT_LINE_DATA: u8 = 1;
 pub const CKPT_LINE_BAD: u8 = 2;
 pub const CKPT_LINE_CHECKPOINT: u8 = 3;
+/// An open stream's line: data written after the checkpoint may follow in it.
+pub const CKPT_LINE_OPEN: u8 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointLine {

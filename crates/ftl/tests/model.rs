@@ -85,11 +85,11 @@ fn run(g: Geometry, cfg: FtlConfig, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 fn tiny() -> Geometry {
-    Geometry::new(2, 1, 10, 16, 1)
+    Geometry::new(2, 1, 12, 16, 1)
 }
 
 fn small_mw() -> Geometry {
-    let mut g = Geometry::new(2, 2, 8, 8, 4);
+    let mut g = Geometry::new(2, 2, 10, 8, 4);
     g.mw_cunits = 3;
     g
 }

@@ -1,0 +1,125 @@
+//! Persistence and crash recovery.
+
+mod common;
+
+use common::*;
+use lightnvm_ftl::torture::{torture_seed, TortureConfig};
+use lightnvm_ftl::{Ftl, FtlConfig, FtlError};
+use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+
+fn geo() -> Geometry {
+    Geometry::new(2, 2, 16, 8, 2)
+}
+
+#[test]
+fn clean_shutdown_and_reopen_keeps_everything() {
+    let mut ftl = ram_ftl(geo(), |_| {}, FtlConfig::default());
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    let mut x = 3u64;
+    for _ in 0..3000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let lba = (x >> 33) % exported;
+        if x % 7 == 0 {
+            model.trim(&mut ftl, lba, 1).unwrap();
+        } else {
+            model.write(&mut ftl, lba, 1, false).unwrap();
+        }
+    }
+    let media = ftl.shutdown().unwrap();
+    let mut ftl = Ftl::open(media).unwrap();
+    assert!(ftl.recovery_report().clean, "{:?}", ftl.recovery_report());
+    assert_eq!(ftl.recovery_report().lines_replayed, 0);
+    ftl.check().unwrap();
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    // And it keeps working after the reopen.
+    for lba in 0..exported.min(50) {
+        model.write(&mut ftl, lba, 1, false).unwrap();
+    }
+    let _ = ftl.flush().unwrap();
+    let media = ftl.into_media();
+    let mut ftl = Ftl::open(media).unwrap();
+    assert!(!ftl.recovery_report().clean);
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+}
+
+#[test]
+fn flushed_writes_and_trims_survive_a_crash() {
+    let mut ftl = ram_ftl(geo(), |_| {}, FtlConfig::default());
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    for lba in 0..exported {
+        model.write(&mut ftl, lba, 1, false).unwrap();
+    }
+    model.trim(&mut ftl, 5, 10).unwrap();
+    let _ = ftl.flush().unwrap();
+    // Crash: power cut without shutdown.
+    let mut media = ftl.into_media();
+    media.cut_power();
+    media.power_cycle().unwrap();
+    let mut ftl = Ftl::open(media).unwrap();
+    let r = ftl.recovery_report().clone();
+    assert!(!r.clean);
+    assert!(r.lines_replayed > 0, "{r:?}");
+    ftl.check().unwrap();
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+}
+
+#[test]
+fn open_of_unformatted_media_is_a_clear_error() {
+    let media = RamMedia::new(MediaConfig::new(geo()), VirtualClock::new()).unwrap();
+    assert!(matches!(Ftl::open(media), Err(FtlError::NotFormatted)));
+}
+
+#[test]
+fn torture_many_cuts_without_media_faults() {
+    let mut cuts = 0;
+    for seed in 0..60 {
+        let o = torture_seed(TortureConfig {
+            seed,
+            cuts: 8,
+            media_faults: false,
+            max_ops_between_cuts: 400,
+        });
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} ({}): {:#?}",
+            o.geometry,
+            o.violations
+        );
+        cuts += o.cuts;
+    }
+    assert_eq!(cuts, 480);
+}
+
+#[test]
+fn torture_with_media_faults() {
+    for seed in 100..160 {
+        let o = torture_seed(TortureConfig {
+            seed,
+            cuts: 6,
+            media_faults: true,
+            max_ops_between_cuts: 400,
+        });
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} ({}): {:#?}",
+            o.geometry,
+            o.violations
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_one_seed() {
+    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+    let faults = std::env::var("FAULTS").is_ok();
+    let o = torture_seed(TortureConfig {
+        seed,
+        cuts: 8,
+        media_faults: faults,
+        max_ops_between_cuts: 400,
+    });
+    eprintln!("{o:#?}");
+}
