@@ -29,6 +29,33 @@ enum Command {
     Format(FormatArgs),
     /// Show an image's geometry, capacity, timing, bad blocks and wear.
     Info(InfoArgs),
+    /// Power-cut torture: random geometries and workloads, cuts, recovery, verification.
+    Torture(TortureArgs),
+}
+
+#[derive(Args, Debug)]
+struct TortureArgs {
+    /// Number of seeds to run.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Power cuts per seed.
+    #[arg(long, default_value_t = 10)]
+    cuts_per_seed: u32,
+    /// Upper bound on media operations between two cuts.
+    #[arg(long, default_value_t = 2000)]
+    max_ops: u64,
+    /// Disable injected media faults (bad blocks, program/erase/read failures).
+    #[arg(long)]
+    no_faults: bool,
+    /// Worker threads (default: available cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print one JSON object per seed.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +118,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Format(a) => format(a),
         Command::Info(a) => info(a),
+        Command::Torture(a) => torture(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -354,5 +382,106 @@ fn info(a: InfoArgs) -> Result<()> {
         "erase counts     min {} / mean {:.2} / max {}",
         r.erase_count.min, r.erase_count.mean, r.erase_count.max
     );
+    Ok(())
+}
+
+fn torture(a: TortureArgs) -> Result<()> {
+    use lightnvm_ftl::torture::{torture_seed, TortureConfig, TortureOutcome};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    if a.seeds == 0 || a.cuts_per_seed == 0 || a.max_ops == 0 {
+        bail!("--seeds, --cuts-per-seed and --max-ops must be at least 1");
+    }
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let next = Arc::new(AtomicU64::new(a.start));
+    let end = a.start + a.seeds;
+    let (tx, rx) = mpsc::channel::<TortureOutcome>();
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..jobs {
+        let next = next.clone();
+        let tx = tx.clone();
+        let (cuts, max_ops, faults) = (a.cuts_per_seed, a.max_ops, !a.no_faults);
+        workers.push(std::thread::spawn(move || loop {
+            let seed = next.fetch_add(1, Ordering::SeqCst);
+            if seed >= end {
+                break;
+            }
+            let cfg = TortureConfig {
+                seed,
+                cuts,
+                media_faults: faults,
+                max_ops_between_cuts: max_ops,
+            };
+            // A panic is a finding too: report it as this seed's violation.
+            let o = std::panic::catch_unwind(|| torture_seed(cfg)).unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                TortureOutcome {
+                    seed,
+                    violations: vec![format!("panicked: {msg}")],
+                    ..Default::default()
+                }
+            });
+            if tx.send(o).is_err() {
+                break;
+            }
+        }));
+    }
+    drop(tx);
+    let (mut cuts, mut lbas, mut unreadable, mut failing) = (0u64, 0u64, 0u64, Vec::new());
+    let mut done = 0u64;
+    for o in rx {
+        done += 1;
+        cuts += o.cuts as u64;
+        lbas += o.lbas_verified;
+        unreadable += o.lbas_reported_unreadable;
+        if a.json {
+            println!("{}", serde_json::to_string(&o)?);
+        } else if !o.violations.is_empty() {
+            println!("seed {} FAILED ({}):", o.seed, o.geometry);
+            for v in &o.violations {
+                println!("  {v}");
+            }
+        } else if done.is_multiple_of(100) || done == a.seeds {
+            eprintln!(
+                "{done}/{} seeds, {cuts} cuts, {lbas} LBAs verified, {:.0}s",
+                a.seeds,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if !o.violations.is_empty() {
+            failing.push(o.seed);
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    failing.sort_unstable();
+    let summary = format!(
+        "seeds {}..{}: {cuts} power cuts, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}",
+        a.start,
+        end,
+        failing.len(),
+        if failing.is_empty() { String::new() } else { format!(" (failing seeds: {failing:?})") }
+    );
+    if a.json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary} in {:.1}s", started.elapsed().as_secs_f64());
+    }
+    if !failing.is_empty() {
+        bail!(
+            "torture found violations; rerun one with: lightnvm torture --seeds 1 --start {}",
+            failing[0]
+        );
+    }
     Ok(())
 }

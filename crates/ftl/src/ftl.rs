@@ -26,6 +26,9 @@ const P2L_META: u32 = OOB_LBA_META;
 const P2L_TRIM: u32 = OOB_LBA_TRIM;
 /// Smallest value that is not an LBA in the P2L.
 const P2L_FIRST_MARKER: u32 = OOB_LBA_TRIM;
+/// Smallest line (PUs x pages per block) the FTL accepts: a header, a footer and room for GC
+/// to make progress.
+const MIN_LINE_PAGES: u64 = 16;
 /// Reads of a sector are retried this many times before it is reported uncorrectable.
 const READ_RETRIES: u32 = 3;
 
@@ -319,7 +322,6 @@ pub struct Ftl<M: Media> {
     stats: FtlStats,
     read_only: Option<String>,
     op_done_ns: u64,
-    zero: Vec<u8>,
     recovery: RecoveryReport,
 }
 
@@ -426,7 +428,6 @@ impl<M: Media> Ftl<M> {
             streams: [Stream::new(&geo), Stream::new(&geo), Stream::new(&geo)],
             l2p: vec![UNMAPPED; exported as usize],
             p2l: vec![P2L_EMPTY; geo.total_sectors() as usize],
-            zero: vec![0; geo.sector_size as usize],
             media,
             config,
             superblock: sb,
@@ -469,6 +470,12 @@ impl<M: Media> Ftl<M> {
             * geo.pages_per_block as usize
             * geo.sectors_per_page as usize;
         let footer_slots = meta::footer_bytes(line_sectors).div_ceil(geo.page_bytes()) as u32;
+        let slots = geo.parallel_units() as u64 * geo.pages_per_block as u64;
+        if slots < MIN_LINE_PAGES {
+            return Err(FtlError::TooSmall(format!(
+                "lines of {slots} pages (PUs x pages per block) are too small; at least {MIN_LINE_PAGES} are needed"
+            )));
+        }
         let sb_blocks = superblock_blocks(&media);
         if sb_blocks.len() < 2 {
             return Err(FtlError::TooSmall(
@@ -573,7 +580,8 @@ impl<M: Media> Ftl<M> {
         if self.read_only.is_none() {
             self.write_checkpoint(true)?;
         } else {
-            let _ = self.media.sync()?;
+            // No room for a checkpoint, perhaps; the data must be durable all the same.
+            self.durable_point()?;
         }
         Ok(self.media)
     }
@@ -764,6 +772,13 @@ impl<M: Media> Ftl<M> {
         for i in 0..sectors as usize {
             let l = lba + i as u64;
             let out = &mut buf[i * ss..(i + 1) * ss];
+            if trace_lba() == Some(l as u32) {
+                let e = self.l2p[l as usize];
+                eprintln!(
+                    "trace: read lba {l} -> {:?}",
+                    (e < P2L_FIRST_MARKER).then(|| self.geo.sector_at(e))
+                );
+            }
             match self.l2p[l as usize] {
                 UNMAPPED => out.fill(0),
                 LOST => failed.push(l),
@@ -783,15 +798,11 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Makes every write completed so far durable (pads partial pages, syncs the media).
+    /// Also on a read-only device: writes acknowledged before it turned read-only may still
+    /// sit in the write buffer.
     pub fn flush(&mut self) -> Result<Completion, FtlError> {
         self.begin_op();
         self.stats.host_flushes += 1;
-        if self.read_only.is_some() {
-            // Nothing new can have been written; still make the media durable.
-            let c = self.media.sync()?;
-            self.note_done(c);
-            return Ok(self.op_completion());
-        }
         self.durable_point()?;
         self.maybe_checkpoint()?;
         Ok(self.op_completion())
@@ -858,6 +869,13 @@ impl<M: Media> Ftl<M> {
 
     fn map(&mut self, lba: u32, ppa: u32) {
         let old = self.l2p[lba as usize];
+        if trace_lba() == Some(lba) {
+            let (a, s) = self.geo.sector_at(ppa);
+            eprintln!(
+                "trace: map lba {lba} -> {a} s{s} (seq {}, in_gc {})",
+                self.seq, self.in_gc
+            );
+        }
         if old != UNMAPPED && old != LOST {
             self.invalidate(old);
         }
@@ -1111,6 +1129,20 @@ impl<M: Media> Ftl<M> {
                 forced.unwrap_or_else(|| self.wear.pick_free(&candidates, k == StreamKind::Gc));
             debug_assert!(idx < candidates.len());
             let line = self.free.swap_remove(idx);
+            if trace_lba().is_some() {
+                let wps: Vec<(u32, u32, BlockState)> = self.lines[line as usize]
+                    .pus
+                    .iter()
+                    .map(|&pu| {
+                        let i = self.media.block_info(BlockAddr { pu, block: line });
+                        (pu, i.write_pointer, i.state)
+                    })
+                    .collect();
+                eprintln!(
+                    "trace: open line {line} for {k:?} (line_seq {}, generation {}, blocks {wps:?})",
+                    self.line_seq, self.lines[line as usize].generation
+                );
+            }
             assert_eq!(self.lines[line as usize].state, LineState::Free);
             // Erase every good block that holds anything.
             let pus = self.lines[line as usize].pus.clone();
@@ -1177,6 +1209,7 @@ impl<M: Media> Ftl<M> {
                 open_seq: self.seq,
                 generation: l.generation,
                 line_seq: self.line_seq,
+                pus: meta::LineHeader::pu_set(&l.pus),
             };
             self.line_seq += 1;
             if k != StreamKind::Checkpoint {
@@ -1252,6 +1285,14 @@ impl<M: Media> Ftl<M> {
         debug_assert_eq!(s.fill, self.spp);
         let addr = s.addr();
         let result = self.media.program(addr, &s.data, &s.oob);
+        if let Some(t) = trace_lba() {
+            if self.streams[k as usize].lbas.contains(&t) {
+                eprintln!(
+                    "trace: program {addr} with lba {t}: {:?}",
+                    result.as_ref().map(|_| ())
+                );
+            }
+        }
         match result {
             Ok(c) => {
                 self.note_done(c);
@@ -1313,15 +1354,15 @@ impl<M: Media> Ftl<M> {
     }
 
     fn pad_stream(&mut self, k: StreamKind) -> Result<(), FtlError> {
-        let zero = std::mem::take(&mut self.zero);
+        static ZERO: [u8; lightnvm_media::SECTOR_SIZE as usize] =
+            [0; lightnvm_media::SECTOR_SIZE as usize];
         let mut result = Ok(());
         while self.streams[k as usize].fill != 0 {
-            if let Err(e) = self.push(k, P2L_PAD, 0, &zero) {
+            if let Err(e) = self.push(k, P2L_PAD, 0, &ZERO) {
                 result = Err(e);
                 break;
             }
         }
-        self.zero = zero;
         result
     }
 
@@ -1452,6 +1493,9 @@ impl<M: Media> Ftl<M> {
     }
 
     fn durable_point(&mut self) -> Result<(), FtlError> {
+        if trace_lba().is_some() {
+            eprintln!("trace: durable point (pending {:?})", self.pending);
+        }
         self.write_trim_records()?;
         self.pad_stream(StreamKind::User)?;
         self.pad_stream(StreamKind::Gc)?;
@@ -1515,7 +1559,10 @@ impl<M: Media> Ftl<M> {
         let mut budget = 4 * self.lines.len() + 8;
         while self.free_lines() <= reserve {
             if budget == 0 {
-                return Err(FtlError::NoSpace);
+                let reason =
+                    "garbage collection makes no progress: too little spare space left".to_string();
+                self.read_only = Some(reason.clone());
+                return Err(FtlError::ReadOnly { reason });
             }
             budget -= 1;
             self.release_pending_if_low()?;
@@ -1626,7 +1673,7 @@ impl<M: Media> Ftl<M> {
         // Static wear leveling, at most once per quarter of the lines closed, and only with
         // room to spare: it moves data without gaining space.
         let since = self.close_seq - self.last_static_wl;
-        let roomy = self.free_lines() > self.config.gc_reserve_lines as usize + 2;
+        let roomy = self.free_lines() >= user_reserve(&self.config);
         if !need_space && roomy && since as usize >= (self.lines.len() / 4).max(1) {
             let good: Vec<f64> = self
                 .lines
@@ -1637,7 +1684,13 @@ impl<M: Media> Ftl<M> {
             let min = good.iter().copied().fold(f64::INFINITY, f64::min);
             let max = good.iter().copied().fold(0.0, f64::max);
             let spread = (max - min).max(0.0) as u32;
-            if let Some(l) = self.wear.static_victim(&cands, spread) {
+            let room = self.gc_room();
+            let fits: Vec<Candidate> = cands
+                .iter()
+                .copied()
+                .filter(|c| c.valid as u64 <= room)
+                .collect();
+            if let Some(l) = self.wear.static_victim(&fits, spread) {
                 victim = Some(l);
                 self.last_static_wl = self.close_seq;
                 self.stats.wear_level_runs += 1;
@@ -1924,6 +1977,16 @@ impl<M: Media> Ftl<M> {
         }
         Ok(())
     }
+}
+
+/// Debugging aid: `LIGHTNVM_TRACE_LBA=n` prints every mapping change of LBA n.
+fn trace_lba() -> Option<u32> {
+    static TRACE: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| {
+        std::env::var("LIGHTNVM_TRACE_LBA")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 fn mean_erase<M: Media>(media: &M, block: u32, pus: &[u32]) -> f64 {

@@ -58,6 +58,9 @@ pub const STREAM_USER: u32 = 0;
 pub const STREAM_GC: u32 = 1;
 pub const STREAM_CHECKPOINT: u32 = 2;
 
+/// Words of the PU bitmap in a line header (4096 PUs at most).
+pub const PU_BITMAP_WORDS: usize = 64;
+
 /// The first page of every line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineHeader {
@@ -70,9 +73,25 @@ pub struct LineHeader {
     pub generation: u64,
     /// Global line-open counter: orders lines by when they were opened.
     pub line_seq: u64,
+    /// The PUs whose blocks this incarnation of the line writes (bit `pu`). Blocks retired in
+    /// an earlier incarnation keep stale pages, which must not be read as this line's.
+    pub pus: [u64; PU_BITMAP_WORDS],
 }
 
-pub const LINE_HEADER_BYTES: usize = 52;
+impl LineHeader {
+    pub fn pu_set(pus: &[u32]) -> [u64; PU_BITMAP_WORDS] {
+        let mut bits = [0u64; PU_BITMAP_WORDS];
+        for &pu in pus {
+            bits[pu as usize / 64] |= 1 << (pu % 64);
+        }
+        bits
+    }
+    pub fn has_pu(&self, pu: u32) -> bool {
+        (pu as usize) < PU_BITMAP_WORDS * 64 && self.pus[pu as usize / 64] & (1 << (pu % 64)) != 0
+    }
+}
+
+pub const LINE_HEADER_BYTES: usize = 48 + PU_BITMAP_WORDS * 8 + 4;
 
 /// Encodes a header into a page-sized buffer.
 pub fn encode_line_header(h: &LineHeader, page: &mut [u8]) {
@@ -84,28 +103,37 @@ pub fn encode_line_header(h: &LineHeader, page: &mut [u8]) {
     page[20..28].copy_from_slice(&h.open_seq.to_le_bytes());
     page[28..36].copy_from_slice(&h.generation.to_le_bytes());
     page[36..44].copy_from_slice(&h.line_seq.to_le_bytes());
-    page[44..48].copy_from_slice(&0u32.to_le_bytes());
-    let crc = crc32c::crc32c(&page[0..48]);
-    page[48..52].copy_from_slice(&crc.to_le_bytes());
+    page[44..48].copy_from_slice(&(PU_BITMAP_WORDS as u32).to_le_bytes());
+    for (i, w) in h.pus.iter().enumerate() {
+        page[48 + 8 * i..56 + 8 * i].copy_from_slice(&w.to_le_bytes());
+    }
+    let end = LINE_HEADER_BYTES - 4;
+    let crc = crc32c::crc32c(&page[0..end]);
+    page[end..end + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 pub fn decode_line_header(page: &[u8]) -> Option<LineHeader> {
     if page.len() < LINE_HEADER_BYTES || page[0..8] != LINE_HEADER_MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes(page[48..52].try_into().unwrap());
-    if crc32c::crc32c(&page[0..48]) != crc {
+    let end = LINE_HEADER_BYTES - 4;
+    if crc32c::crc32c(&page[0..end]) != u32_at(page, end) {
         return None;
     }
-    if u32::from_le_bytes(page[8..12].try_into().unwrap()) != LINE_META_VERSION {
+    if u32_at(page, 8) != LINE_META_VERSION || u32_at(page, 44) as usize != PU_BITMAP_WORDS {
         return None;
+    }
+    let mut pus = [0u64; PU_BITMAP_WORDS];
+    for (i, w) in pus.iter_mut().enumerate() {
+        *w = u64_at(page, 48 + 8 * i);
     }
     Some(LineHeader {
-        line: u32::from_le_bytes(page[12..16].try_into().unwrap()),
-        stream: u32::from_le_bytes(page[16..20].try_into().unwrap()),
-        open_seq: u64::from_le_bytes(page[20..28].try_into().unwrap()),
-        generation: u64::from_le_bytes(page[28..36].try_into().unwrap()),
-        line_seq: u64::from_le_bytes(page[36..44].try_into().unwrap()),
+        line: u32_at(page, 12),
+        stream: u32_at(page, 16),
+        open_seq: u64_at(page, 20),
+        generation: u64_at(page, 28),
+        line_seq: u64_at(page, 36),
+        pus,
     })
 }
 
@@ -516,6 +544,7 @@ mod tests {
             open_seq: 77,
             generation: 5,
             line_seq: 12,
+            pus: LineHeader::pu_set(&[0, 3, 70]),
         };
         let mut page = vec![0u8; 4096];
         encode_line_header(&h, &mut page);

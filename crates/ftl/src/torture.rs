@@ -112,7 +112,7 @@ fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaCo
         rng.gen_range(1..=4),
         rng.gen_range(1..=2),
         rng.gen_range(10..=24),
-        rng.gen_range(4..=16),
+        rng.gen_range(8..=32),
         rng.gen_range(1..=4),
     );
     if rng.gen_bool(0.3) {
@@ -259,6 +259,17 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                     })
                 }
             };
+            if let Some(t) = std::env::var("LIGHTNVM_TRACE_LBA")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                if inflight.iter().any(|&(l, _)| l == t) || (65..=69).contains(&r) {
+                    eprintln!(
+                        "trace: torture op r={r} lba {lba}+{n} -> {:?}",
+                        result.as_ref().map(|_| ())
+                    );
+                }
+            }
             match result {
                 Ok(durable_now) => {
                     for &(l, t) in &inflight {

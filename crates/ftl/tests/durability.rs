@@ -20,7 +20,7 @@ fn clean_shutdown_and_reopen_keeps_everything() {
     for _ in 0..3000 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         let lba = (x >> 33) % exported;
-        if x % 7 == 0 {
+        if x.is_multiple_of(7) {
             model.trim(&mut ftl, lba, 1).unwrap();
         } else {
             model.write(&mut ftl, lba, 1, false).unwrap();
@@ -115,11 +115,19 @@ fn torture_with_media_faults() {
 fn debug_one_seed() {
     let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
     let faults = std::env::var("FAULTS").is_ok();
+    let max: u64 = std::env::var("MAXOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let cuts: u32 = std::env::var("CUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let o = torture_seed(TortureConfig {
         seed,
-        cuts: 8,
+        cuts,
         media_faults: faults,
-        max_ops_between_cuts: 400,
+        max_ops_between_cuts: max,
     });
     eprintln!("{o:#?}");
 }

@@ -169,7 +169,7 @@ fn too_few_good_blocks_turns_the_device_read_only_without_losing_data() {
 
 #[test]
 fn worn_out_blocks_are_retired() {
-    let g = Geometry::new(2, 1, 12, 4, 1);
+    let g = Geometry::new(2, 1, 12, 8, 1);
     let mut ftl = ram_ftl(
         g,
         |m| m.endurance = 30,

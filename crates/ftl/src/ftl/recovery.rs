@@ -102,10 +102,25 @@ fn line_pus<M: Media>(media: &M, line: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The PUs of a line's current incarnation: those its header names (blocks retired earlier
+/// hold stale pages), or every PU not bad from the factory when there is no header.
+fn incarnation_pus<M: Media>(media: &M, line: u32, header: Option<&meta::LineHeader>) -> Vec<u32> {
+    let all = line_pus(media, line);
+    match header {
+        Some(h) => all.into_iter().filter(|&pu| h.has_pu(pu)).collect(),
+        None => all,
+    }
+}
+
 /// Metadata pages (OOB marked META) of a line in slot order: header first.
-fn meta_pages<M: Media>(media: &mut M, line: u32, limit: usize) -> Result<Vec<Vec<u8>>, FtlError> {
+fn meta_pages<M: Media>(
+    media: &mut M,
+    line: u32,
+    header: &meta::LineHeader,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, FtlError> {
     let g = *media.geometry();
-    let pus = line_pus(media, line);
+    let pus = incarnation_pus(media, line, Some(header));
     let mut out = Vec::new();
     for row in 0..g.pages_per_block {
         for &pu in &pus {
@@ -132,6 +147,17 @@ fn meta_pages<M: Media>(media: &mut M, line: u32, limit: usize) -> Result<Vec<Ve
         }
     }
     Ok(out)
+}
+
+/// A sector of a replayed line: canonical index in the line, (LBA or marker, seq).
+type RecordEntry = (usize, (u32, u64));
+
+/// Replay's working state: the winning copy of each LBA touched so far, (seq, ppa or
+/// `UNMAPPED` for a trim, rank), and a cache of the checkpointed copies' sequence numbers.
+#[derive(Default)]
+struct Winners {
+    best: HashMap<u32, (u64, u32, u64)>,
+    base_seq: HashMap<u32, Option<u64>>,
 }
 
 struct LineFound {
@@ -216,10 +242,11 @@ impl<M: Media> Ftl<M> {
                     if page.failed != 0 {
                         continue;
                     }
+                    // Every block may hold a header: the current incarnation's (newest) and
+                    // stale ones on blocks retired in earlier incarnations.
                     if let Some(h) = meta::decode_line_header(&page.data) {
-                        if h.line == line {
+                        if h.line == line && f.header.is_none_or(|c| h.line_seq > c.line_seq) {
                             f.header = Some(h);
-                            break;
                         }
                     }
                 }
@@ -236,7 +263,7 @@ impl<M: Media> Ftl<M> {
             if h.stream != meta::STREAM_CHECKPOINT {
                 continue;
             }
-            let pages = meta_pages(&mut ftl.media, line, usize::MAX)?;
+            let pages = meta_pages(&mut ftl.media, line, &h, usize::MAX)?;
             let body: Vec<u8> = pages.iter().skip(1).flatten().copied().collect();
             match meta::decode_checkpoint(&body) {
                 Some(c)
@@ -268,6 +295,28 @@ impl<M: Media> Ftl<M> {
             }
         }
 
+        if std::env::var_os("LIGHTNVM_RECOVERY_DEBUG").is_some() {
+            eprintln!(
+                "recovery: ckpt line {ckpt_line} seq {} line_seq {} clean {}",
+                ckpt.seq, ckpt.line_seq, ckpt.clean
+            );
+            for line in reserved..nlines {
+                let f = &found[line as usize];
+                let wps: Vec<u32> = (0..geo.parallel_units())
+                    .map(|pu| {
+                        ftl.media
+                            .block_info(BlockAddr { pu, block: line })
+                            .write_pointer
+                    })
+                    .collect();
+                eprintln!(
+                    "  line {line}: header {:?} data {} ckpt-state {} wps {wps:?}",
+                    f.header.map(|h| (h.stream, h.line_seq, h.generation)),
+                    f.has_data,
+                    ckpt.lines[line as usize].state
+                );
+            }
+        }
         // 4. Which lines to replay.
         let newer = |h: &meta::LineHeader| {
             h.line_seq >= ckpt.line_seq && h.stream != meta::STREAM_CHECKPOINT
@@ -315,15 +364,14 @@ impl<M: Media> Ftl<M> {
         report.lines_replayed = replay.len() as u32;
 
         // 5. Replay: gather the winner for every LBA touched by a newer copy.
-        let mut best: HashMap<u32, (u64, u32, u64)> = HashMap::new();
-        let mut base_seq: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut win = Winners::default();
         let mut max_seq = ckpt.seq;
         let mut trim_ppas: Vec<u32> = Vec::new();
         // (LBA or marker, seq) of every readable sector of the replayed lines, for continuing
         // the streams' open lines.
-        let mut records: HashMap<u32, Vec<(usize, (u32, u64))>> = HashMap::new();
+        let mut records: HashMap<u32, Vec<RecordEntry>> = HashMap::new();
         for &(_, line) in &replay {
-            let pus = line_pus(&ftl.media, line);
+            let pus = incarnation_pus(&ftl.media, line, found[line as usize].header.as_ref());
             let rank = match found[line as usize].header {
                 Some(h) => ((h.stream == meta::STREAM_GC) as u64) << 63 | h.line_seq,
                 None => 0,
@@ -368,13 +416,7 @@ impl<M: Media> Ftl<M> {
                                 let end = (r.lba as u64 + r.sectors as u64).min(ftl.exported);
                                 for lba in r.lba as u64..end {
                                     ftl.consider(
-                                        &ckpt,
-                                        &mut best,
-                                        &mut base_seq,
-                                        lba as u32,
-                                        r.seq,
-                                        UNMAPPED,
-                                        rank,
+                                        &ckpt, &mut win, lba as u32, r.seq, UNMAPPED, rank,
                                     )?;
                                 }
                             }
@@ -391,7 +433,7 @@ impl<M: Media> Ftl<M> {
                             continue;
                         }
                         report.sectors_replayed += 1;
-                        ftl.consider(&ckpt, &mut best, &mut base_seq, o.lba, o.seq, ppa, rank)?;
+                        ftl.consider(&ckpt, &mut win, o.lba, o.seq, ppa, rank)?;
                     }
                 }
             }
@@ -400,16 +442,17 @@ impl<M: Media> Ftl<M> {
         // 6. The final map: the checkpoint's, overridden by the winners; checkpointed data
         //    whose line was reused with no newer copy is lost (never read as stale bytes).
         let mut l2p = ckpt.l2p.clone();
-        for (&lba, &(_, ppa, _)) in &best {
+        for (&lba, &(_, ppa, _)) in &win.best {
             l2p[lba as usize] = ppa;
         }
         let suspicious = |line: u32| match found[line as usize].header {
             Some(h) => h.line_seq >= ckpt.line_seq,
             None => true,
         };
+        #[allow(clippy::needless_range_loop)] // `l2p` is read and written by index in the body
         for lba in 0..l2p.len() {
             let e = l2p[lba];
-            if e == UNMAPPED || e == LOST || best.contains_key(&(lba as u32)) || report.clean {
+            if e == UNMAPPED || e == LOST || win.best.contains_key(&(lba as u32)) || report.clean {
                 continue;
             }
             let line = ftl.line_of(e);
@@ -418,7 +461,7 @@ impl<M: Media> Ftl<M> {
             }
             // The line was reopened (or lost its header) since the checkpoint: keep the mapping
             // only if the sector still holds this LBA's copy.
-            let still = match base_seq.get(&(lba as u32)) {
+            let still = match win.base_seq.get(&(lba as u32)) {
                 Some(b) => *b,
                 None => ftl.seq_at(e, lba as u32)?,
             };
@@ -433,6 +476,20 @@ impl<M: Media> Ftl<M> {
             }
         }
 
+        if let Some(t) = super::trace_lba() {
+            let show = |e: u32| {
+                if e == UNMAPPED || e == LOST {
+                    format!("{e:#x}")
+                } else {
+                    format!("{:?}", geo.sector_at(e))
+                }
+            };
+            eprintln!(
+                "trace: recovery maps lba {t}: ckpt {} -> final {}",
+                show(ckpt.l2p[t as usize]),
+                show(l2p[t as usize])
+            );
+        }
         // 7. Rebuild P2L, valid counts and line states.
         ftl.l2p = l2p;
         for lba in 0..ftl.exported as usize {
@@ -469,7 +526,7 @@ impl<M: Media> Ftl<M> {
         let mut max_line_seq = ckpt.line_seq;
         let mut close_seq = ckpt.close_seq;
         for line in reserved..nlines {
-            let pus = line_pus(&ftl.media, line);
+            let pus = incarnation_pus(&ftl.media, line, found[line as usize].header.as_ref());
             let f = &found[line as usize];
             let l = &mut ftl.lines[line as usize];
             if let Some(h) = f.header {
@@ -479,14 +536,11 @@ impl<M: Media> Ftl<M> {
             } else {
                 l.generation = ckpt.lines[line as usize].generation.max(f.has_data as u64);
             }
-            if l.state == LineState::Bad {
-                if l.valid > 0 {
-                    return Err(FtlError::Corrupt(format!(
-                        "line {line} has no usable blocks but holds data"
-                    )));
-                }
+            if l.state == LineState::Bad && (l.valid == 0 || line < reserved) {
                 continue;
             }
+            // A line whose blocks all went bad while holding data stays readable until GC has
+            // moved the data off (the line is retired when next opened).
             l.data_pus = pus;
             l.capacity = line_capacity(l.data_pus.len(), &geo, ftl.footer_slots);
             let is_ckpt = kept.iter().any(|&(c, _)| c == line);
@@ -683,20 +737,33 @@ impl<M: Media> Ftl<M> {
     fn consider(
         &mut self,
         ckpt: &meta::Checkpoint,
-        best: &mut HashMap<u32, (u64, u32, u64)>,
-        base_seq: &mut HashMap<u32, Option<u64>>,
+        win: &mut Winners,
         lba: u32,
         seq: u64,
         ppa: u32,
         rank: u64,
     ) -> Result<(), FtlError> {
-        if let Some(cur) = best.get(&lba) {
+        if super::trace_lba() == Some(lba) {
+            let at = ckpt.l2p[lba as usize];
+            let where_ = if ppa == UNMAPPED {
+                "trim".to_string()
+            } else {
+                format!("{:?}", self.geo.sector_at(ppa))
+            };
+            let ck = if at == UNMAPPED || at == LOST {
+                "unmapped".to_string()
+            } else {
+                format!("{:?}", self.geo.sector_at(at))
+            };
+            eprintln!("trace: recovery considers lba {lba} seq {seq} at {where_} (rank {rank:#x}); ckpt has {ck}, best {:?}", win.best.get(&lba));
+        }
+        if let Some(cur) = win.best.get(&lba) {
             // Equal numbers are copies of one write (GC relocations keep the number). Prefer
             // the relocated copy, whose source line may be erased and reused at any time: it
             // is in a GC-stream line, or (with shared placement) in a later-opened line.
             if seq > cur.0 || (seq == cur.0 && ppa != UNMAPPED && cur.1 != UNMAPPED && rank > cur.2)
             {
-                best.insert(lba, (seq, ppa, rank));
+                win.best.insert(lba, (seq, ppa, rank));
             }
             return Ok(());
         }
@@ -707,11 +774,11 @@ impl<M: Media> Ftl<M> {
             true
         } else {
             // An older-or-equal copy: it wins only over a checkpointed copy that is gone.
-            let base = match base_seq.get(&lba) {
+            let base = match win.base_seq.get(&lba) {
                 Some(b) => *b,
                 None => {
                     let b = self.seq_at(at, lba)?;
-                    base_seq.insert(lba, b);
+                    win.base_seq.insert(lba, b);
                     b
                 }
             };
@@ -723,7 +790,7 @@ impl<M: Media> Ftl<M> {
             }
         };
         if wins {
-            best.insert(lba, (seq, ppa, rank));
+            win.best.insert(lba, (seq, ppa, rank));
         }
         Ok(())
     }
