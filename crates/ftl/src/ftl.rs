@@ -312,10 +312,11 @@ pub struct Ftl<M: Media> {
     ckpt_interval: u32,
     opens_since_ckpt: u32,
     ckpt_due: bool,
-    /// Trims not yet written as trim records.
-    trims: Vec<TrimRange>,
     /// GC is placing data: its writes may use any free line.
     in_gc: bool,
+    /// Data or trim records on their way into a stream (not in any buffer): lines emptied by
+    /// GC must not become free meanwhile.
+    inflight: u32,
     /// The line the next `open_line` must take (a checkpoint reusing the oldest one's line).
     forced_line: Option<u32>,
     window: HashMap<u64, Box<[u8]>>,
@@ -449,8 +450,8 @@ impl<M: Media> Ftl<M> {
             ckpt_interval,
             opens_since_ckpt: 0,
             ckpt_due: false,
-            trims: Vec::new(),
             in_gc: false,
+            inflight: 0,
             forced_line: None,
             window: HashMap::new(),
             stats,
@@ -819,16 +820,22 @@ impl<M: Media> Ftl<M> {
             return Ok(self.op_completion());
         }
         self.seq += 1;
-        for l in lba..lba + sectors {
-            self.unmap(l as u32);
-        }
-        self.trims.push(TrimRange {
+        let seq = self.seq;
+        // The trim record goes into the user stream like data: durable with the next flush,
+        // ordered against writes by its sequence number. It is placed before the LBAs are
+        // unmapped: once unmapped, GC may erase their old data, which must not happen while
+        // the trim exists only in memory.
+        let mut rec = vec![0u8; meta::TRIM_RECORD_BYTES];
+        let range = TrimRange {
             lba: lba as u32,
             sectors: sectors as u32,
-            seq: self.seq,
-        });
-        if self.trims.len() >= meta::TRIM_RANGES_PER_RECORD {
-            self.write_trim_records()?;
+            seq,
+        };
+        meta::encode_trim_record(&[range], &mut rec);
+        self.make_room_for_user()?;
+        self.push(StreamKind::User, P2L_TRIM, seq, &rec)?;
+        for l in lba..lba + sectors {
+            self.unmap(l as u32);
         }
         self.stats.host_sectors_trimmed += sectors;
         Ok(self.op_completion())
@@ -1103,7 +1110,10 @@ impl<M: Media> Ftl<M> {
         }
         loop {
             if self.free.is_empty() {
-                if self.pending.is_empty() {
+                if self.pending.is_empty() || self.inflight > 0 {
+                    // Only lost blocks can exhaust the lines kept for this: stop writes.
+                    self.read_only
+                        .get_or_insert_with(|| "no free line left (too many bad blocks)".into());
                     return Err(FtlError::NoSpace);
                 }
                 self.durable_point()?;
@@ -1340,13 +1350,22 @@ impl<M: Media> Ftl<M> {
                 }
                 self.streams[k as usize].fill = 0;
                 self.drop_pu(k, addr);
+                // Until they are placed again, these sectors are in no buffer: no line may be
+                // erased meanwhile (it may hold the older versions they supersede).
+                self.inflight += 1;
+                let mut result = Ok(());
                 for (lba, seq, data) in again {
                     // The old mapping was dropped above; place the sector again.
                     if lba != P2L_TRIM {
                         self.l2p[lba as usize] = UNMAPPED;
                     }
-                    self.push(k, lba, seq, &data)?;
+                    if let Err(e) = self.push(k, lba, seq, &data) {
+                        result = Err(e);
+                        break;
+                    }
                 }
+                self.inflight -= 1;
+                result?;
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -1368,21 +1387,6 @@ impl<M: Media> Ftl<M> {
 
     /// Pads both streams' partial pages and syncs the media: everything written so far is
     /// durable. Lines emptied by GC become free (erasable) only here.
-    /// Writes pending trims as trim-record sectors into the user stream.
-    fn write_trim_records(&mut self) -> Result<(), FtlError> {
-        let ss = self.geo.sector_size as usize;
-        debug_assert_eq!(ss, meta::TRIM_RECORD_BYTES);
-        while !self.trims.is_empty() {
-            let n = self.trims.len().min(meta::TRIM_RANGES_PER_RECORD);
-            let batch: Vec<TrimRange> = self.trims.drain(..n).collect();
-            let seq = batch.iter().map(|t| t.seq).max().unwrap_or(0);
-            let mut rec = vec![0u8; ss];
-            meta::encode_trim_record(&batch, &mut rec);
-            self.push(StreamKind::User, P2L_TRIM, seq, &rec)?;
-        }
-        Ok(())
-    }
-
     /// Runs a checkpoint if enough lines were opened since the last one.
     fn maybe_checkpoint(&mut self) -> Result<(), FtlError> {
         // A checkpoint needs a line; when few are free it waits for GC to make more.
@@ -1496,13 +1500,17 @@ impl<M: Media> Ftl<M> {
         if trace_lba().is_some() {
             eprintln!("trace: durable point (pending {:?})", self.pending);
         }
-        self.write_trim_records()?;
         self.pad_stream(StreamKind::User)?;
         self.pad_stream(StreamKind::Gc)?;
         let c = self.media.sync()?;
         self.note_done(c);
         self.window.clear();
         self.stats.durable_points += 1;
+        if self.inflight > 0 {
+            // Nested inside the placement of data that supersedes what those lines hold: they
+            // may be erased only once that data is durable (the outer durable point).
+            return Ok(());
+        }
         for l in std::mem::take(&mut self.pending) {
             debug_assert_eq!(self.lines[l as usize].state, LineState::PendingFree);
             self.lines[l as usize].state = LineState::Free;
@@ -1707,6 +1715,13 @@ impl<M: Media> Ftl<M> {
             victim = Some(self.victim.pick(&cands, self.close_seq));
         }
         let line = victim.expect("victim");
+        if trace_lba().is_some() {
+            let l = &self.lines[line as usize];
+            eprintln!(
+                "trace: GC victim {line} valid {} data_pus {:?}",
+                l.valid, l.data_pus
+            );
+        }
         let l = &mut self.lines[line as usize];
         assert_eq!(l.state, LineState::Closed);
         l.state = LineState::Gc;

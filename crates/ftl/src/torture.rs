@@ -284,6 +284,11 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                     inflight.clear();
                 }
                 Err(FtlError::PowerLoss) => break,
+                Err(FtlError::NoSpace) if cfg.media_faults => {
+                    // Blocks lost to faults exhausted the device mid-operation.
+                    ftl.media_mut().cut_power();
+                    break;
+                }
                 Err(FtlError::ReadOnly { reason }) => {
                     if !cfg.media_faults {
                         out.violations.push(format!(
