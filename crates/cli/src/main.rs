@@ -12,6 +12,8 @@ use lightnvm_media::{
 };
 use serde::Serialize;
 
+mod ftl_cmds;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lightnvm",
@@ -31,6 +33,12 @@ enum Command {
     Info(InfoArgs),
     /// Power-cut torture: random geometries and workloads, cuts, recovery, verification.
     Torture(TortureArgs),
+    /// Verify an image offline: superblocks, checkpoints, recovery, invariants, footers and
+    /// mapping against the per-sector OOB. Exit status 1 on corruption.
+    Check(ftl_cmds::CheckArgs),
+    /// Write a test pattern over the device (and optionally verify it), then shut down
+    /// cleanly or, with --crash, stop without a checkpoint as a crash would.
+    Fill(ftl_cmds::FillArgs),
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +110,11 @@ struct FormatArgs {
     /// Replace the file if it exists.
     #[arg(long)]
     force: bool,
+    /// Only create the emulated flash device; do not format the FTL on it.
+    #[arg(long)]
+    media_only: bool,
+    #[command(flatten)]
+    ftl: ftl_cmds::FtlArgs,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +132,8 @@ fn main() -> ExitCode {
         Command::Format(a) => format(a),
         Command::Info(a) => info(a),
         Command::Torture(a) => torture(a),
+        Command::Check(a) => ftl_cmds::check(a),
+        Command::Fill(a) => ftl_cmds::fill(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,6 +187,7 @@ fn format(a: FormatArgs) -> Result<()> {
         std::fs::remove_file(&a.image)
             .with_context(|| format!("removing {}", a.image.display()))?;
     }
+    let ftl_config = a.ftl.config()?;
     let media = FileMedia::create(&a.image, config, VirtualClock::new())?;
     let report = Report::of(&media);
     println!(
@@ -184,6 +200,24 @@ fn format(a: FormatArgs) -> Result<()> {
         human_bytes(geometry.raw_bytes()),
         report.bad_blocks.factory,
     );
+    if a.media_only {
+        return Ok(());
+    }
+    let ftl = match lightnvm_ftl::Ftl::format(media, ftl_config) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&a.image);
+            return Err(e).context("formatting the FTL (the image was removed)");
+        }
+    };
+    println!(
+        "FTL: {} exported ({} sectors of 4 KiB), over-provisioning {:.0}%, GC {}",
+        human_bytes(ftl.exported_sectors() * 4096),
+        ftl.exported_sectors(),
+        ftl_config.over_provisioning * 100.0,
+        ftl.victim_policy()
+    );
+    ftl.shutdown()?;
     Ok(())
 }
 
@@ -315,7 +349,7 @@ impl Report {
     }
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;

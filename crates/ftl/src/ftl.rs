@@ -10,7 +10,9 @@ use crate::config::{FtlConfig, FtlConfigError, PlacementKind};
 use crate::meta::{self, SectorOob, TrimRange, OOB_LBA_META, OOB_LBA_PAD, OOB_LBA_TRIM};
 use crate::policy::{self, Candidate, FreeLine, VictimPolicy, WearPolicy};
 
+mod audit;
 mod recovery;
+pub use audit::{repair_superblock, superblock_copies, AuditReport, SuperblockCopies};
 pub use recovery::RecoveryReport;
 
 /// L2P sentinel: never written or trimmed (reads as zeros).
@@ -260,6 +262,8 @@ pub struct FtlStats {
     pub program_failures: u64,
     pub erase_failures: u64,
     pub read_errors: u64,
+    /// Sectors whose data or OOB failed the checksum on read (reported as read errors).
+    pub checksum_errors: u64,
     pub sectors_lost: u64,
     pub exported_sectors: u64,
     pub l2p_bytes: u64,
@@ -937,11 +941,23 @@ impl<M: Media> Ftl<M> {
             }
             return Ok(true);
         }
-        let mut oob_buf = vec![0u8; if oob.is_some() { os } else { 0 }];
+        let mut oob_buf = vec![0u8; os];
         for _ in 0..=READ_RETRIES {
             match self.media.read(addr, sector, out, &mut oob_buf) {
                 Ok(c) => {
                     self.note_done(c);
+                    // End to end: the OOB checksum covers the data and the LBA it was written
+                    // for; anything else is reported unreadable, never returned.
+                    let expect = self.p2l[ppa as usize];
+                    if expect < P2L_FIRST_MARKER || expect == P2L_TRIM {
+                        match meta::decode_oob(&oob_buf, out) {
+                            Some(o) if o.lba == expect => {}
+                            _ => {
+                                self.stats.checksum_errors += 1;
+                                return Ok(false);
+                            }
+                        }
+                    }
                     if let Some(o) = oob {
                         o.copy_from_slice(&oob_buf);
                     }

@@ -24,5 +24,8 @@ pub mod torture;
 mod ftl;
 
 pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, WearConfig};
-pub use ftl::{Ftl, FtlError, FtlStats, LineCounts, RecoveryReport, WearStats};
+pub use ftl::{
+    repair_superblock, superblock_copies, AuditReport, Ftl, FtlError, FtlStats, LineCounts, RecoveryReport,
+    SuperblockCopies, WearStats,
+};
 pub use lightnvm_media::Media;

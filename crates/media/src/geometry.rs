@@ -72,7 +72,7 @@ impl Default for Geometry {
 pub const GEOMETRY_PRESETS: &[(&str, &str)] = &[
     (
         "tiny",
-        "2 PUs x 8 blocks x 16 pages x 1 sector: 1 MiB raw; GC runs all the time",
+        "2 PUs x 12 blocks x 16 pages x 1 sector: 1.5 MiB raw; GC runs all the time",
     ),
     (
         "small",
@@ -112,7 +112,7 @@ impl Geometry {
     /// A named geometry (see [`GEOMETRY_PRESETS`]).
     pub fn preset(name: &str) -> Option<Geometry> {
         match name {
-            "tiny" => Some(Geometry::new(2, 1, 8, 16, 1)),
+            "tiny" => Some(Geometry::new(2, 1, 12, 16, 1)),
             "small" => Some(Geometry::new(4, 2, 32, 32, 4)),
             "default" => Some(Geometry::new(8, 2, 80, 64, 4)),
             "large" => Some(Geometry::new(8, 4, 560, 64, 4)),

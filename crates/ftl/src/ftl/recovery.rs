@@ -42,13 +42,13 @@ pub struct RecoveryReport {
 }
 
 /// One page read during recovery: data, OOB, and a mask of the sectors that failed.
-struct PageRead {
-    data: Vec<u8>,
-    oob: Vec<u8>,
-    failed: u64,
+pub(super) struct PageRead {
+    pub(super) data: Vec<u8>,
+    pub(super) oob: Vec<u8>,
+    pub(super) failed: u64,
 }
 
-fn read_page<M: Media>(media: &mut M, addr: PageAddr) -> Result<Option<PageRead>, FtlError> {
+pub(super) fn read_page<M: Media>(media: &mut M, addr: PageAddr) -> Result<Option<PageRead>, FtlError> {
     let g = *media.geometry();
     let mut data = vec![0u8; g.page_bytes()];
     let mut oob = vec![0u8; g.page_oob_bytes()];
@@ -75,7 +75,7 @@ fn read_page<M: Media>(media: &mut M, addr: PageAddr) -> Result<Option<PageRead>
 }
 
 /// The decoded sectors of a page: (sector index, OOB) for each sector whose checksum holds.
-fn sectors_of(g: &Geometry, page: &PageRead) -> Vec<(u32, SectorOob)> {
+pub(super) fn sectors_of(g: &Geometry, page: &PageRead) -> Vec<(u32, SectorOob)> {
     let ss = g.sector_size as usize;
     let os = g.oob_bytes_per_sector as usize;
     (0..g.sectors_per_page)
@@ -113,7 +113,7 @@ fn incarnation_pus<M: Media>(media: &M, line: u32, header: Option<&meta::LineHea
 }
 
 /// Metadata pages (OOB marked META) of a line in slot order: header first.
-fn meta_pages<M: Media>(
+pub(super) fn meta_pages<M: Media>(
     media: &mut M,
     line: u32,
     header: &meta::LineHeader,
@@ -149,6 +149,23 @@ fn meta_pages<M: Media>(
     Ok(out)
 }
 
+/// A line's footer, if it has a valid one.
+fn read_footer<M: Media>(
+    media: &mut M,
+    line: u32,
+    header: Option<&meta::LineHeader>,
+    footer_slots: u32,
+) -> Result<Option<meta::LineFooter>, FtlError> {
+    let Some(h) = header else { return Ok(None) };
+    let metas = meta_pages(media, line, h, usize::MAX)?;
+    let k = footer_slots as usize;
+    if metas.len() < 1 + k {
+        return Ok(None);
+    }
+    let bytes: Vec<u8> = metas[metas.len() - k..].iter().flatten().copied().collect();
+    Ok(meta::decode_line_footer(&bytes).filter(|f| f.line == line && f.generation == h.generation))
+}
+
 /// A sector of a replayed line: canonical index in the line, (LBA or marker, seq).
 type RecordEntry = (usize, (u32, u64));
 
@@ -160,10 +177,33 @@ struct Winners {
     base_seq: HashMap<u32, Option<u64>>,
 }
 
-struct LineFound {
-    header: Option<meta::LineHeader>,
+pub(super) struct LineFound {
+    pub(super) header: Option<meta::LineHeader>,
     /// Some block of the line has programmed pages.
-    has_data: bool,
+    pub(super) has_data: bool,
+}
+
+/// Reads a line's header: page 0 of each of its blocks may hold one (the current
+/// incarnation's, the newest, and stale ones on blocks retired in earlier incarnations).
+pub(super) fn scan_line_header<M: Media>(media: &mut M, line: u32) -> Result<LineFound, FtlError> {
+    let mut f = LineFound { header: None, has_data: false };
+    for pu in line_pus(media, line) {
+        let addr = PageAddr { pu, block: line, page: 0 };
+        if media.block_info(addr.block_addr()).write_pointer == 0 {
+            continue;
+        }
+        f.has_data = true;
+        let Some(page) = read_page(media, addr)? else { continue };
+        if page.failed != 0 {
+            continue;
+        }
+        if let Some(h) = meta::decode_line_header(&page.data) {
+            if h.line == line && f.header.is_none_or(|c| h.line_seq > c.line_seq) {
+                f.header = Some(h);
+            }
+        }
+    }
+    Ok(f)
 }
 
 impl<M: Media> Ftl<M> {
@@ -221,37 +261,11 @@ impl<M: Media> Ftl<M> {
         // 2. Line headers.
         let mut found: Vec<LineFound> = Vec::with_capacity(nlines as usize);
         for line in 0..nlines {
-            let mut f = LineFound {
-                header: None,
-                has_data: false,
-            };
-            if line >= reserved {
-                for pu in line_pus(&ftl.media, line) {
-                    let addr = PageAddr {
-                        pu,
-                        block: line,
-                        page: 0,
-                    };
-                    if ftl.media.block_info(addr.block_addr()).write_pointer == 0 {
-                        continue;
-                    }
-                    f.has_data = true;
-                    let Some(page) = read_page(&mut ftl.media, addr)? else {
-                        continue;
-                    };
-                    if page.failed != 0 {
-                        continue;
-                    }
-                    // Every block may hold a header: the current incarnation's (newest) and
-                    // stale ones on blocks retired in earlier incarnations.
-                    if let Some(h) = meta::decode_line_header(&page.data) {
-                        if h.line == line && f.header.is_none_or(|c| h.line_seq > c.line_seq) {
-                            f.header = Some(h);
-                        }
-                    }
-                }
+            if line < reserved {
+                found.push(LineFound { header: None, has_data: false });
+            } else {
+                found.push(scan_line_header(&mut ftl.media, line)?);
             }
-            found.push(f);
         }
 
         // 3. Checkpoints: the newest valid one is used; the two newest are kept.
@@ -279,7 +293,7 @@ impl<M: Media> Ftl<M> {
                 }
             }
         }
-        ckpts.sort_by_key(|(_, c)| std::cmp::Reverse(c.seq));
+        ckpts.sort_by_key(|(_, c)| std::cmp::Reverse((c.seq, c.line_seq)));
         report.checkpoints_valid = ckpts.len() as u32;
         if ckpts.is_empty() {
             return Err(FtlError::Corrupt("no valid checkpoint".into()));
@@ -372,6 +386,7 @@ impl<M: Media> Ftl<M> {
         let mut records: HashMap<u32, Vec<RecordEntry>> = HashMap::new();
         for &(_, line) in &replay {
             let pus = incarnation_pus(&ftl.media, line, found[line as usize].header.as_ref());
+            let mut footer: Option<Option<meta::LineFooter>> = None;
             let rank = match found[line as usize].header {
                 Some(h) => ((h.stream == meta::STREAM_GC) as u64) << 63 | h.line_seq,
                 None => 0,
@@ -392,6 +407,30 @@ impl<M: Media> Ftl<M> {
                     let secs = sectors_of(&geo, &page);
                     report.sectors_unreadable +=
                         (geo.sectors_per_page as usize - secs.len()) as u64;
+                    if secs.len() < geo.sectors_per_page as usize {
+                        // A sector that fails its checksum in a line with a footer is damage,
+                        // not a torn write: the footer names the write it held, which must not
+                        // silently fall back to an older copy.
+                        if footer.is_none() {
+                            footer = Some(read_footer(&mut ftl.media, line, found[line as usize].header.as_ref(), ftl.footer_slots)?);
+                        }
+                        if let Some(Some(f)) = &footer {
+                            for i in 0..geo.sectors_per_page {
+                                if secs.iter().any(|(j, _)| *j == i) {
+                                    continue;
+                                }
+                                let idx = ((pu * geo.pages_per_block + row) * geo.sectors_per_page + i) as usize;
+                                if let Some(&(lba, seq)) = f.entries.get(idx) {
+                                    if (lba as u64) < ftl.exported {
+                                        report.problems.push(format!(
+                                            "{addr} sector {i}: checksum fails; the footer says it held LBA {lba}"
+                                        ));
+                                        ftl.consider(&ckpt, &mut win, lba, seq, LOST, rank)?;
+                                    }
+                                }
+                            }
+                        }
+                    }
                     for (i, o) in secs {
                         let ppa = geo.sector_index(addr, i);
                         max_seq = max_seq.max(o.seq);
@@ -761,8 +800,11 @@ impl<M: Media> Ftl<M> {
             // Equal numbers are copies of one write (GC relocations keep the number). Prefer
             // the relocated copy, whose source line may be erased and reused at any time: it
             // is in a GC-stream line, or (with shared placement) in a later-opened line.
-            if seq > cur.0 || (seq == cur.0 && ppa != UNMAPPED && cur.1 != UNMAPPED && rank > cur.2)
-            {
+            // A readable copy beats a damaged one (`LOST`) of the same write.
+            let is_data = |p: u32| p != UNMAPPED && p != LOST;
+            let replace = seq > cur.0
+                || (seq == cur.0 && is_data(ppa) && (!is_data(cur.1) || rank > cur.2));
+            if replace {
                 win.best.insert(lba, (seq, ppa, rank));
             }
             return Ok(());
@@ -785,7 +827,8 @@ impl<M: Media> Ftl<M> {
             match base {
                 // Equal: a copy of the checkpointed write made after the checkpoint (GC moved
                 // it); the checkpointed location may be in a line since released.
-                Some(b) => seq >= b,
+                // A damaged copy (`LOST`) of the checkpointed write does not replace it.
+                Some(b) => seq > b || (seq == b && ppa != LOST),
                 None => true,
             }
         };
