@@ -28,3 +28,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without"
+cargo build --release --quiet -p lightnvm-cli
+./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
+./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults

@@ -46,7 +46,10 @@ impl FtlArgs {
             over_provisioning: self.op,
             victim,
             placement,
-            wear: WearConfig { dynamic: true, static_threshold: (self.static_wl > 0).then_some(self.static_wl) },
+            wear: WearConfig {
+                dynamic: true,
+                static_threshold: (self.static_wl > 0).then_some(self.static_wl),
+            },
             checkpoint_interval_lines: self.checkpoint_interval,
             ..FtlConfig::default()
         };
@@ -83,7 +86,11 @@ struct CheckOutput {
 }
 
 pub fn check(a: CheckArgs) -> Result<()> {
-    let mode = if a.repair { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
+    let mode = if a.repair {
+        OpenMode::ReadWrite
+    } else {
+        OpenMode::ReadOnly
+    };
     let mut media = FileMedia::open(&a.image, mode, VirtualClock::new())?;
     let mut out = CheckOutput {
         image: a.image.display().to_string(),
@@ -103,7 +110,8 @@ pub fn check(a: CheckArgs) -> Result<()> {
     }
     for (loc, ok) in out.superblock.locations.iter().zip(&out.superblock.valid) {
         if !ok {
-            out.problems.push(format!("superblock copy at {loc} is corrupt"));
+            out.problems
+                .push(format!("superblock copy at {loc} is corrupt"));
         }
     }
     let started = Instant::now();
@@ -113,7 +121,13 @@ pub fn check(a: CheckArgs) -> Result<()> {
             out.exported_sectors = ftl.exported_sectors();
             out.lines = Some(ftl.line_counts());
             let report = ftl.recovery_report().clone();
-            out.problems.extend(report.problems.iter().filter(|p| !p.starts_with("superblock")).cloned());
+            out.problems.extend(
+                report
+                    .problems
+                    .iter()
+                    .filter(|p| !p.starts_with("superblock"))
+                    .cloned(),
+            );
             out.recovery = Some(report);
             if let Err(e) = ftl.check() {
                 out.problems.push(format!("invariant: {e}"));
@@ -134,7 +148,11 @@ pub fn check(a: CheckArgs) -> Result<()> {
         print_check(&out);
     }
     if !out.ok {
-        bail!("{}: {} problem(s) found", a.image.display(), out.problems.len());
+        bail!(
+            "{}: {} problem(s) found",
+            a.image.display(),
+            out.problems.len()
+        );
     }
     Ok(())
 }
@@ -142,15 +160,25 @@ pub fn check(a: CheckArgs) -> Result<()> {
 fn print_check(o: &CheckOutput) {
     println!("image        {}", o.image);
     let valid = o.superblock.valid.iter().filter(|v| **v).count();
-    println!("superblock   {valid} of {} copies valid", o.superblock.valid.len());
+    println!(
+        "superblock   {valid} of {} copies valid",
+        o.superblock.valid.len()
+    );
     if o.repaired_superblock_copies > 0 {
-        println!("repaired     {} superblock copy(ies)", o.repaired_superblock_copies);
+        println!(
+            "repaired     {} superblock copy(ies)",
+            o.repaired_superblock_copies
+        );
     }
     if let Some(r) = &o.recovery {
         println!(
             "open         {:.1} ms, {} (checkpoint seq {}, {} valid / {} invalid checkpoints)",
             o.open_ms,
-            if r.clean { "clean shutdown" } else { "after a crash: replayed" },
+            if r.clean {
+                "clean shutdown"
+            } else {
+                "after a crash: replayed"
+            },
             r.checkpoint_seq,
             r.checkpoints_valid,
             r.checkpoints_invalid
@@ -161,7 +189,10 @@ fn print_check(o: &CheckOutput) {
                 r.lines_replayed, r.sectors_replayed, r.trims_replayed, r.sectors_unreadable, r.lines_without_header
             );
         }
-        println!("capacity     {} exported", human_bytes(o.exported_sectors * 4096));
+        println!(
+            "capacity     {} exported",
+            human_bytes(o.exported_sectors * 4096)
+        );
     }
     if let Some(l) = &o.lines {
         println!(
@@ -214,7 +245,8 @@ pub fn fill(a: FillArgs) -> Result<()> {
     }
     let media = FileMedia::open(&a.image, OpenMode::ReadWrite, VirtualClock::new())?;
     let started = Instant::now();
-    let mut ftl = Ftl::open(media).with_context(|| format!("opening the FTL on {}", a.image.display()))?;
+    let mut ftl =
+        Ftl::open(media).with_context(|| format!("opening the FTL on {}", a.image.display()))?;
     let open_ms = started.elapsed().as_secs_f64() * 1e3;
     let r = ftl.recovery_report();
     eprintln!(
@@ -242,13 +274,20 @@ pub fn fill(a: FillArgs) -> Result<()> {
                 if sector_tag(s) != Some(tag_of(a.seed, lba + i)) {
                     bad += 1;
                     if bad <= 10 {
-                        eprintln!("LBA {}: does not hold the pattern of seed {}", lba + i, a.seed);
+                        eprintln!(
+                            "LBA {}: does not hold the pattern of seed {}",
+                            lba + i,
+                            a.seed
+                        );
                     }
                 }
             }
         } else {
             for i in 0..n {
-                fill_sector(&mut chunk[(i * 4096) as usize..((i + 1) * 4096) as usize], tag_of(a.seed, lba + i));
+                fill_sector(
+                    &mut chunk[(i * 4096) as usize..((i + 1) * 4096) as usize],
+                    tag_of(a.seed, lba + i),
+                );
             }
             let _ = ftl.write(lba, chunk, false)?;
         }
@@ -265,7 +304,10 @@ pub fn fill(a: FillArgs) -> Result<()> {
         return Ok(());
     }
     let _ = ftl.flush()?;
-    println!("wrote {sectors} sectors ({mib:.0} MiB) in {secs:.1} s ({:.0} MiB/s), flushed", mib / secs);
+    println!(
+        "wrote {sectors} sectors ({mib:.0} MiB) in {secs:.1} s ({:.0} MiB/s), flushed",
+        mib / secs
+    );
     if a.crash {
         // Drop without the shutdown checkpoint: what a crash right after the flush leaves.
         drop(ftl);

@@ -25,7 +25,7 @@ mod ftl;
 
 pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, WearConfig};
 pub use ftl::{
-    repair_superblock, superblock_copies, AuditReport, Ftl, FtlError, FtlStats, LineCounts, RecoveryReport,
-    SuperblockCopies, WearStats,
+    repair_superblock, superblock_copies, AuditReport, Ftl, FtlError, FtlStats, LineCounts,
+    RecoveryReport, SuperblockCopies, WearStats,
 };
 pub use lightnvm_media::Media;

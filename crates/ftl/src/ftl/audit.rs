@@ -39,7 +39,10 @@ impl<M: Media> Ftl<M> {
         let spp = g.sectors_per_page as usize;
         let pages = g.pages_per_block as usize;
         for line in self.superblock.reserved_lines..g.blocks_per_lun {
-            if !matches!(self.lines[line as usize].state, LineState::Closed | LineState::Gc) {
+            if !matches!(
+                self.lines[line as usize].state,
+                LineState::Closed | LineState::Gc
+            ) {
                 continue;
             }
             r.lines_checked += 1;
@@ -53,7 +56,11 @@ impl<M: Media> Ftl<M> {
                 r.lines_without_footer += 1;
                 continue;
             }
-            let bytes: Vec<u8> = metas[metas.len() - footer_pages..].iter().flatten().copied().collect();
+            let bytes: Vec<u8> = metas[metas.len() - footer_pages..]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
             let Some(footer) = meta::decode_line_footer(&bytes) else {
                 r.lines_without_footer += 1;
                 continue;
@@ -73,7 +80,11 @@ impl<M: Media> Ftl<M> {
                 let pu = (idx / (pages * spp)) as u32;
                 let page = ((idx / spp) % pages) as u32;
                 let sector = (idx % spp) as u32;
-                let addr = PageAddr { pu, block: line, page };
+                let addr = PageAddr {
+                    pu,
+                    block: line,
+                    page,
+                };
                 // A page missing under a footer is what a power cut leaves when the line closed
                 // after the last sync (blocks keep prefixes independently): not corruption;
                 // recovery reads the OOB of such lines.
@@ -82,7 +93,10 @@ impl<M: Media> Ftl<M> {
                     continue;
                 };
                 r.sectors_checked += 1;
-                let oob = sectors_of(&g, &read).into_iter().find(|(i, _)| *i == sector).map(|(_, o)| o);
+                let oob = sectors_of(&g, &read)
+                    .into_iter()
+                    .find(|(i, _)| *i == sector)
+                    .map(|(_, o)| o);
                 match oob {
                     Some(o) if o.lba == lba && o.seq == seq => {}
                     Some(o) => r.problem(format!(
@@ -108,11 +122,18 @@ impl<M: Media> Ftl<M> {
             if self.read_ppa(ppa, &mut data, Some(&mut oob))? {
                 match meta::decode_oob(&oob, &data) {
                     Some(o) if o.lba == lba as u32 => {}
-                    Some(o) => r.problem(format!("LBA {lba} maps to {addr} sector {sector}, whose OOB says LBA {}", o.lba)),
-                    None => r.problem(format!("LBA {lba} maps to {addr} sector {sector}, whose checksum fails")),
+                    Some(o) => r.problem(format!(
+                        "LBA {lba} maps to {addr} sector {sector}, whose OOB says LBA {}",
+                        o.lba
+                    )),
+                    None => r.problem(format!(
+                        "LBA {lba} maps to {addr} sector {sector}, whose checksum fails"
+                    )),
                 }
             } else {
-                r.problem(format!("LBA {lba} maps to {addr} sector {sector}, which is unreadable"));
+                r.problem(format!(
+                    "LBA {lba} maps to {addr} sector {sector}, which is unreadable"
+                ));
             }
         }
         Ok(r)
@@ -128,7 +149,10 @@ pub struct SuperblockCopies {
 
 /// Reads both superblock copies.
 pub fn superblock_copies<M: Media>(media: &mut M) -> Result<SuperblockCopies, FtlError> {
-    let mut out = SuperblockCopies { locations: Vec::new(), valid: Vec::new() };
+    let mut out = SuperblockCopies {
+        locations: Vec::new(),
+        valid: Vec::new(),
+    };
     for addr in superblock_blocks(media) {
         let ok = read_page(media, addr.page(0))?
             .filter(|p| p.failed == 0)
@@ -157,7 +181,9 @@ pub fn repair_superblock<M: Media>(media: &mut M) -> Result<u32, FtlError> {
         }
     }
     let Some((data, oob)) = good else {
-        return Err(FtlError::Corrupt("no valid superblock copy to repair from".into()));
+        return Err(FtlError::Corrupt(
+            "no valid superblock copy to repair from".into(),
+        ));
     };
     for addr in &bad {
         let _ = media.erase(*addr)?;

@@ -48,7 +48,10 @@ pub(super) struct PageRead {
     pub(super) failed: u64,
 }
 
-pub(super) fn read_page<M: Media>(media: &mut M, addr: PageAddr) -> Result<Option<PageRead>, FtlError> {
+pub(super) fn read_page<M: Media>(
+    media: &mut M,
+    addr: PageAddr,
+) -> Result<Option<PageRead>, FtlError> {
     let g = *media.geometry();
     let mut data = vec![0u8; g.page_bytes()];
     let mut oob = vec![0u8; g.page_oob_bytes()];
@@ -186,14 +189,23 @@ pub(super) struct LineFound {
 /// Reads a line's header: page 0 of each of its blocks may hold one (the current
 /// incarnation's, the newest, and stale ones on blocks retired in earlier incarnations).
 pub(super) fn scan_line_header<M: Media>(media: &mut M, line: u32) -> Result<LineFound, FtlError> {
-    let mut f = LineFound { header: None, has_data: false };
+    let mut f = LineFound {
+        header: None,
+        has_data: false,
+    };
     for pu in line_pus(media, line) {
-        let addr = PageAddr { pu, block: line, page: 0 };
+        let addr = PageAddr {
+            pu,
+            block: line,
+            page: 0,
+        };
         if media.block_info(addr.block_addr()).write_pointer == 0 {
             continue;
         }
         f.has_data = true;
-        let Some(page) = read_page(media, addr)? else { continue };
+        let Some(page) = read_page(media, addr)? else {
+            continue;
+        };
         if page.failed != 0 {
             continue;
         }
@@ -262,7 +274,10 @@ impl<M: Media> Ftl<M> {
         let mut found: Vec<LineFound> = Vec::with_capacity(nlines as usize);
         for line in 0..nlines {
             if line < reserved {
-                found.push(LineFound { header: None, has_data: false });
+                found.push(LineFound {
+                    header: None,
+                    has_data: false,
+                });
             } else {
                 found.push(scan_line_header(&mut ftl.media, line)?);
             }
@@ -412,14 +427,20 @@ impl<M: Media> Ftl<M> {
                         // not a torn write: the footer names the write it held, which must not
                         // silently fall back to an older copy.
                         if footer.is_none() {
-                            footer = Some(read_footer(&mut ftl.media, line, found[line as usize].header.as_ref(), ftl.footer_slots)?);
+                            footer = Some(read_footer(
+                                &mut ftl.media,
+                                line,
+                                found[line as usize].header.as_ref(),
+                                ftl.footer_slots,
+                            )?);
                         }
                         if let Some(Some(f)) = &footer {
                             for i in 0..geo.sectors_per_page {
                                 if secs.iter().any(|(j, _)| *j == i) {
                                     continue;
                                 }
-                                let idx = ((pu * geo.pages_per_block + row) * geo.sectors_per_page + i) as usize;
+                                let idx = ((pu * geo.pages_per_block + row) * geo.sectors_per_page
+                                    + i) as usize;
                                 if let Some(&(lba, seq)) = f.entries.get(idx) {
                                     if (lba as u64) < ftl.exported {
                                         report.problems.push(format!(
@@ -802,8 +823,8 @@ impl<M: Media> Ftl<M> {
             // is in a GC-stream line, or (with shared placement) in a later-opened line.
             // A readable copy beats a damaged one (`LOST`) of the same write.
             let is_data = |p: u32| p != UNMAPPED && p != LOST;
-            let replace = seq > cur.0
-                || (seq == cur.0 && is_data(ppa) && (!is_data(cur.1) || rank > cur.2));
+            let replace =
+                seq > cur.0 || (seq == cur.0 && is_data(ppa) && (!is_data(cur.1) || rank > cur.2));
             if replace {
                 win.best.insert(lba, (seq, ppa, rank));
             }
