@@ -39,6 +39,8 @@ pub struct RecoveryReport {
     pub sectors_lost: u64,
     /// Precise descriptions of everything that looked wrong.
     pub problems: Vec<String>,
+    /// What a crash leaves behind (incomplete checkpoints...): not corruption.
+    pub notes: Vec<String>,
 }
 
 /// One page read during recovery: data, OOB, and a mask of the sectors that failed.
@@ -193,25 +195,40 @@ pub(super) fn scan_line_header<M: Media>(media: &mut M, line: u32) -> Result<Lin
         header: None,
         has_data: false,
     };
-    for pu in line_pus(media, line) {
-        let addr = PageAddr {
-            pu,
-            block: line,
-            page: 0,
-        };
-        if media.block_info(addr.block_addr()).write_pointer == 0 {
-            continue;
-        }
-        f.has_data = true;
-        let Some(page) = read_page(media, addr)? else {
-            continue;
-        };
-        if page.failed != 0 {
-            continue;
-        }
-        if let Some(h) = meta::decode_line_header(&page.data) {
-            if h.line == line && f.header.is_none_or(|c| h.line_seq > c.line_seq) {
-                f.header = Some(h);
+    let pus = line_pus(media, line);
+    // A good block is erased whenever its line is reopened, so a header on one belongs to the
+    // current incarnation: the first found ends the search (one page read per line, usually).
+    // Only retired blocks can hold stale headers; they are read when no good block has one.
+    let (good, retired): (Vec<u32>, Vec<u32>) = pus.into_iter().partition(|&pu| {
+        media
+            .block_info(BlockAddr { pu, block: line })
+            .bad
+            .is_none()
+    });
+    for (pass, list) in [good, retired].into_iter().enumerate() {
+        for pu in list {
+            let addr = PageAddr {
+                pu,
+                block: line,
+                page: 0,
+            };
+            if media.block_info(addr.block_addr()).write_pointer == 0 {
+                continue;
+            }
+            f.has_data = true;
+            let Some(page) = read_page(media, addr)? else {
+                continue;
+            };
+            if page.failed != 0 {
+                continue;
+            }
+            if let Some(h) = meta::decode_line_header(&page.data) {
+                if h.line == line && f.header.is_none_or(|c| h.line_seq > c.line_seq) {
+                    f.header = Some(h);
+                    if pass == 0 {
+                        return Ok(f);
+                    }
+                }
             }
         }
     }
@@ -284,13 +301,16 @@ impl<M: Media> Ftl<M> {
         }
 
         // 3. Checkpoints: the newest valid one is used; the two newest are kept.
+        // Newest first (by line sequence); stop once two verify.
+        let mut ckpt_lines: Vec<(u64, u32, meta::LineHeader)> = (reserved..nlines)
+            .filter_map(|line| found[line as usize].header.map(|h| (h.line_seq, line, h)))
+            .filter(|(_, _, h)| h.stream == meta::STREAM_CHECKPOINT)
+            .collect();
+        ckpt_lines.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
         let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
-        for line in reserved..nlines {
-            let Some(h) = found[line as usize].header else {
-                continue;
-            };
-            if h.stream != meta::STREAM_CHECKPOINT {
-                continue;
+        for (_, line, h) in ckpt_lines {
+            if ckpts.len() == 2 {
+                break;
             }
             let pages = meta_pages(&mut ftl.media, line, &h, usize::MAX)?;
             let body: Vec<u8> = pages.iter().skip(1).flatten().copied().collect();
@@ -301,8 +321,10 @@ impl<M: Media> Ftl<M> {
                     ckpts.push((line, c))
                 }
                 _ => {
+                    // A crash while a checkpoint is written leaves it incomplete: a note, not
+                    // corruption (an older checkpoint is used).
                     report.checkpoints_invalid += 1;
-                    report.problems.push(format!(
+                    report.notes.push(format!(
                         "checkpoint in line {line} does not verify (ignored)"
                     ));
                 }
