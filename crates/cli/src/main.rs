@@ -13,6 +13,7 @@ use lightnvm_media::{
 use serde::Serialize;
 
 mod ftl_cmds;
+mod serve;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +40,9 @@ enum Command {
     /// Write a test pattern over the device (and optionally verify it), then shut down
     /// cleanly or, with --crash, stop without a checkpoint as a crash would.
     Fill(ftl_cmds::FillArgs),
+    /// Export an image over NBD (TCP and/or a unix socket) for qemu, nbd-client, libnbd
+    /// tools, fio... Without an image, creates or opens ./lightnvm.img.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Torture(a) => torture(a),
         Command::Check(a) => ftl_cmds::check(a),
         Command::Fill(a) => ftl_cmds::fill(a),
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

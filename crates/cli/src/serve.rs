@@ -1,0 +1,199 @@
+//! `lightnvm serve`: export an image over NBD.
+
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lightnvm_ftl::{Ftl, FtlConfig};
+use lightnvm_media::{Clock, FileMedia, Geometry, MediaConfig, OpenMode, RealClock, VirtualClock};
+use lightnvm_nbd::{Export, Listener};
+use tracing::info;
+
+use crate::human_bytes;
+
+/// The image `serve` uses when given none.
+pub const DEFAULT_IMAGE: &str = "lightnvm.img";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Image to export. Without one, ./lightnvm.img is used, and created (default geometry,
+    /// about 1 GiB exported) the first time.
+    image: Option<PathBuf>,
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    listen: String,
+    /// Also (or, with --no-tcp, only) listen on this unix socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Do not listen on TCP (needs --socket).
+    #[arg(long)]
+    no_tcp: bool,
+    /// Export read-only: writes, trims and write-zeroes fail with EPERM; nothing is written
+    /// to the image.
+    #[arg(long)]
+    read_only: bool,
+    /// Emulation mode: every request completes no earlier than the flash timing model says
+    /// (the image's timing preset), as the 2014 LightNVM emulator did.
+    #[arg(long)]
+    realtime: bool,
+    /// Export name (clients may also ask for the empty default name).
+    #[arg(long, default_value = "lightnvm")]
+    name: String,
+    /// More logging: -v debug, -vv trace.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    init_logging(a.verbose);
+    if a.no_tcp && a.socket.is_none() {
+        bail!("--no-tcp needs --socket PATH");
+    }
+    let clock: Arc<dyn Clock> = if a.realtime {
+        RealClock::new()
+    } else {
+        VirtualClock::new()
+    };
+    let path = a
+        .image
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGE));
+    if !path.exists() {
+        if a.image.is_some() {
+            bail!(
+                "{}: no such image (create one with `lightnvm format {}`)",
+                path.display(),
+                path.display()
+            );
+        }
+        if a.read_only {
+            bail!("{}: no image to export read-only", path.display());
+        }
+        info!("creating {} (default geometry)", path.display());
+        let media = FileMedia::create(&path, MediaConfig::new(Geometry::default()), clock.clone())?;
+        Ftl::format(media, FtlConfig::default())?.shutdown()?;
+    }
+    let mode = if a.read_only {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let media = FileMedia::open(&path, mode, clock)?;
+    let started = std::time::Instant::now();
+    let ftl = Ftl::open_with(media, !a.read_only)
+        .with_context(|| format!("opening the FTL on {}", path.display()))?;
+    let r = ftl.recovery_report();
+    info!(
+        "opened {} in {:.0} ms ({}{})",
+        path.display(),
+        started.elapsed().as_secs_f64() * 1e3,
+        if r.clean {
+            "clean"
+        } else {
+            "recovered after a crash"
+        },
+        if r.clean {
+            String::new()
+        } else {
+            format!(", {} lines replayed", r.lines_replayed)
+        }
+    );
+    for p in &r.problems {
+        tracing::warn!("recovery: {p}");
+    }
+
+    let mut listeners = Vec::new();
+    if !a.no_tcp {
+        let l =
+            TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+        listeners.push(Listener::Tcp(l));
+    }
+    if let Some(sock) = &a.socket {
+        if sock.exists() {
+            std::fs::remove_file(sock)
+                .with_context(|| format!("removing stale socket {}", sock.display()))?;
+        }
+        let l =
+            UnixListener::bind(sock).with_context(|| format!("listening on {}", sock.display()))?;
+        listeners.push(Listener::Unix(l));
+    }
+    let export = Arc::new(Export::new(ftl, &a.name, a.read_only, a.realtime));
+    let size = export.size();
+    println!(
+        "lightnvm: exporting {} ({} bytes{}) as \"{}\"",
+        path.display(),
+        size,
+        if a.read_only { ", read-only" } else { "" },
+        a.name
+    );
+    println!("  size {}", human_bytes(size));
+    let uri = if !a.no_tcp {
+        let (host, port) = a
+            .listen
+            .rsplit_once(':')
+            .unwrap_or((a.listen.as_str(), "10809"));
+        println!("  listening on {}", a.listen);
+        format!("nbd://{host}:{port}")
+    } else {
+        format!(
+            "nbd+unix:///?socket={}",
+            a.socket.as_ref().unwrap().display()
+        )
+    };
+    if let Some(sock) = &a.socket {
+        println!("  listening on {}", sock.display());
+    }
+    println!("connect with:");
+    println!("  nbdinfo {uri}");
+    println!("  qemu-io -f raw {uri} -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'");
+    println!("  nbdcopy some.raw {uri}          # or: qemu-img convert -n -O raw some.raw {uri}");
+    println!("  nbdfuse /tmp/mnt {uri} &        # then: losetup -f /tmp/mnt/nbd; mkfs.ext4 ...");
+    println!("  nbd-client {} /dev/nbd0", a.listen.replace(':', " "));
+    println!(
+        "stop with Ctrl-C (or SIGTERM): requests in flight finish, then flush and checkpoint."
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    lightnvm_nbd::run(export.clone(), listeners, stop)?;
+
+    let Ok(export) = Arc::try_unwrap(export) else {
+        bail!("connections still hold the export")
+    };
+    let stats = &export.stats;
+    let (conns, reqs, errs) = (
+        stats.connections.load(std::sync::atomic::Ordering::Relaxed),
+        stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+        stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let ftl = export.into_ftl();
+    if a.read_only {
+        drop(ftl);
+    } else {
+        ftl.shutdown().context("clean shutdown")?;
+    }
+    if let Some(sock) = &a.socket {
+        let _ = std::fs::remove_file(sock);
+    }
+    println!("lightnvm: stopped cleanly ({conns} connections, {reqs} requests, {errs} errors)");
+    Ok(())
+}

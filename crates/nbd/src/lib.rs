@@ -1,0 +1,627 @@
+//! An NBD server for the lightnvm FTL: fixed-newstyle handshake, options EXPORT_NAME, ABORT,
+//! LIST, INFO and GO, and the commands READ, WRITE (+FUA), FLUSH, TRIM, WRITE_ZEROES (+FUA,
+//! NO_HOLE) and DISC with simple replies. One thread per connection; the FTL behind a mutex.
+//!
+//! Requests aligned to 512 bytes but not to 4096 are served by read-modify-write of the edge
+//! sectors under the FTL lock, so they are atomic with respect to every other request.
+
+pub mod proto;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lightnvm_ftl::{Ftl, FtlError};
+use lightnvm_media::{Clock, Completion, Media};
+use proto::*;
+use tracing::{debug, info, warn};
+
+const SS: u64 = 4096;
+/// Connections served at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What is exported: one FTL.
+pub struct Export<M: Media> {
+    ftl: Mutex<Ftl<M>>,
+    name: String,
+    size: u64,
+    read_only: bool,
+    /// Completions wait for the emulator's modeled time (the 2014 emulation mode).
+    realtime: bool,
+    clock: Arc<dyn Clock>,
+    pub stats: ServerStats,
+}
+
+/// Counters, readable while serving.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+/// How a connection ended badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnError {
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+fn protocol(msg: impl Into<String>) -> ConnError {
+    ConnError::Protocol(msg.into())
+}
+
+fn errno_of(e: &FtlError) -> u32 {
+    match e {
+        FtlError::OutOfRange { .. } | FtlError::Unaligned { .. } => EINVAL,
+        FtlError::ReadOnly { .. } => EPERM,
+        FtlError::NoSpace => ENOSPC,
+        _ => EIO,
+    }
+}
+
+impl<M: Media> Export<M> {
+    pub fn new(ftl: Ftl<M>, name: &str, read_only: bool, realtime: bool) -> Export<M> {
+        let size = ftl.exported_sectors() * SS;
+        let clock = ftl.media().clock().clone();
+        Export {
+            ftl: Mutex::new(ftl),
+            name: name.to_string(),
+            size,
+            read_only,
+            realtime,
+            clock,
+            stats: ServerStats::default(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Gives the FTL back (for a clean shutdown).
+    pub fn into_ftl(self) -> Ftl<M> {
+        self.ftl.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ftl<M>> {
+        // A panic in another connection must not take the device down with it: the FTL's own
+        // state is checked by its operations.
+        self.ftl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn transmission_flags(&self) -> u16 {
+        let mut f = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_CAN_MULTI_CONN;
+        if self.read_only {
+            f |= TFLAG_READ_ONLY;
+        } else {
+            f |= TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES;
+        }
+        f
+    }
+
+    fn known_export(&self, name: &str) -> bool {
+        name.is_empty() || name == self.name
+    }
+
+    fn wait(&self, c: Completion) {
+        if self.realtime {
+            self.clock.wait_until(c.done_ns);
+        }
+    }
+
+    /// Reads `len` bytes at `off`.
+    pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, u32> {
+        if len > MAX_PAYLOAD {
+            return Err(EINVAL);
+        }
+        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
+        if end > self.size {
+            return Err(EINVAL);
+        }
+        if off % MIN_BLOCK as u64 != 0 || len % MIN_BLOCK != 0 {
+            return Err(EINVAL);
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let start = off / SS * SS;
+        let stop = end.div_ceil(SS) * SS;
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let c = self
+            .lock()
+            .read(start / SS, &mut buf)
+            .map_err(|e| errno_of(&e))?;
+        self.wait(c);
+        let from = (off - start) as usize;
+        buf.drain(..from);
+        buf.truncate(len as usize);
+        Ok(buf)
+    }
+
+    fn check_write(&self, off: u64, len: u64) -> Result<(), u32> {
+        if self.read_only {
+            return Err(EPERM);
+        }
+        let end = off.checked_add(len).ok_or(ENOSPC)?;
+        if end > self.size {
+            return Err(ENOSPC);
+        }
+        if off % MIN_BLOCK as u64 != 0 || len % MIN_BLOCK as u64 != 0 {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `off`; partial 4 KiB sectors are merged under the lock.
+    pub fn write(&self, off: u64, data: &[u8], fua: bool) -> Result<(), u32> {
+        self.check_write(off, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = off + data.len() as u64;
+        let c = if off % SS == 0 && end % SS == 0 {
+            self.lock()
+                .write(off / SS, data, fua)
+                .map_err(|e| errno_of(&e))?
+        } else {
+            let start = off / SS * SS;
+            let stop = end.div_ceil(SS) * SS;
+            let mut buf = vec![0u8; (stop - start) as usize];
+            let mut ftl = self.lock();
+            // Read the edge sectors, merge, write back: all under one lock.
+            let head = &mut buf[..SS as usize];
+            let _ = ftl.read(start / SS, head).map_err(|e| errno_of(&e))?;
+            if stop - start > SS {
+                let tail_at = (stop - start - SS) as usize;
+                let _ = ftl
+                    .read(stop / SS - 1, &mut buf[tail_at..])
+                    .map_err(|e| errno_of(&e))?;
+            }
+            let from = (off - start) as usize;
+            buf[from..from + data.len()].copy_from_slice(data);
+            ftl.write(start / SS, &buf, fua).map_err(|e| errno_of(&e))?
+        };
+        self.wait(c);
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), u32> {
+        let c = self.lock().flush().map_err(|e| errno_of(&e))?;
+        self.wait(c);
+        Ok(())
+    }
+
+    /// Trims the whole 4 KiB sectors inside the range (a trim is advisory: partial sectors
+    /// keep their data).
+    pub fn trim(&self, off: u64, len: u32) -> Result<(), u32> {
+        if self.read_only {
+            return Err(EPERM);
+        }
+        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
+        if end > self.size {
+            return Err(EINVAL);
+        }
+        let first = off.div_ceil(SS);
+        let last = end / SS;
+        if first < last {
+            let c = self
+                .lock()
+                .trim(first, last - first)
+                .map_err(|e| errno_of(&e))?;
+            self.wait(c);
+        }
+        Ok(())
+    }
+
+    /// Makes the range read as zeros: whole sectors are unmapped, partial ones rewritten.
+    pub fn write_zeroes(&self, off: u64, len: u32, fua: bool) -> Result<(), u32> {
+        self.check_write(off, len as u64)?;
+        let end = off + len as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        let first = off.div_ceil(SS);
+        let last = end / SS;
+        let mut ftl = self.lock();
+        let mut zero_partial = |from: u64, to: u64| -> Result<Completion, u32> {
+            let sector = from / SS;
+            let mut buf = vec![0u8; SS as usize];
+            let _ = ftl.read(sector, &mut buf).map_err(|e| errno_of(&e))?;
+            buf[(from - sector * SS) as usize..(to - sector * SS) as usize].fill(0);
+            ftl.write(sector, &buf, false).map_err(|e| errno_of(&e))
+        };
+        let mut done = Completion { done_ns: 0 };
+        if first > last {
+            // Inside one sector.
+            done = done.max(zero_partial(off, end)?);
+        } else {
+            if off % SS != 0 {
+                done = done.max(zero_partial(off, first * SS)?);
+            }
+            if end % SS != 0 {
+                done = done.max(zero_partial(last * SS, end)?);
+            }
+        }
+        if first < last {
+            done = done.max(
+                ftl.write_zeroes(first, last - first, false)
+                    .map_err(|e| errno_of(&e))?,
+            );
+        }
+        if fua {
+            done = done.max(ftl.flush().map_err(|e| errno_of(&e))?);
+        }
+        drop(ftl);
+        self.wait(done);
+        Ok(())
+    }
+}
+
+fn read_exact_or_eof<S: Read>(s: &mut S, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-message",
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn info_export<M: Media>(export: &Export<M>, option: u32) -> Vec<u8> {
+    let mut d = Vec::with_capacity(12);
+    d.extend_from_slice(&INFO_EXPORT.to_be_bytes());
+    d.extend_from_slice(&export.size.to_be_bytes());
+    d.extend_from_slice(&export.transmission_flags().to_be_bytes());
+    option_reply(option, REP_INFO, &d)
+}
+
+fn info_block_size(option: u32) -> Vec<u8> {
+    let mut d = Vec::with_capacity(14);
+    d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+    d.extend_from_slice(&MIN_BLOCK.to_be_bytes());
+    d.extend_from_slice(&PREFERRED_BLOCK.to_be_bytes());
+    d.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
+    option_reply(option, REP_INFO, &d)
+}
+
+fn info_name(option: u32, name: &str) -> Vec<u8> {
+    let mut d = Vec::with_capacity(2 + name.len());
+    d.extend_from_slice(&INFO_NAME.to_be_bytes());
+    d.extend_from_slice(name.as_bytes());
+    option_reply(option, REP_INFO, &d)
+}
+
+fn error_reply(option: u32, reply: u32, msg: &str) -> Vec<u8> {
+    option_reply(option, reply, msg.as_bytes())
+}
+
+/// The handshake. Returns true to enter transmission, false when the client ended it.
+fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result<bool, ConnError> {
+    let mut hello = Vec::with_capacity(18);
+    hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
+    hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    s.write_all(&hello)?;
+    let mut cf = [0u8; 4];
+    if !read_exact_or_eof(s, &mut cf)? {
+        return Ok(false);
+    }
+    let client_flags = u32::from_be_bytes(cf);
+    if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
+        return Err(protocol(format!("unknown client flags {client_flags:#x}")));
+    }
+    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    // Bound the number of options too: a client may not haggle forever.
+    for _ in 0..1024 {
+        let mut hb = [0u8; 16];
+        if !read_exact_or_eof(s, &mut hb)? {
+            return Ok(false);
+        }
+        let h = parse_option_header(&hb).map_err(|e| protocol(format!("option header: {e}")))?;
+        if h.length > MAX_OPTION_DATA {
+            if h.option == OPT_EXPORT_NAME || h.length > 1 << 20 {
+                return Err(protocol(format!(
+                    "option {} with {} bytes of data",
+                    h.option, h.length
+                )));
+            }
+            io::copy(&mut Read::by_ref(s).take(h.length as u64), &mut io::sink())?;
+            s.write_all(&error_reply(
+                h.option,
+                REP_ERR_TOO_BIG,
+                "option data too large",
+            ))?;
+            continue;
+        }
+        let mut data = vec![0u8; h.length as usize];
+        if !read_exact_or_eof(s, &mut data)? && !data.is_empty() {
+            return Err(protocol("connection closed in option data"));
+        }
+        debug!(option = h.option, len = h.length, "option");
+        match h.option {
+            OPT_EXPORT_NAME => {
+                let name =
+                    String::from_utf8(data).map_err(|_| protocol("export name is not UTF-8"))?;
+                if !export.known_export(&name) {
+                    // EXPORT_NAME has no error reply: the server closes.
+                    return Err(protocol(format!("unknown export {name:?}")));
+                }
+                let mut reply = Vec::with_capacity(134);
+                reply.extend_from_slice(&export.size.to_be_bytes());
+                reply.extend_from_slice(&export.transmission_flags().to_be_bytes());
+                if !no_zeroes {
+                    reply.extend_from_slice(&[0u8; 124]);
+                }
+                s.write_all(&reply)?;
+                return Ok(true);
+            }
+            OPT_ABORT => {
+                let _ = s.write_all(&option_reply(h.option, REP_ACK, &[]));
+                return Ok(false);
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    s.write_all(&error_reply(
+                        h.option,
+                        REP_ERR_INVALID,
+                        "LIST takes no data",
+                    ))?;
+                    continue;
+                }
+                let mut d = Vec::new();
+                d.extend_from_slice(&(export.name.len() as u32).to_be_bytes());
+                d.extend_from_slice(export.name.as_bytes());
+                s.write_all(&option_reply(h.option, REP_SERVER, &d))?;
+                s.write_all(&option_reply(h.option, REP_ACK, &[]))?;
+            }
+            OPT_INFO | OPT_GO => {
+                let req = match parse_info_request(&data) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        s.write_all(&error_reply(h.option, REP_ERR_INVALID, &e.to_string()))?;
+                        continue;
+                    }
+                };
+                if !export.known_export(&req.name) {
+                    s.write_all(&error_reply(h.option, REP_ERR_UNKNOWN, "no such export"))?;
+                    continue;
+                }
+                let mut out = info_export(export, h.option);
+                if req.requests.contains(&INFO_NAME) {
+                    out.extend_from_slice(&info_name(h.option, &export.name));
+                }
+                out.extend_from_slice(&info_block_size(h.option));
+                out.extend_from_slice(&option_reply(h.option, REP_ACK, &[]));
+                s.write_all(&out)?;
+                if h.option == OPT_GO {
+                    return Ok(true);
+                }
+            }
+            OPT_STARTTLS => {
+                s.write_all(&error_reply(
+                    h.option,
+                    REP_ERR_POLICY,
+                    "TLS is not supported",
+                ))?;
+            }
+            other => {
+                s.write_all(&error_reply(other, REP_ERR_UNSUP, "option not supported"))?;
+            }
+        }
+    }
+    Err(protocol("too many options"))
+}
+
+/// Serves one connection: handshake, then requests until DISC, EOF or `stop`.
+pub fn serve_connection<M: Media, S: Read + Write>(
+    export: &Export<M>,
+    mut s: S,
+    stop: &AtomicBool,
+) -> Result<(), ConnError> {
+    if !handshake(export, &mut s)? {
+        return Ok(());
+    }
+    let mut payload = Vec::new();
+    loop {
+        let mut hb = [0u8; 28];
+        if !read_exact_or_eof(&mut s, &mut hb)? {
+            return Ok(());
+        }
+        let req = parse_request(&hb).map_err(|e| protocol(format!("request header: {e}")))?;
+        export.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let fua = req.flags & CMD_FLAG_FUA != 0;
+        if req.command == CMD_WRITE {
+            if req.length > MAX_PAYLOAD {
+                // The payload cannot be skipped safely: end the connection, as the spec allows.
+                return Err(protocol(format!(
+                    "write of {} bytes exceeds the {MAX_PAYLOAD} maximum",
+                    req.length
+                )));
+            }
+            payload.resize(req.length as usize, 0);
+            if !read_exact_or_eof(&mut s, &mut payload)? && req.length > 0 {
+                return Err(protocol("connection closed in write payload"));
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            s.write_all(&simple_reply(ESHUTDOWN, req.cookie))?;
+            return Ok(());
+        }
+        let result: Result<Option<Vec<u8>>, u32> = match req.command {
+            CMD_READ => export.read(req.offset, req.length).map(Some),
+            CMD_WRITE => export.write(req.offset, &payload, fua).map(|_| None),
+            CMD_FLUSH => export.flush().map(|_| None),
+            CMD_TRIM => export.trim(req.offset, req.length).map(|_| None),
+            CMD_WRITE_ZEROES => export
+                .write_zeroes(req.offset, req.length, fua)
+                .map(|_| None),
+            CMD_DISC => {
+                debug!("client disconnected");
+                return Ok(());
+            }
+            _ => Err(EINVAL),
+        };
+        match result {
+            Ok(Some(data)) => {
+                export
+                    .stats
+                    .bytes_read
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                let mut out = Vec::with_capacity(16 + data.len());
+                out.extend_from_slice(&simple_reply(0, req.cookie));
+                out.extend_from_slice(&data);
+                s.write_all(&out)?;
+            }
+            Ok(None) => {
+                if req.command == CMD_WRITE {
+                    export
+                        .stats
+                        .bytes_written
+                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                }
+                s.write_all(&simple_reply(0, req.cookie))?;
+            }
+            Err(errno) => {
+                export.stats.errors.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    command = req.command,
+                    offset = req.offset,
+                    length = req.length,
+                    errno,
+                    "request failed"
+                );
+                s.write_all(&simple_reply(errno, req.cookie))?;
+            }
+        }
+        s.flush()?;
+    }
+}
+
+/// Where to listen.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn shutdown(&self, how: Shutdown) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(how),
+            Conn::Unix(s) => s.shutdown(how),
+        };
+    }
+    fn try_clone(&self) -> io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+}
+
+/// Accepts connections until `stop` is set, serving each on its own thread; then stops
+/// reading from every connection, lets requests in flight finish, and returns.
+pub fn run<M: Media + 'static>(
+    export: Arc<Export<M>>,
+    listeners: Vec<Listener>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<()> {
+    for l in &listeners {
+        match l {
+            Listener::Tcp(t) => t.set_nonblocking(true)?,
+            Listener::Unix(u) => u.set_nonblocking(true)?,
+        }
+    }
+    let mut live: Vec<(Conn, std::thread::JoinHandle<()>)> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let mut accepted = false;
+        for l in &listeners {
+            let got = match l {
+                Listener::Tcp(t) => t.accept().map(|(s, a)| (Conn::Tcp(s), a.to_string())),
+                Listener::Unix(u) => u
+                    .accept()
+                    .map(|(s, _)| (Conn::Unix(s), "unix socket".to_string())),
+            };
+            let (conn, peer) = match got {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    warn!("accept: {e}");
+                    continue;
+                }
+            };
+            accepted = true;
+            live.retain(|(_, h)| !h.is_finished());
+            if live.len() >= MAX_CONNECTIONS {
+                warn!(peer, "too many connections; closing");
+                continue;
+            }
+            let (clone, stream_for_thread): (Conn, Box<dyn ReadWrite + Send>) = match conn {
+                Conn::Tcp(s) => {
+                    s.set_nonblocking(false)?;
+                    let _ = s.set_nodelay(true);
+                    (Conn::Tcp(s.try_clone()?), Box::new(s))
+                }
+                Conn::Unix(s) => {
+                    s.set_nonblocking(false)?;
+                    (Conn::Unix(s.try_clone()?), Box::new(s))
+                }
+            };
+            export.stats.connections.fetch_add(1, Ordering::Relaxed);
+            info!(peer, "client connected");
+            let export = export.clone();
+            let stop = stop.clone();
+            let closer = clone.try_clone()?;
+            let handle = std::thread::spawn(move || {
+                // Replies are assembled whole and written with one call: no buffering needed.
+                match serve_connection(&export, stream_for_thread, &stop) {
+                    Ok(()) => info!(peer, "client done"),
+                    Err(e) => warn!(peer, "connection ended: {e}"),
+                }
+                // Other handles to the socket exist (for shutdown): close it for real.
+                closer.shutdown(Shutdown::Both);
+            });
+            live.push((clone, handle));
+        }
+        if !accepted {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    info!("stopping: no new connections; finishing requests in flight");
+    for (conn, _) in &live {
+        conn.shutdown(Shutdown::Read);
+    }
+    for (_, h) in live {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+/// A stream that reads and writes (TCP or Unix).
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

@@ -1,0 +1,242 @@
+//! NBD wire format (doc/proto.md of the NBD project): constants and the parsers for the
+//! client's messages. Everything is big-endian on the wire.
+
+pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943; // "NBDMAGIC"
+pub const IHAVEOPT: u64 = 0x4948_4156_454F_5054; // "IHAVEOPT"
+pub const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+// Handshake flags (server) and client flags.
+pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+pub const FLAG_NO_ZEROES: u16 = 1 << 1;
+pub const FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
+pub const FLAG_C_NO_ZEROES: u32 = 1 << 1;
+
+// Options.
+pub const OPT_EXPORT_NAME: u32 = 1;
+pub const OPT_ABORT: u32 = 2;
+pub const OPT_LIST: u32 = 3;
+pub const OPT_STARTTLS: u32 = 5;
+pub const OPT_INFO: u32 = 6;
+pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+
+// Option replies.
+pub const REP_ACK: u32 = 1;
+pub const REP_SERVER: u32 = 2;
+pub const REP_INFO: u32 = 3;
+pub const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
+pub const REP_ERR_POLICY: u32 = (1 << 31) + 2;
+pub const REP_ERR_INVALID: u32 = (1 << 31) + 3;
+pub const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
+pub const REP_ERR_TOO_BIG: u32 = (1 << 31) + 9;
+
+// Info types.
+pub const INFO_EXPORT: u16 = 0;
+pub const INFO_NAME: u16 = 1;
+pub const INFO_DESCRIPTION: u16 = 2;
+pub const INFO_BLOCK_SIZE: u16 = 3;
+
+// Transmission flags.
+pub const TFLAG_HAS_FLAGS: u16 = 1 << 0;
+pub const TFLAG_READ_ONLY: u16 = 1 << 1;
+pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
+pub const TFLAG_SEND_FUA: u16 = 1 << 3;
+pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
+pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+
+// Commands and command flags.
+pub const CMD_READ: u16 = 0;
+pub const CMD_WRITE: u16 = 1;
+pub const CMD_DISC: u16 = 2;
+pub const CMD_FLUSH: u16 = 3;
+pub const CMD_TRIM: u16 = 4;
+pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_FLAG_FUA: u16 = 1 << 0;
+pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+
+// Errors.
+pub const EPERM: u32 = 1;
+pub const EIO: u32 = 5;
+pub const EINVAL: u32 = 22;
+pub const ENOSPC: u32 = 28;
+pub const ESHUTDOWN: u32 = 108;
+
+/// The smallest, preferred and largest request sizes we advertise.
+pub const MIN_BLOCK: u32 = 512;
+pub const PREFERRED_BLOCK: u32 = 4096;
+/// Requests (and option payloads) larger than this are refused: 32 MiB.
+pub const MAX_PAYLOAD: u32 = 32 << 20;
+/// Option data larger than this is refused without reading it into memory.
+pub const MAX_OPTION_DATA: u32 = 64 << 10;
+
+/// Option request header: after the IHAVEOPT magic, the option and its data length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionHeader {
+    pub option: u32,
+    pub length: u32,
+}
+
+/// Why a client message is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    #[error("bad magic {0:#x}")]
+    BadMagic(u64),
+    #[error("message truncated: {0}")]
+    Truncated(&'static str),
+    #[error("export name of {0} bytes is too long")]
+    NameTooLong(u32),
+    #[error("string is not UTF-8")]
+    NotUtf8,
+}
+
+pub fn parse_option_header(b: &[u8; 16]) -> Result<OptionHeader, ParseError> {
+    let magic = u64::from_be_bytes(b[0..8].try_into().unwrap());
+    if magic != IHAVEOPT {
+        return Err(ParseError::BadMagic(magic));
+    }
+    Ok(OptionHeader {
+        option: u32::from_be_bytes(b[8..12].try_into().unwrap()),
+        length: u32::from_be_bytes(b[12..16].try_into().unwrap()),
+    })
+}
+
+/// NBD_OPT_INFO / NBD_OPT_GO data: export name and requested information types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InfoRequest {
+    pub name: String,
+    pub requests: Vec<u16>,
+}
+
+pub fn parse_info_request(data: &[u8]) -> Result<InfoRequest, ParseError> {
+    if data.len() < 4 {
+        return Err(ParseError::Truncated("name length"));
+    }
+    let len = u32::from_be_bytes(data[0..4].try_into().unwrap());
+    if len > 4096 {
+        return Err(ParseError::NameTooLong(len));
+    }
+    let len = len as usize;
+    if data.len() < 4 + len + 2 {
+        return Err(ParseError::Truncated("name or request count"));
+    }
+    let name = std::str::from_utf8(&data[4..4 + len])
+        .map_err(|_| ParseError::NotUtf8)?
+        .to_string();
+    let n = u16::from_be_bytes(data[4 + len..6 + len].try_into().unwrap()) as usize;
+    if data.len() != 6 + len + 2 * n {
+        return Err(ParseError::Truncated("information requests"));
+    }
+    let requests = (0..n)
+        .map(|i| u16::from_be_bytes(data[6 + len + 2 * i..8 + len + 2 * i].try_into().unwrap()))
+        .collect();
+    Ok(InfoRequest { name, requests })
+}
+
+/// A transmission-phase request header (28 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub flags: u16,
+    pub command: u16,
+    pub cookie: u64,
+    pub offset: u64,
+    pub length: u32,
+}
+
+pub fn parse_request(b: &[u8; 28]) -> Result<Request, ParseError> {
+    let magic = u32::from_be_bytes(b[0..4].try_into().unwrap());
+    if magic != REQUEST_MAGIC {
+        return Err(ParseError::BadMagic(magic as u64));
+    }
+    Ok(Request {
+        flags: u16::from_be_bytes(b[4..6].try_into().unwrap()),
+        command: u16::from_be_bytes(b[6..8].try_into().unwrap()),
+        cookie: u64::from_be_bytes(b[8..16].try_into().unwrap()),
+        offset: u64::from_be_bytes(b[16..24].try_into().unwrap()),
+        length: u32::from_be_bytes(b[24..28].try_into().unwrap()),
+    })
+}
+
+/// Encodes an option reply header followed by `data`.
+pub fn option_reply(option: u32, reply: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + data.len());
+    out.extend_from_slice(&REPLY_MAGIC.to_be_bytes());
+    out.extend_from_slice(&option.to_be_bytes());
+    out.extend_from_slice(&reply.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Encodes a simple reply header.
+pub fn simple_reply(error: u32, cookie: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    out[4..8].copy_from_slice(&error.to_be_bytes());
+    out[8..16].copy_from_slice(&cookie.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn request_round_trip() {
+        let mut b = [0u8; 28];
+        b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        b[4..6].copy_from_slice(&CMD_FLAG_FUA.to_be_bytes());
+        b[6..8].copy_from_slice(&CMD_WRITE.to_be_bytes());
+        b[8..16].copy_from_slice(&77u64.to_be_bytes());
+        b[16..24].copy_from_slice(&4096u64.to_be_bytes());
+        b[24..28].copy_from_slice(&512u32.to_be_bytes());
+        assert_eq!(
+            parse_request(&b),
+            Ok(Request {
+                flags: CMD_FLAG_FUA,
+                command: CMD_WRITE,
+                cookie: 77,
+                offset: 4096,
+                length: 512
+            })
+        );
+        b[0] ^= 1;
+        assert!(matches!(parse_request(&b), Err(ParseError::BadMagic(_))));
+    }
+
+    #[test]
+    fn info_request_parsing() {
+        let mut d = Vec::new();
+        d.extend_from_slice(&3u32.to_be_bytes());
+        d.extend_from_slice(b"abc");
+        d.extend_from_slice(&2u16.to_be_bytes());
+        d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+        d.extend_from_slice(&INFO_NAME.to_be_bytes());
+        assert_eq!(
+            parse_info_request(&d),
+            Ok(InfoRequest {
+                name: "abc".into(),
+                requests: vec![INFO_BLOCK_SIZE, INFO_NAME]
+            })
+        );
+        assert!(parse_info_request(&d[..d.len() - 1]).is_err());
+        assert!(parse_info_request(&[0, 0, 0x20, 0]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_info_request(&data);
+            if data.len() >= 28 {
+                let _ = parse_request(data[..28].try_into().unwrap());
+            }
+            if data.len() >= 16 {
+                let _ = parse_option_header(data[..16].try_into().unwrap());
+            }
+        }
+    }
+}
