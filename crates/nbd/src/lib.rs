@@ -130,7 +130,7 @@ impl<M: Media> Export<M> {
         if end > self.size {
             return Err(EINVAL);
         }
-        if off % MIN_BLOCK as u64 != 0 || len % MIN_BLOCK != 0 {
+        if !off.is_multiple_of(MIN_BLOCK as u64) || !len.is_multiple_of(MIN_BLOCK) {
             return Err(EINVAL);
         }
         if len == 0 {
@@ -158,7 +158,7 @@ impl<M: Media> Export<M> {
         if end > self.size {
             return Err(ENOSPC);
         }
-        if off % MIN_BLOCK as u64 != 0 || len % MIN_BLOCK as u64 != 0 {
+        if !off.is_multiple_of(MIN_BLOCK as u64) || !len.is_multiple_of(MIN_BLOCK as u64) {
             return Err(EINVAL);
         }
         Ok(())
@@ -171,7 +171,7 @@ impl<M: Media> Export<M> {
             return Ok(());
         }
         let end = off + data.len() as u64;
-        let c = if off % SS == 0 && end % SS == 0 {
+        let c = if off.is_multiple_of(SS) && end.is_multiple_of(SS) {
             self.lock()
                 .write(off / SS, data, fua)
                 .map_err(|e| errno_of(&e))?
@@ -247,10 +247,10 @@ impl<M: Media> Export<M> {
             // Inside one sector.
             done = done.max(zero_partial(off, end)?);
         } else {
-            if off % SS != 0 {
+            if !off.is_multiple_of(SS) {
                 done = done.max(zero_partial(off, first * SS)?);
             }
-            if end % SS != 0 {
+            if !end.is_multiple_of(SS) {
                 done = done.max(zero_partial(last * SS, end)?);
             }
         }
