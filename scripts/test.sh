@@ -8,8 +8,8 @@ need_apt=()
 for tool in cargo; do
     command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (install Rust with rustup)" >&2; exit 1; }
 done
-# Debian packages the tests use (the real-client NBD tests will add qemu-utils, libnbd-bin, fio...).
-apt_packages=()
+# Debian packages the real-client NBD tests use.
+apt_packages=(qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux python3)
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -32,3 +32,5 @@ echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 
 cargo build --release --quiet -p lightnvm-cli
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
+echo "== real NBD clients"
+./scripts/nbd-clients-test.sh

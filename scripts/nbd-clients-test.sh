@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Real NBD clients against `lightnvm serve`: nbdinfo, qemu-img, qemu-io, nbdcopy, fio, a real
+# ext4 through nbdfuse + a loop device, SIGTERM, and kill -9 with flushed data verified.
+# Needs: libnbd-bin (nbdinfo, nbdcopy, nbdfuse), qemu-utils, fio, fuse3, e2fsprogs, util-linux.
+# Run by scripts/test.sh after the release build; prints "N passed, 0 failed" at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B="$PWD/target/release/lightnvm"
+W="$(mktemp -d /tmp/lightnvm-nbd-XXXXXX)"
+PORT=$((20000 + RANDOM % 20000))
+U="nbd://127.0.0.1:$PORT"
+SERVER=""
+PASSED=0
+
+cleanup() {
+    set +e
+    mountpoint -q "$W/fs" && umount "$W/fs"
+    [[ -n "${LOOP:-}" ]] && losetup -d "$LOOP" 2>/dev/null
+    mountpoint -q "$W/mnt" && (fusermount3 -u "$W/mnt" 2>/dev/null || umount -l "$W/mnt")
+    [[ -n "$SERVER" ]] && kill -9 "$SERVER" 2>/dev/null
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+ok() { PASSED=$((PASSED + 1)); echo "  ok: $*"; }
+fail() { echo "FAILED: $*" >&2; [[ -f "$W/serve.log" ]] && tail -20 "$W/serve.log" >&2; echo "$PASSED passed, 1 failed"; exit 1; }
+
+start_server() {
+    "$B" serve "$W/img" --listen "127.0.0.1:$PORT" --socket "$W/sock" "$@" >"$W/serve.log" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 100); do
+        nbdinfo "$U" >/dev/null 2>&1 && return 0
+        kill -0 "$SERVER" 2>/dev/null || fail "server exited at start"
+        sleep 0.1
+    done
+    fail "server did not come up"
+}
+
+stop_server() {
+    kill -TERM "$SERVER"
+    local rc=0
+    wait "$SERVER" || rc=$?
+    SERVER=""
+    [[ $rc -eq 0 ]] || fail "server exited $rc after SIGTERM"
+    grep -q "stopped cleanly" "$W/serve.log" || fail "no clean stop in the log"
+}
+
+echo "== real NBD clients (work dir $W, $U)"
+"$B" format "$W/img" --preset default >/dev/null
+start_server
+SIZE=$(nbdinfo --size "$U")
+
+# nbdinfo --json: size, block sizes, flags; also over the unix socket.
+nbdinfo --json "$U" >"$W/info.json"
+python3 - "$W/info.json" "$SIZE" <<'EOF' || fail "nbdinfo --json"
+import json, sys
+info = json.load(open(sys.argv[1]))
+e = info["exports"][0]
+assert e["export-size"] == int(sys.argv[2]) and e["export-size"] > 1 << 30, e
+assert (e["block_size_minimum"], e["block_size_preferred"], e["block_size_maximum"]) == (512, 4096, 32 << 20), e
+for flag in ("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"):
+    assert e[flag] is True, flag
+assert e["is_read_only"] is False
+EOF
+ok "nbdinfo --json: size $SIZE, block sizes 512/4096/32M, flush/fua/trim/zero/multi-conn"
+[[ "$(nbdinfo --size "nbd+unix:///?socket=$W/sock")" == "$SIZE" ]] || fail "unix socket"
+ok "unix socket export"
+
+# qemu-img convert of a random raw file into the (fresh, zero) export; qemu-img compare.
+head -c $((48 << 20)) /dev/urandom >"$W/r.raw"
+qemu-img convert -n -f raw -O raw "$W/r.raw" "$U"
+qemu-img compare -f raw -F raw "$W/r.raw" "$U" >/dev/null || fail "qemu-img compare"
+ok "qemu-img convert + compare (48 MiB): identical"
+
+# qemu-io: patterns at many offsets, 512-byte aligned ones too (read-modify-write).
+BASE=$((64 << 20))
+CMDS=()
+i=0
+for off in 0 512 4096 4608 8191 12288 65024 1048064 3145728; do
+    off=$(( (off / 512) * 512 ))
+    len=$(( (i % 3 + 1) * 1536 ))
+    pat=$(( 0x11 + i * 7 ))
+    CMDS+=(-c "write -P $pat $((BASE + off * 64)) $len")
+    i=$((i + 1))
+done
+i=0
+for off in 0 512 4096 4608 8191 12288 65024 1048064 3145728; do
+    off=$(( (off / 512) * 512 ))
+    len=$(( (i % 3 + 1) * 1536 ))
+    pat=$(( 0x11 + i * 7 ))
+    CMDS+=(-c "read -P $pat $((BASE + off * 64)) $len")
+    i=$((i + 1))
+done
+out=$(qemu-io -f raw "$U" "${CMDS[@]}" -c flush 2>&1)
+if grep -qiE "fail|error|mismatch" <<<"$out"; then echo "$out" >&2; fail "qemu-io patterns"; fi
+[[ $(grep -c "^read " <<<"$out") -eq 9 ]] || fail "qemu-io read count"
+ok "qemu-io: 9 pattern writes at 512-aligned offsets read back verified"
+
+# nbdcopy 64 MiB in and out.
+head -c $((64 << 20)) /dev/urandom >"$W/in.raw"
+nbdcopy "$W/in.raw" "$U"
+nbdcopy "$U" "$W/out.raw"
+cmp -n $((64 << 20)) "$W/in.raw" "$W/out.raw" || fail "nbdcopy round trip"
+rm -f "$W/out.raw" "$W/r.raw"
+ok "nbdcopy 64 MiB in and out: identical"
+
+# fio with the nbd engine: random writes, then verified reads, several jobs.
+fio --name=lnvm --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --size=32m --numjobs=3 \
+    --offset_increment=40m --offset=200m --iodepth=16 --verify=crc32c --do_verify=1 \
+    --group_reporting --output="$W/fio.txt" || fail "fio"
+grep -q "err= 0" "$W/fio.txt" || { cat "$W/fio.txt" >&2; fail "fio reported errors"; }
+ok "fio nbd engine: 3 jobs randwrite + crc32c verify, no errors"
+
+# A real filesystem: nbdfuse exposes the export as a file; a loop device; ext4.
+mkdir -p "$W/mnt" "$W/fs"
+nbdfuse "$W/mnt" "$U" &
+for _ in $(seq 50); do [[ -e "$W/mnt/nbd" ]] && break; sleep 0.1; done
+[[ -e "$W/mnt/nbd" ]] || fail "nbdfuse"
+LOOP=$(losetup -f --show "$W/mnt/nbd")
+mkfs.ext4 -q -F "$LOOP"
+mount "$LOOP" "$W/fs"
+mkdir -p "$W/fs/tree"
+cp -a crates docs scripts "$W/fs/tree/"
+cp -a /usr/share/doc/e2fsprogs /usr/share/doc/fio "$W/fs/tree/" 2>/dev/null || true
+sync
+umount "$W/fs"
+e2fsck -fn "$LOOP" >"$W/fsck.txt" 2>&1 || { cat "$W/fsck.txt" >&2; fail "e2fsck after writing"; }
+losetup -d "$LOOP"; LOOP=""
+fusermount3 -u "$W/mnt" 2>/dev/null || umount "$W/mnt"
+ok "ext4 through nbdfuse + loop: tree copied, e2fsck -fn clean"
+
+# SIGTERM: clean stop; a fresh server process reads the same tree back.
+stop_server
+ok "SIGTERM: requests finished, flushed, checkpointed, exit 0"
+start_server
+grep -q "(clean)" "$W/serve.log" || fail "reopen after SIGTERM was not clean"
+nbdfuse "$W/mnt" "$U" &
+for _ in $(seq 50); do [[ -e "$W/mnt/nbd" ]] && break; sleep 0.1; done
+LOOP=$(losetup -f --show -r "$W/mnt/nbd")
+e2fsck -fn "$LOOP" >"$W/fsck.txt" 2>&1 || { cat "$W/fsck.txt" >&2; fail "e2fsck after restart"; }
+mount -o ro "$LOOP" "$W/fs"
+diff -r "$W/fs/tree/crates" crates >/dev/null || fail "tree differs after restart"
+diff -r "$W/fs/tree/docs" docs >/dev/null || fail "docs differ after restart"
+umount "$W/fs"
+losetup -d "$LOOP"; LOOP=""
+fusermount3 -u "$W/mnt" 2>/dev/null || umount "$W/mnt"
+ok "restart: e2fsck clean, the tree reads back identical"
+
+# kill -9 during a write workload with flushes: all flushed data survives.
+head -c $((16 << 20)) /dev/urandom >"$W/flushed.raw"
+qemu-img convert -n -f raw -O raw "$W/flushed.raw" "$U"   # qemu-img flushes before it exits
+fio --name=bg --ioengine=nbd --uri="$U" --rw=randwrite --bs=16k --size=256m --offset=300m \
+    --iodepth=16 --time_based --runtime=30 --fsync=64 >/dev/null 2>&1 &
+FIO=$!
+sleep 2
+kill -9 "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
+wait "$FIO" 2>/dev/null || true
+"$B" check "$W/img" --quick >"$W/check.txt" || { cat "$W/check.txt" >&2; fail "check after kill -9"; }
+start_server
+grep -q "recovered after a crash" "$W/serve.log" || fail "no crash recovery after kill -9"
+nbdcopy "$U" "$W/out.raw"
+cmp -n $((16 << 20)) "$W/out.raw" "$W/flushed.raw" || fail "flushed data lost after kill -9"
+rm -f "$W/out.raw"
+stop_server
+ok "kill -9 during writes: check clean, recovery replayed, flushed 16 MiB intact"
+
+echo "$PASSED passed, 0 failed"
