@@ -1,0 +1,428 @@
+//! The server against a hand-written client: the protocol, and bad input of every kind.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lightnvm_ftl::{Ftl, FtlConfig};
+use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+use lightnvm_nbd::proto::*;
+use lightnvm_nbd::{run, Export, Listener};
+
+struct Server {
+    addr: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    size: u64,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn server(read_only: bool) -> Server {
+    let media = RamMedia::new(
+        MediaConfig::new(Geometry::new(2, 2, 16, 16, 2)),
+        VirtualClock::new(),
+    )
+    .unwrap();
+    let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    let export = Arc::new(Export::new(ftl, "lightnvm", read_only, false));
+    let size = export.size();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let thread = std::thread::spawn(move || run(export, vec![Listener::Tcp(l)], s2).unwrap());
+    Server {
+        addr,
+        stop,
+        thread: Some(thread),
+        size,
+    }
+}
+
+struct Client {
+    s: TcpStream,
+    cookie: u64,
+}
+
+fn be32(v: u32) -> [u8; 4] {
+    v.to_be_bytes()
+}
+
+impl Client {
+    fn connect(srv: &Server) -> Client {
+        let s = TcpStream::connect(&srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client { s, cookie: 0 };
+        let mut hello = [0u8; 18];
+        c.s.read_exact(&mut hello).unwrap();
+        assert_eq!(
+            u64::from_be_bytes(hello[0..8].try_into().unwrap()),
+            NBDMAGIC
+        );
+        assert_eq!(
+            u64::from_be_bytes(hello[8..16].try_into().unwrap()),
+            IHAVEOPT
+        );
+        assert_eq!(
+            u16::from_be_bytes(hello[16..18].try_into().unwrap()),
+            FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES
+        );
+        c
+    }
+
+    fn client_flags(&mut self, flags: u32) {
+        self.s.write_all(&be32(flags)).unwrap();
+    }
+
+    fn option(&mut self, opt: u32, data: &[u8]) {
+        let mut m = IHAVEOPT.to_be_bytes().to_vec();
+        m.extend_from_slice(&be32(opt));
+        m.extend_from_slice(&be32(data.len() as u32));
+        m.extend_from_slice(data);
+        self.s.write_all(&m).unwrap();
+    }
+
+    /// Reads one option reply: (option, type, data).
+    fn option_reply(&mut self) -> (u32, u32, Vec<u8>) {
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(u64::from_be_bytes(h[0..8].try_into().unwrap()), REPLY_MAGIC);
+        let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+        let mut d = vec![0u8; len as usize];
+        self.s.read_exact(&mut d).unwrap();
+        (
+            u32::from_be_bytes(h[8..12].try_into().unwrap()),
+            u32::from_be_bytes(h[12..16].try_into().unwrap()),
+            d,
+        )
+    }
+
+    fn info_data(name: &str, reqs: &[u16]) -> Vec<u8> {
+        let mut d = be32(name.len() as u32).to_vec();
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&(reqs.len() as u16).to_be_bytes());
+        for r in reqs {
+            d.extend_from_slice(&r.to_be_bytes());
+        }
+        d
+    }
+
+    /// Handshake with GO; returns the transmission flags.
+    fn go(srv: &Server) -> (Client, u16) {
+        let mut c = Client::connect(srv);
+        c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+        c.option(OPT_GO, &Client::info_data("", &[INFO_BLOCK_SIZE]));
+        let mut flags = 0;
+        loop {
+            let (opt, ty, d) = c.option_reply();
+            assert_eq!(opt, OPT_GO);
+            match ty {
+                REP_INFO => {
+                    let kind = u16::from_be_bytes(d[0..2].try_into().unwrap());
+                    if kind == INFO_EXPORT {
+                        assert_eq!(u64::from_be_bytes(d[2..10].try_into().unwrap()), srv.size);
+                        flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
+                    }
+                }
+                REP_ACK => break,
+                other => panic!("unexpected reply {other:#x}"),
+            }
+        }
+        (c, flags)
+    }
+
+    fn request(&mut self, cmd: u16, flags: u16, offset: u64, length: u32, data: &[u8]) -> u64 {
+        self.cookie += 1;
+        let mut m = REQUEST_MAGIC.to_be_bytes().to_vec();
+        m.extend_from_slice(&flags.to_be_bytes());
+        m.extend_from_slice(&cmd.to_be_bytes());
+        m.extend_from_slice(&self.cookie.to_be_bytes());
+        m.extend_from_slice(&offset.to_be_bytes());
+        m.extend_from_slice(&be32(length));
+        m.extend_from_slice(data);
+        self.s.write_all(&m).unwrap();
+        self.cookie
+    }
+
+    /// Reads a simple reply; returns the error and, for successful reads, `len` bytes.
+    fn reply(&mut self, cookie: u64, len: usize) -> (u32, Vec<u8>) {
+        let mut h = [0u8; 16];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(h[0..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), cookie);
+        let err = u32::from_be_bytes(h[4..8].try_into().unwrap());
+        let mut d = vec![0u8; if err == 0 { len } else { 0 }];
+        self.s.read_exact(&mut d).unwrap();
+        (err, d)
+    }
+
+    fn read(&mut self, off: u64, len: u32) -> (u32, Vec<u8>) {
+        let c = self.request(CMD_READ, 0, off, len, &[]);
+        self.reply(c, len as usize)
+    }
+
+    fn write(&mut self, off: u64, data: &[u8], flags: u16) -> u32 {
+        let c = self.request(CMD_WRITE, flags, off, data.len() as u32, data);
+        self.reply(c, 0).0
+    }
+
+    fn simple(&mut self, cmd: u16, off: u64, len: u32) -> u32 {
+        let c = self.request(cmd, 0, off, len, &[]);
+        self.reply(c, 0).0
+    }
+
+    /// True once the server has closed the connection.
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+#[test]
+fn flags_block_sizes_and_data_round_trip_with_512_byte_alignment() {
+    let srv = server(false);
+    let (mut c, flags) = Client::go(&srv);
+    for f in [
+        TFLAG_HAS_FLAGS,
+        TFLAG_SEND_FLUSH,
+        TFLAG_SEND_FUA,
+        TFLAG_SEND_TRIM,
+        TFLAG_SEND_WRITE_ZEROES,
+        TFLAG_CAN_MULTI_CONN,
+    ] {
+        assert_ne!(flags & f, 0, "flag {f:#x}");
+    }
+    assert_eq!(flags & TFLAG_READ_ONLY, 0);
+    // 4 KiB of 0xAA, then 1 KiB of 0x55 at offset 512 (read-modify-write inside a sector).
+    assert_eq!(c.write(0, &[0xAA; 4096], 0), 0);
+    assert_eq!(c.write(512, &[0x55; 1024], CMD_FLAG_FUA), 0);
+    let (e, d) = c.read(0, 4096);
+    assert_eq!(e, 0);
+    assert!(d[..512].iter().all(|&b| b == 0xAA));
+    assert!(d[512..1536].iter().all(|&b| b == 0x55));
+    assert!(d[1536..].iter().all(|&b| b == 0xAA));
+    // A write straddling two sectors, unaligned at both ends.
+    assert_eq!(c.write(4096 - 512, &[0x77; 1024], 0), 0);
+    let (_, d) = c.read(4096 - 1024, 2048);
+    assert!(d[..512].iter().all(|&b| b == 0xAA) && d[512..1536].iter().all(|&b| b == 0x77));
+    assert_eq!(c.simple(CMD_FLUSH, 0, 0), 0);
+    // Trim whole sectors reads zeros; write-zeroes of a partial range keeps the rest.
+    assert_eq!(c.write(8192, &[0x33; 8192], 0), 0);
+    assert_eq!(c.simple(CMD_TRIM, 8192, 4096), 0);
+    assert_eq!(c.simple(CMD_WRITE_ZEROES, 12288 + 1024, 1024), 0);
+    let (_, d) = c.read(8192, 8192);
+    assert!(d[..4096].iter().all(|&b| b == 0));
+    assert!(d[4096..5120].iter().all(|&b| b == 0x33));
+    assert!(d[5120..6144].iter().all(|&b| b == 0));
+    assert!(d[6144..].iter().all(|&b| b == 0x33));
+    let c2 = c.request(CMD_DISC, 0, 0, 0, &[]);
+    let _ = c2;
+    assert!(c.closed());
+}
+
+#[test]
+fn out_of_range_unaligned_and_unknown_requests_get_the_spec_errors() {
+    let srv = server(false);
+    let (mut c, _) = Client::go(&srv);
+    let size = srv.size;
+    assert_eq!(c.read(size - 512, 1024).0, EINVAL, "read past the end");
+    assert_eq!(
+        c.read(u64::MAX - 511, 512).0,
+        EINVAL,
+        "read offset overflow"
+    );
+    assert_eq!(
+        c.write(size - 512, &[1; 1024], 0),
+        ENOSPC,
+        "write past the end"
+    );
+    assert_eq!(c.simple(CMD_TRIM, size, 4096), EINVAL, "trim past the end");
+    assert_eq!(
+        c.simple(CMD_WRITE_ZEROES, size - 4096, 8192),
+        ENOSPC,
+        "zeroes past the end"
+    );
+    assert_eq!(c.read(100, 512).0, EINVAL, "unaligned offset");
+    assert_eq!(c.read(0, 100).0, EINVAL, "unaligned length");
+    assert_eq!(c.write(100, &[1; 512], 0), EINVAL);
+    assert_eq!(
+        c.read(0, MAX_PAYLOAD + 512).0,
+        EINVAL,
+        "read larger than the maximum"
+    );
+    assert_eq!(c.simple(99, 0, 0), EINVAL, "unknown command");
+    assert_eq!(c.simple(5 /* CACHE, not advertised */, 0, 4096), EINVAL);
+    // Nothing was written by any of it.
+    let (e, d) = c.read(size - 4096, 4096);
+    assert_eq!(e, 0);
+    assert!(d.iter().all(|&b| b == 0));
+    // A write larger than the maximum cannot be skipped: the server closes the connection.
+    c.request(CMD_WRITE, 0, 0, MAX_PAYLOAD + 4096, &[]);
+    assert!(c.closed());
+    // ... and keeps serving others.
+    let (mut c2, _) = Client::go(&srv);
+    assert_eq!(c2.read(0, 4096).0, 0);
+}
+
+#[test]
+fn read_only_export_refuses_writes_with_eperm() {
+    let srv = server(true);
+    let (mut c, flags) = Client::go(&srv);
+    assert_ne!(flags & TFLAG_READ_ONLY, 0);
+    assert_eq!(flags & TFLAG_SEND_TRIM, 0);
+    assert_eq!(c.write(0, &[9; 4096], 0), EPERM);
+    assert_eq!(c.simple(CMD_TRIM, 0, 4096), EPERM);
+    assert_eq!(c.simple(CMD_WRITE_ZEROES, 0, 4096), EPERM);
+    assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
+    assert_eq!(c.simple(CMD_FLUSH, 0, 0), 0);
+}
+
+#[test]
+fn options_list_info_unknown_and_abort() {
+    let srv = server(false);
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE);
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.option_reply().1, REP_ERR_UNSUP);
+    c.option(42, b"whatever");
+    assert_eq!(
+        c.option_reply(),
+        (42, REP_ERR_UNSUP, b"option not supported".to_vec())
+    );
+    c.option(OPT_LIST, &[]);
+    let (_, ty, d) = c.option_reply();
+    assert_eq!(ty, REP_SERVER);
+    assert_eq!(&d[4..], b"lightnvm");
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(OPT_LIST, b"x");
+    assert_eq!(c.option_reply().1, REP_ERR_INVALID);
+    c.option(OPT_INFO, &Client::info_data("nope", &[]));
+    assert_eq!(c.option_reply().1, REP_ERR_UNKNOWN);
+    c.option(OPT_INFO, &[0, 0, 0, 9, b'a']);
+    assert_eq!(c.option_reply().1, REP_ERR_INVALID);
+    c.option(OPT_INFO, &Client::info_data("lightnvm", &[INFO_NAME]));
+    let mut kinds = Vec::new();
+    loop {
+        let (_, ty, d) = c.option_reply();
+        if ty == REP_ACK {
+            break;
+        }
+        assert_eq!(ty, REP_INFO);
+        kinds.push(u16::from_be_bytes(d[0..2].try_into().unwrap()));
+        if kinds.last() == Some(&INFO_BLOCK_SIZE) {
+            assert_eq!(&d[2..], &[0, 0, 2, 0, 0, 0, 16, 0, 2, 0, 0, 0]);
+        }
+    }
+    assert_eq!(kinds, vec![INFO_EXPORT, INFO_NAME, INFO_BLOCK_SIZE]);
+    // Too much option data is refused without being kept.
+    c.option(OPT_INFO, &vec![0u8; (MAX_OPTION_DATA + 1) as usize]);
+    assert_eq!(c.option_reply().1, REP_ERR_TOO_BIG);
+    c.option(OPT_ABORT, &[]);
+    assert_eq!(c.option_reply().1, REP_ACK);
+    assert!(c.closed());
+}
+
+#[test]
+fn export_name_option_and_old_zero_padding() {
+    let srv = server(false);
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE);
+    c.option(OPT_EXPORT_NAME, b"lightnvm");
+    let mut r = [0u8; 8 + 2 + 124];
+    c.s.read_exact(&mut r).unwrap();
+    assert_eq!(u64::from_be_bytes(r[0..8].try_into().unwrap()), srv.size);
+    assert!(r[10..].iter().all(|&b| b == 0));
+    assert_eq!(c.read(0, 512).0, 0);
+    // An unknown export name closes the connection (EXPORT_NAME has no error reply).
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE);
+    c.option(OPT_EXPORT_NAME, b"other");
+    assert!(c.closed());
+}
+
+#[test]
+fn malformed_and_vanishing_clients_do_not_disturb_others() {
+    let srv = server(false);
+    let (mut good, _) = Client::go(&srv);
+    assert_eq!(good.write(0, &[5; 4096], 0), 0);
+    // Unknown client flags.
+    let mut c = Client::connect(&srv);
+    c.client_flags(0x80);
+    assert!(c.closed());
+    // Bad option magic.
+    let mut c = Client::connect(&srv);
+    c.client_flags(1);
+    c.s.write_all(&[0xde; 16]).unwrap();
+    assert!(c.closed());
+    // Bad request magic.
+    let (mut c, _) = Client::go(&srv);
+    c.s.write_all(&[0x11; 28]).unwrap();
+    assert!(c.closed());
+    // Truncated request header, then gone.
+    let (mut c, _) = Client::go(&srv);
+    c.s.write_all(&REQUEST_MAGIC.to_be_bytes()).unwrap();
+    drop(c);
+    // A write whose payload never arrives in full.
+    let (mut c, _) = Client::go(&srv);
+    c.request(CMD_WRITE, 0, 4096, 8192, &[7; 100]);
+    drop(c);
+    // Garbage instead of a handshake.
+    let mut raw = TcpStream::connect(&srv.addr).unwrap();
+    raw.write_all(&[0xff; 64]).unwrap();
+    drop(raw);
+    std::thread::sleep(Duration::from_millis(50));
+    // The good client still works, and nothing of the half-sent write landed.
+    assert_eq!(good.read(0, 4096), (0, vec![5; 4096]));
+    assert_eq!(good.read(4096, 8192), (0, vec![0; 8192]));
+}
+
+#[test]
+fn concurrent_connections_write_and_read_their_own_regions() {
+    let srv = server(false);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let addr = srv.addr.clone();
+            let size = srv.size;
+            std::thread::spawn(move || {
+                let fake = Server {
+                    addr,
+                    stop: Arc::new(AtomicBool::new(false)),
+                    thread: None,
+                    size,
+                };
+                let (mut c, _) = Client::go(&fake);
+                for i in 0..50u64 {
+                    let off = (t as u64 * 200 + i) * 4096;
+                    assert_eq!(
+                        c.write(
+                            off,
+                            &[t + 1; 4096],
+                            if i % 10 == 0 { CMD_FLAG_FUA } else { 0 }
+                        ),
+                        0
+                    );
+                }
+                for i in 0..50u64 {
+                    let off = (t as u64 * 200 + i) * 4096;
+                    assert_eq!(c.read(off, 4096), (0, vec![t + 1; 4096]));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
