@@ -426,3 +426,75 @@ fn concurrent_connections_write_and_read_their_own_regions() {
         t.join().unwrap();
     }
 }
+
+mod sessions {
+    //! Arbitrary client bytes through a whole session (the `nbd_session` fuzz target's
+    //! property, run in CI with proptest): no panic, no hang, and the FTL stays consistent.
+    use std::io::{Cursor, Read, Write};
+    use std::sync::atomic::AtomicBool;
+
+    use lightnvm_ftl::{Ftl, FtlConfig};
+    use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+    use lightnvm_nbd::proto::*;
+    use lightnvm_nbd::{serve_connection, Export};
+    use proptest::prelude::*;
+
+    struct Stream(Cursor<Vec<u8>>, Vec<u8>);
+    impl Read for Stream {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(b)
+        }
+    }
+    impl Write for Stream {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.1.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A valid handshake prefix (so the fuzzed bytes reach the transmission phase too).
+    fn go_prefix() -> Vec<u8> {
+        let mut v = 3u32.to_be_bytes().to_vec();
+        v.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        v.extend_from_slice(&OPT_GO.to_be_bytes());
+        v.extend_from_slice(&6u32.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        v
+    }
+
+    fn request(cmd: u16, flags: u16, offset: u64, len: u32) -> Vec<u8> {
+        let mut m = REQUEST_MAGIC.to_be_bytes().to_vec();
+        m.extend_from_slice(&flags.to_be_bytes());
+        m.extend_from_slice(&cmd.to_be_bytes());
+        m.extend_from_slice(&7u64.to_be_bytes());
+        m.extend_from_slice(&offset.to_be_bytes());
+        m.extend_from_slice(&len.to_be_bytes());
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_sessions(
+            handshake in proptest::bool::ANY,
+            reqs in proptest::collection::vec((0u16..10, 0u16..4, 0u64..(1 << 21), 0u32..20000, any::<u8>()), 0..20),
+            junk in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let media = RamMedia::new(MediaConfig::new(Geometry::new(2, 1, 12, 16, 1)), VirtualClock::new()).unwrap();
+            let export = Export::new(Ftl::format(media, FtlConfig::default()).unwrap(), "lightnvm", false, false);
+            let mut input = if handshake { go_prefix() } else { Vec::new() };
+            for (cmd, flags, off, len, fill) in reqs {
+                input.extend(request(cmd, flags, off, len));
+                if cmd == CMD_WRITE {
+                    input.extend(std::iter::repeat_n(fill, len as usize));
+                }
+            }
+            input.extend(junk);
+            let _ = serve_connection(&export, Stream(Cursor::new(input), Vec::new()), &AtomicBool::new(false));
+            prop_assert!(export.into_ftl().check().is_ok());
+        }
+    }
+}
