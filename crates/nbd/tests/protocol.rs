@@ -498,3 +498,40 @@ mod sessions {
         }
     }
 }
+
+#[test]
+fn realtime_mode_waits_for_the_modeled_flash_time() {
+    use lightnvm_media::{RealClock, TimingConfig};
+    let mk = |realtime: bool| {
+        let mut mc = MediaConfig::new(Geometry::new(2, 2, 16, 16, 2));
+        mc.timing = TimingConfig::preset("femu").unwrap();
+        let clock: Arc<dyn lightnvm_media::Clock> = if realtime {
+            RealClock::new()
+        } else {
+            VirtualClock::new()
+        };
+        let media = RamMedia::new(mc, clock).unwrap();
+        Export::new(
+            Ftl::format(media, FtlConfig::default()).unwrap(),
+            "x",
+            false,
+            realtime,
+        )
+    };
+    let time = |e: &Export<RamMedia>| {
+        let started = std::time::Instant::now();
+        for i in 0..40u64 {
+            e.write(i * 8192, &[1; 8192], true).unwrap();
+            assert_eq!(e.read(i * 8192, 8192).unwrap(), vec![1; 8192]);
+        }
+        started.elapsed()
+    };
+    let real = time(&mk(true));
+    // Each FUA write programs at least one page (tPROG 200 us) and waits for it.
+    assert!(
+        real >= Duration::from_micros(40 * 200),
+        "realtime took only {real:?}"
+    );
+    let virt = time(&mk(false));
+    eprintln!("40 FUA writes + reads: realtime {real:?}, virtual {virt:?}");
+}
