@@ -535,19 +535,14 @@ impl<M: Media> Ftl<M> {
         };
         let mut page = vec![0u8; geo.page_bytes()];
         meta::encode_superblock(&sb, &mut page);
-        let os = geo.oob_bytes_per_sector as usize;
-        let ss = geo.sector_size as usize;
-        let mut oob = vec![0u8; geo.page_oob_bytes()];
-        for i in 0..geo.sectors_per_page as usize {
-            meta::encode_oob(
-                &mut oob[i * os..(i + 1) * os],
-                SectorOob {
-                    lba: OOB_LBA_META,
-                    seq: 0,
-                },
-                &page[i * ss..(i + 1) * ss],
-            );
-        }
+        let oob = meta::page_oob(
+            &geo,
+            &page,
+            SectorOob {
+                lba: OOB_LBA_META,
+                seq: 0,
+            },
+        );
         // Nothing from an earlier life of the media may be mistaken for ours: erase every
         // block that holds anything.
         for index in 0..geo.total_blocks() {
@@ -1032,19 +1027,14 @@ impl<M: Media> Ftl<M> {
     }
 
     fn program_meta_page(&mut self, k: StreamKind, page: &[u8]) -> Result<bool, FtlError> {
-        let os = self.geo.oob_bytes_per_sector as usize;
-        let ss = self.geo.sector_size as usize;
-        let mut oob = vec![0u8; self.geo.page_oob_bytes()];
-        for i in 0..self.spp as usize {
-            meta::encode_oob(
-                &mut oob[i * os..(i + 1) * os],
-                SectorOob {
-                    lba: OOB_LBA_META,
-                    seq: self.seq,
-                },
-                &page[i * ss..(i + 1) * ss],
-            );
-        }
+        let oob = meta::page_oob(
+            &self.geo,
+            page,
+            SectorOob {
+                lba: OOB_LBA_META,
+                seq: self.seq,
+            },
+        );
         let addr = self.streams[k as usize].addr();
         match self.media.program(addr, page, &oob) {
             Ok(c) => {

@@ -32,6 +32,22 @@ pub fn encode_oob(out: &mut [u8], oob: SectorOob, data: &[u8]) {
     out[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The OOB of a whole page whose every sector carries the same `oob` (metadata or padding
+/// pages).
+pub fn page_oob(g: &lightnvm_media::Geometry, page: &[u8], oob: SectorOob) -> Vec<u8> {
+    let ss = g.sector_size as usize;
+    let os = g.oob_bytes_per_sector as usize;
+    let mut out = vec![0u8; g.page_oob_bytes()];
+    for i in 0..g.sectors_per_page as usize {
+        encode_oob(
+            &mut out[i * os..(i + 1) * os],
+            oob,
+            &page[i * ss..(i + 1) * ss],
+        );
+    }
+    out
+}
+
 /// Decodes and verifies a sector's OOB against its data; `None` if the checksum fails (a
 /// torn or corrupt sector).
 pub fn decode_oob(oob: &[u8], data: &[u8]) -> Option<SectorOob> {

@@ -747,20 +747,15 @@ impl<M: Media> Ftl<M> {
         if row == 0 || left <= self.footer_slots as u64 + 1 {
             return Ok(());
         }
-        let ss = g.sector_size as usize;
-        let os = g.oob_bytes_per_sector as usize;
         let zero = vec![0u8; g.page_bytes()];
-        let mut oob = vec![0u8; g.page_oob_bytes()];
-        for i in 0..g.sectors_per_page as usize {
-            meta::encode_oob(
-                &mut oob[i * os..(i + 1) * os],
-                SectorOob {
-                    lba: OOB_LBA_PAD,
-                    seq: 0,
-                },
-                &zero[i * ss..(i + 1) * ss],
-            );
-        }
+        let oob = meta::page_oob(
+            &g,
+            &zero,
+            SectorOob {
+                lba: OOB_LBA_PAD,
+                seq: 0,
+            },
+        );
         let mut pus = Vec::with_capacity(good.len());
         for pu in good {
             let mut ok = true;
