@@ -510,8 +510,11 @@ impl<M: Media> Ftl<M> {
         let total: u64 = usable.iter().sum();
         let max_line = *usable.iter().max().unwrap();
         let min_line = *usable.iter().min().unwrap();
-        let by_op = (total as f64 * (1.0 - config.over_provisioning)).floor() as u64;
-        let exported = by_op.min(total.saturating_sub(non_data_lines(&config) * max_line));
+        // Over-provisioning applies to the data area: what is left once the lines kept out of
+        // user data (open streams, checkpoints, GC reserve) are set aside. So the spare space
+        // GC actually works with is the configured fraction, whatever the number of lines.
+        let data_area = total.saturating_sub(non_data_lines(&config) * max_line);
+        let exported = (data_area as f64 * (1.0 - config.over_provisioning)).floor() as u64;
         if exported == 0 {
             return Err(FtlError::TooSmall(format!(
                 "{total} data sectors cannot cover the {} lines kept out of user data",
@@ -1118,9 +1121,11 @@ impl<M: Media> Ftl<M> {
             if self.free.is_empty() {
                 if self.pending.is_empty() || self.inflight > 0 {
                     // Only lost blocks can exhaust the lines kept for this: stop writes.
-                    self.read_only
-                        .get_or_insert_with(|| "no free line left (too many bad blocks)".into());
-                    return Err(FtlError::NoSpace);
+                    let reason = self
+                        .read_only
+                        .get_or_insert_with(|| "no free line left (too many bad blocks)".into())
+                        .clone();
+                    return Err(FtlError::ReadOnly { reason });
                 }
                 self.durable_point()?;
                 if self.streams[k as usize].line.is_some() {

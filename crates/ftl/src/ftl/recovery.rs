@@ -55,25 +55,36 @@ pub(super) fn read_page<M: Media>(
     addr: PageAddr,
 ) -> Result<Option<PageRead>, FtlError> {
     let g = *media.geometry();
+    let ss = g.sector_size as usize;
+    let os = g.oob_bytes_per_sector as usize;
+    let spp = g.sectors_per_page as usize;
     let mut data = vec![0u8; g.page_bytes()];
     let mut oob = vec![0u8; g.page_oob_bytes()];
-    let mut failed = 0;
+    let mut try_data = vec![0u8; g.page_bytes()];
+    let mut try_oob = vec![0u8; g.page_oob_bytes()];
+    // Sectors still missing; a sector read well in any attempt is kept (read errors may be
+    // transient, and they strike sectors independently).
+    let mut failed: u64 = if spp == 64 { u64::MAX } else { (1 << spp) - 1 };
     for _ in 0..=READ_RETRIES {
-        match media.read(addr, 0, &mut data, &mut oob) {
-            Ok(_) => {
-                return Ok(Some(PageRead {
-                    data,
-                    oob,
-                    failed: 0,
-                }))
-            }
-            Err(ReadError::Uncorrectable { sectors, .. }) => failed = sectors,
+        let bad = match media.read(addr, 0, &mut try_data, &mut try_oob) {
+            Ok(_) => 0,
+            Err(ReadError::Uncorrectable { sectors, .. }) => sectors,
             Err(
                 ReadError::Unwritten { .. }
                 | ReadError::BadBlock { .. }
                 | ReadError::NotYetReadable { .. },
             ) => return Ok(None),
             Err(e) => return Err(e.into()),
+        };
+        for i in 0..spp {
+            if failed & (1 << i) != 0 && bad & (1 << i) == 0 {
+                data[i * ss..(i + 1) * ss].copy_from_slice(&try_data[i * ss..(i + 1) * ss]);
+                oob[i * os..(i + 1) * os].copy_from_slice(&try_oob[i * os..(i + 1) * os]);
+                failed &= !(1 << i);
+            }
+        }
+        if failed == 0 {
+            break;
         }
     }
     Ok(Some(PageRead { data, oob, failed }))
@@ -442,6 +453,15 @@ impl<M: Media> Ftl<M> {
                         continue;
                     };
                     let secs = sectors_of(&geo, &page);
+                    if std::env::var_os("LIGHTNVM_RECOVERY_DEBUG").is_some() {
+                        eprintln!(
+                            "  replay {addr}: failed {:#x}, {:?}",
+                            page.failed,
+                            secs.iter()
+                                .map(|(i, o)| (*i, o.lba, o.seq))
+                                .collect::<Vec<_>>()
+                        );
+                    }
                     report.sectors_unreadable +=
                         (geo.sectors_per_page as usize - secs.len()) as u64;
                     if secs.len() < geo.sectors_per_page as usize {
