@@ -29,5 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let media = RamMedia::new(MediaConfig::new(Geometry::new(2, 1, 12, 16, 1)), VirtualClock::new()).unwrap();
     let export = Export::new(Ftl::format(media, FtlConfig::default()).unwrap(), "lightnvm", false, false);
     let _ = serve_connection(&export, Stream(Cursor::new(data.to_vec()), Vec::new()), &AtomicBool::new(false));
-    export.into_ftl().check().unwrap();
+    let (ftl, poisoned) = export.into_ftl();
+    assert!(!poisoned);
+    ftl.check().unwrap();
 });

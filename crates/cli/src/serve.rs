@@ -127,7 +127,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         listeners.push(Listener::Tcp(l));
     }
     if let Some(sock) = &a.socket {
-        if sock.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(sock) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                bail!("{} exists and is not a socket", sock.display());
+            }
+            if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+                bail!("{}: another server is listening there", sock.display());
+            }
             std::fs::remove_file(sock)
                 .with_context(|| format!("removing stale socket {}", sock.display()))?;
         }
@@ -172,9 +179,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    lightnvm_nbd::run(export.clone(), listeners, stop)?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once (status 1; the next open recovers).
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    if let Err(e) = lightnvm_nbd::run(export.clone(), listeners, stop.clone()) {
+        tracing::error!("listener failed: {e}; stopping");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 
     let Ok(export) = Arc::try_unwrap(export) else {
         bail!("connections still hold the export")
@@ -185,7 +198,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         stats.requests.load(std::sync::atomic::Ordering::Relaxed),
         stats.errors.load(std::sync::atomic::Ordering::Relaxed),
     );
-    let ftl = export.into_ftl();
+    let (ftl, poisoned) = export.into_ftl();
+    if poisoned {
+        // Its tables may be half-updated: no clean checkpoint; the next open replays.
+        drop(ftl);
+        bail!("the FTL hit an internal error while serving; not writing a clean checkpoint (the next open recovers from the last durable state)");
+    }
     if a.read_only {
         drop(ftl);
     } else {

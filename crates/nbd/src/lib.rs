@@ -22,6 +22,10 @@ use tracing::{debug, info, warn};
 const SS: u64 = 4096;
 /// Connections served at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to finish its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reply that cannot be written for this long ends the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What is exported: one FTL.
 pub struct Export<M: Media> {
@@ -71,6 +75,8 @@ fn errno_of(e: &FtlError) -> u32 {
 impl<M: Media> Export<M> {
     pub fn new(ftl: Ftl<M>, name: &str, read_only: bool, realtime: bool) -> Export<M> {
         let size = ftl.exported_sectors() * SS;
+        // A device that has run out of good blocks is exported read-only.
+        let read_only = read_only || ftl.read_only_reason().is_some();
         let clock = ftl.media().clock().clone();
         Export {
             ftl: Mutex::new(ftl),
@@ -90,15 +96,25 @@ impl<M: Media> Export<M> {
         &self.name
     }
 
-    /// Gives the FTL back (for a clean shutdown).
-    pub fn into_ftl(self) -> Ftl<M> {
-        self.ftl.into_inner().unwrap_or_else(|p| p.into_inner())
+    /// Gives the FTL back, with whether it was poisoned (then it must not be shut down
+    /// cleanly).
+    pub fn into_ftl(self) -> (Ftl<M>, bool) {
+        match self.ftl.into_inner() {
+            Ok(f) => (f, false),
+            Err(p) => (p.into_inner(), true),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ftl<M>> {
-        // A panic in another connection must not take the device down with it: the FTL's own
-        // state is checked by its operations.
-        self.ftl.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Ftl<M>>, u32> {
+        // Once a panic inside the FTL (a broken invariant) poisoned it, its tables may be
+        // half-updated: nothing more is served from them (EIO), and no clean checkpoint is
+        // written, so the next open replays from the last durable state.
+        self.ftl.lock().map_err(|_| EIO)
+    }
+
+    /// Whether a panic inside the FTL poisoned it.
+    pub fn poisoned(&self) -> bool {
+        self.ftl.is_poisoned()
     }
 
     pub fn transmission_flags(&self) -> u16 {
@@ -140,7 +156,7 @@ impl<M: Media> Export<M> {
         let stop = end.div_ceil(SS) * SS;
         let mut buf = vec![0u8; (stop - start) as usize];
         let c = self
-            .lock()
+            .lock()?
             .read(start / SS, &mut buf)
             .map_err(|e| errno_of(&e))?;
         self.wait(c);
@@ -172,40 +188,44 @@ impl<M: Media> Export<M> {
         }
         let end = off + data.len() as u64;
         let c = if off.is_multiple_of(SS) && end.is_multiple_of(SS) {
-            self.lock()
+            self.lock()?
                 .write(off / SS, data, fua)
                 .map_err(|e| errno_of(&e))?
         } else {
             let start = off / SS * SS;
             let stop = end.div_ceil(SS) * SS;
             let mut buf = vec![0u8; (stop - start) as usize];
-            let mut ftl = self.lock();
-            // Read the edge sectors, merge, write back: all under one lock.
-            let head = &mut buf[..SS as usize];
-            let _ = ftl.read(start / SS, head).map_err(|e| errno_of(&e))?;
-            if stop - start > SS {
+            let mut ftl = self.lock()?;
+            // Read the partial edge sectors, merge, write back: all under one lock.
+            let mut done = Completion { done_ns: 0 };
+            if !off.is_multiple_of(SS) {
+                let head = &mut buf[..SS as usize];
+                done = done.max(ftl.read(start / SS, head).map_err(|e| errno_of(&e))?);
+            }
+            if !end.is_multiple_of(SS) && (off.is_multiple_of(SS) || stop - start > SS) {
                 let tail_at = (stop - start - SS) as usize;
-                let _ = ftl
-                    .read(stop / SS - 1, &mut buf[tail_at..])
-                    .map_err(|e| errno_of(&e))?;
+                done = done.max(
+                    ftl.read(stop / SS - 1, &mut buf[tail_at..])
+                        .map_err(|e| errno_of(&e))?,
+                );
             }
             let from = (off - start) as usize;
             buf[from..from + data.len()].copy_from_slice(data);
-            ftl.write(start / SS, &buf, fua).map_err(|e| errno_of(&e))?
+            done.max(ftl.write(start / SS, &buf, fua).map_err(|e| errno_of(&e))?)
         };
         self.wait(c);
         Ok(())
     }
 
     pub fn flush(&self) -> Result<(), u32> {
-        let c = self.lock().flush().map_err(|e| errno_of(&e))?;
+        let c = self.lock()?.flush().map_err(|e| errno_of(&e))?;
         self.wait(c);
         Ok(())
     }
 
     /// Trims the whole 4 KiB sectors inside the range (a trim is advisory: partial sectors
-    /// keep their data).
-    pub fn trim(&self, off: u64, len: u32) -> Result<(), u32> {
+    /// keep their data). With `fua` the trim is durable when this returns.
+    pub fn trim(&self, off: u64, len: u32, fua: bool) -> Result<(), u32> {
         if self.read_only {
             return Err(EPERM);
         }
@@ -216,10 +236,12 @@ impl<M: Media> Export<M> {
         let first = off.div_ceil(SS);
         let last = end / SS;
         if first < last {
-            let c = self
-                .lock()
-                .trim(first, last - first)
-                .map_err(|e| errno_of(&e))?;
+            let mut ftl = self.lock()?;
+            let mut c = ftl.trim(first, last - first).map_err(|e| errno_of(&e))?;
+            if fua {
+                c = c.max(ftl.flush().map_err(|e| errno_of(&e))?);
+            }
+            drop(ftl);
             self.wait(c);
         }
         Ok(())
@@ -234,13 +256,13 @@ impl<M: Media> Export<M> {
         }
         let first = off.div_ceil(SS);
         let last = end / SS;
-        let mut ftl = self.lock();
+        let mut ftl = self.lock()?;
         let mut zero_partial = |from: u64, to: u64| -> Result<Completion, u32> {
             let sector = from / SS;
             let mut buf = vec![0u8; SS as usize];
-            let _ = ftl.read(sector, &mut buf).map_err(|e| errno_of(&e))?;
+            let r = ftl.read(sector, &mut buf).map_err(|e| errno_of(&e))?;
             buf[(from - sector * SS) as usize..(to - sector * SS) as usize].fill(0);
-            ftl.write(sector, &buf, false).map_err(|e| errno_of(&e))
+            Ok(r.max(ftl.write(sector, &buf, false).map_err(|e| errno_of(&e))?))
         };
         let mut done = Completion { done_ns: 0 };
         if first > last {
@@ -436,12 +458,24 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
 /// Serves one connection: handshake, then requests until DISC, EOF or `stop`.
 pub fn serve_connection<M: Media, S: Read + Write>(
     export: &Export<M>,
+    s: S,
+    stop: &AtomicBool,
+) -> Result<(), ConnError> {
+    serve_connection_with(export, s, stop, || {})
+}
+
+/// Like [`serve_connection`], calling `on_transmission` once the handshake is done (the
+/// listener lifts the handshake's read timeout there).
+pub fn serve_connection_with<M: Media, S: Read + Write>(
+    export: &Export<M>,
     mut s: S,
     stop: &AtomicBool,
+    on_transmission: impl FnOnce(),
 ) -> Result<(), ConnError> {
     if !handshake(export, &mut s)? {
         return Ok(());
     }
+    on_transmission();
     let mut payload = Vec::new();
     loop {
         let mut hb = [0u8; 28];
@@ -450,36 +484,57 @@ pub fn serve_connection<M: Media, S: Read + Write>(
         }
         let req = parse_request(&hb).map_err(|e| protocol(format!("request header: {e}")))?;
         export.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if req.command == CMD_DISC {
+            // No reply to a disconnect.
+            debug!("client disconnected");
+            return Ok(());
+        }
         let fua = req.flags & CMD_FLAG_FUA != 0;
+        let allowed = match req.command {
+            CMD_WRITE_ZEROES => CMD_FLAG_FUA | CMD_FLAG_NO_HOLE,
+            _ => CMD_FLAG_FUA,
+        };
+        let mut early_error = (req.flags & !allowed != 0).then_some(EINVAL);
         if req.command == CMD_WRITE {
             if req.length > MAX_PAYLOAD {
-                // The payload cannot be skipped safely: end the connection, as the spec allows.
-                return Err(protocol(format!(
-                    "write of {} bytes exceeds the {MAX_PAYLOAD} maximum",
-                    req.length
-                )));
-            }
-            payload.resize(req.length as usize, 0);
-            if !read_exact_or_eof(&mut s, &mut payload)? && req.length > 0 {
-                return Err(protocol("connection closed in write payload"));
+                // Skip a payload of sane size and fail the write; a huge one ends the connection.
+                if req.length > 2 * MAX_PAYLOAD {
+                    return Err(protocol(format!("write of {} bytes", req.length)));
+                }
+                let skipped = io::copy(
+                    &mut Read::by_ref(&mut s).take(req.length as u64),
+                    &mut io::sink(),
+                )?;
+                if skipped < req.length as u64 {
+                    return Err(protocol("connection closed in write payload"));
+                }
+                early_error = Some(EINVAL);
+                payload.clear();
+            } else {
+                payload.resize(req.length as usize, 0);
+                if !read_exact_or_eof(&mut s, &mut payload)? && req.length > 0 {
+                    return Err(protocol("connection closed in write payload"));
+                }
             }
         }
         if stop.load(Ordering::SeqCst) {
             s.write_all(&simple_reply(ESHUTDOWN, req.cookie))?;
             return Ok(());
         }
+        if let Some(errno) = early_error {
+            export.stats.errors.fetch_add(1, Ordering::Relaxed);
+            s.write_all(&simple_reply(errno, req.cookie))?;
+            continue;
+        }
         let result: Result<Option<Vec<u8>>, u32> = match req.command {
             CMD_READ => export.read(req.offset, req.length).map(Some),
             CMD_WRITE => export.write(req.offset, &payload, fua).map(|_| None),
             CMD_FLUSH => export.flush().map(|_| None),
-            CMD_TRIM => export.trim(req.offset, req.length).map(|_| None),
+            CMD_TRIM => export.trim(req.offset, req.length, fua).map(|_| None),
             CMD_WRITE_ZEROES => export
                 .write_zeroes(req.offset, req.length, fua)
                 .map(|_| None),
-            CMD_DISC => {
-                debug!("client disconnected");
-                return Ok(());
-            }
+
             _ => Err(EINVAL),
         };
         match result {
@@ -488,10 +543,15 @@ pub fn serve_connection<M: Media, S: Read + Write>(
                     .stats
                     .bytes_read
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let mut out = Vec::with_capacity(16 + data.len());
-                out.extend_from_slice(&simple_reply(0, req.cookie));
-                out.extend_from_slice(&data);
-                s.write_all(&out)?;
+                if data.len() <= 64 << 10 {
+                    let mut out = Vec::with_capacity(16 + data.len());
+                    out.extend_from_slice(&simple_reply(0, req.cookie));
+                    out.extend_from_slice(&data);
+                    s.write_all(&out)?;
+                } else {
+                    s.write_all(&simple_reply(0, req.cookie))?;
+                    s.write_all(&data)?;
+                }
             }
             Ok(None) => {
                 if req.command == CMD_WRITE {
@@ -515,6 +575,10 @@ pub fn serve_connection<M: Media, S: Read + Write>(
             }
         }
         s.flush()?;
+        if payload.capacity() > 1 << 20 {
+            // Limit what an idle connection keeps.
+            payload = Vec::new();
+        }
     }
 }
 
@@ -536,11 +600,11 @@ impl Conn {
             Conn::Unix(s) => s.shutdown(how),
         };
     }
-    fn try_clone(&self) -> io::Result<Conn> {
-        Ok(match self {
-            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
-            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
-        })
+    fn set_read_timeout(&self, t: Option<Duration>) {
+        let _ = match self {
+            Conn::Tcp(s) => s.set_read_timeout(t),
+            Conn::Unix(s) => s.set_read_timeout(t),
+        };
     }
 }
 
@@ -581,31 +645,67 @@ pub fn run<M: Media + 'static>(
                 warn!(peer, "too many connections; closing");
                 continue;
             }
-            let (clone, stream_for_thread): (Conn, Box<dyn ReadWrite + Send>) = match conn {
-                Conn::Tcp(s) => {
-                    s.set_nonblocking(false)?;
-                    let _ = s.set_nodelay(true);
-                    (Conn::Tcp(s.try_clone()?), Box::new(s))
-                }
-                Conn::Unix(s) => {
-                    s.set_nonblocking(false)?;
-                    (Conn::Unix(s.try_clone()?), Box::new(s))
+            // Setting a connection up may fail (out of descriptors or threads): that
+            // connection is dropped, the server goes on.
+            let prepared = (|| -> io::Result<(Conn, Conn, Box<dyn ReadWrite + Send>)> {
+                Ok(match conn {
+                    Conn::Tcp(s) => {
+                        s.set_nonblocking(false)?;
+                        let _ = s.set_nodelay(true);
+                        // A client that stops reading cannot block the server's shutdown forever;
+                        // nor can one that never finishes its handshake hold a slot.
+                        s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                        s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+                        (
+                            Conn::Tcp(s.try_clone()?),
+                            Conn::Tcp(s.try_clone()?),
+                            Box::new(s),
+                        )
+                    }
+                    Conn::Unix(s) => {
+                        s.set_nonblocking(false)?;
+                        s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                        s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+                        (
+                            Conn::Unix(s.try_clone()?),
+                            Conn::Unix(s.try_clone()?),
+                            Box::new(s),
+                        )
+                    }
+                })
+            })();
+            let (clone, closer, stream_for_thread) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(peer, "cannot set up the connection: {e}");
+                    continue;
                 }
             };
             export.stats.connections.fetch_add(1, Ordering::Relaxed);
             info!(peer, "client connected");
             let export = export.clone();
             let stop = stop.clone();
-            let closer = clone.try_clone()?;
-            let handle = std::thread::spawn(move || {
-                // Replies are assembled whole and written with one call: no buffering needed.
-                match serve_connection(&export, stream_for_thread, &stop) {
-                    Ok(()) => info!(peer, "client done"),
-                    Err(e) => warn!(peer, "connection ended: {e}"),
+            let peer2 = peer.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("nbd {peer}"))
+                .spawn(move || {
+                    let peer = peer2;
+                    let lift = || closer.set_read_timeout(None);
+                    match serve_connection_with(&export, stream_for_thread, &stop, lift) {
+                        Ok(()) => info!(peer, "client done"),
+                        Err(e) => warn!(peer, "connection ended: {e}"),
+                    }
+                    // Other handles to the socket exist (for shutdown): close it for real.
+                    closer.shutdown(Shutdown::Both);
+                });
+            let handle = match spawned {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!(peer, "cannot start a thread for the connection: {e}");
+                    clone.shutdown(Shutdown::Both);
+                    continue;
                 }
-                // Other handles to the socket exist (for shutdown): close it for real.
-                closer.shutdown(Shutdown::Both);
-            });
+            };
             live.push((clone, handle));
         }
         if !accepted {

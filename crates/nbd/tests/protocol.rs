@@ -269,8 +269,19 @@ fn out_of_range_unaligned_and_unknown_requests_get_the_spec_errors() {
     let (e, d) = c.read(size - 4096, 4096);
     assert_eq!(e, 0);
     assert!(d.iter().all(|&b| b == 0));
-    // A write larger than the maximum cannot be skipped: the server closes the connection.
-    c.request(CMD_WRITE, 0, 0, MAX_PAYLOAD + 4096, &[]);
+    // A write over the maximum is read past and refused; nothing of it lands.
+    let big = vec![0x42u8; (MAX_PAYLOAD + 4096) as usize];
+    let cookie = c.request(CMD_WRITE, 0, 0, big.len() as u32, &big);
+    assert_eq!(c.reply(cookie, 0).0, EINVAL);
+    assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
+    // Unknown command flags (NO_HOLE is only for WRITE_ZEROES).
+    let cookie = c.request(CMD_WRITE, CMD_FLAG_NO_HOLE, 0, 4096, &[1; 4096]);
+    assert_eq!(c.reply(cookie, 0).0, EINVAL);
+    assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
+    let cookie = c.request(CMD_READ, 1 << 7, 0, 4096, &[]);
+    assert_eq!(c.reply(cookie, 0).0, EINVAL);
+    // A write far over the maximum ends the connection without reading gigabytes.
+    c.request(CMD_WRITE, 0, 0, u32::MAX, &[]);
     assert!(c.closed());
     // ... and keeps serving others.
     let (mut c2, _) = Client::go(&srv);
@@ -285,6 +296,8 @@ fn read_only_export_refuses_writes_with_eperm() {
     assert_eq!(flags & TFLAG_SEND_TRIM, 0);
     assert_eq!(c.write(0, &[9; 4096], 0), EPERM);
     assert_eq!(c.simple(CMD_TRIM, 0, 4096), EPERM);
+    let cookie = c.request(CMD_TRIM, CMD_FLAG_FUA, 0, 4096, &[]);
+    assert_eq!(c.reply(cookie, 0).0, EPERM);
     assert_eq!(c.simple(CMD_WRITE_ZEROES, 0, 4096), EPERM);
     assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
     assert_eq!(c.simple(CMD_FLUSH, 0, 0), 0);
@@ -494,7 +507,8 @@ mod sessions {
             }
             input.extend(junk);
             let _ = serve_connection(&export, Stream(Cursor::new(input), Vec::new()), &AtomicBool::new(false));
-            prop_assert!(export.into_ftl().check().is_ok());
+            let (ftl, poisoned) = export.into_ftl();
+            prop_assert!(!poisoned && ftl.check().is_ok());
         }
     }
 }
