@@ -14,6 +14,7 @@ use serde::Serialize;
 
 mod ftl_cmds;
 mod serve;
+mod sim;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +44,9 @@ enum Command {
     /// Export an image over NBD (TCP and/or a unix socket) for qemu, nbd-client, libnbd
     /// tools, fio... Without an image, creates or opens ./lightnvm.img.
     Serve(serve::ServeArgs),
+    /// Simulate the FTL on RAM media in virtual time: WAF, wear, GC, latency (--validate:
+    /// measured WAF against the LRW model).
+    Sim(sim::SimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Check(a) => ftl_cmds::check(a),
         Command::Fill(a) => ftl_cmds::fill(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Sim(a) => sim::sim(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

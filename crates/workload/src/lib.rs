@@ -1,0 +1,501 @@
+//! Workloads and the virtual-time simulation driver behind `lightnvm sim`.
+//!
+//! A simulation runs the FTL on RAM media with a virtual clock: requests are issued with a
+//! fixed number outstanding (queue depth) in virtual time, each one's latency is its modeled
+//! completion minus its issue instant, and hours of device time take seconds.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use lightnvm_ftl::{Ftl, FtlConfig, FtlError, FtlStats, WearStats};
+use lightnvm_media::{Clock, Geometry, MediaConfig, RamMedia, TimingConfig, VirtualClock};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+const SS: usize = 4096;
+
+/// How LBAs are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Distribution {
+    Sequential,
+    Uniform,
+    /// `write_pct` percent of the requests go to `space_pct` percent of the LBAs.
+    HotCold {
+        write_pct: u32,
+        space_pct: u32,
+    },
+    /// Zipf with exponent theta over the LBAs.
+    Zipf {
+        theta: f64,
+    },
+}
+
+/// Why a workload spec or setting is invalid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkloadError {
+    #[error("unknown workload `{0}` (known: seq, uniform, hotcold:W/S, zipf:THETA)")]
+    Unknown(String),
+    #[error("workload `{spec}`: {reason}")]
+    Invalid { spec: String, reason: String },
+}
+
+impl Distribution {
+    pub fn parse(spec: &str) -> Result<Distribution, WorkloadError> {
+        let bad = |reason: &str| WorkloadError::Invalid {
+            spec: spec.into(),
+            reason: reason.into(),
+        };
+        match spec {
+            "seq" | "sequential" => return Ok(Distribution::Sequential),
+            "uniform" | "random" => return Ok(Distribution::Uniform),
+            _ => {}
+        }
+        if let Some(rest) = spec.strip_prefix("hotcold:") {
+            let (w, s) = rest
+                .split_once('/')
+                .ok_or_else(|| bad("expected hotcold:WRITE_PCT/SPACE_PCT"))?;
+            let w: u32 = w.parse().map_err(|_| bad("WRITE_PCT is not a number"))?;
+            let s: u32 = s.parse().map_err(|_| bad("SPACE_PCT is not a number"))?;
+            if !(1..=99).contains(&w) || !(1..=99).contains(&s) {
+                return Err(bad("percentages must be in 1..=99"));
+            }
+            return Ok(Distribution::HotCold {
+                write_pct: w,
+                space_pct: s,
+            });
+        }
+        if let Some(rest) = spec.strip_prefix("zipf:") {
+            let theta: f64 = rest.parse().map_err(|_| bad("THETA is not a number"))?;
+            if !(0.0..=3.0).contains(&theta) || theta == 1.0 {
+                return Err(bad("THETA must be in [0, 3], not 1"));
+            }
+            return Ok(Distribution::Zipf { theta });
+        }
+        Err(WorkloadError::Unknown(spec.into()))
+    }
+}
+
+/// Draws LBAs (of the first sector of a request of `len` sectors) from a distribution.
+pub struct Picker {
+    dist: Distribution,
+    n: u64,
+    next_seq: u64,
+    /// Zipf: the inverse-CDF table over 1024 buckets of ranks (approximation with bounded
+    /// memory), and a random permutation multiplier so hot ranks are spread over the space.
+    zipf_cdf: Vec<f64>,
+}
+
+impl Picker {
+    pub fn new(dist: Distribution, n: u64) -> Picker {
+        let mut zipf_cdf = Vec::new();
+        if let Distribution::Zipf { theta } = dist {
+            // Bucket b covers ranks [n*b/B, n*(b+1)/B); its weight is the integral of
+            // x^-theta over the bucket.
+            let buckets = 1024.min(n as usize).max(1);
+            let f = |x: f64| {
+                if theta == 1.0 {
+                    x.ln()
+                } else {
+                    x.powf(1.0 - theta) / (1.0 - theta)
+                }
+            };
+            let mut acc = 0.0;
+            for b in 0..buckets {
+                let lo = 1.0 + n as f64 * b as f64 / buckets as f64;
+                let hi = 1.0 + n as f64 * (b + 1) as f64 / buckets as f64;
+                acc += f(hi) - f(lo);
+                zipf_cdf.push(acc);
+            }
+            for c in &mut zipf_cdf {
+                *c /= acc;
+            }
+        }
+        Picker {
+            dist,
+            n,
+            next_seq: 0,
+            zipf_cdf,
+        }
+    }
+
+    pub fn next(&mut self, rng: &mut ChaCha8Rng, len: u64) -> u64 {
+        let span = self.n - len + 1;
+        match self.dist {
+            Distribution::Sequential => {
+                let lba = self.next_seq;
+                self.next_seq = (self.next_seq + len) % span;
+                lba
+            }
+            Distribution::Uniform => rng.gen_range(0..span),
+            Distribution::HotCold {
+                write_pct,
+                space_pct,
+            } => {
+                let hot = (span * space_pct as u64 / 100).max(1);
+                if rng.gen_range(0..100) < write_pct {
+                    rng.gen_range(0..hot)
+                } else {
+                    rng.gen_range(hot.min(span - 1)..span)
+                }
+            }
+            Distribution::Zipf { .. } => {
+                let u: f64 = rng.gen();
+                let b = self
+                    .zipf_cdf
+                    .partition_point(|&c| c < u)
+                    .min(self.zipf_cdf.len() - 1);
+                let buckets = self.zipf_cdf.len() as u64;
+                let lo = span * b as u64 / buckets;
+                let hi = (span * (b as u64 + 1) / buckets).max(lo + 1);
+                let rank = rng.gen_range(lo..hi);
+                // Scatter ranks over the space (a fixed odd multiplier is a bijection mod 2^k;
+                // modulo span it still spreads hot ranks).
+                (rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1) % span
+            }
+        }
+    }
+}
+
+/// Everything a simulation needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimConfig {
+    pub geometry: Geometry,
+    pub timing: TimingConfig,
+    pub ftl: FtlConfig,
+    pub workload: Distribution,
+    /// Percent of requests that are reads.
+    pub read_pct: u32,
+    /// Percent of requests that are trims.
+    pub trim_pct: u32,
+    /// Request size in 4 KiB sectors.
+    pub request_sectors: u32,
+    pub queue_depth: u32,
+    /// Preconditioning: after a sequential fill, this many times the capacity in writes.
+    pub precondition_passes: f64,
+    /// Measured phase: this many times the capacity in host writes.
+    pub measure_passes: f64,
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            geometry: Geometry::new(4, 2, 128, 32, 2),
+            timing: TimingConfig::preset("femu").expect("preset"),
+            ftl: FtlConfig::default(),
+            workload: Distribution::Uniform,
+            read_pct: 0,
+            trim_pct: 0,
+            request_sectors: 1,
+            queue_depth: 1,
+            precondition_passes: 2.0,
+            measure_passes: 2.0,
+            seed: 1,
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+fn latency(mut v: Vec<u64>) -> Latency {
+    if v.is_empty() {
+        return Latency::default();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1e3;
+    Latency {
+        count: v.len() as u64,
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: *v.last().unwrap() as f64 / 1e3,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct MediaWrites {
+    pub user: u64,
+    pub gc: u64,
+    pub pad: u64,
+    pub meta: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct GcReport {
+    pub runs: u64,
+    pub sectors_moved: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyReport {
+    pub read: Latency,
+    pub write: Latency,
+}
+
+/// What a simulation measured (over the measured phase only).
+#[derive(Clone, Debug, Serialize)]
+pub struct SimReport {
+    pub exported_sectors: u64,
+    pub host_sectors_written: u64,
+    pub host_sectors_read: u64,
+    pub media_sectors_written: MediaWrites,
+    /// (user + GC) / user.
+    pub waf: f64,
+    /// All media writes (user, GC, padding, metadata) / host writes.
+    pub waf_total: f64,
+    pub erase_count: WearStats,
+    pub gc: GcReport,
+    pub sim_time_ns: u64,
+    pub throughput_mib_s: f64,
+    pub latency_us: LatencyReport,
+    /// The spare factor GC works with: (data area - exported) / exported.
+    pub effective_spare: f64,
+}
+
+type Op<'a> = dyn FnMut(&mut Ftl<RamMedia>) -> Result<lightnvm_media::Completion, FtlError> + 'a;
+
+/// Virtual-time queue: the completion instants of the requests outstanding.
+struct Queue {
+    slots: BinaryHeap<Reverse<u64>>,
+    clock: Arc<VirtualClock>,
+}
+
+impl Queue {
+    /// Issues one request when a slot frees up; returns its latency in ns.
+    fn issue(&mut self, ftl: &mut Ftl<RamMedia>, op: &mut Op<'_>) -> Result<u64, FtlError> {
+        let Reverse(t) = self.slots.pop().expect("queue slots");
+        self.clock.advance_to(t);
+        let start = self.clock.now_ns();
+        let c = op(ftl)?;
+        let done = c.done_ns.max(start);
+        self.slots.push(Reverse(done));
+        Ok(done - start)
+    }
+    /// When everything issued so far has completed.
+    fn horizon(&self) -> u64 {
+        self.slots.iter().map(|r| r.0).max().unwrap_or(0)
+    }
+}
+
+/// Runs a simulation.
+pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimReport, FtlError> {
+    let clock = VirtualClock::new();
+    let mut mc = MediaConfig::new(cfg.geometry);
+    mc.timing = cfg.timing;
+    mc.endurance = 0;
+    mc.faults.seed = cfg.seed;
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let media = RamMedia::new(mc, dyn_clock).map_err(|e| FtlError::TooSmall(e.to_string()))?;
+    let mut ftl = Ftl::format(media, cfg.ftl)?;
+    let n = ftl.exported_sectors();
+    let len = (cfg.request_sectors as u64).clamp(1, n);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut buf = vec![0x5Au8; len as usize * SS];
+    let mut rbuf = vec![0u8; len as usize * SS];
+
+    let mut q = Queue {
+        slots: (0..cfg.queue_depth.max(1)).map(|_| Reverse(0u64)).collect(),
+        clock,
+    };
+
+    // Preconditioning: a sequential fill, then overwrites with the workload's distribution.
+    let mut lba = 0;
+    while lba < n {
+        let l = len.min(n - lba);
+        q.issue(&mut ftl, &mut |f| {
+            f.write(lba, &buf[..l as usize * SS], false)
+        })?;
+        lba += l;
+    }
+    progress("fill", 1.0);
+    let mut picker = Picker::new(cfg.workload, n);
+    let pre_writes = (cfg.precondition_passes * n as f64 / len as f64) as u64;
+    for i in 0..pre_writes {
+        let at = picker.next(&mut rng, len);
+        q.issue(&mut ftl, &mut |f| f.write(at, &buf, false))?;
+        if i % 4096 == 0 {
+            progress("precondition", i as f64 / pre_writes.max(1) as f64);
+        }
+    }
+    let before: FtlStats = ftl.stats();
+    let t0 = q.horizon();
+    let mut wl = Vec::new();
+    let mut rl = Vec::new();
+    let target = (cfg.measure_passes * n as f64) as u64;
+    let mut written = 0u64;
+    let mut i = 0u64;
+    while written < target {
+        let at = picker.next(&mut rng, len);
+        let r = rng.gen_range(0..100u32);
+        if r < cfg.read_pct {
+            let lat = q.issue(&mut ftl, &mut |f| f.read(at, &mut rbuf))?;
+            rl.push(lat);
+        } else if r < cfg.read_pct + cfg.trim_pct {
+            q.issue(&mut ftl, &mut |f| f.trim(at, len))?;
+        } else {
+            buf[0..8].copy_from_slice(&i.to_le_bytes());
+            let lat = q.issue(&mut ftl, &mut |f| f.write(at, &buf, false))?;
+            wl.push(lat);
+            written += len;
+        }
+        i += 1;
+        if i % 4096 == 0 {
+            progress("measure", written as f64 / target.max(1) as f64);
+        }
+    }
+    let t1 = q.horizon();
+    let s = ftl.stats();
+    let user = s.media_sectors_user - before.media_sectors_user;
+    let gc = s.media_sectors_gc - before.media_sectors_gc;
+    let host_w = s.host_sectors_written - before.host_sectors_written;
+    let media = MediaWrites {
+        user,
+        gc,
+        pad: s.media_sectors_pad - before.media_sectors_pad,
+        meta: s.media_sectors_meta - before.media_sectors_meta,
+    };
+    let sim_time_ns = t1.saturating_sub(t0).max(1);
+    Ok(SimReport {
+        exported_sectors: n,
+        host_sectors_written: host_w,
+        host_sectors_read: s.host_sectors_read - before.host_sectors_read,
+        waf: (user + gc) as f64 / user.max(1) as f64,
+        waf_total: (media.user + media.gc + media.pad + media.meta) as f64 / host_w.max(1) as f64,
+        media_sectors_written: media,
+        erase_count: ftl.wear_stats(),
+        gc: GcReport {
+            runs: s.gc_runs - before.gc_runs,
+            sectors_moved: s.gc_sectors_moved - before.gc_sectors_moved,
+        },
+        sim_time_ns,
+        throughput_mib_s: (host_w * SS as u64) as f64
+            / (1 << 20) as f64
+            / (sim_time_ns as f64 / 1e9),
+        latency_us: LatencyReport {
+            read: latency(rl),
+            write: latency(wl),
+        },
+        effective_spare: cfg.ftl.over_provisioning / (1.0 - cfg.ftl.over_provisioning),
+    })
+}
+
+/// Lambert W, principal branch, for x in [-1/e, 0) (Halley's iteration).
+pub fn lambert_w0(x: f64) -> f64 {
+    assert!((-1.0 / std::f64::consts::E..0.0).contains(&x), "x = {x}");
+    // Start from the branch-point expansion, good near -1/e, then refine.
+    let p = (2.0 * (std::f64::consts::E * x + 1.0)).sqrt();
+    let mut w = -1.0 + p - p * p / 3.0 + 11.0 / 72.0 * p * p * p;
+    for _ in 0..50 {
+        let ew = w.exp();
+        let f = w * ew - x;
+        let next = w - f / (ew * (w + 1.0) - (w + 2.0) * f / (2.0 * w + 2.0));
+        if (next - w).abs() < 1e-15 {
+            return next;
+        }
+        w = next;
+    }
+    w
+}
+
+/// Write amplification of LRW (FIFO) cleaning under uniform random writes with spare factor
+/// rho (Desnoyers, SYSTOR 2012): WA = a / (a + W0(-a e^-a)), a = 1 + rho.
+pub fn lrw_waf(rho: f64) -> f64 {
+    let a = 1.0 + rho;
+    a / (a + lambert_w0(-a * (-a).exp()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambert_w_and_the_lrw_model() {
+        for x in [-0.3678, -0.3, -0.1, -0.01] {
+            let w = lambert_w0(x);
+            assert!((w * w.exp() - x).abs() < 1e-12, "x {x} w {w}");
+        }
+        // Known values of the model: WA falls as spare grows.
+        let wa = [0.07, 0.125, 0.28, 0.5].map(lrw_waf);
+        assert!(wa.windows(2).all(|p| p[0] > p[1]), "{wa:?}");
+        // a = 1.28: W0(-1.28 e^-1.28) = -0.7645 (checked by hand), WA = 1.28 / 0.5155.
+        assert!((wa[2] - 2.483).abs() < 0.005, "{wa:?}");
+    }
+
+    #[test]
+    fn specs_parse_and_bad_ones_name_the_problem() {
+        assert_eq!(
+            Distribution::parse("hotcold:90/10"),
+            Ok(Distribution::HotCold {
+                write_pct: 90,
+                space_pct: 10
+            })
+        );
+        assert_eq!(
+            Distribution::parse("zipf:0.9"),
+            Ok(Distribution::Zipf { theta: 0.9 })
+        );
+        assert!(matches!(
+            Distribution::parse("hotcold:90"),
+            Err(WorkloadError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Distribution::parse("zipf:x"),
+            Err(WorkloadError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Distribution::parse("bursty"),
+            Err(WorkloadError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn skewed_pickers_are_skewed() {
+        let n = 100_000;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut p = Picker::new(
+            Distribution::HotCold {
+                write_pct: 90,
+                space_pct: 10,
+            },
+            n,
+        );
+        let hot = (0..10_000).filter(|_| p.next(&mut rng, 1) < n / 10).count();
+        assert!((8800..9200).contains(&hot), "{hot}");
+        let mut z = Picker::new(Distribution::Zipf { theta: 0.9 }, n);
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            *counts.entry(z.next(&mut rng, 1)).or_insert(0u32) += 1;
+        }
+        let mut v: Vec<u32> = counts.into_values().collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        let top: u32 = v.iter().take(1000).sum();
+        assert!(top > 20_000 / 4, "top 1% of LBAs got {top} of 20000");
+    }
+
+    #[test]
+    fn same_seed_same_report() {
+        let cfg = SimConfig {
+            geometry: Geometry::new(2, 2, 24, 16, 1),
+            precondition_passes: 1.0,
+            measure_passes: 1.0,
+            queue_depth: 4,
+            read_pct: 20,
+            ..SimConfig::default()
+        };
+        let a = serde_json::to_string(&run(&cfg, |_, _| {}).unwrap()).unwrap();
+        let b = serde_json::to_string(&run(&cfg, |_, _| {}).unwrap()).unwrap();
+        assert_eq!(a, b);
+    }
+}
