@@ -325,7 +325,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     for i in 0..pre_writes {
         let at = picker.next(&mut rng, len);
         q.issue(&mut ftl, &mut |f| f.write(at, &buf, false))?;
-        if i % 4096 == 0 {
+        if i.is_multiple_of(4096) {
             progress("precondition", i as f64 / pre_writes.max(1) as f64);
         }
     }
@@ -351,7 +351,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             written += len;
         }
         i += 1;
-        if i % 4096 == 0 {
+        if i.is_multiple_of(4096) {
             progress("measure", written as f64 / target.max(1) as f64);
         }
     }
