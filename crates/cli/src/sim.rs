@@ -83,7 +83,7 @@ pub fn sim(a: SimArgs) -> Result<()> {
     if a.validate {
         return validate(&a);
     }
-    if a.bs == 0 || a.bs % 4096 != 0 {
+    if a.bs == 0 || !a.bs.is_multiple_of(4096) {
         bail!("--bs {} must be a positive multiple of 4096", a.bs);
     }
     if a.read_pct + a.trim_pct > 100 {
