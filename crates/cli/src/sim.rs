@@ -37,6 +37,9 @@ pub struct SimArgs {
     /// Requests outstanding (in virtual time).
     #[arg(long, default_value_t = 1)]
     qd: u32,
+    /// Skip the sequential fill that starts preconditioning (measure a fresh device).
+    #[arg(long)]
+    no_fill: bool,
     /// Preconditioning writes after the fill, in device capacities.
     #[arg(long, default_value_t = 2.0)]
     precondition: f64,
@@ -101,6 +104,7 @@ pub fn sim(a: SimArgs) -> Result<()> {
         trim_pct: a.trim_pct,
         request_sectors: (a.bs / 4096) as u32,
         queue_depth: a.qd,
+        fill: !a.no_fill,
         precondition_passes: a.precondition,
         measure_passes: a.measure,
         seed: a.seed,
@@ -192,6 +196,7 @@ fn validate(a: &SimArgs) -> Result<()> {
                 trim_pct: 0,
                 request_sectors: 1,
                 queue_depth: 1,
+                fill: true,
                 precondition_passes: 4.0,
                 measure_passes: 4.0,
                 seed: a.seed,

@@ -255,3 +255,56 @@ fn check_reports_a_corrupt_superblock_copy_and_repairs_it() {
     );
     assert!(lightnvm(&["check", s(&img)]).status.success());
 }
+
+#[test]
+fn sim_json_is_deterministic_and_bad_configs_name_the_field() {
+    let args = [
+        "sim",
+        "--workload",
+        "hotcold:90/10",
+        "--geometry",
+        "2,2,24,16,1",
+        "--precondition",
+        "1",
+        "--measure",
+        "1",
+        "--qd",
+        "4",
+        "--read-pct",
+        "10",
+        "--json",
+        "--seed",
+        "7",
+    ];
+    let a = lightnvm(&args);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = lightnvm(&args);
+    assert_eq!(a.stdout, b.stdout, "same seed, same JSON");
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let r = &v["result"];
+    for field in [
+        "host_sectors_written",
+        "waf",
+        "sim_time_ns",
+        "throughput_mib_s",
+    ] {
+        assert!(r[field].as_f64().unwrap() > 0.0, "{field}: {r}");
+    }
+    assert!(r["media_sectors_written"]["user"].as_u64().unwrap() > 0);
+    assert!(r["latency_us"]["write"]["p99"].as_f64().is_some());
+    assert!(r["erase_count"]["max"].as_u64().is_some());
+    assert!(r["gc"]["runs"].as_u64().unwrap() > 0);
+    for (bad, needle) in [
+        (vec!["sim", "--gc", "lru"], "unknown GC policy"),
+        (vec!["sim", "--workload", "bursty"], "unknown workload"),
+        (vec!["sim", "--workload", "hotcold:90"], "hotcold"),
+        (vec!["sim", "--op", "0.9"], "over_provisioning"),
+        (vec!["sim", "--geometry", "0,2,24,16,1"], "channels"),
+        (vec!["sim", "--bs", "1000"], "--bs"),
+    ] {
+        let out = lightnvm(&bad);
+        assert!(!out.status.success(), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{bad:?}: {err}");
+    }
+}

@@ -174,7 +174,9 @@ pub struct SimConfig {
     /// Request size in 4 KiB sectors.
     pub request_sectors: u32,
     pub queue_depth: u32,
-    /// Preconditioning: after a sequential fill, this many times the capacity in writes.
+    /// Preconditioning: fill the device sequentially first.
+    pub fill: bool,
+    /// Preconditioning: after the fill, this many times the capacity in writes.
     pub precondition_passes: f64,
     /// Measured phase: this many times the capacity in host writes.
     pub measure_passes: f64,
@@ -192,6 +194,7 @@ impl Default for SimConfig {
             trim_pct: 0,
             request_sectors: 1,
             queue_depth: 1,
+            fill: true,
             precondition_passes: 2.0,
             measure_passes: 2.0,
             seed: 1,
@@ -312,7 +315,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
 
     // Preconditioning: a sequential fill, then overwrites with the workload's distribution.
     let mut lba = 0;
-    while lba < n {
+    while cfg.fill && lba < n {
         let l = len.min(n - lba);
         q.issue(&mut ftl, &mut |f| {
             f.write(lba, &buf[..l as usize * SS], false)
