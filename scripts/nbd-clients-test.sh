@@ -109,7 +109,13 @@ fio --name=lnvm --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --size=32m --nu
     --offset_increment=40m --offset=200m --iodepth=16 --verify=crc32c --do_verify=1 \
     --group_reporting --output="$W/fio.txt" || fail "fio"
 grep -q "err= 0" "$W/fio.txt" || { cat "$W/fio.txt" >&2; fail "fio reported errors"; }
-ok "fio nbd engine: 3 jobs randwrite + crc32c verify, no errors"
+# Random reads of the same data in a separate run: fio re-reads and verifies only.
+fio --name=lnvm --ioengine=nbd --uri="$U" --rw=randwrite --bs=4k --size=32m --numjobs=3 \
+    --offset_increment=40m --offset=200m --iodepth=16 --verify=crc32c --verify_only \
+    --group_reporting --output="$W/fio2.txt" || fail "fio verify_only"
+grep -q "err= 0" "$W/fio2.txt" || { cat "$W/fio2.txt" >&2; fail "fio verify_only reported errors"; }
+grep -q "READ:" "$W/fio2.txt" || fail "fio verify_only did not read"
+ok "fio nbd engine: 3 jobs randwrite + crc32c verify, then a separate verifying read run, no errors"
 
 # A real filesystem: nbdfuse exposes the export as a file; a loop device; ext4.
 mkdir -p "$W/mnt" "$W/fs"
