@@ -347,6 +347,18 @@ fn line_capacity(pus: usize, g: &Geometry, footer_slots: u32) -> u32 {
     ((slots - 1 - footer_slots as u64) * g.sectors_per_page as u64) as u32
 }
 
+/// The order in which a stream visits a line's PUs in each page row: ascending, rotated by the
+/// line number, so that the metadata at a line's start (header) and end (footer) falls on a
+/// different PU from line to line and no PU carries more programs than the others.
+pub(crate) fn slot_order(line: u32, pus: &[u32]) -> Vec<u32> {
+    let mut v = pus.to_vec();
+    if !v.is_empty() {
+        let k = line as usize % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
 /// Lines kept out of user data: user + GC open lines, two checkpoints, one checkpoint being
 /// written, the GC reserve, and one more so that a crash (which turns the open lines' unused
 /// space into garbage until GC runs) still leaves recovery a line for its checkpoint.
@@ -1140,6 +1152,7 @@ impl<M: Media> Ftl<M> {
                 .map(|&l| FreeLine {
                     line: l,
                     erase_mean: self.lines[l as usize].erase_mean,
+                    needs_erase: self.lines[l as usize].generation > 0,
                 })
                 .collect();
             let forced = self
@@ -1241,7 +1254,7 @@ impl<M: Media> Ftl<M> {
             }
             let s = &mut self.streams[k as usize];
             s.line = Some(line);
-            s.pus = self.lines[line as usize].pus.clone();
+            s.pus = slot_order(line, &self.lines[line as usize].pus);
             s.row = 0;
             s.col = 0;
             s.fill = 0;

@@ -115,6 +115,8 @@ pub fn victim_policy(kind: VictimPolicyKind, seed: u64) -> Box<dyn VictimPolicy>
 pub struct FreeLine {
     pub line: u32,
     pub erase_mean: f64,
+    /// Opening it costs an erase (it was used since it was last erased).
+    pub needs_erase: bool,
 }
 
 /// Wear leveling: which free line to open, and when to move cold data.
@@ -156,7 +158,8 @@ impl WearPolicy for Wear {
             let e = free[*i].erase_mean;
             // Least worn first for user data (hot); most worn first for GC data (cold).
             let k = if for_gc { -e } else { e };
-            (ordered(k), free[*i].line)
+            // Among equally worn lines, one that is already erased costs no erase time.
+            (ordered(k), free[*i].needs_erase, free[*i].line)
         };
         (0..free.len()).min_by_key(key).expect("free lines")
     }
@@ -244,14 +247,17 @@ mod tests {
             FreeLine {
                 line: 0,
                 erase_mean: 5.0,
+                needs_erase: false,
             },
             FreeLine {
                 line: 1,
                 erase_mean: 1.0,
+                needs_erase: false,
             },
             FreeLine {
                 line: 2,
                 erase_mean: 9.0,
+                needs_erase: false,
             },
         ];
         assert_eq!(w.pick_free(&free, false), 1);

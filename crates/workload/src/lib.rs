@@ -501,4 +501,35 @@ mod tests {
         let b = serde_json::to_string(&run(&cfg, |_, _| {}).unwrap()).unwrap();
         assert_eq!(a, b);
     }
+
+    #[test]
+    fn sequential_bandwidth_reaches_the_parallelism_bound() {
+        // A fresh device (no erases), 64 KiB requests, enough outstanding to keep every PU busy.
+        let g = Geometry::preset("small").unwrap();
+        let t = TimingConfig::preset("femu").unwrap();
+        let cfg = SimConfig {
+            geometry: g,
+            timing: t,
+            workload: Distribution::Sequential,
+            request_sectors: 16,
+            queue_depth: 64,
+            fill: false,
+            precondition_passes: 0.0,
+            measure_passes: 0.8,
+            ..SimConfig::default()
+        };
+        let r = run(&cfg, |_, _| {}).unwrap();
+        let page = g.page_bytes() as u64;
+        let per_page_ns = t.t_prog_ns + t.transfer_ns(page + g.page_oob_bytes() as u64);
+        let bound_mib_s =
+            g.parallel_units() as f64 * page as f64 / (per_page_ns as f64 / 1e9) / (1 << 20) as f64;
+        let ratio = r.throughput_mib_s / bound_mib_s;
+        assert!(
+            ratio >= 0.98,
+            "{:.1} MiB/s is {:.1}% of the {bound_mib_s:.1} MiB/s bound",
+            r.throughput_mib_s,
+            ratio * 100.0
+        );
+        assert!(ratio <= 1.0, "above the bound: {ratio}");
+    }
 }

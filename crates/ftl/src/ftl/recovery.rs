@@ -136,7 +136,7 @@ pub(super) fn meta_pages<M: Media>(
     limit: usize,
 ) -> Result<Vec<Vec<u8>>, FtlError> {
     let g = *media.geometry();
-    let pus = incarnation_pus(media, line, Some(header));
+    let pus = slot_order(line, &incarnation_pus(media, line, Some(header)));
     let mut out = Vec::new();
     for row in 0..g.pages_per_block {
         for &pu in &pus {
@@ -727,8 +727,14 @@ impl<M: Media> Ftl<M> {
                 Err(FtlError::NoSpace) => {
                     // Safe to go on: the replayed lines stay until GC copies what they hold.
                     ftl.recovery
-                        .problems
+                        .notes
                         .push("no free line for a post-recovery checkpoint".into());
+                }
+                Err(FtlError::ReadOnly { reason }) => {
+                    // Worn out: the data stays readable; nothing more is written.
+                    ftl.recovery
+                        .notes
+                        .push(format!("no post-recovery checkpoint: read-only ({reason})"));
                 }
                 Err(e) => return Err(e),
             }
@@ -812,13 +818,18 @@ impl<M: Media> Ftl<M> {
         if ((g.pages_per_block - row) as u64) * (pus.len() as u64) <= self.footer_slots as u64 + 1 {
             return Ok(());
         }
+        // The stream goes on in the line's slot order (see `slot_order`), without the PUs lost.
+        let order: Vec<u32> = slot_order(line, &self.lines[line as usize].data_pus)
+            .into_iter()
+            .filter(|p| pus.contains(p))
+            .collect();
         let s = &mut self.streams[k as usize];
         s.record.fill((P2L_EMPTY, 0));
         for &(idx, entry) in rec {
             s.record[idx] = entry;
         }
         s.line = Some(line);
-        s.pus = pus.clone();
+        s.pus = order;
         s.row = row;
         s.col = 0;
         s.fill = 0;
