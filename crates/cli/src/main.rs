@@ -13,6 +13,7 @@ use lightnvm_media::{
 use serde::Serialize;
 
 mod ftl_cmds;
+mod plots;
 mod serve;
 mod sim;
 

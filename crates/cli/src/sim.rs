@@ -1,6 +1,6 @@
 //! `lightnvm sim`: the FTL on RAM media in virtual time.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use lightnvm_ftl::VictimPolicyKind;
 use lightnvm_media::{Geometry, TimingConfig};
@@ -48,6 +48,18 @@ pub struct SimArgs {
     measure: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Replay a block trace as the measured phase (LBAs wrap onto the device).
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+    /// Trace format: msr, alibaba, fio (iolog v2/v3).
+    #[arg(long, default_value = "msr")]
+    trace_format: String,
+    /// Issue trace requests at their timestamps (open loop); default: as fast as --qd allows.
+    #[arg(long)]
+    open_loop: bool,
+    /// Write SVG plots there: WAF over time, erase-count histogram, latency CDFs.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -108,15 +120,53 @@ pub fn sim(a: SimArgs) -> Result<()> {
         precondition_passes: a.precondition,
         measure_passes: a.measure,
         seed: a.seed,
+        trace: match &a.trace {
+            None => None,
+            Some(path) => {
+                let fmt = lightnvm_workload::trace::TraceFormat::parse(&a.trace_format)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown --trace-format `{}` (msr, alibaba, fio)",
+                            a.trace_format
+                        )
+                    })?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let ops = lightnvm_workload::trace::parse(&text, fmt)
+                    .with_context(|| format!("{}", path.display()))?;
+                if ops.is_empty() {
+                    bail!("{}: no requests in the trace", path.display());
+                }
+                Some(std::sync::Arc::new(ops))
+            }
+        },
+        open_loop: a.open_loop,
     };
-    let quiet = a.json;
-    let r = run(&cfg, |phase, frac| {
-        if !quiet {
-            eprint!("\r{phase:>12} {:5.1}%", frac * 100.0);
+    // Progress on stderr, hidden with --json or when stderr is not a terminal.
+    let bar = if a.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(1000),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed}")
+        {
+            b.set_style(style.progress_chars("=> "));
         }
+        b
+    };
+    let r = run(&cfg, |phase, frac| {
+        bar.set_message(phase.to_string());
+        bar.set_position((frac.clamp(0.0, 1.0) * 1000.0) as u64);
     })?;
-    if !quiet {
-        eprintln!();
+    bar.finish_and_clear();
+    if let Some(dir) = &a.plot {
+        crate::plots::write_all(dir, &r)?;
+        if !a.json {
+            eprintln!("plots written to {}", dir.display());
+        }
     }
     if a.json {
         println!(
@@ -200,6 +250,8 @@ fn validate(a: &SimArgs) -> Result<()> {
                 precondition_passes: 4.0,
                 measure_passes: 4.0,
                 seed: a.seed,
+                trace: None,
+                open_loop: false,
             };
             waf[i] = run(&cfg, |_, _| {})?.waf;
         }

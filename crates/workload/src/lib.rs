@@ -5,6 +5,8 @@
 //! completion minus its issue instant, and hours of device time take seconds.
 
 use std::cmp::Reverse;
+pub mod trace;
+
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -181,6 +183,12 @@ pub struct SimConfig {
     /// Measured phase: this many times the capacity in host writes.
     pub measure_passes: f64,
     pub seed: u64,
+    /// Replay this trace as the measured phase instead of the distribution.
+    #[serde(skip)]
+    pub trace: Option<Arc<Vec<trace::TraceOp>>>,
+    /// With a trace: issue requests at their timestamps (open loop) rather than as fast as
+    /// the queue depth allows (closed loop).
+    pub open_loop: bool,
 }
 
 impl Default for SimConfig {
@@ -198,6 +206,8 @@ impl Default for SimConfig {
             precondition_passes: 2.0,
             measure_passes: 2.0,
             seed: 1,
+            trace: None,
+            open_loop: false,
         }
     }
 }
@@ -265,6 +275,33 @@ pub struct SimReport {
     pub latency_us: LatencyReport,
     /// The spare factor GC works with: (data area - exported) / exported.
     pub effective_spare: f64,
+    /// (host sectors written so far in the measured phase, WAF so far), about 100 points.
+    pub waf_series: Vec<(u64, f64)>,
+    /// (erase count, blocks with it) over the line pool.
+    pub erase_histogram: Vec<(u32, u32)>,
+    /// Latency CDFs: (microseconds, fraction of requests at or below), about 100 points each.
+    pub latency_cdf_us: LatencyCdf,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LatencyCdf {
+    pub read: Vec<(f64, f64)>,
+    pub write: Vec<(f64, f64)>,
+}
+
+fn cdf(v: &[u64]) -> Vec<(f64, f64)> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let n = v.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    (1..=100)
+        .map(|k| {
+            let i = ((n * k) / 100).max(1) - 1;
+            (v[i] as f64 / 1e3, (i + 1) as f64 / n as f64)
+        })
+        .collect()
 }
 
 type Op<'a> = dyn FnMut(&mut Ftl<RamMedia>) -> Result<lightnvm_media::Completion, FtlError> + 'a;
@@ -278,8 +315,17 @@ struct Queue {
 impl Queue {
     /// Issues one request when a slot frees up; returns its latency in ns.
     fn issue(&mut self, ftl: &mut Ftl<RamMedia>, op: &mut Op<'_>) -> Result<u64, FtlError> {
+        self.issue_at(ftl, op, 0)
+    }
+    /// Issues one request when a slot frees up, but not before `not_before` ns.
+    fn issue_at(
+        &mut self,
+        ftl: &mut Ftl<RamMedia>,
+        op: &mut Op<'_>,
+        not_before: u64,
+    ) -> Result<u64, FtlError> {
         let Reverse(t) = self.slots.pop().expect("queue slots");
-        self.clock.advance_to(t);
+        self.clock.advance_to(t.max(not_before));
         let start = self.clock.now_ns();
         let c = op(ftl)?;
         let done = c.done_ns.max(start);
@@ -305,7 +351,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     let n = ftl.exported_sectors();
     let len = (cfg.request_sectors as u64).clamp(1, n);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut buf = vec![0x5Au8; len as usize * SS];
+    let buf = vec![0x5Au8; len as usize * SS];
     let mut rbuf = vec![0u8; len as usize * SS];
 
     let mut q = Queue {
@@ -339,25 +385,89 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     let target = (cfg.measure_passes * n as f64) as u64;
     let mut written = 0u64;
     let mut i = 0u64;
-    while written < target {
-        let at = picker.next(&mut rng, len);
-        let r = rng.gen_range(0..100u32);
-        if r < cfg.read_pct {
-            let lat = q.issue(&mut ftl, &mut |f| f.read(at, &mut rbuf))?;
-            rl.push(lat);
-        } else if r < cfg.read_pct + cfg.trim_pct {
-            q.issue(&mut ftl, &mut |f| f.trim(at, len))?;
-        } else {
-            buf[0..8].copy_from_slice(&i.to_le_bytes());
-            let lat = q.issue(&mut ftl, &mut |f| f.write(at, &buf, false))?;
-            wl.push(lat);
-            written += len;
+    let mut series = Vec::new();
+    let series_every = (target / 100).max(1);
+    let mut next_point = series_every;
+    let waf_now = |ftl: &Ftl<RamMedia>| {
+        let s = ftl.stats();
+        let u = s.media_sectors_user - before.media_sectors_user;
+        (u + s.media_sectors_gc - before.media_sectors_gc) as f64 / u.max(1) as f64
+    };
+    // The measured phase: the trace if there is one, else the distribution.
+    let trace_ops = cfg.trace.clone();
+    let total_ops = trace_ops.as_ref().map(|t| t.len() as u64);
+    let mut big = Vec::new();
+    loop {
+        let (kind, at, l, not_before) = match &trace_ops {
+            Some(t) => {
+                let Some(op) = t.get(i as usize) else { break };
+                let first = op.offset / SS as u64;
+                let end = (op.offset + op.len).div_ceil(SS as u64);
+                let l = (end - first).clamp(1, n);
+                let at = (first % n).min(n - l);
+                let when = if cfg.open_loop { t0 + op.time_ns } else { 0 };
+                (op.kind, at, l, when)
+            }
+            None => {
+                if written >= target {
+                    break;
+                }
+                let at = picker.next(&mut rng, len);
+                let r = rng.gen_range(0..100u32);
+                let kind = if r < cfg.read_pct {
+                    trace::TraceKind::Read
+                } else if r < cfg.read_pct + cfg.trim_pct {
+                    trace::TraceKind::Trim
+                } else {
+                    trace::TraceKind::Write
+                };
+                (kind, at, len, 0)
+            }
+        };
+        let bytes = l as usize * SS;
+        if big.len() < bytes {
+            big.resize(bytes, 0x5A);
+        }
+        match kind {
+            trace::TraceKind::Read => {
+                if rbuf.len() < bytes {
+                    rbuf.resize(bytes, 0);
+                }
+                let lat = q.issue_at(
+                    &mut ftl,
+                    &mut |f| f.read(at, &mut rbuf[..bytes]),
+                    not_before,
+                )?;
+                rl.push(lat);
+            }
+            trace::TraceKind::Trim => {
+                q.issue_at(&mut ftl, &mut |f| f.trim(at, l), not_before)?;
+            }
+            trace::TraceKind::Write => {
+                big[0..8].copy_from_slice(&i.to_le_bytes());
+                let lat = q.issue_at(
+                    &mut ftl,
+                    &mut |f| f.write(at, &big[..bytes], false),
+                    not_before,
+                )?;
+                wl.push(lat);
+                written += l;
+                if written >= next_point {
+                    series.push((written, waf_now(&ftl)));
+                    next_point += series_every;
+                }
+            }
         }
         i += 1;
         if i.is_multiple_of(4096) {
-            progress("measure", written as f64 / target.max(1) as f64);
+            let frac = match total_ops {
+                Some(t) => i as f64 / t.max(1) as f64,
+                None => written as f64 / target.max(1) as f64,
+            };
+            progress("measure", frac);
         }
     }
+    let _ = &buf;
     let t1 = q.horizon();
     let s = ftl.stats();
     let user = s.media_sectors_user - before.media_sectors_user;
@@ -386,11 +496,25 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         throughput_mib_s: (host_w * SS as u64) as f64
             / (1 << 20) as f64
             / (sim_time_ns as f64 / 1e9),
+        latency_cdf_us: LatencyCdf {
+            read: cdf(&rl),
+            write: cdf(&wl),
+        },
         latency_us: LatencyReport {
             read: latency(rl),
             write: latency(wl),
         },
         effective_spare: cfg.ftl.over_provisioning / (1.0 - cfg.ftl.over_provisioning),
+        waf_series: series,
+        erase_histogram: {
+            let mut h = std::collections::BTreeMap::new();
+            for b in ftl.media().block_table() {
+                if b.bad.is_none() {
+                    *h.entry(b.erase_count).or_insert(0u32) += 1;
+                }
+            }
+            h.into_iter().collect()
+        },
     })
 }
 
