@@ -308,3 +308,60 @@ fn sim_json_is_deterministic_and_bad_configs_name_the_field() {
         assert!(err.contains(needle), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn sim_replays_traces_and_writes_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    // Alibaba format: device_id,opcode,offset,length,timestamp (us).
+    let mut text = String::from("device_id,opcode,offset,length,timestamp\n");
+    for i in 0..3000u64 {
+        let op = if i % 3 == 0 { "R" } else { "W" };
+        text.push_str(&format!(
+            "0,{op},{},{},{}\n",
+            (i * 7919 % 5000) * 4096,
+            4096 * (1 + i % 4),
+            1000 * i
+        ));
+    }
+    std::fs::write(&trace, &text).unwrap();
+    let plots = dir.path().join("plots");
+    let out = lightnvm(&[
+        "sim",
+        "--geometry",
+        "2,2,24,16,1",
+        "--trace",
+        s(&trace),
+        "--trace-format",
+        "alibaba",
+        "--open-loop",
+        "--precondition",
+        "0",
+        "--json",
+        "--plot",
+        s(&plots),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"]["latency_us"]["read"]["count"], 1000);
+    assert_eq!(v["result"]["latency_us"]["write"]["count"], 2000);
+    // Open loop: the requests span the trace's 3 seconds of timestamps.
+    assert!(v["result"]["sim_time_ns"].as_u64().unwrap() >= 2_999_000_000);
+    for f in ["waf.svg", "erase_counts.svg", "latency_cdf.svg"] {
+        let svg = std::fs::read_to_string(plots.join(f)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline") || svg.contains("<rect"),
+            "{f}"
+        );
+    }
+    // A bad line is named.
+    std::fs::write(&trace, "0,R,0,4096,0\n0,Q,0,4096,1\n").unwrap();
+    let out = lightnvm(&["sim", "--trace", s(&trace), "--trace-format", "alibaba"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("opcode"), "{err}");
+}
