@@ -19,7 +19,7 @@ for w in "${WORKLOADS[@]}"; do
     for p in "${POLICIES[@]}"; do
         out=$("$B" sim --workload "$w" --gc "$p" --geometry 4,2,128,32,2 --timing none \
             --precondition 2 --measure "$MEASURE" --json)
-        cell=$(python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; e=r["erase_count"]; print(f"{r[\"waf\"]:.2f} / {e[\"max\"]-e[\"min\"]}")' <<<"$out")
+        cell=$(python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; e=r["erase_count"]; print("%.2f / %d" % (r["waf"], e["max"] - e["min"]))' <<<"$out")
         printf "%18s" "$cell"
     done
     echo
