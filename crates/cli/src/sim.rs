@@ -10,6 +10,11 @@ use crate::ftl_cmds::FtlArgs;
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
+    /// Read the settings from a TOML file: keys as the flags below, with `_` for `-` (e.g.
+    /// `workload = "zipf:0.9"`, `read_pct = 30`, `gc = "cost-benefit"`, `geometry = "4,2,64,32,4"`).
+    /// Values in the file replace the flags' defaults.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Workload: seq, uniform, hotcold:W/S (W% of writes to S% of the LBAs), zipf:THETA.
     #[arg(long, default_value = "uniform")]
     workload: String,
@@ -92,7 +97,59 @@ fn geometry(a: &SimArgs) -> Result<Geometry> {
     Ok(g)
 }
 
-pub fn sim(a: SimArgs) -> Result<()> {
+/// The keys a `--config` file may set.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    workload: Option<String>,
+    preset: Option<String>,
+    geometry: Option<String>,
+    timing: Option<String>,
+    op: Option<f64>,
+    gc: Option<String>,
+    placement: Option<String>,
+    static_wl: Option<u32>,
+    checkpoint_interval: Option<u32>,
+    read_pct: Option<u32>,
+    trim_pct: Option<u32>,
+    bs: Option<u64>,
+    qd: Option<u32>,
+    no_fill: Option<bool>,
+    precondition: Option<f64>,
+    measure: Option<f64>,
+    seed: Option<u64>,
+    trace: Option<std::path::PathBuf>,
+    trace_format: Option<String>,
+    open_loop: Option<bool>,
+}
+
+fn apply_file(a: &mut SimArgs) -> Result<()> {
+    let Some(path) = a.config.clone() else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: FileConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    macro_rules! take {
+        ($($field:ident => $target:expr),* $(,)?) => { $( if let Some(v) = f.$field { $target = v; } )* };
+    }
+    take!(workload => a.workload, preset => a.preset, timing => a.timing, op => a.ftl.op, gc => a.ftl.gc,
+        placement => a.ftl.placement, static_wl => a.ftl.static_wl,
+        checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
+        bs => a.bs, qd => a.qd, no_fill => a.no_fill, precondition => a.precondition, measure => a.measure,
+        seed => a.seed, trace_format => a.trace_format, open_loop => a.open_loop);
+    if f.geometry.is_some() {
+        a.geometry = f.geometry;
+    }
+    if f.trace.is_some() {
+        a.trace = f.trace;
+    }
+    Ok(())
+}
+
+pub fn sim(mut a: SimArgs) -> Result<()> {
+    apply_file(&mut a)?;
     let timing = TimingConfig::preset(&a.timing)
         .ok_or_else(|| anyhow::anyhow!("unknown --timing `{}`", a.timing))?;
     if a.validate {

@@ -365,3 +365,32 @@ fn sim_replays_traces_and_writes_plots() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("opcode"), "{err}");
 }
+
+#[test]
+fn sim_reads_a_toml_config_and_names_bad_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sim.toml");
+    std::fs::write(
+        &cfg,
+        "workload = \"zipf:0.9\"\ngc = \"cost-benefit\"\ngeometry = \"2,2,24,16,1\"\nprecondition = 1.0\nmeasure = 1.0\nread_pct = 20\n",
+    )
+    .unwrap();
+    let out = lightnvm(&["sim", "--config", s(&cfg), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["config"]["workload"]["theta"], 0.9);
+    assert_eq!(v["config"]["read_pct"], 20);
+    assert_eq!(v["config"]["ftl"]["victim"], "cost-benefit");
+    std::fs::write(&cfg, "workload = \"uniform\"\nqueue = 3\n").unwrap();
+    let out = lightnvm(&["sim", "--config", s(&cfg)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `queue`") && err.contains("line 2"),
+        "{err}"
+    );
+}
