@@ -180,38 +180,21 @@ impl From<FtlConfigError> for FtlError {
     }
 }
 
-impl From<ProgramError> for FtlError {
-    fn from(e: ProgramError) -> Self {
-        match e {
-            ProgramError::PowerLoss => FtlError::PowerLoss,
-            e => FtlError::Media(e.to_string()),
+/// Media errors: a power loss stays a power loss (the harness and recovery look for it);
+/// anything else is reported with the media's own message.
+macro_rules! from_media_error {
+    ($($t:ident),*) => {$(
+        impl From<$t> for FtlError {
+            fn from(e: $t) -> Self {
+                match e {
+                    $t::PowerLoss => FtlError::PowerLoss,
+                    e => FtlError::Media(e.to_string()),
+                }
+            }
         }
-    }
+    )*};
 }
-impl From<ReadError> for FtlError {
-    fn from(e: ReadError) -> Self {
-        match e {
-            ReadError::PowerLoss => FtlError::PowerLoss,
-            e => FtlError::Media(e.to_string()),
-        }
-    }
-}
-impl From<EraseError> for FtlError {
-    fn from(e: EraseError) -> Self {
-        match e {
-            EraseError::PowerLoss => FtlError::PowerLoss,
-            e => FtlError::Media(e.to_string()),
-        }
-    }
-}
-impl From<SyncError> for FtlError {
-    fn from(e: SyncError) -> Self {
-        match e {
-            SyncError::PowerLoss => FtlError::PowerLoss,
-            e => FtlError::Media(e.to_string()),
-        }
-    }
-}
+from_media_error!(ProgramError, ReadError, EraseError, SyncError);
 
 /// Lines per state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -910,26 +910,12 @@ impl<M: Media> Ftl<M> {
     /// The sequence number of `lba`'s copy at `ppa`, if that sector still holds it.
     fn seq_at(&mut self, ppa: u32, lba: u32) -> Result<Option<u64>, FtlError> {
         let (addr, sector) = self.geo.sector_at(ppa);
-        let ss = self.geo.sector_size as usize;
-        let os = self.geo.oob_bytes_per_sector as usize;
-        let mut data = vec![0u8; ss];
-        let mut oob = vec![0u8; os];
-        for _ in 0..=READ_RETRIES {
-            match self.media.read(addr, sector, &mut data, &mut oob) {
-                Ok(_) => {
-                    return Ok(meta::decode_oob(&oob, &data)
-                        .filter(|o| o.lba == lba)
-                        .map(|o| o.seq));
-                }
-                Err(ReadError::Uncorrectable { .. }) => continue,
-                Err(
-                    ReadError::Unwritten { .. }
-                    | ReadError::BadBlock { .. }
-                    | ReadError::NotYetReadable { .. },
-                ) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(None)
+        let Some(page) = read_page(&mut self.media, addr)? else {
+            return Ok(None);
+        };
+        Ok(sectors_of(&self.geo, &page)
+            .into_iter()
+            .find(|(i, o)| *i == sector && o.lba == lba)
+            .map(|(_, o)| o.seq))
     }
 }
