@@ -137,6 +137,14 @@ struct InfoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() && !matches!(cli.command, Command::Serve(_)) {
+        // Library diagnostics (tracing) for every command when asked for; `serve` sets up
+        // its own logging (-v, -vv).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let result = match cli.command {
         Command::Format(a) => format(a),
         Command::Info(a) => info(a),

@@ -1,31 +1,47 @@
 //! The lightnvm FTL: a page-mapped flash translation layer over any [`Media`].
 //!
-//! * L2P: 4 bytes per exported 4 KiB sector (a physical sector index or a sentinel); the
-//!   reverse map (P2L) has 4 bytes per physical sector; each line keeps its valid count.
-//! * Lines: block `i` of every good PU. Writes stripe across the line's PUs one flash page at a
-//!   time (row-major: page 0 of every PU, then page 1...). Slot 0 holds the line header; the
-//!   last `footer_slots` slots hold the footer (the line's P2L with sequence numbers).
-//! * Two streams (open lines): user writes and GC relocation.
-//! * An L2P entry may point at a sector whose page is still being gathered in a stream's page
-//!   buffer, or that sits in the media's mw_cunits window: reads are served from memory then.
-//! * GC runs incrementally, interleaved with user writes by a rate limiter that scales with
-//!   the shortage of free lines; foreground GC takes over only when user writes would
-//!   otherwise take the lines reserved for GC.
-//! * A line emptied by GC is erased only after a durable point (both streams padded and the
-//!   media synced), so that every write that superseded its data is durable first.
+//! Components, each owning its state (see `docs/ftl.md` for the diagram, byte layouts and
+//! invariants); calls flow one way, core → {GC, durability} → writer → line pool → map /
+//! on-media formats → media:
 //!
-//! See `docs/ftl.md` for the on-media layout and the invariants [`Ftl::check`] verifies.
+//! * [`core`](crate::Ftl): composes the parts, host operations, the only orchestrator;
+//! * `l2p`: logical-to-physical map, reverse map, valid counts (4 bytes per exported
+//!   sector, 4 per physical sector);
+//! * `line`: line states (one transition function, a table), free / pending lists, counters;
+//! * `writer`: one per stream (user, GC, checkpoint): open line, slot order, page buffer,
+//!   header and footer;
+//! * `gc`: victim choice through the policy traits, relocation cursor, pacing;
+//! * `checkpoint`: kept checkpoints, when the next is due, what it holds;
+//! * `recovery`: open as a list of steps; `audit`: offline verification;
+//! * `meta`: the on-media structures; `layout`: format-time decisions; `superblock`.
 
 pub mod config;
 pub mod meta;
 pub mod policy;
 pub mod torture;
 
-mod ftl;
+mod addr;
+mod audit;
+mod checkpoint;
+mod core;
+mod error;
+mod gc;
+mod l2p;
+mod layout;
+mod line;
+mod line_reader;
+mod recovery;
+mod stats;
+mod superblock;
+mod window;
+mod writer;
 
+pub use crate::core::Ftl;
+pub use audit::AuditReport;
 pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, WearConfig};
-pub use ftl::{
-    repair_superblock, superblock_copies, AuditReport, Ftl, FtlError, FtlStats, LineCounts,
-    RecoveryReport, SuperblockCopies, WearStats,
-};
+pub use error::{FtlError, MediaError};
 pub use lightnvm_media::Media;
+pub use line::LineCounts;
+pub use recovery::RecoveryReport;
+pub use stats::{FtlStats, Health, WearStats};
+pub use superblock::{repair_superblock, superblock_copies, SuperblockCopies};

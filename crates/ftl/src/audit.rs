@@ -1,10 +1,15 @@
 //! Offline verification beyond the invariants: footers against the per-sector OOB, the
-//! mapping against the OOB, and superblock repair.
+//! mapping against the OOB.
 
+use lightnvm_media::{Media, PageAddr};
 use serde::Serialize;
 
-use super::recovery::{meta_pages, read_page, scan_line_header, sectors_of};
-use super::*;
+use crate::addr::{L2pEntry, Lba, P2L_EMPTY};
+use crate::core::Ftl;
+use crate::error::FtlError;
+use crate::line::LineState;
+use crate::line_reader::{meta_pages, read_page, scan_line_header, sectors_of};
+use crate::meta;
 
 /// What an audit found.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -39,10 +44,7 @@ impl<M: Media> Ftl<M> {
         let spp = g.sectors_per_page as usize;
         let pages = g.pages_per_block as usize;
         for line in self.superblock.reserved_lines..g.blocks_per_lun {
-            if !matches!(
-                self.lines[line as usize].state,
-                LineState::Closed | LineState::Gc
-            ) {
+            if !matches!(self.pool.state(line), LineState::Closed | LineState::Gc) {
                 continue;
             }
             r.lines_checked += 1;
@@ -108,20 +110,20 @@ impl<M: Media> Ftl<M> {
                 }
             }
         }
-        for lba in 0..self.exported as usize {
-            let ppa = self.l2p[lba];
-            if ppa == UNMAPPED || ppa == LOST {
+        for lba in 0..self.exported {
+            let lba = Lba::checked(lba, self.exported).expect("below the export");
+            let L2pEntry::Mapped(ppa) = self.map.get(lba) else {
                 continue;
-            }
+            };
             r.lbas_checked += 1;
-            let (addr, sector) = g.sector_at(ppa);
+            let (addr, sector) = ppa.addr(&g);
             let ss = g.sector_size as usize;
             let os = g.oob_bytes_per_sector as usize;
             let mut data = vec![0u8; ss];
             let mut oob = vec![0u8; os];
             if self.read_ppa(ppa, &mut data, Some(&mut oob))? {
                 match meta::decode_oob(&oob, &data) {
-                    Some(o) if o.lba == lba as u32 => {}
+                    Some(o) if o.lba == lba.0 => {}
                     Some(o) => r.problem(format!(
                         "LBA {lba} maps to {addr} sector {sector}, whose OOB says LBA {}",
                         o.lba
@@ -138,59 +140,4 @@ impl<M: Media> Ftl<M> {
         }
         Ok(r)
     }
-}
-
-/// The state of the two superblock copies of a media.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SuperblockCopies {
-    pub locations: Vec<String>,
-    pub valid: Vec<bool>,
-}
-
-/// Reads both superblock copies.
-pub fn superblock_copies<M: Media>(media: &mut M) -> Result<SuperblockCopies, FtlError> {
-    let mut out = SuperblockCopies {
-        locations: Vec::new(),
-        valid: Vec::new(),
-    };
-    for addr in superblock_blocks(media) {
-        let ok = read_page(media, addr.page(0))?
-            .filter(|p| p.failed == 0)
-            .and_then(|p| meta::decode_superblock(&p.data))
-            .is_some();
-        out.locations.push(addr.to_string());
-        out.valid.push(ok);
-    }
-    Ok(out)
-}
-
-/// Rewrites a corrupt superblock copy from the valid one. Loses nothing: the superblock
-/// blocks hold nothing else. Returns how many copies were rewritten.
-pub fn repair_superblock<M: Media>(media: &mut M) -> Result<u32, FtlError> {
-    let blocks = superblock_blocks(media);
-    let mut good: Option<(Vec<u8>, Vec<u8>)> = None;
-    let mut bad = Vec::new();
-    for addr in &blocks {
-        match read_page(media, addr.page(0))? {
-            Some(p) if p.failed == 0 && meta::decode_superblock(&p.data).is_some() => {
-                if good.is_none() {
-                    good = Some((p.data, p.oob));
-                }
-            }
-            _ => bad.push(*addr),
-        }
-    }
-    let Some((data, oob)) = good else {
-        return Err(FtlError::Corrupt(
-            "no valid superblock copy to repair from".into(),
-        ));
-    };
-    for addr in &bad {
-        let _ = media.erase(*addr)?;
-        let _ = media.program(addr.page(0), &data, &oob)?;
-    }
-    if !bad.is_empty() {
-        let _ = media.sync()?;
-    }
-    Ok(bad.len() as u32)
 }

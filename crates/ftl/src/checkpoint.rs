@@ -1,0 +1,159 @@
+//! Durability state: the kept checkpoints, when the next one is due, and what a checkpoint
+//! holds. The core writes checkpoints (through the checkpoint writer) and durable points;
+//! this component decides and remembers.
+//!
+//! Rules: the two newest checkpoints are kept (an older one is freed once a newer one is
+//! durable); trim records newer than the older kept checkpoint must survive GC (the
+//! "trim horizon").
+
+use crate::l2p::Map;
+use crate::line::{LinePool, LineState, StreamKind};
+use crate::meta;
+
+pub struct Durability {
+    /// The newest checkpoints (line, checkpoint seq), oldest first; at most two.
+    kept: Vec<(u32, u64)>,
+    /// Lines opened between checkpoints.
+    interval: u32,
+    opens_since: u32,
+    due: bool,
+}
+
+impl Durability {
+    pub fn new(interval: u32) -> Durability {
+        assert!(interval > 0);
+        Durability {
+            kept: Vec::new(),
+            interval,
+            opens_since: 0,
+            due: false,
+        }
+    }
+
+    /// A data line was opened: a checkpoint is due every `interval` opens.
+    pub fn note_open(&mut self, k: StreamKind) {
+        if k != StreamKind::Checkpoint {
+            self.opens_since += 1;
+            if self.opens_since >= self.interval {
+                self.due = true;
+            }
+        }
+    }
+
+    pub fn due(&self) -> bool {
+        self.due
+    }
+
+    #[cfg(test)]
+    pub fn kept(&self) -> &[(u32, u64)] {
+        &self.kept
+    }
+
+    /// Recovery: the checkpoints found (oldest first).
+    pub fn restore(&mut self, kept: Vec<(u32, u64)>) {
+        assert!(kept.len() <= 2);
+        self.kept = kept;
+    }
+
+    /// Sequence number below which trim records are covered by both kept checkpoints.
+    pub fn trim_horizon(&self) -> u64 {
+        self.kept.first().map_or(0, |c| c.1)
+    }
+
+    /// Gives up the oldest kept checkpoint's line (when two are kept).
+    pub fn take_oldest(&mut self) -> Option<u32> {
+        (self.kept.len() == 2).then(|| self.kept.remove(0).0)
+    }
+
+    /// A new checkpoint at `line` is durable. Returns the lines of checkpoints no longer
+    /// needed (beyond the two newest).
+    pub fn completed(&mut self, line: u32, seq: u64) -> Vec<u32> {
+        self.kept.push((line, seq));
+        let mut released = Vec::new();
+        while self.kept.len() > 2 {
+            released.push(self.kept.remove(0).0);
+        }
+        self.opens_since = 0;
+        self.due = false;
+        released
+    }
+
+    /// The kept checkpoints are in the right states.
+    pub fn check(&self, pool: &LinePool, seen: &mut [bool]) -> Result<(), String> {
+        if self.kept.is_empty() || self.kept.len() > 2 {
+            return Err(format!(
+                "{} checkpoints kept (expected 1 or 2)",
+                self.kept.len()
+            ));
+        }
+        for &(l, _) in &self.kept {
+            if pool.state(l) != LineState::Checkpoint || seen[l as usize] {
+                return Err(format!("checkpoint line {l} in state {:?}", pool.state(l)));
+            }
+            seen[l as usize] = true;
+        }
+        Ok(())
+    }
+}
+
+/// The state a line has in a checkpoint.
+fn ckpt_state(state: LineState) -> u8 {
+    match state {
+        LineState::Free | LineState::PendingFree => meta::CKPT_LINE_FREE,
+        LineState::Bad | LineState::Reserved => meta::CKPT_LINE_BAD,
+        LineState::Checkpoint => meta::CKPT_LINE_CHECKPOINT,
+        LineState::Open(_) => meta::CKPT_LINE_OPEN,
+        LineState::Closed | LineState::Gc => meta::CKPT_LINE_DATA,
+    }
+}
+
+/// What a checkpoint written now holds.
+pub fn snapshot(map: &Map, pool: &LinePool, seq: u64, clean: bool) -> meta::Checkpoint {
+    let lines = pool
+        .lines()
+        .iter()
+        .map(|l| meta::CheckpointLine {
+            state: ckpt_state(l.state),
+            closed_seq: l.closed_seq,
+            generation: l.generation,
+        })
+        .collect();
+    meta::Checkpoint {
+        clean,
+        seq,
+        line_seq: pool.line_seq,
+        close_seq: pool.close_seq,
+        l2p: map.l2p_raw().to_vec(),
+        lines,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_two_and_releases_older() {
+        let mut d = Durability::new(2);
+        assert!(d.completed(5, 10).is_empty());
+        assert_eq!(d.take_oldest(), None);
+        assert!(d.completed(6, 20).is_empty());
+        assert_eq!(d.trim_horizon(), 10);
+        assert_eq!(d.completed(7, 30), vec![5]);
+        assert_eq!(d.kept(), &[(6, 20), (7, 30)]);
+        assert_eq!(d.take_oldest(), Some(6));
+        assert_eq!(d.trim_horizon(), 30);
+    }
+
+    #[test]
+    fn due_after_interval_data_opens() {
+        let mut d = Durability::new(2);
+        d.note_open(StreamKind::User);
+        d.note_open(StreamKind::Checkpoint);
+        assert!(!d.due());
+        d.note_open(StreamKind::Gc);
+        assert!(d.due());
+        d.completed(3, 1);
+        assert!(!d.due());
+    }
+}

@@ -1,0 +1,276 @@
+//! Placing sectors into streams: the writer stages and programs, the core maps the sectors,
+//! gives the writer a line when it has none, closes full lines, and places again the sectors
+//! of a page whose program failed.
+
+use lightnvm_media::{Media, ProgramError};
+
+use super::Ftl;
+use crate::addr::{P2lEntry, SectorKind};
+use crate::error::FtlError;
+use crate::line::{slot_order, StreamKind};
+use crate::meta;
+
+/// Who is appending, passed down explicitly (no mode flags): it decides what a line
+/// allocation may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ctx {
+    /// GC is placing data: a user-stream line it needs may come from any free line, with no
+    /// foreground GC first (GC is already running).
+    pub by_gc: bool,
+    /// Sectors of a failed page are being placed again: they are in no buffer, so no line
+    /// may be erased meanwhile (it may hold the older versions they supersede).
+    pub replacing: bool,
+}
+
+impl Ctx {
+    pub const HOST: Ctx = Ctx {
+        by_gc: false,
+        replacing: false,
+    };
+}
+
+impl<M: Media> Ftl<M> {
+    /// Appends one sector to stream `k`, mapping it, and programs the page when it is full.
+    pub(crate) fn push(
+        &mut self,
+        k: StreamKind,
+        kind: SectorKind,
+        seq: u64,
+        data: &[u8],
+        ctx: Ctx,
+    ) -> Result<(), FtlError> {
+        if self.writers[k as usize].fill() == 0 {
+            self.ensure_data_slot(k, ctx)?;
+        }
+        let (ppa, full) = self.writers[k as usize].stage(kind, seq, data);
+        match kind {
+            SectorKind::Data(lba) => self.map.map(lba, ppa),
+            SectorKind::Pad => self.map.set_marker(ppa, P2lEntry::Pad),
+            SectorKind::Trim => self.map.set_marker(ppa, P2lEntry::Trim),
+        }
+        if full {
+            self.program_stream_page(k, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure stream `k` has a slot for a new data page: closes a line whose data area is
+    /// used up (writing its footer) and opens a new one.
+    fn ensure_data_slot(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
+        debug_assert_eq!(self.writers[k as usize].fill(), 0);
+        loop {
+            let w = &self.writers[k as usize];
+            if w.line().is_some() {
+                if w.has_data_slot(self.footer_slots) {
+                    return Ok(());
+                }
+                self.close_line(k)?;
+            }
+            self.provide_line(k, ctx, None)?;
+        }
+    }
+
+    /// Programs a metadata page at stream `k`'s next slot. Returns false if the program
+    /// failed (the block is retired from the line).
+    pub(crate) fn program_meta_page(
+        &mut self,
+        k: StreamKind,
+        page: &[u8],
+    ) -> Result<bool, FtlError> {
+        let w = &mut self.writers[k as usize];
+        let line = w.line().expect("open line");
+        let failed_pu = w.addr().pu;
+        match w.program_meta(&mut self.media, page, self.seq)? {
+            Some((addr, c, oob)) => {
+                self.note_done(c);
+                for i in 0..self.geo.sectors_per_page {
+                    let ppa = crate::addr::Ppa::at(&self.geo, addr, i);
+                    self.map.set_marker(ppa, P2lEntry::Meta);
+                }
+                self.stats.media_sectors_meta += self.geo.sectors_per_page as u64;
+                self.window.after_program(addr, page, &oob);
+                Ok(true)
+            }
+            None => {
+                self.stats.program_failures += 1;
+                self.pool.drop_pu(line, failed_pu);
+                self.update_read_only();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes the footer into the line's last slots and closes it.
+    pub(crate) fn close_line(&mut self, k: StreamKind) -> Result<(), FtlError> {
+        let w = &self.writers[k as usize];
+        let line = w.line().expect("open line");
+        let mut has_footer = w.remaining_slots() == self.footer_slots as u64;
+        if has_footer {
+            let page_bytes = self.geo.page_bytes();
+            let mut buf = vec![0u8; self.footer_slots as usize * page_bytes];
+            let generation = self.pool.line(line).generation;
+            meta::encode_line_footer(line, generation, w.record(), &mut buf);
+            for chunk in buf.chunks(page_bytes) {
+                if !self.program_meta_page(k, chunk)? {
+                    has_footer = false;
+                    break;
+                }
+            }
+        }
+        self.pool.close(line, has_footer);
+        self.writers[k as usize].end();
+        Ok(())
+    }
+
+    /// Gives stream `k` a line: first what the allocation may need (foreground GC for host
+    /// data, a durable point to free GC'd lines), then a free line — `forced` if given — is
+    /// erased, and its header written. Nested work (GC sharing the user stream, padding at a
+    /// durable point) may open the stream's line meanwhile: then that line is used.
+    pub(crate) fn provide_line(
+        &mut self,
+        k: StreamKind,
+        ctx: Ctx,
+        forced: Option<u32>,
+    ) -> Result<(), FtlError> {
+        debug_assert!(self.writers[k as usize].line().is_none());
+        if k == StreamKind::User && !ctx.by_gc {
+            // Whatever asks for a user line (host data, trim records, re-placed sectors) may
+            // not take the lines GC needs.
+            self.foreground_gc(ctx)?;
+            if self.writers[k as usize].line().is_some() {
+                return Ok(());
+            }
+        }
+        self.release_pending_if_low(ctx)?;
+        if self.writers[k as usize].line().is_some() {
+            return Ok(());
+        }
+        loop {
+            if self.pool.free_list().is_empty() {
+                if self.pool.pending_list().is_empty() || ctx.replacing {
+                    // Only lost blocks can exhaust the lines kept for this: stop writes.
+                    return Err(self.set_read_only("no free line left (too many bad blocks)"));
+                }
+                self.durable_point(ctx)?;
+                if self.writers[k as usize].line().is_some() {
+                    // The durable point's padding reopened this stream already.
+                    return Ok(());
+                }
+                continue;
+            }
+            let line = self
+                .pool
+                .take_free(k == StreamKind::Gc, forced)
+                .expect("a free line");
+            if self.open_line(k, line)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Erases `line` (taken from the free list) and makes it stream `k`'s open line, header
+    /// written. Returns false if too few good blocks were left (the line is retired).
+    fn open_line(&mut self, k: StreamKind, line: u32) -> Result<bool, FtlError> {
+        tracing::trace!(line, stream = ?k, "open line");
+        let erased = self.pool.erase(&mut self.media, line)?;
+        self.note_done(erased.done);
+        self.stats.erases += erased.erases;
+        self.stats.erase_failures += erased.failures;
+        let old_pus = self.pool.line(line).data_pus.clone();
+        self.map.clear_line(line, &old_pus);
+        let Some((generation, line_seq)) = self.pool.open(&self.media, line, k, erased.good) else {
+            self.update_read_only();
+            return Ok(false);
+        };
+        debug_assert_eq!(self.map.valid(line), 0);
+        let pus = self.pool.line(line).pus.clone();
+        let header = meta::LineHeader {
+            line,
+            stream: k.code(),
+            open_seq: self.seq,
+            generation,
+            line_seq,
+            pus: meta::LineHeader::pu_set(&pus),
+        };
+        self.durability.note_open(k);
+        self.writers[k as usize].begin(line, slot_order(line, &pus));
+        self.update_read_only();
+        let mut page = vec![0u8; self.geo.page_bytes()];
+        meta::encode_line_header(&header, &mut page);
+        while !self.program_meta_page(k, &page)? {
+            if self.writers[k as usize].remaining_slots() <= self.footer_slots as u64 + 1 {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Programs stream `k`'s full page buffer; on a program failure retires the block and
+    /// places the page's live sectors again.
+    fn program_stream_page(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
+        let line = self.writers[k as usize].line().expect("open line");
+        let pu = self.writers[k as usize].addr().pu;
+        let (mut data, mut pad, mut meta_) = (0u64, 0u64, 0u64);
+        for kind in self.writers[k as usize].staged_kinds() {
+            match kind {
+                SectorKind::Pad => pad += 1,
+                SectorKind::Trim => meta_ += 1,
+                SectorKind::Data(_) => data += 1,
+            }
+        }
+        match self.writers[k as usize].program(&mut self.media) {
+            Ok((addr, c)) => {
+                self.note_done(c);
+                self.stats.media_sectors_pad += pad;
+                self.stats.media_sectors_meta += meta_;
+                if k == StreamKind::Gc {
+                    self.stats.media_sectors_gc += data;
+                } else {
+                    self.stats.media_sectors_user += data;
+                }
+                let (d, o) = self.writers[k as usize].last_page();
+                self.window.after_program(addr, d, o);
+                Ok(())
+            }
+            Err(ProgramError::Failed { .. }) => {
+                self.stats.program_failures += 1;
+                let back = self.writers[k as usize].take_failed_page();
+                self.pool.drop_pu(line, pu);
+                self.update_read_only();
+                let mut again = Vec::new();
+                for u in back {
+                    let ppa = u.ppa;
+                    match u.kind {
+                        SectorKind::Trim => again.push(u),
+                        SectorKind::Data(lba) if self.map.is_current(lba, u.ppa) => {
+                            // The old mapping is dropped; the sector is placed again below.
+                            self.map.unmap(lba);
+                            again.push(u);
+                        }
+                        _ => {}
+                    }
+                    self.map.set_marker(ppa, P2lEntry::Invalid);
+                }
+                let ctx = Ctx {
+                    replacing: true,
+                    ..ctx
+                };
+                for u in again {
+                    self.push(k, u.kind, u.seq, &u.data, ctx)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fills stream `k`'s partial page with padding (programming it).
+    pub(crate) fn pad_stream(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
+        static ZERO: [u8; lightnvm_media::SECTOR_SIZE as usize] =
+            [0; lightnvm_media::SECTOR_SIZE as usize];
+        while self.writers[k as usize].fill() != 0 {
+            self.push(k, SectorKind::Pad, 0, &ZERO, ctx)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! Running GC: foreground (before a user line is opened, when free lines are short) and
+//! background (paced after each user sector). The GC component chooses victims and the next
+//! sector; the core reads it and appends it to the GC stream.
+
+use lightnvm_media::Media;
+
+use super::{Ctx, Ftl};
+use crate::addr::{Lba, Ppa, SectorKind, P2L_TRIM};
+use crate::error::FtlError;
+use crate::gc::{Selected, Work};
+use crate::layout;
+use crate::line::LineState;
+use crate::meta;
+
+impl<M: Media> Ftl<M> {
+    fn user_needs_line(&self) -> bool {
+        self.writers[crate::line::StreamKind::User as usize].needs_line(self.footer_slots)
+    }
+
+    /// Foreground GC before a user write that will need a new line.
+    pub(crate) fn make_room_for_user(&mut self) -> Result<(), FtlError> {
+        if !self.user_needs_line() {
+            return Ok(());
+        }
+        self.foreground_gc(Ctx::HOST)
+    }
+
+    /// Foreground GC: the user stream may not take the lines reserved for GC and for a
+    /// checkpoint; relocate until more lines than that are free.
+    pub(crate) fn foreground_gc(&mut self, ctx: Ctx) -> Result<(), FtlError> {
+        let reserve = layout::user_reserve(&self.config);
+        let mut budget = 4 * self.pool.len() + 8;
+        while self.pool.free_lines() <= reserve {
+            if budget == 0 {
+                return Err(self.set_read_only(
+                    "garbage collection makes no progress: too little spare space left",
+                ));
+            }
+            budget -= 1;
+            self.release_pending_if_low(ctx)?;
+            if !self.gc.active() && !self.gc_select(true) {
+                // Emergency (after crashes left GC without a line to write into): give up the
+                // older checkpoint's line; the newest checkpoint alone still describes the
+                // device, and the next checkpoint restores the pair.
+                if self.pool.free_lines() == 0 {
+                    if let Some(old) = self.durability.take_oldest() {
+                        self.pool.release(old);
+                        self.stats.emergency_checkpoint_releases += 1;
+                        continue;
+                    }
+                }
+                // The export fits the device by construction, so only lost blocks can bring
+                // this about: stop writes, keep everything readable.
+                let usable = self
+                    .pool
+                    .lines()
+                    .iter()
+                    .filter(|l| !matches!(l.state, LineState::Bad | LineState::Reserved))
+                    .count();
+                let reason = format!(
+                    "garbage collection cannot free a line ({} free, {} pending, {usable} lines usable)",
+                    self.pool.free_list().len(),
+                    self.pool.pending_list().len(),
+                );
+                return Err(self.set_read_only(&reason));
+            }
+            while self.gc.active() {
+                self.gc_move_one(ctx)?;
+            }
+            self.stats.gc_foreground_runs += 1;
+            if !self.user_needs_line() {
+                // GC shared the user's stream and opened a line for it.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rate-limited background GC, run after each user sector.
+    pub(crate) fn background_gc(&mut self) -> Result<(), FtlError> {
+        let free = self.pool.free_lines() as u32;
+        if !self.gc.wants_background(free) {
+            return Ok(());
+        }
+        if !self.gc.active() && !self.gc_select(false) {
+            return Ok(());
+        }
+        self.gc.charge(free);
+        // A limit on the work one user sector can be charged with.
+        let mut budget =
+            4 * self.geo.sectors_per_page as usize * self.geo.parallel_units() as usize;
+        while budget > 0 && self.gc.take_one() {
+            self.gc_move_one(Ctx::HOST)?;
+            budget -= 1;
+        }
+        self.gc.settle();
+        Ok(())
+    }
+
+    /// Data sectors GC can still write: the rest of its open line and every free line, less
+    /// slack for padding at durable points.
+    fn gc_room(&self) -> u64 {
+        let w = &self.writers[self.gc_stream() as usize];
+        let spp = self.geo.sectors_per_page as u64;
+        let mut room = w.room(self.footer_slots);
+        for &l in self.pool.free_list().iter().chain(self.pool.pending_list()) {
+            room += self.pool.line(l).capacity as u64;
+        }
+        room.saturating_sub(2 * spp)
+    }
+
+    /// Chooses the next victim. `need_space`: only a line GC can gain space from.
+    fn gc_select(&mut self, need_space: bool) -> bool {
+        let room = self.gc_room();
+        let roomy = self.pool.free_lines() >= layout::user_reserve(&self.config);
+        match self
+            .gc
+            .select(&mut self.pool, &self.map, room, need_space, roomy)
+        {
+            Some(Selected::WearLevel(_)) => {
+                self.stats.wear_level_runs += 1;
+                true
+            }
+            Some(Selected::Victim(_)) => true,
+            None => false,
+        }
+    }
+
+    /// Moves the victim's next valid sector (or carries its next trim record); finishes the
+    /// victim when none are left.
+    fn gc_move_one(&mut self, ctx: Ctx) -> Result<(), FtlError> {
+        let ctx = Ctx { by_gc: true, ..ctx };
+        if !self.gc.active() {
+            return Ok(());
+        }
+        loop {
+            match self.gc.next_work(&self.map) {
+                Work::Trim { ppa } => {
+                    if self.carry_trim_record(ppa, ctx)? {
+                        return Ok(());
+                    }
+                }
+                Work::Move { ppa, lba } => return self.relocate(ppa, lba, ctx),
+                Work::Finished { line } => {
+                    assert_eq!(
+                        self.map.valid(line),
+                        0,
+                        "GC victim {line} still has valid sectors"
+                    );
+                    let done = self.gc.finish();
+                    debug_assert_eq!(done, line);
+                    self.pool.make_pending(line);
+                    self.stats.gc_runs += 1;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Copies `lba`'s current data from `ppa` to the GC stream, keeping its sequence number.
+    fn relocate(&mut self, ppa: Ppa, lba: Lba, ctx: Ctx) -> Result<(), FtlError> {
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let mut data = vec![0u8; ss];
+        let mut oob = vec![0u8; os];
+        let decoded = if self.read_ppa(ppa, &mut data, Some(&mut oob))? {
+            meta::decode_oob(&oob, &data)
+        } else {
+            None
+        };
+        match decoded {
+            Some(o) if o.lba == lba.0 => {
+                let k = self.gc_stream();
+                self.push(k, SectorKind::Data(lba), o.seq, &data, ctx)?;
+                self.stats.gc_sectors_moved += 1;
+            }
+            _ => {
+                // The only copy is unreadable: reads of this LBA fail from now on.
+                self.map.set_lost(lba);
+                self.stats.sectors_lost += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// GC met a trim record: copies it to the GC stream if a kept checkpoint does not cover
+    /// it yet. Returns whether it was copied.
+    fn carry_trim_record(&mut self, ppa: Ppa, ctx: Ctx) -> Result<bool, FtlError> {
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let mut data = vec![0u8; ss];
+        let mut oob = vec![0u8; os];
+        if !self.read_ppa(ppa, &mut data, Some(&mut oob))? {
+            // Unreadable: its trims may come back after a crash, but there is nothing to copy.
+            self.stats.sectors_lost += 1;
+            return Ok(false);
+        }
+        match meta::decode_oob(&oob, &data) {
+            Some(o) if o.lba == P2L_TRIM && o.seq > self.durability.trim_horizon() => {
+                let k = self.gc_stream();
+                self.push(k, SectorKind::Trim, o.seq, &data, ctx)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

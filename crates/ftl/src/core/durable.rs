@@ -1,0 +1,166 @@
+//! Durable points and checkpoints (the durability component decides when and what; the core
+//! does the I/O through the writers), and the FTL's health: read-only and failed.
+
+use lightnvm_media::Media;
+
+use super::{Ctx, Ftl};
+use crate::checkpoint;
+use crate::error::FtlError;
+use crate::layout;
+use crate::line::{LineState, StreamKind};
+use crate::meta;
+use crate::stats::Health;
+
+impl<M: Media> Ftl<M> {
+    pub(crate) fn check_writable(&self) -> Result<(), FtlError> {
+        match &self.health {
+            Health::Writable => Ok(()),
+            Health::ReadOnly(reason) => Err(FtlError::ReadOnly {
+                reason: reason.clone(),
+            }),
+            Health::Failed(reason) => Err(FtlError::Failed {
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Writes stop (the first reason is kept); returns the error to report.
+    pub(crate) fn set_read_only(&mut self, reason: &str) -> FtlError {
+        if self.health == Health::Writable {
+            tracing::warn!(reason, "the device turns read-only");
+            self.health = Health::ReadOnly(reason.to_string());
+        }
+        self.check_writable().expect_err("not writable")
+    }
+
+    /// Turns read-only when too few good blocks remain.
+    pub(crate) fn update_read_only(&mut self) {
+        if self.health != Health::Writable {
+            return;
+        }
+        let non_data = layout::non_data_lines(&self.config);
+        if let Some(reason) = self.pool.shortage(self.exported, non_data) {
+            let _ = self.set_read_only(&reason);
+        }
+    }
+
+    /// Pads both streams' partial pages and syncs the media: everything written so far is
+    /// durable. Lines emptied by GC become free (erasable) only here.
+    pub(crate) fn durable_point(&mut self, ctx: Ctx) -> Result<(), FtlError> {
+        tracing::trace!(pending = self.pool.pending_list().len(), "durable point");
+        self.pad_stream(StreamKind::User, ctx)?;
+        self.pad_stream(StreamKind::Gc, ctx)?;
+        let c = self.media.sync()?;
+        self.note_done(c);
+        self.window.clear();
+        self.stats.durable_points += 1;
+        if ctx.replacing {
+            // Nested inside the placement of data that supersedes what those lines hold: they
+            // may be erased only once that data is durable (the outer durable point).
+            return Ok(());
+        }
+        self.pool.release_pending();
+        Ok(())
+    }
+
+    /// Lines emptied by GC are only free after a durable point; until then a crash gives
+    /// them their data back. When few lines are really free, make one now.
+    pub(crate) fn release_pending_if_low(&mut self, ctx: Ctx) -> Result<(), FtlError> {
+        if !self.pool.pending_list().is_empty()
+            && self.pool.free_list().len() <= layout::user_reserve(&self.config)
+        {
+            self.durable_point(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a checkpoint if enough lines were opened since the last one.
+    pub(crate) fn maybe_checkpoint(&mut self) -> Result<(), FtlError> {
+        // A checkpoint needs a line; when few are free it waits for GC to make more.
+        let spare = self.config.gc_reserve_lines as usize;
+        if self.durability.due()
+            && self.health == Health::Writable
+            && self.pool.free_lines() > spare
+        {
+            self.write_checkpoint(false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint at a durable point: the L2P and the line table, into a line of its
+    /// own. The two newest checkpoints are kept; an older one is freed once a newer one is
+    /// durable.
+    pub(crate) fn write_checkpoint(&mut self, clean: bool) -> Result<(), FtlError> {
+        self.durable_point(Ctx::HOST)?;
+        let ckpt = checkpoint::snapshot(&self.map, &self.pool, self.seq, clean);
+        let bytes = meta::encode_checkpoint(&ckpt);
+        for _attempt in 0..3 {
+            // A checkpoint must never take the last free lines (GC needs them, and so does
+            // recovery after a crash): when few are free it replaces the oldest checkpoint,
+            // which is safe because the newest stays intact while the new one is written.
+            let mut forced = None;
+            if self.pool.free_list().len() < layout::user_reserve(&self.config) {
+                if let Some(old) = self.durability.take_oldest() {
+                    self.pool.release(old);
+                    forced = Some(old);
+                }
+            }
+            self.provide_line(StreamKind::Checkpoint, Ctx::HOST, forced)?;
+            let Some(line) = self.write_checkpoint_pages(&bytes)? else {
+                continue;
+            };
+            let c = self.media.sync()?;
+            self.note_done(c);
+            self.window.clear();
+            self.pool.set_state(line, LineState::Checkpoint);
+            for old in self.durability.completed(line, ckpt.seq) {
+                // Two newer checkpoints are durable: nothing needs this one.
+                self.pool.release(old);
+            }
+            self.stats.checkpoints += 1;
+            return Ok(());
+        }
+        Err(self.latched_failure("could not write a checkpoint: three lines failed"))
+    }
+
+    /// Writes the checkpoint's pages into the checkpoint stream's open line and ends the
+    /// stream. Returns the line, or `None` when program failures ate it (the line is closed
+    /// and left to GC: it holds no data).
+    fn write_checkpoint_pages(&mut self, bytes: &[u8]) -> Result<Option<u32>, FtlError> {
+        let k = StreamKind::Checkpoint;
+        let page_bytes = self.geo.page_bytes();
+        let line = self.writers[k as usize].line().expect("checkpoint line");
+        let mut page = vec![0u8; page_bytes];
+        let mut complete = true;
+        'pages: for chunk in bytes.chunks(page_bytes) {
+            page.fill(0);
+            page[..chunk.len()].copy_from_slice(chunk);
+            loop {
+                if self.writers[k as usize].remaining_slots() == 0 {
+                    complete = false;
+                    break 'pages;
+                }
+                if self.program_meta_page(k, &page)? {
+                    break;
+                }
+            }
+        }
+        self.writers[k as usize].end();
+        if !complete {
+            self.pool.close(line, false);
+            return Ok(None);
+        }
+        Ok(Some(line))
+    }
+
+    /// The FTL fails (stops writing) for `reason`; returns the error to report.
+    pub(crate) fn latched_failure(&mut self, reason: &str) -> FtlError {
+        tracing::error!(reason, "FTL stops writing");
+        if !matches!(self.health, Health::Failed(_)) {
+            self.health = Health::Failed(reason.to_string());
+        }
+        FtlError::Failed {
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! The core: composes the FTL's components and is the only orchestrator. Host operations
+//! start here; the core asks the components (map, line pool, writers, GC, durability) and
+//! decides what happens when one cannot proceed (a writer without a line: GC, a durable
+//! point, a new line). Components never call back into the core.
+//!
+//! * `mod.rs`: the type, format / open glue, accessors, host operations, the read path;
+//! * `append.rs`: placing sectors into streams, opening and closing lines, program failures;
+//! * `durable.rs`: durable points, checkpoints, read-only and failure latching;
+//! * `collect.rs`: running GC (foreground and paced background), relocation;
+//! * `invariants.rs`: `check()` across all components.
+
+mod append;
+mod collect;
+mod durable;
+mod invariants;
+
+use lightnvm_media::{BlockAddr, BlockState, Completion, Geometry, Media, ReadError};
+
+use crate::addr::{L2pEntry, Lba, P2lEntry, Ppa};
+use crate::checkpoint::Durability;
+use crate::config::{FtlConfig, PlacementKind};
+use crate::error::FtlError;
+use crate::gc::Gc;
+use crate::l2p::Map;
+use crate::layout;
+use crate::line::{LineCounts, LinePool, StreamKind};
+use crate::line_reader::READ_RETRIES;
+use crate::meta;
+use crate::policy;
+use crate::recovery::RecoveryReport;
+use crate::stats::{FtlStats, Health, WearStats};
+use crate::window::Window;
+use crate::writer::Writer;
+
+pub(crate) use append::Ctx;
+
+/// The flash translation layer.
+pub struct Ftl<M: Media> {
+    pub(crate) media: M,
+    pub(crate) geo: Geometry,
+    pub(crate) config: FtlConfig,
+    pub(crate) superblock: meta::Superblock,
+    pub(crate) footer_slots: u32,
+    pub(crate) exported: u64,
+    pub(crate) map: Map,
+    pub(crate) pool: LinePool,
+    /// One per [`StreamKind`].
+    pub(crate) writers: [Writer; 3],
+    pub(crate) window: Window,
+    pub(crate) gc: Gc,
+    pub(crate) durability: Durability,
+    /// Write sequence number of the last host write or trim.
+    pub(crate) seq: u64,
+    pub(crate) stats: FtlStats,
+    pub(crate) health: Health,
+    op_done_ns: u64,
+    pub(crate) recovery: RecoveryReport,
+}
+
+impl<M: Media> std::fmt::Debug for Ftl<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ftl")
+            .field("exported", &self.exported)
+            .field("health", &self.health)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Media> Ftl<M> {
+    /// The components for a formatted media, every pool line free: the starting point of
+    /// format and of recovery.
+    pub(crate) fn assemble(media: M, sb: meta::Superblock) -> Ftl<M> {
+        let geo = sb.geometry;
+        let config = sb.config;
+        let wear = Box::new(policy::Wear::new(config.wear));
+        let pool = LinePool::new(&media, sb.reserved_lines, sb.footer_slots, wear);
+        let gc = Gc::new(
+            &geo,
+            policy::victim_policy(config.victim, config.seed),
+            layout::gc_background_lines(&config),
+            config.gc_reserve_lines,
+        );
+        let exported = sb.exported_sectors;
+        Ftl {
+            writers: [Writer::new(&geo), Writer::new(&geo), Writer::new(&geo)],
+            map: Map::new(geo, exported),
+            window: Window::new(&geo),
+            durability: Durability::new(layout::checkpoint_interval(&config, &geo)),
+            stats: FtlStats {
+                exported_sectors: exported,
+                l2p_bytes: exported * 4,
+                ..FtlStats::default()
+            },
+            media,
+            config,
+            superblock: sb,
+            geo,
+            footer_slots: sb.footer_slots,
+            exported,
+            pool,
+            gc,
+            seq: 0,
+            health: Health::Writable,
+            op_done_ns: 0,
+            recovery: RecoveryReport::default(),
+        }
+    }
+
+    /// Formats `media` for the FTL: writes the superblock (two copies) and an empty first
+    /// checkpoint. Old contents are discarded (lines are erased before use); blocks the media
+    /// reports bad are skipped.
+    pub fn format(mut media: M, config: FtlConfig) -> Result<Ftl<M>, FtlError> {
+        config.validate()?;
+        let l = layout::plan(&media, &config)?;
+        let sb = meta::Superblock {
+            generation: 1,
+            geometry: *media.geometry(),
+            reserved_lines: l.reserved_lines,
+            footer_slots: l.footer_slots,
+            exported_sectors: l.exported_sectors,
+            config,
+        };
+        crate::superblock::write_fresh(&mut media, &sb)?;
+        let mut ftl = Ftl::assemble(media, sb);
+        ftl.write_checkpoint(false)?;
+        Ok(ftl)
+    }
+
+    /// Clean shutdown: makes everything durable and writes a checkpoint so that the next
+    /// open is fast. Returns the media. After a failure nothing is written (the next open
+    /// recovers from what is durable).
+    pub fn shutdown(mut self) -> Result<M, FtlError> {
+        match &self.health {
+            Health::Writable => self.write_checkpoint(true)?,
+            // No room for a checkpoint, perhaps; the data must be durable all the same.
+            Health::ReadOnly(_) => self.durable_point(Ctx::HOST)?,
+            Health::Failed(reason) => {
+                return Err(FtlError::Failed {
+                    reason: reason.clone(),
+                })
+            }
+        }
+        Ok(self.media)
+    }
+
+    pub fn media(&self) -> &M {
+        &self.media
+    }
+    pub fn media_mut(&mut self) -> &mut M {
+        &mut self.media
+    }
+    pub fn into_media(self) -> M {
+        self.media
+    }
+    pub fn config(&self) -> &FtlConfig {
+        &self.config
+    }
+    /// Exported capacity in 4 KiB sectors.
+    pub fn exported_sectors(&self) -> u64 {
+        self.exported
+    }
+    pub fn sector_size(&self) -> usize {
+        self.geo.sector_size as usize
+    }
+    /// Why the device does not accept writes, if it does not (read-only or failed).
+    pub fn read_only_reason(&self) -> Option<&str> {
+        match &self.health {
+            Health::Writable => None,
+            Health::ReadOnly(r) | Health::Failed(r) => Some(r),
+        }
+    }
+    /// Whether the FTL accepts writes, and why not.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+    /// The victim policy's name.
+    pub fn victim_policy(&self) -> &'static str {
+        self.gc.policy_name()
+    }
+    pub fn stats(&self) -> FtlStats {
+        self.stats
+    }
+
+    /// One line per FTL line: state, valid sectors / capacity (for debugging and `check`).
+    pub fn debug_lines(&self) -> Vec<String> {
+        self.pool
+            .lines()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                format!(
+                    "{i}:{:?}:{}/{}",
+                    l.state,
+                    self.map.valid(i as u32),
+                    l.capacity
+                )
+            })
+            .collect()
+    }
+
+    pub fn line_counts(&self) -> LineCounts {
+        self.pool.counts()
+    }
+
+    /// Erase counts over every good block of the line pool (superblock blocks excluded).
+    pub fn wear_stats(&self) -> WearStats {
+        let g = &self.geo;
+        let mut n = 0u64;
+        let (mut min, mut max, mut sum, mut sq) = (u32::MAX, 0u32, 0f64, 0f64);
+        for pu in 0..g.parallel_units() {
+            for block in self.superblock.reserved_lines..g.blocks_per_lun {
+                let info = self.media.block_info(BlockAddr { pu, block });
+                if info.state == BlockState::Bad {
+                    continue;
+                }
+                let e = info.erase_count;
+                n += 1;
+                min = min.min(e);
+                max = max.max(e);
+                sum += e as f64;
+                sq += e as f64 * e as f64;
+            }
+        }
+        if n == 0 {
+            return WearStats::default();
+        }
+        let mean = sum / n as f64;
+        WearStats {
+            min,
+            max,
+            mean,
+            stddev: (sq / n as f64 - mean * mean).max(0.0).sqrt(),
+        }
+    }
+
+    // ---------------------------------------------------------------- host operations
+
+    fn check_sectors(&self, lba: u64, sectors: u64) -> Result<(), FtlError> {
+        if lba
+            .checked_add(sectors)
+            .is_none_or(|end| end > self.exported)
+        {
+            return Err(FtlError::OutOfRange {
+                lba,
+                sectors,
+                exported: self.exported,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, lba: u64, bytes: usize) -> Result<u64, FtlError> {
+        let ss = self.geo.sector_size as usize;
+        if !bytes.is_multiple_of(ss) {
+            return Err(FtlError::Unaligned { bytes });
+        }
+        let sectors = (bytes / ss) as u64;
+        self.check_sectors(lba, sectors)?;
+        Ok(sectors)
+    }
+
+    fn begin_op(&mut self) {
+        self.op_done_ns = self.media.now_ns();
+    }
+
+    fn op_completion(&self) -> Completion {
+        Completion {
+            done_ns: self.op_done_ns,
+        }
+    }
+
+    pub(crate) fn note_done(&mut self, c: Completion) {
+        self.op_done_ns = self.op_done_ns.max(c.done_ns);
+    }
+
+    /// An error that leaves the tables in doubt stops all writing from now on.
+    fn latch<T>(&mut self, r: Result<T, FtlError>) -> Result<T, FtlError> {
+        if let Err(e) = &r {
+            if e.is_fatal() && !matches!(self.health, Health::Failed(_)) {
+                tracing::error!(error = %e, "FTL stops writing");
+                self.health = Health::Failed(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Writes whole sectors at `lba`. With `fua` the data is durable when this returns.
+    /// Returns the modeled completion instant (the caller waits on the media clock).
+    pub fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<Completion, FtlError> {
+        let sectors = self.check_range(lba, data.len())?;
+        self.check_writable()?;
+        self.begin_op();
+        let r = self.write_sectors(lba, sectors, data, fua);
+        self.latch(r)
+    }
+
+    fn write_sectors(
+        &mut self,
+        lba: u64,
+        sectors: u64,
+        data: &[u8],
+        fua: bool,
+    ) -> Result<Completion, FtlError> {
+        self.maybe_checkpoint()?;
+        self.seq += 1;
+        let seq = self.seq;
+        let ss = self.geo.sector_size as usize;
+        let moved_before = self.stats.gc_sectors_moved;
+        for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
+            self.make_room_for_user()?;
+            let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
+            self.push(
+                StreamKind::User,
+                crate::addr::SectorKind::Data(l),
+                seq,
+                chunk,
+                Ctx::HOST,
+            )?;
+            self.stats.host_sectors_written += 1;
+            self.background_gc()?;
+        }
+        let moved = self.stats.gc_sectors_moved - moved_before;
+        self.stats.gc_max_moves_per_write = self.stats.gc_max_moves_per_write.max(moved);
+        if fua {
+            self.durable_point(Ctx::HOST)?;
+        }
+        Ok(self.op_completion())
+    }
+
+    /// Reads whole sectors at `lba` into `buf`. Never-written and trimmed sectors read as
+    /// zeros. On `Uncorrectable`, exactly the listed LBAs failed; the rest of `buf` is valid.
+    pub fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<Completion, FtlError> {
+        let sectors = self.check_range(lba, buf.len())?;
+        self.begin_op();
+        let ss = self.geo.sector_size as usize;
+        let mut failed = Vec::new();
+        for (i, out) in buf.chunks_exact_mut(ss).enumerate().take(sectors as usize) {
+            let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
+            match self.map.get(l) {
+                L2pEntry::Unmapped => out.fill(0),
+                L2pEntry::Lost => failed.push(l.get()),
+                L2pEntry::Mapped(ppa) => {
+                    let r = self.read_ppa(ppa, out, None);
+                    if !self.latch(r)? {
+                        failed.push(l.get());
+                    }
+                }
+            }
+            self.stats.host_sectors_read += 1;
+        }
+        if !failed.is_empty() {
+            self.stats.read_errors += failed.len() as u64;
+            return Err(FtlError::Uncorrectable { lbas: failed });
+        }
+        Ok(self.op_completion())
+    }
+
+    /// Makes every write completed so far durable (pads partial pages, syncs the media).
+    /// Also on a read-only device: writes acknowledged before it turned read-only may still
+    /// sit in the write buffer.
+    pub fn flush(&mut self) -> Result<Completion, FtlError> {
+        if let Health::Failed(reason) = &self.health {
+            return Err(FtlError::Failed {
+                reason: reason.clone(),
+            });
+        }
+        self.begin_op();
+        self.stats.host_flushes += 1;
+        let r = self
+            .durable_point(Ctx::HOST)
+            .and_then(|()| self.maybe_checkpoint());
+        self.latch(r)?;
+        Ok(self.op_completion())
+    }
+
+    /// Unmaps sectors: they read as zeros afterwards. The trim becomes durable (a trim
+    /// record in the user stream) at the next flush.
+    pub fn trim(&mut self, lba: u64, sectors: u64) -> Result<Completion, FtlError> {
+        self.check_sectors(lba, sectors)?;
+        self.check_writable()?;
+        self.begin_op();
+        let r = self.trim_sectors(lba, sectors);
+        self.latch(r)?;
+        Ok(self.op_completion())
+    }
+
+    fn trim_sectors(&mut self, lba: u64, sectors: u64) -> Result<(), FtlError> {
+        self.maybe_checkpoint()?;
+        if sectors == 0 {
+            return Ok(());
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        // The trim record goes into the user stream like data: durable with the next flush,
+        // ordered against writes by its sequence number. It is placed before the LBAs are
+        // unmapped: once unmapped, GC may erase their old data, which must not happen while
+        // the trim exists only in memory.
+        let mut rec = vec![0u8; meta::TRIM_RECORD_BYTES];
+        let range = meta::TrimRange {
+            lba: u32::try_from(lba).expect("range checked"),
+            sectors: u32::try_from(sectors).expect("range checked"),
+            seq,
+        };
+        meta::encode_trim_record(&[range], &mut rec);
+        self.make_room_for_user()?;
+        self.push(
+            StreamKind::User,
+            crate::addr::SectorKind::Trim,
+            seq,
+            &rec,
+            Ctx::HOST,
+        )?;
+        for l in lba..lba + sectors {
+            self.map
+                .unmap(Lba::checked(l, self.exported).expect("range checked"));
+        }
+        self.stats.host_sectors_trimmed += sectors;
+        Ok(())
+    }
+
+    /// Makes sectors read as zeros (without storing zeros).
+    pub fn write_zeroes(
+        &mut self,
+        lba: u64,
+        sectors: u64,
+        fua: bool,
+    ) -> Result<Completion, FtlError> {
+        let _ = self.trim(lba, sectors)?;
+        if fua {
+            let r = self.durable_point(Ctx::HOST);
+            self.latch(r)?;
+        }
+        Ok(self.op_completion())
+    }
+
+    /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
+    /// writer's page buffer, the mw_cunits window, or the media with retries. Returns false
+    /// if it is unreadable (media error after retries, or its checksum / LBA do not match).
+    pub(crate) fn read_ppa(
+        &mut self,
+        ppa: Ppa,
+        out: &mut [u8],
+        oob: Option<&mut [u8]>,
+    ) -> Result<bool, FtlError> {
+        let (addr, sector) = ppa.addr(&self.geo);
+        let buffered = self
+            .writers
+            .iter()
+            .find_map(|w| w.buffered(addr, sector))
+            .or_else(|| self.window.get(addr, sector));
+        if let Some((d, o)) = buffered {
+            out.copy_from_slice(d);
+            if let Some(dst) = oob {
+                dst.copy_from_slice(o);
+            }
+            return Ok(true);
+        }
+        let mut oob_buf = vec![0u8; self.geo.oob_bytes_per_sector as usize];
+        for _ in 0..=READ_RETRIES {
+            match self.media.read(addr, sector, out, &mut oob_buf) {
+                Ok(c) => {
+                    self.note_done(c);
+                    // End to end: the OOB checksum covers the data and the LBA it was written
+                    // for; anything else is reported unreadable, never returned.
+                    let expect = match self.map.p2l(ppa) {
+                        P2lEntry::Data(l) => Some(l.0),
+                        P2lEntry::Trim => Some(crate::addr::P2L_TRIM),
+                        _ => None,
+                    };
+                    if let Some(expect) = expect {
+                        match meta::decode_oob(&oob_buf, out) {
+                            Some(o) if o.lba == expect => {}
+                            _ => {
+                                self.stats.checksum_errors += 1;
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    if let Some(dst) = oob {
+                        dst.copy_from_slice(&oob_buf);
+                    }
+                    return Ok(true);
+                }
+                Err(ReadError::Uncorrectable { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Where GC writes the data it relocates.
+    pub(crate) fn gc_stream(&self) -> StreamKind {
+        match self.config.placement {
+            PlacementKind::SeparateGc => StreamKind::Gc,
+            PlacementKind::Shared => StreamKind::User,
+        }
+    }
+}
+
+impl<M: Media> Ftl<M> {
+    /// Opens a formatted media, recovering from a crash if needed, then writes a fresh
+    /// checkpoint (unless the shutdown was clean).
+    pub fn open(media: M) -> Result<Ftl<M>, FtlError> {
+        crate::recovery::open(media, true)
+    }
+
+    /// Opens; with `writable == false` nothing is ever written and the FTL is read-only
+    /// (for offline checking).
+    pub fn open_with(media: M, writable: bool) -> Result<Ftl<M>, FtlError> {
+        crate::recovery::open(media, writable)
+    }
+
+    /// What opening found (superblock copies, checkpoint, replay, problems).
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+}

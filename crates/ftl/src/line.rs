@@ -1,0 +1,621 @@
+//! Lines and the line pool: every line's state, the free and pending-free lists, erase
+//! counts, and the counters that order lines (line opens, line closes).
+//!
+//! A line is block `i` of every good PU. Every state change goes through
+//! [`LinePool::set_state`], which asserts that the change is in [`TRANSITIONS`] (the table
+//! docs/ftl.md shows).
+
+use lightnvm_media::{BlockAddr, BlockState, Completion, EraseError, Geometry, Media};
+
+use crate::l2p::Map;
+use crate::policy::{Candidate, FreeLine, WearPolicy};
+
+/// The streams that write lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    User = 0,
+    Gc = 1,
+    Checkpoint = 2,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 3] = [StreamKind::User, StreamKind::Gc, StreamKind::Checkpoint];
+    /// The stream code in line headers.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineState {
+    /// Holds the superblock (never part of the pool).
+    Reserved,
+    Free,
+    Open(StreamKind),
+    Closed,
+    /// Being relocated by GC.
+    Gc,
+    /// Empty, waiting for a durable point before it may be erased.
+    PendingFree,
+    /// Holds one of the two newest checkpoints.
+    Checkpoint,
+    Bad,
+}
+
+use LineState::*;
+use StreamKind::{Checkpoint as Ck, Gc as GcS, User};
+
+/// Every state change the FTL makes, with what makes it.
+pub const TRANSITIONS: &[(LineState, LineState, &str)] = &[
+    (Free, Open(User), "a stream opens the line (erase, header)"),
+    (Free, Open(GcS), "a stream opens the line (erase, header)"),
+    (Free, Open(Ck), "a checkpoint opens the line"),
+    (Free, Bad, "erase failures left too few good blocks"),
+    (Open(User), Closed, "the data area is full (footer written)"),
+    (Open(GcS), Closed, "the data area is full (footer written)"),
+    (Open(Ck), Checkpoint, "the checkpoint is written and synced"),
+    (Open(Ck), Closed, "program failures ate the checkpoint line"),
+    (
+        Closed,
+        Gc,
+        "chosen as GC victim (or for static wear leveling)",
+    ),
+    (Gc, PendingFree, "GC moved every valid sector"),
+    (
+        PendingFree,
+        Free,
+        "a durable point made the moved data durable",
+    ),
+    (
+        Checkpoint,
+        Free,
+        "two newer checkpoints exist, or GC needs the line",
+    ),
+    (
+        Closed,
+        Open(User),
+        "recovery continues the stream's last line",
+    ),
+    (
+        Closed,
+        Open(GcS),
+        "recovery continues the stream's last line",
+    ),
+    (
+        Closed,
+        PendingFree,
+        "recovery: no valid data, covered by the new checkpoint",
+    ),
+    (Free, Closed, "recovery rebuild: the line holds data"),
+    (
+        Free,
+        Checkpoint,
+        "recovery rebuild: one of the two newest checkpoints",
+    ),
+    (
+        Bad,
+        Closed,
+        "recovery rebuild: blocks retired while holding data",
+    ),
+    (
+        Bad,
+        Checkpoint,
+        "recovery rebuild: blocks retired under a checkpoint",
+    ),
+];
+
+pub fn transition_allowed(from: LineState, to: LineState) -> bool {
+    TRANSITIONS.iter().any(|&(f, t, _)| f == from && t == to)
+}
+
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub state: LineState,
+    /// Good PUs, ascending.
+    pub pus: Vec<u32>,
+    /// PUs the line was opened with: where its data may live (a block retired while the line
+    /// was open keeps its programmed pages readable until GC moves them).
+    pub data_pus: Vec<u32>,
+    /// Data sectors the line could hold when opened.
+    pub capacity: u32,
+    pub closed_seq: u64,
+    pub generation: u64,
+    /// Global line-open counter value when this line was last opened.
+    pub line_seq: u64,
+    pub has_footer: bool,
+    pub erase_mean: f64,
+}
+
+/// Data sectors of a line of `pus` good PUs: all slots but the header and the footer.
+pub fn line_capacity(pus: usize, g: &Geometry, footer_slots: u32) -> u32 {
+    let slots = pus as u64 * g.pages_per_block as u64;
+    if slots < footer_slots as u64 + 2 {
+        return 0;
+    }
+    let sectors = (slots - 1 - footer_slots as u64) * g.sectors_per_page as u64;
+    u32::try_from(sectors).expect("a line's sectors fit u32")
+}
+
+/// The order in which a stream visits a line's PUs in each page row: ascending, rotated by the
+/// line number, so that the metadata at a line's start (header) and end (footer) falls on a
+/// different PU from line to line and no PU carries more programs than the others.
+pub fn slot_order(line: u32, pus: &[u32]) -> Vec<u32> {
+    let mut v = pus.to_vec();
+    if !v.is_empty() {
+        let k = line as usize % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
+pub fn mean_erase<M: Media>(media: &M, block: u32, pus: &[u32]) -> f64 {
+    if pus.is_empty() {
+        return 0.0;
+    }
+    let sum: u64 = pus
+        .iter()
+        .map(|&pu| media.block_info(BlockAddr { pu, block }).erase_count as u64)
+        .sum();
+    sum as f64 / pus.len() as f64
+}
+
+/// What erasing a line for reuse did.
+pub struct Erased {
+    /// PUs whose block is good and erased.
+    pub good: Vec<u32>,
+    pub erases: u64,
+    pub failures: u64,
+    pub done: Completion,
+}
+
+/// Lines per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LineCounts {
+    pub free: u32,
+    pub open: u32,
+    pub closed: u32,
+    pub gc: u32,
+    pub pending_free: u32,
+    pub checkpoint: u32,
+    /// Lines holding the superblock.
+    pub reserved: u32,
+    pub bad: u32,
+}
+
+pub struct LinePool {
+    geo: Geometry,
+    footer_slots: u32,
+    lines: Vec<Line>,
+    free: Vec<u32>,
+    pending: Vec<u32>,
+    wear: Box<dyn WearPolicy>,
+    /// Value the next opened line gets as its `line_seq`.
+    pub line_seq: u64,
+    /// Lines closed so far (orders closed lines by age).
+    pub close_seq: u64,
+}
+
+impl LinePool {
+    /// Every line from the media's block states: `Reserved` below `reserved_lines`, `Bad`
+    /// without room for data, `Free` otherwise.
+    pub fn new<M: Media>(
+        media: &M,
+        reserved_lines: u32,
+        footer_slots: u32,
+        wear: Box<dyn WearPolicy>,
+    ) -> LinePool {
+        let geo = *media.geometry();
+        let mut lines = Vec::with_capacity(geo.blocks_per_lun as usize);
+        for block in 0..geo.blocks_per_lun {
+            let pus: Vec<u32> = (0..geo.parallel_units())
+                .filter(|&pu| media.block_info(BlockAddr { pu, block }).state != BlockState::Bad)
+                .collect();
+            let capacity = line_capacity(pus.len(), &geo, footer_slots);
+            let state = if block < reserved_lines {
+                Reserved
+            } else if capacity == 0 {
+                Bad
+            } else {
+                Free
+            };
+            lines.push(Line {
+                state,
+                erase_mean: mean_erase(media, block, &pus),
+                data_pus: pus.clone(),
+                capacity,
+                pus,
+                closed_seq: 0,
+                generation: 0,
+                line_seq: 0,
+                has_footer: false,
+            });
+        }
+        let free = (0..geo.blocks_per_lun)
+            .filter(|&b| lines[b as usize].state == Free)
+            .collect();
+        LinePool {
+            geo,
+            footer_slots,
+            lines,
+            free,
+            pending: Vec::new(),
+            wear,
+            line_seq: 1,
+            close_seq: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+    pub fn line(&self, line: u32) -> &Line {
+        &self.lines[line as usize]
+    }
+    pub fn lines(&self) -> &[Line] {
+        &self.lines
+    }
+    pub fn state(&self, line: u32) -> LineState {
+        self.lines[line as usize].state
+    }
+    pub fn free_list(&self) -> &[u32] {
+        &self.free
+    }
+    pub fn pending_list(&self) -> &[u32] {
+        &self.pending
+    }
+    /// Free and pending-free lines.
+    pub fn free_lines(&self) -> usize {
+        self.free.len() + self.pending.len()
+    }
+    pub fn wear_policy(&mut self) -> &mut dyn WearPolicy {
+        self.wear.as_mut()
+    }
+
+    /// The one place line states change.
+    pub fn set_state(&mut self, line: u32, to: LineState) {
+        let from = self.lines[line as usize].state;
+        assert!(
+            transition_allowed(from, to),
+            "line {line}: no transition {from:?} -> {to:?}"
+        );
+        self.lines[line as usize].state = to;
+    }
+
+    /// Chooses (wear policy) and removes a free line, or takes `forced` if it is free.
+    pub fn take_free(&mut self, for_gc: bool, forced: Option<u32>) -> Option<u32> {
+        if self.free.is_empty() {
+            return None;
+        }
+        let candidates: Vec<FreeLine> = self
+            .free
+            .iter()
+            .map(|&l| FreeLine {
+                line: l,
+                erase_mean: self.lines[l as usize].erase_mean,
+                needs_erase: self.lines[l as usize].generation > 0,
+            })
+            .collect();
+        let forced = forced.and_then(|f| self.free.iter().position(|&l| l == f));
+        let idx = forced.unwrap_or_else(|| self.wear.pick_free(&candidates, for_gc));
+        tracing::trace!(
+            "free {:?} pending {:?} forced {:?}",
+            candidates
+                .iter()
+                .map(|c| (c.line, c.erase_mean, c.needs_erase))
+                .collect::<Vec<_>>(),
+            self.pending,
+            forced
+        );
+        assert!(
+            idx < candidates.len(),
+            "wear policy picked outside the list"
+        );
+        let line = self.free.swap_remove(idx);
+        assert_eq!(self.lines[line as usize].state, Free);
+        Some(line)
+    }
+
+    /// Erases every good block of `line` that holds anything (all of them when the line was
+    /// used before, so that a line's blocks wear evenly); blocks that fail are skipped.
+    pub fn erase<M: Media>(&mut self, media: &mut M, line: u32) -> Result<Erased, EraseError> {
+        let l = &self.lines[line as usize];
+        debug_assert_eq!(l.state, Free);
+        let mut out = Erased {
+            good: Vec::with_capacity(l.pus.len()),
+            erases: 0,
+            failures: 0,
+            done: Completion { done_ns: 0 },
+        };
+        for &pu in &l.pus {
+            let addr = BlockAddr { pu, block: line };
+            let info = media.block_info(addr);
+            if info.state == BlockState::Bad {
+                continue;
+            }
+            if info.write_pointer == 0 && l.generation == 0 {
+                out.good.push(pu);
+                continue;
+            }
+            match media.erase(addr) {
+                Ok(c) => {
+                    out.done.done_ns = out.done.done_ns.max(c.done_ns);
+                    out.erases += 1;
+                    out.good.push(pu);
+                }
+                Err(
+                    EraseError::Failed { .. }
+                    | EraseError::WornOut { .. }
+                    | EraseError::BadBlock { .. },
+                ) => out.failures += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the erased `line` stream `k`'s: its PUs are now `good`. Returns the line's
+    /// (generation, line_seq) for its header, or `None` when too few blocks are left (the line
+    /// is retired).
+    pub fn open<M: Media>(
+        &mut self,
+        media: &M,
+        line: u32,
+        k: StreamKind,
+        good: Vec<u32>,
+    ) -> Option<(u64, u64)> {
+        let erase_mean = mean_erase(media, line, &good);
+        let capacity = line_capacity(good.len(), &self.geo, self.footer_slots);
+        let l = &mut self.lines[line as usize];
+        l.data_pus = good.clone();
+        l.pus = good;
+        l.capacity = capacity;
+        l.erase_mean = erase_mean;
+        if capacity == 0 {
+            self.set_state(line, Bad);
+            return None;
+        }
+        self.set_state(line, Open(k));
+        let l = &mut self.lines[line as usize];
+        l.generation += 1;
+        l.has_footer = false;
+        l.line_seq = self.line_seq;
+        self.line_seq += 1;
+        Some((l.generation, l.line_seq))
+    }
+
+    /// Closes an open line: it joins the closed lines, youngest.
+    pub fn close(&mut self, line: u32, has_footer: bool) {
+        assert!(matches!(self.state(line), Open(_)));
+        self.set_state(line, Closed);
+        self.close_seq += 1;
+        let l = &mut self.lines[line as usize];
+        l.has_footer = has_footer;
+        l.closed_seq = self.close_seq;
+    }
+
+    /// The block of `line` on `pu` failed a program: the line goes on without it.
+    pub fn drop_pu(&mut self, line: u32, pu: u32) {
+        self.lines[line as usize].pus.retain(|&p| p != pu);
+    }
+
+    /// A line whose data GC moved waits for a durable point.
+    pub fn make_pending(&mut self, line: u32) {
+        self.set_state(line, PendingFree);
+        self.pending.push(line);
+    }
+
+    /// A checkpoint line (or, at a durable point, a pending line) becomes free.
+    pub fn release(&mut self, line: u32) {
+        self.set_state(line, Free);
+        self.free.push(line);
+    }
+
+    /// At a durable point: every pending line becomes free.
+    pub fn release_pending(&mut self) {
+        for l in std::mem::take(&mut self.pending) {
+            self.release(l);
+        }
+    }
+
+    /// Closed lines GC could take, with their valid counts from `map`.
+    pub fn candidates(&self, map: &Map) -> Vec<Candidate> {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.state == Closed)
+            .map(|(i, l)| Candidate {
+                line: i as u32,
+                valid: map.valid(i as u32),
+                capacity: l.capacity,
+                closed_seq: l.closed_seq,
+                erase_mean: l.erase_mean,
+            })
+            .collect()
+    }
+
+    /// Recovery: the lists are rebuilt from scratch, line by line ([`LinePool::restore`]).
+    pub fn begin_rebuild(&mut self) {
+        self.free.clear();
+        self.pending.clear();
+    }
+
+    /// Recovery: the state a line is rebuilt in (from its skeleton state Free or Bad).
+    pub fn restore(&mut self, line: u32, state: LineState) {
+        if self.lines[line as usize].state != state {
+            self.set_state(line, state);
+        }
+        if state == Free {
+            self.free.push(line);
+        }
+    }
+
+    pub fn line_mut(&mut self, line: u32) -> &mut Line {
+        &mut self.lines[line as usize]
+    }
+
+    /// Why writes must stop, if too few good blocks remain for the export plus the lines
+    /// kept out of user data (`non_data_lines`; up to two of them may be lost).
+    pub fn shortage(&self, exported: u64, non_data_lines: u64) -> Option<String> {
+        let caps: Vec<u64> = self
+            .lines
+            .iter()
+            .filter(|l| !matches!(l.state, Bad | Reserved))
+            .map(|l| line_capacity(l.pus.len(), &self.geo, self.footer_slots) as u64)
+            .collect();
+        let total: u64 = caps.iter().sum();
+        let max_line = caps.iter().copied().max().unwrap_or(0);
+        let needed = exported + (non_data_lines - 2) * max_line;
+        ((caps.len() as u64) < non_data_lines - 1 || total < needed).then(|| {
+            format!(
+                "too few good blocks remain: {total} data sectors in {} lines, {needed} needed for {exported} exported sectors and GC",
+                caps.len()
+            )
+        })
+    }
+
+    pub fn counts(&self) -> LineCounts {
+        let mut c = LineCounts::default();
+        for l in &self.lines {
+            match l.state {
+                Reserved => c.reserved += 1,
+                Checkpoint => c.checkpoint += 1,
+                Free => c.free += 1,
+                Open(_) => c.open += 1,
+                Closed => c.closed += 1,
+                Gc => c.gc += 1,
+                PendingFree => c.pending_free += 1,
+                Bad => c.bad += 1,
+            }
+        }
+        c
+    }
+
+    /// The lists agree with the states: each free / pending line once, in that state.
+    pub fn check_lists(&self, seen: &mut [bool]) -> Result<(), String> {
+        for (name, list, state) in [
+            ("free", &self.free, Free),
+            ("pending", &self.pending, PendingFree),
+        ] {
+            for &l in list {
+                if seen[l as usize] || self.lines[l as usize].state != state {
+                    return Err(format!(
+                        "{name} list: line {l} duplicated or in state {:?}",
+                        self.lines[l as usize].state
+                    ));
+                }
+                seen[l as usize] = true;
+            }
+        }
+        if self.free.len() + self.pending.len() > self.lines.len() {
+            return Err("more free lines than lines".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WearConfig;
+    use crate::policy::Wear;
+    use lightnvm_media::{MediaConfig, RamMedia, VirtualClock};
+
+    fn pool() -> (RamMedia, LinePool) {
+        let media = RamMedia::new(
+            MediaConfig::new(Geometry::new(2, 1, 8, 8, 1)),
+            VirtualClock::new(),
+        )
+        .unwrap();
+        let wear = Box::new(Wear::new(WearConfig {
+            dynamic: true,
+            static_threshold: None,
+        }));
+        let p = LinePool::new(&media, 1, 1, wear);
+        (media, p)
+    }
+
+    /// Walks the transition table: every listed change is accepted by `set_state`.
+    #[test]
+    fn every_listed_transition_is_accepted() {
+        let (_, mut p) = pool();
+        for &(from, to, why) in TRANSITIONS {
+            assert!(!why.is_empty());
+            p.lines[3].state = from;
+            p.set_state(3, to);
+            assert_eq!(p.state(3), to);
+        }
+    }
+
+    #[test]
+    fn unlisted_transitions_are_refused() {
+        let all = [
+            Reserved,
+            Free,
+            Open(User),
+            Open(GcS),
+            Open(Ck),
+            Closed,
+            Gc,
+            PendingFree,
+            Checkpoint,
+            Bad,
+        ];
+        let mut refused = 0;
+        for from in all {
+            for to in all {
+                if transition_allowed(from, to) {
+                    continue;
+                }
+                refused += 1;
+                let r = std::panic::catch_unwind(|| {
+                    let (_, mut p) = pool();
+                    p.lines[3].state = from;
+                    p.set_state(3, to);
+                });
+                assert!(r.is_err(), "{from:?} -> {to:?} accepted");
+            }
+        }
+        assert_eq!(refused, all.len() * all.len() - TRANSITIONS.len());
+        // Nothing leaves or enters Reserved.
+        assert!(TRANSITIONS
+            .iter()
+            .all(|t| t.0 != Reserved && t.1 != Reserved));
+    }
+
+    #[test]
+    fn life_of_a_line() {
+        let (mut media, mut p) = pool();
+        assert_eq!(p.counts().reserved, 1);
+        assert_eq!(p.free_lines(), 7);
+        let line = p.take_free(false, None).unwrap();
+        let erased = p.erase(&mut media, line).unwrap();
+        assert_eq!(erased.erases, 0, "a never-used line needs no erase");
+        let (generation, line_seq) = p.open(&media, line, User, erased.good).unwrap();
+        assert_eq!((generation, line_seq), (1, 1));
+        p.close(line, true);
+        assert_eq!(p.line(line).closed_seq, 1);
+        let map = Map::new(*media.geometry(), 10);
+        assert_eq!(p.candidates(&map).len(), 1);
+        p.set_state(line, Gc);
+        p.make_pending(line);
+        assert_eq!(p.free_lines(), 7);
+        p.release_pending();
+        assert_eq!(p.state(line), Free);
+        assert!(p.free_list().contains(&line));
+        let mut seen = vec![false; p.len()];
+        p.check_lists(&mut seen).unwrap();
+        // A forced line is taken whatever the wear policy says.
+        let other = *p.free_list().iter().find(|&&l| l != line).unwrap();
+        assert_eq!(p.take_free(true, Some(other)), Some(other));
+    }
+
+    #[test]
+    fn capacity_and_slot_order() {
+        let g = Geometry::new(2, 2, 8, 8, 4);
+        assert_eq!(line_capacity(4, &g, 2), (32 - 3) * 4);
+        assert_eq!(line_capacity(0, &g, 2), 0);
+        assert_eq!(slot_order(5, &[0, 1, 3]), vec![3, 0, 1]);
+        assert_eq!(slot_order(5, &[]), Vec::<u32>::new());
+    }
+}

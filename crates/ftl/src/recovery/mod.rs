@@ -1,0 +1,253 @@
+//! Opening a formatted FTL, as a list of named steps (SPDK's recovery descriptors):
+//!
+//! 1. `superblock`: the valid copy with the highest generation;
+//! 2. `headers`: every line's header (stream, line sequence, generation, PUs);
+//! 3. `checkpoints`: the newest valid one is used, the two newest kept;
+//! 4. `select`: which lines to replay (opened since the checkpoint, or open at it);
+//! 5. `replay`: the winning copy of every LBA they touch ([`replay`]);
+//! 6. `map`: the checkpoint's map overridden by the winners; checkpointed data whose line
+//!    was reused with no newer copy is lost (read errors, never stale bytes);
+//! 7. `rebuild`: P2L, valid counts, line states, counters; every invariant checked;
+//! 8. `continue` (writable, after a crash): the streams go on in their last lines;
+//! 9. `checkpoint`: a fresh checkpoint covers everything replayed.
+//!
+//! Nothing is written before step 8, and only once the whole picture is consistent.
+
+mod rebuild;
+mod replay;
+
+use lightnvm_media::Media;
+use serde::Serialize;
+
+use crate::addr::{L2pEntry, Ppa};
+use crate::core::Ftl;
+use crate::error::FtlError;
+use crate::layout;
+use crate::line_reader::{meta_pages, scan_line_header, LineFound};
+use crate::meta;
+
+/// What opening found and did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RecoveryReport {
+    /// The checkpoint was written by a clean shutdown and nothing followed it: no replay.
+    pub clean: bool,
+    pub superblock_copies_valid: u32,
+    /// Superblock copies that did not decode (by block address).
+    pub superblock_copies_corrupt: Vec<String>,
+    pub checkpoint_seq: u64,
+    pub checkpoints_valid: u32,
+    /// Checkpoint lines whose contents did not verify (e.g. cut while being written).
+    pub checkpoints_invalid: u32,
+    pub lines_replayed: u32,
+    /// Lines with programmed pages but no valid header.
+    pub lines_without_header: u32,
+    pub sectors_replayed: u64,
+    pub trims_replayed: u64,
+    /// Sectors that failed their checksum or could not be read during replay.
+    pub sectors_unreadable: u64,
+    /// LBAs whose checkpointed data is gone with no newer copy: they read as errors.
+    pub sectors_lost: u64,
+    /// Precise descriptions of everything that looked wrong.
+    pub problems: Vec<String>,
+    /// What a crash leaves behind (incomplete checkpoints...): not corruption.
+    pub notes: Vec<String>,
+}
+
+/// Opens `media`; with `writable == false` nothing is ever written and the FTL is read-only.
+pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, FtlError> {
+    let mut report = RecoveryReport::default();
+    let sb = step_superblock(&mut media, &mut report)?;
+    let mut ftl = Ftl::assemble(media, sb);
+    let found = step_headers(&mut ftl)?;
+    let ckpts = step_checkpoints(&mut ftl, &found, &mut report)?;
+    let lines = step_select(&ftl, &found, (ckpts[0].0, &ckpts[0].1), &mut report);
+    let basis = replay::Basis {
+        geo: ftl.geo,
+        exported: ftl.exported,
+        footer_slots: ftl.footer_slots,
+        ckpt: &ckpts[0].1,
+        found: &found,
+    };
+    let mut replayed = replay::replay(&mut ftl.media, &basis, &lines, &mut report)?;
+    let l2p = rebuild::final_map(
+        &mut ftl.media,
+        &basis,
+        &replayed.win,
+        report.clean,
+        &mut report,
+    )?;
+    rebuild::rebuild(&mut ftl, &found, &ckpts, l2p, &replayed)?;
+    ftl.recovery = report;
+    if let Err(e) = ftl.check() {
+        return Err(FtlError::Corrupt(format!(
+            "recovered state is inconsistent: {e}"
+        )));
+    }
+    if !writable {
+        ftl.health = crate::stats::Health::ReadOnly("opened read-only".into());
+        return Ok(ftl);
+    }
+    if !ftl.recovery.clean {
+        rebuild::continue_streams(&mut ftl, &found, &mut replayed.records)?;
+        if let Err(e) = ftl.check() {
+            return Err(FtlError::Corrupt(format!(
+                "state after reopening lines is inconsistent: {e}"
+            )));
+        }
+        rebuild::checkpoint_after_replay(&mut ftl)?;
+    }
+    Ok(ftl)
+}
+
+/// Step 1: The valid superblock copy with the highest generation, checked against the media.
+fn step_superblock<M: Media>(
+    media: &mut M,
+    report: &mut RecoveryReport,
+) -> Result<meta::Superblock, FtlError> {
+    let found = crate::superblock::read(media)?;
+    report.superblock_copies_valid = found.valid;
+    report.superblock_copies_corrupt = found.corrupt;
+    let Some(sb) = found.best else {
+        return Err(FtlError::NotFormatted);
+    };
+    for c in &report.superblock_copies_corrupt {
+        report
+            .problems
+            .push(format!("superblock copy at {c} is unreadable or corrupt"));
+    }
+    layout::validate_superblock(&sb, media.geometry())?;
+    Ok(sb)
+}
+
+/// Step 2: Every pool line's header.
+fn step_headers<M: Media>(ftl: &mut Ftl<M>) -> Result<Vec<LineFound>, FtlError> {
+    let reserved = ftl.superblock.reserved_lines;
+    let mut found = Vec::with_capacity(ftl.geo.blocks_per_lun as usize);
+    for line in 0..ftl.geo.blocks_per_lun {
+        if line < reserved {
+            found.push(LineFound {
+                header: None,
+                has_data: false,
+            });
+        } else {
+            found.push(scan_line_header(&mut ftl.media, line)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Step 3: The two newest checkpoints that verify, newest first (by sequence numbers).
+fn step_checkpoints<M: Media>(
+    ftl: &mut Ftl<M>,
+    found: &[LineFound],
+    report: &mut RecoveryReport,
+) -> Result<Vec<(u32, meta::Checkpoint)>, FtlError> {
+    let reserved = ftl.superblock.reserved_lines;
+    let nlines = ftl.geo.blocks_per_lun;
+    let mut candidates: Vec<(u64, u32, meta::LineHeader)> = (reserved..nlines)
+        .filter_map(|line| found[line as usize].header.map(|h| (h.line_seq, line, h)))
+        .filter(|(_, _, h)| h.stream == meta::STREAM_CHECKPOINT)
+        .collect();
+    candidates.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
+    let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
+    for (_, line, h) in candidates {
+        if ckpts.len() == 2 {
+            break;
+        }
+        let pages = meta_pages(&mut ftl.media, line, &h, usize::MAX)?;
+        let body: Vec<u8> = pages.iter().skip(1).flatten().copied().collect();
+        match meta::decode_checkpoint(&body) {
+            Some(c) if c.l2p.len() as u64 == ftl.exported && c.lines.len() == nlines as usize => {
+                ckpts.push((line, c))
+            }
+            _ => {
+                // A crash while a checkpoint is written leaves it incomplete: a note, not
+                // corruption (an older checkpoint is used).
+                report.checkpoints_invalid += 1;
+                report.notes.push(format!(
+                    "checkpoint in line {line} does not verify (ignored)"
+                ));
+            }
+        }
+    }
+    ckpts.sort_by_key(|(_, c)| std::cmp::Reverse((c.seq, c.line_seq)));
+    report.checkpoints_valid = ckpts.len() as u32;
+    let Some((line, ckpt)) = ckpts.first() else {
+        return Err(FtlError::Corrupt("no valid checkpoint".into()));
+    };
+    report.checkpoint_seq = ckpt.seq;
+    for (lba, &raw) in ckpt.l2p.iter().enumerate() {
+        if let L2pEntry::Mapped(ppa) = L2pEntry::decode(raw) {
+            if Ppa::checked(ppa.0, &ftl.geo).is_none() {
+                return Err(FtlError::Corrupt(format!(
+                    "checkpoint maps LBA {lba} outside the media ({})",
+                    ppa.0
+                )));
+            }
+        }
+    }
+    tracing::debug!(
+        line,
+        seq = ckpt.seq,
+        line_seq = ckpt.line_seq,
+        clean = ckpt.clean,
+        "recovery: checkpoint"
+    );
+    Ok(ckpts)
+}
+
+/// Step 4: The lines to replay, ascending by line sequence (headerless lines last); decides
+/// whether the shutdown was clean.
+fn step_select<M: Media>(
+    ftl: &Ftl<M>,
+    found: &[LineFound],
+    (ckpt_line, ckpt): (u32, &meta::Checkpoint),
+    report: &mut RecoveryReport,
+) -> Vec<(u64, u32)> {
+    let reserved = ftl.superblock.reserved_lines;
+    let newer =
+        |h: &meta::LineHeader| h.line_seq >= ckpt.line_seq && h.stream != meta::STREAM_CHECKPOINT;
+    let mut later_lines = false;
+    let mut replay: Vec<(u64, u32)> = Vec::new();
+    for line in reserved..ftl.geo.blocks_per_lun {
+        let f = &found[line as usize];
+        tracing::debug!(line, header = ?f.header.map(|h| (h.stream, h.line_seq, h.generation)), has_data = f.has_data, "recovery: line");
+        match f.header {
+            Some(h) => {
+                if h.line_seq > ckpt.line_seq || newer(&h) {
+                    later_lines = true;
+                }
+                if h.stream == meta::STREAM_CHECKPOINT {
+                    continue;
+                }
+                let open_at_ckpt = ckpt.lines[line as usize].state == meta::CKPT_LINE_OPEN
+                    && h.line_seq < ckpt.line_seq;
+                if newer(&h) || open_at_ckpt {
+                    replay.push((h.line_seq, line));
+                }
+            }
+            None if f.has_data => {
+                later_lines = true;
+                report.lines_without_header += 1;
+                replay.push((u64::MAX, line));
+            }
+            None => {}
+        }
+    }
+    // The checkpoint's own line holds another header (it was reused since the checkpoint
+    // was written): something came after it.
+    if found[ckpt_line as usize]
+        .header
+        .is_some_and(|h| h.line_seq != ckpt.line_seq)
+    {
+        later_lines = true;
+    }
+    report.clean = ckpt.clean && !later_lines;
+    if report.clean {
+        // Nothing was written after a clean shutdown: the open lines hold nothing newer.
+        replay.clear();
+    }
+    replay.sort_unstable();
+    report.lines_replayed = replay.len() as u32;
+    replay
+}

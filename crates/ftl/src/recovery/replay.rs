@@ -1,0 +1,235 @@
+//! Replay: read the lines written after the checkpoint and decide, for every LBA they touch,
+//! which copy wins.
+//!
+//! The rule: among every copy found (the checkpoint's mapping and the sectors of the lines
+//! written after the checkpoint), the one with the highest write sequence number wins, where
+//! * an LBA the checkpoint left unmapped only takes copies newer than the checkpoint;
+//! * an LBA the checkpoint mapped takes copies newer than the checkpoint's copy, whose sequence
+//!   number is read from the OOB at the checkpoint's location; if that location was erased and
+//!   reused since, GC relocated the data first, and the relocated copy (same sequence number)
+//!   is found among the newer lines;
+//! * trim records apply to LBAs whose winning copy is older than the trim.
+
+use std::collections::HashMap;
+
+use lightnvm_media::{Geometry, Media, PageAddr};
+
+use super::RecoveryReport;
+use crate::addr::{L2pEntry, Ppa, FIRST_MARKER, L2P_LOST, L2P_UNMAPPED};
+use crate::error::FtlError;
+use crate::line_reader::{
+    incarnation_pus, read_footer, read_page, sectors_of, seq_at, written_pages, LineFound,
+};
+use crate::meta::{self, OOB_LBA_TRIM};
+
+/// A sector of a replayed line: canonical index in the line, (LBA or marker, seq).
+pub type RecordEntry = (usize, (u32, u64));
+
+/// Replay's working state: the winning copy of each LBA touched so far, (seq, raw L2P entry
+/// — a PPA, `L2P_UNMAPPED` for a trim or `L2P_LOST` for a damaged copy —, rank), and a cache
+/// of the checkpointed copies' sequence numbers.
+#[derive(Default)]
+pub struct Winners {
+    pub best: HashMap<u32, (u64, u32, u64)>,
+    pub base_seq: HashMap<u32, Option<u64>>,
+}
+
+/// What replay found.
+#[derive(Default)]
+pub struct Replayed {
+    pub win: Winners,
+    pub max_seq: u64,
+    /// Trim records found (they keep their lines until a checkpoint covers them).
+    pub trim_ppas: Vec<Ppa>,
+    /// (LBA or marker, seq) of every readable sector of each replayed line, for continuing
+    /// the streams' open lines.
+    pub records: HashMap<u32, Vec<RecordEntry>>,
+}
+
+/// The inputs every step of replay reads.
+pub struct Basis<'a> {
+    pub geo: Geometry,
+    pub exported: u64,
+    pub footer_slots: u32,
+    pub ckpt: &'a meta::Checkpoint,
+    pub found: &'a [LineFound],
+}
+
+/// Replays `lines` (ascending line_seq; headerless lines last).
+pub fn replay<M: Media>(
+    media: &mut M,
+    b: &Basis,
+    lines: &[(u64, u32)],
+    report: &mut RecoveryReport,
+) -> Result<Replayed, FtlError> {
+    let mut r = Replayed {
+        max_seq: b.ckpt.seq,
+        ..Replayed::default()
+    };
+    for &(_, line) in lines {
+        replay_line(media, b, line, &mut r, report)?;
+    }
+    Ok(r)
+}
+
+fn replay_line<M: Media>(
+    media: &mut M,
+    b: &Basis,
+    line: u32,
+    r: &mut Replayed,
+    report: &mut RecoveryReport,
+) -> Result<(), FtlError> {
+    let g = b.geo;
+    let header = b.found[line as usize].header;
+    let pus = incarnation_pus(media, line, header.as_ref());
+    let mut footer: Option<Option<meta::LineFooter>> = None;
+    let rank = match header {
+        Some(h) => ((h.stream == meta::STREAM_GC) as u64) << 63 | h.line_seq,
+        None => 0,
+    };
+    let addrs: Vec<PageAddr> = written_pages(media, line, &pus).collect();
+    for addr in addrs {
+        let Some(page) = read_page(media, addr)? else {
+            continue;
+        };
+        let secs = sectors_of(&g, &page);
+        tracing::debug!(%addr, failed = page.failed, sectors = secs.len(), "replay page");
+        report.sectors_unreadable += (g.sectors_per_page as usize - secs.len()) as u64;
+        let index =
+            |i: u32| ((addr.pu * g.pages_per_block + addr.page) * g.sectors_per_page + i) as usize;
+        if secs.len() < g.sectors_per_page as usize {
+            // A sector that fails its checksum in a line with a footer is damage, not a torn
+            // write: the footer names the write it held, which must not silently fall back to
+            // an older copy.
+            if footer.is_none() {
+                footer = Some(read_footer(media, line, header.as_ref(), b.footer_slots)?);
+            }
+            if let Some(Some(f)) = &footer {
+                for i in 0..g.sectors_per_page {
+                    if secs.iter().any(|(j, _)| *j == i) {
+                        continue;
+                    }
+                    if let Some(&(lba, seq)) = f.entries.get(index(i)) {
+                        if (lba as u64) < b.exported {
+                            report.problems.push(format!(
+                                "{addr} sector {i}: checksum fails; the footer says it held LBA {lba}"
+                            ));
+                            consider(media, b, &mut r.win, lba, seq, L2P_LOST, rank)?;
+                        }
+                    }
+                }
+            }
+        }
+        for (i, o) in secs {
+            let ppa = Ppa::at(&g, addr, i);
+            r.max_seq = r.max_seq.max(o.seq);
+            r.records
+                .entry(line)
+                .or_default()
+                .push((index(i), (o.lba, o.seq)));
+            if o.lba == OOB_LBA_TRIM {
+                let ss = g.sector_size as usize;
+                let rec = &page.data[i as usize * ss..(i as usize + 1) * ss];
+                let Some(ranges) = meta::decode_trim_record(rec) else {
+                    report
+                        .problems
+                        .push(format!("trim record at {addr} sector {i} does not decode"));
+                    continue;
+                };
+                r.trim_ppas.push(ppa);
+                for t in ranges {
+                    if t.seq <= b.ckpt.seq {
+                        continue;
+                    }
+                    report.trims_replayed += 1;
+                    let end = (t.lba as u64 + t.sectors as u64).min(b.exported);
+                    for lba in t.lba as u64..end {
+                        let lba = u32::try_from(lba).expect("below the export");
+                        consider(media, b, &mut r.win, lba, t.seq, L2P_UNMAPPED, rank)?;
+                    }
+                }
+                continue;
+            }
+            if o.lba >= FIRST_MARKER {
+                continue;
+            }
+            if o.lba as u64 >= b.exported {
+                report.problems.push(format!(
+                    "{addr} sector {i}: LBA {} beyond the exported {} sectors",
+                    o.lba, b.exported
+                ));
+                continue;
+            }
+            report.sectors_replayed += 1;
+            consider(media, b, &mut r.win, o.lba, o.seq, ppa.0, rank)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sequence number of the copy the checkpoint maps `lba` to, if that sector still holds
+/// it.
+pub fn checkpointed_seq<M: Media>(
+    media: &mut M,
+    geo: &Geometry,
+    raw: u32,
+    lba: u32,
+) -> Result<Option<u64>, FtlError> {
+    let ppa = L2pEntry::decode(raw).ppa().expect("a mapped entry");
+    let (addr, sector) = ppa.addr(geo);
+    seq_at(media, addr, sector, lba)
+}
+
+/// Weighs one copy (`raw`: a PPA, `L2P_UNMAPPED` for a trim, `L2P_LOST` for a damaged
+/// copy) of `lba` written at `seq`.
+fn consider<M: Media>(
+    media: &mut M,
+    b: &Basis,
+    win: &mut Winners,
+    lba: u32,
+    seq: u64,
+    raw: u32,
+    rank: u64,
+) -> Result<(), FtlError> {
+    tracing::trace!(lba, seq, raw, rank, best = ?win.best.get(&lba), "recovery considers a copy");
+    if let Some(cur) = win.best.get(&lba) {
+        // Equal numbers are copies of one write (GC relocations keep the number). Prefer the
+        // relocated copy, whose source line may be erased and reused at any time: it is in a
+        // GC-stream line, or (with shared placement) in a later-opened line. A readable copy
+        // beats a damaged one (`L2P_LOST`) of the same write.
+        let is_data = |p: u32| p != L2P_UNMAPPED && p != L2P_LOST;
+        let replace =
+            seq > cur.0 || (seq == cur.0 && is_data(raw) && (!is_data(cur.1) || rank > cur.2));
+        if replace {
+            win.best.insert(lba, (seq, raw, rank));
+        }
+        return Ok(());
+    }
+    let at = b.ckpt.l2p[lba as usize];
+    let wins = if at == L2P_UNMAPPED || at == L2P_LOST {
+        seq > b.ckpt.seq
+    } else if seq > b.ckpt.seq {
+        true
+    } else {
+        // An older-or-equal copy: it wins only over a checkpointed copy that is gone.
+        let base = match win.base_seq.get(&lba) {
+            Some(s) => *s,
+            None => {
+                let s = checkpointed_seq(media, &b.geo, at, lba)?;
+                win.base_seq.insert(lba, s);
+                s
+            }
+        };
+        match base {
+            // Equal: a copy of the checkpointed write made after the checkpoint (GC moved it);
+            // the checkpointed location may be in a line since released. A damaged copy
+            // (`L2P_LOST`) of the checkpointed write does not replace it.
+            Some(s) => seq > s || (seq == s && raw != L2P_LOST),
+            None => true,
+        }
+    };
+    if wins {
+        win.best.insert(lba, (seq, raw, rank));
+    }
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! One writer per stream: its open line, the slot order, the page buffer where sectors are
+//! gathered until a flash page is full, and the footer record (the line's P2L with sequence
+//! numbers).
+//!
+//! A writer programs pages and nothing else: it does not touch the map, the line pool or
+//! the statistics. The core asks it for a slot ([`Writer::has_data_slot`]), stages sectors,
+//! programs full pages, and decides what to do when a program fails or the line is full.
+
+use lightnvm_media::{Completion, Geometry, Media, PageAddr, ProgramError};
+
+use crate::addr::{Ppa, SectorKind, P2L_EMPTY};
+use crate::meta::{self, SectorOob, OOB_LBA_META};
+
+/// A sector that was in a page whose program failed: it must be placed again.
+pub struct Unplaced {
+    pub kind: SectorKind,
+    pub seq: u64,
+    pub data: Vec<u8>,
+    /// Where it was staged.
+    pub ppa: Ppa,
+}
+
+#[derive(Debug)]
+pub struct Writer {
+    geo: Geometry,
+    line: Option<u32>,
+    /// The line's PUs in slot order.
+    pus: Vec<u32>,
+    row: u32,
+    col: usize,
+    /// Sectors gathered in the current page.
+    fill: u32,
+    data: Vec<u8>,
+    oob: Vec<u8>,
+    /// OOB codes (LBA or marker) and sequence numbers of the gathered sectors.
+    codes: Vec<u32>,
+    seqs: Vec<u64>,
+    /// (OOB code, seq) of every physical sector of the open line, canonical order: the
+    /// footer.
+    record: Vec<(u32, u64)>,
+}
+
+impl Writer {
+    pub fn new(geo: &Geometry) -> Writer {
+        let spp = geo.sectors_per_page as usize;
+        Writer {
+            geo: *geo,
+            line: None,
+            pus: Vec::new(),
+            row: 0,
+            col: 0,
+            fill: 0,
+            data: vec![0; geo.page_bytes()],
+            oob: vec![0; geo.page_oob_bytes()],
+            codes: vec![P2L_EMPTY; spp],
+            seqs: vec![0; spp],
+            record: vec![(P2L_EMPTY, 0); line_sectors(geo)],
+        }
+    }
+
+    pub fn line(&self) -> Option<u32> {
+        self.line
+    }
+    pub fn pus(&self) -> &[u32] {
+        &self.pus
+    }
+    /// Sectors gathered in the page buffer.
+    pub fn fill(&self) -> u32 {
+        self.fill
+    }
+
+    /// The page the next program goes to.
+    pub fn addr(&self) -> PageAddr {
+        PageAddr {
+            pu: self.pus[self.col],
+            block: self.line.expect("open line"),
+            page: self.row,
+        }
+    }
+
+    /// Slots (pages) left in the line, the current one included.
+    pub fn remaining_slots(&self) -> u64 {
+        let pages = self.geo.pages_per_block;
+        if self.pus.is_empty() || self.row >= pages {
+            return 0;
+        }
+        (pages - self.row - 1) as u64 * self.pus.len() as u64 + (self.pus.len() - self.col) as u64
+    }
+
+    /// The open line has a data slot before its footer.
+    pub fn has_data_slot(&self, footer_slots: u32) -> bool {
+        self.line.is_some() && self.remaining_slots() > footer_slots as u64
+    }
+
+    /// A new data page would need a new line.
+    pub fn needs_line(&self, footer_slots: u32) -> bool {
+        self.fill == 0 && !self.has_data_slot(footer_slots)
+    }
+
+    /// Data sectors the writer can still take in its line.
+    pub fn room(&self, footer_slots: u32) -> u64 {
+        if !self.has_data_slot(footer_slots) {
+            return 0;
+        }
+        let spp = self.geo.sectors_per_page as u64;
+        (self.remaining_slots() - footer_slots as u64) * spp - self.fill as u64
+    }
+
+    fn advance(&mut self) {
+        self.col += 1;
+        if self.col >= self.pus.len() {
+            self.col = 0;
+            self.row += 1;
+        }
+    }
+
+    /// Starts writing `line` (erased, its PUs in slot order) from its first page.
+    pub fn begin(&mut self, line: u32, order: Vec<u32>) {
+        self.begin_at(line, order, 0, &[]);
+    }
+
+    /// Goes on writing `line` at page row `row` (recovery), with the footer entries found.
+    pub fn begin_at(
+        &mut self,
+        line: u32,
+        order: Vec<u32>,
+        row: u32,
+        found: &[(usize, (u32, u64))],
+    ) {
+        assert!(
+            self.line.is_none(),
+            "writer already has line {:?}",
+            self.line
+        );
+        assert_eq!(self.fill, 0);
+        self.line = Some(line);
+        self.pus = order;
+        self.row = row;
+        self.col = 0;
+        self.record.fill((P2L_EMPTY, 0));
+        for &(idx, entry) in found {
+            self.record[idx] = entry;
+        }
+    }
+
+    /// The line is closed (or abandoned): the writer has none.
+    pub fn end(&mut self) {
+        assert_eq!(self.fill, 0, "ending a line with a partial page");
+        self.line = None;
+        self.pus.clear();
+    }
+
+    /// The footer record of the open line.
+    pub fn record(&self) -> &[(u32, u64)] {
+        &self.record
+    }
+
+    fn record_index(&self, addr: PageAddr, sector: usize) -> usize {
+        let pages = self.geo.pages_per_block as usize;
+        let spp = self.geo.sectors_per_page as usize;
+        (addr.pu as usize * pages + addr.page as usize) * spp + sector
+    }
+
+    /// Gathers one sector in the page buffer. Returns where it will live and whether the page
+    /// is now full (and must be programmed before the next stage).
+    pub fn stage(&mut self, kind: SectorKind, seq: u64, data: &[u8]) -> (Ppa, bool) {
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        assert!(self.fill < self.geo.sectors_per_page, "page buffer full");
+        assert_eq!(data.len(), ss);
+        let i = self.fill as usize;
+        let addr = self.addr();
+        let code = kind.oob_code();
+        self.data[i * ss..(i + 1) * ss].copy_from_slice(data);
+        meta::encode_oob(
+            &mut self.oob[i * os..(i + 1) * os],
+            SectorOob { lba: code, seq },
+            data,
+        );
+        self.codes[i] = code;
+        self.seqs[i] = seq;
+        self.fill += 1;
+        let idx = self.record_index(addr, i);
+        self.record[idx] = (code, seq);
+        (
+            Ppa::at(&self.geo, addr, i as u32),
+            self.fill == self.geo.sectors_per_page,
+        )
+    }
+
+    /// The kinds of the sectors in the (full) page buffer.
+    pub fn staged_kinds(&self) -> impl Iterator<Item = SectorKind> + '_ {
+        self.codes[..self.fill as usize]
+            .iter()
+            .map(|&c| SectorKind::from_oob_code(c).expect("a stream writes data, pad or trim"))
+    }
+
+    /// Programs the full page buffer. On success the buffer's contents stay readable through
+    /// [`Writer::last_page`] until the next stage.
+    pub fn program<M: Media>(
+        &mut self,
+        media: &mut M,
+    ) -> Result<(PageAddr, Completion), ProgramError> {
+        assert_eq!(
+            self.fill, self.geo.sectors_per_page,
+            "program of a partial page"
+        );
+        let addr = self.addr();
+        let c = media.program(addr, &self.data, &self.oob)?;
+        self.fill = 0;
+        self.advance();
+        Ok((addr, c))
+    }
+
+    /// The data and OOB of the page just programmed.
+    pub fn last_page(&self) -> (&[u8], &[u8]) {
+        (&self.data, &self.oob)
+    }
+
+    /// After a failed program of the page buffer: the block is retired from the line, the
+    /// page's footer entries cleared, and its sectors handed back to be placed again.
+    pub fn take_failed_page(&mut self) -> Vec<Unplaced> {
+        let ss = self.geo.sector_size as usize;
+        let addr = self.addr();
+        let mut out = Vec::with_capacity(self.fill as usize);
+        for i in 0..self.fill as usize {
+            let idx = self.record_index(addr, i);
+            self.record[idx] = (P2L_EMPTY, 0);
+            out.push(Unplaced {
+                kind: SectorKind::from_oob_code(self.codes[i]).expect("staged kind"),
+                seq: self.seqs[i],
+                data: self.data[i * ss..(i + 1) * ss].to_vec(),
+                ppa: Ppa::at(&self.geo, addr, i as u32),
+            });
+        }
+        self.fill = 0;
+        self.drop_pu(addr.pu);
+        out
+    }
+
+    /// Programs a metadata page (header, footer, checkpoint) at the next slot. On a program
+    /// failure the block is retired from the line and `Ok(None)` returned: the caller retries
+    /// at the next slot or gives up.
+    pub fn program_meta<M: Media>(
+        &mut self,
+        media: &mut M,
+        page: &[u8],
+        seq: u64,
+    ) -> Result<Option<(PageAddr, Completion, Vec<u8>)>, ProgramError> {
+        assert_eq!(self.fill, 0, "metadata page inside a data page");
+        let oob = meta::page_oob(
+            &self.geo,
+            page,
+            SectorOob {
+                lba: OOB_LBA_META,
+                seq,
+            },
+        );
+        let addr = self.addr();
+        match media.program(addr, page, &oob) {
+            Ok(c) => {
+                self.advance();
+                Ok(Some((addr, c, oob)))
+            }
+            Err(ProgramError::Failed { .. }) => {
+                self.drop_pu(addr.pu);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The block on `pu` is gone: the line goes on without it.
+    fn drop_pu(&mut self, pu: u32) {
+        let col = self
+            .pus
+            .iter()
+            .position(|&p| p == pu)
+            .expect("pu in stream");
+        self.pus.remove(col);
+        if self.col >= self.pus.len() {
+            self.col = 0;
+            self.row += 1;
+        }
+    }
+
+    /// A sector of `addr` still in the page buffer: (data, OOB).
+    pub fn buffered(&self, addr: PageAddr, sector: u32) -> Option<(&[u8], &[u8])> {
+        if self.line != Some(addr.block) || self.fill <= sector || self.pus.is_empty() {
+            return None;
+        }
+        if self.addr() != addr {
+            return None;
+        }
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let s = sector as usize;
+        Some((
+            &self.data[s * ss..(s + 1) * ss],
+            &self.oob[s * os..(s + 1) * os],
+        ))
+    }
+}
+
+/// Physical sectors in one line.
+pub fn line_sectors(g: &Geometry) -> usize {
+    g.parallel_units() as usize * g.pages_per_block as usize * g.sectors_per_page as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Lba;
+    use lightnvm_media::{MediaConfig, RamMedia, VirtualClock};
+
+    fn setup() -> (RamMedia, Writer) {
+        let g = Geometry::new(2, 1, 4, 4, 2);
+        let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
+        (media, Writer::new(&g))
+    }
+
+    #[test]
+    fn stages_and_programs_in_slot_order() {
+        let (mut media, mut w) = setup();
+        assert!(w.needs_line(1));
+        w.begin(2, vec![1, 0]);
+        assert_eq!(w.remaining_slots(), 8);
+        let page = vec![0u8; 8192];
+        assert!(w.program_meta(&mut media, &page, 0).unwrap().is_some());
+        let d = vec![9u8; 4096];
+        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d);
+        assert!(!full);
+        assert_eq!(
+            p0.addr(media.geometry()).0,
+            PageAddr {
+                pu: 0,
+                block: 2,
+                page: 0
+            }
+        );
+        assert_eq!(
+            w.buffered(
+                PageAddr {
+                    pu: 0,
+                    block: 2,
+                    page: 0
+                },
+                0
+            )
+            .unwrap()
+            .0,
+            &d[..]
+        );
+        let (_, full) = w.stage(SectorKind::Pad, 0, &d);
+        assert!(full);
+        let (addr, _) = w.program(&mut media).unwrap();
+        assert_eq!(
+            addr,
+            PageAddr {
+                pu: 0,
+                block: 2,
+                page: 0
+            }
+        );
+        assert_eq!(
+            w.addr(),
+            PageAddr {
+                pu: 1,
+                block: 2,
+                page: 1
+            }
+        );
+        assert_eq!(w.remaining_slots(), 6);
+        assert_eq!(w.room(1), 10);
+        let idx = w.record_index(addr, 0);
+        assert_eq!(w.record()[idx], (5, 1));
+    }
+
+    #[test]
+    fn a_failed_page_hands_its_sectors_back() {
+        let (_, mut w) = setup();
+        w.begin(1, vec![1, 0]);
+        let d = vec![3u8; 4096];
+        w.stage(SectorKind::Trim, 7, &d);
+        let back = w.take_failed_page();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].kind, back[0].seq), (SectorKind::Trim, 7));
+        assert_eq!(w.pus(), &[0]);
+        assert!(w.record().iter().all(|e| e.0 == P2L_EMPTY));
+    }
+}
