@@ -1,0 +1,328 @@
+//! The power-cut torture harness: random geometry, random workload with GC, wear leveling and
+//! media faults, power cuts at random media operations, recovery, and verification of every
+//! LBA against the durability contract. Deterministic by seed.
+//!
+//! The contract checked after each cut: every LBA reads as its last durable value (made
+//! durable by a completed FLUSH, or by completion of a FUA write / FUA write-zeroes), or as a
+//! value written to it later (acknowledged, or in flight at the cut) — never an older value,
+//! never bytes nobody wrote there. A trim or write-zeroes counts as writing zeros.
+
+use lightnvm_ftl::{Ftl, FtlConfig, FtlError, PlacementKind, VictimPolicyKind, WearConfig};
+use lightnvm_media::{FaultConfig, Geometry, MediaConfig, RamMedia, VirtualClock};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::model::{Model, UNKNOWN};
+use crate::pattern::{fill_sector, sector_tag};
+
+const SS: usize = 4096;
+
+/// Settings for one seed.
+#[derive(Clone, Copy, Debug)]
+pub struct TortureConfig {
+    pub seed: u64,
+    pub cuts: u32,
+    /// Inject program / erase / read failures and factory-bad blocks.
+    pub media_faults: bool,
+    /// Upper bound of media operations between two cuts.
+    pub max_ops_between_cuts: u64,
+}
+
+/// What one seed did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TortureOutcome {
+    pub seed: u64,
+    pub geometry: String,
+    pub cuts: u32,
+    pub host_ops: u64,
+    pub lbas_verified: u64,
+    /// LBAs whose reads reported an uncorrectable error (allowed only with media faults).
+    pub lbas_reported_unreadable: u64,
+    pub violations: Vec<String>,
+}
+
+fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaConfig, FtlConfig) {
+    let mut g = Geometry::new(
+        rng.gen_range(1..=4),
+        rng.gen_range(1..=2),
+        rng.gen_range(10..=24),
+        rng.gen_range(8..=32),
+        rng.gen_range(1..=4),
+    );
+    if rng.gen_bool(0.3) {
+        g.mw_cunits = rng.gen_range(0..g.pages_per_block.min(3));
+    }
+    let mut media = MediaConfig::new(g);
+    media.endurance = 0;
+    media.faults = FaultConfig::none(seed);
+    if media_faults {
+        media.faults.factory_bad_fraction = [0.0, 0.02, 0.04][rng.gen_range(0..3)];
+        media.faults.program_fail_prob = [0.0, 0.0005, 0.002][rng.gen_range(0..3)];
+        media.faults.erase_fail_prob = [0.0, 0.001, 0.004][rng.gen_range(0..3)];
+        media.faults.read_fail_prob = [0.0, 0.001, 0.01][rng.gen_range(0..3)];
+    }
+    let victim = match rng.gen_range(0..4) {
+        0 => VictimPolicyKind::Greedy,
+        1 => VictimPolicyKind::CostBenefit,
+        2 => VictimPolicyKind::Fifo,
+        _ => VictimPolicyKind::DChoices { d: 3 },
+    };
+    let ftl = FtlConfig {
+        over_provisioning: rng.gen_range(0.1..0.4),
+        victim,
+        placement: if rng.gen_bool(0.8) {
+            PlacementKind::SeparateGc
+        } else {
+            PlacementKind::Shared
+        },
+        wear: WearConfig {
+            dynamic: rng.gen_bool(0.8),
+            static_threshold: rng.gen_bool(0.5).then_some(4),
+        },
+        gc_reserve_lines: 1,
+        gc_background_lines: 0,
+        checkpoint_interval_lines: rng.gen_range(2..=6),
+        seed,
+    };
+    (media, ftl)
+}
+
+/// Runs one seed: format, then `cuts` rounds of workload, power cut, recovery, verification.
+pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut out = TortureOutcome {
+        seed: cfg.seed,
+        ..Default::default()
+    };
+    // Some random geometries are too small for an FTL: draw again (bounded).
+    let mut formatted = None;
+    for _ in 0..32 {
+        let (mc, fc) = random_setup(&mut rng, cfg.media_faults, cfg.seed);
+        let Ok(media) = RamMedia::new(mc, VirtualClock::new()) else {
+            continue;
+        };
+        if let Ok(ftl) = Ftl::format(media, fc) {
+            let g = mc.geometry;
+            out.geometry = format!(
+                "{}ch x {}lun x {}blk x {}pg x {}sec mw{} op{:.2} {:?}",
+                g.channels,
+                g.luns_per_channel,
+                g.blocks_per_lun,
+                g.pages_per_block,
+                g.sectors_per_page,
+                g.mw_cunits,
+                fc.over_provisioning,
+                fc.victim
+            );
+            formatted = Some(ftl);
+            break;
+        }
+    }
+    let Some(mut ftl) = formatted else {
+        out.violations
+            .push("no random geometry could be formatted".into());
+        return out;
+    };
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    for cut in 0..cfg.cuts {
+        let budget = rng.gen_range(1..=cfg.max_ops_between_cuts);
+        ftl.media_mut().arm_power_cut(budget);
+        // Workload until the power fails (or a bound on host operations is reached).
+        let mut inflight: Vec<(u32, u64)> = Vec::new();
+        let mut host_ops = 0u64;
+        loop {
+            host_ops += 1;
+            if host_ops > 20 * cfg.max_ops_between_cuts + 1000 {
+                ftl.media_mut().cut_power();
+                break;
+            }
+            let r: u32 = rng.gen_range(0..100);
+            let lba = rng.gen_range(0..exported);
+            let n = rng.gen_range(1..=8u64).min(exported - lba);
+            inflight.clear();
+            let result = match r {
+                0..=54 => {
+                    let fua = rng.gen_bool(0.05);
+                    let mut buf = vec![0u8; n as usize * SS];
+                    for i in 0..n as usize {
+                        let tag = model.new_tag();
+                        fill_sector(&mut buf[i * SS..(i + 1) * SS], tag);
+                        inflight.push((lba as u32 + i as u32, tag));
+                    }
+                    ftl.write(lba, &buf, fua).map(|_| fua)
+                }
+                55..=64 => {
+                    for i in 0..n {
+                        inflight.push((lba as u32 + i as u32, 0));
+                    }
+                    if r < 60 {
+                        ftl.trim(lba, n).map(|_| false)
+                    } else {
+                        let fua = rng.gen_bool(0.2);
+                        ftl.write_zeroes(lba, n, fua).map(|_| fua)
+                    }
+                }
+                65..=69 => ftl.flush().map(|_| false),
+                _ => {
+                    let mut buf = vec![0u8; n as usize * SS];
+                    let read = match ftl.read(lba, &mut buf) {
+                        Ok(_) => Ok(Vec::new()),
+                        Err(FtlError::Uncorrectable { lbas }) => Ok(lbas),
+                        Err(e) => Err(e),
+                    };
+                    read.map(|failed| {
+                        for i in 0..n as usize {
+                            let l = lba as usize + i;
+                            if failed.contains(&(l as u64)) {
+                                if !cfg.media_faults {
+                                    out.violations.push(format!("cut {cut}: LBA {l} unreadable without faults"));
+                                }
+                                continue;
+                            }
+                            let got = sector_tag(&buf[i * SS..(i + 1) * SS]);
+                            let want = model.latest(l as u64);
+                            if want != UNKNOWN && got != Some(want) {
+                                out.violations.push(format!(
+                                    "cut {cut}: live read of LBA {l} gave {got:?}, expected tag {want}"
+                                ));
+                            }
+                        }
+                        false
+                    })
+                }
+            };
+            if let Some(t) = std::env::var("LIGHTNVM_TRACE_LBA")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                if inflight.iter().any(|&(l, _)| l == t) || (65..=69).contains(&r) {
+                    eprintln!(
+                        "trace: torture op r={r} lba {lba}+{n} -> {:?}",
+                        result.as_ref().map(|_| ())
+                    );
+                }
+            }
+            match result {
+                Ok(durable_now) => {
+                    for &(l, t) in &inflight {
+                        model.written(l as u64, t);
+                        if durable_now {
+                            model.make_durable(l as u64);
+                        }
+                    }
+                    if (65..=69).contains(&r) {
+                        model.flushed();
+                    }
+                    inflight.clear();
+                }
+                Err(FtlError::PowerLoss) => break,
+                Err(FtlError::NoSpace) if cfg.media_faults => {
+                    // Blocks lost to faults exhausted the device mid-operation.
+                    ftl.media_mut().cut_power();
+                    break;
+                }
+                Err(FtlError::ReadOnly { reason }) => {
+                    if !cfg.media_faults {
+                        out.violations.push(format!(
+                            "cut {cut}: read-only without media faults: {reason}"
+                        ));
+                        return out;
+                    }
+                    // Worn out or too many failures: nothing more can be written; cut anyway.
+                    // The failed write may have been applied in part: its data stays allowed
+                    // (kept in `inflight`).
+                    ftl.media_mut().cut_power();
+                    break;
+                }
+                Err(e) => {
+                    out.violations.push(format!(
+                        "cut {cut}: host op failed: {e} (lines {:?}, exported {exported})",
+                        ftl.line_counts()
+                    ));
+                    return out;
+                }
+            }
+            if out.violations.len() > 20 {
+                return out;
+            }
+        }
+        out.host_ops += host_ops;
+        out.cuts += 1;
+        if std::env::var_os("LIGHTNVM_TORTURE_DEBUG").is_some() {
+            eprintln!(
+                "seed {} cut {cut} at the cut: lines {:?} {:?}",
+                cfg.seed,
+                ftl.line_counts(),
+                ftl.debug_lines()
+            );
+        }
+        // Power cycle and recover.
+        let mut media = ftl.into_media();
+        if let Err(e) = media.power_cycle() {
+            out.violations.push(format!("cut {cut}: power cycle: {e}"));
+            return out;
+        }
+        ftl = match Ftl::open(media) {
+            Ok(f) => f,
+            Err(e) => {
+                out.violations
+                    .push(format!("cut {cut}: recovery failed: {e}"));
+                return out;
+            }
+        };
+        if let Err(e) = ftl.check() {
+            out.violations
+                .push(format!("cut {cut}: invariants after recovery: {e}"));
+            return out;
+        }
+        if std::env::var_os("LIGHTNVM_TORTURE_DEBUG").is_some() {
+            eprintln!(
+                "seed {} cut {cut}: lines {:?} valid {:?} report {:?}",
+                cfg.seed,
+                ftl.line_counts(),
+                ftl.debug_lines(),
+                ftl.recovery_report()
+            );
+        }
+        for &(l, t) in &inflight {
+            model.written(l as u64, t);
+        }
+        // Verify every LBA against the contract, then take what was read as the new truth.
+        let mut buf = vec![0u8; SS];
+        for l in 0..exported as usize {
+            let got = match ftl.read(l as u64, &mut buf) {
+                Ok(_) => sector_tag(&buf),
+                Err(FtlError::Uncorrectable { .. }) => {
+                    out.lbas_reported_unreadable += 1;
+                    if !cfg.media_faults {
+                        out.violations.push(format!(
+                            "cut {cut}: LBA {l} unreadable after recovery without faults"
+                        ));
+                    }
+                    model.settle(l as u64, UNKNOWN);
+                    continue;
+                }
+                Err(e) => {
+                    out.violations
+                        .push(format!("cut {cut}: read of LBA {l} after recovery: {e}"));
+                    return out;
+                }
+            };
+            out.lbas_verified += 1;
+            if !model.accepts(l as u64, got) {
+                out.violations.push(format!(
+                    "cut {cut}: LBA {l} reads {got:?}; allowed: durable {} or later {:?}",
+                    model.durable(l as u64),
+                    model.later(l as u64)
+                ));
+                if out.violations.len() > 20 {
+                    return out;
+                }
+            }
+            model.settle(l as u64, got.unwrap_or(0));
+        }
+    }
+    out
+}
