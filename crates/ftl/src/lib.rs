@@ -19,7 +19,6 @@
 pub mod config;
 pub mod meta;
 pub mod policy;
-pub mod torture;
 
 mod ftl;
 
