@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lightnvm_ftl::torture::{fill_sector, sector_tag};
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError, PlacementKind, VictimPolicyKind, WearConfig};
 use lightnvm_media::{FileMedia, OpenMode, VirtualClock};
+use lightnvm_testing::{fill_sector, sector_tag};
 use serde::Serialize;
 
 use crate::human_bytes;

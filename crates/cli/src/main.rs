@@ -439,7 +439,7 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn torture(a: TortureArgs) -> Result<()> {
-    use lightnvm_ftl::torture::{torture_seed, TortureConfig, TortureOutcome};
+    use lightnvm_testing::torture::{torture_seed, TortureConfig, TortureOutcome};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{mpsc, Arc};
 

@@ -18,7 +18,6 @@
 pub mod config;
 pub mod meta;
 pub mod policy;
-pub mod torture;
 
 mod addr;
 mod audit;

@@ -3,9 +3,9 @@
 mod common;
 
 use common::*;
-use lightnvm_ftl::torture::{torture_seed, TortureConfig};
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError};
 use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+use lightnvm_testing::{torture_seed, TortureConfig};
 
 fn geo() -> Geometry {
     Geometry::new(2, 2, 16, 8, 2)

@@ -46,7 +46,7 @@ fn faulty_run(seed: u64, ops: u64) -> (lightnvm_ftl::FtlStats, u64, bool) {
         let r = match rng(&mut x) % 10 {
             0..=5 => model.write(&mut ftl, lba, n, rng(&mut x).is_multiple_of(50)),
             6 => model.trim(&mut ftl, lba, n),
-            7 => ftl.flush().map(|_| ()),
+            7 => model.flush(&mut ftl),
             _ => {
                 let failed = model
                     .verify(&mut ftl, lba, n)
@@ -106,10 +106,8 @@ fn persistent_read_errors_are_reported_for_exactly_the_affected_sectors() {
         Err(FtlError::Uncorrectable { lbas }) => {
             assert!(!lbas.is_empty());
             for l in 0..16u64 {
-                let ok = tag_matches(
-                    &buf[l as usize * SS..(l as usize + 1) * SS],
-                    model.tags[l as usize],
-                );
+                let ok = sector_tag(&buf[l as usize * SS..(l as usize + 1) * SS])
+                    == Some(model.latest(l));
                 // A sector not reported must hold exactly its data; a reported one must not
                 // pretend to (never zeros passed off as data, never stale data).
                 assert_eq!(ok, !lbas.contains(&l), "LBA {l}");

@@ -65,9 +65,7 @@ fn run(ops: u64, seed: u64) {
                 assert!(failed.is_empty());
             }
             90..=96 => model.trim(&mut ftl, lba, n).unwrap(),
-            _ => {
-                let _ = ftl.flush().unwrap();
-            }
+            _ => model.flush(&mut ftl).unwrap(),
         }
         if i % 1_000_000 == 999_999 {
             ftl.check().unwrap_or_else(|e| panic!("op {i}: {e}"));

@@ -62,17 +62,14 @@ fn run(g: Geometry, cfg: FtlConfig, ops: &[Op]) -> Result<(), TestCaseError> {
                         .trim(&mut ftl, lba, n)
                         .map_err(|e| TestCaseError::fail(format!("op {i}: {e}")))?;
                 } else {
-                    let _ = ftl
-                        .write_zeroes(lba, n, false)
+                    model
+                        .write_zeroes(&mut ftl, lba, n, false)
                         .map_err(|e| TestCaseError::fail(format!("op {i}: {e}")))?;
-                    for l in lba..lba + n {
-                        model.tags[l as usize] = 0;
-                    }
                 }
             }
             Op::Flush => {
-                let _ = ftl
-                    .flush()
+                model
+                    .flush(&mut ftl)
                     .map_err(|e| TestCaseError::fail(format!("op {i}: {e}")))?;
             }
         }

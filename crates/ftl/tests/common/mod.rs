@@ -1,31 +1,12 @@
-//! Shared test helpers: a reference model and deterministic sector contents.
+//! Shared test helpers: FTL construction, and the host side of the reference model (drive an
+//! FTL and the model of `lightnvm-testing` together, verify reads against the model).
 #![allow(dead_code)]
 
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError};
 use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+pub use lightnvm_testing::{fill_sector, sector_tag, Model};
 
 pub const SS: usize = 4096;
-
-/// Contents of a sector written with `tag` (tag 0 = zeros).
-pub fn fill(buf: &mut [u8], tag: u64) {
-    if tag == 0 {
-        buf.fill(0);
-        return;
-    }
-    let mut x = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for chunk in buf.chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-}
-
-pub fn tag_matches(buf: &[u8], tag: u64) -> bool {
-    let mut want = vec![0u8; buf.len()];
-    fill(&mut want, tag);
-    want == buf
-}
 
 pub fn ram_ftl(
     g: Geometry,
@@ -38,21 +19,34 @@ pub fn ram_ftl(
     Ftl::format(media, cfg).expect("format")
 }
 
-/// LBA -> tag of the last write (0 = zeros).
-pub struct Model {
-    pub tags: Vec<u64>,
-    pub next_tag: u64,
+/// Host operations that go to the FTL and, when acknowledged, to the model; reads compare
+/// with the model's latest values (these tests cut no power).
+pub trait Host {
+    /// Writes `n` sectors with fresh tags.
+    fn write(
+        &mut self,
+        ftl: &mut Ftl<RamMedia>,
+        lba: u64,
+        n: u64,
+        fua: bool,
+    ) -> Result<(), FtlError>;
+    fn trim(&mut self, ftl: &mut Ftl<RamMedia>, lba: u64, n: u64) -> Result<(), FtlError>;
+    fn write_zeroes(
+        &mut self,
+        ftl: &mut Ftl<RamMedia>,
+        lba: u64,
+        n: u64,
+        fua: bool,
+    ) -> Result<(), FtlError>;
+    fn flush(&mut self, ftl: &mut Ftl<RamMedia>) -> Result<(), FtlError>;
+    /// Reads `n` sectors and compares them with the model; LBAs reported uncorrectable are
+    /// returned (and not compared).
+    fn verify(&self, ftl: &mut Ftl<RamMedia>, lba: u64, n: u64) -> Result<Vec<u64>, String>;
+    fn verify_all(&self, ftl: &mut Ftl<RamMedia>) -> Result<Vec<u64>, String>;
 }
 
-impl Model {
-    pub fn new(sectors: u64) -> Model {
-        Model {
-            tags: vec![0; sectors as usize],
-            next_tag: 1,
-        }
-    }
-
-    pub fn write(
+impl Host for Model {
+    fn write(
         &mut self,
         ftl: &mut Ftl<RamMedia>,
         lba: u64,
@@ -60,56 +54,73 @@ impl Model {
         fua: bool,
     ) -> Result<(), FtlError> {
         let mut buf = vec![0u8; n as usize * SS];
-        let first = self.next_tag;
-        for i in 0..n as usize {
-            fill(&mut buf[i * SS..(i + 1) * SS], first + i as u64);
+        let tags: Vec<u64> = (0..n).map(|_| self.new_tag()).collect();
+        for (i, &t) in tags.iter().enumerate() {
+            fill_sector(&mut buf[i * SS..(i + 1) * SS], t);
         }
-        self.next_tag += n;
         let _ = ftl.write(lba, &buf, fua)?;
-        for i in 0..n {
-            self.tags[(lba + i) as usize] = first + i;
+        for (l, t) in (lba..).zip(tags) {
+            self.written(l, t);
+            if fua {
+                self.make_durable(l);
+            }
         }
         Ok(())
     }
 
-    pub fn trim(&mut self, ftl: &mut Ftl<RamMedia>, lba: u64, n: u64) -> Result<(), FtlError> {
+    fn trim(&mut self, ftl: &mut Ftl<RamMedia>, lba: u64, n: u64) -> Result<(), FtlError> {
         let _ = ftl.trim(lba, n)?;
-        for i in 0..n {
-            self.tags[(lba + i) as usize] = 0;
+        for l in lba..lba + n {
+            self.written(l, 0);
         }
         Ok(())
     }
 
-    /// Reads `n` sectors and compares them with the model; LBAs reported uncorrectable are
-    /// returned (and not compared).
-    pub fn verify(&self, ftl: &mut Ftl<RamMedia>, lba: u64, n: u64) -> Result<Vec<u64>, String> {
+    fn write_zeroes(
+        &mut self,
+        ftl: &mut Ftl<RamMedia>,
+        lba: u64,
+        n: u64,
+        fua: bool,
+    ) -> Result<(), FtlError> {
+        let _ = ftl.write_zeroes(lba, n, fua)?;
+        for l in lba..lba + n {
+            self.written(l, 0);
+            if fua {
+                self.make_durable(l);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ftl: &mut Ftl<RamMedia>) -> Result<(), FtlError> {
+        let _ = ftl.flush()?;
+        self.flushed();
+        Ok(())
+    }
+
+    fn verify(&self, ftl: &mut Ftl<RamMedia>, lba: u64, n: u64) -> Result<Vec<u64>, String> {
         let mut buf = vec![0u8; n as usize * SS];
         let failed = match ftl.read(lba, &mut buf) {
             Ok(_) => Vec::new(),
             Err(FtlError::Uncorrectable { lbas }) => lbas,
             Err(e) => return Err(format!("read {lba}+{n}: {e}")),
         };
-        for i in 0..n {
-            let l = lba + i;
+        for (i, l) in (lba..lba + n).enumerate() {
             if failed.contains(&l) {
                 continue;
             }
-            if !tag_matches(
-                &buf[i as usize * SS..(i as usize + 1) * SS],
-                self.tags[l as usize],
-            ) {
-                return Err(format!(
-                    "LBA {l}: data does not match tag {}",
-                    self.tags[l as usize]
-                ));
+            let want = self.latest(l);
+            if sector_tag(&buf[i * SS..(i + 1) * SS]) != Some(want) {
+                return Err(format!("LBA {l}: data does not match tag {want}"));
             }
         }
         Ok(failed)
     }
 
-    pub fn verify_all(&self, ftl: &mut Ftl<RamMedia>) -> Result<Vec<u64>, String> {
+    fn verify_all(&self, ftl: &mut Ftl<RamMedia>) -> Result<Vec<u64>, String> {
         let mut failed = Vec::new();
-        let total = self.tags.len() as u64;
+        let total = self.lbas();
         let mut lba = 0;
         while lba < total {
             let n = 64.min(total - lba);

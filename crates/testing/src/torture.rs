@@ -7,41 +7,16 @@
 //! value written to it later (acknowledged, or in flight at the cut) — never an older value,
 //! never bytes nobody wrote there. A trim or write-zeroes counts as writing zeros.
 
-use std::collections::HashSet;
-
+use lightnvm_ftl::{Ftl, FtlConfig, FtlError, PlacementKind, VictimPolicyKind, WearConfig};
 use lightnvm_media::{FaultConfig, Geometry, MediaConfig, RamMedia, VirtualClock};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::config::{FtlConfig, PlacementKind, VictimPolicyKind, WearConfig};
-use crate::{Ftl, FtlError};
+use crate::model::{Model, UNKNOWN};
+use crate::pattern::{fill_sector, sector_tag};
 
 const SS: usize = 4096;
-
-/// Fills a sector with the pattern of `tag` (tag 0 = zeros).
-pub fn fill_sector(buf: &mut [u8], tag: u64) {
-    if tag == 0 {
-        buf.fill(0);
-        return;
-    }
-    let mut x = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    buf[0..8].copy_from_slice(&tag.to_le_bytes());
-    for chunk in buf[8..].chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-}
-
-/// The tag whose pattern `buf` holds, if any (zeros = tag 0).
-pub fn sector_tag(buf: &[u8]) -> Option<u64> {
-    let tag = u64::from_le_bytes(buf[0..8].try_into().unwrap());
-    let mut want = vec![0u8; buf.len()];
-    fill_sector(&mut want, tag);
-    (want == buf).then_some(tag)
-}
 
 /// Settings for one seed.
 #[derive(Clone, Copy, Debug)]
@@ -65,46 +40,6 @@ pub struct TortureOutcome {
     /// LBAs whose reads reported an uncorrectable error (allowed only with media faults).
     pub lbas_reported_unreadable: u64,
     pub violations: Vec<String>,
-}
-
-/// The reference model: per LBA, the durable value and the values written since.
-struct Model {
-    durable: Vec<u64>,
-    later: Vec<Vec<u64>>,
-    dirty: HashSet<u32>,
-    next_tag: u64,
-}
-
-impl Model {
-    fn new(n: u64) -> Model {
-        Model {
-            durable: vec![0; n as usize],
-            later: vec![Vec::new(); n as usize],
-            dirty: HashSet::new(),
-            next_tag: 1,
-        }
-    }
-    fn latest(&self, lba: usize) -> u64 {
-        self.later[lba].last().copied().unwrap_or(self.durable[lba])
-    }
-    fn written(&mut self, lba: u32, tag: u64) {
-        self.later[lba as usize].push(tag);
-        self.dirty.insert(lba);
-    }
-    fn make_durable(&mut self, lba: u32) {
-        if let Some(&t) = self.later[lba as usize].last() {
-            self.durable[lba as usize] = t;
-        }
-        self.later[lba as usize].clear();
-    }
-    fn flushed(&mut self) {
-        for lba in std::mem::take(&mut self.dirty) {
-            self.make_durable(lba);
-        }
-    }
-    fn allowed(&self, lba: usize) -> impl Iterator<Item = u64> + '_ {
-        std::iter::once(self.durable[lba]).chain(self.later[lba].iter().copied())
-    }
 }
 
 fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaConfig, FtlConfig) {
@@ -212,8 +147,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                     let fua = rng.gen_bool(0.05);
                     let mut buf = vec![0u8; n as usize * SS];
                     for i in 0..n as usize {
-                        let tag = model.next_tag;
-                        model.next_tag += 1;
+                        let tag = model.new_tag();
                         fill_sector(&mut buf[i * SS..(i + 1) * SS], tag);
                         inflight.push((lba as u32 + i as u32, tag));
                     }
@@ -248,8 +182,8 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                                 continue;
                             }
                             let got = sector_tag(&buf[i * SS..(i + 1) * SS]);
-                            let want = model.latest(l);
-                            if want != u64::MAX && got != Some(want) {
+                            let want = model.latest(l as u64);
+                            if want != UNKNOWN && got != Some(want) {
                                 out.violations.push(format!(
                                     "cut {cut}: live read of LBA {l} gave {got:?}, expected tag {want}"
                                 ));
@@ -273,9 +207,9 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             match result {
                 Ok(durable_now) => {
                     for &(l, t) in &inflight {
-                        model.written(l, t);
+                        model.written(l as u64, t);
                         if durable_now {
-                            model.make_durable(l);
+                            model.make_durable(l as u64);
                         }
                     }
                     if (65..=69).contains(&r) {
@@ -353,7 +287,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             );
         }
         for &(l, t) in &inflight {
-            model.written(l, t);
+            model.written(l as u64, t);
         }
         // Verify every LBA against the contract, then take what was read as the new truth.
         let mut buf = vec![0u8; SS];
@@ -367,8 +301,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                             "cut {cut}: LBA {l} unreadable after recovery without faults"
                         ));
                     }
-                    model.durable[l] = u64::MAX;
-                    model.later[l].clear();
+                    model.settle(l as u64, UNKNOWN);
                     continue;
                 }
                 Err(e) => {
@@ -378,20 +311,18 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                 }
             };
             out.lbas_verified += 1;
-            let ok = got.is_some_and(|t| model.allowed(l).any(|a| a == t || a == u64::MAX));
-            if !ok {
+            if !model.accepts(l as u64, got) {
                 out.violations.push(format!(
                     "cut {cut}: LBA {l} reads {got:?}; allowed: durable {} or later {:?}",
-                    model.durable[l], model.later[l]
+                    model.durable(l as u64),
+                    model.later(l as u64)
                 ));
                 if out.violations.len() > 20 {
                     return out;
                 }
             }
-            model.durable[l] = got.unwrap_or(0);
-            model.later[l].clear();
+            model.settle(l as u64, got.unwrap_or(0));
         }
-        model.dirty.clear();
     }
     out
 }
