@@ -193,17 +193,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                     })
                 }
             };
-            if let Some(t) = std::env::var("LIGHTNVM_TRACE_LBA")
-                .ok()
-                .and_then(|v| v.parse::<u32>().ok())
-            {
-                if inflight.iter().any(|&(l, _)| l == t) || (65..=69).contains(&r) {
-                    eprintln!(
-                        "trace: torture op r={r} lba {lba}+{n} -> {:?}",
-                        result.as_ref().map(|_| ())
-                    );
-                }
-            }
+            tracing::trace!(r, lba, n, ok = result.is_ok(), "torture op");
             match result {
                 Ok(durable_now) => {
                     for &(l, t) in &inflight {
@@ -250,14 +240,13 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         }
         out.host_ops += host_ops;
         out.cuts += 1;
-        if std::env::var_os("LIGHTNVM_TORTURE_DEBUG").is_some() {
-            eprintln!(
-                "seed {} cut {cut} at the cut: lines {:?} {:?}",
-                cfg.seed,
-                ftl.line_counts(),
-                ftl.debug_lines()
-            );
-        }
+        tracing::debug!(
+            seed = cfg.seed,
+            cut,
+            lines = ?ftl.line_counts(),
+            detail = ?ftl.debug_lines(),
+            "at the cut"
+        );
         // Power cycle and recover.
         let mut media = ftl.into_media();
         if let Err(e) = media.power_cycle() {
@@ -277,15 +266,14 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                 .push(format!("cut {cut}: invariants after recovery: {e}"));
             return out;
         }
-        if std::env::var_os("LIGHTNVM_TORTURE_DEBUG").is_some() {
-            eprintln!(
-                "seed {} cut {cut}: lines {:?} valid {:?} report {:?}",
-                cfg.seed,
-                ftl.line_counts(),
-                ftl.debug_lines(),
-                ftl.recovery_report()
-            );
-        }
+        tracing::debug!(
+            seed = cfg.seed,
+            cut,
+            lines = ?ftl.line_counts(),
+            detail = ?ftl.debug_lines(),
+            report = ?ftl.recovery_report(),
+            "recovered"
+        );
         for &(l, t) in &inflight {
             model.written(l as u64, t);
         }
