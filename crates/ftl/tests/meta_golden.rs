@@ -130,7 +130,8 @@ fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 6] {
         ("oob", oob(), 24, 0xa6a9_7ccf_8626_573d),
         ("line header", line_header(), 4096, 0x5588_7029_4e84_e247),
         ("line footer", line_footer(), 4096, 0xb216_6f18_a0ee_ba5b),
-        ("trim record", trim_record(), 4096, 0x501c_d87f_1619_d640),
+        // Version 2 (version 1, unversioned, was 0x501c_d87f_1619_d640).
+        ("trim record", trim_record(), 4096, 0xe2a4_d0b7_f03c_6f00),
         ("superblock", superblock(), 4096, 0x876f_e7da_5cff_4ef5),
         ("checkpoint", checkpoint(), 1484, 0x812b_152b_baa7_322a),
     ]
