@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::fault::FaultConfig;
 use crate::flash::{fresh_block_table, Flash};
-use crate::geometry::Geometry;
+use crate::geometry::{Geometry, GEOMETRY_BYTES};
 use crate::store::{BlockMeta, Store};
 use crate::timing::{Clock, TimingConfig};
 use crate::{BadReason, ConfigError, MediaConfig};
@@ -291,7 +291,6 @@ impl Reader<'_> {
 fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
     let mut buf = vec![0u8; HEADER_BYTES as usize];
     let c = &info.config;
-    let g = &c.geometry;
     let uuid = uuid::Uuid::parse_str(&info.uuid).expect("uuid we made");
     let mut w = Cursor {
         buf: &mut buf,
@@ -301,20 +300,12 @@ fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
     w.u32(info.format_version);
     w.u32(HEADER_BYTES as u32);
     w.put(uuid.as_bytes());
-    for v in [
-        g.channels,
-        g.luns_per_channel,
-        g.blocks_per_lun,
-        g.pages_per_block,
-        g.sectors_per_page,
-        g.sector_size,
-        g.oob_bytes_per_sector,
-        g.mw_cunits,
-        c.endurance,
-        0,
-    ] {
-        w.u32(v);
-    }
+    debug_assert_eq!(w.at, 32);
+    let mut geometry = [0u8; GEOMETRY_BYTES];
+    c.geometry.encode_le(&mut geometry);
+    w.put(&geometry);
+    w.u32(c.endurance);
+    w.u32(0); // Reserved.
     for v in [
         c.timing.t_read_ns,
         c.timing.t_prog_ns,
@@ -381,16 +372,7 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
         return Err(corrupt(format!("header size {header_bytes}")));
     }
     let uuid = uuid::Uuid::from_bytes(r.take());
-    let geometry = Geometry {
-        channels: r.u32(),
-        luns_per_channel: r.u32(),
-        blocks_per_lun: r.u32(),
-        pages_per_block: r.u32(),
-        sectors_per_page: r.u32(),
-        sector_size: r.u32(),
-        oob_bytes_per_sector: r.u32(),
-        mw_cunits: r.u32(),
-    };
+    let geometry = Geometry::decode_le(&r.take());
     let endurance = r.u32();
     let _reserved = r.u32();
     let timing = TimingConfig {
@@ -620,6 +602,31 @@ mod tests {
         assert_eq!(l.oob_offset, 8192); // 16 blocks * 16 bytes = 256 -> one 4 KiB unit
         assert_eq!(l.data_offset, 8192 + 4096); // 256 sectors * 16 bytes = 4096
         assert_eq!(l.file_bytes, 12_288 + 128 * 8192);
+    }
+
+    #[test]
+    fn header_geometry_bytes_are_stable() {
+        let mut config = MediaConfig::new(Geometry::new(3, 2, 40, 64, 4));
+        config.endurance = 0xA0B0_C0D0;
+        let info = ImageInfo {
+            path: PathBuf::from("x"),
+            format_version: IMAGE_FORMAT_VERSION,
+            uuid: uuid::Uuid::nil().hyphenated().to_string(),
+            created_unix_s: 1,
+            file_bytes: 0,
+            config,
+        };
+        let h = encode_header(&info, &Layout::of(&info.config.geometry));
+        // Offset 32: channels, LUNs, blocks, pages, sectors, sector size, OOB bytes,
+        // mw_cunits, endurance, reserved: ten little-endian u32s.
+        let words: Vec<u32> = h[32..72]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, [3, 2, 40, 64, 4, 4096, 16, 0, 0xA0B0_C0D0, 0]);
+        let (back, _) = decode_header(Path::new("x"), &h).unwrap();
+        assert_eq!(back.config.geometry, info.config.geometry);
+        assert_eq!(back.config.endurance, info.config.endurance);
     }
 
     #[test]

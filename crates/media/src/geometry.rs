@@ -258,6 +258,56 @@ impl Geometry {
     }
 }
 
+/// Bytes of [`Geometry::encode_le`]: eight little-endian `u32`s.
+pub const GEOMETRY_BYTES: usize = 32;
+const _: () = assert!(GEOMETRY_BYTES == 8 * std::mem::size_of::<u32>());
+
+impl Geometry {
+    /// The fields in declaration order, as the on-media encoding every structure that records
+    /// a geometry embeds (the image header at offset 32, the FTL superblock at offset 24).
+    fn fields_le(&self) -> [u32; 8] {
+        [
+            self.channels,
+            self.luns_per_channel,
+            self.blocks_per_lun,
+            self.pages_per_block,
+            self.sectors_per_page,
+            self.sector_size,
+            self.oob_bytes_per_sector,
+            self.mw_cunits,
+        ]
+    }
+
+    /// Encodes the geometry as eight little-endian `u32`s in declaration order: channels,
+    /// LUNs per channel, blocks per LUN, pages per block, sectors per page, sector size, OOB
+    /// bytes per sector, mw_cunits. Nothing is validated (the encoding is total).
+    pub fn encode_le(&self, out: &mut [u8; GEOMETRY_BYTES]) {
+        for (chunk, v) in out.chunks_exact_mut(4).zip(self.fields_le()) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// The inverse of [`Geometry::encode_le`]. Total: any 32 bytes decode; callers that need a
+    /// usable geometry call [`Geometry::validate`] (an image header does; the FTL superblock
+    /// compares it with the media's, which was validated).
+    pub fn decode_le(b: &[u8; GEOMETRY_BYTES]) -> Geometry {
+        let mut v = [0u32; 8];
+        for (x, chunk) in v.iter_mut().zip(b.chunks_exact(4)) {
+            *x = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        Geometry {
+            channels: v[0],
+            luns_per_channel: v[1],
+            blocks_per_lun: v[2],
+            pages_per_block: v[3],
+            sectors_per_page: v[4],
+            sector_size: v[5],
+            oob_bytes_per_sector: v[6],
+            mw_cunits: v[7],
+        }
+    }
+}
+
 /// A block: (parallel unit, block index within the PU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BlockAddr {
@@ -382,6 +432,27 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn encoding_is_little_endian_in_declaration_order() {
+        let g = Geometry {
+            channels: 1,
+            luns_per_channel: 2,
+            blocks_per_lun: 3,
+            pages_per_block: 4,
+            sectors_per_page: 5,
+            sector_size: 0x0102_0304,
+            oob_bytes_per_sector: 7,
+            mw_cunits: 8,
+        };
+        let mut b = [0u8; GEOMETRY_BYTES];
+        g.encode_le(&mut b);
+        assert_eq!(b[0..4], [1, 0, 0, 0]);
+        assert_eq!(b[16..20], [5, 0, 0, 0]);
+        assert_eq!(b[20..24], [4, 3, 2, 1]);
+        assert_eq!(b[28..32], [8, 0, 0, 0]);
+        assert_eq!(Geometry::decode_le(&b), g);
+    }
+
     proptest! {
         #[test]
         fn sector_index_round_trips(ch in 1u32..5, luns in 1u32..5, blocks in 1u32..20,
@@ -394,6 +465,14 @@ mod tests {
             prop_assert_eq!(g.sector_index(page, sector), idx);
             let b = g.block_index(page.block_addr());
             prop_assert_eq!(g.block_at(b), page.block_addr());
+        }
+
+        #[test]
+        fn encoding_round_trips(b in any::<[u8; GEOMETRY_BYTES]>()) {
+            let g = Geometry::decode_le(&b);
+            let mut again = [0u8; GEOMETRY_BYTES];
+            g.encode_le(&mut again);
+            prop_assert_eq!(again, b);
         }
     }
 }

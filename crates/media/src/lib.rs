@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 pub use fault::{FaultConfig, FaultConfigError, FaultInjector};
 pub use file::{FileMedia, FileStore, ImageError, ImageInfo, OpenMode, IMAGE_FORMAT_VERSION};
 pub use flash::{Flash, MediaStats, PowerCutOutcome};
-pub use geometry::{BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_PRESETS, SECTOR_SIZE};
+pub use geometry::{
+    BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_BYTES, GEOMETRY_PRESETS, SECTOR_SIZE,
+};
 pub use store::{RamStore, Store};
 pub use timing::{Clock, RealClock, TimingConfig, TimingModel, VirtualClock, TIMING_PRESETS};
 

@@ -1,0 +1,247 @@
+//! On-media formats written by the FTL, one module per structure:
+//!
+//! | module | structure | where it lives |
+//! | --- | --- | --- |
+//! | [`oob`] | per-sector OOB (16 bytes) | the spare area of every sector the FTL writes |
+//! | [`line_header`] | line header | slot 0 of every line |
+//! | [`line_footer`] | line footer | the last `footer_slots` slots of a closed data line |
+//! | [`trim`] | trim record | one sector in the user stream |
+//! | [`superblock`] | superblock | page 0 of the reserved lines |
+//! | [`checkpoint`] | checkpoint | a line of its own, after its header |
+//!
+//! All integers are little-endian; every structure is sealed by a CRC32C (Castagnoli). Each
+//! module documents its byte layout and checks it at compile time.
+//!
+//! # Versions
+//!
+//! Every structure but the OOB starts with an 8-byte magic and a `u32` version at offset 8.
+//! The OOB has no room for one: its layout is the one of the superblock's version (see
+//! [`oob`]), so the superblock's version is the format version of the whole FTL.
+//!
+//! Decoders check, in this order: the length, the magic, the checksum, the version, then the
+//! fields. The checksum comes before the version so that a flipped bit in the version field is
+//! corruption, not a newer format. In exchange a later version of a structure keeps the magic,
+//! the version at offset 8 and the checksum where this version puts it (a layout that cannot
+//! takes a new magic): an older build then tells "newer" from "corrupt".
+//!
+//! # Errors
+//!
+//! Decoders return [`DecodeError`] and never panic, whatever the bytes and their length:
+//! * [`DecodeError::NotThisStructure`]: the magic is not this structure's (an unwritten page,
+//!   user data, another structure). A flipped bit in the magic reads the same way: nothing can
+//!   tell them apart, and both mean "no such structure here".
+//! * [`DecodeError::Corrupt`]: too short, a checksum mismatch, or a field no encoder writes.
+//! * [`DecodeError::UnsupportedVersion`]: intact, but written in another format version: the
+//!   data is not damaged, this build cannot read it.
+
+pub mod checkpoint;
+pub mod line_footer;
+pub mod line_header;
+pub mod oob;
+pub mod superblock;
+pub mod trim;
+
+pub use checkpoint::{Checkpoint, CheckpointLine};
+pub use line_footer::LineFooter;
+pub use line_header::LineHeader;
+pub use oob::SectorOob;
+pub use superblock::Superblock;
+pub use trim::TrimRange;
+
+/// Why bytes did not decode as a structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The magic is not this structure's.
+    #[error("not a {what}: magic mismatch")]
+    NotThisStructure { what: &'static str },
+    /// Damaged: torn, bit-flipped or truncated.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        what: &'static str,
+        reason: CorruptReason,
+    },
+    /// Intact, but in a format version this build does not read: written by another version
+    /// of lightnvm (an upgrade is required), not corruption.
+    #[error(
+        "{what} has format version {found}, this build reads version {supported} \
+         (written by another version of lightnvm; not corruption)"
+    )]
+    UnsupportedVersion {
+        what: &'static str,
+        found: u32,
+        supported: u32,
+    },
+}
+
+/// What is wrong with a corrupt structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptReason {
+    /// Fewer bytes than the structure (or the length it records) needs.
+    #[error("{available_bytes} bytes where {needed_bytes} are needed")]
+    Short {
+        needed_bytes: u64,
+        available_bytes: u64,
+    },
+    #[error("stored checksum {stored:#010x} does not match the contents ({computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    /// A field holds a value no encoder writes.
+    #[error("field `{field}` holds {value}, which no encoder writes")]
+    Field { field: &'static str, value: u64 },
+}
+
+impl DecodeError {
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, DecodeError::Corrupt { .. })
+    }
+}
+
+// ------------------------------------------------------------------------- shared helpers
+
+fn corrupt(what: &'static str, reason: CorruptReason) -> DecodeError {
+    DecodeError::Corrupt { what, reason }
+}
+
+fn bad_field(what: &'static str, field: &'static str, value: u64) -> DecodeError {
+    corrupt(what, CorruptReason::Field { field, value })
+}
+
+/// `Corrupt(Short)` unless `b` holds at least `needed_bytes`.
+fn need(what: &'static str, b: &[u8], needed_bytes: u64) -> Result<(), DecodeError> {
+    if (b.len() as u64) < needed_bytes {
+        return Err(corrupt(
+            what,
+            CorruptReason::Short {
+                needed_bytes,
+                available_bytes: b.len() as u64,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the 8-byte magic at offset 0 (after checking there are 8 bytes).
+fn check_magic(what: &'static str, b: &[u8], magic: &[u8; 8]) -> Result<(), DecodeError> {
+    need(what, b, magic.len() as u64)?;
+    if b[..magic.len()] != magic[..] {
+        return Err(DecodeError::NotThisStructure { what });
+    }
+    Ok(())
+}
+
+/// Writes the CRC32C of `b[..at]` at `at`.
+fn seal(b: &mut [u8], at: usize) {
+    let crc = crc32c::crc32c(&b[..at]);
+    put_u32(b, at, crc);
+}
+
+/// Checks the CRC32C of `b[..at]` stored at `at`; the caller checked `b.len() >= at + 4`.
+fn check_seal(what: &'static str, b: &[u8], at: usize) -> Result<(), DecodeError> {
+    let stored = u32_at(b, at);
+    let computed = crc32c::crc32c(&b[..at]);
+    if stored != computed {
+        return Err(corrupt(what, CorruptReason::Checksum { stored, computed }));
+    }
+    Ok(())
+}
+
+/// Version 0 is never written (corruption); any other version but `supported` is another
+/// format.
+fn check_version(what: &'static str, found: u32, supported: u32) -> Result<(), DecodeError> {
+    assert!(supported > 0);
+    if found == 0 {
+        return Err(bad_field(what, "version", 0));
+    }
+    if found != supported {
+        return Err(DecodeError::UnsupportedVersion {
+            what,
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut le = [0u8; 4];
+    le.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(le)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut le = [0u8; 8];
+    le.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(le)
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+// ------------------------------------------------- compatibility: callers move to the Result API
+
+pub use checkpoint::{
+    bytes as checkpoint_bytes, encode as encode_checkpoint, LINE_BAD as CKPT_LINE_BAD,
+    LINE_CHECKPOINT as CKPT_LINE_CHECKPOINT, LINE_DATA as CKPT_LINE_DATA,
+    LINE_FREE as CKPT_LINE_FREE, LINE_OPEN as CKPT_LINE_OPEN, MAGIC as CHECKPOINT_MAGIC,
+    VERSION as CHECKPOINT_VERSION,
+};
+pub use line_footer::{
+    bytes as footer_bytes, encode as encode_line_footer, ENTRY_BYTES as FOOTER_ENTRY_BYTES,
+    HEAD_BYTES as FOOTER_HEAD_BYTES, MAGIC as LINE_FOOTER_MAGIC,
+};
+pub use line_header::{
+    encode as encode_line_header, BYTES as LINE_HEADER_BYTES, MAGIC as LINE_HEADER_MAGIC,
+    PU_BITMAP_WORDS, STREAM_CHECKPOINT, STREAM_GC, STREAM_USER, VERSION as LINE_META_VERSION,
+};
+pub use oob::{
+    encode as encode_oob, encode_page as page_oob, BYTES as OOB_USED, OOB_LBA_META, OOB_LBA_PAD,
+    OOB_LBA_TRIM,
+};
+pub use superblock::{
+    encode as encode_superblock, BYTES as SUPERBLOCK_BYTES, MAGIC as SUPERBLOCK_MAGIC,
+    VERSION as SUPERBLOCK_VERSION,
+};
+pub use trim::{
+    encode as encode_trim_record, BYTES as TRIM_RECORD_BYTES, MAGIC as TRIM_MAGIC,
+    RANGES_PER_RECORD as TRIM_RANGES_PER_RECORD,
+};
+
+// `LINE_META_VERSION` named the version of both line header and footer.
+const _: () = assert!(line_header::VERSION == line_footer::VERSION);
+
+/// Decodes and verifies a sector's OOB against its data; `None` if torn or corrupt.
+pub fn decode_oob(oob: &[u8], data: &[u8]) -> Option<SectorOob> {
+    oob::decode(oob, data).ok()
+}
+
+pub fn decode_line_header(page: &[u8]) -> Option<LineHeader> {
+    line_header::decode(page).ok()
+}
+
+/// Decodes a footer; `None` unless magic, version and checksum are right.
+pub fn decode_line_footer(buf: &[u8]) -> Option<LineFooter> {
+    line_footer::decode(buf).ok()
+}
+
+pub fn decode_trim_record(b: &[u8]) -> Option<Vec<TrimRange>> {
+    trim::decode(b).ok()
+}
+
+pub fn decode_superblock(page: &[u8]) -> Option<Superblock> {
+    superblock::decode(page).ok()
+}
+
+/// The total length a checkpoint claims, from its first bytes.
+pub fn checkpoint_len(head: &[u8]) -> Option<usize> {
+    checkpoint::claimed_bytes(head).ok()
+}
+
+pub fn decode_checkpoint(b: &[u8]) -> Option<Checkpoint> {
+    checkpoint::decode(b).ok()
+}
