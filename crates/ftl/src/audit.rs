@@ -63,9 +63,16 @@ impl<M: Media> Ftl<M> {
                 .flatten()
                 .copied()
                 .collect();
-            let Some(footer) = meta::decode_line_footer(&bytes) else {
-                r.lines_without_footer += 1;
-                continue;
+            let footer = match meta::line_footer::decode(&bytes) {
+                Ok(f) => f,
+                Err(e @ meta::DecodeError::UnsupportedVersion { .. }) => {
+                    r.problem(format!("line {line}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    r.lines_without_footer += 1;
+                    continue;
+                }
             };
             r.footers_checked += 1;
             if footer.line != line || footer.generation != h.generation {
@@ -122,15 +129,13 @@ impl<M: Media> Ftl<M> {
             let mut data = vec![0u8; ss];
             let mut oob = vec![0u8; os];
             if self.read_ppa(ppa, &mut data, Some(&mut oob))? {
-                match meta::decode_oob(&oob, &data) {
-                    Some(o) if o.lba == lba.0 => {}
-                    Some(o) => r.problem(format!(
+                match meta::oob::decode(&oob, &data) {
+                    Ok(o) if o.lba == lba.0 => {}
+                    Ok(o) => r.problem(format!(
                         "LBA {lba} maps to {addr} sector {sector}, whose OOB says LBA {}",
                         o.lba
                     )),
-                    None => r.problem(format!(
-                        "LBA {lba} maps to {addr} sector {sector}, whose checksum fails"
-                    )),
+                    Err(e) => r.problem(format!("LBA {lba} maps to {addr} sector {sector}: {e}")),
                 }
             } else {
                 r.problem(format!(

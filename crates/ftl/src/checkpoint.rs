@@ -99,11 +99,11 @@ impl Durability {
 /// The state a line has in a checkpoint.
 fn ckpt_state(state: LineState) -> u8 {
     match state {
-        LineState::Free | LineState::PendingFree => meta::CKPT_LINE_FREE,
-        LineState::Bad | LineState::Reserved => meta::CKPT_LINE_BAD,
-        LineState::Checkpoint => meta::CKPT_LINE_CHECKPOINT,
-        LineState::Open(_) => meta::CKPT_LINE_OPEN,
-        LineState::Closed | LineState::Gc => meta::CKPT_LINE_DATA,
+        LineState::Free | LineState::PendingFree => meta::checkpoint::LINE_FREE,
+        LineState::Bad | LineState::Reserved => meta::checkpoint::LINE_BAD,
+        LineState::Checkpoint => meta::checkpoint::LINE_CHECKPOINT,
+        LineState::Open(_) => meta::checkpoint::LINE_OPEN,
+        LineState::Closed | LineState::Gc => meta::checkpoint::LINE_DATA,
     }
 }
 

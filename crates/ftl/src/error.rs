@@ -3,6 +3,7 @@
 use lightnvm_media::{EraseError, ProgramError, ReadError, SyncError};
 
 use crate::config::FtlConfigError;
+use crate::meta::DecodeError;
 
 /// A media operation failed in a way the FTL does not handle itself.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,22 @@ pub enum FtlError {
 }
 
 impl FtlError {
+    /// A structure that must decode did not: another format version, or corruption.
+    pub fn from_decode(e: DecodeError) -> FtlError {
+        match e {
+            DecodeError::UnsupportedVersion {
+                what,
+                found,
+                supported,
+            } => FtlError::UnsupportedVersion {
+                what,
+                found,
+                supported,
+            },
+            e => FtlError::Corrupt(e.to_string()),
+        }
+    }
+
     /// After this error the in-memory state may be half-updated: the FTL must stop writing.
     pub fn is_fatal(&self) -> bool {
         matches!(

@@ -45,7 +45,7 @@ pub fn checkpoint_interval(config: &FtlConfig, geo: &Geometry) -> u32 {
 
 /// Pages a line's footer takes.
 pub fn footer_slots(geo: &Geometry) -> u32 {
-    let pages = meta::footer_bytes(line_sectors(geo)).div_ceil(geo.page_bytes());
+    let pages = meta::line_footer::bytes(line_sectors(geo)).div_ceil(geo.page_bytes());
     u32::try_from(pages).expect("footer pages fit u32")
 }
 
@@ -124,7 +124,7 @@ pub fn plan<M: Media>(media: &M, config: &FtlConfig) -> Result<Layout, FtlError>
             non_data_lines(config)
         )));
     }
-    let ckpt_bytes = meta::checkpoint_bytes(exported, geo.blocks_per_lun) as u64;
+    let ckpt_bytes = meta::checkpoint::bytes(exported, geo.blocks_per_lun) as u64;
     if ckpt_bytes > min_line * geo.sector_size as u64 {
         return Err(FtlError::TooSmall(format!(
             "a checkpoint ({ckpt_bytes} bytes) does not fit in one line ({} bytes)",

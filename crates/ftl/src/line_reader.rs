@@ -65,10 +65,11 @@ pub fn sectors_of(g: &Geometry, page: &PageRead) -> Vec<(u32, SectorOob)> {
         .filter(|i| page.failed & (1 << i) == 0)
         .filter_map(|i| {
             let i_us = i as usize;
-            meta::decode_oob(
+            meta::oob::decode(
                 &page.oob[i_us * os..(i_us + 1) * os],
                 &page.data[i_us * ss..(i_us + 1) * ss],
             )
+            .ok()
             .map(|o| (i, o))
         })
         .collect()
@@ -176,7 +177,9 @@ pub fn read_footer<M: Media>(
         return Ok(None);
     }
     let bytes: Vec<u8> = metas[metas.len() - k..].iter().flatten().copied().collect();
-    Ok(meta::decode_line_footer(&bytes).filter(|f| f.line == line && f.generation == h.generation))
+    Ok(meta::line_footer::decode(&bytes)
+        .ok()
+        .filter(|f| f.line == line && f.generation == h.generation))
 }
 
 /// What reading a line's headers found.
@@ -184,6 +187,8 @@ pub struct LineFound {
     pub header: Option<meta::LineHeader>,
     /// Some block of the line has programmed pages.
     pub has_data: bool,
+    /// A header in another format version.
+    pub problem: Option<String>,
 }
 
 /// Reads a line's header: page 0 of each of its blocks may hold one (the current
@@ -192,6 +197,7 @@ pub fn scan_line_header<M: Media>(media: &mut M, line: u32) -> Result<LineFound,
     let mut f = LineFound {
         header: None,
         has_data: false,
+        problem: None,
     };
     let pus = line_pus(media, line);
     // A good block is erased whenever its line is reopened, so a header on one belongs to the
@@ -220,7 +226,15 @@ pub fn scan_line_header<M: Media>(media: &mut M, line: u32) -> Result<LineFound,
             if page.failed != 0 {
                 continue;
             }
-            if let Some(h) = meta::decode_line_header(&page.data) {
+            let h = match meta::line_header::decode(&page.data) {
+                Ok(h) => h,
+                Err(e @ meta::DecodeError::UnsupportedVersion { .. }) => {
+                    f.problem = Some(format!("line {line}: {e}"));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            {
                 if h.line == line && f.header.is_none_or(|c| h.line_seq > c.line_seq) {
                     f.header = Some(h);
                     if pass == 0 {
@@ -243,7 +257,7 @@ mod tests {
         let g = Geometry::new(3, 1, 2, 4, 1);
         let mut media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
         let data = vec![1u8; 4096];
-        let oob = meta::page_oob(&g, &data, SectorOob { lba: 5, seq: 9 });
+        let oob = meta::oob::encode_page(&g, &data, SectorOob { lba: 5, seq: 9 });
         for (pu, pages) in [(0u32, 2u32), (2, 1)] {
             for page in 0..pages {
                 let _ = media

@@ -1,21 +1,21 @@
 //! The superblock on media: two copies, page 0 of the first two good blocks
 //! ([`superblock_blocks`]). Written at format, read at open, checked and repaired by `check`.
 
-use lightnvm_media::{BlockState, EraseError, Media};
+use lightnvm_media::{BlockAddr, BlockState, EraseError, Media};
 use serde::Serialize;
 
 use crate::error::FtlError;
 use crate::layout::superblock_blocks;
 use crate::line_reader::read_page;
-use crate::meta::{self, SectorOob, OOB_LBA_META};
+use crate::meta::{self, DecodeError, SectorOob, OOB_LBA_META};
 
 /// Writes both copies of `sb` (the blocks hold nothing else). Erases every block that holds
 /// anything first: nothing from an earlier life of the media may be mistaken for ours.
 pub fn write_fresh<M: Media>(media: &mut M, sb: &meta::Superblock) -> Result<(), FtlError> {
     let geo = *media.geometry();
     let mut page = vec![0u8; geo.page_bytes()];
-    meta::encode_superblock(sb, &mut page);
-    let oob = meta::page_oob(
+    meta::superblock::encode(sb, &mut page);
+    let oob = meta::oob::encode_page(
         &geo,
         &page,
         SectorOob {
@@ -57,6 +57,18 @@ pub struct Found {
     pub valid: u32,
     /// Copies that did not decode (by block address).
     pub corrupt: Vec<String>,
+    /// Why each of those did not decode (unreadable pages say nothing).
+    pub why: Vec<DecodeError>,
+}
+
+/// One copy: `None` if its page cannot be read at all.
+fn read_copy<M: Media>(
+    media: &mut M,
+    addr: BlockAddr,
+) -> Result<Option<Result<meta::Superblock, DecodeError>>, FtlError> {
+    Ok(read_page(media, addr.page(0))?
+        .filter(|p| p.failed == 0)
+        .map(|p| meta::superblock::decode(&p.data)))
 }
 
 /// Reads both copies.
@@ -65,17 +77,19 @@ pub fn read<M: Media>(media: &mut M) -> Result<Found, FtlError> {
         best: None,
         valid: 0,
         corrupt: Vec::new(),
+        why: Vec::new(),
     };
     for addr in superblock_blocks(media) {
-        let decoded = read_page(media, addr.page(0))?
-            .filter(|p| p.failed == 0)
-            .and_then(|p| meta::decode_superblock(&p.data));
-        match decoded {
-            Some(s) => {
+        match read_copy(media, addr)? {
+            Some(Ok(s)) => {
                 f.valid += 1;
                 if f.best.is_none_or(|b| s.generation > b.generation) {
                     f.best = Some(s);
                 }
+            }
+            Some(Err(e)) => {
+                f.corrupt.push(format!("{addr}"));
+                f.why.push(e);
             }
             None => f.corrupt.push(format!("{addr}")),
         }
@@ -97,10 +111,7 @@ pub fn superblock_copies<M: Media>(media: &mut M) -> Result<SuperblockCopies, Ft
         valid: Vec::new(),
     };
     for addr in superblock_blocks(media) {
-        let ok = read_page(media, addr.page(0))?
-            .filter(|p| p.failed == 0)
-            .and_then(|p| meta::decode_superblock(&p.data))
-            .is_some();
+        let ok = matches!(read_copy(media, addr)?, Some(Ok(_)));
         out.locations.push(addr.to_string());
         out.valid.push(ok);
     }
@@ -114,11 +125,16 @@ pub fn repair_superblock<M: Media>(media: &mut M) -> Result<u32, FtlError> {
     let mut good: Option<(Vec<u8>, Vec<u8>)> = None;
     let mut bad = Vec::new();
     for addr in &blocks {
-        match read_page(media, addr.page(0))? {
-            Some(p) if p.failed == 0 && meta::decode_superblock(&p.data).is_some() => {
+        match read_copy(media, *addr)? {
+            Some(Ok(_)) => {
                 if good.is_none() {
+                    let p = read_page(media, addr.page(0))?.expect("read just now");
                     good = Some((p.data, p.oob));
                 }
+            }
+            // A copy in another format version is not damage: never overwrite it.
+            Some(Err(e @ DecodeError::UnsupportedVersion { .. })) => {
+                return Err(FtlError::from_decode(e))
             }
             _ => bad.push(*addr),
         }

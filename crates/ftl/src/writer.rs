@@ -172,7 +172,7 @@ impl Writer {
         let addr = self.addr();
         let code = kind.oob_code();
         self.data[i * ss..(i + 1) * ss].copy_from_slice(data);
-        meta::encode_oob(
+        meta::oob::encode(
             &mut self.oob[i * os..(i + 1) * os],
             SectorOob { lba: code, seq },
             data,
@@ -248,7 +248,7 @@ impl Writer {
         seq: u64,
     ) -> Result<Option<(PageAddr, Completion, Vec<u8>)>, ProgramError> {
         assert_eq!(self.fill, 0, "metadata page inside a data page");
-        let oob = meta::page_oob(
+        let oob = meta::oob::encode_page(
             &self.geo,
             page,
             SectorOob {

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use lightnvm_ftl::meta::OOB_LBA_META;
+use lightnvm_ftl::meta::oob::OOB_LBA_META;
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError};
 use lightnvm_media::{FileMedia, Geometry, MediaConfig, OpenMode, VirtualClock};
 use lightnvm_testing::{fill_sector, sector_tag, Model};

@@ -17,7 +17,7 @@ fn fnv(b: &[u8]) -> u64 {
 fn oob() -> Vec<u8> {
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
     let mut out = vec![0xEEu8; 24];
-    meta::encode_oob(
+    meta::oob::encode(
         &mut out,
         SectorOob {
             lba: 0x0102_0304,
@@ -31,14 +31,14 @@ fn oob() -> Vec<u8> {
 fn line_header() -> Vec<u8> {
     let h = LineHeader {
         line: 3,
-        stream: meta::STREAM_GC,
+        stream: meta::line_header::STREAM_GC,
         open_seq: 77,
         generation: 5,
         line_seq: 12,
         pus: LineHeader::pu_set(&[0, 3, 70, 4095]),
     };
     let mut page = vec![0xEEu8; 4096];
-    meta::encode_line_header(&h, &mut page);
+    meta::line_header::encode(&h, &mut page);
     page
 }
 
@@ -52,8 +52,8 @@ fn line_footer() -> Vec<u8> {
             }
         })
         .collect();
-    let mut buf = vec![0xEEu8; meta::footer_bytes(100).next_multiple_of(4096)];
-    meta::encode_line_footer(9, 2, &entries, &mut buf);
+    let mut buf = vec![0xEEu8; meta::line_footer::bytes(100).next_multiple_of(4096)];
+    meta::line_footer::encode(9, 2, &entries, &mut buf);
     buf
 }
 
@@ -70,8 +70,8 @@ fn trim_record() -> Vec<u8> {
             seq: 9,
         },
     ];
-    let mut rec = vec![0xEEu8; meta::TRIM_RECORD_BYTES];
-    meta::encode_trim_record(&ranges, &mut rec);
+    let mut rec = vec![0xEEu8; meta::trim::BYTES];
+    meta::trim::encode(&ranges, &mut rec);
     rec
 }
 
@@ -100,12 +100,12 @@ fn superblock() -> Vec<u8> {
         },
     };
     let mut page = vec![0xEEu8; 4096];
-    meta::encode_superblock(&sb, &mut page);
+    meta::superblock::encode(&sb, &mut page);
     page
 }
 
 fn checkpoint() -> Vec<u8> {
-    meta::encode_checkpoint(&Checkpoint {
+    meta::checkpoint::encode(&Checkpoint {
         clean: true,
         seq: 99,
         line_seq: 7,
@@ -152,23 +152,23 @@ fn layouts_are_unchanged() {
 #[test]
 fn the_samples_decode() {
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
-    assert_eq!(meta::decode_oob(&oob(), &data).unwrap().lba, 0x0102_0304);
+    assert_eq!(meta::oob::decode(&oob(), &data).unwrap().lba, 0x0102_0304);
     assert_eq!(
-        meta::decode_line_header(&line_header()).unwrap().line_seq,
+        meta::line_header::decode(&line_header()).unwrap().line_seq,
         12
     );
     assert_eq!(
-        meta::decode_line_footer(&line_footer())
+        meta::line_footer::decode(&line_footer())
             .unwrap()
             .entries
             .len(),
         100
     );
-    assert_eq!(meta::decode_trim_record(&trim_record()).unwrap()[1].seq, 9);
-    let sb = meta::decode_superblock(&superblock()).unwrap();
+    assert_eq!(meta::trim::decode(&trim_record()).unwrap()[1].seq, 9);
+    let sb = meta::superblock::decode(&superblock()).unwrap();
     assert_eq!(sb.config.victim, VictimPolicyKind::DChoices { d: 5 });
     assert_eq!(sb.geometry.mw_cunits, 3);
     let c = checkpoint();
-    assert_eq!(meta::checkpoint_len(&c), Some(c.len()));
-    assert_eq!(meta::decode_checkpoint(&c).unwrap().l2p[1], 7);
+    assert_eq!(meta::checkpoint::claimed_bytes(&c), Ok(c.len()));
+    assert_eq!(meta::checkpoint::decode(&c).unwrap().l2p[1], 7);
 }

@@ -109,7 +109,7 @@ impl<M: Media> Ftl<M> {
             let page_bytes = self.geo.page_bytes();
             let mut buf = vec![0u8; self.footer_slots as usize * page_bytes];
             let generation = self.pool.line(line).generation;
-            meta::encode_line_footer(line, generation, w.record(), &mut buf);
+            meta::line_footer::encode(line, generation, w.record(), &mut buf);
             for chunk in buf.chunks(page_bytes) {
                 if !self.program_meta_page(k, chunk)? {
                     has_footer = false;
@@ -196,7 +196,7 @@ impl<M: Media> Ftl<M> {
         self.writers[k as usize].begin(line, slot_order(line, &pus));
         self.update_read_only();
         let mut page = vec![0u8; self.geo.page_bytes()];
-        meta::encode_line_header(&header, &mut page);
+        meta::line_header::encode(&header, &mut page);
         while !self.program_meta_page(k, &page)? {
             if self.writers[k as usize].remaining_slots() <= self.footer_slots as u64 + 1 {
                 break;

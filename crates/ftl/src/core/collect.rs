@@ -164,7 +164,7 @@ impl<M: Media> Ftl<M> {
         let mut data = vec![0u8; ss];
         let mut oob = vec![0u8; os];
         let decoded = if self.read_ppa(ppa, &mut data, Some(&mut oob))? {
-            meta::decode_oob(&oob, &data)
+            meta::oob::decode(&oob, &data).ok()
         } else {
             None
         };
@@ -195,8 +195,8 @@ impl<M: Media> Ftl<M> {
             self.stats.sectors_lost += 1;
             return Ok(false);
         }
-        match meta::decode_oob(&oob, &data) {
-            Some(o) if o.lba == P2L_TRIM && o.seq > self.durability.trim_horizon() => {
+        match meta::oob::decode(&oob, &data) {
+            Ok(o) if o.lba == P2L_TRIM && o.seq > self.durability.trim_horizon() => {
                 let k = self.gc_stream();
                 self.push(k, SectorKind::Trim, o.seq, &data, ctx)?;
                 Ok(true)

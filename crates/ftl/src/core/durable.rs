@@ -93,7 +93,7 @@ impl<M: Media> Ftl<M> {
     pub(crate) fn write_checkpoint(&mut self, clean: bool) -> Result<(), FtlError> {
         self.durable_point(Ctx::HOST)?;
         let ckpt = checkpoint::snapshot(&self.map, &self.pool, self.seq, clean);
-        let bytes = meta::encode_checkpoint(&ckpt);
+        let bytes = meta::checkpoint::encode(&ckpt);
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does
             // recovery after a crash): when few are free it replaces the oldest checkpoint,

@@ -396,13 +396,13 @@ impl<M: Media> Ftl<M> {
         // ordered against writes by its sequence number. It is placed before the LBAs are
         // unmapped: once unmapped, GC may erase their old data, which must not happen while
         // the trim exists only in memory.
-        let mut rec = vec![0u8; meta::TRIM_RECORD_BYTES];
+        let mut rec = vec![0u8; meta::trim::BYTES];
         let range = meta::TrimRange {
             lba: u32::try_from(lba).expect("range checked"),
             sectors: u32::try_from(sectors).expect("range checked"),
             seq,
         };
-        meta::encode_trim_record(&[range], &mut rec);
+        meta::trim::encode(&[range], &mut rec);
         self.make_room_for_user()?;
         self.push(
             StreamKind::User,
@@ -469,8 +469,8 @@ impl<M: Media> Ftl<M> {
                         _ => None,
                     };
                     if let Some(expect) = expect {
-                        match meta::decode_oob(&oob_buf, out) {
-                            Some(o) if o.lba == expect => {}
+                        match meta::oob::decode(&oob_buf, out) {
+                            Ok(o) if o.lba == expect => {}
                             _ => {
                                 self.stats.checksum_errors += 1;
                                 return Ok(false);

@@ -58,7 +58,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
     let mut report = RecoveryReport::default();
     let sb = step_superblock(&mut media, &mut report)?;
     let mut ftl = Ftl::assemble(media, sb);
-    let found = step_headers(&mut ftl)?;
+    let found = step_headers(&mut ftl, &mut report)?;
     let ckpts = step_checkpoints(&mut ftl, &found, &mut report)?;
     let lines = step_select(&ftl, &found, (ckpts[0].0, &ckpts[0].1), &mut report);
     let basis = replay::Basis {
@@ -108,7 +108,20 @@ fn step_superblock<M: Media>(
     report.superblock_copies_valid = found.valid;
     report.superblock_copies_corrupt = found.corrupt;
     let Some(sb) = found.best else {
-        return Err(FtlError::NotFormatted);
+        // Another format version is not corruption; a damaged copy is not "unformatted".
+        return Err(
+            match found
+                .why
+                .into_iter()
+                .find(|e| !matches!(e, meta::DecodeError::NotThisStructure { .. }))
+            {
+                Some(e @ meta::DecodeError::UnsupportedVersion { .. }) => FtlError::from_decode(e),
+                Some(e) => FtlError::Corrupt(format!(
+                    "no intact superblock copy ({e}); the data lines are untouched — do not format"
+                )),
+                None => FtlError::NotFormatted,
+            },
+        );
     };
     for c in &report.superblock_copies_corrupt {
         report
@@ -120,7 +133,10 @@ fn step_superblock<M: Media>(
 }
 
 /// Step 2: Every pool line's header.
-fn step_headers<M: Media>(ftl: &mut Ftl<M>) -> Result<Vec<LineFound>, FtlError> {
+fn step_headers<M: Media>(
+    ftl: &mut Ftl<M>,
+    report: &mut RecoveryReport,
+) -> Result<Vec<LineFound>, FtlError> {
     let reserved = ftl.superblock.reserved_lines;
     let mut found = Vec::with_capacity(ftl.geo.blocks_per_lun as usize);
     for line in 0..ftl.geo.blocks_per_lun {
@@ -128,9 +144,14 @@ fn step_headers<M: Media>(ftl: &mut Ftl<M>) -> Result<Vec<LineFound>, FtlError> 
             found.push(LineFound {
                 header: None,
                 has_data: false,
+                problem: None,
             });
         } else {
-            found.push(scan_line_header(&mut ftl.media, line)?);
+            let f = scan_line_header(&mut ftl.media, line)?;
+            if let Some(p) = &f.problem {
+                report.problems.push(p.clone());
+            }
+            found.push(f);
         }
     }
     Ok(found)
@@ -146,26 +167,38 @@ fn step_checkpoints<M: Media>(
     let nlines = ftl.geo.blocks_per_lun;
     let mut candidates: Vec<(u64, u32, meta::LineHeader)> = (reserved..nlines)
         .filter_map(|line| found[line as usize].header.map(|h| (h.line_seq, line, h)))
-        .filter(|(_, _, h)| h.stream == meta::STREAM_CHECKPOINT)
+        .filter(|(_, _, h)| h.stream == meta::line_header::STREAM_CHECKPOINT)
         .collect();
     candidates.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
     let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
+    let mut unsupported = None;
     for (_, line, h) in candidates {
         if ckpts.len() == 2 {
             break;
         }
         let pages = meta_pages(&mut ftl.media, line, &h, usize::MAX)?;
         let body: Vec<u8> = pages.iter().skip(1).flatten().copied().collect();
-        match meta::decode_checkpoint(&body) {
-            Some(c) if c.l2p.len() as u64 == ftl.exported && c.lines.len() == nlines as usize => {
+        match meta::checkpoint::decode(&body) {
+            Ok(c) if c.l2p.len() as u64 == ftl.exported && c.lines.len() == nlines as usize => {
                 ckpts.push((line, c))
             }
-            _ => {
+            Err(e @ meta::DecodeError::UnsupportedVersion { .. }) => {
+                report.checkpoints_invalid += 1;
+                report
+                    .problems
+                    .push(format!("checkpoint in line {line}: {e}"));
+                unsupported.get_or_insert(e);
+            }
+            other => {
                 // A crash while a checkpoint is written leaves it incomplete: a note, not
                 // corruption (an older checkpoint is used).
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "its size does not match the superblock".into(),
+                };
                 report.checkpoints_invalid += 1;
                 report.notes.push(format!(
-                    "checkpoint in line {line} does not verify (ignored)"
+                    "checkpoint in line {line} does not verify ({why}; ignored)"
                 ));
             }
         }
@@ -173,7 +206,10 @@ fn step_checkpoints<M: Media>(
     ckpts.sort_by_key(|(_, c)| std::cmp::Reverse((c.seq, c.line_seq)));
     report.checkpoints_valid = ckpts.len() as u32;
     let Some((line, ckpt)) = ckpts.first() else {
-        return Err(FtlError::Corrupt("no valid checkpoint".into()));
+        return Err(match unsupported {
+            Some(e) => FtlError::from_decode(e),
+            None => FtlError::Corrupt("no valid checkpoint".into()),
+        });
     };
     report.checkpoint_seq = ckpt.seq;
     for (lba, &raw) in ckpt.l2p.iter().enumerate() {
@@ -205,8 +241,9 @@ fn step_select<M: Media>(
     report: &mut RecoveryReport,
 ) -> Vec<(u64, u32)> {
     let reserved = ftl.superblock.reserved_lines;
-    let newer =
-        |h: &meta::LineHeader| h.line_seq >= ckpt.line_seq && h.stream != meta::STREAM_CHECKPOINT;
+    let newer = |h: &meta::LineHeader| {
+        h.line_seq >= ckpt.line_seq && h.stream != meta::line_header::STREAM_CHECKPOINT
+    };
     let mut later_lines = false;
     let mut replay: Vec<(u64, u32)> = Vec::new();
     for line in reserved..ftl.geo.blocks_per_lun {
@@ -217,10 +254,10 @@ fn step_select<M: Media>(
                 if h.line_seq > ckpt.line_seq || newer(&h) {
                     later_lines = true;
                 }
-                if h.stream == meta::STREAM_CHECKPOINT {
+                if h.stream == meta::line_header::STREAM_CHECKPOINT {
                     continue;
                 }
-                let open_at_ckpt = ckpt.lines[line as usize].state == meta::CKPT_LINE_OPEN
+                let open_at_ckpt = ckpt.lines[line as usize].state == meta::checkpoint::LINE_OPEN
                     && h.line_seq < ckpt.line_seq;
                 if newer(&h) || open_at_ckpt {
                     replay.push((h.line_seq, line));

@@ -153,8 +153,8 @@ pub fn continue_streams<M: Media>(
 ) -> Result<(), FtlError> {
     let reserved = ftl.superblock.reserved_lines;
     for (k, stream) in [
-        (StreamKind::User, meta::STREAM_USER),
-        (StreamKind::Gc, meta::STREAM_GC),
+        (StreamKind::User, meta::line_header::STREAM_USER),
+        (StreamKind::Gc, meta::line_header::STREAM_GC),
     ] {
         let last = (reserved..ftl.geo.blocks_per_lun)
             .filter(|&l| ftl.pool.state(l) == LineState::Closed)
@@ -202,7 +202,7 @@ fn continue_line<M: Media>(
         return Ok(());
     }
     let zero = vec![0u8; g.page_bytes()];
-    let oob = meta::page_oob(
+    let oob = meta::oob::encode_page(
         &g,
         &zero,
         SectorOob {

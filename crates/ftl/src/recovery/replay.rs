@@ -84,7 +84,7 @@ fn replay_line<M: Media>(
     let pus = incarnation_pus(media, line, header.as_ref());
     let mut footer: Option<Option<meta::LineFooter>> = None;
     let rank = match header {
-        Some(h) => ((h.stream == meta::STREAM_GC) as u64) << 63 | h.line_seq,
+        Some(h) => ((h.stream == meta::line_header::STREAM_GC) as u64) << 63 | h.line_seq,
         None => 0,
     };
     let addrs: Vec<PageAddr> = written_pages(media, line, &pus).collect();
@@ -130,11 +130,14 @@ fn replay_line<M: Media>(
             if o.lba == OOB_LBA_TRIM {
                 let ss = g.sector_size as usize;
                 let rec = &page.data[i as usize * ss..(i as usize + 1) * ss];
-                let Some(ranges) = meta::decode_trim_record(rec) else {
-                    report
-                        .problems
-                        .push(format!("trim record at {addr} sector {i} does not decode"));
-                    continue;
+                let ranges = match meta::trim::decode(rec) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report
+                            .problems
+                            .push(format!("trim record at {addr} sector {i}: {e}"));
+                        continue;
+                    }
                 };
                 r.trim_ppas.push(ppa);
                 for t in ranges {
