@@ -40,6 +40,13 @@ impl<M: Media> Ftl<M> {
     /// of the sector it points to (LBA and checksum).
     pub fn audit(&mut self) -> Result<AuditReport, FtlError> {
         let mut r = AuditReport::default();
+        self.audit_footers(&mut r)?;
+        self.audit_map(&mut r)?;
+        Ok(r)
+    }
+
+    /// Each footer entry against the OOB of its sector.
+    fn audit_footers(&mut self, r: &mut AuditReport) -> Result<(), FtlError> {
         let g = self.geo;
         let spp = g.sectors_per_page as usize;
         let pages = g.pages_per_block as usize;
@@ -86,9 +93,10 @@ impl<M: Media> Ftl<M> {
                 if lba == P2L_EMPTY {
                     continue;
                 }
-                let pu = (idx / (pages * spp)) as u32;
-                let page = ((idx / spp) % pages) as u32;
-                let sector = (idx % spp) as u32;
+                let coord = |v: usize| u32::try_from(v).expect("footer index within the line");
+                let pu = coord(idx / (pages * spp));
+                let page = coord((idx / spp) % pages);
+                let sector = coord(idx % spp);
                 let addr = PageAddr {
                     pu,
                     block: line,
@@ -117,6 +125,12 @@ impl<M: Media> Ftl<M> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Each L2P entry against the OOB of the sector it points to (LBA and checksum).
+    fn audit_map(&mut self, r: &mut AuditReport) -> Result<(), FtlError> {
+        let g = self.geo;
         for lba in 0..self.exported {
             let lba = Lba::checked(lba, self.exported).expect("below the export");
             let L2pEntry::Mapped(ppa) = self.map.get(lba) else {
@@ -143,6 +157,6 @@ impl<M: Media> Ftl<M> {
                 ));
             }
         }
-        Ok(r)
+        Ok(())
     }
 }

@@ -157,9 +157,10 @@ impl Gc {
             let addr = PageAddr {
                 pu,
                 block: cur.line,
-                page: (within / spp) as u32,
+                page: u32::try_from(within / spp).expect("page within a block"),
             };
-            let ppa = Ppa::at(&self.geo, addr, (within % spp) as u32);
+            let sector = u32::try_from(within % spp).expect("sector within a page");
+            let ppa = Ppa::at(&self.geo, addr, sector);
             match map.p2l(ppa) {
                 P2lEntry::Trim => return Work::Trim { ppa },
                 P2lEntry::Data(lba) if map.is_current(lba, ppa) => return Work::Move { ppa, lba },

@@ -140,9 +140,9 @@ impl Map {
             };
             debug_assert!((ppa.0 as u64) < geo.total_sectors());
             if let P2lEntry::Data(other) = m.p2l(ppa) {
-                return Err((other.0, i as u32, ppa.0));
+                return Err((other.0, lba_index(i), ppa.0));
             }
-            let lba = Lba(u32::try_from(i).expect("LBA fits u32"));
+            let lba = Lba(lba_index(i));
             m.p2l[ppa.index()] = P2lEntry::Data(lba).encode();
             m.valid[ppa.line(&geo) as usize] += 1;
         }
@@ -162,7 +162,7 @@ impl Map {
             if ppa.0 as u64 >= total {
                 return Err(format!("l2p[{lba}] = {} is outside the media", ppa.0));
             }
-            if self.p2l[ppa.index()] != lba as u32 {
+            if self.p2l[ppa.index()] != lba_index(lba) {
                 return Err(format!(
                     "l2p[{lba}] = {} but p2l[{}] = {}",
                     ppa.0,
@@ -176,7 +176,7 @@ impl Map {
             let P2lEntry::Data(lba) = P2lEntry::decode(raw) else {
                 continue;
             };
-            let ppa = Ppa(i as u32);
+            let ppa = ppa_index(i);
             if lba.get() >= self.exported() {
                 return Err(format!("p2l[{i}] = {lba} is beyond the exported range"));
             }
@@ -210,10 +210,20 @@ impl Map {
             .iter()
             .enumerate()
             .filter_map(|(i, &raw)| match P2lEntry::decode(raw) {
-                P2lEntry::Data(l) => Some((Ppa(i as u32), l)),
+                P2lEntry::Data(l) => Some((ppa_index(i), l)),
                 _ => None,
             })
     }
+}
+
+/// An index into the L2P as an LBA value (the L2P has fewer than 2^32 entries).
+fn lba_index(i: usize) -> u32 {
+    u32::try_from(i).expect("L2P index fits u32")
+}
+
+/// An index into the P2L as a physical sector (the media has fewer than 2^32 sectors).
+fn ppa_index(i: usize) -> Ppa {
+    Ppa(u32::try_from(i).expect("P2L index fits u32"))
 }
 
 #[cfg(test)]
