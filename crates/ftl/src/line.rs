@@ -547,6 +547,28 @@ mod tests {
         }
     }
 
+    /// docs/ftl.md shows exactly this table.
+    #[test]
+    fn the_documented_state_table_is_the_code() {
+        let doc = include_str!("../../../docs/ftl.md");
+        let start = doc
+            .find("| from | to | when |")
+            .expect("state table in docs/ftl.md");
+        let rows: Vec<&str> = doc[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let code: Vec<String> = TRANSITIONS
+            .iter()
+            .map(|(f, t, why)| format!("| {f:?} | {t:?} | {why} |"))
+            .collect();
+        assert_eq!(
+            rows, code,
+            "docs/ftl.md's line state table differs from TRANSITIONS"
+        );
+    }
+
     #[test]
     fn unlisted_transitions_are_refused() {
         let all = [
