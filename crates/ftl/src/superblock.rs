@@ -153,3 +153,56 @@ pub fn repair_superblock<M: Media>(media: &mut M) -> Result<u32, FtlError> {
     }
     Ok(bad.len() as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FtlConfig;
+    use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+
+    fn sb(geometry: Geometry) -> meta::Superblock {
+        meta::Superblock {
+            generation: 1,
+            geometry,
+            reserved_lines: 1,
+            footer_slots: 1,
+            exported_sectors: 100,
+            config: FtlConfig::default(),
+        }
+    }
+
+    #[test]
+    fn two_copies_written_read_and_one_repaired() {
+        let g = Geometry::new(2, 1, 8, 16, 2);
+        let mut media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
+        write_fresh(&mut media, &sb(g)).unwrap();
+        let f = read(&mut media).unwrap();
+        assert_eq!((f.valid, f.best), (2, Some(sb(g))));
+        // Damage one copy: read says which, repair rewrites it from the other.
+        let a = superblock_blocks(&media)[0];
+        let _ = media.erase(a).unwrap();
+        let junk = vec![0xa5u8; g.page_bytes()];
+        let oob = meta::oob::encode_page(
+            &g,
+            &junk,
+            SectorOob {
+                lba: OOB_LBA_META,
+                seq: 0,
+            },
+        );
+        let _ = media.program(a.page(0), &junk, &oob).unwrap();
+        let f = read(&mut media).unwrap();
+        assert_eq!((f.valid, f.corrupt.len()), (1, 1));
+        assert!(matches!(f.why[..], [DecodeError::NotThisStructure { .. }]));
+        assert_eq!(
+            superblock_copies(&mut media).unwrap().valid,
+            vec![false, true]
+        );
+        assert_eq!(repair_superblock(&mut media).unwrap(), 1);
+        assert_eq!(
+            superblock_copies(&mut media).unwrap().valid,
+            vec![true, true]
+        );
+        assert_eq!(repair_superblock(&mut media).unwrap(), 0);
+    }
+}
