@@ -220,18 +220,22 @@ mod tests {
     use crate::policy::{victim_policy, Wear};
     use lightnvm_media::{MediaConfig, RamMedia, VirtualClock};
 
-    /// Two closed lines with 3 and 1 valid sectors of 4: greedy takes the emptier, and the
-    /// cursor visits exactly its valid sectors.
-    #[test]
-    fn greedy_victim_and_cursor() {
+    fn setup() -> (Geometry, RamMedia, LinePool, Map) {
         let g = Geometry::new(2, 1, 6, 4, 1);
         let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
         let wear = Box::new(Wear::new(WearConfig {
             dynamic: true,
             static_threshold: None,
         }));
-        let mut pool = LinePool::new(&media, 1, 1, wear);
-        let mut map = Map::new(g, 20);
+        let pool = LinePool::new(&media, 1, 1, wear);
+        (g, media, pool, Map::new(g, 20))
+    }
+
+    /// Two closed lines with 3 and 1 valid sectors of 4: greedy takes the emptier, and the
+    /// cursor visits exactly its valid sectors.
+    #[test]
+    fn greedy_victim_and_cursor() {
+        let (g, media, mut pool, mut map) = setup();
         let mut next_lba = 0;
         for (line, n) in [(2u32, 3u32), (3, 1)] {
             assert_eq!(pool.take_free(false, Some(line)), Some(line));
@@ -275,14 +279,7 @@ mod tests {
 
     #[test]
     fn no_victim_without_room() {
-        let g = Geometry::new(2, 1, 6, 4, 1);
-        let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
-        let wear = Box::new(Wear::new(WearConfig {
-            dynamic: true,
-            static_threshold: None,
-        }));
-        let mut pool = LinePool::new(&media, 1, 1, wear);
-        let mut map = Map::new(g, 20);
+        let (g, media, mut pool, mut map) = setup();
         pool.take_free(false, Some(2)).unwrap();
         pool.open(&media, 2, StreamKind::User, vec![0, 1]).unwrap();
         map.map(

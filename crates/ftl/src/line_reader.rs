@@ -269,56 +269,22 @@ mod tests {
             .map(|a| (a.page, a.pu))
             .collect();
         assert_eq!(walk, vec![(0, 2), (0, 0), (1, 0)]);
-        let p = read_page(
-            &mut media,
-            PageAddr {
-                pu: 0,
-                block: 1,
-                page: 1,
-            },
-        )
-        .unwrap()
-        .unwrap();
+        let a = PageAddr {
+            pu: 0,
+            block: 1,
+            page: 1,
+        };
+        let p = read_page(&mut media, a).unwrap().unwrap();
         assert_eq!(p.failed, 0);
         assert_eq!(sectors_of(&g, &p), vec![(0, SectorOob { lba: 5, seq: 9 })]);
-        assert_eq!(
-            seq_at(
-                &mut media,
-                PageAddr {
-                    pu: 0,
-                    block: 1,
-                    page: 1
-                },
-                0,
-                5
-            )
-            .unwrap(),
-            Some(9)
-        );
-        assert_eq!(
-            seq_at(
-                &mut media,
-                PageAddr {
-                    pu: 0,
-                    block: 1,
-                    page: 1
-                },
-                0,
-                6
-            )
-            .unwrap(),
-            None
-        );
-        assert!(read_page(
-            &mut media,
-            PageAddr {
-                pu: 1,
-                block: 1,
-                page: 0
-            }
-        )
-        .unwrap()
-        .is_none());
+        assert_eq!(seq_at(&mut media, a, 0, 5).unwrap(), Some(9));
+        assert_eq!(seq_at(&mut media, a, 0, 6).unwrap(), None);
+        let unwritten = PageAddr {
+            pu: 1,
+            block: 1,
+            page: 0,
+        };
+        assert!(read_page(&mut media, unwritten).unwrap().is_none());
         assert!(scan_line_header(&mut media, 1).unwrap().header.is_none());
     }
 }

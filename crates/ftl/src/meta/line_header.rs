@@ -141,7 +141,7 @@ pub fn decode(page: &[u8]) -> Result<LineHeader, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{seal, CorruptReason};
+    use super::super::seal;
     use super::*;
     use proptest::prelude::*;
 
@@ -215,30 +215,23 @@ mod tests {
     #[test]
     fn impossible_fields_are_corrupt() {
         let (_, page) = sample();
-        for (at, value, field) in [
-            (OFF_STREAM, 3, "stream"),
-            (OFF_BITMAP_WORDS, 63, "bitmap words"),
-        ] {
-            let mut p = page.clone();
-            put_u32(&mut p, at, value);
-            seal(&mut p, OFF_CRC);
-            let reason = CorruptReason::Field {
-                field,
-                value: value.into(),
-            };
-            assert_eq!(decode(&p), Err(DecodeError::Corrupt { what: WHAT, reason }));
-        }
+        super::super::testkit::assert_fields_corrupt(
+            &page,
+            OFF_CRC,
+            WHAT,
+            &[
+                (OFF_STREAM, 3, "stream"),
+                (OFF_BITMAP_WORDS, 63, "bitmap words"),
+            ],
+            decode,
+        );
     }
 
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..700),
                                magic in any::<bool>()) {
-            let mut bytes = bytes;
-            if magic && bytes.len() >= 8 {
-                bytes[..8].copy_from_slice(&MAGIC);
-            }
-            let _ = decode(&bytes);
+            let _ = decode(&super::super::testkit::maybe_magic(bytes, &MAGIC, magic));
         }
 
         #[test]

@@ -185,3 +185,39 @@ fn put_u64(b: &mut [u8], at: usize, v: u64) {
 
 /// The OOB's markers (what a sector holds when it is not host data).
 pub use oob::{OOB_LBA_META, OOB_LBA_PAD, OOB_LBA_TRIM};
+
+/// What the decoders' tests share.
+#[cfg(test)]
+mod testkit {
+    use super::{put_u32, seal, CorruptReason, DecodeError};
+
+    /// Arbitrary bytes, made to start with `magic` when `put` (and long enough): what the
+    /// never-panics proptests decode.
+    pub fn maybe_magic(mut bytes: Vec<u8>, magic: &[u8; 8], put: bool) -> Vec<u8> {
+        if put && bytes.len() >= 8 {
+            bytes[..8].copy_from_slice(magic);
+        }
+        bytes
+    }
+
+    /// Each (offset, value, field) written into `valid`, resealed at `crc_at`, must decode as
+    /// `Corrupt { Field }`: a value no encoder writes is damage even under a good checksum.
+    pub fn assert_fields_corrupt<T: std::fmt::Debug + PartialEq>(
+        valid: &[u8],
+        crc_at: usize,
+        what: &'static str,
+        cases: &[(usize, u32, &'static str)],
+        decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    ) {
+        for &(at, value, field) in cases {
+            let mut p = valid.to_vec();
+            put_u32(&mut p, at, value);
+            seal(&mut p, crc_at);
+            let reason = CorruptReason::Field {
+                field,
+                value: value.into(),
+            };
+            assert_eq!(decode(&p), Err(DecodeError::Corrupt { what, reason }));
+        }
+    }
+}

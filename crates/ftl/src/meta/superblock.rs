@@ -183,7 +183,6 @@ pub fn decode(page: &[u8]) -> Result<Superblock, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::CorruptReason;
     use super::*;
     use proptest::prelude::*;
 
@@ -271,31 +270,24 @@ mod tests {
     #[test]
     fn impossible_fields_are_corrupt() {
         let (_, page) = sample(VictimPolicyKind::Greedy);
-        for (at, value, field) in [
-            (OFF_VICTIM, 4, "victim policy"),
-            (OFF_PLACEMENT, 2, "placement"),
-            (OFF_WEAR_DYNAMIC, 2, "dynamic wear leveling"),
-        ] {
-            let mut p = page.clone();
-            put_u32(&mut p, at, value);
-            seal(&mut p, OFF_CRC);
-            let reason = CorruptReason::Field {
-                field,
-                value: value.into(),
-            };
-            assert_eq!(decode(&p), Err(DecodeError::Corrupt { what: WHAT, reason }));
-        }
+        super::super::testkit::assert_fields_corrupt(
+            &page,
+            OFF_CRC,
+            WHAT,
+            &[
+                (OFF_VICTIM, 4, "victim policy"),
+                (OFF_PLACEMENT, 2, "placement"),
+                (OFF_WEAR_DYNAMIC, 2, "dynamic wear leveling"),
+            ],
+            decode,
+        );
     }
 
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300),
                                magic in any::<bool>()) {
-            let mut bytes = bytes;
-            if magic && bytes.len() >= 8 {
-                bytes[..8].copy_from_slice(&MAGIC);
-            }
-            let _ = decode(&bytes);
+            let _ = decode(&super::super::testkit::maybe_magic(bytes, &MAGIC, magic));
         }
 
         #[test]

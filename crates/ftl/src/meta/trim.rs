@@ -194,11 +194,7 @@ mod tests {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000),
                                magic in any::<bool>()) {
-            let mut bytes = bytes;
-            if magic && bytes.len() >= 8 {
-                bytes[..8].copy_from_slice(&MAGIC);
-            }
-            let _ = decode(&bytes);
+            let _ = decode(&super::super::testkit::maybe_magic(bytes, &MAGIC, magic));
         }
 
         #[test]
