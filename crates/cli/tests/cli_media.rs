@@ -394,3 +394,64 @@ fn sim_reads_a_toml_config_and_names_bad_keys() {
         "{err}"
     );
 }
+
+/// An image whose superblocks are in a newer format version: `check` and `serve` say
+/// "upgrade required" (not "corrupt", not "format it"), and change nothing.
+#[test]
+fn a_newer_format_version_is_named_not_called_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("v.img");
+    assert!(lightnvm(&["format", s(&img), "--preset", "small"])
+        .status
+        .success());
+    // small: data area after the 4 KiB header, 4 KiB block table and 512 KiB of OOB; the two
+    // superblock copies are page 0 of block 0 on PU 0 and PU 1 (pages of 16 KiB, 32 per block).
+    let data_off = 4096 + 4096 + 512 * 1024;
+    let page_bytes = 16384u64;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    for page_index in [0u64, 32 * 32] {
+        let at = data_off + page_index * page_bytes;
+        let mut sb = [0u8; 124];
+        f.read_exact_at(&mut sb, at).unwrap();
+        assert_eq!(&sb[0..8], b"LNVMSUPR");
+        sb[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&sb[0..120]);
+        sb[120..124].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&sb, at).unwrap();
+    }
+    drop(f);
+    let before = std::fs::read(&img).unwrap();
+    let out = lightnvm(&["check", s(&img)]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("upgrade required"), "{text}");
+    assert!(!text.contains("corrupt FTL metadata"), "{text}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+        .args(["serve", s(&img), "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while serve.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve did not refuse the image");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = serve.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("upgrade required"), "{err}");
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        before,
+        "the image was changed"
+    );
+}
