@@ -143,6 +143,7 @@ fn main() -> ExitCode {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init();
     }
     let result = match cli.command {
@@ -203,6 +204,10 @@ fn format(a: FormatArgs) -> Result<()> {
     };
     config.validate()?;
     if a.force && a.image.exists() {
+        // Never from under a server or another command: they hold the image's lock.
+        let _held = lightnvm_media::file::lock_for_replacement(&a.image).map_err(|e| {
+            anyhow::anyhow!("{e}; --force does not replace an image that is being served or checked (stop that first)")
+        })?;
         std::fs::remove_file(&a.image)
             .with_context(|| format!("removing {}", a.image.display()))?;
     }

@@ -59,6 +59,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -67,63 +68,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if a.no_tcp && a.socket.is_none() {
         bail!("--no-tcp needs --socket PATH");
     }
-    let clock: Arc<dyn Clock> = if a.realtime {
-        RealClock::new()
-    } else {
-        VirtualClock::new()
-    };
-    let path = a
-        .image
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGE));
-    if !path.exists() {
-        if a.image.is_some() {
-            bail!(
-                "{}: no such image (create one with `lightnvm format {}`)",
-                path.display(),
-                path.display()
-            );
-        }
-        if a.read_only {
-            bail!("{}: no image to export read-only", path.display());
-        }
-        info!("creating {} (default geometry)", path.display());
-        let media = FileMedia::create(&path, MediaConfig::new(Geometry::default()), clock.clone())?;
-        Ftl::format(media, FtlConfig::default())?.shutdown()?;
-    }
-    let mode = if a.read_only {
-        OpenMode::ReadOnly
-    } else {
-        OpenMode::ReadWrite
-    };
-    let media = FileMedia::open(&path, mode, clock)?;
-    let started = std::time::Instant::now();
-    let ftl = Ftl::open_with(media, !a.read_only)
-        .with_context(|| format!("opening the FTL on {}", path.display()))?;
-    let r = ftl.recovery_report();
-    info!(
-        "opened {} in {:.0} ms ({}{})",
-        path.display(),
-        started.elapsed().as_secs_f64() * 1e3,
-        if r.clean {
-            "clean"
-        } else {
-            "recovered after a crash"
-        },
-        if r.clean {
-            String::new()
-        } else {
-            format!(", {} lines replayed", r.lines_replayed)
-        }
-    );
-    for p in &r.problems {
-        tracing::warn!("recovery: {p}");
-    }
-
+    // Bind first: a busy port or socket must change nothing, the image included.
     let mut listeners = Vec::new();
+    let mut bound = None;
     if !a.no_tcp {
         let l =
             TcpListener::bind(&a.listen).with_context(|| format!("listening on {}", a.listen))?;
+        bound = Some(l.local_addr()?);
         listeners.push(Listener::Tcp(l));
     }
     if let Some(sock) = &a.socket {
@@ -142,6 +93,82 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             UnixListener::bind(sock).with_context(|| format!("listening on {}", sock.display()))?;
         listeners.push(Listener::Unix(l));
     }
+    let opened = (|| -> Result<_> {
+        let clock: Arc<dyn Clock> = if a.realtime {
+            RealClock::new()
+        } else {
+            VirtualClock::new()
+        };
+        let path = a
+            .image
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGE));
+        if !path.exists() {
+            if a.image.is_some() {
+                bail!(
+                    "{}: no such image (create one with `lightnvm format {}`)",
+                    path.display(),
+                    path.display()
+                );
+            }
+            if a.read_only {
+                bail!("{}: no image to export read-only", path.display());
+            }
+            info!("creating {} (default geometry)", path.display());
+            let media = FileMedia::create(&path, MediaConfig::new(Geometry::default()), clock.clone())?;
+            Ftl::format(media, FtlConfig::default())?.shutdown()?;
+        }
+        let mode = if a.read_only {
+            OpenMode::ReadOnly
+        } else {
+            OpenMode::ReadWrite
+        };
+        let media = match FileMedia::open(&path, mode, clock) {
+            Ok(m) => m,
+            Err(lightnvm_media::ImageError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::PermissionDenied && !a.read_only =>
+            {
+                bail!(
+                    "{}: {error}: the image is not writable here; export it with --read-only, or fix its permissions",
+                    path.display()
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let started = std::time::Instant::now();
+        let ftl = Ftl::open_with(media, !a.read_only)
+            .with_context(|| format!("opening the FTL on {}", path.display()))?;
+        let r = ftl.recovery_report();
+        info!(
+            "opened {} in {:.0} ms ({}{})",
+            path.display(),
+            started.elapsed().as_secs_f64() * 1e3,
+            if r.clean {
+                "clean"
+            } else {
+                "recovered after a crash"
+            },
+            if r.clean {
+                String::new()
+            } else {
+                format!(", {} lines replayed", r.lines_replayed)
+            }
+        );
+        for p in &r.problems {
+            tracing::warn!("recovery: {p}");
+        }
+        Ok((ftl, path))
+    })();
+    let (ftl, path) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            // Nothing was served: leave no socket behind.
+            if let Some(sock) = &a.socket {
+                let _ = std::fs::remove_file(sock);
+            }
+            return Err(e);
+        }
+    };
     let export = Arc::new(Export::new(ftl, &a.name, a.read_only, a.realtime));
     let size = export.size();
     println!(
@@ -152,13 +179,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         a.name
     );
     println!("  size {}", human_bytes(size));
-    let uri = if !a.no_tcp {
-        let (host, port) = a
-            .listen
-            .rsplit_once(':')
-            .unwrap_or((a.listen.as_str(), "10809"));
-        println!("  listening on {}", a.listen);
-        format!("nbd://{host}:{port}")
+    let uri = if let Some(addr) = bound {
+        // The address really bound (`--listen HOST:0` picks a free port).
+        println!("  listening on {addr}");
+        format!("nbd://{addr}")
     } else {
         format!(
             "nbd+unix:///?socket={}",
@@ -173,7 +197,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     println!("  qemu-io -f raw {uri} -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'");
     println!("  nbdcopy some.raw {uri}          # or: qemu-img convert -n -O raw some.raw {uri}");
     println!("  nbdfuse /tmp/mnt {uri} &        # then: losetup -f /tmp/mnt/nbd; mkfs.ext4 ...");
-    println!("  nbd-client {} /dev/nbd0", a.listen.replace(':', " "));
+    if let Some(addr) = bound {
+        println!("  nbd-client {} {} /dev/nbd0", addr.ip(), addr.port());
+    }
     println!(
         "stop with Ctrl-C (or SIGTERM): requests in flight finish, then flush and checkpoint."
     );

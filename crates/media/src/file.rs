@@ -68,8 +68,9 @@ pub enum ImageError {
     InUse { path: PathBuf },
     #[error("{0}")]
     Config(ConfigError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// (The OS error is part of the message, not a separate cause: printed once.)
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 impl From<ConfigError> for ImageError {
@@ -436,9 +437,24 @@ fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), ImageError> {
     } else {
         Err(ImageError::Io {
             path: path.to_owned(),
-            source: err,
+            error: err,
         })
     }
+}
+
+/// Takes the same exclusive lock `FileMedia::open` (read-write) takes, on an existing file,
+/// for a command about to replace it (`format --force`): fails with `InUse` while another
+/// process (a server, a check) holds the image. The lock lasts as long as the returned file.
+pub fn lock_for_replacement(path: &Path) -> Result<File, ImageError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(|error| ImageError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+    lock(&file, path, true)?;
+    Ok(file)
 }
 
 impl Flash<FileStore> {
@@ -450,9 +466,9 @@ impl Flash<FileStore> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ImageError> {
         config.validate()?;
-        let io_err = |source| ImageError::Io {
+        let io_err = |error| ImageError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let file = match OpenOptions::new()
             .read(true)
@@ -520,9 +536,9 @@ impl Flash<FileStore> {
     /// Opens an existing image. Everything is verified before anything could be written; a
     /// file that is not an image, is of a newer version, or is corrupt gives an error.
     pub fn open(path: &Path, mode: OpenMode, clock: Arc<dyn Clock>) -> Result<Self, ImageError> {
-        let io_err = |source| ImageError::Io {
+        let io_err = |error| ImageError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let read_only = mode == OpenMode::ReadOnly;
         let file = OpenOptions::new()

@@ -172,6 +172,9 @@ fn step_checkpoints<M: Media>(
     candidates.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
     let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
     let mut unsupported = None;
+    // Pages a complete checkpoint fills after its line header.
+    let expected_pages =
+        meta::checkpoint::bytes(ftl.exported, nlines).div_ceil(ftl.geo.page_bytes());
     for (_, line, h) in candidates {
         if ckpts.len() == 2 {
             break;
@@ -190,16 +193,23 @@ fn step_checkpoints<M: Media>(
                 unsupported.get_or_insert(e);
             }
             other => {
-                // A crash while a checkpoint is written leaves it incomplete: a note, not
-                // corruption (an older checkpoint is used).
                 let why = match other {
                     Err(e) => e.to_string(),
                     Ok(_) => "its size does not match the superblock".into(),
                 };
                 report.checkpoints_invalid += 1;
-                report.notes.push(format!(
-                    "checkpoint in line {line} does not verify ({why}; ignored)"
-                ));
+                if pages.len() > expected_pages {
+                    // Every page is there and it still does not verify: damage.
+                    report.problems.push(format!(
+                        "checkpoint in line {line} is corrupt ({why}); an older one is used"
+                    ));
+                } else {
+                    // A crash while a checkpoint is written leaves it incomplete: a note,
+                    // not corruption (an older checkpoint is used).
+                    report.notes.push(format!(
+                        "checkpoint in line {line} is incomplete ({why}; ignored)"
+                    ));
+                }
             }
         }
     }
