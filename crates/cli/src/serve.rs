@@ -115,7 +115,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 bail!("{}: no image to export read-only", path.display());
             }
             info!("creating {} (default geometry)", path.display());
-            let media = FileMedia::create(&path, MediaConfig::new(Geometry::default()), clock.clone())?;
+            let media =
+                FileMedia::create(&path, MediaConfig::new(Geometry::default()), clock.clone())?;
             Ftl::format(media, FtlConfig::default())?.shutdown()?;
         }
         let mode = if a.read_only {

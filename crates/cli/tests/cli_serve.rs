@@ -1,0 +1,145 @@
+//! `lightnvm serve` and the commands around it, as a user meets them: a busy port changes
+//! nothing, `format --force` never replaces a served image, errors are printed once and
+//! logs carry no colour codes when they go to a file.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lightnvm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+        .args(args)
+        .output()
+        .expect("run lightnvm")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small image left as a crash leaves it: opening it replays (and writes).
+fn crashed_image(dir: &Path) -> std::path::PathBuf {
+    let img = dir.join("x.img");
+    assert!(lightnvm(&["format", s(&img), "--preset", "small"])
+        .status
+        .success());
+    let out = lightnvm(&["fill", s(&img), "--percent", "20", "--crash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    img
+}
+
+/// Starts `serve` and waits for its "listening on ADDR" line; returns the child and ADDR.
+fn serve(img: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+        .args(["serve", s(img), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            let addr = addr.to_string();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr);
+        }
+    }
+    let _ = child.kill();
+    panic!("serve did not start");
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_busy_port_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = crashed_image(dir.path());
+    let before = std::fs::read(&img).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let out = lightnvm(&["serve", s(&img), "--listen", &port]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listening on"), "{err}");
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "the image was written"
+    );
+}
+
+#[test]
+fn format_force_refuses_an_image_being_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = crashed_image(dir.path());
+    let (server, addr) = serve(&img);
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    let out = lightnvm(&["format", s(&img), "--preset", "small", "--force"]);
+    assert!(
+        !out.status.success(),
+        "format --force replaced a served image"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    assert!(stop(server).success());
+    // Everything the fill wrote is still there.
+    let out = lightnvm(&["fill", s(&img), "--percent", "20", "--verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Not served any more: --force works.
+    assert!(
+        lightnvm(&["format", s(&img), "--preset", "small", "--force"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let out = lightnvm(&["info", "/nonexistent-dir/x.img"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = crashed_image(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+        .args(["check", s(&img), "--quick"])
+        .env("RUST_LOG", "lightnvm_ftl=debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("recovery"), "no logs: {err}");
+    assert!(!err.contains('\u{1b}'), "ANSI codes in piped logs");
+}
