@@ -54,6 +54,7 @@ fn serve(img: &Path) -> (Child, String) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("serve did not start");
 }
 
@@ -67,6 +68,7 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("serve did not stop on SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
