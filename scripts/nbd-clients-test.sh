@@ -15,6 +15,7 @@ PASSED=0
 cleanup() {
     set +e
     mountpoint -q "$W/fs" && umount "$W/fs"
+    mountpoint -q "$W/small" && umount "$W/small"
     [[ -n "${LOOP:-}" ]] && losetup -d "$LOOP" 2>/dev/null
     mountpoint -q "$W/mnt" && (fusermount3 -u "$W/mnt" 2>/dev/null || umount -l "$W/mnt")
     [[ -n "$SERVER" ]] && kill -9 "$SERVER" 2>/dev/null
@@ -169,5 +170,20 @@ cmp -n $((16 << 20)) "$W/out.raw" "$W/flushed.raw" || fail "flushed data lost af
 rm -f "$W/out.raw"
 stop_server
 ok "kill -9 during writes: check clean, recovery replayed, flushed 16 MiB intact"
+
+# A host file system too small for the image: format says so and leaves nothing behind (the
+# image is preallocated, so a full disk is never met while serving).
+mkdir -p "$W/small"
+if mount -t tmpfs -o size=8m tmpfs "$W/small" 2>/dev/null; then
+    if "$B" format "$W/small/x.img" --preset small >"$W/small.txt" 2>&1; then
+        fail "format succeeded on a file system too small for the image"
+    fi
+    grep -q "not enough space" "$W/small.txt" || { cat "$W/small.txt" >&2; fail "no clear no-space error"; }
+    [[ ! -e "$W/small/x.img" ]] || fail "a partial image was left behind"
+    umount "$W/small"
+    ok "host file system too small: format refuses clearly, nothing left behind"
+else
+    echo "  skip: cannot mount a small tmpfs here (not root?)"
+fi
 
 echo "$PASSED passed, 0 failed"

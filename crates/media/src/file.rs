@@ -66,6 +66,8 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path}: image is in use by another process")]
     InUse { path: PathBuf },
+    #[error("{path}: not enough space on the host file system for the image ({needed_bytes} bytes); nothing was created")]
+    NoSpace { path: PathBuf, needed_bytes: u64 },
     #[error("{0}")]
     Config(ConfigError),
     /// (The OS error is part of the message, not a separate cause: printed once.)
@@ -418,6 +420,21 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
     Ok((info, layout))
 }
 
+/// Reserves every byte of the image on the host file system, so that a full disk is found
+/// at format time, never in the middle of serving. Where the file system cannot preallocate,
+/// the file is sized sparse (and a full disk shows up as an I/O error, which stops writes).
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let len_off =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: posix_fallocate on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) };
+    match rc {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 fn lock(file: &File, path: &Path, exclusive: bool) -> Result<(), ImageError> {
     let op = if exclusive {
         libc::LOCK_EX
@@ -507,7 +524,7 @@ impl Flash<FileStore> {
         };
         let blocks = fresh_block_table(&config);
         let result = (|| -> io::Result<()> {
-            file.set_len(layout.file_bytes)?;
+            preallocate(&file, layout.file_bytes)?;
             let mut table = Vec::with_capacity(blocks.len() * BLOCK_ENTRY_BYTES as usize);
             for m in &blocks {
                 table.extend_from_slice(&encode_block_entry(m));
@@ -521,6 +538,12 @@ impl Flash<FileStore> {
         if let Err(e) = result {
             drop(file);
             let _ = std::fs::remove_file(path);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(ImageError::NoSpace {
+                    path: path.to_owned(),
+                    needed_bytes: layout.file_bytes,
+                });
+            }
             return Err(io_err(e));
         }
         let store = FileStore {

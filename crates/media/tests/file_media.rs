@@ -588,3 +588,19 @@ proptest! {
         }
     }
 }
+
+/// Format reserves the whole image on the host file system (no sparse file that a full disk
+/// would break in the middle of serving).
+#[test]
+fn create_preallocates_every_byte_of_the_image() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = tiny_image(&dir);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "{} bytes allocated for a {}-byte image",
+        meta.blocks() * 512,
+        meta.len()
+    );
+}
