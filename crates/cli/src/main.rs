@@ -67,6 +67,10 @@ struct TortureArgs {
     /// Disable injected media faults (bad blocks, program/erase/read failures).
     #[arg(long)]
     no_faults: bool,
+    /// After each cut, flip a bit in the data of 1-3 written sectors before recovery (bit
+    /// rot): damaged LBAs may read as errors, never as older data.
+    #[arg(long, conflicts_with = "no_faults")]
+    damage: bool,
     /// Worker threads (default: available cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -463,7 +467,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     for _ in 0..jobs {
         let next = next.clone();
         let tx = tx.clone();
-        let (cuts, max_ops, faults) = (a.cuts_per_seed, a.max_ops, !a.no_faults);
+        let (cuts, max_ops, faults, damage) = (a.cuts_per_seed, a.max_ops, !a.no_faults, a.damage);
         workers.push(std::thread::spawn(move || loop {
             let seed = next.fetch_add(1, Ordering::SeqCst);
             if seed >= end {
@@ -474,6 +478,7 @@ fn torture(a: TortureArgs) -> Result<()> {
                 cuts,
                 media_faults: faults,
                 max_ops_between_cuts: max_ops,
+                post_cut_damage: damage,
             };
             // A panic is a finding too: report it as this seed's violation.
             let o = std::panic::catch_unwind(|| torture_seed(cfg)).unwrap_or_else(|p| {

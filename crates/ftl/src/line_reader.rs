@@ -76,6 +76,10 @@ pub fn sectors_of(g: &Geometry, page: &PageRead) -> Vec<(u32, SectorOob)> {
 }
 
 /// The sequence number of `lba`'s copy at (`addr`, `sector`), if that sector still holds it.
+/// A sector that fails its checksum but whose OOB still names `lba` holds it, damaged: its
+/// number is the claimed one (an older copy must not replace a damaged newer one; reads of
+/// it fail on the checksum). A sector that cannot be read at all, or names another LBA, does
+/// not hold it.
 pub fn seq_at<M: Media>(
     media: &mut M,
     addr: PageAddr,
@@ -86,10 +90,20 @@ pub fn seq_at<M: Media>(
     let Some(page) = read_page(media, addr)? else {
         return Ok(None);
     };
-    Ok(sectors_of(&g, &page)
+    if let Some((_, o)) = sectors_of(&g, &page)
         .into_iter()
-        .find(|(i, o)| *i == sector && o.lba == lba)
-        .map(|(_, o)| o.seq))
+        .find(|(i, _)| *i == sector)
+    {
+        return Ok((o.lba == lba).then_some(o.seq));
+    }
+    if page.failed & (1 << sector) != 0 {
+        return Ok(None);
+    }
+    let os = g.oob_bytes_per_sector as usize;
+    let s = sector as usize;
+    Ok(meta::oob::claimed(&page.oob[s * os..(s + 1) * os])
+        .filter(|c| c.lba == lba)
+        .map(|c| c.seq))
 }
 
 /// The PUs whose block of `line` may hold data (everything not bad from the factory).

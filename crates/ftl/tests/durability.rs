@@ -80,6 +80,7 @@ fn torture_many_cuts_without_media_faults() {
             cuts: 8,
             media_faults: false,
             max_ops_between_cuts: 400,
+            post_cut_damage: false,
         });
         assert!(
             o.violations.is_empty(),
@@ -100,6 +101,7 @@ fn torture_with_media_faults() {
             cuts: 6,
             media_faults: true,
             max_ops_between_cuts: 400,
+            post_cut_damage: false,
         });
         assert!(
             o.violations.is_empty(),
@@ -128,6 +130,7 @@ fn debug_one_seed() {
         cuts,
         media_faults: faults,
         max_ops_between_cuts: max,
+        post_cut_damage: false,
     });
     eprintln!("{o:#?}");
 }

@@ -177,6 +177,28 @@ impl<S: Store> Flash<S> {
         self.cut_at_op = None;
     }
 
+    /// Bit rot, for tests: XORs `mask` into byte `byte` of sector `sector` of a programmed
+    /// page's data (the OOB is untouched), as retention errors would. No NAND rule is
+    /// involved and nothing is counted.
+    pub fn rot(
+        &mut self,
+        addr: PageAddr,
+        sector: u32,
+        byte: usize,
+        mask: u8,
+    ) -> std::io::Result<()> {
+        let g = self.config.geometry;
+        assert!(
+            g.contains_page(addr) && sector < g.sectors_per_page && byte < g.sector_size as usize
+        );
+        let index = g.page_index(addr);
+        let mut data = vec![0u8; g.page_bytes()];
+        let mut oob = vec![0u8; g.page_oob_bytes()];
+        self.store.read_page(&g, index, 0, &mut data, &mut oob)?;
+        data[sector as usize * g.sector_size as usize + byte] ^= mask;
+        self.store.write_page(&g, index, &data, &oob)
+    }
+
     /// Cuts the power now, between operations.
     pub fn cut_power(&mut self) {
         if self.powered {

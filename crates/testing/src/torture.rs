@@ -8,7 +8,9 @@
 //! never bytes nobody wrote there. A trim or write-zeroes counts as writing zeros.
 
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError, PlacementKind, VictimPolicyKind, WearConfig};
-use lightnvm_media::{FaultConfig, Geometry, MediaConfig, RamMedia, VirtualClock};
+use lightnvm_media::{
+    BlockAddr, FaultConfig, Geometry, Media, MediaConfig, PageAddr, RamMedia, VirtualClock,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -27,6 +29,49 @@ pub struct TortureConfig {
     pub media_faults: bool,
     /// Upper bound of media operations between two cuts.
     pub max_ops_between_cuts: u64,
+    /// After each cut, before recovery: bit rot in the data of up to 3 written sectors
+    /// (retention errors, or damage while the device was off). Damaged LBAs may read as
+    /// errors, never as older values. Needs `media_faults` (errors are then allowed).
+    pub post_cut_damage: bool,
+}
+
+/// Flips one bit in the data of 1 to 3 randomly chosen written sectors that hold host data
+/// (their OOB says an LBA), outside the superblock's blocks. Returns how many were damaged.
+fn rot_data_sectors(media: &mut RamMedia, rng: &mut ChaCha8Rng) -> u64 {
+    let g = *media.geometry();
+    let want = rng.gen_range(1..=3u32);
+    let mut done = 0;
+    for _ in 0..64 {
+        if done == want {
+            break;
+        }
+        let pu = rng.gen_range(0..g.parallel_units());
+        let block = rng.gen_range(2.min(g.blocks_per_lun - 1)..g.blocks_per_lun);
+        let info = media.block_info(BlockAddr { pu, block });
+        if info.write_pointer == 0 || info.bad.is_some() {
+            continue;
+        }
+        let addr = PageAddr {
+            pu,
+            block,
+            page: rng.gen_range(0..info.write_pointer),
+        };
+        let sector = rng.gen_range(0..g.sectors_per_page);
+        let mut data = vec![0u8; SS];
+        let mut oob = vec![0u8; g.oob_bytes_per_sector as usize];
+        if media.read(addr, sector, &mut data, &mut oob).is_err() {
+            continue;
+        }
+        match lightnvm_ftl::meta::oob::decode(&oob, &data) {
+            Ok(o) if o.lba < lightnvm_ftl::meta::OOB_LBA_TRIM => {}
+            _ => continue,
+        }
+        let byte = rng.gen_range(0..SS);
+        let bit = 1u8 << rng.gen_range(0..8);
+        media.rot(addr, sector, byte, bit).expect("RAM store");
+        done += 1;
+    }
+    done as u64
 }
 
 /// What one seed did.
@@ -39,7 +84,14 @@ pub struct TortureOutcome {
     pub lbas_verified: u64,
     /// LBAs whose reads reported an uncorrectable error (allowed only with media faults).
     pub lbas_reported_unreadable: u64,
+    /// Sectors damaged after cuts (`post_cut_damage`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sectors_damaged: u64,
     pub violations: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaConfig, FtlConfig) {
@@ -91,6 +143,8 @@ fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaCo
 /// Runs one seed: format, then `cuts` rounds of workload, power cut, recovery, verification.
 pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    // Its own stream: the workload of a seed is the same with damage on or off.
+    let mut damage_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xda3a_9e00);
     let mut out = TortureOutcome {
         seed: cfg.seed,
         ..Default::default()
@@ -252,6 +306,9 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         if let Err(e) = media.power_cycle() {
             out.violations.push(format!("cut {cut}: power cycle: {e}"));
             return out;
+        }
+        if cfg.post_cut_damage && cfg.media_faults {
+            out.sectors_damaged += rot_data_sectors(&mut media, &mut damage_rng);
         }
         ftl = match Ftl::open(media) {
             Ok(f) => f,

@@ -96,10 +96,30 @@ pub fn decode(oob: &[u8], data: &[u8]) -> Result<SectorOob, DecodeError> {
     })
 }
 
+/// What a sector's OOB claims, without the checksum: for a sector whose checksum fails, the
+/// LBA and sequence number it says it holds — right if the damage is in the data, anything
+/// if it is in these bytes. Callers must treat it as a hint and check it for plausibility.
+pub fn claimed(oob: &[u8]) -> Option<SectorOob> {
+    need(WHAT, oob, BYTES as u64).ok()?;
+    Some(SectorOob {
+        lba: u32_at(oob, OFF_LBA),
+        seq: u64_at(oob, OFF_SEQ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_damaged_sector_still_claims_its_lba() {
+        let (mut data, oob, want) = sample();
+        data[100] ^= 1;
+        assert!(decode(&oob, &data).is_err());
+        assert_eq!(claimed(&oob), Some(want));
+        assert_eq!(claimed(&oob[..8]), None);
+    }
 
     fn sample() -> (Vec<u8>, [u8; BYTES], SectorOob) {
         let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();

@@ -45,12 +45,17 @@ pub fn final_map<M: Media>(
             continue;
         }
         let line = ppa.line(&b.geo);
-        if !suspicious(line) {
+        // A line whose reopening a crash interrupted keeps its old header on the blocks not
+        // yet erased: a copy on a block erased since is gone, whatever the header says.
+        let (addr, _) = ppa.addr(&b.geo);
+        let erased = media.block_info(addr.block_addr()).write_pointer <= addr.page;
+        if !erased && !suspicious(line) {
             continue;
         }
         let still = match win.base_seq.get(&lba32) {
-            Some(s) => *s,
-            None => checkpointed_seq(media, &b.geo, *entry, lba32)?,
+            Some(s) if !erased => *s,
+            _ if erased => None,
+            _ => checkpointed_seq(media, &b.geo, *entry, lba32)?,
         };
         if still.is_none() {
             report.sectors_lost += 1;
@@ -97,12 +102,29 @@ pub fn rebuild<M: Media>(
         .rev()
         .map(|(l, c)| (*l, c.seq))
         .collect();
+    // PUs holding mapped data, per line: a checkpointed copy may sit on a block that was
+    // retired when its line was reopened (its pages stay readable); the line keeps that
+    // block among its data PUs until GC has moved the copy.
+    let mut data_pus: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (ppa, _) in ftl.map.data_sectors() {
+        let pus = data_pus.entry(ppa.line(&ftl.geo)).or_default();
+        let pu = ppa.addr(&ftl.geo).0.pu;
+        if !pus.contains(&pu) {
+            pus.push(pu);
+        }
+    }
     ftl.pool.begin_rebuild();
     let mut max_line_seq = ckpt.line_seq;
     let mut close_seq = ckpt.close_seq;
     for line in ftl.superblock.reserved_lines..ftl.geo.blocks_per_lun {
         let f = &found[line as usize];
-        let pus = incarnation_pus(&ftl.media, line, f.header.as_ref());
+        let mut pus = incarnation_pus(&ftl.media, line, f.header.as_ref());
+        for &pu in data_pus.get(&line).into_iter().flatten() {
+            if !pus.contains(&pu) {
+                pus.push(pu);
+            }
+        }
+        pus.sort_unstable();
         let valid = ftl.map.valid(line);
         let l = ftl.pool.line_mut(line);
         if let Some(h) = f.header {

@@ -18,9 +18,9 @@ use super::RecoveryReport;
 use crate::addr::{L2pEntry, Ppa, FIRST_MARKER, L2P_LOST, L2P_UNMAPPED};
 use crate::error::FtlError;
 use crate::line_reader::{
-    incarnation_pus, read_footer, read_page, sectors_of, seq_at, written_pages, LineFound,
+    incarnation_pus, read_footer, read_page, sectors_of, seq_at, written_pages, LineFound, PageRead,
 };
-use crate::meta::{self, OOB_LBA_TRIM};
+use crate::meta::{self, SectorOob, OOB_LBA_TRIM};
 
 /// A sector of a replayed line: canonical index in the line, (LBA or marker, seq).
 pub type RecordEntry = (usize, (u32, u64));
@@ -44,6 +44,19 @@ pub struct Replayed {
     /// (LBA or marker, seq) of every readable sector of each replayed line, for continuing
     /// the streams' open lines.
     pub records: HashMap<u32, Vec<RecordEntry>>,
+    /// Sectors of lines without a footer that fail their checksum.
+    pub damaged: Vec<Damaged>,
+}
+
+/// A sector that fails its checksum in a line without a footer.
+pub struct Damaged {
+    at: String,
+    /// What its OOB says it held, if the OOB could be read.
+    claim: Option<SectorOob>,
+    rank: u64,
+    /// The last page of its block, with nothing in it that verifies: maybe the page a power
+    /// cut tore.
+    may_be_torn: bool,
 }
 
 /// The inputs every step of replay reads.
@@ -68,6 +81,30 @@ pub fn replay<M: Media>(
     };
     for &(_, line) in lines {
         replay_line(media, b, line, &mut r, report)?;
+    }
+    // A claim from intact OOB bytes names a write that happened. Writes newer than every
+    // readable sector can only be among the damaged ones, each its own write at most: their
+    // numbers are at most the highest found plus their count. Random bytes (a torn page)
+    // claim nothing plausible.
+    let newest = r.max_seq.saturating_add(r.damaged.len() as u64);
+    for d in std::mem::take(&mut r.damaged) {
+        match d.claim {
+            Some(c) if (c.lba as u64) < b.exported && c.seq > 0 && c.seq <= newest => {
+                report.problems.push(format!(
+                    "{}: checksum fails; its OOB says LBA {} (seq {}): reads of it fail unless a newer copy exists",
+                    d.at, c.lba, c.seq
+                ));
+                consider(media, b, &mut r.win, c.lba, c.seq, L2P_LOST, d.rank)?;
+            }
+            _ if d.may_be_torn => report.notes.push(format!(
+                "{}: torn by a power cut (not durable; skipped)",
+                d.at
+            )),
+            _ => report.problems.push(format!(
+                "{}: damaged, and nothing says which LBA it held",
+                d.at
+            )),
+        }
     }
     Ok(r)
 }
@@ -118,6 +155,8 @@ fn replay_line<M: Media>(
                         }
                     }
                 }
+            } else {
+                note_damage(media, b, addr, &page, &secs, rank, r);
             }
         }
         for (i, o) in secs {
@@ -168,6 +207,44 @@ fn replay_line<M: Media>(
         }
     }
     Ok(())
+}
+
+/// Sectors of `page` that fail their checksum, in a line without a footer. A power cut tears
+/// at most one page, the last programmed page of its block, and it reads back unreadable or
+/// as random bytes: nothing of it verifies and its OOB claims nothing plausible. A failing
+/// sector whose OOB still names a plausible copy (the damage is in its data) is that copy,
+/// damaged: it must not let an older copy win. Claims are weighed after replay, when the
+/// highest sequence number written is known.
+fn note_damage<M: Media>(
+    media: &M,
+    b: &Basis,
+    addr: PageAddr,
+    page: &PageRead,
+    secs: &[(u32, SectorOob)],
+    rank: u64,
+    r: &mut Replayed,
+) {
+    let g = b.geo;
+    let tail = media.block_info(addr.block_addr()).write_pointer == addr.page + 1;
+    let may_be_torn = tail && secs.is_empty();
+    let os = g.oob_bytes_per_sector as usize;
+    for i in 0..g.sectors_per_page {
+        if secs.iter().any(|(j, _)| *j == i) {
+            continue;
+        }
+        let at = format!("{addr} sector {i}");
+        let claim = if page.failed & (1 << i) != 0 {
+            None
+        } else {
+            meta::oob::claimed(&page.oob[i as usize * os..(i as usize + 1) * os])
+        };
+        r.damaged.push(Damaged {
+            at,
+            claim,
+            rank,
+            may_be_torn,
+        });
+    }
 }
 
 /// The sequence number of the copy the checkpoint maps `lba` to, if that sector still holds
