@@ -68,6 +68,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if a.no_tcp && a.socket.is_none() {
         bail!("--no-tcp needs --socket PATH");
     }
+    // Signals are caught from the start: one during recovery stops the server right after.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once (status 1; the next open recovers).
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
     // Bind first: a busy port or socket must change nothing, the image included.
     let mut listeners = Vec::new();
     let mut bound = None;
@@ -205,17 +212,33 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         "stop with Ctrl-C (or SIGTERM): requests in flight finish, then flush and checkpoint."
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while stopping exits at once (status 1; the next open recovers).
-        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    // An image deleted or replaced under the server: what clients write from then on goes
+    // to a file nobody can open again. Say so and stop.
+    let vanished = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (export, stop, vanished) = (export.clone(), stop.clone(), vanished.clone());
+        let path = path.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if export.with_media(|m| m.store().still_at_path()) == Some(false) {
+                    tracing::error!(
+                        "{} was deleted or replaced while being served; stopping",
+                        path.display()
+                    );
+                    vanished.store(true, std::sync::atomic::Ordering::SeqCst);
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+    };
     if let Err(e) = lightnvm_nbd::run(export.clone(), listeners, stop.clone()) {
         tracing::error!("listener failed: {e}; stopping");
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = watcher.join();
     let Ok(export) = Arc::try_unwrap(export) else {
         bail!("connections still hold the export")
     };
@@ -226,6 +249,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         stats.errors.load(std::sync::atomic::Ordering::Relaxed),
     );
     let (ftl, poisoned) = export.into_ftl();
+    if vanished.load(std::sync::atomic::Ordering::SeqCst) || !ftl.media().store().still_at_path() {
+        drop(ftl);
+        bail!(
+            "{} was deleted or replaced while being served: what was written to it is lost with this process",
+            path.display()
+        );
+    }
     if poisoned {
         // Its tables may be half-updated: no clean checkpoint; the next open replays.
         drop(ftl);

@@ -35,10 +35,14 @@ fn crashed_image(dir: &Path) -> std::path::PathBuf {
 
 /// Starts `serve` and waits for its "listening on ADDR" line; returns the child and ADDR.
 fn serve(img: &Path) -> (Child, String) {
+    serve_logging(img, Stdio::null())
+}
+
+fn serve_logging(img: &Path, stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
         .args(["serve", s(img), "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
@@ -144,4 +148,32 @@ fn logs_to_a_file_carry_no_colour_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("recovery"), "no logs: {err}");
     assert!(!err.contains('\u{1b}'), "ANSI codes in piped logs");
+}
+
+#[test]
+fn deleting_the_image_while_serving_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = crashed_image(dir.path());
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let (mut server, _) = serve_logging(&img, Stdio::from(log));
+    std::fs::remove_file(&img).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = server.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!("serve did not notice the deleted image");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !status.success(),
+        "serve claimed success over a deleted image"
+    );
+    let err = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(err.contains("deleted or replaced"), "{err}");
+    assert!(!err.contains("stopped cleanly"), "{err}");
 }

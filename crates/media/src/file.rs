@@ -139,6 +139,18 @@ impl FileStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// Whether the open image file is still the file at its path: false once it was deleted
+    /// or replaced (writes then go to a file nobody can open again).
+    pub fn still_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(open) = self.file.metadata() else {
+            return false;
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(now) => open.nlink() > 0 && now.ino() == open.ino() && now.dev() == open.dev(),
+            Err(_) => false,
+        }
+    }
     pub fn info(&self) -> &ImageInfo {
         &self.info
     }

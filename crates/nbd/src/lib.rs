@@ -113,6 +113,11 @@ impl<M: Media> Export<M> {
     }
 
     /// Whether a panic inside the FTL poisoned it.
+    /// Runs `f` on the media under the FTL's lock (`None` if the FTL panicked).
+    pub fn with_media<R>(&self, f: impl FnOnce(&M) -> R) -> Option<R> {
+        self.ftl.lock().ok().map(|ftl| f(ftl.media()))
+    }
+
     pub fn poisoned(&self) -> bool {
         self.ftl.is_poisoned()
     }
