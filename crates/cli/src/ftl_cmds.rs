@@ -112,10 +112,18 @@ pub fn check(a: CheckArgs) -> Result<()> {
         out.repaired_superblock_copies = lightnvm_ftl::repair_superblock(&mut media)?;
         out.superblock = lightnvm_ftl::superblock_copies(&mut media)?;
     }
-    for (loc, ok) in out.superblock.locations.iter().zip(&out.superblock.valid) {
-        if !ok {
-            out.problems
-                .push(format!("superblock copy at {loc} is corrupt"));
+    for (loc, state) in out.superblock.locations.iter().zip(&out.superblock.states) {
+        match state.as_str() {
+            "valid" => {}
+            "never written (erased)" => out.problems.push(format!(
+                "superblock copy at {loc} was never written (erased)"
+            )),
+            "unreadable" => out
+                .problems
+                .push(format!("superblock copy at {loc} is unreadable")),
+            why => out
+                .problems
+                .push(format!("superblock copy at {loc} is corrupt ({why})")),
         }
     }
     let started = Instant::now();

@@ -102,6 +102,8 @@ pub fn read<M: Media>(media: &mut M) -> Result<Found, FtlError> {
 pub struct SuperblockCopies {
     pub locations: Vec<String>,
     pub valid: Vec<bool>,
+    /// For each copy: "valid", "never written (erased)", "unreadable", or what is wrong.
+    pub states: Vec<String>,
 }
 
 /// Reads both superblock copies.
@@ -109,11 +111,20 @@ pub fn superblock_copies<M: Media>(media: &mut M) -> Result<SuperblockCopies, Ft
     let mut out = SuperblockCopies {
         locations: Vec::new(),
         valid: Vec::new(),
+        states: Vec::new(),
     };
     for addr in superblock_blocks(media) {
-        let ok = matches!(read_copy(media, addr)?, Some(Ok(_)));
+        let state = match read_page(media, addr.page(0))? {
+            None => "never written (erased)".to_string(),
+            Some(p) if p.failed != 0 => "unreadable".to_string(),
+            Some(p) => match meta::superblock::decode(&p.data) {
+                Ok(_) => "valid".to_string(),
+                Err(e) => e.to_string(),
+            },
+        };
         out.locations.push(addr.to_string());
-        out.valid.push(ok);
+        out.valid.push(state == "valid");
+        out.states.push(state);
     }
     Ok(out)
 }
@@ -204,5 +215,10 @@ mod tests {
             vec![true, true]
         );
         assert_eq!(repair_superblock(&mut media).unwrap(), 0);
+        // An erased copy is "never written", not "corrupt".
+        let _ = media.erase(a).unwrap();
+        let c = superblock_copies(&mut media).unwrap();
+        assert_eq!(c.states[0], "never written (erased)");
+        assert_eq!(c.states[1], "valid");
     }
 }
