@@ -626,7 +626,9 @@ pub fn run<M: Media + 'static>(
             Listener::Unix(u) => u.set_nonblocking(true)?,
         }
     }
-    let mut live: Vec<(Conn, std::thread::JoinHandle<()>)> = Vec::new();
+    // Every connection: a handle to shut it down, whether it finished its handshake, and
+    // its thread. Oldest first.
+    let mut live: Vec<(Conn, Arc<AtomicBool>, std::thread::JoinHandle<()>)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let mut accepted = false;
         for l in &listeners {
@@ -645,10 +647,25 @@ pub fn run<M: Media + 'static>(
                 }
             };
             accepted = true;
-            live.retain(|(_, h)| !h.is_finished());
+            live.retain(|(_, _, h)| !h.is_finished());
             if live.len() >= MAX_CONNECTIONS {
-                warn!(peer, "too many connections; closing");
-                continue;
+                // Idle handshakes must not lock clients out: the oldest connection that has
+                // not finished its handshake makes room. Only when every slot serves a
+                // client is the new connection refused.
+                match live.iter().position(|(_, n, _)| !n.load(Ordering::SeqCst)) {
+                    Some(i) => {
+                        let (c, _, _) = live.remove(i);
+                        c.shutdown(Shutdown::Both);
+                        warn!(peer, "all {MAX_CONNECTIONS} slots taken; closed the oldest connection still in its handshake to make room");
+                    }
+                    None => {
+                        warn!(
+                            peer,
+                            "all {MAX_CONNECTIONS} slots serve clients; closing the new connection"
+                        );
+                        continue;
+                    }
+                }
             }
             // Setting a connection up may fail (out of descriptors or threads): that
             // connection is dropped, the server goes on.
@@ -691,13 +708,29 @@ pub fn run<M: Media + 'static>(
             let export = export.clone();
             let stop = stop.clone();
             let peer2 = peer.clone();
+            let negotiated = Arc::new(AtomicBool::new(false));
+            let negotiated2 = negotiated.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("nbd {peer}"))
                 .spawn(move || {
                     let peer = peer2;
-                    let lift = || closer.set_read_timeout(None);
+                    let lift = || {
+                        negotiated2.store(true, Ordering::SeqCst);
+                        closer.set_read_timeout(None)
+                    };
                     match serve_connection_with(&export, stream_for_thread, &stop, lift) {
                         Ok(()) => info!(peer, "client done"),
+                        Err(ConnError::Io(e))
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            warn!(
+                                peer,
+                                "connection closed: no handshake within {HANDSHAKE_TIMEOUT:?}"
+                            )
+                        }
                         Err(e) => warn!(peer, "connection ended: {e}"),
                     }
                     // Other handles to the socket exist (for shutdown): close it for real.
@@ -711,17 +744,17 @@ pub fn run<M: Media + 'static>(
                     continue;
                 }
             };
-            live.push((clone, handle));
+            live.push((clone, negotiated, handle));
         }
         if !accepted {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     info!("stopping: no new connections; finishing requests in flight");
-    for (conn, _) in &live {
+    for (conn, _, _) in &live {
         conn.shutdown(Shutdown::Read);
     }
-    for (_, h) in live {
+    for (_, _, h) in live {
         let _ = h.join();
     }
     Ok(())

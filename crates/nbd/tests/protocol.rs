@@ -549,3 +549,27 @@ fn realtime_mode_waits_for_the_modeled_flash_time() {
     let virt = time(&mk(false));
     eprintln!("40 FUA writes + reads: realtime {real:?}, virtual {virt:?}");
 }
+
+/// Every slot held by a client that never finishes its handshake: a real client still gets
+/// in at once (the oldest idle handshake makes room), and clients already served keep their
+/// connections.
+#[test]
+fn idle_handshakes_do_not_lock_clients_out() {
+    let srv = server(false);
+    let (mut served, _) = Client::go(&srv);
+    assert_eq!(served.write(0, &[9; 4096], 0), 0);
+    let idle: Vec<TcpStream> = (0..lightnvm_nbd::MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let (mut c, _) = Client::go(&srv);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a new client waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.read(0, 4096), (0, vec![9; 4096]));
+    assert_eq!(served.read(0, 4096), (0, vec![9; 4096]));
+    drop(idle);
+}
