@@ -78,8 +78,8 @@ pub fn sectors_of(g: &Geometry, page: &PageRead) -> Vec<(u32, SectorOob)> {
 /// The sequence number of `lba`'s copy at (`addr`, `sector`), if that sector still holds it.
 /// A sector that fails its checksum but whose OOB still names `lba` holds it, damaged: its
 /// number is the claimed one (an older copy must not replace a damaged newer one; reads of
-/// it fail on the checksum). A sector that cannot be read at all, or names another LBA, does
-/// not hold it.
+/// it fail on the checksum). A sector whose read fails holds it as far as anyone can tell
+/// (`u64::MAX`). A sector that names another LBA, or was never written, does not hold it.
 pub fn seq_at<M: Media>(
     media: &mut M,
     addr: PageAddr,
@@ -96,14 +96,33 @@ pub fn seq_at<M: Media>(
     {
         return Ok((o.lba == lba).then_some(o.seq));
     }
-    if page.failed & (1 << sector) != 0 {
+    let tail = media.block_info(addr.block_addr()).write_pointer == addr.page + 1;
+    if tail && page.failed == full_mask(g.sectors_per_page) {
+        // The one page a power cut tears is the last of its block and reads back unreadable
+        // (or as random bytes): a write that never became durable, so nothing of the
+        // checkpointed copy is there.
         return Ok(None);
+    }
+    if page.failed & (1 << sector) != 0 {
+        // Unreadable: nothing says it stopped holding `lba`. Taken as a copy newer than any
+        // older one, so that an older copy never wins over it; reads of it fail (or, once it
+        // reads, verify its LBA).
+        return Ok(Some(u64::MAX));
     }
     let os = g.oob_bytes_per_sector as usize;
     let s = sector as usize;
     Ok(meta::oob::claimed(&page.oob[s * os..(s + 1) * os])
         .filter(|c| c.lba == lba)
         .map(|c| c.seq))
+}
+
+/// The mask of every sector of a page.
+fn full_mask(spp: u32) -> u64 {
+    if spp == 64 {
+        u64::MAX
+    } else {
+        (1 << spp) - 1
+    }
 }
 
 /// The PUs whose block of `line` may hold data (everything not bad from the factory).

@@ -134,3 +134,19 @@ fn debug_one_seed() {
     });
     eprintln!("{o:#?}");
 }
+
+/// Found by the 1,000,000-cut run (present before the core redesign too): a read failure of
+/// the checkpointed copy during recovery made it count as "gone", and an older relocated copy
+/// won. An unreadable copy is not a gone copy.
+#[test]
+fn an_unreadable_checkpointed_copy_never_lets_an_older_copy_win() {
+    let o = torture_seed(TortureConfig {
+        seed: 1_068_114,
+        cuts: 10,
+        media_faults: true,
+        max_ops_between_cuts: 2000,
+        post_cut_damage: false,
+    });
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    assert_eq!(o.cuts, 10);
+}

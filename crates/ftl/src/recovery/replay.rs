@@ -300,6 +300,7 @@ fn consider<M: Media>(
                 s
             }
         };
+        tracing::trace!(lba, checkpointed = at, ?base, "recovery: checkpointed copy");
         match base {
             // Equal: a copy of the checkpointed write made after the checkpoint (GC moved it);
             // the checkpointed location may be in a line since released. A damaged copy
