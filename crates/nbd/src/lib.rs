@@ -760,6 +760,38 @@ pub fn run<M: Media + 'static>(
     Ok(())
 }
 
+/// An in-memory client for tests and fuzzing: the server reads `input` and its replies are
+/// collected in `output`.
+pub struct MemoryStream {
+    input: io::Cursor<Vec<u8>>,
+    pub output: Vec<u8>,
+}
+
+impl MemoryStream {
+    pub fn new(input: Vec<u8>) -> MemoryStream {
+        MemoryStream {
+            input: io::Cursor::new(input),
+            output: Vec::new(),
+        }
+    }
+}
+
+impl Read for MemoryStream {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        self.input.read(b)
+    }
+}
+
+impl Write for MemoryStream {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A stream that reads and writes (TCP or Unix).
 pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}

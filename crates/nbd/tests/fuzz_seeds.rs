@@ -2,28 +2,11 @@
 //! fuzz/seeds/make_nbd_session_seeds.py) reaches the transmission phase: every seed completes
 //! the handshake and gets a reply to each request, so the fuzzer starts from real sessions.
 
-use std::io::{Cursor, Read, Write};
 use std::sync::atomic::AtomicBool;
 
 use lightnvm_ftl::{Ftl, FtlConfig};
 use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
-use lightnvm_nbd::{serve_connection_with, Export};
-
-struct Stream(Cursor<Vec<u8>>, Vec<u8>);
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(b)
-    }
-}
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.1.extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use lightnvm_nbd::{serve_connection_with, Export, MemoryStream};
 
 /// Simple replies in a server's output (magic 0x67446698; data never contains it here).
 fn replies(out: &[u8]) -> usize {
@@ -55,12 +38,12 @@ fn every_seed_reaches_transmission_and_gets_replies() {
             false,
         );
         let mut reached = false;
-        let mut stream = Stream(Cursor::new(data), Vec::new());
+        let mut stream = MemoryStream::new(data);
         let _ = serve_connection_with(&export, &mut stream, &AtomicBool::new(false), || {
             reached = true
         });
         assert!(reached, "{}: handshake not completed", path.display());
-        let n = replies(&stream.1);
+        let n = replies(&stream.output);
         assert!(n >= 2, "{}: {n} replies", path.display());
         let (ftl, poisoned) = export.into_ftl();
         assert!(!poisoned);

@@ -443,30 +443,13 @@ fn concurrent_connections_write_and_read_their_own_regions() {
 mod sessions {
     //! Arbitrary client bytes through a whole session (the `nbd_session` fuzz target's
     //! property, run in CI with proptest): no panic, no hang, and the FTL stays consistent.
-    use std::io::{Cursor, Read, Write};
     use std::sync::atomic::AtomicBool;
 
     use lightnvm_ftl::{Ftl, FtlConfig};
     use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
     use lightnvm_nbd::proto::*;
-    use lightnvm_nbd::{serve_connection, Export};
+    use lightnvm_nbd::{serve_connection, Export, MemoryStream};
     use proptest::prelude::*;
-
-    struct Stream(Cursor<Vec<u8>>, Vec<u8>);
-    impl Read for Stream {
-        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(b)
-        }
-    }
-    impl Write for Stream {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.1.extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// A valid handshake prefix (so the fuzzed bytes reach the transmission phase too).
     fn go_prefix() -> Vec<u8> {
@@ -506,7 +489,7 @@ mod sessions {
                 }
             }
             input.extend(junk);
-            let _ = serve_connection(&export, Stream(Cursor::new(input), Vec::new()), &AtomicBool::new(false));
+            let _ = serve_connection(&export, MemoryStream::new(input), &AtomicBool::new(false));
             let (ftl, poisoned) = export.into_ftl();
             prop_assert!(!poisoned && ftl.check().is_ok());
         }
