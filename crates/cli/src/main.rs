@@ -102,7 +102,9 @@ struct FormatArgs {
     /// 4 KiB sectors per page.
     #[arg(long)]
     sectors_per_page: Option<u32>,
-    /// Out-of-band bytes per sector (at least 16).
+    /// Out-of-band bytes per sector: 16 (LBA, sequence number, CRC) or more; 32 (the
+    /// default) adds a checksummed copy of the sector's identity, so that damage anywhere in
+    /// a sector never hides whose data it held.
     #[arg(long)]
     oob: Option<u32>,
     /// OCSSD mw_cunits: later pages that must be programmed before a page is readable.
@@ -168,6 +170,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// OOB bytes per sector of the images this command creates, unless `--oob` says otherwise:
+/// room for the identity copy (see `lightnvm_ftl::meta::oob`).
+const IMAGE_OOB_BYTES: u32 = lightnvm_ftl::meta::oob::COPY_END as u32;
+
+/// The geometry of the image `serve` creates when it is given none.
+pub(crate) fn image_geometry() -> Geometry {
+    Geometry {
+        oob_bytes_per_sector: IMAGE_OOB_BYTES,
+        ..Geometry::default()
+    }
+}
+
 fn geometry_from(a: &FormatArgs) -> Result<Geometry> {
     let Some(mut g) = Geometry::preset(&a.preset) else {
         let names: Vec<_> = GEOMETRY_PRESETS.iter().map(|(n, _)| *n).collect();
@@ -182,7 +196,7 @@ fn geometry_from(a: &FormatArgs) -> Result<Geometry> {
     g.blocks_per_lun = a.blocks.unwrap_or(g.blocks_per_lun);
     g.pages_per_block = a.pages.unwrap_or(g.pages_per_block);
     g.sectors_per_page = a.sectors_per_page.unwrap_or(g.sectors_per_page);
-    g.oob_bytes_per_sector = a.oob.unwrap_or(g.oob_bytes_per_sector);
+    g.oob_bytes_per_sector = a.oob.unwrap_or(IMAGE_OOB_BYTES);
     g.mw_cunits = a.mw_cunits.unwrap_or(g.mw_cunits);
     Ok(g)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lightnvm_ftl::{Ftl, FtlConfig};
-use lightnvm_media::{Clock, FileMedia, Geometry, MediaConfig, OpenMode, RealClock, VirtualClock};
+use lightnvm_media::{Clock, FileMedia, MediaConfig, OpenMode, RealClock, VirtualClock};
 use lightnvm_nbd::{Export, Listener};
 use tracing::info;
 
@@ -122,8 +122,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 bail!("{}: no image to export read-only", path.display());
             }
             info!("creating {} (default geometry)", path.display());
-            let media =
-                FileMedia::create(&path, MediaConfig::new(Geometry::default()), clock.clone())?;
+            let media = FileMedia::create(
+                &path,
+                MediaConfig::new(crate::image_geometry()),
+                clock.clone(),
+            )?;
             Ftl::format(media, FtlConfig::default())?.shutdown()?;
         }
         let mode = if a.read_only {

@@ -219,6 +219,17 @@ fn fill_check_crash_and_recover_through_the_cli() {
     .success());
 }
 
+/// Where an image's data area starts, as its header says (offset 168; `docs/media.md`).
+fn data_offset(img: &std::path::Path) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    std::fs::File::open(img)
+        .unwrap()
+        .read_exact_at(&mut b, 168)
+        .unwrap();
+    u64::from_le_bytes(b)
+}
+
 #[test]
 fn check_reports_a_corrupt_superblock_copy_and_repairs_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,8 +238,7 @@ fn check_reports_a_corrupt_superblock_copy_and_repairs_it() {
         .status
         .success());
     // The first superblock copy is page 0 of PU 0 block 0: the first page of the data area.
-    // small: 256 blocks (table 4 KiB), 32768 sectors x 16 B OOB (512 KiB).
-    let data_off = 4096 + 4096 + 512 * 1024;
+    let data_off = data_offset(&img);
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -404,9 +414,9 @@ fn a_newer_format_version_is_named_not_called_corruption() {
     assert!(lightnvm(&["format", s(&img), "--preset", "small"])
         .status
         .success());
-    // small: data area after the 4 KiB header, 4 KiB block table and 512 KiB of OOB; the two
-    // superblock copies are page 0 of block 0 on PU 0 and PU 1 (pages of 16 KiB, 32 per block).
-    let data_off = 4096 + 4096 + 512 * 1024;
+    // The two superblock copies are page 0 of block 0 on PU 0 and PU 1 (small: pages of
+    // 16 KiB, 32 per block).
+    let data_off = data_offset(&img);
     let page_bytes = 16384u64;
     let f = std::fs::OpenOptions::new()
         .read(true)

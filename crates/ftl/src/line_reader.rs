@@ -112,8 +112,8 @@ pub fn seq_at<M: Media>(
     let os = g.oob_bytes_per_sector as usize;
     let s = sector as usize;
     Ok(meta::oob::claimed(&page.oob[s * os..(s + 1) * os])
-        .filter(|c| c.lba == lba)
-        .map(|c| c.seq))
+        .filter(|c| c.oob.lba == lba)
+        .map(|c| c.oob.seq))
 }
 
 /// The mask of every sector of a page.

@@ -178,8 +178,9 @@ impl<S: Store> Flash<S> {
     }
 
     /// Bit rot, for tests: XORs `mask` into byte `byte` of sector `sector` of a programmed
-    /// page's data (the OOB is untouched), as retention errors would. No NAND rule is
-    /// involved and nothing is counted.
+    /// page, as retention errors would: bytes `0..sector_size` are the sector's data, the
+    /// `oob_bytes_per_sector` after them its OOB. No NAND rule is involved and nothing is
+    /// counted.
     pub fn rot(
         &mut self,
         addr: PageAddr,
@@ -188,14 +189,17 @@ impl<S: Store> Flash<S> {
         mask: u8,
     ) -> std::io::Result<()> {
         let g = self.config.geometry;
-        assert!(
-            g.contains_page(addr) && sector < g.sectors_per_page && byte < g.sector_size as usize
-        );
+        let (ss, os) = (g.sector_size as usize, g.oob_bytes_per_sector as usize);
+        assert!(g.contains_page(addr) && sector < g.sectors_per_page && byte < ss + os);
         let index = g.page_index(addr);
         let mut data = vec![0u8; g.page_bytes()];
         let mut oob = vec![0u8; g.page_oob_bytes()];
         self.store.read_page(&g, index, 0, &mut data, &mut oob)?;
-        data[sector as usize * g.sector_size as usize + byte] ^= mask;
+        if byte < ss {
+            data[sector as usize * ss + byte] ^= mask;
+        } else {
+            oob[sector as usize * os + byte - ss] ^= mask;
+        }
         self.store.write_page(&g, index, &data, &oob)
     }
 

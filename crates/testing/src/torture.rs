@@ -35,8 +35,11 @@ pub struct TortureConfig {
     pub post_cut_damage: bool,
 }
 
-/// Flips one bit in the data of 1 to 3 randomly chosen written sectors that hold host data
-/// (their OOB says an LBA), outside the superblock's blocks. Returns how many were damaged.
+/// Flips one bit in 1 to 3 randomly chosen written sectors that hold host data (their OOB
+/// says an LBA), outside the superblock's blocks: in the data, or (one flip in four) in the
+/// OOB — anywhere in the identity and its copy where the OOB area has the copy, else only in
+/// the checksum (without the copy, damage to the identity bytes cannot be attributed: the
+/// documented limit of 16-byte OOB areas). Returns how many were damaged.
 fn rot_data_sectors(media: &mut RamMedia, rng: &mut ChaCha8Rng) -> u64 {
     let g = *media.geometry();
     let want = rng.gen_range(1..=3u32);
@@ -66,7 +69,15 @@ fn rot_data_sectors(media: &mut RamMedia, rng: &mut ChaCha8Rng) -> u64 {
             Ok(o) if o.lba < lightnvm_ftl::meta::OOB_LBA_TRIM => {}
             _ => continue,
         }
-        let byte = rng.gen_range(0..SS);
+        let byte = if rng.gen_bool(0.25) {
+            if oob.len() >= lightnvm_ftl::meta::oob::COPY_END {
+                SS + rng.gen_range(0..lightnvm_ftl::meta::oob::COPY_END)
+            } else {
+                SS + rng.gen_range(12..lightnvm_ftl::meta::oob::BYTES)
+            }
+        } else {
+            rng.gen_range(0..SS)
+        };
         let bit = 1u8 << rng.gen_range(0..8);
         media.rot(addr, sector, byte, bit).expect("RAM store");
         done += 1;
@@ -104,6 +115,11 @@ fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaCo
     );
     if rng.gen_bool(0.3) {
         g.mw_cunits = rng.gen_range(0..g.pages_per_block.min(3));
+    }
+    // Odd seeds get OOB areas with room for the identity copy (`meta::oob`). Not drawn from
+    // `rng`: every seed's other parameters stay what they were before the copy existed.
+    if seed % 2 == 1 {
+        g.oob_bytes_per_sector = lightnvm_ftl::meta::oob::COPY_END as u32;
     }
     let mut media = MediaConfig::new(g);
     media.endurance = 0;
@@ -159,12 +175,13 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         if let Ok(ftl) = Ftl::format(media, fc) {
             let g = mc.geometry;
             out.geometry = format!(
-                "{}ch x {}lun x {}blk x {}pg x {}sec mw{} op{:.2} {:?}",
+                "{}ch x {}lun x {}blk x {}pg x {}sec oob{} mw{} op{:.2} {:?}",
                 g.channels,
                 g.luns_per_channel,
                 g.blocks_per_lun,
                 g.pages_per_block,
                 g.sectors_per_page,
+                g.oob_bytes_per_sector,
                 g.mw_cunits,
                 fc.over_provisioning,
                 fc.victim

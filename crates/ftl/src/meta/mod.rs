@@ -2,7 +2,7 @@
 //!
 //! | module | structure | where it lives |
 //! | --- | --- | --- |
-//! | [`oob`] | per-sector OOB (16 bytes) | the spare area of every sector the FTL writes |
+//! | [`oob`] | per-sector OOB (16 bytes; 32 with the identity copy) | the spare area of every sector the FTL writes |
 //! | [`line_header`] | line header | slot 0 of every line |
 //! | [`line_footer`] | line footer | the last `footer_slots` slots of a closed data line |
 //! | [`trim`] | trim record | one sector in the user stream |

@@ -6,7 +6,23 @@
 //! | 4 | 8 | sequence number of the host write (or trim) that produced the data; kept by GC |
 //! | 12 | 4 | CRC32C of bytes 0..12 followed by the sector's data |
 //!
-//! [`BYTES`] = 16 bytes are used; the rest of the sector's OOB area is written as zeros.
+//! Where the sector's OOB area has room ([`COPY_END`] = 32 bytes or more), a second copy of
+//! the identity follows, sealed by a checksum of its own:
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 16 | 4 | LBA (copy) |
+//! | 20 | 8 | sequence number (copy) |
+//! | 28 | 4 | CRC32C of bytes 16..28 |
+//!
+//! The copy makes the identity survive damage anywhere in a sector: damage in the data leaves
+//! both copies naming the sector's LBA (the sector is damaged, and known to be that LBA's);
+//! damage in the first copy leaves the second, against which the data still verifies (the
+//! sector reads as if nothing happened). Without the copy (16-byte OOB areas) a sector whose
+//! identity bytes are damaged names a wrong LBA or none, and recovery cannot tell whose copy
+//! it was. The rest of the OOB area is written as zeros; an all-zero copy area (an image
+//! written before the copy existed) fails the copy's checksum and reads as "no copy", so the
+//! copy needs no version of its own: older builds ignore it, this one does without it.
 //!
 //! Versioning: this layout has no version field. 16 bytes is the smallest OOB area a geometry
 //! may have (`OOB_MIN_BYTES`) and every byte is taken, so the OOB layout is versioned by the
@@ -28,13 +44,22 @@ pub const OOB_LBA_TRIM: u32 = u32::MAX - 4;
 const OFF_LBA: usize = 0;
 const OFF_SEQ: usize = 4;
 const OFF_CRC: usize = 12;
-/// Bytes of OOB the FTL uses per sector (the rest is zero).
+/// Bytes of OOB the FTL needs per sector.
 pub const BYTES: usize = 16;
+const OFF_COPY_LBA: usize = 16;
+const OFF_COPY_SEQ: usize = 20;
+const OFF_COPY_CRC: usize = 28;
+/// The end of the identity copy: OOB areas at least this long carry it.
+pub const COPY_END: usize = 32;
 
 const _: () = assert!(OFF_SEQ == OFF_LBA + 4);
 const _: () = assert!(OFF_CRC == OFF_SEQ + 8);
 const _: () = assert!(OFF_CRC + 4 == BYTES);
 const _: () = assert!(BYTES <= OOB_MIN_BYTES as usize);
+const _: () = assert!(OFF_COPY_LBA == BYTES);
+const _: () = assert!(OFF_COPY_SEQ == OFF_COPY_LBA + 4);
+const _: () = assert!(OFF_COPY_CRC == OFF_COPY_SEQ + 8);
+const _: () = assert!(OFF_COPY_CRC + 4 == COPY_END);
 const _: () = assert!(
     super::superblock::VERSION == 1,
     "the OOB layout is versioned by the superblock: revisit it when the version changes"
@@ -63,6 +88,34 @@ pub fn encode(out: &mut [u8], oob: SectorOob, data: &[u8]) {
     put_u64(out, OFF_SEQ, oob.seq);
     let crc = sector_crc(&out[..OFF_CRC], data);
     put_u32(out, OFF_CRC, crc);
+    if out.len() >= COPY_END {
+        put_u32(out, OFF_COPY_LBA, oob.lba);
+        put_u64(out, OFF_COPY_SEQ, oob.seq);
+        let crc = crc32c::crc32c(&out[OFF_COPY_LBA..OFF_COPY_CRC]);
+        put_u32(out, OFF_COPY_CRC, crc);
+    }
+}
+
+/// The identity copy, if the area has one and its checksum holds.
+fn copy(oob: &[u8]) -> Option<SectorOob> {
+    if oob.len() < COPY_END {
+        return None;
+    }
+    if crc32c::crc32c(&oob[OFF_COPY_LBA..OFF_COPY_CRC]) != u32_at(oob, OFF_COPY_CRC) {
+        return None;
+    }
+    Some(SectorOob {
+        lba: u32_at(oob, OFF_COPY_LBA),
+        seq: u64_at(oob, OFF_COPY_SEQ),
+    })
+}
+
+/// The first identity's 12 bytes as `encode` writes them.
+fn head(oob: SectorOob) -> [u8; OFF_CRC] {
+    let mut h = [0u8; OFF_CRC];
+    put_u32(&mut h, OFF_LBA, oob.lba);
+    put_u64(&mut h, OFF_SEQ, oob.seq);
+    h
 }
 
 /// The OOB of a whole page whose every sector carries the same `oob` (metadata or padding
@@ -82,28 +135,52 @@ pub fn encode_page(g: &Geometry, page: &[u8], oob: SectorOob) -> Vec<u8> {
 }
 
 /// Decodes a sector's OOB and verifies it against the sector's data: `Corrupt` if the sector
-/// is torn or damaged (in its data or its OOB).
+/// is torn or damaged (in its data or its OOB). Damage confined to the first identity is
+/// repaired from the copy when the data verifies against the copy.
 pub fn decode(oob: &[u8], data: &[u8]) -> Result<SectorOob, DecodeError> {
     need(WHAT, oob, BYTES as u64)?;
     let stored = u32_at(oob, OFF_CRC);
     let computed = sector_crc(&oob[..OFF_CRC], data);
-    if stored != computed {
-        return Err(corrupt(WHAT, CorruptReason::Checksum { stored, computed }));
+    if stored == computed {
+        return Ok(SectorOob {
+            lba: u32_at(oob, OFF_LBA),
+            seq: u64_at(oob, OFF_SEQ),
+        });
     }
-    Ok(SectorOob {
-        lba: u32_at(oob, OFF_LBA),
-        seq: u64_at(oob, OFF_SEQ),
-    })
+    if let Some(c) = copy(oob) {
+        if head(c) != oob[..OFF_CRC] && sector_crc(&head(c), data) == stored {
+            return Ok(c);
+        }
+    }
+    Err(corrupt(WHAT, CorruptReason::Checksum { stored, computed }))
 }
 
-/// What a sector's OOB claims, without the checksum: for a sector whose checksum fails, the
-/// LBA and sequence number it says it holds — right if the damage is in the data, anything
-/// if it is in these bytes. Callers must treat it as a hint and check it for plausibility.
-pub fn claimed(oob: &[u8]) -> Option<SectorOob> {
+/// Who a sector that fails its checksum belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub oob: SectorOob,
+    /// Read from the checksummed identity copy: the damage is elsewhere, this is the sector's
+    /// identity. Otherwise a hint only (the damage may be in these very bytes).
+    pub certain: bool,
+}
+
+/// What a sector's OOB claims, for a sector whose checksum fails: the identity copy if it is
+/// intact (certain), else the first identity unchecked — right if the damage is in the data,
+/// anything if it is in these bytes; callers check such a hint for plausibility.
+pub fn claimed(oob: &[u8]) -> Option<Claim> {
     need(WHAT, oob, BYTES as u64).ok()?;
-    Some(SectorOob {
-        lba: u32_at(oob, OFF_LBA),
-        seq: u64_at(oob, OFF_SEQ),
+    if let Some(c) = copy(oob) {
+        return Some(Claim {
+            oob: c,
+            certain: true,
+        });
+    }
+    Some(Claim {
+        oob: SectorOob {
+            lba: u32_at(oob, OFF_LBA),
+            seq: u64_at(oob, OFF_SEQ),
+        },
+        certain: false,
     })
 }
 
@@ -117,7 +194,13 @@ mod tests {
         let (mut data, oob, want) = sample();
         data[100] ^= 1;
         assert!(decode(&oob, &data).is_err());
-        assert_eq!(claimed(&oob), Some(want));
+        assert_eq!(
+            claimed(&oob),
+            Some(Claim {
+                oob: want,
+                certain: false
+            })
+        );
         assert_eq!(claimed(&oob[..8]), None);
     }
 
@@ -140,7 +223,7 @@ mod tests {
         assert_eq!(bytes[4..12], 0x1122_3344_5566_7788u64.to_le_bytes());
         let mut wide = [0xFFu8; 64];
         encode(&mut wide, oob, &data);
-        assert!(wide[BYTES..].iter().all(|&b| b == 0));
+        assert!(wide[COPY_END..].iter().all(|&b| b == 0));
         assert_eq!(decode(&wide, &data), Ok(oob));
     }
 
@@ -179,6 +262,88 @@ mod tests {
         assert!(decode(&bytes[..BYTES - 1], &data).unwrap_err().is_corrupt());
     }
 
+    fn sample_wide() -> (Vec<u8>, [u8; COPY_END], SectorOob) {
+        let (data, _, oob) = sample();
+        let mut out = [0u8; COPY_END];
+        encode(&mut out, oob, &data);
+        (data, out, oob)
+    }
+
+    #[test]
+    fn the_copy_has_the_documented_layout() {
+        let (data, bytes, oob) = sample_wide();
+        assert_eq!(bytes[16..20], [4, 3, 2, 1]);
+        assert_eq!(bytes[20..28], 0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(
+            u32_at(&bytes, 28),
+            crc32c::crc32c(&bytes[16..28]),
+            "the copy is sealed by its own checksum"
+        );
+        assert_eq!(
+            bytes[..BYTES],
+            sample().1[..],
+            "the first 16 bytes are unchanged"
+        );
+        assert_eq!(decode(&bytes, &data), Ok(oob));
+    }
+
+    #[test]
+    fn with_the_copy_no_single_flipped_byte_loses_the_identity() {
+        let (data, bytes, oob) = sample_wide();
+        for i in 0..COPY_END {
+            for mask in [0x01u8, 0x80, 0xFF] {
+                let mut o = bytes;
+                o[i] ^= mask;
+                if i < OFF_CRC || i >= BYTES {
+                    // One identity (or the copy's seal) damaged: the other still verifies
+                    // against the data, and the sector reads.
+                    assert_eq!(decode(&o, &data), Ok(oob), "byte {i} ^ {mask:#x}");
+                } else {
+                    // The sector checksum itself: the data cannot be verified, but whose
+                    // sector it is stays certain.
+                    assert!(decode(&o, &data).is_err(), "byte {i}");
+                    assert_eq!(claimed(&o), Some(Claim { oob, certain: true }), "byte {i}");
+                }
+            }
+        }
+        for i in (0..data.len()).step_by(61) {
+            let mut d = data.clone();
+            d[i] ^= 0x40;
+            assert!(decode(&bytes, &d).is_err(), "data byte {i}");
+            assert_eq!(claimed(&bytes), Some(Claim { oob, certain: true }));
+        }
+    }
+
+    #[test]
+    fn a_zero_copy_area_is_no_copy() {
+        // What an image written before the copy existed holds in bytes 16..32.
+        let (data, narrow, oob) = sample();
+        let mut o = [0u8; COPY_END];
+        o[..BYTES].copy_from_slice(&narrow);
+        assert_eq!(copy(&o), None);
+        assert_eq!(decode(&o, &data), Ok(oob));
+        let mut d = data.clone();
+        d[0] ^= 1;
+        assert!(decode(&o, &d).is_err());
+        assert_eq!(
+            claimed(&o),
+            Some(Claim {
+                oob,
+                certain: false
+            })
+        );
+    }
+
+    #[test]
+    fn both_identities_damaged_is_corrupt() {
+        let (data, bytes, _) = sample_wide();
+        let mut o = bytes;
+        o[0] ^= 1;
+        o[16] ^= 1;
+        assert!(decode(&o, &data).is_err());
+        assert!(!claimed(&o).unwrap().certain);
+    }
+
     // No version test: the OOB has no version field; it is versioned by the superblock (see
     // the module doc and `superblock::tests::another_version_is_unsupported`).
 
@@ -187,10 +352,12 @@ mod tests {
         fn decode_never_panics(oob in proptest::collection::vec(any::<u8>(), 0..40),
                                data in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(v) = decode(&oob, &data) {
+                // What decodes is what an encoder wrote (in one of the two identities).
                 let mut again = [0u8; BYTES];
                 encode(&mut again, v, &data);
-                prop_assert_eq!(&again[..], &oob[..BYTES]);
+                prop_assert!(again[..] == oob[..BYTES] || copy(&oob) == Some(v));
             }
+            let _ = claimed(&oob);
         }
     }
 }

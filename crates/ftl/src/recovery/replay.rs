@@ -236,7 +236,7 @@ fn note_damage<M: Media>(
         let claim = if page.failed & (1 << i) != 0 {
             None
         } else {
-            meta::oob::claimed(&page.oob[i as usize * os..(i as usize + 1) * os])
+            meta::oob::claimed(&page.oob[i as usize * os..(i as usize + 1) * os]).map(|c| c.oob)
         };
         r.damaged.push(Damaged {
             at,
