@@ -294,7 +294,7 @@ mod tests {
             for mask in [0x01u8, 0x80, 0xFF] {
                 let mut o = bytes;
                 o[i] ^= mask;
-                if i < OFF_CRC || i >= BYTES {
+                if !(OFF_CRC..BYTES).contains(&i) {
                     // One identity (or the copy's seal) damaged: the other still verifies
                     // against the data, and the sector reads.
                     assert_eq!(decode(&o, &data), Ok(oob), "byte {i} ^ {mask:#x}");
