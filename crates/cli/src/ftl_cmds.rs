@@ -65,8 +65,8 @@ pub struct CheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Rewrite a corrupt superblock copy from the valid one (the only repair that can lose
-    /// nothing).
+    /// Rewrite every damaged redundant copy from an intact one: the image header and block
+    /// table copies, superblock copies (repairs that lose nothing).
     #[arg(long)]
     repair: bool,
     /// Skip the audit (reading back every footer and mapped sector): only open and verify
@@ -80,6 +80,9 @@ struct CheckOutput {
     image: String,
     ok: bool,
     open_ms: f64,
+    /// Damage found in the image file's redundant copies (header, block table), and whether
+    /// this run rewrote them (`--repair`).
+    image_copies: lightnvm_media::Redundancy,
     superblock: lightnvm_ftl::SuperblockCopies,
     recovery: Option<lightnvm_ftl::RecoveryReport>,
     audit: Option<lightnvm_ftl::AuditReport>,
@@ -100,6 +103,7 @@ pub fn check(a: CheckArgs) -> Result<()> {
         image: a.image.display().to_string(),
         ok: true,
         open_ms: 0.0,
+        image_copies: media.store().redundancy().clone(),
         superblock: lightnvm_ftl::superblock_copies(&mut media)?,
         recovery: None,
         audit: None,
@@ -108,12 +112,31 @@ pub fn check(a: CheckArgs) -> Result<()> {
         repaired_superblock_copies: 0,
         problems: Vec::new(),
     };
-    if a.repair && out.superblock.valid.iter().any(|v| !v) {
+    if a.repair
+        && (out.superblock.valid.iter().any(|v| !v)
+            || out.superblock.damaged_replicas.iter().any(|&d| d > 0))
+    {
         out.repaired_superblock_copies = lightnvm_ftl::repair_superblock(&mut media)?;
         out.superblock = lightnvm_ftl::superblock_copies(&mut media)?;
     }
-    for (loc, state) in out.superblock.locations.iter().zip(&out.superblock.states) {
+    if !out.image_copies.repaired {
+        for d in &out.image_copies.damaged {
+            out.problems.push(format!(
+                "image {d} (--repair rewrites it from the intact copy)"
+            ));
+        }
+    }
+    for ((loc, state), damaged) in out
+        .superblock
+        .locations
+        .iter()
+        .zip(&out.superblock.states)
+        .zip(&out.superblock.damaged_replicas)
+    {
         match state.as_str() {
+            "valid" if *damaged > 0 => out.problems.push(format!(
+                "superblock copy at {loc}: {damaged} damaged replica(s) (--repair rewrites it)"
+            )),
             "valid" => {}
             "never written (erased)" => out.problems.push(format!(
                 "superblock copy at {loc} was never written (erased)"
@@ -178,6 +201,11 @@ fn print_check(o: &CheckOutput) {
         "superblock   {valid} of {} copies valid",
         o.superblock.valid.len()
     );
+    if o.image_copies.repaired {
+        for d in &o.image_copies.damaged {
+            println!("repaired     image {d}");
+        }
+    }
     if o.repaired_superblock_copies > 0 {
         println!(
             "repaired     {} superblock copy(ies)",

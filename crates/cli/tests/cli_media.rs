@@ -230,32 +230,66 @@ fn data_offset(img: &std::path::Path) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// One damaged byte in each structure needed to open an image — the header, a block-table
+/// entry, each superblock copy — with the data intact: the image still opens, `check` names
+/// every damage, `check --repair` rewrites them all from intact copies, and the data reads.
 #[test]
-fn check_reports_a_corrupt_superblock_copy_and_repairs_it() {
+fn single_damaged_bytes_in_what_opens_an_image_are_found_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("c.img");
     assert!(lightnvm(&["format", s(&img), "--preset", "small"])
         .status
         .success());
-    // The first superblock copy is page 0 of PU 0 block 0: the first page of the data area.
+    let fill = |verify: bool| {
+        let mut args = vec!["fill", s(&img), "--seed", "5", "--percent", "30"];
+        if verify {
+            args.push("--verify");
+        }
+        let out = lightnvm(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    fill(false);
+    // The superblock copies are page 0 of block 0 on PU 0 and PU 1 (small: 16 KiB pages,
+    // 32 pages per block, 32 blocks per PU); the block table starts at 8192.
     let data_off = data_offset(&img);
+    let flips = [
+        ("header", 40u64),
+        ("block table", 8192 + 16 * 3 + 5),
+        ("superblock 1", data_off + 20),
+        ("superblock 2", data_off + 32 * 32 * 16384 + 70),
+    ];
+    use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&img)
         .unwrap();
-    use std::os::unix::fs::FileExt;
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, data_off + 20).unwrap();
-    b[0] ^= 0x40;
-    f.write_all_at(&b, data_off + 20).unwrap();
+    for (_, at) in flips {
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        b[0] ^= 0x40;
+        f.write_all_at(&b, at).unwrap();
+    }
     drop(f);
+    let damaged = std::fs::read(&img).unwrap();
     let out = lightnvm(&["check", s(&img)]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "image header: ",
+        "image block table entry 3: ",
+        "superblock copy at pu 0 block 0: 1 damaged replica",
+        "superblock copy at pu 1 block 0: 1 damaged replica",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
     assert!(
-        text.contains("superblock copy at pu 0 block 0 is corrupt"),
-        "{text}"
+        std::fs::read(&img).unwrap() == damaged,
+        "a check without --repair wrote"
     );
     let out = lightnvm(&["check", s(&img), "--repair"]);
     assert!(
@@ -263,7 +297,16 @@ fn check_reports_a_corrupt_superblock_copy_and_repairs_it() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(lightnvm(&["check", s(&img)]).status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("repaired     image header"), "{text}");
+    assert!(text.contains("repaired     2 superblock copy"), "{text}");
+    let out = lightnvm(&["check", s(&img)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fill(true);
 }
 
 #[test]

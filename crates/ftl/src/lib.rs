@@ -43,4 +43,4 @@ pub use lightnvm_media::Media;
 pub use line::LineCounts;
 pub use recovery::RecoveryReport;
 pub use stats::{FtlStats, Health, WearStats};
-pub use superblock::{repair_superblock, superblock_copies, SuperblockCopies};
+pub use superblock::{repair_superblock, superblock_copies, SuperblockCopies, REPLICA_STRIDE};

@@ -84,8 +84,22 @@ fn a_newer_superblock_is_an_upgrade_not_corruption() {
 #[test]
 fn damaged_superblocks_are_corruption_not_an_empty_device() {
     let mut media = formatted();
+    // One flipped byte in each copy: another replica of the page opens the device.
     for b in COPIES {
         rewrite_superblock(&mut media, b, |p| p[64] ^= 0x10);
+    }
+    let mut media = Ftl::open(media).unwrap().into_media();
+    assert_eq!(
+        superblock_copies(&mut media).unwrap().damaged_replicas,
+        vec![1, 1]
+    );
+    // The same byte of every replica of both copies: corruption.
+    for b in COPIES {
+        rewrite_superblock(&mut media, b, |p| {
+            for slot in p.chunks_exact_mut(lightnvm_ftl::REPLICA_STRIDE) {
+                slot[65] ^= 0x10;
+            }
+        });
     }
     match Ftl::open(media) {
         Err(FtlError::Corrupt(msg)) => assert!(msg.contains("do not format"), "{msg}"),

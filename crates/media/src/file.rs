@@ -1,13 +1,20 @@
 //! [`FileMedia`]: an emulated device persisted in one image file.
 //!
-//! Layout (all integers little-endian; see `docs/media.md`):
+//! Layout of format version 2 (all integers little-endian; see `docs/media.md`):
 //!
 //! ```text
 //! 0            header (4096 bytes, CRC32C in its last 4 bytes)
-//! 4096         block table: 16 bytes per block, each with its own CRC32C, padded to 4 KiB
+//! 4096         header copy (the same 4096 bytes)
+//! 8192         block table: 16 bytes per block, each with its own CRC32C, padded to 4 KiB
+//! copy_offset  block table copy
 //! oob_offset   OOB: oob_bytes_per_sector per physical sector, page after page, padded to 4 KiB
 //! data_offset  data: page_bytes per page, in page-index order (the file is sparse)
 //! ```
+//!
+//! Everything needed to open an image is kept twice, so that no single damaged byte makes
+//! it unopenable: a damaged header or block-table entry is read from its copy, and a
+//! read-write open rewrites the damaged one (see [`FileStore::redundancy`]). Version 1 (no
+//! copies: the block table at 4096) is still opened, read and written.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -29,7 +36,7 @@ use crate::{BadReason, ConfigError, MediaConfig};
 pub type FileMedia = Flash<FileStore>;
 
 pub const IMAGE_MAGIC: [u8; 8] = *b"LNVMEMU\0";
-pub const IMAGE_FORMAT_VERSION: u32 = 1;
+pub const IMAGE_FORMAT_VERSION: u32 = 2;
 pub const HEADER_BYTES: u64 = 4096;
 pub const BLOCK_ENTRY_BYTES: u64 = 16;
 const ALIGN: u64 = 4096;
@@ -102,27 +109,51 @@ pub struct ImageInfo {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Layout {
+    /// Where the header copy is (version 2 on), 0 for none.
+    header_copy_offset: u64,
     block_table_offset: u64,
+    /// Where the block table copy is (version 2 on), 0 for none.
+    block_table_copy_offset: u64,
     oob_offset: u64,
     data_offset: u64,
     file_bytes: u64,
 }
 
 impl Layout {
-    fn of(g: &Geometry) -> Layout {
-        let block_table_offset = HEADER_BYTES;
-        let oob_offset = block_table_offset
-            + (g.total_blocks() as u64 * BLOCK_ENTRY_BYTES).next_multiple_of(ALIGN);
+    fn of(g: &Geometry, version: u32) -> Layout {
+        let copies = version >= 2;
+        let table_bytes = (g.total_blocks() as u64 * BLOCK_ENTRY_BYTES).next_multiple_of(ALIGN);
+        let header_copy_offset = if copies { HEADER_BYTES } else { 0 };
+        let block_table_offset = HEADER_BYTES * (1 + copies as u64);
+        let block_table_copy_offset = if copies {
+            block_table_offset + table_bytes
+        } else {
+            0
+        };
+        let oob_offset = block_table_offset + table_bytes * (1 + copies as u64);
         let data_offset = oob_offset
             + (g.total_sectors() * g.oob_bytes_per_sector as u64).next_multiple_of(ALIGN);
         let file_bytes = data_offset + g.total_pages() * g.page_bytes() as u64;
         Layout {
+            header_copy_offset,
             block_table_offset,
+            block_table_copy_offset,
             oob_offset,
             data_offset,
             file_bytes,
         }
     }
+}
+
+/// What opening an image found wrong in its redundant copies (version 2 images), and whether
+/// it was put right: a read-write open rewrites each damaged copy from the intact one; a
+/// read-only open changes nothing and only reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Redundancy {
+    /// One line per damaged copy found ("header copy: checksum mismatch", ...).
+    pub damaged: Vec<String>,
+    /// Whether every one of them was rewritten.
+    pub repaired: bool,
 }
 
 /// Bytes of an image file.
@@ -133,9 +164,15 @@ pub struct FileStore {
     layout: Layout,
     read_only: bool,
     info: ImageInfo,
+    redundancy: Redundancy,
 }
 
 impl FileStore {
+    /// What the open found wrong in the image's redundant copies.
+    pub fn redundancy(&self) -> &Redundancy {
+        &self.redundancy
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -194,8 +231,17 @@ impl Store for FileStore {
 
     fn write_block_meta(&mut self, block_index: u32, meta: &BlockMeta) -> io::Result<()> {
         debug_assert!(!self.read_only);
-        let off = self.layout.block_table_offset + block_index as u64 * BLOCK_ENTRY_BYTES;
-        self.file.write_all_at(&encode_block_entry(meta), off)
+        let entry = encode_block_entry(meta);
+        let at = block_index as u64 * BLOCK_ENTRY_BYTES;
+        // The table first, then its copy: after a crash between the two, both entries verify
+        // and the table's (the newer) is the one an open believes.
+        self.file
+            .write_all_at(&entry, self.layout.block_table_offset + at)?;
+        if self.layout.block_table_copy_offset != 0 {
+            self.file
+                .write_all_at(&entry, self.layout.block_table_copy_offset + at)?;
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -348,6 +394,11 @@ fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
         w.u64(v);
     }
     debug_assert_eq!(w.at, 184);
+    if info.format_version >= 2 {
+        w.u64(layout.header_copy_offset);
+        w.u64(layout.block_table_copy_offset);
+        debug_assert_eq!(w.at, 200);
+    }
     let crc = crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]);
     buf[HEADER_BYTES as usize - 4..].copy_from_slice(&crc.to_le_bytes());
     buf
@@ -412,13 +463,19 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
     };
     config.validate().map_err(|e| corrupt(e.to_string()))?;
     let created_unix_s = r.u64();
-    let layout = Layout {
+    let mut layout = Layout {
+        header_copy_offset: 0,
         block_table_offset: r.u64(),
+        block_table_copy_offset: 0,
         oob_offset: r.u64(),
         data_offset: r.u64(),
         file_bytes: r.u64(),
     };
-    if layout != Layout::of(&geometry) {
+    if version >= 2 {
+        layout.header_copy_offset = r.u64();
+        layout.block_table_copy_offset = r.u64();
+    }
+    if layout != Layout::of(&geometry, version) {
         return Err(corrupt("region offsets do not match the geometry".into()));
     }
     let info = ImageInfo {
@@ -515,7 +572,7 @@ impl Flash<FileStore> {
         };
         lock(&file, path, true)?;
         let g = config.geometry;
-        let layout = Layout::of(&g);
+        let layout = Layout::of(&g, IMAGE_FORMAT_VERSION);
         let created_unix_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -542,9 +599,12 @@ impl Flash<FileStore> {
                 table.extend_from_slice(&encode_block_entry(m));
             }
             file.write_all_at(&table, layout.block_table_offset)?;
+            file.write_all_at(&table, layout.block_table_copy_offset)?;
             // The header goes last: a crash during create leaves a file that is not an image.
             file.sync_data()?;
-            file.write_all_at(&encode_header(&info, &layout), 0)?;
+            let header = encode_header(&info, &layout);
+            file.write_all_at(&header, 0)?;
+            file.write_all_at(&header, layout.header_copy_offset)?;
             file.sync_all()
         })();
         if let Err(e) = result {
@@ -564,6 +624,7 @@ impl Flash<FileStore> {
             layout,
             read_only: false,
             info,
+            redundancy: Redundancy::default(),
         };
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
@@ -603,7 +664,29 @@ impl Flash<FileStore> {
         }
         let mut header = vec![0u8; HEADER_BYTES as usize];
         file.read_exact_at(&mut header, 0).map_err(io_err)?;
-        let (info, layout) = decode_header(path, &header)?;
+        let mut damaged = Vec::new();
+        // What to rewrite on a read-write open: (offset, bytes).
+        let mut rewrite: Vec<(u64, Vec<u8>)> = Vec::new();
+        let (info, layout) = match decode_header(path, &header) {
+            Ok(v) => v,
+            Err(e @ ImageError::UnsupportedVersion { .. }) => return Err(e),
+            Err(e) => {
+                // Damaged (or its magic is): a version-2 image has the copy right after it.
+                let mut copy = vec![0u8; HEADER_BYTES as usize];
+                let from_copy = (len >= 2 * HEADER_BYTES)
+                    .then(|| file.read_exact_at(&mut copy, HEADER_BYTES).ok())
+                    .flatten()
+                    .and_then(|_| decode_header(path, &copy).ok())
+                    .filter(|(_, l)| l.header_copy_offset == HEADER_BYTES);
+                let Some(v) = from_copy else {
+                    return Err(e);
+                };
+                damaged.push(format!("header: {e} (the copy is intact)"));
+                rewrite.push((0, copy.clone()));
+                header = copy;
+                v
+            }
+        };
         if len < layout.file_bytes {
             return Err(ImageError::Truncated {
                 path: path.to_owned(),
@@ -611,19 +694,92 @@ impl Flash<FileStore> {
                 expected: layout.file_bytes,
             });
         }
+        if layout.header_copy_offset != 0 && rewrite.is_empty() {
+            let mut copy = vec![0u8; HEADER_BYTES as usize];
+            file.read_exact_at(&mut copy, layout.header_copy_offset)
+                .map_err(io_err)?;
+            if copy != header {
+                let why = match decode_header(path, &copy) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "differs from the header".into(),
+                };
+                damaged.push(format!("header copy: {why}"));
+                rewrite.push((layout.header_copy_offset, header.clone()));
+            }
+        }
         let g = info.config.geometry;
-        let mut table = vec![0u8; g.total_blocks() as usize * BLOCK_ENTRY_BYTES as usize];
-        file.read_exact_at(&mut table, layout.block_table_offset)
-            .map_err(io_err)?;
+        let table_len = g.total_blocks() as usize * BLOCK_ENTRY_BYTES as usize;
+        let read_table = |offset: u64| -> Result<Vec<u8>, ImageError> {
+            let mut t = vec![0u8; table_len];
+            file.read_exact_at(&mut t, offset).map_err(io_err)?;
+            Ok(t)
+        };
+        let table = read_table(layout.block_table_offset)?;
+        let copy = if layout.block_table_copy_offset != 0 {
+            Some(read_table(layout.block_table_copy_offset)?)
+        } else {
+            None
+        };
         let mut blocks = Vec::with_capacity(g.total_blocks() as usize);
-        for (i, e) in table.chunks_exact(BLOCK_ENTRY_BYTES as usize).enumerate() {
-            let meta =
-                decode_block_entry(e, &g).map_err(|reason| ImageError::CorruptBlockTable {
-                    path: path.to_owned(),
-                    block: i as u32,
-                    reason,
-                })?;
+        let entry = |t: &[u8], i: usize| {
+            let e = &t[i * BLOCK_ENTRY_BYTES as usize..(i + 1) * BLOCK_ENTRY_BYTES as usize];
+            (e.to_vec(), decode_block_entry(e, &g))
+        };
+        for i in 0..g.total_blocks() as usize {
+            let at = i as u64 * BLOCK_ENTRY_BYTES;
+            let (bytes, first) = entry(&table, i);
+            let meta = match (first, &copy) {
+                (Ok(m), None) => m,
+                (Ok(m), Some(c)) => {
+                    // Both verify but differ after a crash between the two writes: the table
+                    // is written first, so it is the newer.
+                    let (cbytes, second) = entry(c, i);
+                    if cbytes != bytes {
+                        if let Err(why) = second {
+                            damaged.push(format!("block table copy, entry {i}: {why}"));
+                        }
+                        rewrite.push((layout.block_table_copy_offset + at, bytes));
+                    }
+                    m
+                }
+                (Err(why), Some(c)) if entry(c, i).1.is_ok() => {
+                    let (cbytes, second) = entry(c, i);
+                    damaged.push(format!("block table entry {i}: {why} (the copy is intact)"));
+                    rewrite.push((layout.block_table_offset + at, cbytes));
+                    second.expect("checked")
+                }
+                (Err(reason), _) => {
+                    return Err(ImageError::CorruptBlockTable {
+                        path: path.to_owned(),
+                        block: i as u32,
+                        reason: if copy.is_some() {
+                            format!("{reason}, and in the copy too")
+                        } else {
+                            reason
+                        },
+                    })
+                }
+            };
             blocks.push(meta);
+        }
+        // Everything verified: only now may anything be written.
+        let mut repaired = false;
+        if !read_only && !rewrite.is_empty() {
+            for (offset, bytes) in &rewrite {
+                file.write_all_at(bytes, *offset).map_err(io_err)?;
+            }
+            file.sync_data().map_err(io_err)?;
+            repaired = true;
+            for d in &damaged {
+                tracing::warn!("{}: {d}: rewritten from the intact copy", path.display());
+            }
+        } else {
+            for d in &damaged {
+                tracing::warn!(
+                    "{}: {d} (read-only: a read-write open repairs it)",
+                    path.display()
+                );
+            }
         }
         let config = info.config;
         let store = FileStore {
@@ -632,6 +788,7 @@ impl Flash<FileStore> {
             layout,
             read_only,
             info,
+            redundancy: Redundancy { damaged, repaired },
         };
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
@@ -648,11 +805,19 @@ mod tests {
     #[test]
     fn header_layout_is_stable() {
         let g = Geometry::new(2, 2, 4, 8, 2);
-        let l = Layout::of(&g);
+        let l = Layout::of(&g, 1);
         assert_eq!(l.block_table_offset, 4096);
         assert_eq!(l.oob_offset, 8192); // 16 blocks * 16 bytes = 256 -> one 4 KiB unit
         assert_eq!(l.data_offset, 8192 + 4096); // 256 sectors * 16 bytes = 4096
         assert_eq!(l.file_bytes, 12_288 + 128 * 8192);
+        assert_eq!((l.header_copy_offset, l.block_table_copy_offset), (0, 0));
+        let l = Layout::of(&g, 2);
+        assert_eq!(l.header_copy_offset, 4096);
+        assert_eq!(l.block_table_offset, 8192);
+        assert_eq!(l.block_table_copy_offset, 12_288);
+        assert_eq!(l.oob_offset, 16_384);
+        assert_eq!(l.data_offset, 20_480);
+        assert_eq!(l.file_bytes, 20_480 + 128 * 8192);
     }
 
     #[test]
@@ -667,7 +832,10 @@ mod tests {
             file_bytes: 0,
             config,
         };
-        let h = encode_header(&info, &Layout::of(&info.config.geometry));
+        let h = encode_header(
+            &info,
+            &Layout::of(&info.config.geometry, IMAGE_FORMAT_VERSION),
+        );
         // Offset 32: channels, LUNs, blocks, pages, sectors, sector size, OOB bytes,
         // mw_cunits, endurance, reserved: ten little-endian u32s.
         let words: Vec<u32> = h[32..72]

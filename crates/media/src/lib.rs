@@ -20,7 +20,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use fault::{FaultConfig, FaultConfigError, FaultInjector};
-pub use file::{FileMedia, FileStore, ImageError, ImageInfo, OpenMode, IMAGE_FORMAT_VERSION};
+pub use file::{
+    FileMedia, FileStore, ImageError, ImageInfo, OpenMode, Redundancy, IMAGE_FORMAT_VERSION,
+};
 pub use flash::{Flash, MediaStats, PowerCutOutcome};
 pub use geometry::{
     BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_BYTES, GEOMETRY_PRESETS, SECTOR_SIZE,

@@ -15,6 +15,11 @@ use proptest::prelude::*;
 const HEADER: usize = 4096;
 const TABLE: usize = 4096;
 const ENTRY: usize = 16;
+// Where the regions of the tiny image (2 blocks, 4 one-sector pages) are, format version 2.
+const HEADER_COPY: usize = HEADER;
+const TABLE_AT: usize = 2 * HEADER;
+const TABLE_COPY: usize = TABLE_AT + TABLE;
+const DATA_AT: usize = TABLE_COPY + TABLE + 4096;
 
 fn blk(pu: u32, block: u32) -> BlockAddr {
     BlockAddr { pu, block }
@@ -326,10 +331,12 @@ fn newer_version_is_unsupported() {
             assert_eq!(std::fs::read(&path).unwrap(), bytes);
         }
     }
-    // Version 0 (with a valid checksum) is corrupt, not "older".
+    // Version 0 (with a valid checksum, in both copies) is corrupt, not "older".
     let mut bytes = original.clone();
     bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
     write_header_crc(&mut bytes);
+    let (first, copy) = bytes.split_at_mut(HEADER_COPY);
+    copy[..HEADER].copy_from_slice(&first[..HEADER]);
     std::fs::write(&path, &bytes).unwrap();
     let r = open(&path, OpenMode::ReadOnly);
     assert!(
@@ -343,76 +350,209 @@ fn newer_version_is_unsupported() {
     assert_page(&mut m, blk(0, 1).page(0), 1);
 }
 
-/// Flips `mask` into byte `offset` and checks the open error class and that the file is
-/// unchanged. Returns the error description.
-fn check_header_flip(path: &Path, original: &[u8], offset: usize, mask: u8) -> String {
+/// Flips `mask` into each byte of `offsets` and opens the image: read-only first (the file
+/// is not touched), then read-write. Returns the read-only open's result, or the read-write
+/// one's if read-only succeeded, with the file's bytes after the read-write open.
+fn open_flipped(
+    path: &Path,
+    original: &[u8],
+    offsets: &[usize],
+    mask: u8,
+) -> (Result<FileMedia, ImageError>, Vec<u8>) {
     let mut bytes = original.to_vec();
-    bytes[offset] ^= mask;
+    for &o in offsets {
+        bytes[o] ^= mask;
+    }
     std::fs::write(path, &bytes).unwrap();
-    let r = open(path, OpenMode::ReadWrite);
+    let r = open(path, OpenMode::ReadOnly);
+    assert!(
+        std::fs::read(path).unwrap() == bytes,
+        "flip at {offsets:?}: a read-only open modified the file"
+    );
+    if let Ok(m) = &r {
+        assert!(
+            !m.store().redundancy().repaired,
+            "read-only open claims a repair"
+        );
+    } else {
+        let rw = open(path, OpenMode::ReadWrite);
+        assert_eq!(describe(&rw), describe(&r), "flip at {offsets:?}");
+        drop(rw);
+        assert!(
+            std::fs::read(path).unwrap() == bytes,
+            "flip at {offsets:?}: a failed open modified the file"
+        );
+        return (r, bytes);
+    }
+    drop(r);
+    let rw = open(path, OpenMode::ReadWrite);
+    let after = std::fs::read(path).unwrap();
+    (rw, after)
+}
+
+/// One damaged byte in a redundant region: the image opens, says what it found, and a
+/// read-write open restores the original bytes.
+fn check_repairable_flip(path: &Path, original: &[u8], offset: usize, mask: u8, used: bool) {
+    let (r, after) = open_flipped(path, original, &[offset], mask);
+    let m = r.unwrap_or_else(|e| panic!("flip {mask:#04x} at {offset}: {e}"));
+    let red = m.store().redundancy().clone();
+    drop(m);
+    if used {
+        assert!(!red.damaged.is_empty(), "flip at {offset} not reported");
+        assert!(red.repaired, "flip at {offset} not repaired");
+        assert!(after == original, "flip at {offset}: not restored");
+    } else {
+        assert!(red.damaged.is_empty(), "flip at {offset}: {red:?}");
+    }
+}
+
+/// The same flip in a header and its copy: refused, with the error class the offset calls
+/// for, and nothing written.
+fn check_header_flip_in_both(path: &Path, original: &[u8], offset: usize, mask: u8) -> String {
+    let (r, _) = open_flipped(path, original, &[offset, HEADER_COPY + offset], mask);
     let ok = match &r {
         Err(ImageError::NotAnImage { .. }) => offset < 8,
         Err(ImageError::CorruptHeader { .. }) => offset >= 8,
         _ => false,
     };
     let d = describe(&r);
-    drop(r);
-    assert!(ok, "flip {mask:#04x} at header byte {offset}: {d}");
     assert!(
-        std::fs::read(path).unwrap() == bytes,
-        "flip at {offset}: file modified"
+        ok,
+        "flip {mask:#04x} at header byte {offset} (both copies): {d}"
     );
     d
 }
 
 #[test]
-fn every_header_byte_is_protected() {
+fn no_single_damaged_header_byte_loses_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = tiny_image(&dir);
     let original = std::fs::read(&path).unwrap();
-    for offset in 0..HEADER {
-        check_header_flip(&path, &original, offset, 0x01);
+    for offset in (0..HEADER)
+        .step_by(7)
+        .chain([0, 7, 8, 11, 183, 184, 199, 4095])
+    {
+        check_repairable_flip(&path, &original, offset, 0x01, true);
+        check_repairable_flip(&path, &original, HEADER_COPY + offset, 0x80, true);
     }
-    for offset in [
-        0, 7, 8, 9, 10, 11, 12, 20, 40, 100, 183, 184, 2000, 4092, 4095,
-    ] {
-        for mask in [0x02, 0x10, 0x80, 0xff] {
-            check_header_flip(&path, &original, offset, mask);
+    for offset in (0..HEADER)
+        .step_by(13)
+        .chain([0, 7, 8, 11, 183, 184, 199, 4095])
+    {
+        for mask in [0x01, 0x80, 0xff] {
+            check_header_flip_in_both(&path, &original, offset, mask);
         }
     }
     std::fs::write(&path, &original).unwrap();
-    open(&path, OpenMode::ReadWrite).unwrap();
+    let m = open(&path, OpenMode::ReadWrite).unwrap();
+    assert_eq!(m.store().redundancy(), &Default::default());
 }
 
 #[test]
-fn every_block_table_byte_is_protected() {
+fn no_single_damaged_block_table_byte_loses_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let (path, g) = tiny_image(&dir);
     let original = std::fs::read(&path).unwrap();
     for block in 0..g.total_blocks() as usize {
         for byte in 0..ENTRY {
             for mask in [0x01u8, 0x80] {
-                let offset = HEADER + block * ENTRY + byte;
-                let mut bytes = original.clone();
-                bytes[offset] ^= mask;
-                std::fs::write(&path, &bytes).unwrap();
-                for mode in [OpenMode::ReadWrite, OpenMode::ReadOnly] {
-                    match open(&path, mode) {
-                        Err(ImageError::CorruptBlockTable { block: b, .. }) => {
-                            assert_eq!(b as usize, block)
-                        }
-                        other => panic!("flip in entry {block} byte {byte}: {}", describe(&other)),
+                let at = block * ENTRY + byte;
+                check_repairable_flip(&path, &original, TABLE_AT + at, mask, true);
+                check_repairable_flip(&path, &original, TABLE_COPY + at, mask, true);
+                let (r, _) =
+                    open_flipped(&path, &original, &[TABLE_AT + at, TABLE_COPY + at], mask);
+                match r {
+                    Err(ImageError::CorruptBlockTable {
+                        block: b, reason, ..
+                    }) => {
+                        assert_eq!(b as usize, block);
+                        assert!(reason.contains("copy too"), "{reason}");
                     }
-                    assert!(std::fs::read(&path).unwrap() == bytes);
+                    other => panic!("flip in entry {block} byte {byte}: {}", describe(&other)),
                 }
             }
         }
     }
-    // The padding after the table is not part of any entry.
-    let mut bytes = original.clone();
-    bytes[HEADER + TABLE - 1] ^= 0xff;
-    std::fs::write(&path, &bytes).unwrap();
-    open(&path, OpenMode::ReadOnly).unwrap();
+    // The padding after the tables is not part of any entry.
+    check_repairable_flip(&path, &original, TABLE_AT + TABLE - 1, 0xff, false);
+    check_repairable_flip(&path, &original, TABLE_COPY + TABLE - 1, 0xff, false);
+}
+
+/// A crash between the write of a block-table entry and of its copy leaves two entries that
+/// both verify: the table's is the newer one, and the copy is brought in line.
+#[test]
+fn after_a_crash_between_the_two_table_writes_the_table_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = tiny_image(&dir);
+    let old = std::fs::read(&path).unwrap();
+    let mut m = open(&path, OpenMode::ReadWrite).unwrap();
+    let _ = m.erase(blk(0, 1)).unwrap();
+    let _ = m.sync().unwrap();
+    drop(m);
+    let new = std::fs::read(&path).unwrap();
+    let entry = TABLE_AT + ENTRY..TABLE_AT + 2 * ENTRY;
+    let copy = TABLE_COPY + ENTRY..TABLE_COPY + 2 * ENTRY;
+    assert!(
+        new[entry.clone()] != old[entry.clone()],
+        "the erase changed entry 1"
+    );
+    assert!(new[entry.clone()] == new[copy.clone()], "both written");
+    let mut crashed = new.clone();
+    crashed[copy.clone()].copy_from_slice(&old[copy]);
+    std::fs::write(&path, &crashed).unwrap();
+    let m = open(&path, OpenMode::ReadWrite).unwrap();
+    assert_eq!(
+        m.block_info(blk(0, 1)).write_pointer,
+        0,
+        "the erase is kept"
+    );
+    assert!(m.store().redundancy().damaged.is_empty(), "not damage");
+    drop(m);
+    assert!(
+        std::fs::read(&path).unwrap() == new,
+        "the copy was brought in line"
+    );
+}
+
+/// The first format version (no copies: block table at 4096, OOB and data right after) is
+/// still opened, read and written.
+#[test]
+fn format_version_1_images_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = tiny_image(&dir);
+    let v2 = std::fs::read(&path).unwrap();
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(&v2[..HEADER]);
+    v1.extend_from_slice(&v2[TABLE_AT..TABLE_AT + TABLE]);
+    v1.extend_from_slice(&v2[TABLE_COPY + TABLE..]);
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let shift = (HEADER + TABLE) as u64;
+    // Block table, OOB, data offsets and file size: the header copy and the table copy go.
+    for (field, less) in [
+        (152, HEADER as u64),
+        (160, shift),
+        (168, shift),
+        (176, shift),
+    ] {
+        let v = u64_at(&v2, field) - less;
+        v1[field..field + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    v1[184..200].fill(0);
+    write_header_crc(&mut v1);
+    assert_eq!(u64_at(&v1, 152), 4096);
+    std::fs::write(&path, &v1).unwrap();
+    let mut m = open(&path, OpenMode::ReadWrite).unwrap();
+    assert_eq!(m.image_info().format_version, 1);
+    assert_page(&mut m, blk(0, 1).page(0), 1);
+    let _ = m.erase(blk(0, 1)).unwrap();
+    program_ok(&mut m, blk(0, 1).page(0), 9);
+    let _ = m.sync().unwrap();
+    drop(m);
+    let mut m = open(&path, OpenMode::ReadOnly).unwrap();
+    assert_page(&mut m, blk(0, 1).page(0), 9);
+    assert_eq!(m.block_info(blk(0, 1)).erase_count, 1);
+    assert_eq!(std::fs::read(&path).unwrap().len(), v1.len());
 }
 
 #[test]
@@ -421,7 +561,7 @@ fn truncated_image_is_refused() {
     let (path, _) = tiny_image(&dir);
     let original = std::fs::read(&path).unwrap();
     let full = original.len();
-    assert_eq!(full, HEADER + TABLE + 4096 + 4 * 4096);
+    assert_eq!(full, DATA_AT + 4 * 4096);
     for len in [full - 1, full - 4096, HEADER + TABLE, HEADER + 1, HEADER] {
         let bytes = original[..len].to_vec();
         std::fs::write(&path, &bytes).unwrap();
@@ -564,27 +704,20 @@ fn read_only_media_refuses_writes_and_leaves_the_file_alone() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Any corruption of the header or block table is caught before the image is used, and
-    /// the file is not touched.
+    /// Any single damaged byte before the data is caught before the image is used: a
+    /// read-only open touches nothing, a read-write open puts the original bytes back.
     #[test]
-    fn random_corruption_is_detected(offset in 0usize..HEADER + 2 * ENTRY, mask in 1u8..=255) {
+    fn random_damage_before_the_data_is_repaired(offset in 0usize..DATA_AT, mask in 1u8..=255) {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = tiny_image(&dir);
         let original = std::fs::read(&path).unwrap();
-        if offset < HEADER {
-            check_header_flip(&path, &original, offset, mask);
+        let used = offset < TABLE_AT || (offset - TABLE_AT) % TABLE < 2 * ENTRY;
+        if offset < TABLE_COPY + TABLE {
+            check_repairable_flip(&path, &original, offset, mask, used);
         } else {
-            let mut bytes = original.clone();
-            bytes[offset] ^= mask;
-            std::fs::write(&path, &bytes).unwrap();
-            let r = open(&path, OpenMode::ReadWrite);
-            let entry = (offset - HEADER) / ENTRY;
-            prop_assert!(
-                matches!(&r, Err(ImageError::CorruptBlockTable { block, .. }) if *block as usize == entry),
-                "{}", describe(&r)
-            );
-            drop(r);
-            prop_assert!(std::fs::read(&path).unwrap() == bytes);
+            // The OOB area: the media does not check it (the FTL does).
+            let (r, _) = open_flipped(&path, &original, &[offset], mask);
+            prop_assert!(r.is_ok());
         }
     }
 }
