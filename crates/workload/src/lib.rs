@@ -192,7 +192,9 @@ pub struct SimConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
     /// Measured phase: ends after this much virtual time: no request starts (closed loop) or
-    /// arrives (open loop) later; the ones already accepted complete and count.
+    /// arrives (open loop: `arrivals`, or a trace with `open_loop`) later. The ones already
+    /// started or arrived complete and count, so an overloaded open loop runs past it while
+    /// its backlog drains ([`SimReport::sim_time_ns`] says how far).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     /// Generated workloads: open-loop arrivals instead of `queue_depth` requests kept in flight.

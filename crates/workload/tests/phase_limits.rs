@@ -307,3 +307,43 @@ fn a_duration_that_virtual_time_never_reaches_is_an_error_not_a_hang() {
     assert_eq!(r.phase.ended_by, PhaseEnd::Requests);
     assert_eq!(r.sim_time_ns, 1);
 }
+
+#[test]
+fn trace_replay_ends_at_its_end_or_at_a_limit() {
+    use lightnvm_workload::trace::{TraceKind, TraceOp};
+    // One request every 100 us, alternating reads and writes over the first 1000 sectors.
+    let ops: Vec<TraceOp> = (0..3000u64)
+        .map(|k| TraceOp {
+            time_ns: k * 100_000,
+            kind: if k % 2 == 0 {
+                TraceKind::Read
+            } else {
+                TraceKind::Write
+            },
+            offset: (k % 1000) * 4096,
+            len: 4096,
+        })
+        .collect();
+    let cfg = SimConfig {
+        trace: Some(std::sync::Arc::new(ops)),
+        measure_passes: Some(2.0),
+        ..base()
+    };
+    let r = sim(&cfg);
+    assert_eq!(r.phase.ended_by, PhaseEnd::TraceEnd);
+    assert_eq!(r.phase.requests_completed, 3000);
+    let r = sim(&SimConfig {
+        requests: Some(700),
+        ..cfg.clone()
+    });
+    assert_eq!(r.phase.ended_by, PhaseEnd::Requests);
+    assert_eq!(r.phase.requests_completed, 700);
+    // Open loop, the first 50 ms of the trace: requests at 0, 0.1, ..., 49.9 ms.
+    let r = sim(&SimConfig {
+        duration_ms: Some(50),
+        open_loop: true,
+        ..cfg
+    });
+    assert_eq!(r.phase.ended_by, PhaseEnd::Duration);
+    assert_eq!(r.phase.requests_completed, 500);
+}
