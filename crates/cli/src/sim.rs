@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use lightnvm_ftl::VictimPolicyKind;
 use lightnvm_media::{Geometry, TimingConfig};
-use lightnvm_workload::{lrw_waf, run, Distribution, SimConfig};
+use lightnvm_workload::{lrw_waf, run, Arrivals, Distribution, PhaseEnd, SimConfig};
 
 use crate::ftl_cmds::FtlArgs;
 
@@ -48,9 +48,27 @@ pub struct SimArgs {
     /// Preconditioning writes after the fill, in device capacities.
     #[arg(long, default_value_t = 2.0)]
     precondition: f64,
-    /// Measured host writes, in device capacities.
-    #[arg(long, default_value_t = 2.0)]
-    measure: f64,
+    /// The measured phase ends after this many capacities of host writes [default: 2, unless
+    /// --requests or --duration-ms is given]. With those, the first limit reached ends it.
+    #[arg(long)]
+    measure: Option<f64>,
+    /// The measured phase ends after N host requests (reads, writes and trims) complete.
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
+    /// The measured phase ends after T ms of virtual (simulated device) time: no request starts
+    /// (closed loop) or arrives (open loop: --rate, --open-loop) later. Those already started
+    /// or arrived complete and count, so an overloaded open loop runs on while its backlog drains.
+    #[arg(long, value_name = "T")]
+    duration_ms: Option<u64>,
+    /// Open loop for generated workloads: requests arrive as a Poisson process (from --seed) at
+    /// IOPS per second on average, whatever the device does. --qd caps the requests on the
+    /// device, later arrivals wait in a backlog, and latency counts from the arrival.
+    #[arg(long, value_name = "IOPS")]
+    rate: Option<f64>,
+    /// With --rate: requests that may wait for a device slot; an arrival finding the backlog
+    /// full is dropped and counted (overload). [default: 1024]
+    #[arg(long, value_name = "N")]
+    backlog: Option<u32>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Replay a block trace as the measured phase (LBAs wrap onto the device).
@@ -117,6 +135,10 @@ struct FileConfig {
     no_fill: Option<bool>,
     precondition: Option<f64>,
     measure: Option<f64>,
+    requests: Option<u64>,
+    duration_ms: Option<u64>,
+    rate: Option<f64>,
+    backlog: Option<u32>,
     seed: Option<u64>,
     trace: Option<std::path::PathBuf>,
     trace_format: Option<String>,
@@ -137,14 +159,20 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
     take!(workload => a.workload, preset => a.preset, timing => a.timing, op => a.ftl.op, gc => a.ftl.gc,
         placement => a.ftl.placement, static_wl => a.ftl.static_wl,
         checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
-        bs => a.bs, qd => a.qd, no_fill => a.no_fill, precondition => a.precondition, measure => a.measure,
+        bs => a.bs, qd => a.qd, no_fill => a.no_fill, precondition => a.precondition,
         seed => a.seed, trace_format => a.trace_format, open_loop => a.open_loop);
-    if f.geometry.is_some() {
-        a.geometry = f.geometry;
+    macro_rules! take_some {
+        ($($field:ident),* $(,)?) => { $( if f.$field.is_some() { a.$field = f.$field; } )* };
     }
-    if f.trace.is_some() {
-        a.trace = f.trace;
-    }
+    take_some!(
+        geometry,
+        trace,
+        measure,
+        requests,
+        duration_ms,
+        rate,
+        backlog
+    );
     Ok(())
 }
 
@@ -164,6 +192,12 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
     if a.qd == 0 || a.qd > 1024 {
         bail!("--qd must be in 1..=1024");
     }
+    check_limits(&a)?;
+    // The write limit's default applies only when no other limit is given.
+    let measure = match (a.measure, a.requests, a.duration_ms) {
+        (None, None, None) => Some(DEFAULT_MEASURE),
+        (m, _, _) => m,
+    };
     let cfg = SimConfig {
         geometry: geometry(&a)?,
         timing,
@@ -175,7 +209,13 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         queue_depth: a.qd,
         fill: !a.no_fill,
         precondition_passes: a.precondition,
-        measure_passes: a.measure,
+        measure_passes: measure,
+        requests: a.requests,
+        duration_ms: a.duration_ms,
+        arrivals: a.rate.map(|rate_iops| Arrivals {
+            rate_iops,
+            max_backlog: a.backlog.unwrap_or(DEFAULT_BACKLOG),
+        }),
         seed: a.seed,
         trace: match &a.trace {
             None => None,
@@ -260,6 +300,31 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         r.throughput_mib_s,
         r.sim_time_ns as f64 / 1e9
     );
+    let p = &r.phase;
+    let limit = match p.ended_by {
+        PhaseEnd::HostWrites => format!("host writes ({} capacities)", measure.unwrap_or(0.0)),
+        PhaseEnd::Requests => format!("requests ({})", a.requests.unwrap_or(0)),
+        PhaseEnd::Duration => format!("duration ({} ms)", a.duration_ms.unwrap_or(0)),
+        PhaseEnd::TraceEnd => "end of trace".to_string(),
+    };
+    println!(
+        "measured phase      ended by {limit}: {} requests in {:.3} s virtual, {:.0} IOPS",
+        p.requests_completed,
+        r.sim_time_ns as f64 / 1e9,
+        p.achieved_iops
+    );
+    if let (Some(arr), Some(cfg_arr)) = (p.arrivals, cfg.arrivals) {
+        println!(
+            "open loop           Poisson, {:.0} IOPS offered: {} arrived, backlog peak {} of {}",
+            arr.offered_iops, arr.arrived, arr.backlog_peak, cfg_arr.max_backlog
+        );
+        if arr.dropped > 0 {
+            println!(
+                "OVERLOAD            {} of {} arrivals dropped (backlog full)",
+                arr.dropped, arr.arrived
+            );
+        }
+    }
     for (name, l) in [("write", r.latency_us.write), ("read", r.latency_us.read)] {
         if l.count > 0 {
             println!(
@@ -267,6 +332,60 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
                 l.p50, l.p99, l.p999, l.max, l.count
             );
         }
+    }
+    Ok(())
+}
+
+/// Capacities of host writes measured when no limit is given.
+const DEFAULT_MEASURE: f64 = 2.0;
+/// Open-loop arrivals that may wait for a device slot, unless --backlog says.
+const DEFAULT_BACKLOG: u32 = 1024;
+
+/// The measured phase's limits and the open loop, checked with the flags' names.
+fn check_limits(a: &SimArgs) -> Result<()> {
+    if let Some(m) = a.measure {
+        if !m.is_finite() || m < 0.0 {
+            bail!("--measure {m} must be a number of device capacities >= 0");
+        }
+    }
+    if a.requests == Some(0) {
+        bail!("--requests must be at least 1");
+    }
+    if let Some(t) = a.duration_ms {
+        if t == 0 {
+            bail!("--duration-ms must be at least 1");
+        }
+        if t.checked_mul(1_000_000).is_none() {
+            bail!(
+                "--duration-ms {t} is too large (at most {})",
+                u64::MAX / 1_000_000
+            );
+        }
+    }
+    if let Some(rate) = a.rate {
+        if !rate.is_finite() || rate <= 0.0 {
+            bail!("--rate {rate} must be a positive number of requests per second");
+        }
+        if a.trace.is_some() {
+            bail!("--rate sets the arrivals of a generated --workload; a --trace brings its own timestamps (--open-loop)");
+        }
+    }
+    if a.backlog.is_some() && a.rate.is_none() {
+        bail!("--backlog applies to open-loop arrivals: it needs --rate");
+    }
+    let no_writes = a.read_pct + a.trim_pct >= 100;
+    if a.trace.is_none()
+        && no_writes
+        && a.requests.is_none()
+        && a.duration_ms.is_none()
+        && a.measure.unwrap_or(DEFAULT_MEASURE) > 0.0
+    {
+        bail!(
+            "--read-pct {} --trim-pct {} issues no writes, so the measured phase, which ends after \
+             --measure capacities of host writes, would never end: add --requests N or --duration-ms T",
+            a.read_pct,
+            a.trim_pct
+        );
     }
     Ok(())
 }
@@ -305,7 +424,10 @@ fn validate(a: &SimArgs) -> Result<()> {
                 queue_depth: 1,
                 fill: true,
                 precondition_passes: 4.0,
-                measure_passes: 4.0,
+                measure_passes: Some(4.0),
+                requests: None,
+                duration_ms: None,
+                arrivals: None,
                 seed: a.seed,
                 trace: None,
                 open_loop: false,

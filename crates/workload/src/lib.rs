@@ -3,11 +3,16 @@
 //! A simulation runs the FTL on RAM media with a virtual clock: requests are issued with a
 //! fixed number outstanding (queue depth) in virtual time, each one's latency is its modeled
 //! completion minus its issue instant, and hours of device time take seconds.
+//!
+//! The measured phase ends at the first of its limits reached: a number of host writes (in
+//! device capacities), a number of requests, a span of virtual time, or the end of a trace.
+//! Generated workloads may also arrive open loop ([`Arrivals`]): a Poisson process at a fixed
+//! rate, whatever the device's completions, with each latency measured from the arrival.
 
 use std::cmp::Reverse;
 pub mod trace;
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError, FtlStats, WearStats};
@@ -180,8 +185,21 @@ pub struct SimConfig {
     pub fill: bool,
     /// Preconditioning: after the fill, this many times the capacity in writes.
     pub precondition_passes: f64,
-    /// Measured phase: this many times the capacity in host writes.
-    pub measure_passes: f64,
+    /// Measured phase: ends after this many times the capacity in host writes (`None`: no
+    /// limit on writes; then `requests` or `duration_ms` must end the phase).
+    pub measure_passes: Option<f64>,
+    /// Measured phase: ends after this many host requests (reads, writes and trims).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// Measured phase: ends after this much virtual time: no request starts (closed loop) or
+    /// arrives (open loop: `arrivals`, or a trace with `open_loop`) later. The ones already
+    /// started or arrived complete and count, so an overloaded open loop runs past it while
+    /// its backlog drains ([`SimReport::sim_time_ns`] says how far).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Generated workloads: open-loop arrivals instead of `queue_depth` requests kept in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<Arrivals>,
     pub seed: u64,
     /// Replay this trace as the measured phase instead of the distribution.
     #[serde(skip)]
@@ -204,12 +222,159 @@ impl Default for SimConfig {
             queue_depth: 1,
             fill: true,
             precondition_passes: 2.0,
-            measure_passes: 2.0,
+            measure_passes: Some(2.0),
+            requests: None,
+            duration_ms: None,
+            arrivals: None,
             seed: 1,
             trace: None,
             open_loop: false,
         }
     }
+}
+
+/// Open-loop arrivals: requests arrive as a Poisson process (exponential gaps, drawn from the
+/// run's seed on a stream of its own, so the LBAs and kinds are those of the closed loop) at
+/// `rate_iops` on average, whatever the device does. At most `queue_depth` requests are on the
+/// device; later arrivals wait in a FIFO backlog of at most `max_backlog` requests, and an
+/// arrival that finds it full is dropped (counted in [`ArrivalReport::dropped`]). Latency runs
+/// from the arrival to the completion, so waiting in the backlog counts.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Arrivals {
+    pub rate_iops: f64,
+    pub max_backlog: u32,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// A setting that cannot be simulated (the text says which and why).
+    #[error("{0}")]
+    Invalid(String),
+    /// Only a virtual-time limit could end the measured phase, and virtual time stopped.
+    #[error(
+        "virtual time stopped advancing: {0} requests in a row completed at the instant they \
+         started (trims, reads of unwritten LBAs and timing `none` take no time), so the \
+         duration limit can never end the measured phase; set a request limit too"
+    )]
+    Stalled(u64),
+    #[error(transparent)]
+    Ftl(#[from] FtlError),
+}
+
+/// Consecutive requests starting at one instant after which a phase that only a duration can
+/// end is declared stalled. More than any queue depth of requests with modeled latency.
+const STALL_REQUESTS: u64 = 1 << 20;
+
+impl SimConfig {
+    /// Whether the generated workload issues any writes.
+    fn generates_writes(&self) -> bool {
+        self.read_pct + self.trim_pct < 100
+    }
+
+    /// Checks the settings that would make [`run`] fail or never end.
+    pub fn check(&self) -> Result<(), SimError> {
+        let bad = |s: &str| Err(SimError::Invalid(s.to_string()));
+        if self.read_pct + self.trim_pct > 100 {
+            return bad("read_pct + trim_pct exceed 100");
+        }
+        if let Some(m) = self.measure_passes {
+            if !m.is_finite() || m < 0.0 {
+                return bad("measure_passes must be a finite number >= 0");
+            }
+        }
+        if self.requests == Some(0) {
+            return bad("requests must be at least 1");
+        }
+        match self.duration_ms {
+            Some(0) => return bad("duration_ms must be at least 1"),
+            Some(ms) if ms.checked_mul(1_000_000).is_none() => {
+                return bad("duration_ms is too large (the phase is counted in u64 nanoseconds)")
+            }
+            _ => {}
+        }
+        if let Some(a) = self.arrivals {
+            if !a.rate_iops.is_finite() || a.rate_iops <= 0.0 {
+                return bad("arrivals.rate_iops must be a positive number of requests per second");
+            }
+            if self.trace.is_some() {
+                return bad("open-loop arrivals are for generated workloads; a trace has its own timestamps (open_loop)");
+            }
+        }
+        if self.trace.is_none() && self.requests.is_none() && self.duration_ms.is_none() {
+            match self.measure_passes {
+                None => return bad("no limit ends the measured phase: set measure_passes, requests or duration_ms"),
+                Some(m) if m > 0.0 && !self.generates_writes() => {
+                    return bad("the workload issues no writes (read_pct + trim_pct = 100), so the host-write limit (measure_passes) would never end the measured phase: set requests or duration_ms")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which limit ended the measured phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseEnd {
+    /// `measure_passes` capacities of host writes.
+    HostWrites,
+    /// `requests` requests.
+    Requests,
+    /// `duration_ms` of virtual time.
+    Duration,
+    /// The trace ran out.
+    TraceEnd,
+}
+
+impl PhaseEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseEnd::HostWrites => "host writes",
+            PhaseEnd::Requests => "requests",
+            PhaseEnd::Duration => "duration",
+            PhaseEnd::TraceEnd => "end of trace",
+        }
+    }
+}
+
+/// How the measured phase went (its virtual time is [`SimReport::sim_time_ns`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PhaseReport {
+    pub ended_by: PhaseEnd,
+    /// Host requests of every kind that completed in the phase.
+    pub requests_completed: u64,
+    /// `requests_completed` over the phase's virtual time.
+    pub achieved_iops: f64,
+    /// Open loop only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<ArrivalReport>,
+    /// Whether the configuration set `requests`, `duration_ms` or `arrivals`. The JSON of a
+    /// report carries `phase` only then, so that runs without them serialize exactly as before
+    /// these limits existed.
+    #[serde(skip)]
+    pub limits_configured: bool,
+}
+
+impl PhaseReport {
+    fn is_implicit(&self) -> bool {
+        !self.limits_configured
+    }
+}
+
+/// What the open-loop arrival process did.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ArrivalReport {
+    /// The configured mean arrival rate.
+    pub offered_iops: f64,
+    /// Arrivals in the phase, dropped ones included.
+    pub arrived: u64,
+    /// Arrivals that found the backlog full (overload); not issued, not in the latencies.
+    pub dropped: u64,
+    /// The most requests waiting for a device slot at once.
+    pub backlog_peak: u32,
 }
 
 /// Latency percentiles in microseconds.
@@ -281,6 +446,9 @@ pub struct SimReport {
     pub erase_histogram: Vec<(u32, u32)>,
     /// Latency CDFs: (microseconds, fraction of requests at or below), about 100 points each.
     pub latency_cdf_us: LatencyCdf,
+    /// Which limit ended the measured phase, requests completed, IOPS, open-loop arrivals.
+    #[serde(skip_serializing_if = "PhaseReport::is_implicit")]
+    pub phase: PhaseReport,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -315,22 +483,29 @@ struct Queue {
 impl Queue {
     /// Issues one request when a slot frees up; returns its latency in ns.
     fn issue(&mut self, ftl: &mut Ftl<RamMedia>, op: &mut Op<'_>) -> Result<u64, FtlError> {
-        self.issue_at(ftl, op, 0)
+        let (start, done) = self.issue_at(ftl, op, 0)?;
+        Ok(done - start)
     }
-    /// Issues one request when a slot frees up, but not before `not_before` ns.
+    /// When a request would start if issued now, not before `not_before` ns.
+    fn next_start(&self, not_before: u64) -> u64 {
+        let Reverse(t) = *self.slots.peek().expect("queue slots");
+        t.max(not_before).max(self.clock.now_ns())
+    }
+    /// Issues one request when a slot frees up, but not before `not_before` ns; returns its
+    /// start and completion instants.
     fn issue_at(
         &mut self,
         ftl: &mut Ftl<RamMedia>,
         op: &mut Op<'_>,
         not_before: u64,
-    ) -> Result<u64, FtlError> {
+    ) -> Result<(u64, u64), FtlError> {
         let Reverse(t) = self.slots.pop().expect("queue slots");
         self.clock.advance_to(t.max(not_before));
         let start = self.clock.now_ns();
         let c = op(ftl)?;
         let done = c.done_ns.max(start);
         self.slots.push(Reverse(done));
-        Ok(done - start)
+        Ok((start, done))
     }
     /// When everything issued so far has completed.
     fn horizon(&self) -> u64 {
@@ -339,7 +514,8 @@ impl Queue {
 }
 
 /// Runs a simulation.
-pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimReport, FtlError> {
+pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimReport, SimError> {
+    cfg.check()?;
     let clock = VirtualClock::new();
     let mut mc = MediaConfig::new(cfg.geometry);
     mc.timing = cfg.timing;
@@ -382,11 +558,12 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     let t0 = q.horizon();
     let mut wl = Vec::new();
     let mut rl = Vec::new();
-    let target = (cfg.measure_passes * n as f64) as u64;
+    // Without a write limit the WAF series is still sampled about every capacity / 100.
+    let target = cfg.measure_passes.map(|m| (m * n as f64) as u64);
     let mut written = 0u64;
     let mut i = 0u64;
     let mut series = Vec::new();
-    let series_every = (target / 100).max(1);
+    let series_every = (target.unwrap_or(n) / 100).max(1);
     let mut next_point = series_every;
     let waf_now = |ftl: &Ftl<RamMedia>| {
         let s = ftl.stats();
@@ -396,21 +573,68 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     // The measured phase: the trace if there is one, else the distribution.
     let trace_ops = cfg.trace.clone();
     let total_ops = trace_ops.as_ref().map(|t| t.len() as u64);
+    let deadline = cfg.duration_ms.map(|ms| t0.saturating_add(ms * 1_000_000));
+    // Open loop: arrival instants (ns after t0, accumulated in f64 so gaps do not round
+    // away), the start instants of accepted requests not yet started (FIFO, so sorted).
+    let mut arrival_rng = cfg.arrivals.map(|_| {
+        let mut r = ChaCha8Rng::seed_from_u64(cfg.seed);
+        r.set_stream(1);
+        r
+    });
+    let mut arrival_ns = 0f64;
+    let mut waiting: VecDeque<u64> = VecDeque::new();
+    let (mut arrived, mut dropped, mut backlog_peak) = (0u64, 0u64, 0u32);
+    // Only a duration can end this phase: watch for virtual time standing still.
+    let watch_stall = deadline.is_some()
+        && cfg.requests.is_none()
+        && trace_ops.is_none()
+        && cfg.arrivals.is_none()
+        && (target.is_none() || !cfg.generates_writes());
+    let (mut last_start, mut same_start) = (u64::MAX, 0u64);
     let mut big = Vec::new();
-    loop {
-        let (kind, at, l, not_before) = match &trace_ops {
+    let ended_by = loop {
+        if trace_ops.is_none() && target.is_some_and(|t| written >= t) {
+            break PhaseEnd::HostWrites;
+        }
+        if cfg.requests.is_some_and(|r| i >= r) {
+            break PhaseEnd::Requests;
+        }
+        // The next request, and when it arrives if that is not when a slot frees up.
+        let (kind, at, l, not_before, arrival) = match &trace_ops {
             Some(t) => {
-                let Some(op) = t.get(i as usize) else { break };
+                let Some(op) = t.get(i as usize) else {
+                    break PhaseEnd::TraceEnd;
+                };
                 let first = op.offset / SS as u64;
                 let end = (op.offset + op.len).div_ceil(SS as u64);
                 let l = (end - first).clamp(1, n);
                 let at = (first % n).min(n - l);
                 let when = if cfg.open_loop { t0 + op.time_ns } else { 0 };
-                (op.kind, at, l, when)
+                (op.kind, at, l, when, cfg.open_loop.then_some(when))
             }
             None => {
-                if written >= target {
-                    break;
+                let mut arrival = None;
+                if let (Some(a), Some(arng)) = (cfg.arrivals, arrival_rng.as_mut()) {
+                    let u: f64 = arng.gen();
+                    arrival_ns += -(1.0 - u).ln() * 1e9 / a.rate_iops;
+                    let t = t0 + arrival_ns as u64;
+                    if deadline.is_some_and(|d| t >= d) {
+                        break PhaseEnd::Duration;
+                    }
+                    arrived += 1;
+                    while waiting.front().is_some_and(|&s| s <= t) {
+                        waiting.pop_front();
+                    }
+                    let start = q.next_start(t);
+                    if start > t {
+                        if waiting.len() >= a.max_backlog as usize {
+                            dropped += 1;
+                            continue;
+                        }
+                        waiting.push_back(start);
+                        backlog_peak = backlog_peak.max(waiting.len() as u32);
+                    }
+                    arrival = Some(t);
                 }
                 let at = picker.next(&mut rng, len);
                 let r = rng.gen_range(0..100u32);
@@ -421,35 +645,62 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
                 } else {
                     trace::TraceKind::Write
                 };
-                (kind, at, len, 0)
+                (kind, at, len, arrival.unwrap_or(0), arrival)
             }
         };
+        let start = q.next_start(not_before);
+        if deadline.is_some_and(|d| arrival.unwrap_or(start) >= d) {
+            break PhaseEnd::Duration;
+        }
+        if watch_stall {
+            same_start = if start == last_start {
+                same_start + 1
+            } else {
+                0
+            };
+            last_start = start;
+            if same_start >= STALL_REQUESTS {
+                return Err(SimError::Stalled(same_start));
+            }
+        }
         let bytes = l as usize * SS;
         if big.len() < bytes {
             big.resize(bytes, 0x5A);
         }
-        match kind {
+        let issued = match kind {
             trace::TraceKind::Read => {
                 if rbuf.len() < bytes {
                     rbuf.resize(bytes, 0);
                 }
-                let lat = q.issue_at(
+                q.issue_at(
                     &mut ftl,
                     &mut |f| f.read(at, &mut rbuf[..bytes]),
                     not_before,
-                )?;
-                rl.push(lat);
+                )?
             }
-            trace::TraceKind::Trim => {
-                q.issue_at(&mut ftl, &mut |f| f.trim(at, l), not_before)?;
-            }
+            trace::TraceKind::Trim => q.issue_at(&mut ftl, &mut |f| f.trim(at, l), not_before)?,
             trace::TraceKind::Write => {
                 big[0..8].copy_from_slice(&i.to_le_bytes());
-                let lat = q.issue_at(
+                q.issue_at(
                     &mut ftl,
                     &mut |f| f.write(at, &big[..bytes], false),
                     not_before,
-                )?;
+                )?
+            }
+        };
+        // Open loop (generated): from the arrival, so waiting for a slot counts. Traces
+        // replayed open loop keep measuring from the start on the device.
+        let (start, done) = issued;
+        let lat = done
+            - if cfg.arrivals.is_some() {
+                arrival.unwrap_or(start)
+            } else {
+                start
+            };
+        match kind {
+            trace::TraceKind::Read => rl.push(lat),
+            trace::TraceKind::Trim => {}
+            trace::TraceKind::Write => {
                 wl.push(lat);
                 written += l;
                 if written >= next_point {
@@ -460,13 +711,22 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         }
         i += 1;
         if i.is_multiple_of(4096) {
-            let frac = match total_ops {
-                Some(t) => i as f64 / t.max(1) as f64,
-                None => written as f64 / target.max(1) as f64,
-            };
+            let mut frac: f64 = 0.0;
+            if let Some(t) = total_ops {
+                frac = frac.max(i as f64 / t.max(1) as f64);
+            }
+            if let (Some(t), None) = (target, &trace_ops) {
+                frac = frac.max(written as f64 / t.max(1) as f64);
+            }
+            if let Some(r) = cfg.requests {
+                frac = frac.max(i as f64 / r as f64);
+            }
+            if let Some(ms) = cfg.duration_ms {
+                frac = frac.max((start - t0.min(start)) as f64 / (ms as f64 * 1e6));
+            }
             progress("measure", frac);
         }
-    }
+    };
     let _ = &buf;
     let t1 = q.horizon();
     let s = ftl.stats();
@@ -480,7 +740,22 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         meta: s.media_sectors_meta - before.media_sectors_meta,
     };
     let sim_time_ns = t1.saturating_sub(t0).max(1);
+    let phase = PhaseReport {
+        ended_by,
+        requests_completed: i,
+        achieved_iops: i as f64 / (sim_time_ns as f64 / 1e9),
+        arrivals: cfg.arrivals.map(|a| ArrivalReport {
+            offered_iops: a.rate_iops,
+            arrived,
+            dropped,
+            backlog_peak,
+        }),
+        limits_configured: cfg.requests.is_some()
+            || cfg.duration_ms.is_some()
+            || cfg.arrivals.is_some(),
+    };
     Ok(SimReport {
+        phase,
         exported_sectors: n,
         host_sectors_written: host_w,
         host_sectors_read: s.host_sectors_read - before.host_sectors_read,
@@ -616,7 +891,7 @@ mod tests {
         let cfg = SimConfig {
             geometry: Geometry::new(2, 2, 24, 16, 1),
             precondition_passes: 1.0,
-            measure_passes: 1.0,
+            measure_passes: Some(1.0),
             queue_depth: 4,
             read_pct: 20,
             ..SimConfig::default()
@@ -639,7 +914,7 @@ mod tests {
             queue_depth: 64,
             fill: false,
             precondition_passes: 0.0,
-            measure_passes: 0.8,
+            measure_passes: Some(0.8),
             ..SimConfig::default()
         };
         let r = run(&cfg, |_, _| {}).unwrap();
