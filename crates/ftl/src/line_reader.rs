@@ -196,6 +196,52 @@ pub fn meta_pages<M: Media>(
     Ok(out)
 }
 
+/// A metadata page read back sector by sector: its bytes, and which sectors verified.
+pub struct MetaPage {
+    pub data: Vec<u8>,
+    /// Bit *i*: sector *i* verified (checksum and metadata marker).
+    pub valid: u64,
+}
+
+/// The metadata pages of `line` in slot order, damaged ones included: a page counts when no
+/// sector of it verifies as anything but metadata and at least one sector verifies as, or
+/// (checksum failing) still claims to be, metadata. Pages whose sectors all fail to read (a
+/// failed program) are skipped, as `meta_pages` skips them.
+pub fn meta_pages_damaged<M: Media>(
+    media: &mut M,
+    line: u32,
+    header: &meta::LineHeader,
+) -> Result<Vec<MetaPage>, FtlError> {
+    let g = *media.geometry();
+    let os = g.oob_bytes_per_sector as usize;
+    let pus = slot_order(line, &incarnation_pus(media, line, Some(header)));
+    let addrs: Vec<PageAddr> = written_pages(media, line, &pus).collect();
+    let mut out = Vec::new();
+    for addr in addrs {
+        let Some(page) = read_page(media, addr)? else {
+            continue;
+        };
+        let secs = sectors_of(&g, &page);
+        if secs.iter().any(|(_, o)| o.lba != OOB_LBA_META) {
+            continue;
+        }
+        let valid = secs.iter().fold(0u64, |m, (i, _)| m | 1 << i);
+        let claims_meta = (0..g.sectors_per_page as usize).any(|i| {
+            page.failed & (1 << i) == 0
+                && valid & (1 << i) == 0
+                && meta::oob::claimed(&page.oob[i * os..(i + 1) * os])
+                    .is_some_and(|c| c.oob.lba == OOB_LBA_META)
+        });
+        if valid != 0 || claims_meta {
+            out.push(MetaPage {
+                data: page.data,
+                valid,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A line's footer, if it has a valid one (`footer_slots` pages at the end of its metadata).
 pub fn read_footer<M: Media>(
     media: &mut M,

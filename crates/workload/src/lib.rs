@@ -923,8 +923,10 @@ mod tests {
         let bound_mib_s =
             g.parallel_units() as f64 * page as f64 / (per_page_ns as f64 / 1e9) / (1 << 20) as f64;
         let ratio = r.throughput_mib_s / bound_mib_s;
+        // What is missing is the metadata: line headers, footers and checkpoints (each
+        // written twice), about 2.5% of the pages programmed here.
         assert!(
-            ratio >= 0.98,
+            ratio >= 0.97,
             "{:.1} MiB/s is {:.1}% of the {bound_mib_s:.1} MiB/s bound",
             r.throughput_mib_s,
             ratio * 100.0

@@ -123,30 +123,40 @@ impl<M: Media> Ftl<M> {
         Err(self.latched_failure("could not write a checkpoint: three lines failed"))
     }
 
-    /// Writes the checkpoint's pages into the checkpoint stream's open line and ends the
-    /// stream. Returns the line, or `None` when program failures ate it (the line is closed
-    /// and left to GC: it holds no data).
+    /// Writes the checkpoint's pages into the checkpoint stream's open line, twice where the
+    /// line has room (recovery takes each sector from the first copy that verifies, so one
+    /// damaged sector does not cost the checkpoint), and ends the stream. Returns the line,
+    /// or `None` when program failures ate the first copy (the line is closed and left to
+    /// GC: it holds no data).
     fn write_checkpoint_pages(&mut self, bytes: &[u8]) -> Result<Option<u32>, FtlError> {
         let k = StreamKind::Checkpoint;
         let page_bytes = self.geo.page_bytes();
         let line = self.writers[k as usize].line().expect("checkpoint line");
+        let n = bytes.len().div_ceil(page_bytes) as u64;
+        let copies = if self.writers[k as usize].remaining_slots() >= 2 * n {
+            2
+        } else {
+            1
+        };
         let mut page = vec![0u8; page_bytes];
-        let mut complete = true;
-        'pages: for chunk in bytes.chunks(page_bytes) {
-            page.fill(0);
-            page[..chunk.len()].copy_from_slice(chunk);
-            loop {
-                if self.writers[k as usize].remaining_slots() == 0 {
-                    complete = false;
-                    break 'pages;
-                }
-                if self.program_meta_page(k, &page)? {
-                    break;
+        let mut written = 0;
+        'copies: for _ in 0..copies {
+            for chunk in bytes.chunks(page_bytes) {
+                page.fill(0);
+                page[..chunk.len()].copy_from_slice(chunk);
+                loop {
+                    if self.writers[k as usize].remaining_slots() == 0 {
+                        break 'copies;
+                    }
+                    if self.program_meta_page(k, &page)? {
+                        break;
+                    }
                 }
             }
+            written += 1;
         }
         self.writers[k as usize].end();
-        if !complete {
+        if written == 0 {
             self.pool.close(line, false);
             return Ok(None);
         }

@@ -23,7 +23,7 @@ use crate::addr::{L2pEntry, Ppa};
 use crate::core::Ftl;
 use crate::error::FtlError;
 use crate::layout;
-use crate::line_reader::{meta_pages, scan_line_header, LineFound};
+use crate::line_reader::{meta_pages_damaged, scan_line_header, LineFound};
 use crate::meta;
 
 /// What opening found and did.
@@ -157,6 +157,85 @@ fn step_headers<M: Media>(
     Ok(found)
 }
 
+/// Why a checkpoint's pages do not make a checkpoint.
+enum Assembly {
+    /// Fewer pages than a checkpoint fills: a crash while it was written.
+    Incomplete,
+    /// A sector damaged in every copy.
+    Damaged { page: usize, sector: u32 },
+}
+
+/// A checkpoint's bytes from the metadata pages after its line header: `n` pages, then a
+/// second copy of them where the line had room (`Ftl::write_checkpoint`). Each sector comes
+/// from the first copy that verifies (the second copy first if `second_first`); also the
+/// count of sectors that did not verify in the copy preferred.
+fn assemble_checkpoint(
+    geo: &lightnvm_media::Geometry,
+    pages: &[crate::line_reader::MetaPage],
+    n: usize,
+    second_first: bool,
+) -> Result<(Vec<u8>, u32), Assembly> {
+    if pages.len() < n {
+        return Err(Assembly::Incomplete);
+    }
+    let ss = geo.sector_size as usize;
+    let mut body = Vec::with_capacity(n * geo.page_bytes());
+    let mut fallbacks = 0;
+    for i in 0..n {
+        let mut copies = [Some(&pages[i]), pages.get(n + i)];
+        if second_first {
+            copies.reverse();
+        }
+        for sector in 0..geo.sectors_per_page {
+            let mut candidates = copies.iter().flatten();
+            let from = match candidates.next() {
+                Some(p) if p.valid & (1 << sector) != 0 => p,
+                _ => {
+                    fallbacks += 1;
+                    candidates
+                        .find(|p| p.valid & (1 << sector) != 0)
+                        .ok_or(Assembly::Damaged { page: i, sector })?
+                }
+            };
+            let at = sector as usize * ss;
+            body.extend_from_slice(&from.data[at..at + ss]);
+        }
+    }
+    Ok((body, fallbacks))
+}
+
+/// Decodes the checkpoint in a checkpoint line's pages (after its header): from its first
+/// copy, any damaged sector taken from the second; if that does not decode, from the second
+/// copy the same way. Damage survived this way is reported.
+fn read_checkpoint(
+    geo: &lightnvm_media::Geometry,
+    line: u32,
+    pages: &[crate::line_reader::MetaPage],
+    n: usize,
+    report: &mut RecoveryReport,
+) -> Result<Result<meta::Checkpoint, meta::DecodeError>, Assembly> {
+    let (body, fallbacks) = assemble_checkpoint(geo, pages, n, false)?;
+    let first = meta::checkpoint::decode(&body);
+    if first.is_ok() || pages.len() < 2 * n {
+        if fallbacks > 0 && first.is_ok() {
+            report.problems.push(format!(
+                "checkpoint in line {line}: {fallbacks} damaged sector(s) in its first copy, read from the second"
+            ));
+        }
+        return Ok(first);
+    }
+    if let Ok((body, _)) = assemble_checkpoint(geo, pages, n, true) {
+        if let Ok(c) = meta::checkpoint::decode(&body) {
+            report.problems.push(format!(
+                "checkpoint in line {line}: its first copy is corrupt ({}); the second is used",
+                first.as_ref().expect_err("failed")
+            ));
+            return Ok(Ok(c));
+        }
+    }
+    Ok(first)
+}
+
 /// Step 3: The two newest checkpoints that verify, newest first (by sequence numbers).
 fn step_checkpoints<M: Media>(
     ftl: &mut Ftl<M>,
@@ -179,9 +258,29 @@ fn step_checkpoints<M: Media>(
         if ckpts.len() == 2 {
             break;
         }
-        let pages = meta_pages(&mut ftl.media, line, &h, usize::MAX)?;
-        let body: Vec<u8> = pages.iter().skip(1).flatten().copied().collect();
-        match meta::checkpoint::decode(&body) {
+        let pages = meta_pages_damaged(&mut ftl.media, line, &h)?;
+        let body = pages.get(1..).unwrap_or(&[]);
+        let decoded = match read_checkpoint(&ftl.geo, line, body, expected_pages, report) {
+            Ok(decoded) => decoded,
+            Err(Assembly::Incomplete) => {
+                // A crash while a checkpoint is written leaves it incomplete: a note, not
+                // corruption (an older checkpoint is used).
+                report.checkpoints_invalid += 1;
+                report.notes.push(format!(
+                    "checkpoint in line {line} is incomplete ({} of {expected_pages} pages; ignored)",
+                    pages.len().saturating_sub(1)
+                ));
+                continue;
+            }
+            Err(Assembly::Damaged { page, sector }) => {
+                report.checkpoints_invalid += 1;
+                report.problems.push(format!(
+                    "checkpoint in line {line} is corrupt (page {page} sector {sector} is damaged in every copy); an older one is used"
+                ));
+                continue;
+            }
+        };
+        match decoded {
             Ok(c) if c.l2p.len() as u64 == ftl.exported && c.lines.len() == nlines as usize => {
                 ckpts.push((line, c))
             }
@@ -197,19 +296,11 @@ fn step_checkpoints<M: Media>(
                     Err(e) => e.to_string(),
                     Ok(_) => "its size does not match the superblock".into(),
                 };
+                // Every page is there and every sector verifies, and still: damage.
                 report.checkpoints_invalid += 1;
-                if pages.len() > expected_pages {
-                    // Every page is there and it still does not verify: damage.
-                    report.problems.push(format!(
-                        "checkpoint in line {line} is corrupt ({why}); an older one is used"
-                    ));
-                } else {
-                    // A crash while a checkpoint is written leaves it incomplete: a note,
-                    // not corruption (an older checkpoint is used).
-                    report.notes.push(format!(
-                        "checkpoint in line {line} is incomplete ({why}; ignored)"
-                    ));
-                }
+                report.problems.push(format!(
+                    "checkpoint in line {line} is corrupt ({why}); an older one is used"
+                ));
             }
         }
     }

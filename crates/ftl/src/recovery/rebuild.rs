@@ -134,14 +134,16 @@ pub fn rebuild<M: Media>(
         } else {
             l.generation = ckpt.lines[line as usize].generation.max(f.has_data as u64);
         }
-        if l.state == LineState::Bad && valid == 0 {
+        let holds_checkpoint = kept.iter().any(|&(c, _)| c == line);
+        if l.state == LineState::Bad && valid == 0 && !holds_checkpoint {
             continue;
         }
         // A line whose blocks all went bad while holding data stays readable until GC has
-        // moved the data off (the line is retired when next opened).
+        // moved the data off (the line is retired when next opened); one holding a kept
+        // checkpoint (a program of its second copy failed on its last block) until released.
         l.capacity = line_capacity(pus.len(), &ftl.geo, ftl.footer_slots);
         l.data_pus = pus;
-        let state = if kept.iter().any(|&(c, _)| c == line) {
+        let state = if holds_checkpoint {
             LineState::Checkpoint
         } else if valid > 0 || trim_lines.contains(&line) {
             LineState::Closed
