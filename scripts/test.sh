@@ -27,13 +27,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --workspace
+# The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
+LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace
 echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage"
 cargo build --release --quiet -p lightnvm-cli
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
-# Bit rot in written sectors after each cut, before recovery: damaged LBAs read as errors,
-# never as older data.
+# Bit rot in written sectors (data and OOB) after each cut, before recovery: damaged LBAs
+# read as errors, never as older data.
 ./target/release/lightnvm torture --seeds 200 --start 200000 --cuts-per-seed 10 --damage
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh

@@ -137,7 +137,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let media = match FileMedia::open(&path, mode, clock) {
             Ok(m) => m,
             Err(lightnvm_media::ImageError::Io { error, .. })
-                if error.kind() == std::io::ErrorKind::PermissionDenied && !a.read_only =>
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) && !a.read_only =>
             {
                 bail!(
                     "{}: {error}: the image is not writable here; export it with --read-only, or fix its permissions",

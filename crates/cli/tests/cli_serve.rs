@@ -39,12 +39,15 @@ fn serve(img: &Path) -> (Child, String) {
 }
 
 fn serve_logging(img: &Path, stderr: Stdio) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
-        .args(["serve", s(img), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lightnvm"));
+    cmd.args(["serve", s(img), "--listen", "127.0.0.1:0"])
+        .stderr(stderr);
+    start_serving(cmd)
+}
+
+/// Spawns `cmd` (a `serve`) and waits for its "listening on ADDR" line.
+fn start_serving(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -176,4 +179,52 @@ fn deleting_the_image_while_serving_is_noticed() {
     let err = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(err.contains("deleted or replaced"), "{err}");
     assert!(!err.contains("stopped cleanly"), "{err}");
+}
+
+/// `lightnvm` as a user who may read the image but not write it: an unprivileged uid when the
+/// tests run as root (root writes any file), else this user with the file made read-only.
+fn as_reader(img: &Path, dir: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_lightnvm"));
+        c
+    } else {
+        std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o444)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+    }
+}
+
+#[test]
+fn an_image_that_is_not_writable_gets_the_read_only_hint_and_serves_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ro.img");
+    assert!(lightnvm(&["format", s(&img), "--preset", "small"])
+        .status
+        .success());
+    let before = std::fs::read(&img).unwrap();
+    let out = as_reader(&img, dir.path())
+        .args(["serve", s(&img), "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("setpriv (util-linux) runs the test as an unprivileged user");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not writable here") && err.contains("--read-only"),
+        "{err}"
+    );
+    let mut cmd = as_reader(&img, dir.path());
+    cmd.args(["serve", s(&img), "--listen", "127.0.0.1:0", "--read-only"])
+        .stderr(Stdio::null());
+    let (server, _) = start_serving(cmd);
+    assert!(stop(server).success());
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "a read-only export wrote"
+    );
 }
