@@ -206,11 +206,12 @@ pub struct MetaPage {
 /// The metadata pages of `line` in slot order, damaged ones included: a page counts when no
 /// sector of it verifies as anything but metadata and at least one sector verifies as, or
 /// (checksum failing) still claims to be, metadata. Pages whose sectors all fail to read (a
-/// failed program) are skipped, as `meta_pages` skips them.
+/// failed program) are skipped, as `meta_pages` skips them. Stops after `limit` pages.
 pub fn meta_pages_damaged<M: Media>(
     media: &mut M,
     line: u32,
     header: &meta::LineHeader,
+    limit: usize,
 ) -> Result<Vec<MetaPage>, FtlError> {
     let g = *media.geometry();
     let os = g.oob_bytes_per_sector as usize;
@@ -237,6 +238,9 @@ pub fn meta_pages_damaged<M: Media>(
                 data: page.data,
                 valid,
             });
+            if out.len() >= limit {
+                break;
+            }
         }
     }
     Ok(out)

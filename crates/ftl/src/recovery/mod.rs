@@ -258,9 +258,25 @@ fn step_checkpoints<M: Media>(
         if ckpts.len() == 2 {
             break;
         }
-        let pages = meta_pages_damaged(&mut ftl.media, line, &h)?;
-        let body = pages.get(1..).unwrap_or(&[]);
-        let decoded = match read_checkpoint(&ftl.geo, line, body, expected_pages, report) {
+        // The header and the first copy; the second copy too unless the first verifies.
+        let mut pages = meta_pages_damaged(&mut ftl.media, line, &h, 1 + expected_pages)?;
+        let mut scratch = RecoveryReport::default();
+        let first_only = read_checkpoint(
+            &ftl.geo,
+            line,
+            pages.get(1..).unwrap_or(&[]),
+            expected_pages,
+            &mut scratch,
+        );
+        let attempt = match first_only {
+            Ok(Ok(c)) => Ok(Ok(c)),
+            _ => {
+                pages = meta_pages_damaged(&mut ftl.media, line, &h, usize::MAX)?;
+                let body = pages.get(1..).unwrap_or(&[]);
+                read_checkpoint(&ftl.geo, line, body, expected_pages, report)
+            }
+        };
+        let decoded = match attempt {
             Ok(decoded) => decoded,
             Err(Assembly::Incomplete) => {
                 // A crash while a checkpoint is written leaves it incomplete: a note, not
