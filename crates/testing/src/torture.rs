@@ -39,7 +39,8 @@ pub struct TortureConfig {
 /// says an LBA), outside the superblock's blocks: in the data, or (one flip in four) in the
 /// OOB — anywhere in the identity and its copy where the OOB area has the copy, else only in
 /// the checksum (without the copy, damage to the identity bytes cannot be attributed: the
-/// documented limit of 16-byte OOB areas). Returns how many were damaged.
+/// documented limit of 16-byte OOB areas). A sector is damaged at most once. Returns how
+/// many were damaged.
 fn rot_data_sectors(media: &mut RamMedia, rng: &mut ChaCha8Rng) -> u64 {
     let g = *media.geometry();
     let want = rng.gen_range(1..=3u32);
@@ -65,8 +66,17 @@ fn rot_data_sectors(media: &mut RamMedia, rng: &mut ChaCha8Rng) -> u64 {
         if media.read(addr, sector, &mut data, &mut oob).is_err() {
             continue;
         }
+        // Only pristine sectors: one flip per sector, across cuts too (the identity copy
+        // makes any single damaged byte survivable; damage to both identities of a sector
+        // is beyond it, as two failed disks are beyond a mirror).
         match lightnvm_ftl::meta::oob::decode(&oob, &data) {
-            Ok(o) if o.lba < lightnvm_ftl::meta::OOB_LBA_TRIM => {}
+            Ok(o) if o.lba < lightnvm_ftl::meta::OOB_LBA_TRIM => {
+                let mut again = vec![0u8; oob.len()];
+                lightnvm_ftl::meta::oob::encode(&mut again, o, &data);
+                if again != oob {
+                    continue;
+                }
+            }
             _ => continue,
         }
         let byte = if rng.gen_bool(0.25) {
