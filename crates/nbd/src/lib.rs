@@ -1,6 +1,8 @@
 //! An NBD server for the lightnvm FTL: fixed-newstyle handshake, options EXPORT_NAME, ABORT,
 //! LIST, INFO and GO, and the commands READ, WRITE (+FUA), FLUSH, TRIM, WRITE_ZEROES (+FUA,
-//! NO_HOLE) and DISC with simple replies. One thread per connection; the FTL behind a mutex.
+//! NO_HOLE) and DISC with simple replies. Per connection, one thread reads requests and
+//! applies them, another sends the replies as the device model completes them, in any order
+//! (at most [`MAX_IN_FLIGHT`] waiting); the FTL behind a mutex.
 //!
 //! Requests aligned to 512 bytes but not to 4096 are served by read-modify-write of the edge
 //! sectors under the FTL lock, so they are atomic with respect to every other request.
@@ -142,8 +144,41 @@ impl<M: Media> Export<M> {
         }
     }
 
-    /// Reads `len` bytes at `off`.
+    /// Reads `len` bytes at `off`, waiting for the modeled completion in real-time mode.
     pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, u32> {
+        let (data, c) = self.submit_read(off, len)?;
+        self.wait(c);
+        Ok(data)
+    }
+
+    /// Writes `data` at `off`; see [`Export::submit_write`].
+    pub fn write(&self, off: u64, data: &[u8], fua: bool) -> Result<(), u32> {
+        let c = self.submit_write(off, data, fua)?;
+        self.wait(c);
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), u32> {
+        let c = self.submit_flush()?;
+        self.wait(c);
+        Ok(())
+    }
+
+    pub fn trim(&self, off: u64, len: u32, fua: bool) -> Result<(), u32> {
+        let c = self.submit_trim(off, len, fua)?;
+        self.wait(c);
+        Ok(())
+    }
+
+    pub fn write_zeroes(&self, off: u64, len: u32, fua: bool) -> Result<(), u32> {
+        let c = self.submit_write_zeroes(off, len, fua)?;
+        self.wait(c);
+        Ok(())
+    }
+
+    /// Applies a read and returns its data with the instant the modeled device completes it
+    /// (no waiting: the data is final, only its delivery time is modeled).
+    pub fn submit_read(&self, off: u64, len: u32) -> Result<(Vec<u8>, Completion), u32> {
         if len > MAX_PAYLOAD {
             return Err(EINVAL);
         }
@@ -155,7 +190,7 @@ impl<M: Media> Export<M> {
             return Err(EINVAL);
         }
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), self.now()));
         }
         let start = off / SS * SS;
         let stop = end.div_ceil(SS) * SS;
@@ -164,11 +199,16 @@ impl<M: Media> Export<M> {
             .lock()?
             .read(start / SS, &mut buf)
             .map_err(|e| errno_of(&e))?;
-        self.wait(c);
         let from = (off - start) as usize;
         buf.drain(..from);
         buf.truncate(len as usize);
-        Ok(buf)
+        Ok((buf, c))
+    }
+
+    fn now(&self) -> Completion {
+        Completion {
+            done_ns: self.clock.now_ns(),
+        }
     }
 
     fn check_write(&self, off: u64, len: u64) -> Result<(), u32> {
@@ -185,11 +225,12 @@ impl<M: Media> Export<M> {
         Ok(())
     }
 
-    /// Writes `data` at `off`; partial 4 KiB sectors are merged under the lock.
-    pub fn write(&self, off: u64, data: &[u8], fua: bool) -> Result<(), u32> {
+    /// Applies a write of `data` at `off` (partial 4 KiB sectors are merged under the lock)
+    /// and returns when the modeled device completes it.
+    pub fn submit_write(&self, off: u64, data: &[u8], fua: bool) -> Result<Completion, u32> {
         self.check_write(off, data.len() as u64)?;
         if data.is_empty() {
-            return Ok(());
+            return Ok(self.now());
         }
         let end = off + data.len() as u64;
         let c = if off.is_multiple_of(SS) && end.is_multiple_of(SS) {
@@ -218,19 +259,16 @@ impl<M: Media> Export<M> {
             buf[from..from + data.len()].copy_from_slice(data);
             done.max(ftl.write(start / SS, &buf, fua).map_err(|e| errno_of(&e))?)
         };
-        self.wait(c);
-        Ok(())
+        Ok(c)
     }
 
-    pub fn flush(&self) -> Result<(), u32> {
-        let c = self.lock()?.flush().map_err(|e| errno_of(&e))?;
-        self.wait(c);
-        Ok(())
+    pub fn submit_flush(&self) -> Result<Completion, u32> {
+        self.lock()?.flush().map_err(|e| errno_of(&e))
     }
 
     /// Trims the whole 4 KiB sectors inside the range (a trim is advisory: partial sectors
     /// keep their data). With `fua` the trim is durable when this returns.
-    pub fn trim(&self, off: u64, len: u32, fua: bool) -> Result<(), u32> {
+    pub fn submit_trim(&self, off: u64, len: u32, fua: bool) -> Result<Completion, u32> {
         if self.read_only {
             return Err(EPERM);
         }
@@ -240,24 +278,23 @@ impl<M: Media> Export<M> {
         }
         let first = off.div_ceil(SS);
         let last = end / SS;
+        let mut c = self.now();
         if first < last {
             let mut ftl = self.lock()?;
-            let mut c = ftl.trim(first, last - first).map_err(|e| errno_of(&e))?;
+            c = c.max(ftl.trim(first, last - first).map_err(|e| errno_of(&e))?);
             if fua {
                 c = c.max(ftl.flush().map_err(|e| errno_of(&e))?);
             }
-            drop(ftl);
-            self.wait(c);
         }
-        Ok(())
+        Ok(c)
     }
 
     /// Makes the range read as zeros: whole sectors are unmapped, partial ones rewritten.
-    pub fn write_zeroes(&self, off: u64, len: u32, fua: bool) -> Result<(), u32> {
+    pub fn submit_write_zeroes(&self, off: u64, len: u32, fua: bool) -> Result<Completion, u32> {
         self.check_write(off, len as u64)?;
         let end = off + len as u64;
         if len == 0 {
-            return Ok(());
+            return Ok(self.now());
         }
         let first = off.div_ceil(SS);
         let last = end / SS;
@@ -290,9 +327,7 @@ impl<M: Media> Export<M> {
         if fua {
             done = done.max(ftl.flush().map_err(|e| errno_of(&e))?);
         }
-        drop(ftl);
-        self.wait(done);
-        Ok(())
+        Ok(done)
     }
 }
 
@@ -460,8 +495,39 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
     Err(protocol("too many options"))
 }
 
+/// Requests of one connection whose replies are not sent yet; the connection reads no more
+/// requests while this many wait (the protocol lets a client queue as many as it likes).
+pub const MAX_IN_FLIGHT: usize = 128;
+/// Bytes of read data waiting in replies, per connection, beyond which reading requests
+/// pauses (one request is always admitted).
+pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// A client connection: a byte stream, and a second handle on it for writing replies from
+/// another thread while requests are read (sockets: a cloned descriptor).
+pub trait Transport: Read + Write + Send {
+    fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>>;
+}
+
+impl Transport for TcpStream {
+    fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+impl Transport for UnixStream {
+    fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
+        (**self).reply_writer()
+    }
+}
+
 /// Serves one connection: handshake, then requests until DISC, EOF or `stop`.
-pub fn serve_connection<M: Media, S: Read + Write>(
+pub fn serve_connection<M: Media, S: Transport>(
     export: &Export<M>,
     s: S,
     stop: &AtomicBool,
@@ -469,9 +535,143 @@ pub fn serve_connection<M: Media, S: Read + Write>(
     serve_connection_with(export, s, stop, || {})
 }
 
+/// A reply waiting for its modeled completion time.
+struct Pending {
+    due_ns: u64,
+    /// Arrival order: replies due at the same instant go out in it.
+    order: u64,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due_ns, self.order) == (o.due_ns, o.order)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // A max-heap: the earliest (due, order) is the greatest.
+        (o.due_ns, o.order).cmp(&(self.due_ns, self.order))
+    }
+}
+
+#[derive(Default)]
+struct OutboxState {
+    heap: std::collections::BinaryHeap<Pending>,
+    bytes: usize,
+    /// No more replies will be queued: send what is left and stop.
+    closed: bool,
+    /// Writing a reply failed: the connection is over.
+    failed: Option<io::Error>,
+}
+
+/// The replies of one connection between the request reader and the reply writer.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    changed: std::sync::Condvar,
+    realtime: bool,
+    clock: Arc<dyn Clock>,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a reply to go out at `due_ns` (at once unless real-time); waits while the
+    /// connection has too much in flight. Fails once the writer failed.
+    fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>) -> io::Result<()> {
+        let mut st = self.lock();
+        while st.failed.is_none()
+            && !st.heap.is_empty()
+            && (st.heap.len() >= MAX_IN_FLIGHT || st.bytes + bytes.len() > MAX_IN_FLIGHT_BYTES)
+        {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(e) = &st.failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        st.bytes += bytes.len();
+        let due_ns = if self.realtime { due_ns } else { 0 };
+        st.heap.push(Pending {
+            due_ns,
+            order,
+            bytes,
+        });
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The writer's loop: each reply when its time comes, earliest first.
+    fn deliver(&self, w: &mut dyn Write) {
+        let mut st = self.lock();
+        loop {
+            let Some(next) = st.heap.peek() else {
+                if st.closed {
+                    return;
+                }
+                st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let now = self.clock.now_ns();
+            if next.due_ns > now {
+                let wait = Duration::from_nanos(next.due_ns - now);
+                st = self
+                    .changed
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            let p = st.heap.pop().expect("peeked");
+            st.bytes -= p.bytes.len();
+            // Everything else already due goes out in the same write.
+            let mut out = p.bytes;
+            while st
+                .heap
+                .peek()
+                .is_some_and(|n| n.due_ns <= now && out.len() < 1 << 20)
+            {
+                let n = st.heap.pop().expect("peeked");
+                st.bytes -= n.bytes.len();
+                out.extend_from_slice(&n.bytes);
+            }
+            drop(st);
+            self.changed.notify_all();
+            let r = w.write_all(&out).and_then(|_| w.flush());
+            st = self.lock();
+            if let Err(e) = r {
+                st.failed = Some(e);
+                drop(st);
+                self.changed.notify_all();
+                return;
+            }
+        }
+    }
+}
+
 /// Like [`serve_connection`], calling `on_transmission` once the handshake is done (the
 /// listener lifts the handshake's read timeout there).
-pub fn serve_connection_with<M: Media, S: Read + Write>(
+///
+/// After the handshake this thread reads requests and applies them to the FTL in arrival
+/// order, never waiting for the modeled device; a second thread sends each reply when the
+/// device model completes it (at once with timing off or outside real-time mode), in any
+/// order, so a client's queue depth reaches the device's parallel units. At most
+/// [`MAX_IN_FLIGHT`] replies wait per connection. A FLUSH is answered no earlier than every
+/// write received before it.
+pub fn serve_connection_with<M: Media, S: Transport>(
     export: &Export<M>,
     mut s: S,
     stop: &AtomicBool,
@@ -481,19 +681,52 @@ pub fn serve_connection_with<M: Media, S: Read + Write>(
         return Ok(());
     }
     on_transmission();
+    let mut writer = s.reply_writer()?;
+    let outbox = Outbox {
+        state: Mutex::new(OutboxState::default()),
+        changed: std::sync::Condvar::new(),
+        realtime: export.realtime,
+        clock: export.clock.clone(),
+    };
+    std::thread::scope(|scope| {
+        let replies = scope.spawn(|| outbox.deliver(&mut *writer));
+        let r = transmission(export, &mut s, stop, &outbox);
+        outbox.close();
+        let _ = replies.join();
+        let failed = outbox.lock().failed.take();
+        match (r, failed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(e)) => Err(ConnError::Io(e)),
+            (Ok(()), None) => Ok(()),
+        }
+    })
+}
+
+/// Reads requests and queues their replies until DISC, EOF, `stop` or an error.
+fn transmission<M: Media, S: Read>(
+    export: &Export<M>,
+    s: &mut S,
+    stop: &AtomicBool,
+    outbox: &Outbox,
+) -> Result<(), ConnError> {
     let mut payload = Vec::new();
+    let mut order = 0u64;
+    // The latest completion of a write (or trim, write-zeroes) received so far: a FLUSH is
+    // answered no earlier.
+    let mut writes_done_ns = 0u64;
     loop {
         let mut hb = [0u8; 28];
-        if !read_exact_or_eof(&mut s, &mut hb)? {
+        if !read_exact_or_eof(s, &mut hb)? {
             return Ok(());
         }
         let req = parse_request(&hb).map_err(|e| protocol(format!("request header: {e}")))?;
         export.stats.requests.fetch_add(1, Ordering::Relaxed);
         if req.command == CMD_DISC {
-            // No reply to a disconnect.
+            // No reply to a disconnect; replies in flight still go out.
             debug!("client disconnected");
             return Ok(());
         }
+        order += 1;
         let fua = req.flags & CMD_FLAG_FUA != 0;
         let allowed = match req.command {
             CMD_WRITE_ZEROES => CMD_FLAG_FUA | CMD_FLAG_NO_HOLE,
@@ -507,7 +740,7 @@ pub fn serve_connection_with<M: Media, S: Read + Write>(
                     return Err(protocol(format!("write of {} bytes", req.length)));
                 }
                 let skipped = io::copy(
-                    &mut Read::by_ref(&mut s).take(req.length as u64),
+                    &mut Read::by_ref(s).take(req.length as u64),
                     &mut io::sink(),
                 )?;
                 if skipped < req.length as u64 {
@@ -517,55 +750,63 @@ pub fn serve_connection_with<M: Media, S: Read + Write>(
                 payload.clear();
             } else {
                 payload.resize(req.length as usize, 0);
-                if !read_exact_or_eof(&mut s, &mut payload)? && req.length > 0 {
+                if !read_exact_or_eof(s, &mut payload)? && req.length > 0 {
                     return Err(protocol("connection closed in write payload"));
                 }
             }
         }
+        let now_ns = export.clock.now_ns();
         if stop.load(Ordering::SeqCst) {
-            s.write_all(&simple_reply(ESHUTDOWN, req.cookie))?;
+            outbox.push(now_ns, order, simple_reply(ESHUTDOWN, req.cookie).to_vec())?;
             return Ok(());
         }
         if let Some(errno) = early_error {
             export.stats.errors.fetch_add(1, Ordering::Relaxed);
-            s.write_all(&simple_reply(errno, req.cookie))?;
+            outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec())?;
             continue;
         }
-        let result: Result<Option<Vec<u8>>, u32> = match req.command {
-            CMD_READ => export.read(req.offset, req.length).map(Some),
-            CMD_WRITE => export.write(req.offset, &payload, fua).map(|_| None),
-            CMD_FLUSH => export.flush().map(|_| None),
-            CMD_TRIM => export.trim(req.offset, req.length, fua).map(|_| None),
+        let result: Result<(Option<Vec<u8>>, Completion), u32> = match req.command {
+            CMD_READ => export
+                .submit_read(req.offset, req.length)
+                .map(|(d, c)| (Some(d), c)),
+            CMD_WRITE => export
+                .submit_write(req.offset, &payload, fua)
+                .map(|c| (None, c)),
+            CMD_FLUSH => export.submit_flush().map(|c| (None, c)),
+            CMD_TRIM => export
+                .submit_trim(req.offset, req.length, fua)
+                .map(|c| (None, c)),
             CMD_WRITE_ZEROES => export
-                .write_zeroes(req.offset, req.length, fua)
-                .map(|_| None),
-
+                .submit_write_zeroes(req.offset, req.length, fua)
+                .map(|c| (None, c)),
             _ => Err(EINVAL),
         };
         match result {
-            Ok(Some(data)) => {
+            Ok((Some(data), c)) => {
                 export
                     .stats
                     .bytes_read
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                if data.len() <= 64 << 10 {
-                    let mut out = Vec::with_capacity(16 + data.len());
-                    out.extend_from_slice(&simple_reply(0, req.cookie));
-                    out.extend_from_slice(&data);
-                    s.write_all(&out)?;
-                } else {
-                    s.write_all(&simple_reply(0, req.cookie))?;
-                    s.write_all(&data)?;
-                }
+                let mut out = Vec::with_capacity(16 + data.len());
+                out.extend_from_slice(&simple_reply(0, req.cookie));
+                out.extend_from_slice(&data);
+                outbox.push(c.done_ns, order, out)?;
             }
-            Ok(None) => {
-                if req.command == CMD_WRITE {
-                    export
-                        .stats
-                        .bytes_written
-                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            Ok((None, c)) => {
+                let mut due = c.done_ns;
+                match req.command {
+                    CMD_WRITE => {
+                        export
+                            .stats
+                            .bytes_written
+                            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                        writes_done_ns = writes_done_ns.max(due);
+                    }
+                    CMD_TRIM | CMD_WRITE_ZEROES => writes_done_ns = writes_done_ns.max(due),
+                    CMD_FLUSH => due = due.max(writes_done_ns),
+                    _ => {}
                 }
-                s.write_all(&simple_reply(0, req.cookie))?;
+                outbox.push(due, order, simple_reply(0, req.cookie).to_vec())?;
             }
             Err(errno) => {
                 export.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -576,10 +817,9 @@ pub fn serve_connection_with<M: Media, S: Read + Write>(
                     errno,
                     "request failed"
                 );
-                s.write_all(&simple_reply(errno, req.cookie))?;
+                outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec())?;
             }
         }
-        s.flush()?;
         if payload.capacity() > 1 << 20 {
             // Limit what an idle connection keeps.
             payload = Vec::new();
@@ -669,7 +909,7 @@ pub fn run<M: Media + 'static>(
             }
             // Setting a connection up may fail (out of descriptors or threads): that
             // connection is dropped, the server goes on.
-            let prepared = (|| -> io::Result<(Conn, Conn, Box<dyn ReadWrite + Send>)> {
+            let prepared = (|| -> io::Result<(Conn, Conn, Box<dyn Transport>)> {
                 Ok(match conn {
                     Conn::Tcp(s) => {
                         s.set_nonblocking(false)?;
@@ -761,18 +1001,27 @@ pub fn run<M: Media + 'static>(
 }
 
 /// An in-memory client for tests and fuzzing: the server reads `input` and its replies are
-/// collected in `output`.
+/// collected in a buffer shared by every clone ([`MemoryStream::output`]).
+#[derive(Clone)]
 pub struct MemoryStream {
     input: io::Cursor<Vec<u8>>,
-    pub output: Vec<u8>,
+    output: Arc<Mutex<Vec<u8>>>,
 }
 
 impl MemoryStream {
     pub fn new(input: Vec<u8>) -> MemoryStream {
         MemoryStream {
             input: io::Cursor::new(input),
-            output: Vec::new(),
+            output: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Everything the server wrote so far.
+    pub fn output(&self) -> Vec<u8> {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -784,7 +1033,10 @@ impl Read for MemoryStream {
 
 impl Write for MemoryStream {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(b);
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -792,6 +1044,8 @@ impl Write for MemoryStream {
     }
 }
 
-/// A stream that reads and writes (TCP or Unix).
-pub trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
+impl Transport for MemoryStream {
+    fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
+        Ok(Box::new(self.clone()))
+    }
+}

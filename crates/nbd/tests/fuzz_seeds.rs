@@ -38,12 +38,12 @@ fn every_seed_reaches_transmission_and_gets_replies() {
             false,
         );
         let mut reached = false;
-        let mut stream = MemoryStream::new(data);
-        let _ = serve_connection_with(&export, &mut stream, &AtomicBool::new(false), || {
+        let stream = MemoryStream::new(data);
+        let _ = serve_connection_with(&export, stream.clone(), &AtomicBool::new(false), || {
             reached = true
         });
         assert!(reached, "{}: handshake not completed", path.display());
-        let n = replies(&stream.output);
+        let n = replies(&stream.output());
         assert!(n >= 2, "{}: {n} replies", path.display());
         let (ftl, poisoned) = export.into_ftl();
         assert!(!poisoned);

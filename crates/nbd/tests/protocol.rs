@@ -556,3 +556,91 @@ fn idle_handshakes_do_not_lock_clients_out() {
     assert_eq!(served.read(0, 4096), (0, vec![9; 4096]));
     drop(idle);
 }
+
+/// A real-time server whose programs take `t_prog_ms` and reads 40 µs.
+fn slow_program_server(t_prog_ms: u64) -> Server {
+    use lightnvm_media::{RealClock, TimingConfig};
+    let mut mc = MediaConfig::new(Geometry::new(2, 2, 16, 16, 2));
+    mc.timing = TimingConfig {
+        t_prog_ns: t_prog_ms * 1_000_000,
+        ..TimingConfig::preset("femu").unwrap()
+    };
+    let media = RamMedia::new(mc, RealClock::new()).unwrap();
+    let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    let export = Arc::new(Export::new(ftl, "lightnvm", false, true));
+    let size = export.size();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let thread = std::thread::spawn(move || run(export, vec![Listener::Tcp(l)], s2).unwrap());
+    Server {
+        addr,
+        stop,
+        thread: Some(thread),
+        size,
+    }
+}
+
+/// Reads one simple reply header (and `len` bytes of data when it succeeded and
+/// `data_len(cookie)` says so): returns (cookie, error, data).
+fn any_reply(s: &mut TcpStream, data_len: impl Fn(u64) -> usize) -> (u64, u32, Vec<u8>) {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(h[0..4].try_into().unwrap()),
+        SIMPLE_REPLY_MAGIC
+    );
+    let cookie = u64::from_be_bytes(h[8..16].try_into().unwrap());
+    let err = u32::from_be_bytes(h[4..8].try_into().unwrap());
+    let mut d = vec![0u8; if err == 0 { data_len(cookie) } else { 0 }];
+    s.read_exact(&mut d).unwrap();
+    (cookie, err, d)
+}
+
+/// Requests are read while earlier ones are in flight, and each reply goes out when the
+/// device model completes it: reads queued behind a FUA write that waits for a (slow)
+/// program are answered first; the write and a FLUSH after it are answered once the program
+/// is done, the FLUSH not before the write.
+#[test]
+fn replies_go_out_as_the_device_completes_them_in_any_order() {
+    let srv = slow_program_server(300);
+    let (mut c, _) = Client::go(&srv);
+    // Data to read, durable (the programs take 300 ms each; this is setup).
+    for i in 0..8u64 {
+        assert_eq!(c.write(i * 4096, &[i as u8 + 1; 4096], 0), 0);
+    }
+    assert_eq!(c.simple(CMD_FLUSH, 0, 0), 0);
+    // Pipelined: a FUA write (a program: 300 ms), a FLUSH, then 8 reads (40 µs each).
+    let started = std::time::Instant::now();
+    let w = c.request(CMD_WRITE, CMD_FLAG_FUA, 64 * 4096, 4096, &[0xee; 4096]);
+    let f = c.request(CMD_FLUSH, 0, 0, 0, &[]);
+    let reads: Vec<u64> = (0..8u64)
+        .map(|i| c.request(CMD_READ, 0, i * 4096, 4096, &[]))
+        .collect();
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        let (cookie, err, data) = any_reply(&mut c.s, |k| if reads.contains(&k) { 4096 } else { 0 });
+        assert_eq!(err, 0);
+        if let Some(i) = reads.iter().position(|&k| k == cookie) {
+            assert_eq!(data, vec![i as u8 + 1; 4096]);
+        }
+        order.push((cookie, started.elapsed()));
+    }
+    let pos = |k: u64| order.iter().position(|&(c, _)| c == k).unwrap();
+    // Reads on parallel units the program does not occupy come back long before it; a read
+    // on a unit it occupies waits for it (no program suspend in this model).
+    let early: Vec<_> = reads.iter().filter(|&&r| pos(r) < pos(w)).collect();
+    assert!(early.len() >= 2, "no read overtook the FUA write: {order:?}");
+    for &&r in &early {
+        assert!(
+            order[pos(r)].1 < Duration::from_millis(150),
+            "read {r} waited for the program: {order:?}"
+        );
+    }
+    assert!(pos(w) < pos(f), "FLUSH answered before the write: {order:?}");
+    assert!(
+        order[pos(w)].1 >= Duration::from_millis(290),
+        "the FUA write was answered before its program completed: {order:?}"
+    );
+}
