@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): does the emulation agree with the simulation of the same device?
+# For 4 KiB random reads and writes at QD1 and QD16 on one connection and 4 connections x
+# QD4, prints side by side:
+#   sim       `lightnvm sim` (virtual time): predicted IOPS and p50 latency
+#   realtime  fio against `lightnvm serve --realtime` (completions at the modeled instant)
+#   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
+# and realtime / min(sim, none): the share of what the model allows that a client gets.
+# Same geometry (`default`: 8 ch x 2 LUNs) and timing (`femu`), image filled first and on
+# tmpfs. Usage: scripts/bench-fidelity.sh [SECONDS]   (default 10 per fio run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+for pkg in fio libnbd-bin python3; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"; }
+done
+cargo build --release --quiet -p lightnvm-cli
+B="$PWD/target/release/lightnvm"
+DIR=$(mktemp -d /dev/shm/lightnvm-fidelity-XXXXXX)
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
+
+"$B" format "$DIR/rt.img" --preset default --timing femu >/dev/null
+"$B" fill "$DIR/rt.img" --percent 100 >/dev/null
+cp "$DIR/rt.img" "$DIR/none.img"
+"$B" serve "$DIR/rt.img" --realtime --listen "127.0.0.1:$P1" >"$DIR/rt.log" 2>&1 &
+PIDS+=($!)
+"$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" >"$DIR/none.log" 2>&1 &
+PIDS+=($!)
+for p in "$P1" "$P2"; do
+    for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$p" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+fio_run() { # port rw qd jobs -> "IOPS P50_US"
+    local json
+    json=$(fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$1" --rw="$2" --bs=4k --iodepth="$3" \
+        --numjobs="$4" --group_reporting --size=900m --time_based --runtime="$SECS" --ramp_time=1 \
+        --output-format=json 2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
+    python3 -c '
+import json, sys
+s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
+d = j["read"] if j["read"]["iops"] > 0 else j["write"]
+print(int(d["iops"]), round(d["clat_ns"]["percentile"]["50.000000"] / 1000, 1))' <<<"$json"
+}
+sim_run() { # read_pct qd -> "IOPS P50_US"
+    "$B" sim --preset default --timing femu --read-pct "$1" --qd "$2" --precondition 0 \
+        --requests 100000 --json 2>/dev/null | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["result"]
+lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
+print(int(r["phase"]["achieved_iops"]), lat["p50"])'
+}
+
+echo "4 KiB random I/O, ${SECS}s per fio run; default geometry (8 ch x 2 LUNs), femu timing, filled image on tmpfs"
+printf "%-10s %-9s %9s %8s %9s %8s %9s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" "none IOPS" "rt/min"
+for rw in randread randwrite; do
+    pct=$([[ $rw == randread ]] && echo 100 || echo 0)
+    for shape in "1 1" "16 1" "4 4"; do
+        read -r qd jobs <<<"$shape"
+        read -r si sp <<<"$(sim_run "$pct" $((qd * jobs)))"
+        read -r ri rp <<<"$(fio_run "$P1" "$rw" "$qd" "$jobs")"
+        read -r ni _ <<<"$(fio_run "$P2" "$rw" "$qd" "$jobs")"
+        ratio=$(python3 -c "print(f'{$ri / min($si, $ni):.2f}')")
+        printf "%-10s %-9s %9s %8s %9s %8s %9s %7s\n" "$rw" "${jobs}x QD$qd" "$si" "$sp" "$ri" "$rp" "$ni" "$ratio"
+    done
+done
