@@ -580,6 +580,9 @@ struct Outbox {
     changed: std::sync::Condvar,
     realtime: bool,
     clock: Arc<dyn Clock>,
+    /// The connection's write side: one reply at a time, from either thread (replies may go
+    /// out in any order, but never interleaved).
+    writer: Mutex<Box<dyn Write + Send>>,
 }
 
 impl Outbox {
@@ -587,9 +590,21 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a reply to go out at `due_ns` (at once unless real-time); waits while the
-    /// connection has too much in flight. Fails once the writer failed.
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(bytes).and_then(|_| w.flush())
+    }
+
+    /// Sends a reply at `due_ns`: at once from this thread when it is due already (always
+    /// outside real-time mode: no hand-off), else through the reply thread. Waits while the
+    /// connection has too much in flight. Fails once a write failed.
     fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>) -> io::Result<()> {
+        if !self.realtime || due_ns <= self.clock.now_ns() {
+            if let Some(e) = &self.lock().failed {
+                return Err(io::Error::new(e.kind(), e.to_string()));
+            }
+            return self.send(&bytes);
+        }
         let mut st = self.lock();
         while st.failed.is_none()
             && !st.heap.is_empty()
@@ -617,8 +632,8 @@ impl Outbox {
         self.changed.notify_all();
     }
 
-    /// The writer's loop: each reply when its time comes, earliest first.
-    fn deliver(&self, w: &mut dyn Write) {
+    /// The reply thread's loop: each queued reply when its time comes, earliest first.
+    fn deliver(&self) {
         if self.realtime {
             // Timed waits end within a microsecond of the modeled instant, not the default
             // 50 µs later (this thread only; it sleeps until a reply is due).
@@ -669,7 +684,7 @@ impl Outbox {
             }
             drop(st);
             self.changed.notify_all();
-            let r = w.write_all(&out).and_then(|_| w.flush());
+            let r = self.send(&out);
             st = self.lock();
             if let Err(e) = r {
                 st.failed = Some(e);
@@ -685,9 +700,10 @@ impl Outbox {
 /// listener lifts the handshake's read timeout there).
 ///
 /// After the handshake this thread reads requests and applies them to the FTL in arrival
-/// order, never waiting for the modeled device; a second thread sends each reply when the
-/// device model completes it (at once with timing off or outside real-time mode), in any
-/// order, so a client's queue depth reaches the device's parallel units. At most
+/// order, never waiting for the modeled device. A reply already due (always, outside
+/// real-time mode) goes out from this thread at once; the others wait in a queue that a
+/// second thread sends as the device model completes them, in any order, so a client's
+/// queue depth reaches the device's parallel units. At most
 /// [`MAX_IN_FLIGHT`] replies wait per connection. A FLUSH is answered no earlier than every
 /// write received before it.
 pub fn serve_connection_with<M: Media, S: Transport>(
@@ -700,15 +716,15 @@ pub fn serve_connection_with<M: Media, S: Transport>(
         return Ok(());
     }
     on_transmission();
-    let mut writer = s.reply_writer()?;
     let outbox = Outbox {
         state: Mutex::new(OutboxState::default()),
         changed: std::sync::Condvar::new(),
         realtime: export.realtime,
         clock: export.clock.clone(),
+        writer: Mutex::new(s.reply_writer()?),
     };
     std::thread::scope(|scope| {
-        let replies = scope.spawn(|| outbox.deliver(&mut *writer));
+        let replies = scope.spawn(|| outbox.deliver());
         let r = transmission(export, &mut s, stop, &outbox);
         outbox.close();
         let _ = replies.join();
