@@ -620,7 +620,8 @@ fn replies_go_out_as_the_device_completes_them_in_any_order() {
         .collect();
     let mut order = Vec::new();
     for _ in 0..10 {
-        let (cookie, err, data) = any_reply(&mut c.s, |k| if reads.contains(&k) { 4096 } else { 0 });
+        let (cookie, err, data) =
+            any_reply(&mut c.s, |k| if reads.contains(&k) { 4096 } else { 0 });
         assert_eq!(err, 0);
         if let Some(i) = reads.iter().position(|&k| k == cookie) {
             assert_eq!(data, vec![i as u8 + 1; 4096]);
@@ -631,14 +632,20 @@ fn replies_go_out_as_the_device_completes_them_in_any_order() {
     // Reads on parallel units the program does not occupy come back long before it; a read
     // on a unit it occupies waits for it (no program suspend in this model).
     let early: Vec<_> = reads.iter().filter(|&&r| pos(r) < pos(w)).collect();
-    assert!(early.len() >= 2, "no read overtook the FUA write: {order:?}");
+    assert!(
+        early.len() >= 2,
+        "no read overtook the FUA write: {order:?}"
+    );
     for &&r in &early {
         assert!(
             order[pos(r)].1 < Duration::from_millis(150),
             "read {r} waited for the program: {order:?}"
         );
     }
-    assert!(pos(w) < pos(f), "FLUSH answered before the write: {order:?}");
+    assert!(
+        pos(w) < pos(f),
+        "FLUSH answered before the write: {order:?}"
+    );
     assert!(
         order[pos(w)].1 >= Duration::from_millis(290),
         "the FUA write was answered before its program completed: {order:?}"
