@@ -595,15 +595,39 @@ impl Outbox {
         w.write_all(bytes).and_then(|_| w.flush())
     }
 
-    /// Sends a reply at `due_ns`: at once from this thread when it is due already (always
-    /// outside real-time mode: no hand-off), else through the reply thread. Waits while the
-    /// connection has too much in flight. Fails once a write failed.
-    fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>) -> io::Result<()> {
+    /// Sends the replies the reading thread collected (see `push`).
+    fn send_out(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if let Some(e) = &self.lock().failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        let r = self.send(out);
+        out.clear();
+        if out.capacity() > 1 << 20 {
+            // Limit what an idle connection keeps.
+            *out = Vec::new();
+        }
+        r
+    }
+
+    /// Sends a reply at `due_ns`. One already due (always, outside real-time mode) is
+    /// appended to `out`, which the reading thread sends itself when it has read every
+    /// request already received (or `out` grew large): no hand-off, and one write for many
+    /// replies. Others go through the reply thread. Waits while the connection has too much
+    /// in flight. Fails once a write failed.
+    fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
         if !self.realtime || due_ns <= self.clock.now_ns() {
-            if let Some(e) = &self.lock().failed {
-                return Err(io::Error::new(e.kind(), e.to_string()));
+            if out.is_empty() {
+                *out = bytes;
+            } else {
+                out.extend_from_slice(&bytes);
             }
-            return self.send(&bytes);
+            if out.len() >= 256 << 10 {
+                self.send_out(out)?;
+            }
+            return Ok(());
         }
         let mut st = self.lock();
         while st.failed.is_none()
@@ -725,14 +749,18 @@ pub fn serve_connection_with<M: Media, S: Transport>(
     };
     std::thread::scope(|scope| {
         let replies = scope.spawn(|| outbox.deliver());
-        let r = transmission(export, &mut s, stop, &outbox);
+        // Pipelining clients send many requests at once: read them in one system call.
+        let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
+        let mut out = Vec::new();
+        let r = transmission(export, &mut input, stop, &outbox, &mut out);
+        let flushed = outbox.send_out(&mut out);
         outbox.close();
         let _ = replies.join();
         let failed = outbox.lock().failed.take();
-        match (r, failed) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(e)) => Err(ConnError::Io(e)),
-            (Ok(()), None) => Ok(()),
+        match (r, failed, flushed) {
+            (Err(e), _, _) => Err(e),
+            (Ok(()), Some(e), _) | (Ok(()), None, Err(e)) => Err(ConnError::Io(e)),
+            (Ok(()), None, Ok(())) => Ok(()),
         }
     })
 }
@@ -740,9 +768,10 @@ pub fn serve_connection_with<M: Media, S: Transport>(
 /// Reads requests and queues their replies until DISC, EOF, `stop` or an error.
 fn transmission<M: Media, S: Read>(
     export: &Export<M>,
-    s: &mut S,
+    s: &mut io::BufReader<S>,
     stop: &AtomicBool,
     outbox: &Outbox,
+    out: &mut Vec<u8>,
 ) -> Result<(), ConnError> {
     let mut payload = Vec::new();
     let mut order = 0u64;
@@ -750,6 +779,10 @@ fn transmission<M: Media, S: Read>(
     // answered no earlier.
     let mut writes_done_ns = 0u64;
     loop {
+        if s.buffer().is_empty() {
+            // The next read may wait for the client: send what is ready first.
+            outbox.send_out(out)?;
+        }
         let mut hb = [0u8; 28];
         if !read_exact_or_eof(s, &mut hb)? {
             return Ok(());
@@ -792,12 +825,17 @@ fn transmission<M: Media, S: Read>(
         }
         let now_ns = export.clock.now_ns();
         if stop.load(Ordering::SeqCst) {
-            outbox.push(now_ns, order, simple_reply(ESHUTDOWN, req.cookie).to_vec())?;
+            outbox.push(
+                now_ns,
+                order,
+                simple_reply(ESHUTDOWN, req.cookie).to_vec(),
+                out,
+            )?;
             return Ok(());
         }
         if let Some(errno) = early_error {
             export.stats.errors.fetch_add(1, Ordering::Relaxed);
-            outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec())?;
+            outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec(), out)?;
             continue;
         }
         let result: Result<(Option<Vec<u8>>, Completion), u32> = match req.command {
@@ -822,10 +860,10 @@ fn transmission<M: Media, S: Read>(
                     .stats
                     .bytes_read
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let mut out = Vec::with_capacity(16 + data.len());
-                out.extend_from_slice(&simple_reply(0, req.cookie));
-                out.extend_from_slice(&data);
-                outbox.push(c.done_ns, order, out)?;
+                let mut reply = Vec::with_capacity(16 + data.len());
+                reply.extend_from_slice(&simple_reply(0, req.cookie));
+                reply.extend_from_slice(&data);
+                outbox.push(c.done_ns, order, reply, out)?;
             }
             Ok((None, c)) => {
                 let mut due = c.done_ns;
@@ -841,7 +879,7 @@ fn transmission<M: Media, S: Read>(
                     CMD_FLUSH => due = due.max(writes_done_ns),
                     _ => {}
                 }
-                outbox.push(due, order, simple_reply(0, req.cookie).to_vec())?;
+                outbox.push(due, order, simple_reply(0, req.cookie).to_vec(), out)?;
             }
             Err(errno) => {
                 export.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -852,7 +890,7 @@ fn transmission<M: Media, S: Read>(
                     errno,
                     "request failed"
                 );
-                outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec())?;
+                outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec(), out)?;
             }
         }
         if payload.capacity() > 1 << 20 {
