@@ -60,7 +60,7 @@ impl<M: Media> Ftl<M> {
                 continue;
             };
             let footer_pages = self.footer_slots as usize;
-            let metas = meta_pages(&mut self.media, line, &h, usize::MAX)?;
+            let metas = meta_pages(&mut self.media, line, &h)?;
             if metas.len() < 1 + footer_pages {
                 r.lines_without_footer += 1;
                 continue;

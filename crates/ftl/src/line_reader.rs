@@ -168,32 +168,19 @@ pub fn written_pages<'a, M: Media>(
     })
 }
 
-/// Metadata pages (OOB marked META) of a line in slot order, header first; at most `limit`.
+/// The intact metadata pages (every sector verifies as metadata) of a line in slot order,
+/// header first.
 pub fn meta_pages<M: Media>(
     media: &mut M,
     line: u32,
     header: &meta::LineHeader,
-    limit: usize,
 ) -> Result<Vec<Vec<u8>>, FtlError> {
-    let g = *media.geometry();
-    let pus = slot_order(line, &incarnation_pus(media, line, Some(header)));
-    let addrs: Vec<PageAddr> = written_pages(media, line, &pus).collect();
-    let mut out = Vec::new();
-    for addr in addrs {
-        let Some(page) = read_page(media, addr)? else {
-            continue;
-        };
-        let secs = sectors_of(&g, &page);
-        if secs.len() == g.sectors_per_page as usize
-            && secs.iter().all(|(_, o)| o.lba == OOB_LBA_META)
-        {
-            out.push(page.data);
-            if out.len() >= limit {
-                break;
-            }
-        }
-    }
-    Ok(out)
+    let full = full_mask(media.geometry().sectors_per_page);
+    Ok(meta_pages_damaged(media, line, header, usize::MAX)?
+        .into_iter()
+        .filter(|p| p.valid == full)
+        .map(|p| p.data)
+        .collect())
 }
 
 /// A metadata page read back sector by sector: its bytes, and which sectors verified.
@@ -254,7 +241,7 @@ pub fn read_footer<M: Media>(
     footer_slots: u32,
 ) -> Result<Option<meta::LineFooter>, FtlError> {
     let Some(h) = header else { return Ok(None) };
-    let metas = meta_pages(media, line, h, usize::MAX)?;
+    let metas = meta_pages(media, line, h)?;
     let k = footer_slots as usize;
     if metas.len() < 1 + k {
         return Ok(None);

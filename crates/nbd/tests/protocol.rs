@@ -34,7 +34,11 @@ fn server(read_only: bool) -> Server {
     )
     .unwrap();
     let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
-    let export = Arc::new(Export::new(ftl, "lightnvm", read_only, false));
+    serve_export(Arc::new(Export::new(ftl, "lightnvm", read_only, false)))
+}
+
+/// Serves `export` on a local port until the returned server is dropped.
+fn serve_export(export: Arc<Export<RamMedia>>) -> Server {
     let size = export.size();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
@@ -567,19 +571,7 @@ fn slow_program_server(t_prog_ms: u64) -> Server {
     };
     let media = RamMedia::new(mc, RealClock::new()).unwrap();
     let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
-    let export = Arc::new(Export::new(ftl, "lightnvm", false, true));
-    let size = export.size();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let thread = std::thread::spawn(move || run(export, vec![Listener::Tcp(l)], s2).unwrap());
-    Server {
-        addr,
-        stop,
-        thread: Some(thread),
-        size,
-    }
+    serve_export(Arc::new(Export::new(ftl, "lightnvm", false, true)))
 }
 
 /// Reads one simple reply header (and `len` bytes of data when it succeeded and
