@@ -11,14 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-for pkg in fio libnbd-bin python3; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"; }
-done
-cargo build --release --quiet -p lightnvm-cli
-B="$PWD/target/release/lightnvm"
-DIR=$(mktemp -d /dev/shm/lightnvm-fidelity-XXXXXX)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+source scripts/bench-lib.sh
+need_packages fio libnbd-bin python3
 P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
 
 "$B" format "$DIR/rt.img" --preset default --timing femu >/dev/null
@@ -28,9 +22,7 @@ cp "$DIR/rt.img" "$DIR/none.img"
 PIDS+=($!)
 "$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" >"$DIR/none.log" 2>&1 &
 PIDS+=($!)
-for p in "$P1" "$P2"; do
-    for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$p" >/dev/null 2>&1 && break; sleep 0.1; done
-done
+wait_nbd "$P1"; wait_nbd "$P2"
 
 fio_run() { # port rw qd jobs -> "IOPS P50_US"
     local json

@@ -5,24 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
-for pkg in nbdkit fio libnbd-bin; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"; }
-done
-cargo build --release --quiet -p lightnvm-cli
-B="$PWD/target/release/lightnvm"
-DIR=$(mktemp -d /dev/shm/lightnvm-bench-XXXXXX)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+source scripts/bench-lib.sh
+need_packages nbdkit fio libnbd-bin
 P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
 
 "$B" format "$DIR/img" --preset default --timing none >/dev/null
 "$B" serve "$DIR/img" --listen "127.0.0.1:$P1" >"$DIR/serve.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$P1" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_nbd "$P1"
 SIZE=$(nbdinfo --size "nbd://127.0.0.1:$P1")
 nbdkit --foreground --port "$P2" --ipaddr 127.0.0.1 memory "size=$SIZE" >/dev/null 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$P2" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_nbd "$P2"
 
 run_fio() { # uri rw -> IOPS
     local json
