@@ -676,8 +676,10 @@ impl Outbox {
             let now = self.clock.now_ns();
             if next.due_ns > now {
                 let wait_ns = next.due_ns - now;
-                if wait_ns <= SPIN_NS {
-                    // Sleeping this little overshoots (wake-up latency): spin instead.
+                if wait_ns <= SPIN_NS && st.heap.len() == 1 {
+                    // Sleeping this little overshoots (wake-up latency): spin instead, when
+                    // one reply is all there is (at depth, spinning takes the CPU the
+                    // requests behind it need, and a late wake-up sends several at once).
                     let due = next.due_ns;
                     drop(st);
                     while self.clock.now_ns() < due {
@@ -686,9 +688,15 @@ impl Outbox {
                     st = self.lock();
                     continue;
                 }
+                // Alone, it wakes early enough to spin the rest; among others, on time.
+                let sleep_ns = if st.heap.len() == 1 {
+                    wait_ns - SPIN_NS
+                } else {
+                    wait_ns
+                };
                 st = self
                     .changed
-                    .wait_timeout(st, Duration::from_nanos(wait_ns - SPIN_NS))
+                    .wait_timeout(st, Duration::from_nanos(sleep_ns))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 continue;
