@@ -28,6 +28,10 @@ pub struct SimArgs {
     /// Timing preset: none, femu, mqsim, lightnvm2014.
     #[arg(long, default_value = "femu")]
     timing: String,
+    /// Reads never suspend a program or an erase, even where the timing preset's device can
+    /// (for comparing against the same device without suspend).
+    #[arg(long)]
+    no_suspend: bool,
     #[command(flatten)]
     ftl: FtlArgs,
     /// Percent of requests that are reads.
@@ -178,8 +182,12 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
 
 pub fn sim(mut a: SimArgs) -> Result<()> {
     apply_file(&mut a)?;
-    let timing = TimingConfig::preset(&a.timing)
+    let mut timing = TimingConfig::preset(&a.timing)
         .ok_or_else(|| anyhow::anyhow!("unknown --timing `{}`", a.timing))?;
+    if a.no_suspend {
+        timing.program_suspend_ns = None;
+        timing.erase_suspend_ns = None;
+    }
     if a.validate {
         return validate(&a);
     }

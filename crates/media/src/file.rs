@@ -40,6 +40,8 @@ pub const IMAGE_FORMAT_VERSION: u32 = 2;
 pub const HEADER_BYTES: u64 = 4096;
 pub const BLOCK_ENTRY_BYTES: u64 = 16;
 const ALIGN: u64 = 4096;
+/// A suspend time field for "not supported".
+const NO_SUSPEND: u64 = u64::MAX;
 
 /// Why an image could not be created or opened.
 #[derive(Debug, thiserror::Error)]
@@ -398,6 +400,9 @@ fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
         w.u64(layout.header_copy_offset);
         w.u64(layout.block_table_copy_offset);
         debug_assert_eq!(w.at, 200);
+        w.u64(c.timing.program_suspend_ns.unwrap_or(NO_SUSPEND));
+        w.u64(c.timing.erase_suspend_ns.unwrap_or(NO_SUSPEND));
+        debug_assert_eq!(w.at, 216);
     }
     let crc = crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]);
     buf[HEADER_BYTES as usize - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -446,6 +451,8 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
         t_prog_ns: r.u64(),
         t_erase_ns: r.u64(),
         channel_mb_per_s: r.u64(),
+        program_suspend_ns: None,
+        erase_suspend_ns: None,
     };
     let faults = FaultConfig {
         seed: r.u64(),
@@ -455,13 +462,12 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
         read_fail_prob: r.f64(),
         power_cut_after_ops: None,
     };
-    let config = MediaConfig {
+    let mut config = MediaConfig {
         geometry,
         timing,
         faults,
         endurance,
     };
-    config.validate().map_err(|e| corrupt(e.to_string()))?;
     let created_unix_s = r.u64();
     let mut layout = Layout {
         header_copy_offset: 0,
@@ -474,7 +480,11 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
     if version >= 2 {
         layout.header_copy_offset = r.u64();
         layout.block_table_copy_offset = r.u64();
+        let suspend = |v: u64| (v != NO_SUSPEND).then_some(v);
+        config.timing.program_suspend_ns = suspend(r.u64());
+        config.timing.erase_suspend_ns = suspend(r.u64());
     }
+    config.validate().map_err(|e| corrupt(e.to_string()))?;
     if layout != Layout::of(&geometry, version) {
         return Err(corrupt("region offsets do not match the geometry".into()));
     }
@@ -846,6 +856,25 @@ mod tests {
         let (back, _) = decode_header(Path::new("x"), &h).unwrap();
         assert_eq!(back.config.geometry, info.config.geometry);
         assert_eq!(back.config.endurance, info.config.endurance);
+    }
+
+    #[test]
+    fn suspend_times_round_trip_through_the_header() {
+        for preset in ["mqsim", "femu"] {
+            let mut config = MediaConfig::new(Geometry::new(2, 1, 4, 8, 1));
+            config.timing = TimingConfig::preset(preset).unwrap();
+            let info = ImageInfo {
+                path: PathBuf::from("x"),
+                format_version: IMAGE_FORMAT_VERSION,
+                uuid: uuid::Uuid::nil().hyphenated().to_string(),
+                created_unix_s: 1,
+                file_bytes: 0,
+                config,
+            };
+            let h = encode_header(&info, &Layout::of(&config.geometry, IMAGE_FORMAT_VERSION));
+            let (back, _) = decode_header(Path::new("x"), &h).unwrap();
+            assert_eq!(back.config.timing, config.timing, "{preset}");
+        }
     }
 
     #[test]

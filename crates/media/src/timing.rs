@@ -7,6 +7,12 @@
 //! * program: the transfer over the channel (once both the channel and the PU are free), then
 //!   `tPROG` on the PU.
 //! * erase: `tBERS` on the PU; no data crosses the channel.
+//! * suspend (where the preset's device supports it): a read that finds its PU busy with an
+//!   erase (or a program) does not wait for it: the operation is suspended, which takes the
+//!   suspend time, the read senses, and the operation resumes. The read starts at
+//!   `min(busy-until, now + suspend time)`, and everything after it on the PU moves later by
+//!   the time the read held the PU. Approximation: a completion instant already returned for
+//!   the suspended operation is not moved (only later operations see the delay).
 //!
 //! Transfers take `ceil(bytes * 1000 / channel_mb_per_s)` ns (MB = 10^6 bytes); a bandwidth of
 //! 0 means transfers are instantaneous. All arithmetic is integer nanoseconds, so results are
@@ -28,6 +34,12 @@ pub struct TimingConfig {
     pub t_erase_ns: u64,
     /// Channel bandwidth in MB/s (10^6 bytes per second); 0 = transfers take no time.
     pub channel_mb_per_s: u64,
+    /// Time to suspend a program in progress for a read; `None`: programs are not suspended.
+    #[serde(default)]
+    pub program_suspend_ns: Option<u64>,
+    /// Time to suspend an erase in progress for a read; `None`: erases are not suspended.
+    #[serde(default)]
+    pub erase_suspend_ns: Option<u64>,
 }
 
 /// Named timing presets: (name, description).
@@ -42,7 +54,7 @@ pub const TIMING_PRESETS: &[(&str, &str)] = &[
     ),
     (
         "mqsim",
-        "MQSim defaults: tR 75 us, tPROG 750 us, tBERS 3.8 ms, 333 MB/s channels",
+        "MQSim defaults: tR 75 us, tPROG 750 us, tBERS 3.8 ms, 333 MB/s channels, erase suspend (700 us)",
     ),
     (
         "lightnvm2014",
@@ -56,6 +68,8 @@ impl TimingConfig {
         t_prog_ns: 0,
         t_erase_ns: 0,
         channel_mb_per_s: 0,
+        program_suspend_ns: None,
+        erase_suspend_ns: None,
     };
 
     pub fn preset(name: &str) -> Option<TimingConfig> {
@@ -67,18 +81,23 @@ impl TimingConfig {
                 t_prog_ns: 200 * us,
                 t_erase_ns: 2_000 * us,
                 channel_mb_per_s: 800,
+                ..TimingConfig::NONE
             }),
+            // MQSim's ssdconfig.xml: CMD_Suspension_Support ERASE, Suspend_Erase_Time 700 us.
             "mqsim" => Some(TimingConfig {
                 t_read_ns: 75 * us,
                 t_prog_ns: 750 * us,
                 t_erase_ns: 3_800 * us,
                 channel_mb_per_s: 333,
+                program_suspend_ns: None,
+                erase_suspend_ns: Some(700 * us),
             }),
             "lightnvm2014" => Some(TimingConfig {
                 t_read_ns: 25 * us,
                 t_prog_ns: 500 * us,
                 t_erase_ns: 1_500 * us,
                 channel_mb_per_s: 400,
+                ..TimingConfig::NONE
             }),
             _ => None,
         }
@@ -107,6 +126,14 @@ impl Default for TimingConfig {
     }
 }
 
+/// What a PU's last reserved array operation was (for suspend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArrayOp {
+    Read,
+    Program,
+    Erase,
+}
+
 /// Per-PU and per-channel busy-until bookkeeping.
 #[derive(Clone, Debug)]
 pub struct TimingModel {
@@ -114,6 +141,11 @@ pub struct TimingModel {
     luns_per_channel: u32,
     pu_busy_until_ns: Vec<u64>,
     channel_busy_until_ns: Vec<u64>,
+    /// The kind of the operation that ends at `pu_busy_until_ns`, and when the reads that
+    /// suspended it end (reads do not suspend reads).
+    pu_last_op: Vec<ArrayOp>,
+    pu_reads_until_ns: Vec<u64>,
+    suspends: u64,
 }
 
 impl TimingModel {
@@ -123,7 +155,15 @@ impl TimingModel {
             luns_per_channel: geometry.luns_per_channel,
             pu_busy_until_ns: vec![0; geometry.parallel_units() as usize],
             channel_busy_until_ns: vec![0; geometry.channels as usize],
+            pu_last_op: vec![ArrayOp::Read; geometry.parallel_units() as usize],
+            pu_reads_until_ns: vec![0; geometry.parallel_units() as usize],
+            suspends: 0,
         }
+    }
+
+    /// Reads that suspended a program or an erase so far.
+    pub fn suspends(&self) -> u64 {
+        self.suspends
     }
 
     pub fn config(&self) -> &TimingConfig {
@@ -137,12 +177,41 @@ impl TimingModel {
     /// Models a read of `bytes` from `pu` issued at `now_ns`; returns the completion instant.
     pub fn read(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
         let ch = self.channel(pu);
-        let sense_start = now_ns.max(self.pu_busy_until_ns[pu as usize]);
+        let p = pu as usize;
+        let busy = self.pu_busy_until_ns[p];
+        let suspend_ns = match self.pu_last_op[p] {
+            ArrayOp::Program => self.config.program_suspend_ns,
+            ArrayOp::Erase => self.config.erase_suspend_ns,
+            ArrayOp::Read => None,
+        };
+        if let Some(suspend_ns) = suspend_ns {
+            // Suspended already for earlier reads: after them; else once it is suspended.
+            let reads_until = self.pu_reads_until_ns[p];
+            let sense_start = if now_ns < reads_until && reads_until < busy {
+                reads_until
+            } else {
+                now_ns + suspend_ns
+            };
+            if sense_start < busy {
+                let sense_end = sense_start + self.config.t_read_ns;
+                let xfer_start = sense_end.max(self.channel_busy_until_ns[ch]);
+                let xfer_end = xfer_start + self.config.transfer_ns(bytes);
+                self.channel_busy_until_ns[ch] = xfer_end;
+                // The suspended operation resumes when the read is done with the PU.
+                self.pu_busy_until_ns[p] = busy + (xfer_end - now_ns.max(reads_until));
+                self.pu_reads_until_ns[p] = xfer_end;
+                self.suspends += 1;
+                return xfer_end;
+            }
+        }
+        let sense_start = now_ns.max(busy);
         let sense_end = sense_start + self.config.t_read_ns;
         let xfer_start = sense_end.max(self.channel_busy_until_ns[ch]);
         let xfer_end = xfer_start + self.config.transfer_ns(bytes);
         self.channel_busy_until_ns[ch] = xfer_end;
-        self.pu_busy_until_ns[pu as usize] = xfer_end;
+        self.pu_busy_until_ns[p] = xfer_end;
+        self.pu_last_op[p] = ArrayOp::Read;
+        self.pu_reads_until_ns[p] = xfer_end;
         xfer_end
     }
 
@@ -156,6 +225,7 @@ impl TimingModel {
         self.channel_busy_until_ns[ch] = xfer_end;
         let done = xfer_end + self.config.t_prog_ns;
         self.pu_busy_until_ns[pu as usize] = done;
+        self.pu_last_op[pu as usize] = ArrayOp::Program;
         done
     }
 
@@ -164,6 +234,7 @@ impl TimingModel {
         let start = now_ns.max(self.pu_busy_until_ns[pu as usize]);
         let done = start + self.config.t_erase_ns;
         self.pu_busy_until_ns[pu as usize] = done;
+        self.pu_last_op[pu as usize] = ArrayOp::Erase;
         done
     }
 
@@ -328,5 +399,42 @@ mod tests {
         assert_eq!(m.read(0, 1, 4096), t.t_read_ns + 2 * x);
         // Erase on PU 0 waits for PU 0's read to finish.
         assert_eq!(m.erase(0, 0), t.t_read_ns + x + t.t_erase_ns);
+    }
+
+    #[test]
+    fn a_read_suspends_an_erase_where_the_device_can() {
+        let g = Geometry::new(1, 1, 4, 4, 4);
+        let t = TimingConfig::preset("mqsim").unwrap();
+        let s = t.erase_suspend_ns.unwrap();
+        let x = t.transfer_ns(4096);
+        let mut m = TimingModel::new(t, &g);
+        let erase_end = m.erase(0, 0);
+        assert_eq!(erase_end, t.t_erase_ns);
+        // Issued 1 ms into the erase: suspend, sense, transfer; not the erase's end.
+        let r = m.read(1_000_000, 0, 4096);
+        assert_eq!(r, 1_000_000 + s + t.t_read_ns + x);
+        assert_eq!(m.suspends(), 1);
+        // A second read follows the first while the erase stays suspended...
+        let r2 = m.read(1_000_000, 0, 4096);
+        assert_eq!(r2, r + t.t_read_ns + x);
+        // ...and the erase resumes late by the time the reads held the PU.
+        assert_eq!(m.pu_busy_until_ns(0), erase_end + (r2 - 1_000_000));
+        // Near its end the erase is not worth suspending: the read waits.
+        let busy = m.pu_busy_until_ns(0);
+        let late = busy - s / 2;
+        assert_eq!(m.read(late, 0, 4096), busy + t.t_read_ns + x);
+        // Without suspend (femu) a read always waits for the erase.
+        let f = femu();
+        let mut m = TimingModel::new(f, &g);
+        let e = m.erase(0, 0);
+        assert_eq!(
+            m.read(1_000, 0, 4096),
+            e + f.t_read_ns + f.transfer_ns(4096)
+        );
+        assert_eq!(m.suspends(), 0);
+        // Programs are not suspended in the mqsim preset.
+        let mut m = TimingModel::new(t, &g);
+        let p = m.program(0, 0, 16_384);
+        assert_eq!(m.read(1_000, 0, 4096), p + t.t_read_ns + x);
     }
 }

@@ -245,6 +245,7 @@ fn real_clock_wait_takes_at_least_the_modeled_time() {
         t_prog_ns: 2_000_000,
         t_erase_ns: 3_000_000,
         channel_mb_per_s: 100,
+        ..TimingConfig::NONE
     };
     let mut cfg = MediaConfig::new(g);
     cfg.timing = t;
