@@ -91,41 +91,25 @@ pub struct Picker {
     dist: Distribution,
     n: u64,
     next_seq: u64,
-    /// Zipf: the inverse-CDF table over 1024 buckets of ranks (approximation with bounded
-    /// memory), and a random permutation multiplier so hot ranks are spread over the space.
-    zipf_cdf: Vec<f64>,
+    /// Zipf: the exact sampler over ranks 1..=span, and the seeded bijection from ranks to
+    /// LBAs (so hot ranks land anywhere, and every LBA has exactly one rank).
+    zipf: Option<ZipfSampler>,
+    perm: Permutation,
 }
 
 impl Picker {
-    pub fn new(dist: Distribution, n: u64) -> Picker {
-        let mut zipf_cdf = Vec::new();
-        if let Distribution::Zipf { theta } = dist {
-            // Bucket b covers ranks [n*b/B, n*(b+1)/B); its weight is the integral of
-            // x^-theta over the bucket.
-            let buckets = 1024.min(n as usize).max(1);
-            let f = |x: f64| {
-                if theta == 1.0 {
-                    x.ln()
-                } else {
-                    x.powf(1.0 - theta) / (1.0 - theta)
-                }
-            };
-            let mut acc = 0.0;
-            for b in 0..buckets {
-                let lo = 1.0 + n as f64 * b as f64 / buckets as f64;
-                let hi = 1.0 + n as f64 * (b + 1) as f64 / buckets as f64;
-                acc += f(hi) - f(lo);
-                zipf_cdf.push(acc);
-            }
-            for c in &mut zipf_cdf {
-                *c /= acc;
-            }
-        }
+    /// `seed` chooses where the hot ranks of a skewed distribution land.
+    pub fn new(dist: Distribution, n: u64, seed: u64) -> Picker {
+        let zipf = match dist {
+            Distribution::Zipf { theta } => Some(ZipfSampler::new(n, theta)),
+            _ => None,
+        };
         Picker {
             dist,
             n,
             next_seq: 0,
-            zipf_cdf,
+            zipf,
+            perm: Permutation::new(n, seed),
         }
     }
 
@@ -150,20 +134,148 @@ impl Picker {
                 }
             }
             Distribution::Zipf { .. } => {
-                let u: f64 = rng.gen();
-                let b = self
-                    .zipf_cdf
-                    .partition_point(|&c| c < u)
-                    .min(self.zipf_cdf.len() - 1);
-                let buckets = self.zipf_cdf.len() as u64;
-                let lo = span * b as u64 / buckets;
-                let hi = (span * (b as u64 + 1) / buckets).max(lo + 1);
-                let rank = rng.gen_range(lo..hi);
-                // Scatter ranks over the space (a fixed odd multiplier is a bijection mod 2^k;
-                // modulo span it still spreads hot ranks).
-                (rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1) % span
+                let z = self.zipf.as_mut().expect("a Zipf sampler");
+                if z.n != span {
+                    *z = ZipfSampler::new(span, z.theta);
+                    self.perm = Permutation::new(span, self.perm.seed);
+                }
+                let rank = z.sample(rng);
+                self.perm.apply(rank - 1)
             }
         }
+    }
+}
+
+/// Exact sampling of a Zipf distribution over ranks 1..=n (P(k) ∝ k^-θ, θ > 0) in constant
+/// time and memory: rejection-inversion (W. Hörmann, G. Derflinger, "Rejection-inversion to
+/// generate variates from monotone discrete distributions", ACM TOMACS 6(3), 1996).
+#[derive(Clone, Debug)]
+struct ZipfSampler {
+    n: u64,
+    theta: f64,
+    h_integral_x1: f64,
+    h_integral_n: f64,
+    s: f64,
+}
+
+impl ZipfSampler {
+    fn new(n: u64, theta: f64) -> ZipfSampler {
+        assert!(n >= 1 && theta > 0.0);
+        let mut z = ZipfSampler {
+            n,
+            theta,
+            h_integral_x1: 0.0,
+            h_integral_n: 0.0,
+            s: 0.0,
+        };
+        z.h_integral_x1 = z.h_integral(1.5) - 1.0;
+        z.h_integral_n = z.h_integral(n as f64 + 0.5);
+        z.s = 2.0 - z.h_integral_inverse(z.h_integral(2.5) - z.h(2.0));
+        z
+    }
+
+    fn sample(&self, rng: &mut ChaCha8Rng) -> u64 {
+        loop {
+            let u: f64 = rng.gen();
+            let u = self.h_integral_n + u * (self.h_integral_x1 - self.h_integral_n);
+            let x = self.h_integral_inverse(u);
+            let k = ((x + 0.5) as u64).clamp(1, self.n);
+            let kf = k as f64;
+            if kf - x <= self.s || u >= self.h_integral(kf + 0.5) - self.h(kf) {
+                return k;
+            }
+        }
+    }
+
+    /// H(x) = ∫ h, with h(x) = x^-θ: ((x^(1-θ)) - 1) / (1-θ), or ln x for θ = 1.
+    fn h_integral(&self, x: f64) -> f64 {
+        let log_x = x.ln();
+        helper2((1.0 - self.theta) * log_x) * log_x
+    }
+
+    fn h(&self, x: f64) -> f64 {
+        (-self.theta * x.ln()).exp()
+    }
+
+    fn h_integral_inverse(&self, x: f64) -> f64 {
+        let mut t = x * (1.0 - self.theta);
+        if t < -1.0 {
+            // Rounding can push it just past the pole.
+            t = -1.0;
+        }
+        (helper1(t) * x).exp()
+    }
+}
+
+/// ln(1 + x) / x, accurate near 0.
+fn helper1(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.ln_1p() / x
+    } else {
+        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
+    }
+}
+
+/// (e^x - 1) / x, accurate near 0.
+fn helper2(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.exp_m1() / x
+    } else {
+        1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x))
+    }
+}
+
+/// A seeded bijection of 0..n onto itself in constant memory: a 4-round Feistel network on
+/// the smallest even number of bits covering n, walking cycles until the value is below n.
+#[derive(Clone, Copy, Debug)]
+struct Permutation {
+    n: u64,
+    half_bits: u32,
+    seed: u64,
+}
+
+impl Permutation {
+    fn new(n: u64, seed: u64) -> Permutation {
+        let bits = 64 - n.saturating_sub(1).leading_zeros();
+        Permutation {
+            n,
+            half_bits: bits.div_ceil(2).max(1),
+            seed,
+        }
+    }
+
+    fn round(&self, r: u64, x: u64) -> u64 {
+        // SplitMix64 of (seed, round, half): a keyed mixing function.
+        let mut z = self
+            .seed
+            .wrapping_add(r.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_add(x.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn encrypt(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half_bits) - 1;
+        let (mut l, mut r) = (x >> self.half_bits, x & mask);
+        for round in 0..4 {
+            let next = l ^ (self.round(round, r) & mask);
+            l = r;
+            r = next;
+        }
+        (l << self.half_bits) | r
+    }
+
+    /// The image of `x` (< n).
+    fn apply(&self, x: u64) -> u64 {
+        debug_assert!(x < self.n);
+        let mut y = self.encrypt(x);
+        // The network permutes 0..4^half_bits (< 4n): walking the cycle from x reaches a
+        // value below n, and the walk is itself a bijection of 0..n.
+        while y >= self.n {
+            y = self.encrypt(y);
+        }
+        y
     }
 }
 
@@ -545,7 +657,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         lba += l;
     }
     progress("fill", 1.0);
-    let mut picker = Picker::new(cfg.workload, n);
+    let mut picker = Picker::new(cfg.workload, n, cfg.seed);
     let pre_writes = (cfg.precondition_passes * n as f64 / len as f64) as u64;
     for i in 0..pre_writes {
         let at = picker.next(&mut rng, len);
@@ -872,10 +984,11 @@ mod tests {
                 space_pct: 10,
             },
             n,
+            1,
         );
         let hot = (0..10_000).filter(|_| p.next(&mut rng, 1) < n / 10).count();
         assert!((8800..9200).contains(&hot), "{hot}");
-        let mut z = Picker::new(Distribution::Zipf { theta: 0.9 }, n);
+        let mut z = Picker::new(Distribution::Zipf { theta: 0.9 }, n, 1);
         let mut counts = std::collections::HashMap::new();
         for _ in 0..20_000 {
             *counts.entry(z.next(&mut rng, 1)).or_insert(0u32) += 1;
@@ -932,5 +1045,87 @@ mod tests {
             ratio * 100.0
         );
         assert!(ratio <= 1.0, "above the bound: {ratio}");
+    }
+
+    #[test]
+    fn the_rank_to_lba_map_is_a_bijection() {
+        for n in [1u64, 2, 3, 5, 100, 1000, 4097, 65_539] {
+            for seed in [1, 2] {
+                let p = Permutation::new(n, seed);
+                let mut seen = vec![false; n as usize];
+                for x in 0..n {
+                    let y = p.apply(x);
+                    assert!(y < n && !seen[y as usize], "n {n} seed {seed}: {x} -> {y}");
+                    seen[y as usize] = true;
+                }
+            }
+        }
+        // Seeds choose different maps.
+        let (a, b) = (Permutation::new(1000, 1), Permutation::new(1000, 2));
+        assert!((0..1000).filter(|&x| a.apply(x) != b.apply(x)).count() > 900);
+    }
+
+    /// P(k) = k^-θ / Σ j^-θ over 1..=n.
+    fn zipf_pmf(n: u64, theta: f64) -> Vec<f64> {
+        let w: Vec<f64> = (1..=n).map(|k| (k as f64).powf(-theta)).collect();
+        let total: f64 = w.iter().sum();
+        w.into_iter().map(|x| x / total).collect()
+    }
+
+    #[test]
+    fn zipf_samples_follow_the_distribution() {
+        let n = 1000u64;
+        let draws = 400_000;
+        for theta in [0.5, 0.9, 1.0, 1.3] {
+            let z = ZipfSampler::new(n, theta);
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let mut counts = vec![0u64; n as usize + 1];
+            for _ in 0..draws {
+                let k = z.sample(&mut rng);
+                assert!((1..=n).contains(&k));
+                counts[k as usize] += 1;
+            }
+            let pmf = zipf_pmf(n, theta);
+            // Total variation distance between the empirical and the exact distribution.
+            let tv: f64 = (1..=n as usize)
+                .map(|k| (counts[k] as f64 / draws as f64 - pmf[k - 1]).abs())
+                .sum::<f64>()
+                / 2.0;
+            assert!(tv < 0.02, "theta {theta}: total variation {tv}");
+            for k in 1..=3usize {
+                let got = counts[k] as f64 / draws as f64;
+                let want = pmf[k - 1];
+                assert!(
+                    (got - want).abs() < 0.05 * want,
+                    "theta {theta}: P({k}) = {got}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zipf_writes_reach_as_many_lbas_as_theory_says() {
+        // Distinct LBAs after m draws: Σ 1 − (1 − p_k)^m. With a mapping that is not
+        // one-to-one, collisions make it smaller (the bug: 77% of the LBAs, and fewer on
+        // larger devices).
+        for n in [5_000u64, 20_000] {
+            let theta = 0.9;
+            let m = 3 * n;
+            let expected: f64 = zipf_pmf(n, theta)
+                .iter()
+                .map(|p| 1.0 - (1.0 - p).powf(m as f64))
+                .sum();
+            let mut picker = Picker::new(Distribution::Zipf { theta }, n, 3);
+            let mut rng = ChaCha8Rng::seed_from_u64(11);
+            let mut seen = vec![false; n as usize];
+            for _ in 0..m {
+                seen[picker.next(&mut rng, 1) as usize] = true;
+            }
+            let got = seen.iter().filter(|&&s| s).count() as f64;
+            assert!(
+                (got - expected).abs() < 0.02 * expected,
+                "n {n}: {got} distinct LBAs, theory {expected:.0}"
+            );
+        }
     }
 }
