@@ -127,6 +127,7 @@ struct FileConfig {
     preset: Option<String>,
     geometry: Option<String>,
     timing: Option<String>,
+    no_suspend: Option<bool>,
     op: Option<f64>,
     gc: Option<String>,
     placement: Option<String>,
@@ -160,7 +161,8 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
     macro_rules! take {
         ($($field:ident => $target:expr),* $(,)?) => { $( if let Some(v) = f.$field { $target = v; } )* };
     }
-    take!(workload => a.workload, preset => a.preset, timing => a.timing, op => a.ftl.op, gc => a.ftl.gc,
+    take!(workload => a.workload, preset => a.preset, timing => a.timing, no_suspend => a.no_suspend,
+        op => a.ftl.op, gc => a.ftl.gc,
         placement => a.ftl.placement, static_wl => a.ftl.static_wl,
         checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
         bs => a.bs, qd => a.qd, no_fill => a.no_fill, precondition => a.precondition,

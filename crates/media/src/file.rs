@@ -830,10 +830,8 @@ mod tests {
         assert_eq!(l.file_bytes, 20_480 + 128 * 8192);
     }
 
-    #[test]
-    fn header_geometry_bytes_are_stable() {
-        let mut config = MediaConfig::new(Geometry::new(3, 2, 40, 64, 4));
-        config.endurance = 0xA0B0_C0D0;
+    /// `config`'s header bytes, and what decoding them gives back.
+    fn header_of(config: MediaConfig) -> (Vec<u8>, ImageInfo) {
         let info = ImageInfo {
             path: PathBuf::from("x"),
             format_version: IMAGE_FORMAT_VERSION,
@@ -842,10 +840,16 @@ mod tests {
             file_bytes: 0,
             config,
         };
-        let h = encode_header(
-            &info,
-            &Layout::of(&info.config.geometry, IMAGE_FORMAT_VERSION),
-        );
+        let h = encode_header(&info, &Layout::of(&config.geometry, IMAGE_FORMAT_VERSION));
+        let (back, _) = decode_header(Path::new("x"), &h).unwrap();
+        (h, back)
+    }
+
+    #[test]
+    fn header_geometry_bytes_are_stable() {
+        let mut config = MediaConfig::new(Geometry::new(3, 2, 40, 64, 4));
+        config.endurance = 0xA0B0_C0D0;
+        let (h, back) = header_of(config);
         // Offset 32: channels, LUNs, blocks, pages, sectors, sector size, OOB bytes,
         // mw_cunits, endurance, reserved: ten little-endian u32s.
         let words: Vec<u32> = h[32..72]
@@ -853,9 +857,8 @@ mod tests {
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(words, [3, 2, 40, 64, 4, 4096, 16, 0, 0xA0B0_C0D0, 0]);
-        let (back, _) = decode_header(Path::new("x"), &h).unwrap();
-        assert_eq!(back.config.geometry, info.config.geometry);
-        assert_eq!(back.config.endurance, info.config.endurance);
+        assert_eq!(back.config.geometry, config.geometry);
+        assert_eq!(back.config.endurance, config.endurance);
     }
 
     #[test]
@@ -863,16 +866,7 @@ mod tests {
         for preset in ["mqsim", "femu"] {
             let mut config = MediaConfig::new(Geometry::new(2, 1, 4, 8, 1));
             config.timing = TimingConfig::preset(preset).unwrap();
-            let info = ImageInfo {
-                path: PathBuf::from("x"),
-                format_version: IMAGE_FORMAT_VERSION,
-                uuid: uuid::Uuid::nil().hyphenated().to_string(),
-                created_unix_s: 1,
-                file_bytes: 0,
-                config,
-            };
-            let h = encode_header(&info, &Layout::of(&config.geometry, IMAGE_FORMAT_VERSION));
-            let (back, _) = decode_header(Path::new("x"), &h).unwrap();
+            let (_, back) = header_of(config);
             assert_eq!(back.config.timing, config.timing, "{preset}");
         }
     }
