@@ -258,15 +258,15 @@ fn step_checkpoints<M: Media>(
         if ckpts.len() == 2 {
             break;
         }
-        // The header and the first copy; the second copy too unless the first verifies.
+        // The header and the first copy; the second copy too unless the first verifies
+        // (with no second copy read, nothing is reported from this first try).
         let mut pages = meta_pages_damaged(&mut ftl.media, line, &h, 1 + expected_pages)?;
-        let mut scratch = RecoveryReport::default();
         let first_only = read_checkpoint(
             &ftl.geo,
             line,
             pages.get(1..).unwrap_or(&[]),
             expected_pages,
-            &mut scratch,
+            report,
         );
         let attempt = match first_only {
             Ok(Ok(c)) => Ok(Ok(c)),
