@@ -20,7 +20,7 @@ pub struct Candidate {
 }
 
 /// Chooses the line GC relocates next.
-pub trait VictimPolicy: Send {
+pub trait VictimPolicy: Send + Sync {
     fn name(&self) -> &'static str;
     /// Picks among `candidates` (never empty); `now_seq` is the current line-close counter.
     fn pick(&mut self, candidates: &[Candidate], now_seq: u64) -> u32;
@@ -120,7 +120,7 @@ pub struct FreeLine {
 }
 
 /// Wear leveling: which free line to open, and when to move cold data.
-pub trait WearPolicy: Send {
+pub trait WearPolicy: Send + Sync {
     fn name(&self) -> &'static str;
     /// Index into `free` (never empty) of the line to open for user (`for_gc == false`) or GC
     /// writes.

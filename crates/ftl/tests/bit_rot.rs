@@ -102,7 +102,7 @@ fn damaged_newest_copy_in_an_open_line_is_an_error_not_the_older_value() {
 
 #[test]
 fn damaged_newest_copy_in_a_closed_line_is_an_error_not_the_older_value() {
-    let mut ftl = scenario(true);
+    let ftl = scenario(true);
     let mut buf = vec![0u8; SS];
     assert!(matches!(
         ftl.read(5, &mut buf),

@@ -97,7 +97,7 @@ fn random_byte_flips_never_return_older_or_damaged_data() {
         let media = FileMedia::open(&path, OpenMode::ReadWrite, VirtualClock::new())
             .unwrap_or_else(|e| panic!("seed {seed}: the image does not open: {e}"));
         t.image_repairs += media.store().redundancy().repaired as u32;
-        let mut ftl =
+        let ftl =
             Ftl::open(media).unwrap_or_else(|e| panic!("seed {seed}: the FTL does not open: {e}"));
         t.trials += 1;
         let mut buf = vec![0u8; SS];

@@ -152,7 +152,7 @@ fn trial(
         Err(e) => panic!("{what}: the image did not open: {e}"),
     };
     let redundancy = media.store().redundancy().clone();
-    let mut ftl = match Ftl::open(media) {
+    let ftl = match Ftl::open(media) {
         Ok(f) => f,
         // Every FTL structure has a redundant copy or a fallback: one flip must not stop it.
         Err(e) => panic!("{what}: the FTL did not recover: {e}"),

@@ -38,7 +38,7 @@ impl Media for Flaky {
         self.inner.program(addr, data, oob)
     }
     fn read(
-        &mut self,
+        &self,
         addr: PageAddr,
         first: u32,
         data: &mut [u8],
@@ -128,7 +128,7 @@ fn a_restart_after_the_failure_recovers_the_flushed_data() {
     let _ = ftl.write(100, &vec![6u8; 16 * ss], false).unwrap_err();
     let mut media = ftl.into_media().inner;
     media.power_cycle().unwrap();
-    let mut ftl = Ftl::open(media).unwrap();
+    let ftl = Ftl::open(media).unwrap();
     let mut buf = vec![0u8; 64 * ss];
     let _ = ftl.read(0, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 5));

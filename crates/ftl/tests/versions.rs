@@ -140,7 +140,7 @@ fn reading_a_page_is_unchanged_by_a_version_check() {
     for b in COPIES {
         rewrite_superblock(&mut media, b, |p| set_version(p, 1));
     }
-    let mut ftl = Ftl::open(media).unwrap();
+    let ftl = Ftl::open(media).unwrap();
     let mut buf = vec![0u8; 4096];
     let _ = ftl.read(3, &mut buf).unwrap();
     assert_eq!(buf, vec![7u8; 4096]);

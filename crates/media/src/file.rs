@@ -211,7 +211,7 @@ impl Store for FileStore {
     }
 
     fn read_page(
-        &mut self,
+        &self,
         geometry: &Geometry,
         page_index: u64,
         first_sector: u32,

@@ -11,7 +11,7 @@
 //!   cut drops the page altogether); an erase either happened or did not; a read or sync fails.
 //! * After the cut every operation fails with `PowerLoss` until [`Flash::power_cycle`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::{Rng, RngCore};
 use serde::Serialize;
@@ -64,9 +64,18 @@ pub struct Flash<S: Store> {
     durable_wp: Vec<u32>,
     dirty: Vec<bool>,
     dirty_list: Vec<u32>,
+    clock: Arc<dyn Clock>,
+    /// What every operation changes, reads included: reads take `&self` (several threads
+    /// read at once), so this sits behind a lock held only for the bookkeeping, never while
+    /// bytes move.
+    live: Mutex<Live>,
+}
+
+/// Timing, faults, counters and power: the state a read changes.
+#[derive(Debug)]
+struct Live {
     timing: TimingModel,
     faults: FaultInjector,
-    clock: Arc<dyn Clock>,
     ops: u64,
     cut_at_op: Option<u64>,
     powered: bool,
@@ -78,7 +87,7 @@ impl<S: Store> std::fmt::Debug for Flash<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Flash")
             .field("config", &self.config)
-            .field("ops", &self.ops)
+            .field("ops", &self.live().ops)
             .finish_non_exhaustive()
     }
 }
@@ -125,9 +134,15 @@ impl<S: Store> Flash<S> {
         assert_eq!(blocks.len(), config.geometry.total_blocks() as usize);
         let durable_wp = blocks.iter().map(|b| b.write_pointer).collect();
         Flash {
-            timing: TimingModel::new(config.timing, &config.geometry),
-            faults: FaultInjector::new(config.faults),
-            cut_at_op: config.faults.power_cut_after_ops.map(|n| n + 1),
+            live: Mutex::new(Live {
+                timing: TimingModel::new(config.timing, &config.geometry),
+                faults: FaultInjector::new(config.faults),
+                cut_at_op: config.faults.power_cut_after_ops.map(|n| n + 1),
+                ops: 0,
+                powered: true,
+                torn_pending: 0,
+                stats: MediaStats::default(),
+            }),
             dirty: vec![false; blocks.len()],
             dirty_list: Vec::new(),
             durable_wp,
@@ -135,10 +150,6 @@ impl<S: Store> Flash<S> {
             config,
             store,
             clock,
-            ops: 0,
-            powered: true,
-            torn_pending: 0,
-            stats: MediaStats::default(),
         }
     }
 
@@ -146,21 +157,22 @@ impl<S: Store> Flash<S> {
         &self.config
     }
     pub fn stats(&self) -> MediaStats {
-        self.stats
+        self.live().stats
     }
     pub fn store(&self) -> &S {
         &self.store
     }
-    pub fn timing(&self) -> &TimingModel {
-        &self.timing
+    /// A copy of the timing model's state.
+    pub fn timing(&self) -> TimingModel {
+        self.live().timing.clone()
     }
     /// Operations counted for power cuts so far (programs, reads, erases, syncs that passed
     /// the rules).
     pub fn ops(&self) -> u64 {
-        self.ops
+        self.live().ops
     }
     pub fn is_powered(&self) -> bool {
-        self.powered
+        self.live().powered
     }
     /// Every block's state, indexed by [`Geometry::block_index`].
     pub fn block_table(&self) -> impl Iterator<Item = BlockInfo> + '_ {
@@ -171,10 +183,11 @@ impl<S: Store> Flash<S> {
 
     /// Cuts the power after `after_ops` more operations complete; the next one is interrupted.
     pub fn arm_power_cut(&mut self, after_ops: u64) {
-        self.cut_at_op = Some(self.ops + after_ops + 1);
+        let live = self.live_mut();
+        live.cut_at_op = Some(live.ops + after_ops + 1);
     }
     pub fn disarm_power_cut(&mut self) {
-        self.cut_at_op = None;
+        self.live_mut().cut_at_op = None;
     }
 
     /// Bit rot, for tests: XORs `mask` into byte `byte` of sector `sector` of a programmed
@@ -205,10 +218,11 @@ impl<S: Store> Flash<S> {
 
     /// Cuts the power now, between operations.
     pub fn cut_power(&mut self) {
-        if self.powered {
-            self.powered = false;
-            self.cut_at_op = None;
-            self.stats.power_cuts += 1;
+        let live = self.live_mut();
+        if live.powered {
+            live.powered = false;
+            live.cut_at_op = None;
+            live.stats.power_cuts += 1;
         }
     }
 
@@ -217,10 +231,10 @@ impl<S: Store> Flash<S> {
     pub fn power_cycle(&mut self) -> Result<PowerCutOutcome, std::io::Error> {
         self.cut_power();
         let mut outcome = PowerCutOutcome {
-            pages_torn: self.torn_pending,
+            pages_torn: self.live_mut().torn_pending,
             ..Default::default()
         };
-        self.torn_pending = 0;
+        self.live_mut().torn_pending = 0;
         let dirty = std::mem::take(&mut self.dirty_list);
         for b in dirty {
             let bi = b as usize;
@@ -230,7 +244,7 @@ impl<S: Store> Flash<S> {
             if wp <= durable {
                 continue;
             }
-            let rng = self.faults.power_rng();
+            let rng = self.live_mut().faults.power_rng();
             let keep = match rng.gen_range(0..4u32) {
                 0 => wp,
                 1 => durable,
@@ -250,23 +264,21 @@ impl<S: Store> Flash<S> {
         for (d, m) in self.durable_wp.iter_mut().zip(&self.blocks) {
             *d = m.write_pointer;
         }
-        self.cut_at_op = None;
-        self.powered = true;
+        self.live_mut().cut_at_op = None;
+        self.live_mut().powered = true;
         Ok(outcome)
     }
 
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live_mut(&mut self) -> &mut Live {
+        self.live.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn begin_op(&mut self) -> OpStart {
-        debug_assert!(self.powered);
-        self.ops += 1;
-        match self.cut_at_op {
-            Some(at) if self.ops >= at => {
-                self.powered = false;
-                self.cut_at_op = None;
-                self.stats.power_cuts += 1;
-                OpStart::Interrupted
-            }
-            _ => OpStart::Go,
-        }
+        self.live_mut().begin_op()
     }
 
     fn mark_dirty(&mut self, block: u32) {
@@ -287,6 +299,22 @@ impl<S: Store> Flash<S> {
         meta.write_pointer == g.pages_per_block
             || page < self.durable_wp[block as usize]
             || meta.write_pointer >= page + 1 + g.mw_cunits
+    }
+}
+
+impl Live {
+    fn begin_op(&mut self) -> OpStart {
+        debug_assert!(self.powered);
+        self.ops += 1;
+        match self.cut_at_op {
+            Some(at) if self.ops >= at => {
+                self.powered = false;
+                self.cut_at_op = None;
+                self.stats.power_cuts += 1;
+                OpStart::Interrupted
+            }
+            _ => OpStart::Go,
+        }
     }
 }
 
@@ -335,7 +363,7 @@ impl<S: Store> Media for Flash<S> {
                 expected_oob: g.page_oob_bytes(),
             });
         }
-        if !self.powered {
+        if !self.live_mut().powered {
             return Err(ProgramError::PowerLoss);
         }
         if self.store.read_only() {
@@ -362,26 +390,27 @@ impl<S: Store> Media for Flash<S> {
         if let OpStart::Interrupted = self.begin_op() {
             // Torn: the page was partly programmed.
             meta.write_pointer += 1;
-            if self.faults.power_rng().gen_bool(0.5) {
+            if self.live_mut().faults.power_rng().gen_bool(0.5) {
                 meta.torn_page = Some(addr.page);
             } else {
                 let mut junk = vec![0u8; data.len() + oob.len()];
-                self.faults.power_rng().fill_bytes(&mut junk);
+                self.live_mut().faults.power_rng().fill_bytes(&mut junk);
                 let (jd, jo) = junk.split_at(data.len());
                 self.store.write_page(&g, page_index, jd, jo)?;
             }
-            self.torn_pending += 1;
+            self.live_mut().torn_pending += 1;
             self.mark_dirty(b);
             self.set_meta(b, meta)?;
             return Err(ProgramError::PowerLoss);
         }
         let now = self.clock.now_ns();
         let done_ns = self
+            .live_mut()
             .timing
             .program(now, addr.pu, (data.len() + oob.len()) as u64);
-        self.stats.programs += 1;
-        if self.faults.program_fails() {
-            self.stats.program_failures += 1;
+        self.live_mut().stats.programs += 1;
+        if self.live_mut().faults.program_fails() {
+            self.live_mut().stats.program_failures += 1;
             meta.write_pointer += 1;
             meta.torn_page = Some(addr.page);
             meta.bad = Some(BadReason::ProgramFailure);
@@ -393,12 +422,12 @@ impl<S: Store> Media for Flash<S> {
         meta.write_pointer += 1;
         self.mark_dirty(b);
         self.set_meta(b, meta)?;
-        self.stats.sectors_programmed += g.sectors_per_page as u64;
+        self.live_mut().stats.sectors_programmed += g.sectors_per_page as u64;
         Ok(Completion { done_ns })
     }
 
     fn read(
-        &mut self,
+        &self,
         addr: PageAddr,
         first_sector: u32,
         data: &mut [u8],
@@ -425,7 +454,9 @@ impl<S: Store> Media for Flash<S> {
                 end: end.min(u32::MAX as u64) as u32,
             });
         }
-        if !self.powered {
+        // The bookkeeping under the lock, the bytes outside it.
+        let mut live = self.live();
+        if !live.powered {
             return Err(ReadError::PowerLoss);
         }
         let b = g.block_index(addr.block_addr());
@@ -443,13 +474,21 @@ impl<S: Store> Media for Flash<S> {
                 mw_cunits: g.mw_cunits,
             });
         }
-        if let OpStart::Interrupted = self.begin_op() {
-            return Err(ReadError::PowerLoss);
-        }
-        let now = self.clock.now_ns();
-        let done_ns = self.timing.read(now, addr.pu, count * (ss + os) as u64);
-        self.stats.reads += 1;
-        self.stats.sectors_read += count;
+        let (done_ns, fault_mask) = {
+            if let OpStart::Interrupted = live.begin_op() {
+                return Err(ReadError::PowerLoss);
+            }
+            let now = self.clock.now_ns();
+            let done_ns = live.timing.read(now, addr.pu, count * (ss + os) as u64);
+            live.stats.reads += 1;
+            live.stats.sectors_read += count;
+            let mask = live.faults.read_failures(count as u32);
+            if mask != 0 || meta.torn_page == Some(addr.page) {
+                live.stats.read_failures += 1;
+            }
+            (done_ns, mask)
+        };
+        drop(live);
         self.store
             .read_page(&g, g.page_index(addr), first_sector, data, oob)?;
         let mut failed = if meta.torn_page == Some(addr.page) {
@@ -461,9 +500,8 @@ impl<S: Store> Media for Flash<S> {
         } else {
             0
         };
-        failed |= self.faults.read_failures(count as u32);
+        failed |= fault_mask;
         if failed != 0 {
-            self.stats.read_failures += 1;
             for i in 0..count as usize {
                 if failed & (1 << i) != 0 {
                     data[i * ss..(i + 1) * ss].fill(0);
@@ -485,7 +523,7 @@ impl<S: Store> Media for Flash<S> {
         if !g.contains_block(addr) {
             return Err(EraseError::OutOfRange { addr });
         }
-        if !self.powered {
+        if !self.live_mut().powered {
             return Err(EraseError::PowerLoss);
         }
         if self.store.read_only() {
@@ -497,20 +535,20 @@ impl<S: Store> Media for Flash<S> {
             return Err(EraseError::BadBlock { addr });
         }
         let interrupted = matches!(self.begin_op(), OpStart::Interrupted);
-        if interrupted && self.faults.power_rng().gen_bool(0.5) {
+        if interrupted && self.live_mut().faults.power_rng().gen_bool(0.5) {
             return Err(EraseError::PowerLoss);
         }
         let now = self.clock.now_ns();
-        let done_ns = self.timing.erase(now, addr.pu);
-        self.stats.erases += 1;
+        let done_ns = self.live_mut().timing.erase(now, addr.pu);
+        self.live_mut().stats.erases += 1;
         let worn = self.config.endurance > 0 && meta.erase_count >= self.config.endurance;
-        let failed = !interrupted && !worn && self.faults.erase_fails();
+        let failed = !interrupted && !worn && self.live_mut().faults.erase_fails();
         meta.write_pointer = 0;
         meta.torn_page = None;
         self.durable_wp[b as usize] = 0;
         if worn {
             meta.bad = Some(BadReason::WornOut);
-            self.stats.erase_failures += 1;
+            self.live_mut().stats.erase_failures += 1;
             self.set_meta(b, meta)?;
             if interrupted {
                 return Err(EraseError::PowerLoss);
@@ -522,7 +560,7 @@ impl<S: Store> Media for Flash<S> {
         }
         if failed {
             meta.bad = Some(BadReason::EraseFailure);
-            self.stats.erase_failures += 1;
+            self.live_mut().stats.erase_failures += 1;
             self.set_meta(b, meta)?;
             return Err(EraseError::Failed { addr });
         }
@@ -548,7 +586,7 @@ impl<S: Store> Media for Flash<S> {
         if !g.contains_block(addr) {
             return Err(MarkBadError::OutOfRange { addr });
         }
-        if !self.powered {
+        if !self.live_mut().powered {
             return Err(MarkBadError::PowerLoss);
         }
         if self.store.read_only() {
@@ -564,19 +602,22 @@ impl<S: Store> Media for Flash<S> {
     }
 
     fn sync(&mut self) -> Result<Completion, SyncError> {
-        if !self.powered {
+        if !self.live_mut().powered {
             return Err(SyncError::PowerLoss);
         }
         if let OpStart::Interrupted = self.begin_op() {
             return Err(SyncError::PowerLoss);
         }
         self.store.sync()?;
-        self.stats.syncs += 1;
+        self.live_mut().stats.syncs += 1;
         for b in std::mem::take(&mut self.dirty_list) {
             self.dirty[b as usize] = false;
             self.durable_wp[b as usize] = self.blocks[b as usize].write_pointer;
         }
-        let done_ns = self.clock.now_ns().max(self.timing.all_idle_ns());
+        let done_ns = self
+            .clock
+            .now_ns()
+            .max(self.live_mut().timing.all_idle_ns());
         Ok(Completion { done_ns })
     }
 }

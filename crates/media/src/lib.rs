@@ -265,7 +265,10 @@ pub enum MarkBadError {
 /// caller can issue one page to every PU at the same `now` and then wait for the latest
 /// completion ([`Media::wait`]). In virtual time waiting moves the clock; in real time it
 /// sleeps.
-pub trait Media: Send {
+///
+/// Reads take `&self`: several threads may read at once (each other's and the FTL's
+/// bookkeeping permitting); programs, erases and syncs take `&mut self`.
+pub trait Media: Send + Sync {
     fn geometry(&self) -> &Geometry;
     fn clock(&self) -> &Arc<dyn Clock>;
     /// Programs one whole page: `data` is `page_bytes`, `oob` is `page_oob_bytes`.
@@ -278,7 +281,7 @@ pub trait Media: Send {
     /// Reads `data.len() / sector_size` sectors of a page starting at `first_sector`; `oob`
     /// is either empty or `oob_bytes_per_sector` for each sector read.
     fn read(
-        &mut self,
+        &self,
         addr: PageAddr,
         first_sector: u32,
         data: &mut [u8],

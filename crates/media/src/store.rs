@@ -18,7 +18,7 @@ pub struct BlockMeta {
 }
 
 /// Byte storage behind a [`crate::Flash`].
-pub trait Store: Send {
+pub trait Store: Send + Sync {
     /// Stores a whole page of data and OOB.
     fn write_page(
         &mut self,
@@ -30,7 +30,7 @@ pub trait Store: Send {
     /// Reads sectors `first..first + data.len() / sector_size` of a page. `oob` is empty or
     /// covers the same sectors.
     fn read_page(
-        &mut self,
+        &self,
         geometry: &Geometry,
         page_index: u64,
         first_sector: u32,
@@ -104,7 +104,7 @@ impl Store for RamStore {
     }
 
     fn read_page(
-        &mut self,
+        &self,
         geometry: &Geometry,
         page_index: u64,
         first_sector: u32,

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use lightnvm_ftl::{Ftl, FtlError};
@@ -31,7 +31,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What is exported: one FTL.
 pub struct Export<M: Media> {
-    ftl: Mutex<Ftl<M>>,
+    /// Reads share it (they run in parallel, on the connections' threads); writes, flushes
+    /// and trims take it alone.
+    ftl: RwLock<Ftl<M>>,
     name: String,
     size: u64,
     read_only: bool,
@@ -81,7 +83,7 @@ impl<M: Media> Export<M> {
         let read_only = read_only || ftl.read_only_reason().is_some();
         let clock = ftl.media().clock().clone();
         Export {
-            ftl: Mutex::new(ftl),
+            ftl: RwLock::new(ftl),
             name: name.to_string(),
             size,
             read_only,
@@ -107,19 +109,23 @@ impl<M: Media> Export<M> {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Ftl<M>>, u32> {
+    fn lock(&self) -> Result<RwLockWriteGuard<'_, Ftl<M>>, u32> {
         // Once a panic inside the FTL (a broken invariant) poisoned it, its tables may be
         // half-updated: nothing more is served from them (EIO), and no clean checkpoint is
         // written, so the next open replays from the last durable state.
-        self.ftl.lock().map_err(|_| EIO)
+        self.ftl.write().map_err(|_| EIO)
+    }
+
+    fn read_lock(&self) -> Result<RwLockReadGuard<'_, Ftl<M>>, u32> {
+        self.ftl.read().map_err(|_| EIO)
+    }
+
+    /// Runs `f` on the media under the FTL's lock, shared (`None` if the FTL panicked).
+    pub fn with_media<R>(&self, f: impl FnOnce(&M) -> R) -> Option<R> {
+        self.ftl.read().ok().map(|ftl| f(ftl.media()))
     }
 
     /// Whether a panic inside the FTL poisoned it.
-    /// Runs `f` on the media under the FTL's lock (`None` if the FTL panicked).
-    pub fn with_media<R>(&self, f: impl FnOnce(&M) -> R) -> Option<R> {
-        self.ftl.lock().ok().map(|ftl| f(ftl.media()))
-    }
-
     pub fn poisoned(&self) -> bool {
         self.ftl.is_poisoned()
     }
@@ -196,7 +202,7 @@ impl<M: Media> Export<M> {
         let stop = end.div_ceil(SS) * SS;
         let mut buf = vec![0u8; (stop - start) as usize];
         let c = self
-            .lock()?
+            .read_lock()?
             .read(start / SS, &mut buf)
             .map_err(|e| errno_of(&e))?;
         let from = (off - start) as usize;

@@ -14,6 +14,8 @@ mod collect;
 mod durable;
 mod invariants;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use lightnvm_media::{BlockAddr, BlockState, Completion, Geometry, Media, ReadError};
 
 use crate::addr::{L2pEntry, Lba, P2lEntry, Ppa};
@@ -34,6 +36,22 @@ use crate::writer::Writer;
 
 pub(crate) use append::Ctx;
 
+/// One physical sector read by [`Ftl::fetch_ppa`].
+pub(crate) struct Fetched {
+    /// Read and verified; false: unreadable after retries, or it failed its checksum.
+    pub(crate) intact: bool,
+    /// When the media read completes (0: it came from a buffer in memory).
+    pub(crate) done_ns: u64,
+}
+
+/// Counters of the read path, which runs under `&self`.
+#[derive(Debug, Default)]
+struct ReadCounters {
+    host_sectors_read: AtomicU64,
+    read_errors: AtomicU64,
+    checksum_errors: AtomicU64,
+}
+
 /// The flash translation layer.
 pub struct Ftl<M: Media> {
     pub(crate) media: M,
@@ -52,6 +70,8 @@ pub struct Ftl<M: Media> {
     /// Write sequence number of the last host write or trim.
     pub(crate) seq: u64,
     pub(crate) stats: FtlStats,
+    /// The counters host reads change: reads take `&self`.
+    read_counters: ReadCounters,
     pub(crate) health: Health,
     op_done_ns: u64,
     pub(crate) recovery: RecoveryReport,
@@ -101,6 +121,7 @@ impl<M: Media> Ftl<M> {
             pool,
             gc,
             seq: 0,
+            read_counters: ReadCounters::default(),
             health: Health::Writable,
             op_done_ns: 0,
             recovery: RecoveryReport::default(),
@@ -179,7 +200,13 @@ impl<M: Media> Ftl<M> {
         self.gc.policy_name()
     }
     pub fn stats(&self) -> FtlStats {
-        self.stats
+        let c = &self.read_counters;
+        FtlStats {
+            host_sectors_read: c.host_sectors_read.load(Relaxed),
+            read_errors: c.read_errors.load(Relaxed),
+            checksum_errors: c.checksum_errors.load(Relaxed),
+            ..self.stats
+        }
     }
 
     /// One line per FTL line: state, valid sectors / capacity (for debugging and `check`).
@@ -330,9 +357,13 @@ impl<M: Media> Ftl<M> {
 
     /// Reads whole sectors at `lba` into `buf`. Never-written and trimmed sectors read as
     /// zeros. On `Uncorrectable`, exactly the listed LBAs failed; the rest of `buf` is valid.
-    pub fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<Completion, FtlError> {
+    ///
+    /// Takes `&self`: reads run in parallel with each other. A read changes no table, so a
+    /// media error under it (an I/O error, a power loss) is returned and does not stop
+    /// writes (the next write meets the same media and stops them if it must).
+    pub fn read(&self, lba: u64, buf: &mut [u8]) -> Result<Completion, FtlError> {
         let sectors = self.check_range(lba, buf.len())?;
-        self.begin_op();
+        let mut done_ns = self.media.now_ns();
         let ss = self.geo.sector_size as usize;
         let mut failed = Vec::new();
         for (i, out) in buf.chunks_exact_mut(ss).enumerate().take(sectors as usize) {
@@ -341,19 +372,21 @@ impl<M: Media> Ftl<M> {
                 L2pEntry::Unmapped => out.fill(0),
                 L2pEntry::Lost => failed.push(l.get()),
                 L2pEntry::Mapped(ppa) => {
-                    let r = self.read_ppa(ppa, out, None);
-                    if !self.latch(r)? {
+                    let f = self.fetch_ppa(ppa, out, None)?;
+                    done_ns = done_ns.max(f.done_ns);
+                    if !f.intact {
                         failed.push(l.get());
                     }
                 }
             }
-            self.stats.host_sectors_read += 1;
         }
+        let c = &self.read_counters;
+        c.host_sectors_read.fetch_add(sectors, Relaxed);
         if !failed.is_empty() {
-            self.stats.read_errors += failed.len() as u64;
+            c.read_errors.fetch_add(failed.len() as u64, Relaxed);
             return Err(FtlError::Uncorrectable { lbas: failed });
         }
-        Ok(self.op_completion())
+        Ok(Completion { done_ns })
     }
 
     /// Makes every write completed so far durable (pads partial pages, syncs the media).
@@ -434,15 +467,30 @@ impl<M: Media> Ftl<M> {
         Ok(self.op_completion())
     }
 
-    /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
-    /// writer's page buffer, the mw_cunits window, or the media with retries. Returns false
-    /// if it is unreadable (media error after retries, or its checksum / LBA do not match).
+    /// [`Ftl::fetch_ppa`] for the FTL's own reads (GC, audit): the completion counts
+    /// towards the current operation's.
     pub(crate) fn read_ppa(
         &mut self,
         ppa: Ppa,
         out: &mut [u8],
         oob: Option<&mut [u8]>,
     ) -> Result<bool, FtlError> {
+        let f = self.fetch_ppa(ppa, out, oob)?;
+        self.note_done(Completion { done_ns: f.done_ns });
+        Ok(f.intact)
+    }
+
+    /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
+    /// writer's page buffer, the mw_cunits window, or the media with retries. `intact` is
+    /// false if it is unreadable (media error after retries, or its checksum / LBA do not
+    /// match).
+    pub(crate) fn fetch_ppa(
+        &self,
+        ppa: Ppa,
+        out: &mut [u8],
+        oob: Option<&mut [u8]>,
+    ) -> Result<Fetched, FtlError> {
+        let mut done_ns = 0;
         let (addr, sector) = ppa.addr(&self.geo);
         let buffered = self
             .writers
@@ -454,13 +502,16 @@ impl<M: Media> Ftl<M> {
             if let Some(dst) = oob {
                 dst.copy_from_slice(o);
             }
-            return Ok(true);
+            return Ok(Fetched {
+                intact: true,
+                done_ns,
+            });
         }
         let mut oob_buf = vec![0u8; self.geo.oob_bytes_per_sector as usize];
         for _ in 0..=READ_RETRIES {
             match self.media.read(addr, sector, out, &mut oob_buf) {
                 Ok(c) => {
-                    self.note_done(c);
+                    done_ns = c.done_ns;
                     // End to end: the OOB checksum covers the data and the LBA it was written
                     // for; anything else is reported unreadable, never returned.
                     let expect = match self.map.p2l(ppa) {
@@ -472,21 +523,30 @@ impl<M: Media> Ftl<M> {
                         match meta::oob::decode(&oob_buf, out) {
                             Ok(o) if o.lba == expect => {}
                             _ => {
-                                self.stats.checksum_errors += 1;
-                                return Ok(false);
+                                self.read_counters.checksum_errors.fetch_add(1, Relaxed);
+                                return Ok(Fetched {
+                                    intact: false,
+                                    done_ns,
+                                });
                             }
                         }
                     }
                     if let Some(dst) = oob {
                         dst.copy_from_slice(&oob_buf);
                     }
-                    return Ok(true);
+                    return Ok(Fetched {
+                        intact: true,
+                        done_ns,
+                    });
                 }
                 Err(ReadError::Uncorrectable { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(false)
+        Ok(Fetched {
+            intact: false,
+            done_ns,
+        })
     }
 
     /// Where GC writes the data it relocates.
