@@ -29,12 +29,15 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
 LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace
-echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage"
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads"
 cargo build --release --quiet -p lightnvm-cli
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
 # Bit rot in written sectors (data and OOB) after each cut, before recovery: damaged LBAs
 # read as errors, never as older data.
 ./target/release/lightnvm torture --seeds 200 --start 200000 --cuts-per-seed 10 --damage
+# Four threads share the FTL as the NBD server does (reads in parallel), each writing its own
+# slice of the device; a cut at a random media operation, then every LBA is checked.
+./target/release/lightnvm torture --seeds 300 --start 300000 --cuts-per-seed 10 --threads 4
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh

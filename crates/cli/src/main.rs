@@ -71,7 +71,12 @@ struct TortureArgs {
     /// rot): damaged LBAs may read as errors, never as older data.
     #[arg(long, conflicts_with = "no_faults")]
     damage: bool,
-    /// Worker threads (default: available cores).
+    /// Submitting threads per seed, sharing one FTL as the NBD server does (reads in
+    /// parallel): 1 is the exact, single-threaded harness; more checks concurrent clients
+    /// (each thread's workload is fixed by the seed, their interleaving is not).
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Seeds run at once (default: available cores).
     #[arg(long)]
     jobs: Option<usize>,
     /// Print one JSON object per seed.
@@ -462,6 +467,7 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn torture(a: TortureArgs) -> Result<()> {
+    use lightnvm_testing::concurrent::{torture_seed_concurrent, MAX_SUBMITTERS};
     use lightnvm_testing::torture::{torture_seed, TortureConfig, TortureOutcome};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{mpsc, Arc};
@@ -469,6 +475,13 @@ fn torture(a: TortureArgs) -> Result<()> {
     if a.seeds == 0 || a.cuts_per_seed == 0 || a.max_ops == 0 {
         bail!("--seeds, --cuts-per-seed and --max-ops must be at least 1");
     }
+    if !(1..=MAX_SUBMITTERS).contains(&a.threads) {
+        bail!("--threads must be 1 to {MAX_SUBMITTERS}");
+    }
+    if a.threads > 1 && a.damage {
+        bail!("--damage runs single-threaded (--threads 1)");
+    }
+    let threads = a.threads;
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -495,7 +508,14 @@ fn torture(a: TortureArgs) -> Result<()> {
                 post_cut_damage: damage,
             };
             // A panic is a finding too: report it as this seed's violation.
-            let o = std::panic::catch_unwind(|| torture_seed(cfg)).unwrap_or_else(|p| {
+            let run = || {
+                if threads > 1 {
+                    torture_seed_concurrent(cfg, threads)
+                } else {
+                    torture_seed(cfg)
+                }
+            };
+            let o = std::panic::catch_unwind(run).unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<String>()
                     .cloned()
@@ -556,8 +576,13 @@ fn torture(a: TortureArgs) -> Result<()> {
     }
     if !failing.is_empty() {
         bail!(
-            "torture found violations; rerun one with: lightnvm torture --seeds 1 --start {}",
-            failing[0]
+            "torture found violations; rerun one with: lightnvm torture --seeds 1 --start {}{}",
+            failing[0],
+            if threads > 1 {
+                format!(" --threads {threads} (several times: the interleaving varies)")
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())

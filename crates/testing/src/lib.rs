@@ -5,10 +5,12 @@
 //! * [`model`]: the reference model of the durability contract — per LBA, the durable value
 //!   and the values written since.
 //! * [`torture`]: the power-cut torture harness (`lightnvm torture`).
+//! * [`concurrent`]: the same with several submitting threads (`lightnvm torture --threads N`).
 //!
 //! Used by the CLI and by the integration tests of the FTL; it depends only on the public APIs
 //! of `lightnvm-ftl` and `lightnvm-media`.
 
+pub mod concurrent;
 pub mod model;
 pub mod pattern;
 pub mod torture;

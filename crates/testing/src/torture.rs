@@ -115,7 +115,11 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaConfig, FtlConfig) {
+pub(crate) fn random_setup(
+    rng: &mut ChaCha8Rng,
+    media_faults: bool,
+    seed: u64,
+) -> (MediaConfig, FtlConfig) {
     let mut g = Geometry::new(
         rng.gen_range(1..=4),
         rng.gen_range(1..=2),
@@ -166,6 +170,23 @@ fn random_setup(rng: &mut ChaCha8Rng, media_faults: bool, seed: u64) -> (MediaCo
     (media, ftl)
 }
 
+/// A seed's geometry and policy, for reports.
+pub(crate) fn describe(mc: &MediaConfig, fc: &FtlConfig) -> String {
+    let g = mc.geometry;
+    format!(
+        "{}ch x {}lun x {}blk x {}pg x {}sec oob{} mw{} op{:.2} {:?}",
+        g.channels,
+        g.luns_per_channel,
+        g.blocks_per_lun,
+        g.pages_per_block,
+        g.sectors_per_page,
+        g.oob_bytes_per_sector,
+        g.mw_cunits,
+        fc.over_provisioning,
+        fc.victim
+    )
+}
+
 /// Runs one seed: format, then `cuts` rounds of workload, power cut, recovery, verification.
 pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -183,19 +204,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             continue;
         };
         if let Ok(ftl) = Ftl::format(media, fc) {
-            let g = mc.geometry;
-            out.geometry = format!(
-                "{}ch x {}lun x {}blk x {}pg x {}sec oob{} mw{} op{:.2} {:?}",
-                g.channels,
-                g.luns_per_channel,
-                g.blocks_per_lun,
-                g.pages_per_block,
-                g.sectors_per_page,
-                g.oob_bytes_per_sector,
-                g.mw_cunits,
-                fc.over_provisioning,
-                fc.victim
-            );
+            out.geometry = describe(&mc, &fc);
             formatted = Some(ftl);
             break;
         }
