@@ -32,6 +32,10 @@ pub struct SimArgs {
     /// (for comparing against the same device without suspend).
     #[arg(long)]
     no_suspend: bool,
+    /// How each PU orders its operations: fifo (issue order) or reads-first (reads go ahead
+    /// of queued programs and erases). Default: the timing preset's (reads-first for mqsim).
+    #[arg(long)]
+    scheduling: Option<String>,
     #[command(flatten)]
     ftl: FtlArgs,
     /// Percent of requests that are reads.
@@ -128,6 +132,7 @@ struct FileConfig {
     geometry: Option<String>,
     timing: Option<String>,
     no_suspend: Option<bool>,
+    scheduling: Option<String>,
     op: Option<f64>,
     gc: Option<String>,
     placement: Option<String>,
@@ -171,6 +176,7 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
         ($($field:ident),* $(,)?) => { $( if f.$field.is_some() { a.$field = f.$field; } )* };
     }
     take_some!(
+        scheduling,
         geometry,
         trace,
         measure,
@@ -189,6 +195,12 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
     if a.no_suspend {
         timing.program_suspend_ns = None;
         timing.erase_suspend_ns = None;
+    }
+    match a.scheduling.as_deref() {
+        None => {}
+        Some("fifo") => timing.reads_first = false,
+        Some("reads-first") => timing.reads_first = true,
+        Some(other) => bail!("unknown --scheduling `{other}` (fifo or reads-first)"),
     }
     if a.validate {
         return validate(&a);

@@ -196,17 +196,23 @@ impl Writer {
     }
 
     /// Programs the full page buffer. On success the buffer's contents stay readable through
-    /// [`Writer::last_page`] until the next stage.
+    /// [`Writer::last_page`] until the next stage. `background`: the FTL's housekeeping (GC)
+    /// ([`Media::program_background`]).
     pub fn program<M: Media>(
         &mut self,
         media: &mut M,
+        background: bool,
     ) -> Result<(PageAddr, Completion), ProgramError> {
         assert_eq!(
             self.fill, self.geo.sectors_per_page,
             "program of a partial page"
         );
         let addr = self.addr();
-        let c = media.program(addr, &self.data, &self.oob)?;
+        let c = if background {
+            media.program_background(addr, &self.data, &self.oob)?
+        } else {
+            media.program(addr, &self.data, &self.oob)?
+        };
         self.fill = 0;
         self.advance();
         Ok((addr, c))
@@ -353,7 +359,7 @@ mod tests {
         );
         let (_, full) = w.stage(SectorKind::Pad, 0, &d);
         assert!(full);
-        let (addr, _) = w.program(&mut media).unwrap();
+        let (addr, _) = w.program(&mut media, false).unwrap();
         assert_eq!(
             addr,
             PageAddr {

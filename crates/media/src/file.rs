@@ -42,6 +42,17 @@ pub const BLOCK_ENTRY_BYTES: u64 = 16;
 const ALIGN: u64 = 4096;
 /// A suspend time field for "not supported".
 const NO_SUSPEND: u64 = u64::MAX;
+/// Timing flags (header offset 68, zero in images made before they existed).
+const TIMING_READS_FIRST: u32 = 1;
+const TIMING_FLAGS_KNOWN: u32 = TIMING_READS_FIRST;
+
+fn timing_flags(t: &TimingConfig) -> u32 {
+    if t.reads_first {
+        TIMING_READS_FIRST
+    } else {
+        0
+    }
+}
 
 /// Why an image could not be created or opened.
 #[derive(Debug, thiserror::Error)]
@@ -368,7 +379,7 @@ fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
     c.geometry.encode_le(&mut geometry);
     w.put(&geometry);
     w.u32(c.endurance);
-    w.u32(0); // Reserved.
+    w.u32(timing_flags(&c.timing));
     for v in [
         c.timing.t_read_ns,
         c.timing.t_prog_ns,
@@ -445,7 +456,10 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
     let uuid = uuid::Uuid::from_bytes(r.take());
     let geometry = Geometry::decode_le(&r.take());
     let endurance = r.u32();
-    let _reserved = r.u32();
+    let flags = r.u32();
+    if flags & !TIMING_FLAGS_KNOWN != 0 {
+        return Err(corrupt(format!("unknown timing flags {flags:#x}")));
+    }
     let timing = TimingConfig {
         t_read_ns: r.u64(),
         t_prog_ns: r.u64(),
@@ -453,6 +467,7 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
         channel_mb_per_s: r.u64(),
         program_suspend_ns: None,
         erase_suspend_ns: None,
+        reads_first: flags & TIMING_READS_FIRST != 0,
     };
     let faults = FaultConfig {
         seed: r.u64(),
@@ -862,13 +877,24 @@ mod tests {
     }
 
     #[test]
-    fn suspend_times_round_trip_through_the_header() {
-        for preset in ["mqsim", "femu"] {
+    fn suspend_times_and_scheduling_round_trip_through_the_header() {
+        for (preset, flags) in [("mqsim", 1u32), ("femu", 0)] {
             let mut config = MediaConfig::new(Geometry::new(2, 1, 4, 8, 1));
             config.timing = TimingConfig::preset(preset).unwrap();
-            let (_, back) = header_of(config);
+            let (h, back) = header_of(config);
             assert_eq!(back.config.timing, config.timing, "{preset}");
+            assert_eq!(u32::from_le_bytes(h[68..72].try_into().unwrap()), flags);
         }
+    }
+
+    #[test]
+    fn unknown_timing_flags_are_refused() {
+        let (mut h, _) = header_of(MediaConfig::new(Geometry::new(2, 1, 4, 8, 1)));
+        h[68] = 0x02;
+        let crc = crc32c::crc32c(&h[..HEADER_BYTES as usize - 4]);
+        h[HEADER_BYTES as usize - 4..].copy_from_slice(&crc.to_le_bytes());
+        let e = decode_header(Path::new("x"), &h).unwrap_err();
+        assert!(e.to_string().contains("unknown timing flags 0x2"), "{e}");
     }
 
     #[test]

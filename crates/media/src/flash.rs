@@ -269,6 +269,193 @@ impl<S: Store> Flash<S> {
         Ok(outcome)
     }
 
+    /// A program; `background`: for the FTL's housekeeping (see
+    /// [`Media::program_background`]).
+    fn program_with(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+        background: bool,
+    ) -> Result<Completion, ProgramError> {
+        let g = self.config.geometry;
+        if !g.contains_page(addr) {
+            return Err(ProgramError::OutOfRange { addr });
+        }
+        if data.len() != g.page_bytes() || oob.len() != g.page_oob_bytes() {
+            return Err(ProgramError::BufferSize {
+                data: data.len(),
+                oob: oob.len(),
+                expected_data: g.page_bytes(),
+                expected_oob: g.page_oob_bytes(),
+            });
+        }
+        if !self.live_mut().powered {
+            return Err(ProgramError::PowerLoss);
+        }
+        if self.store.read_only() {
+            return Err(ProgramError::ReadOnly);
+        }
+        let b = g.block_index(addr.block_addr());
+        let mut meta = self.blocks[b as usize];
+        if meta.bad.is_some() {
+            return Err(ProgramError::BadBlock { addr });
+        }
+        if addr.page < meta.write_pointer {
+            return Err(ProgramError::NotErased {
+                addr,
+                write_pointer: meta.write_pointer,
+            });
+        }
+        if addr.page > meta.write_pointer {
+            return Err(ProgramError::OutOfOrder {
+                addr,
+                write_pointer: meta.write_pointer,
+            });
+        }
+        let page_index = g.page_index(addr);
+        if let OpStart::Interrupted = self.begin_op() {
+            // Torn: the page was partly programmed.
+            meta.write_pointer += 1;
+            if self.live_mut().faults.power_rng().gen_bool(0.5) {
+                meta.torn_page = Some(addr.page);
+            } else {
+                let mut junk = vec![0u8; data.len() + oob.len()];
+                self.live_mut().faults.power_rng().fill_bytes(&mut junk);
+                let (jd, jo) = junk.split_at(data.len());
+                self.store.write_page(&g, page_index, jd, jo)?;
+            }
+            self.live_mut().torn_pending += 1;
+            self.mark_dirty(b);
+            self.set_meta(b, meta)?;
+            return Err(ProgramError::PowerLoss);
+        }
+        let now = self.clock.now_ns();
+        let bytes = (data.len() + oob.len()) as u64;
+        let timing = &mut self.live_mut().timing;
+        let done_ns = if background {
+            timing.program_background(now, addr.pu, bytes)
+        } else {
+            timing.program(now, addr.pu, bytes)
+        };
+        self.live_mut().stats.programs += 1;
+        if self.live_mut().faults.program_fails() {
+            self.live_mut().stats.program_failures += 1;
+            meta.write_pointer += 1;
+            meta.torn_page = Some(addr.page);
+            meta.bad = Some(BadReason::ProgramFailure);
+            self.mark_dirty(b);
+            self.set_meta(b, meta)?;
+            return Err(ProgramError::Failed { addr });
+        }
+        self.store.write_page(&g, page_index, data, oob)?;
+        meta.write_pointer += 1;
+        self.mark_dirty(b);
+        self.set_meta(b, meta)?;
+        self.live_mut().stats.sectors_programmed += g.sectors_per_page as u64;
+        Ok(Completion { done_ns })
+    }
+
+    /// A read; `background`: for the FTL's housekeeping (see [`Media::read_background`]).
+    fn read_with(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+        background: bool,
+    ) -> Result<Completion, ReadError> {
+        let g = self.config.geometry;
+
+        let ss = g.sector_size as usize;
+        let os = g.oob_bytes_per_sector as usize;
+        if data.is_empty()
+            || !data.len().is_multiple_of(ss)
+            || (!oob.is_empty() && oob.len() != data.len() / ss * os)
+        {
+            return Err(ReadError::BufferSize {
+                data: data.len(),
+                oob: oob.len(),
+            });
+        }
+        let count = (data.len() / ss) as u64;
+        let end = first_sector as u64 + count;
+        if !g.contains_page(addr) || end > g.sectors_per_page as u64 {
+            return Err(ReadError::OutOfRange {
+                addr,
+                first: first_sector,
+                end: end.min(u32::MAX as u64) as u32,
+            });
+        }
+        // The bookkeeping under the lock, the bytes outside it.
+        let mut live = self.live();
+        if !live.powered {
+            return Err(ReadError::PowerLoss);
+        }
+        let b = g.block_index(addr.block_addr());
+        let meta = self.blocks[b as usize];
+        if meta.bad == Some(BadReason::Factory) {
+            return Err(ReadError::BadBlock { addr });
+        }
+        if addr.page >= meta.write_pointer {
+            return Err(ReadError::Unwritten { addr });
+        }
+        if !self.readable(b, addr.page) {
+            return Err(ReadError::NotYetReadable {
+                addr,
+                write_pointer: meta.write_pointer,
+                mw_cunits: g.mw_cunits,
+            });
+        }
+        let (done_ns, fault_mask) = {
+            if let OpStart::Interrupted = live.begin_op() {
+                return Err(ReadError::PowerLoss);
+            }
+            let now = self.clock.now_ns();
+            let done_ns = if background {
+                live.timing
+                    .read_background(now, addr.pu, count * (ss + os) as u64)
+            } else {
+                live.timing.read(now, addr.pu, count * (ss + os) as u64)
+            };
+            live.stats.reads += 1;
+            live.stats.sectors_read += count;
+            let mask = live.faults.read_failures(count as u32);
+            if mask != 0 || meta.torn_page == Some(addr.page) {
+                live.stats.read_failures += 1;
+            }
+            (done_ns, mask)
+        };
+        drop(live);
+        self.store
+            .read_page(&g, g.page_index(addr), first_sector, data, oob)?;
+        let mut failed = if meta.torn_page == Some(addr.page) {
+            if count == 64 {
+                u64::MAX
+            } else {
+                (1u64 << count) - 1
+            }
+        } else {
+            0
+        };
+        failed |= fault_mask;
+        if failed != 0 {
+            for i in 0..count as usize {
+                if failed & (1 << i) != 0 {
+                    data[i * ss..(i + 1) * ss].fill(0);
+                    if !oob.is_empty() {
+                        oob[i * os..(i + 1) * os].fill(0);
+                    }
+                }
+            }
+            return Err(ReadError::Uncorrectable {
+                addr,
+                sectors: failed,
+            });
+        }
+        Ok(Completion { done_ns })
+    }
+
     fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -351,79 +538,16 @@ impl<S: Store> Media for Flash<S> {
         data: &[u8],
         oob: &[u8],
     ) -> Result<Completion, ProgramError> {
-        let g = self.config.geometry;
-        if !g.contains_page(addr) {
-            return Err(ProgramError::OutOfRange { addr });
-        }
-        if data.len() != g.page_bytes() || oob.len() != g.page_oob_bytes() {
-            return Err(ProgramError::BufferSize {
-                data: data.len(),
-                oob: oob.len(),
-                expected_data: g.page_bytes(),
-                expected_oob: g.page_oob_bytes(),
-            });
-        }
-        if !self.live_mut().powered {
-            return Err(ProgramError::PowerLoss);
-        }
-        if self.store.read_only() {
-            return Err(ProgramError::ReadOnly);
-        }
-        let b = g.block_index(addr.block_addr());
-        let mut meta = self.blocks[b as usize];
-        if meta.bad.is_some() {
-            return Err(ProgramError::BadBlock { addr });
-        }
-        if addr.page < meta.write_pointer {
-            return Err(ProgramError::NotErased {
-                addr,
-                write_pointer: meta.write_pointer,
-            });
-        }
-        if addr.page > meta.write_pointer {
-            return Err(ProgramError::OutOfOrder {
-                addr,
-                write_pointer: meta.write_pointer,
-            });
-        }
-        let page_index = g.page_index(addr);
-        if let OpStart::Interrupted = self.begin_op() {
-            // Torn: the page was partly programmed.
-            meta.write_pointer += 1;
-            if self.live_mut().faults.power_rng().gen_bool(0.5) {
-                meta.torn_page = Some(addr.page);
-            } else {
-                let mut junk = vec![0u8; data.len() + oob.len()];
-                self.live_mut().faults.power_rng().fill_bytes(&mut junk);
-                let (jd, jo) = junk.split_at(data.len());
-                self.store.write_page(&g, page_index, jd, jo)?;
-            }
-            self.live_mut().torn_pending += 1;
-            self.mark_dirty(b);
-            self.set_meta(b, meta)?;
-            return Err(ProgramError::PowerLoss);
-        }
-        let now = self.clock.now_ns();
-        let done_ns = self
-            .live_mut()
-            .timing
-            .program(now, addr.pu, (data.len() + oob.len()) as u64);
-        self.live_mut().stats.programs += 1;
-        if self.live_mut().faults.program_fails() {
-            self.live_mut().stats.program_failures += 1;
-            meta.write_pointer += 1;
-            meta.torn_page = Some(addr.page);
-            meta.bad = Some(BadReason::ProgramFailure);
-            self.mark_dirty(b);
-            self.set_meta(b, meta)?;
-            return Err(ProgramError::Failed { addr });
-        }
-        self.store.write_page(&g, page_index, data, oob)?;
-        meta.write_pointer += 1;
-        self.mark_dirty(b);
-        self.set_meta(b, meta)?;
-        self.live_mut().stats.sectors_programmed += g.sectors_per_page as u64;
-        Ok(Completion { done_ns })
+        self.program_with(addr, data, oob, false)
+    }
+
+    fn program_background(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+    ) -> Result<Completion, ProgramError> {
+        self.program_with(addr, data, oob, true)
     }
 
     fn read(
@@ -433,89 +557,17 @@ impl<S: Store> Media for Flash<S> {
         data: &mut [u8],
         oob: &mut [u8],
     ) -> Result<Completion, ReadError> {
-        let g = self.config.geometry;
-        let ss = g.sector_size as usize;
-        let os = g.oob_bytes_per_sector as usize;
-        if data.is_empty()
-            || !data.len().is_multiple_of(ss)
-            || (!oob.is_empty() && oob.len() != data.len() / ss * os)
-        {
-            return Err(ReadError::BufferSize {
-                data: data.len(),
-                oob: oob.len(),
-            });
-        }
-        let count = (data.len() / ss) as u64;
-        let end = first_sector as u64 + count;
-        if !g.contains_page(addr) || end > g.sectors_per_page as u64 {
-            return Err(ReadError::OutOfRange {
-                addr,
-                first: first_sector,
-                end: end.min(u32::MAX as u64) as u32,
-            });
-        }
-        // The bookkeeping under the lock, the bytes outside it.
-        let mut live = self.live();
-        if !live.powered {
-            return Err(ReadError::PowerLoss);
-        }
-        let b = g.block_index(addr.block_addr());
-        let meta = self.blocks[b as usize];
-        if meta.bad == Some(BadReason::Factory) {
-            return Err(ReadError::BadBlock { addr });
-        }
-        if addr.page >= meta.write_pointer {
-            return Err(ReadError::Unwritten { addr });
-        }
-        if !self.readable(b, addr.page) {
-            return Err(ReadError::NotYetReadable {
-                addr,
-                write_pointer: meta.write_pointer,
-                mw_cunits: g.mw_cunits,
-            });
-        }
-        let (done_ns, fault_mask) = {
-            if let OpStart::Interrupted = live.begin_op() {
-                return Err(ReadError::PowerLoss);
-            }
-            let now = self.clock.now_ns();
-            let done_ns = live.timing.read(now, addr.pu, count * (ss + os) as u64);
-            live.stats.reads += 1;
-            live.stats.sectors_read += count;
-            let mask = live.faults.read_failures(count as u32);
-            if mask != 0 || meta.torn_page == Some(addr.page) {
-                live.stats.read_failures += 1;
-            }
-            (done_ns, mask)
-        };
-        drop(live);
-        self.store
-            .read_page(&g, g.page_index(addr), first_sector, data, oob)?;
-        let mut failed = if meta.torn_page == Some(addr.page) {
-            if count == 64 {
-                u64::MAX
-            } else {
-                (1u64 << count) - 1
-            }
-        } else {
-            0
-        };
-        failed |= fault_mask;
-        if failed != 0 {
-            for i in 0..count as usize {
-                if failed & (1 << i) != 0 {
-                    data[i * ss..(i + 1) * ss].fill(0);
-                    if !oob.is_empty() {
-                        oob[i * os..(i + 1) * os].fill(0);
-                    }
-                }
-            }
-            return Err(ReadError::Uncorrectable {
-                addr,
-                sectors: failed,
-            });
-        }
-        Ok(Completion { done_ns })
+        self.read_with(addr, first_sector, data, oob, false)
+    }
+
+    fn read_background(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Completion, ReadError> {
+        self.read_with(addr, first_sector, data, oob, true)
     }
 
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError> {

@@ -287,6 +287,28 @@ pub trait Media: Send + Sync {
         data: &mut [u8],
         oob: &mut [u8],
     ) -> Result<Completion, ReadError>;
+    /// [`Media::program`] for the FTL's own housekeeping (GC relocation): where the device
+    /// schedules reads first, the host's programs go ahead of queued background ones.
+    /// Otherwise the same as `program`.
+    fn program_background(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+    ) -> Result<Completion, ProgramError> {
+        self.program(addr, data, oob)
+    }
+    /// [`Media::read`] for the FTL's own housekeeping (GC relocation): where the device
+    /// schedules reads first, host reads go ahead of it. Otherwise the same as `read`.
+    fn read_background(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Completion, ReadError> {
+        self.read(addr, first_sector, data, oob)
+    }
     /// Erases a whole block.
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError>;
     fn block_info(&self, addr: BlockAddr) -> BlockInfo;

@@ -14,10 +14,20 @@
 //!   the time the read held the PU. Approximation: a completion instant already returned for
 //!   the suspended operation is not moved (only later operations see the delay).
 //!
+//! * scheduling: FIFO by default (every PU and channel serves operations in issue order, as
+//!   FEMU does), or reads first (`reads_first`, as MQSim's default scheduler): a read waits
+//!   only for the operation in progress on its PU (or suspends it, where the device can; at
+//!   most [`MAX_SUSPENDS_PER_OP`] times) and for the reads issued before it, then goes ahead
+//!   of every queued program and erase, which move later by the time it holds the PU; its
+//!   transfer takes the first gap on the channel. Approximations: completion instants
+//!   already returned for the operations that move are not revised, and a program that
+//!   moves keeps its channel transfer where it was reserved.
+//!
 //! Transfers take `ceil(bytes * 1000 / channel_mb_per_s)` ns (MB = 10^6 bytes); a bandwidth of
 //! 0 means transfers are instantaneous. All arithmetic is integer nanoseconds, so results are
 //! exact and reproducible.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +50,11 @@ pub struct TimingConfig {
     /// Time to suspend an erase in progress for a read; `None`: erases are not suspended.
     #[serde(default)]
     pub erase_suspend_ns: Option<u64>,
+    /// Reads go before the programs and erases queued on their PU (out-of-order scheduling,
+    /// as MQSim's default transaction scheduler does); `false`: every PU serves its
+    /// operations in the order they were issued (FIFO, as FEMU does).
+    #[serde(default)]
+    pub reads_first: bool,
 }
 
 /// Named timing presets: (name, description).
@@ -54,7 +69,7 @@ pub const TIMING_PRESETS: &[(&str, &str)] = &[
     ),
     (
         "mqsim",
-        "MQSim defaults: tR 75 us, tPROG 750 us, tBERS 3.8 ms, 333 MB/s channels, erase suspend (700 us)",
+        "MQSim defaults: tR 75 us, tPROG 750 us, tBERS 3.8 ms, 333 MB/s channels, erase suspend (700 us), reads before queued programs and erases",
     ),
     (
         "lightnvm2014",
@@ -70,6 +85,7 @@ impl TimingConfig {
         channel_mb_per_s: 0,
         program_suspend_ns: None,
         erase_suspend_ns: None,
+        reads_first: false,
     };
 
     pub fn preset(name: &str) -> Option<TimingConfig> {
@@ -83,7 +99,9 @@ impl TimingConfig {
                 channel_mb_per_s: 800,
                 ..TimingConfig::NONE
             }),
-            // MQSim's ssdconfig.xml: CMD_Suspension_Support ERASE, Suspend_Erase_Time 700 us.
+            // MQSim's ssdconfig.xml: CMD_Suspension_Support ERASE, Suspend_Erase_Time 700 us;
+            // its default scheduler (TSU_OutOfOrder) serves a chip's queued user reads before
+            // its queued writes and erases unless GC is urgent.
             "mqsim" => Some(TimingConfig {
                 t_read_ns: 75 * us,
                 t_prog_ns: 750 * us,
@@ -91,6 +109,7 @@ impl TimingConfig {
                 channel_mb_per_s: 333,
                 program_suspend_ns: None,
                 erase_suspend_ns: Some(700 * us),
+                reads_first: true,
             }),
             "lightnvm2014" => Some(TimingConfig {
                 t_read_ns: 25 * us,
@@ -134,11 +153,106 @@ enum ArrayOp {
     Erase,
 }
 
+/// Most operations one PU may have queued (reads-first scheduling keeps them in a list):
+/// far above what the FTL issues (its requests in flight times the pages each touches).
+pub const MAX_QUEUED_PER_PU: usize = 1 << 16;
+/// How often one program or erase may be suspended for reads (reads-first scheduling);
+/// after that, reads wait for it.
+pub const MAX_SUSPENDS_PER_OP: u8 = 8;
+
+/// One operation on a PU's timeline (reads-first scheduling).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    start_ns: u64,
+    end_ns: u64,
+    op: ArrayOp,
+    suspends: u8,
+    /// A read for the device's own housekeeping (GC): host reads go ahead of it.
+    background: bool,
+}
+
+/// Reads-first scheduling: every PU's operations not yet finished, in the order they run,
+/// and every channel's reserved transfers, both sorted by start and disjoint.
+#[derive(Clone, Debug, Default)]
+struct Timelines {
+    pus: Vec<VecDeque<Slot>>,
+    channels: Vec<VecDeque<(u64, u64)>>,
+}
+
+impl Timelines {
+    /// Forgets everything finished by `now_ns` on one PU and its channel.
+    fn prune(&mut self, now_ns: u64, pu: usize, ch: usize) {
+        let q = &mut self.pus[pu];
+        while q.front().is_some_and(|s| s.end_ns <= now_ns) {
+            q.pop_front();
+        }
+        let c = &mut self.channels[ch];
+        while c.front().is_some_and(|&(_, end)| end <= now_ns) {
+            c.pop_front();
+        }
+    }
+
+    /// Reserves the channel for `len_ns` after its last reservation, from `earliest_ns` on.
+    fn channel_after_all(&mut self, ch: usize, earliest_ns: u64, len_ns: u64) -> (u64, u64) {
+        let c = &mut self.channels[ch];
+        let start = c
+            .back()
+            .map_or(earliest_ns, |&(_, end)| end.max(earliest_ns));
+        if len_ns > 0 {
+            c.push_back((start, start + len_ns));
+        }
+        (start, start + len_ns)
+    }
+
+    /// Reserves the channel for `len_ns` in the first gap that starts at `earliest_ns` or
+    /// later.
+    fn channel_first_gap(&mut self, ch: usize, earliest_ns: u64, len_ns: u64) -> (u64, u64) {
+        let c = &mut self.channels[ch];
+        let mut start = earliest_ns;
+        let mut at = 0;
+        while at < c.len() {
+            let (s, e) = c[at];
+            if start + len_ns <= s {
+                break;
+            }
+            start = start.max(e);
+            at += 1;
+        }
+        if len_ns > 0 {
+            c.insert(at, (start, start + len_ns));
+        }
+        (start, start + len_ns)
+    }
+
+    /// Puts `slot` at `at` in the PU's timeline and moves the operations after it later as
+    /// far as they now overlap.
+    fn insert_and_push_back(&mut self, pu: usize, at: usize, slot: Slot) {
+        let q = &mut self.pus[pu];
+        assert!(
+            q.len() < MAX_QUEUED_PER_PU,
+            "more than {MAX_QUEUED_PER_PU} operations queued on PU {pu}"
+        );
+        q.insert(at, slot);
+        let mut prev_end = slot.end_ns;
+        for s in q.iter_mut().skip(at + 1) {
+            if s.start_ns >= prev_end {
+                break;
+            }
+            let d = prev_end - s.start_ns;
+            s.start_ns += d;
+            s.end_ns += d;
+            prev_end = s.end_ns;
+        }
+    }
+}
+
 /// Per-PU and per-channel busy-until bookkeeping.
 #[derive(Clone, Debug)]
 pub struct TimingModel {
     config: TimingConfig,
     luns_per_channel: u32,
+    /// Reads-first scheduling only (`config.reads_first`); the fields below are for FIFO.
+    timelines: Timelines,
     pu_busy_until_ns: Vec<u64>,
     channel_busy_until_ns: Vec<u64>,
     /// The kind of the operation that ends at `pu_busy_until_ns`, and when the reads that
@@ -150,9 +264,18 @@ pub struct TimingModel {
 
 impl TimingModel {
     pub fn new(config: TimingConfig, geometry: &Geometry) -> TimingModel {
+        let timelines = if config.reads_first {
+            Timelines {
+                pus: vec![VecDeque::new(); geometry.parallel_units() as usize],
+                channels: vec![VecDeque::new(); geometry.channels as usize],
+            }
+        } else {
+            Timelines::default()
+        };
         TimingModel {
             config,
             luns_per_channel: geometry.luns_per_channel,
+            timelines,
             pu_busy_until_ns: vec![0; geometry.parallel_units() as usize],
             channel_busy_until_ns: vec![0; geometry.channels as usize],
             pu_last_op: vec![ArrayOp::Read; geometry.parallel_units() as usize],
@@ -176,6 +299,23 @@ impl TimingModel {
 
     /// Models a read of `bytes` from `pu` issued at `now_ns`; returns the completion instant.
     pub fn read(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+        if self.config.reads_first {
+            return self.read_first(now_ns, pu, bytes, false);
+        }
+        self.read_fifo(now_ns, pu, bytes)
+    }
+
+    /// A read for the device's own housekeeping (GC relocation): with reads-first scheduling
+    /// host reads go ahead of it (it still goes ahead of programs and erases); with FIFO
+    /// scheduling it is an ordinary read.
+    pub fn read_background(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+        if self.config.reads_first {
+            return self.read_first(now_ns, pu, bytes, true);
+        }
+        self.read_fifo(now_ns, pu, bytes)
+    }
+
+    fn read_fifo(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
         let ch = self.channel(pu);
         let p = pu as usize;
         let busy = self.pu_busy_until_ns[p];
@@ -215,8 +355,160 @@ impl TimingModel {
         xfer_end
     }
 
+    /// A read under reads-first scheduling: after the operation in progress on its PU (or,
+    /// where the device can, suspending it) and after the reads queued before it, but before
+    /// every queued program and erase, which move later by the time the read holds the PU.
+    /// Its transfer takes the first gap on the channel.
+    fn read_first(&mut self, now_ns: u64, pu: u32, bytes: u64, background: bool) -> u64 {
+        let (p, ch) = (pu as usize, self.channel(pu));
+        let t = &mut self.timelines;
+        t.prune(now_ns, p, ch);
+        let q = &t.pus[p];
+        let mut at = 0;
+        let mut start = now_ns;
+        let mut suspended = None;
+        if let Some(&front) = q.front() {
+            if front.start_ns <= now_ns && front.op != ArrayOp::Read {
+                let suspend_ns = match front.op {
+                    ArrayOp::Program => self.config.program_suspend_ns,
+                    ArrayOp::Erase => self.config.erase_suspend_ns,
+                    ArrayOp::Read => None,
+                };
+                match suspend_ns {
+                    Some(sus)
+                        if now_ns + sus < front.end_ns && front.suspends < MAX_SUSPENDS_PER_OP =>
+                    {
+                        suspended = Some(front);
+                        start = now_ns + sus;
+                    }
+                    _ => {
+                        at = 1;
+                        start = front.end_ns;
+                    }
+                }
+            }
+        }
+        if suspended.is_none() {
+            // A read in progress finishes first.
+            if let Some(front) = q.front().filter(|f| f.start_ns <= now_ns) {
+                if front.op == ArrayOp::Read {
+                    at = 1;
+                    start = front.end_ns;
+                }
+            }
+            // After the reads already queued ahead (host reads: the host reads; background
+            // reads: every read), in their order.
+            while let Some(s) = q
+                .get(at)
+                .filter(|s| s.op == ArrayOp::Read && (background || !s.background))
+            {
+                start = start.max(s.end_ns);
+                at += 1;
+            }
+        }
+        let sense_end = start + self.config.t_read_ns;
+        let (_, xfer_end) = t.channel_first_gap(ch, sense_end, self.config.transfer_ns(bytes));
+        let read = Slot {
+            start_ns: if suspended.is_some() { now_ns } else { start },
+            end_ns: xfer_end,
+            op: ArrayOp::Read,
+            suspends: 0,
+            background,
+        };
+        if let Some(op) = suspended {
+            // The operation resumes after the read with what it had left at `now_ns`.
+            self.suspends += 1;
+            let q = &mut t.pus[p];
+            q[0] = Slot {
+                start_ns: xfer_end,
+                end_ns: xfer_end + (op.end_ns - now_ns),
+                suspends: op.suspends + 1,
+                ..op
+            };
+            let rest = q[0];
+            // Everything after it moves later by as much as it did.
+            let mut prev_end = rest.end_ns;
+            for s in q.iter_mut().skip(1) {
+                if s.start_ns >= prev_end {
+                    break;
+                }
+                let d = prev_end - s.start_ns;
+                s.start_ns += d;
+                s.end_ns += d;
+                prev_end = s.end_ns;
+            }
+            q.push_front(read);
+        } else {
+            t.insert_and_push_back(p, at, read);
+        }
+        xfer_end
+    }
+
     /// Models a program of `bytes` to `pu` issued at `now_ns`; returns the completion instant.
     pub fn program(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+        if self.config.reads_first {
+            return self.program_first(now_ns, pu, bytes, false);
+        }
+        self.program_fifo(now_ns, pu, bytes)
+    }
+
+    /// A program for the device's own housekeeping (GC relocation): with reads-first
+    /// scheduling the host's programs go ahead of it while it is queued; with FIFO
+    /// scheduling it is an ordinary program.
+    pub fn program_background(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+        if self.config.reads_first {
+            return self.program_first(now_ns, pu, bytes, true);
+        }
+        self.program_fifo(now_ns, pu, bytes)
+    }
+
+    /// A program under reads-first scheduling: a background one joins the end of its PU's
+    /// queue; a host one goes ahead of the background programs queued at the end (never
+    /// ahead of an erase, a read or another host program), its transfer in the first gap on
+    /// the channel from then.
+    fn program_first(&mut self, now_ns: u64, pu: u32, bytes: u64, background: bool) -> u64 {
+        let (p, ch) = (pu as usize, self.channel(pu));
+        let t = &mut self.timelines;
+        t.prune(now_ns, p, ch);
+        let q = &t.pus[p];
+        let mut at = q.len();
+        if !background {
+            while at > 0 {
+                let s = &q[at - 1];
+                if s.op == ArrayOp::Program && s.background && s.start_ns > now_ns {
+                    at -= 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        let ready = if at == 0 {
+            now_ns
+        } else {
+            q[at - 1].end_ns.max(now_ns)
+        };
+        let len_ns = self.config.transfer_ns(bytes);
+        let (xfer_start, xfer_end) = if background {
+            t.channel_after_all(ch, ready, len_ns)
+        } else {
+            t.channel_first_gap(ch, ready, len_ns)
+        };
+        let done = xfer_end + self.config.t_prog_ns;
+        t.insert_and_push_back(
+            p,
+            at,
+            Slot {
+                start_ns: xfer_start,
+                end_ns: done,
+                op: ArrayOp::Program,
+                suspends: 0,
+                background,
+            },
+        );
+        done
+    }
+
+    fn program_fifo(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
         let ch = self.channel(pu);
         let xfer_start = now_ns
             .max(self.pu_busy_until_ns[pu as usize])
@@ -231,6 +523,26 @@ impl TimingModel {
 
     /// Models an erase of a block on `pu` issued at `now_ns`; returns the completion instant.
     pub fn erase(&mut self, now_ns: u64, pu: u32) -> u64 {
+        if self.config.reads_first {
+            let (p, ch) = (pu as usize, self.channel(pu));
+            let t = &mut self.timelines;
+            t.prune(now_ns, p, ch);
+            let start = t.pus[p].back().map_or(now_ns, |s| s.end_ns.max(now_ns));
+            let done = start + self.config.t_erase_ns;
+            let len = t.pus[p].len();
+            t.insert_and_push_back(
+                p,
+                len,
+                Slot {
+                    start_ns: start,
+                    end_ns: done,
+                    op: ArrayOp::Erase,
+                    suspends: 0,
+                    background: false,
+                },
+            );
+            return done;
+        }
         let start = now_ns.max(self.pu_busy_until_ns[pu as usize]);
         let done = start + self.config.t_erase_ns;
         self.pu_busy_until_ns[pu as usize] = done;
@@ -240,6 +552,12 @@ impl TimingModel {
 
     /// The instant at which every PU and channel is idle.
     pub fn all_idle_ns(&self) -> u64 {
+        if self.config.reads_first {
+            let t = &self.timelines;
+            let pu = t.pus.iter().filter_map(|q| q.back().map(|s| s.end_ns));
+            let ch = t.channels.iter().filter_map(|c| c.back().map(|&(_, e)| e));
+            return pu.chain(ch).max().unwrap_or(0);
+        }
         let pu = self.pu_busy_until_ns.iter().copied().max().unwrap_or(0);
         let ch = self
             .channel_busy_until_ns
@@ -251,6 +569,11 @@ impl TimingModel {
     }
 
     pub fn pu_busy_until_ns(&self, pu: u32) -> u64 {
+        if self.config.reads_first {
+            return self.timelines.pus[pu as usize]
+                .back()
+                .map_or(0, |s| s.end_ns);
+        }
         self.pu_busy_until_ns[pu as usize]
     }
 }
@@ -436,5 +759,179 @@ mod tests {
         let mut m = TimingModel::new(t, &g);
         let p = m.program(0, 0, 16_384);
         assert_eq!(m.read(1_000, 0, 4096), p + t.t_read_ns + x);
+    }
+
+    fn reads_first_femu() -> TimingConfig {
+        TimingConfig {
+            reads_first: true,
+            ..femu()
+        }
+    }
+
+    /// Every PU's timeline and every channel's reservations are sorted and disjoint.
+    fn assert_timelines_consistent(m: &TimingModel) {
+        for q in &m.timelines.pus {
+            for w in q.iter().collect::<Vec<_>>().windows(2) {
+                assert!(w[0].start_ns < w[0].end_ns.max(w[0].start_ns + 1));
+                assert!(w[0].end_ns <= w[1].start_ns, "{:?}", q);
+            }
+        }
+        for c in &m.timelines.channels {
+            for w in c.iter().collect::<Vec<_>>().windows(2) {
+                assert!(w[0].1 <= w[1].0, "{:?}", c);
+            }
+        }
+    }
+
+    #[test]
+    fn reads_first_a_read_overtakes_queued_programs() {
+        let g = Geometry::new(1, 1, 4, 4, 4);
+        let t = reads_first_femu();
+        let x = t.transfer_ns(4096);
+        let px = t.transfer_ns(16_384);
+        let mut m = TimingModel::new(t, &g);
+        // Three programs queued on the PU: the first runs until px + tPROG.
+        let p1 = m.program(0, 0, 16_384);
+        let p2 = m.program(0, 0, 16_384);
+        let p3 = m.program(0, 0, 16_384);
+        assert_eq!(p1, px + t.t_prog_ns);
+        assert_eq!(p3, 3 * (px + t.t_prog_ns));
+        // A read 10 us in waits for the program in progress only, not for the queue.
+        let r = m.read(10_000, 0, 4096);
+        assert_eq!(r, p1 + t.t_read_ns + x);
+        // The queued programs move later by the time the read held the PU.
+        assert_eq!(m.pu_busy_until_ns(0), p3 + (r - p1));
+        assert!(p2 < m.pu_busy_until_ns(0));
+        // A second read goes after the first (reads keep their order), still before the
+        // queued programs.
+        let r2 = m.read(10_000, 0, 4096);
+        assert_eq!(r2, r + t.t_read_ns + x);
+        assert_eq!(m.pu_busy_until_ns(0), p3 + (r2 - p1));
+        assert_timelines_consistent(&m);
+        // With FIFO scheduling the same read waits for all three programs.
+        let mut f = TimingModel::new(femu(), &g);
+        for _ in 0..3 {
+            let _ = f.program(0, 0, 16_384);
+        }
+        assert_eq!(f.read(10_000, 0, 4096), p3 + t.t_read_ns + x);
+    }
+
+    #[test]
+    fn reads_first_a_read_transfer_takes_a_gap_on_the_channel() {
+        // Two LUNs on one channel: PU 0 has programs queued far ahead, whose transfers are
+        // reserved when PU 0 gets to them; a read on PU 1 does not wait for those.
+        let g = Geometry::new(1, 2, 4, 4, 4);
+        let t = reads_first_femu();
+        let x = t.transfer_ns(4096);
+        let mut m = TimingModel::new(t, &g);
+        for _ in 0..4 {
+            let _ = m.program(0, 0, 16_384);
+        }
+        let r = m.read(0, 1, 4096);
+        // The first program's transfer holds the channel from 0; the read senses meanwhile
+        // and transfers in the gap before the second program's transfer.
+        assert_eq!(r, t.t_read_ns + x);
+        assert_timelines_consistent(&m);
+    }
+
+    #[test]
+    fn reads_first_suspends_where_the_device_can() {
+        let g = Geometry::new(1, 1, 4, 4, 4);
+        let t = TimingConfig::preset("mqsim").unwrap();
+        assert!(t.reads_first);
+        let s = t.erase_suspend_ns.unwrap();
+        let x = t.transfer_ns(4096);
+        let mut m = TimingModel::new(t, &g);
+        let e = m.erase(0, 0);
+        let p = m.program(0, 0, 16_384);
+        // 1 ms into the erase: suspend it, sense, transfer; the erase resumes with the
+        // 2.8 ms it had left, and the queued program follows it.
+        let r = m.read(1_000_000, 0, 4096);
+        assert_eq!(r, 1_000_000 + s + t.t_read_ns + x);
+        assert_eq!(m.suspends(), 1);
+        let held = r - 1_000_000;
+        assert_eq!(m.pu_busy_until_ns(0), p + held);
+        // A read while the first is served waits for it, not for the erase.
+        let r2 = m.read(1_000_000 + s, 0, 4096);
+        assert_eq!(r2, r + t.t_read_ns + x);
+        assert_eq!(m.suspends(), 1);
+        assert_timelines_consistent(&m);
+        // Near the erase's end a read waits for it instead.
+        let mut m = TimingModel::new(t, &g);
+        let e2 = m.erase(0, 0);
+        assert_eq!(e2, e);
+        assert_eq!(m.read(e - s / 2, 0, 4096), e + t.t_read_ns + x);
+        assert_eq!(m.suspends(), 0);
+    }
+
+    #[test]
+    fn reads_first_stops_suspending_an_operation_after_the_limit() {
+        let g = Geometry::new(1, 1, 4, 4, 4);
+        let t = TimingConfig::preset("mqsim").unwrap();
+        let mut m = TimingModel::new(t, &g);
+        let _ = m.erase(0, 0);
+        let mut now = 0;
+        for _ in 0..MAX_SUSPENDS_PER_OP + 2 {
+            // Each read arrives when the previous one is done and the erase runs again.
+            now = m.read(now, 0, 4096) + 1;
+        }
+        assert_eq!(m.suspends(), MAX_SUSPENDS_PER_OP as u64);
+        assert_timelines_consistent(&m);
+    }
+
+    #[test]
+    fn reads_first_all_idle_covers_every_timeline() {
+        let g = Geometry::new(2, 1, 4, 4, 4);
+        let mut m = TimingModel::new(reads_first_femu(), &g);
+        let p = m.program(0, 0, 16_384);
+        let e = m.erase(0, 1);
+        assert_eq!(m.all_idle_ns(), p.max(e));
+        // No suspend in this preset: the read on PU 1 follows the erase in progress.
+        let r = m.read(0, 1, 4096);
+        let t = reads_first_femu();
+        assert_eq!(r, e + t.t_read_ns + t.transfer_ns(4096));
+        assert_eq!(m.all_idle_ns(), p.max(r));
+    }
+
+    #[test]
+    fn reads_first_timelines_stay_consistent_under_random_operations() {
+        // A deterministic pseudo-random mix (xorshift) over 2 channels x 2 LUNs, with and
+        // without suspend.
+        for (seed, preset) in [(1u64, "mqsim"), (2, "femu"), (3, "mqsim"), (4, "femu")] {
+            let g = Geometry::new(2, 2, 4, 4, 4);
+            let t = TimingConfig {
+                reads_first: true,
+                ..TimingConfig::preset(preset).unwrap()
+            };
+            let mut m = TimingModel::new(t, &g);
+            let mut x = seed;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let mut now = 0u64;
+            for _ in 0..5_000 {
+                let r = next();
+                let pu = (r % 4) as u32;
+                match (r >> 8) % 10 {
+                    0..=3 => {
+                        let done = m.program(now, pu, 16_384);
+                        assert!(done >= now + t.t_prog_ns + t.transfer_ns(16_384));
+                    }
+                    4..=7 => {
+                        let done = m.read(now, pu, 4096);
+                        assert!(done >= now + t.t_read_ns + t.transfer_ns(4096));
+                    }
+                    8 => {
+                        let done = m.erase(now, pu);
+                        assert!(done >= now + t.t_erase_ns);
+                    }
+                    _ => now += (r >> 16) % 400_000,
+                }
+                assert_timelines_consistent(&m);
+            }
+        }
     }
 }

@@ -198,9 +198,24 @@ struct Shared<'a> {
     ops: &'a AtomicU64,
     exported: u64,
     media_faults: bool,
+    /// Every request in the order it held the FTL, for the report of a failing cut.
+    log: &'a Mutex<Vec<String>>,
 }
 
 impl Shared<'_> {
+    fn log(&self, ftl: &Ftl<RamMedia>, what: String) {
+        let m = ftl.media();
+        let line = format!(
+            "op {:>6} {}: {what}",
+            m.ops(),
+            if m.is_powered() { "on " } else { "off" }
+        );
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+
     fn powered(&self) -> bool {
         self.ftl
             .read()
@@ -215,7 +230,14 @@ impl Shared<'_> {
 }
 
 /// One submitting thread between two cuts: requests until a power loss, a stop, or `bound`.
-fn submitter(s: &Shared, rng: &mut ChaCha8Rng, slice: (u64, u64), bound: u64, cut: u32) -> Stop {
+fn submitter(
+    s: &Shared,
+    thread: u32,
+    rng: &mut ChaCha8Rng,
+    slice: (u64, u64),
+    bound: u64,
+    cut: u32,
+) -> Stop {
     let (lo, hi) = slice;
     for _ in 0..bound {
         if s.stop.load(SeqCst) {
@@ -245,11 +267,17 @@ fn submitter(s: &Shared, rng: &mut ChaCha8Rng, slice: (u64, u64), bound: u64, cu
                 }
                 let res = {
                     let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
-                    match r {
+                    let res = match r {
                         0..=54 => ftl.write(lba, &buf, fua).map(|_| fua),
                         55..=59 => ftl.trim(lba, n).map(|_| false),
                         _ => ftl.write_zeroes(lba, n, fua).map(|_| fua),
-                    }
+                    };
+                    let what = ["write", "trim", "zeroes"][(r >= 55) as usize + (r >= 60) as usize];
+                    s.log(
+                        &ftl,
+                        format!("t{thread} {what} {lba}+{n} fua {fua} tags {tags:?}: {res:?}"),
+                    );
+                    res
                 };
                 res.map(|durable| {
                     let mut m = s.model();
@@ -261,11 +289,12 @@ fn submitter(s: &Shared, rng: &mut ChaCha8Rng, slice: (u64, u64), bound: u64, cu
             }
             65..=69 => {
                 let began = s.model().tick();
-                let res = s
-                    .ftl
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .flush();
+                let res = {
+                    let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
+                    let res = ftl.flush();
+                    s.log(&ftl, format!("t{thread} flush (began {began}): {res:?}"));
+                    res
+                };
                 res.map(|_| s.model().flushed(began))
             }
             // Reads: anywhere, in parallel with other threads' reads.
@@ -274,11 +303,15 @@ fn submitter(s: &Shared, rng: &mut ChaCha8Rng, slice: (u64, u64), bound: u64, cu
                 let n = rng.gen_range(1..=8u64).min(s.exported - lba);
                 let mut buf = vec![0u8; n as usize * SS];
                 let began = s.model().tick();
-                let res = s
-                    .ftl
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .read(lba, &mut buf);
+                let res = {
+                    let ftl = s.ftl.read().unwrap_or_else(PoisonError::into_inner);
+                    let res = ftl.read(lba, &mut buf);
+                    s.log(
+                        &ftl,
+                        format!("t{thread} read {lba}+{n}: {:?}", res.as_ref().err()),
+                    );
+                    res
+                };
                 let failed = match res {
                     Ok(_) => Ok(Vec::new()),
                     Err(FtlError::Uncorrectable { lbas }) => Ok(lbas),
@@ -371,7 +404,9 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
         let shared_ftl = RwLock::new(ftl);
         let stop = AtomicBool::new(false);
         let ops = AtomicU64::new(0);
+        let log = Mutex::new(Vec::new());
         let shared = Shared {
+            log: &log,
             ftl: &shared_ftl,
             model: &model,
             stop: &stop,
@@ -389,7 +424,7 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
                     let slice = (exported * t / n, exported * (t + 1) / n);
                     let shared = &shared;
                     sc.spawn(move || {
-                        let stop = submitter(shared, r, slice, bound, cut);
+                        let stop = submitter(shared, t as u32, r, slice, bound, cut);
                         if !matches!(stop, Stop::Bound) {
                             shared.stop.store(true, SeqCst);
                         }
@@ -479,6 +514,18 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
         }
         m.settled_all();
         if !out.violations.is_empty() {
+            let path =
+                std::env::temp_dir().join(format!("lightnvm-torture-{}-cut{cut}.log", cfg.seed));
+            let text = log
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .join("\n");
+            if std::fs::write(&path, text).is_ok() {
+                out.violations.push(format!(
+                    "cut {cut}: the requests in order: {}",
+                    path.display()
+                ));
+            }
             return out;
         }
     }

@@ -218,7 +218,10 @@ impl<M: Media> Ftl<M> {
                 SectorKind::Data(_) => data += 1,
             }
         }
-        match self.writers[k as usize].program(&mut self.media) {
+        // GC's pages are background work: where the device schedules reads first, the
+        // user's pages go ahead of them.
+        let background = k == StreamKind::Gc;
+        match self.writers[k as usize].program(&mut self.media, background) {
             Ok((addr, c)) => {
                 self.note_done(c);
                 self.stats.media_sectors_pad += pad;

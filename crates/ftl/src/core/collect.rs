@@ -76,8 +76,19 @@ impl<M: Media> Ftl<M> {
         Ok(())
     }
 
-    /// Rate-limited background GC, run after each user sector.
+    /// Rate-limited background GC, run after each user sector. Its media operations take
+    /// their time on the PUs and channels (later operations queue behind them), but the user
+    /// write does not wait for them: background GC runs beside the host's requests, as a
+    /// device's controller runs it. (Foreground GC, when the user stream needs a line and
+    /// too few are free, is waited for.)
     pub(crate) fn background_gc(&mut self) -> Result<(), FtlError> {
+        let host_done_ns = self.op_done_ns;
+        let r = self.background_gc_moves();
+        self.op_done_ns = host_done_ns;
+        r
+    }
+
+    fn background_gc_moves(&mut self) -> Result<(), FtlError> {
         let free = self.pool.free_lines() as u32;
         if !self.gc.wants_background(free) {
             return Ok(());

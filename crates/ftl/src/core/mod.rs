@@ -73,7 +73,7 @@ pub struct Ftl<M: Media> {
     /// The counters host reads change: reads take `&self`.
     read_counters: ReadCounters,
     pub(crate) health: Health,
-    op_done_ns: u64,
+    pub(crate) op_done_ns: u64,
     pub(crate) recovery: RecoveryReport,
 }
 
@@ -372,7 +372,7 @@ impl<M: Media> Ftl<M> {
                 L2pEntry::Unmapped => out.fill(0),
                 L2pEntry::Lost => failed.push(l.get()),
                 L2pEntry::Mapped(ppa) => {
-                    let f = self.fetch_ppa(ppa, out, None)?;
+                    let f = self.fetch_ppa(ppa, out, None, false)?;
                     done_ns = done_ns.max(f.done_ns);
                     if !f.intact {
                         failed.push(l.get());
@@ -467,15 +467,16 @@ impl<M: Media> Ftl<M> {
         Ok(self.op_completion())
     }
 
-    /// [`Ftl::fetch_ppa`] for the FTL's own reads (GC, audit): the completion counts
-    /// towards the current operation's.
+    /// [`Ftl::fetch_ppa`] for the FTL's own reads (GC, audit): background reads (host reads
+    /// go first where the device schedules reads first); the completion counts towards the
+    /// current operation's.
     pub(crate) fn read_ppa(
         &mut self,
         ppa: Ppa,
         out: &mut [u8],
         oob: Option<&mut [u8]>,
     ) -> Result<bool, FtlError> {
-        let f = self.fetch_ppa(ppa, out, oob)?;
+        let f = self.fetch_ppa(ppa, out, oob, true)?;
         self.note_done(Completion { done_ns: f.done_ns });
         Ok(f.intact)
     }
@@ -483,12 +484,13 @@ impl<M: Media> Ftl<M> {
     /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
     /// writer's page buffer, the mw_cunits window, or the media with retries. `intact` is
     /// false if it is unreadable (media error after retries, or its checksum / LBA do not
-    /// match).
+    /// match). `background`: a read for the FTL's housekeeping ([`Media::read_background`]).
     pub(crate) fn fetch_ppa(
         &self,
         ppa: Ppa,
         out: &mut [u8],
         oob: Option<&mut [u8]>,
+        background: bool,
     ) -> Result<Fetched, FtlError> {
         let mut done_ns = 0;
         let (addr, sector) = ppa.addr(&self.geo);
@@ -509,7 +511,12 @@ impl<M: Media> Ftl<M> {
         }
         let mut oob_buf = vec![0u8; self.geo.oob_bytes_per_sector as usize];
         for _ in 0..=READ_RETRIES {
-            match self.media.read(addr, sector, out, &mut oob_buf) {
+            let r = if background {
+                self.media.read_background(addr, sector, out, &mut oob_buf)
+            } else {
+                self.media.read(addr, sector, out, &mut oob_buf)
+            };
+            match r {
                 Ok(c) => {
                     done_ns = c.done_ns;
                     // End to end: the OOB checksum covers the data and the LBA it was written
