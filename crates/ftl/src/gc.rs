@@ -147,17 +147,20 @@ impl Gc {
     /// The next sector to relocate, skipping invalid ones.
     pub fn next_work(&mut self, map: &Map) -> Work {
         let cur = self.cursor.as_mut().expect("GC victim");
+        // Row by row (page 0 of every PU, then page 1...), as the line was written: the
+        // reads a burst of relocation issues spread over all the line's PUs instead of
+        // queueing on one.
         let spp = self.geo.sectors_per_page as u64;
-        let per_pu = self.geo.pages_per_block as u64 * spp;
-        let total = cur.pus.len() as u64 * per_pu;
+        let per_row = cur.pus.len() as u64 * spp;
+        let total = self.geo.pages_per_block as u64 * per_row;
         while cur.next < total {
-            let pu = cur.pus[(cur.next / per_pu) as usize];
-            let within = cur.next % per_pu;
+            let page = cur.next / per_row;
+            let within = cur.next % per_row;
             cur.next += 1;
             let addr = PageAddr {
-                pu,
+                pu: cur.pus[(within / spp) as usize],
                 block: cur.line,
-                page: u32::try_from(within / spp).expect("page within a block"),
+                page: u32::try_from(page).expect("page within a block"),
             };
             let sector = u32::try_from(within % spp).expect("sector within a page");
             let ppa = Ppa::at(&self.geo, addr, sector);

@@ -252,6 +252,7 @@ impl Writer {
         media: &mut M,
         page: &[u8],
         seq: u64,
+        background: bool,
     ) -> Result<Option<(PageAddr, Completion, Vec<u8>)>, ProgramError> {
         assert_eq!(self.fill, 0, "metadata page inside a data page");
         let oob = meta::oob::encode_page(
@@ -263,7 +264,12 @@ impl Writer {
             },
         );
         let addr = self.addr();
-        match media.program(addr, page, &oob) {
+        let r = if background {
+            media.program_background(addr, page, &oob)
+        } else {
+            media.program(addr, page, &oob)
+        };
+        match r {
             Ok(c) => {
                 self.advance();
                 Ok(Some((addr, c, oob)))
@@ -332,7 +338,10 @@ mod tests {
         w.begin(2, vec![1, 0]);
         assert_eq!(w.remaining_slots(), 8);
         let page = vec![0u8; 8192];
-        assert!(w.program_meta(&mut media, &page, 0).unwrap().is_some());
+        assert!(w
+            .program_meta(&mut media, &page, 0, false)
+            .unwrap()
+            .is_some());
         let d = vec![9u8; 4096];
         let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d);
         assert!(!full);

@@ -76,8 +76,11 @@ fn static_wear_leveling_bounds_the_erase_count_spread() {
         spread_on <= 4 * threshold,
         "spread {spread_on} with threshold {threshold}"
     );
+    // (Dynamic leveling alone leaves a spread of about 40 here; it was about 100 before
+    // lines were erased ahead of use, each chosen by the wear policy when the previous one
+    // opens.)
     assert!(
-        spread_on * 3 < w_off.max - w_off.min,
+        spread_on * 2 < w_off.max - w_off.min,
         "{w_on:?} vs {w_off:?}"
     );
     assert!(w_on.stddev < w_off.stddev / 2.0, "{w_on:?} vs {w_off:?}");

@@ -333,11 +333,7 @@ impl<S: Store> Flash<S> {
         let now = self.clock.now_ns();
         let bytes = (data.len() + oob.len()) as u64;
         let timing = &mut self.live_mut().timing;
-        let done_ns = if background {
-            timing.program_background(now, addr.pu, bytes)
-        } else {
-            timing.program(now, addr.pu, bytes)
-        };
+        let done_ns = timing.program_block(now, addr.pu, addr.block, bytes, background);
         self.live_mut().stats.programs += 1;
         if self.live_mut().faults.program_fails() {
             self.live_mut().stats.program_failures += 1;
@@ -353,6 +349,64 @@ impl<S: Store> Flash<S> {
         self.mark_dirty(b);
         self.set_meta(b, meta)?;
         self.live_mut().stats.sectors_programmed += g.sectors_per_page as u64;
+        Ok(Completion { done_ns })
+    }
+
+    /// An erase; `background`: ahead of the block's use (see [`Media::erase_background`]).
+    fn erase_with(&mut self, addr: BlockAddr, background: bool) -> Result<Completion, EraseError> {
+        let g = self.config.geometry;
+        if !g.contains_block(addr) {
+            return Err(EraseError::OutOfRange { addr });
+        }
+        if !self.live_mut().powered {
+            return Err(EraseError::PowerLoss);
+        }
+        if self.store.read_only() {
+            return Err(EraseError::ReadOnly);
+        }
+        let b = g.block_index(addr);
+        let mut meta = self.blocks[b as usize];
+        if meta.bad.is_some() {
+            return Err(EraseError::BadBlock { addr });
+        }
+        let interrupted = matches!(self.begin_op(), OpStart::Interrupted);
+        if interrupted && self.live_mut().faults.power_rng().gen_bool(0.5) {
+            return Err(EraseError::PowerLoss);
+        }
+        let now = self.clock.now_ns();
+        let done_ns = self
+            .live_mut()
+            .timing
+            .erase_block(now, addr.pu, addr.block, background);
+        self.live_mut().stats.erases += 1;
+        let worn = self.config.endurance > 0 && meta.erase_count >= self.config.endurance;
+        let failed = !interrupted && !worn && self.live_mut().faults.erase_fails();
+        meta.write_pointer = 0;
+        meta.torn_page = None;
+        self.durable_wp[b as usize] = 0;
+        if worn {
+            meta.bad = Some(BadReason::WornOut);
+            self.live_mut().stats.erase_failures += 1;
+            self.set_meta(b, meta)?;
+            if interrupted {
+                return Err(EraseError::PowerLoss);
+            }
+            return Err(EraseError::WornOut {
+                addr,
+                erase_count: meta.erase_count,
+            });
+        }
+        if failed {
+            meta.bad = Some(BadReason::EraseFailure);
+            self.live_mut().stats.erase_failures += 1;
+            self.set_meta(b, meta)?;
+            return Err(EraseError::Failed { addr });
+        }
+        meta.erase_count += 1;
+        self.set_meta(b, meta)?;
+        if interrupted {
+            return Err(EraseError::PowerLoss);
+        }
         Ok(Completion { done_ns })
     }
 
@@ -571,57 +625,11 @@ impl<S: Store> Media for Flash<S> {
     }
 
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError> {
-        let g = self.config.geometry;
-        if !g.contains_block(addr) {
-            return Err(EraseError::OutOfRange { addr });
-        }
-        if !self.live_mut().powered {
-            return Err(EraseError::PowerLoss);
-        }
-        if self.store.read_only() {
-            return Err(EraseError::ReadOnly);
-        }
-        let b = g.block_index(addr);
-        let mut meta = self.blocks[b as usize];
-        if meta.bad.is_some() {
-            return Err(EraseError::BadBlock { addr });
-        }
-        let interrupted = matches!(self.begin_op(), OpStart::Interrupted);
-        if interrupted && self.live_mut().faults.power_rng().gen_bool(0.5) {
-            return Err(EraseError::PowerLoss);
-        }
-        let now = self.clock.now_ns();
-        let done_ns = self.live_mut().timing.erase(now, addr.pu);
-        self.live_mut().stats.erases += 1;
-        let worn = self.config.endurance > 0 && meta.erase_count >= self.config.endurance;
-        let failed = !interrupted && !worn && self.live_mut().faults.erase_fails();
-        meta.write_pointer = 0;
-        meta.torn_page = None;
-        self.durable_wp[b as usize] = 0;
-        if worn {
-            meta.bad = Some(BadReason::WornOut);
-            self.live_mut().stats.erase_failures += 1;
-            self.set_meta(b, meta)?;
-            if interrupted {
-                return Err(EraseError::PowerLoss);
-            }
-            return Err(EraseError::WornOut {
-                addr,
-                erase_count: meta.erase_count,
-            });
-        }
-        if failed {
-            meta.bad = Some(BadReason::EraseFailure);
-            self.live_mut().stats.erase_failures += 1;
-            self.set_meta(b, meta)?;
-            return Err(EraseError::Failed { addr });
-        }
-        meta.erase_count += 1;
-        self.set_meta(b, meta)?;
-        if interrupted {
-            return Err(EraseError::PowerLoss);
-        }
-        Ok(Completion { done_ns })
+        self.erase_with(addr, false)
+    }
+
+    fn erase_background(&mut self, addr: BlockAddr) -> Result<Completion, EraseError> {
+        self.erase_with(addr, true)
     }
 
     fn block_info(&self, addr: BlockAddr) -> BlockInfo {

@@ -311,6 +311,12 @@ pub trait Media: Send + Sync {
     }
     /// Erases a whole block.
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError>;
+    /// [`Media::erase`] ahead of the block's use (a free line erased before it is needed):
+    /// where the device schedules reads first, host programs of other blocks go ahead of it
+    /// while it is queued. Otherwise the same as `erase`.
+    fn erase_background(&mut self, addr: BlockAddr) -> Result<Completion, EraseError> {
+        self.erase(addr)
+    }
     fn block_info(&self, addr: BlockAddr) -> BlockInfo;
     /// Retires a block for good (the host decided it is unreliable).
     fn mark_bad(&mut self, addr: BlockAddr) -> Result<(), MarkBadError>;

@@ -167,9 +167,14 @@ struct Slot {
     end_ns: u64,
     op: ArrayOp,
     suspends: u8,
-    /// A read for the device's own housekeeping (GC): host reads go ahead of it.
+    /// The device's own housekeeping (GC): host operations go ahead of it while queued.
     background: bool,
+    /// The block a program or an erase is for ([`NO_BLOCK`]: not known, never passed).
+    block: u32,
 }
+
+/// The block of an operation issued without one.
+const NO_BLOCK: u32 = u32::MAX;
 
 /// Reads-first scheduling: every PU's operations not yet finished, in the order they run,
 /// and every channel's reserved transfers, both sorted by start and disjoint.
@@ -222,6 +227,32 @@ impl Timelines {
             c.insert(at, (start, start + len_ns));
         }
         (start, start + len_ns)
+    }
+
+    /// `slot` (starting at `now_ns`) suspends the operation in progress at the front of the
+    /// PU's timeline: that operation resumes when `slot` ends, with what it had left, and
+    /// everything after it moves later by as much.
+    fn suspend_front_for(&mut self, pu: usize, now_ns: u64, slot: Slot) {
+        let q = &mut self.pus[pu];
+        let op = q[0];
+        debug_assert!(op.start_ns <= now_ns && now_ns < op.end_ns);
+        q[0] = Slot {
+            start_ns: slot.end_ns,
+            end_ns: slot.end_ns + (op.end_ns - now_ns),
+            suspends: op.suspends + 1,
+            ..op
+        };
+        let mut prev_end = q[0].end_ns;
+        for s in q.iter_mut().skip(1) {
+            if s.start_ns >= prev_end {
+                break;
+            }
+            let d = prev_end - s.start_ns;
+            s.start_ns += d;
+            s.end_ns += d;
+            prev_end = s.end_ns;
+        }
+        q.push_front(slot);
     }
 
     /// Puts `slot` at `at` in the PU's timeline and moves the operations after it later as
@@ -414,30 +445,12 @@ impl TimingModel {
             op: ArrayOp::Read,
             suspends: 0,
             background,
+            block: NO_BLOCK,
         };
-        if let Some(op) = suspended {
+        if suspended.is_some() {
             // The operation resumes after the read with what it had left at `now_ns`.
             self.suspends += 1;
-            let q = &mut t.pus[p];
-            q[0] = Slot {
-                start_ns: xfer_end,
-                end_ns: xfer_end + (op.end_ns - now_ns),
-                suspends: op.suspends + 1,
-                ..op
-            };
-            let rest = q[0];
-            // Everything after it moves later by as much as it did.
-            let mut prev_end = rest.end_ns;
-            for s in q.iter_mut().skip(1) {
-                if s.start_ns >= prev_end {
-                    break;
-                }
-                let d = prev_end - s.start_ns;
-                s.start_ns += d;
-                s.end_ns += d;
-                prev_end = s.end_ns;
-            }
-            q.push_front(read);
+            t.suspend_front_for(p, now_ns, read);
         } else {
             t.insert_and_push_back(p, at, read);
         }
@@ -446,28 +459,38 @@ impl TimingModel {
 
     /// Models a program of `bytes` to `pu` issued at `now_ns`; returns the completion instant.
     pub fn program(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+        self.program_block(now_ns, pu, NO_BLOCK, bytes, false)
+    }
+
+    /// A program of `bytes` to `block` of `pu`. `background`: for the device's own
+    /// housekeeping (GC relocation). With reads-first scheduling a host program goes ahead of
+    /// the background programs and erases of other blocks queued at the end of its PU's
+    /// timeline, and suspends an erase of another block in progress where the device can;
+    /// with FIFO scheduling both are ordinary programs.
+    pub fn program_block(
+        &mut self,
+        now_ns: u64,
+        pu: u32,
+        block: u32,
+        bytes: u64,
+        background: bool,
+    ) -> u64 {
         if self.config.reads_first {
-            return self.program_first(now_ns, pu, bytes, false);
+            return self.program_first(now_ns, pu, block, bytes, background);
         }
         self.program_fifo(now_ns, pu, bytes)
     }
 
-    /// A program for the device's own housekeeping (GC relocation): with reads-first
-    /// scheduling the host's programs go ahead of it while it is queued; with FIFO
-    /// scheduling it is an ordinary program.
-    pub fn program_background(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
-        if self.config.reads_first {
-            return self.program_first(now_ns, pu, bytes, true);
-        }
-        self.program_fifo(now_ns, pu, bytes)
-    }
-
-    /// A program under reads-first scheduling: a background one joins the end of its PU's
-    /// queue; a host one goes ahead of the background programs queued at the end (never
-    /// ahead of an erase, a read or another host program), its transfer in the first gap on
-    /// the channel from then.
-    fn program_first(&mut self, now_ns: u64, pu: u32, bytes: u64, background: bool) -> u64 {
+    fn program_first(
+        &mut self,
+        now_ns: u64,
+        pu: u32,
+        block: u32,
+        bytes: u64,
+        background: bool,
+    ) -> u64 {
         let (p, ch) = (pu as usize, self.channel(pu));
+        let len_ns = self.config.transfer_ns(bytes);
         let t = &mut self.timelines;
         t.prune(now_ns, p, ch);
         let q = &t.pus[p];
@@ -475,10 +498,41 @@ impl TimingModel {
         if !background {
             while at > 0 {
                 let s = &q[at - 1];
-                if s.op == ArrayOp::Program && s.background && s.start_ns > now_ns {
-                    at -= 1;
-                } else {
+                let passable = s.background
+                    && s.op != ArrayOp::Read
+                    && s.block != block
+                    && block != NO_BLOCK
+                    && s.start_ns > now_ns;
+                if !passable {
                     break;
+                }
+                at -= 1;
+            }
+            // An erase of another block in progress: suspend it where the device can.
+            if at == 1 {
+                let front = q[0];
+                if let Some(sus) = self.config.erase_suspend_ns {
+                    if front.op == ArrayOp::Erase
+                        && front.start_ns <= now_ns
+                        && front.block != block
+                        && block != NO_BLOCK
+                        && now_ns + sus < front.end_ns
+                        && front.suspends < MAX_SUSPENDS_PER_OP
+                    {
+                        let (_, xfer_end) = t.channel_first_gap(ch, now_ns + sus, len_ns);
+                        let done = xfer_end + self.config.t_prog_ns;
+                        let slot = Slot {
+                            start_ns: now_ns,
+                            end_ns: done,
+                            op: ArrayOp::Program,
+                            suspends: 0,
+                            background,
+                            block,
+                        };
+                        t.suspend_front_for(p, now_ns, slot);
+                        self.suspends += 1;
+                        return done;
+                    }
                 }
             }
         }
@@ -487,7 +541,6 @@ impl TimingModel {
         } else {
             q[at - 1].end_ns.max(now_ns)
         };
-        let len_ns = self.config.transfer_ns(bytes);
         let (xfer_start, xfer_end) = if background {
             t.channel_after_all(ch, ready, len_ns)
         } else {
@@ -503,6 +556,7 @@ impl TimingModel {
                 op: ArrayOp::Program,
                 suspends: 0,
                 background,
+                block,
             },
         );
         done
@@ -523,6 +577,13 @@ impl TimingModel {
 
     /// Models an erase of a block on `pu` issued at `now_ns`; returns the completion instant.
     pub fn erase(&mut self, now_ns: u64, pu: u32) -> u64 {
+        self.erase_block(now_ns, pu, NO_BLOCK, false)
+    }
+
+    /// An erase of `block` of `pu`; `background`: the device's housekeeping (erasing a free
+    /// line ahead of its use), which host programs of other blocks may pass while it is
+    /// queued (reads-first scheduling).
+    pub fn erase_block(&mut self, now_ns: u64, pu: u32, block: u32, background: bool) -> u64 {
         if self.config.reads_first {
             let (p, ch) = (pu as usize, self.channel(pu));
             let t = &mut self.timelines;
@@ -538,7 +599,8 @@ impl TimingModel {
                     end_ns: done,
                     op: ArrayOp::Erase,
                     suspends: 0,
-                    background: false,
+                    background,
+                    block,
                 },
             );
             return done;
@@ -933,5 +995,59 @@ mod tests {
                 assert_timelines_consistent(&m);
             }
         }
+    }
+
+    #[test]
+    fn reads_first_host_programs_pass_queued_background_work_of_other_blocks() {
+        let g = Geometry::new(1, 1, 8, 4, 4);
+        let t = reads_first_femu();
+        let px = t.transfer_ns(16_384);
+        let mut m = TimingModel::new(t, &g);
+        // A GC program in progress, then a queued GC program and a background erase.
+        let gc1 = m.program_block(0, 0, 3, 16_384, true);
+        let _gc2 = m.program_block(0, 0, 3, 16_384, true);
+        let _e = m.erase_block(0, 0, 5, true);
+        // A host program to block 1 goes right after the program in progress, ahead of the
+        // queued GC program and erase. (Its transfer follows the queued program's, which keeps
+        // the channel time it reserved: the documented approximation.)
+        let host = m.program_block(1_000, 0, 1, 16_384, false);
+        assert_eq!(host, gc1 + 2 * px + t.t_prog_ns);
+        assert!(m.pu_busy_until_ns(0) > host + t.t_erase_ns);
+        // ...but never ahead of an erase of its own block.
+        let mut m = TimingModel::new(t, &g);
+        let e = m.erase_block(0, 0, 1, true);
+        let host = m.program_block(0, 0, 1, 16_384, false);
+        assert_eq!(host, e + px + t.t_prog_ns);
+        assert_timelines_consistent(&m);
+        // Nor ahead of foreground work: a host program after another host program (and
+        // ahead of the background one queued between them).
+        let mut m = TimingModel::new(t, &g);
+        let a = m.program_block(0, 0, 1, 16_384, false);
+        let bg = m.program_block(0, 0, 3, 16_384, true);
+        let b = m.program_block(0, 0, 2, 16_384, false);
+        assert_eq!(b, a + 2 * px + t.t_prog_ns);
+        assert!(m.pu_busy_until_ns(0) > bg);
+    }
+
+    #[test]
+    fn reads_first_a_host_program_suspends_an_erase_of_another_block() {
+        let g = Geometry::new(1, 1, 8, 4, 4);
+        let t = TimingConfig::preset("mqsim").unwrap();
+        let s = t.erase_suspend_ns.unwrap();
+        let px = t.transfer_ns(16_384);
+        let mut m = TimingModel::new(t, &g);
+        let e = m.erase_block(0, 0, 5, true);
+        let p = m.program_block(1_000_000, 0, 1, 16_384, false);
+        assert_eq!(p, 1_000_000 + s + px + t.t_prog_ns);
+        assert_eq!(m.suspends(), 1);
+        // The erase resumes with the 2.8 ms it had left.
+        assert_eq!(m.pu_busy_until_ns(0), p + (e - 1_000_000));
+        // A background program does not suspend it.
+        let mut m = TimingModel::new(t, &g);
+        let e = m.erase_block(0, 0, 5, true);
+        let p = m.program_block(1_000_000, 0, 1, 16_384, true);
+        assert_eq!(p, e + px + t.t_prog_ns);
+        assert_eq!(m.suspends(), 0);
+        assert_timelines_consistent(&m);
     }
 }

@@ -80,7 +80,9 @@ impl<M: Media> Ftl<M> {
         let w = &mut self.writers[k as usize];
         let line = w.line().expect("open line");
         let failed_pu = w.addr().pu;
-        match w.program_meta(&mut self.media, page, self.seq)? {
+        // The GC and checkpoint streams' pages are background work (housekeeping).
+        let background = k != StreamKind::User;
+        match w.program_meta(&mut self.media, page, self.seq, background)? {
             Some((addr, c, oob)) => {
                 self.note_done(c);
                 for i in 0..self.geo.sectors_per_page {
@@ -172,7 +174,10 @@ impl<M: Media> Ftl<M> {
     /// written. Returns false if too few good blocks were left (the line is retired).
     fn open_line(&mut self, k: StreamKind, line: u32) -> Result<bool, FtlError> {
         tracing::trace!(line, stream = ?k, "open line");
-        let erased = self.pool.erase(&mut self.media, line)?;
+        // Only the user stream's own work is foreground (GC and checkpoints are housekeeping).
+        let erased = self
+            .pool
+            .erase(&mut self.media, line, k != StreamKind::User)?;
         self.note_done(erased.done);
         self.stats.erases += erased.erases;
         self.stats.erase_failures += erased.failures;
@@ -202,7 +207,24 @@ impl<M: Media> Ftl<M> {
                 break;
             }
         }
+        if matches!(k, StreamKind::User | StreamKind::Gc) {
+            self.erase_ahead(k == StreamKind::Gc)?;
+        }
         Ok(true)
+    }
+
+    /// Erases the line this stream kind will open next, now, in the background (the host
+    /// waits for none of it), so that opening it waits for no erase: erasing a line takes
+    /// tBERS, milliseconds, which the user writes that open a line would otherwise wait for.
+    fn erase_ahead(&mut self, for_gc: bool) -> Result<(), FtlError> {
+        if let Some((_, e)) = self.pool.erase_ahead(&mut self.media, for_gc)? {
+            self.stats.erases += e.erases;
+            self.stats.erase_failures += e.failures;
+            if e.failures > 0 {
+                self.update_read_only();
+            }
+        }
+        Ok(())
     }
 
     /// Programs stream `k`'s full page buffer; on a program failure retires the block and

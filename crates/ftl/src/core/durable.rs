@@ -74,8 +74,17 @@ impl<M: Media> Ftl<M> {
         Ok(())
     }
 
-    /// Runs a checkpoint if enough lines were opened since the last one.
+    /// Runs a checkpoint if enough lines were opened since the last one. Housekeeping: the
+    /// host request it runs inside does not wait for its media time (later operations queue
+    /// behind it on the PUs).
     pub(crate) fn maybe_checkpoint(&mut self) -> Result<(), FtlError> {
+        let host_done_ns = self.op_done_ns;
+        let r = self.maybe_checkpoint_now();
+        self.op_done_ns = host_done_ns;
+        r
+    }
+
+    fn maybe_checkpoint_now(&mut self) -> Result<(), FtlError> {
         // A checkpoint needs a line; when few are free it waits for GC to make more.
         let spare = self.config.gc_reserve_lines as usize;
         if self.durability.due()

@@ -98,6 +98,10 @@ pub struct LinePool {
     free: Vec<u32>,
     pending: Vec<u32>,
     wear: Box<dyn WearPolicy>,
+    /// Free lines erased ahead of their use, one per stream kind (user, GC), with the good
+    /// PUs erasing left. Not persisted: after a restart such a line is erased again when
+    /// taken (it is free either way).
+    ahead: [Option<(u32, Vec<u32>)>; 2],
     /// Value the next opened line gets as its `line_seq`.
     pub line_seq: u64,
     /// Lines closed so far (orders closed lines by age).
@@ -149,6 +153,7 @@ impl LinePool {
             free,
             pending: Vec::new(),
             wear,
+            ahead: [None, None],
             line_seq: 1,
             close_seq: 0,
         }
@@ -191,9 +196,19 @@ impl LinePool {
     }
 
     /// Chooses (wear policy) and removes a free line, or takes `forced` if it is free.
+    /// A line erased ahead for this stream kind comes first.
     pub fn take_free(&mut self, for_gc: bool, forced: Option<u32>) -> Option<u32> {
         if self.free.is_empty() {
             return None;
+        }
+        if forced.is_none() {
+            if let Some((ahead, _)) = &self.ahead[for_gc as usize] {
+                if let Some(at) = self.free.iter().position(|l| l == ahead) {
+                    let line = self.free.swap_remove(at);
+                    assert_eq!(self.lines[line as usize].state, Free);
+                    return Some(line);
+                }
+            }
         }
         let candidates: Vec<FreeLine> = self
             .free
@@ -226,7 +241,87 @@ impl LinePool {
 
     /// Erases every good block of `line` that holds anything (all of them when the line was
     /// used before, so that a line's blocks wear evenly); blocks that fail are skipped.
-    pub fn erase<M: Media>(&mut self, media: &mut M, line: u32) -> Result<Erased, EraseError> {
+    /// A line erased ahead costs nothing more (its `Erased` reports no erases).
+    /// `background`: for a stream the host does not wait on (see
+    /// [`Media::erase_background`]).
+    pub fn erase<M: Media>(
+        &mut self,
+        media: &mut M,
+        line: u32,
+        background: bool,
+    ) -> Result<Erased, EraseError> {
+        debug_assert_eq!(self.lines[line as usize].state, Free);
+        for slot in self.ahead.iter_mut() {
+            if slot.as_ref().is_some_and(|(l, _)| *l == line) {
+                let (_, good) = slot.take().expect("checked");
+                return Ok(Erased {
+                    good,
+                    erases: 0,
+                    failures: 0,
+                    done: Completion { done_ns: 0 },
+                });
+            }
+        }
+        self.erase_blocks(media, line, background)
+    }
+
+    /// Erases, in the background, the free line that stream kind `for_gc` would take next
+    /// (the wear policy's choice), so that opening it later waits for no erase. At most one
+    /// line per kind. Returns the line and what erasing cost (`None`: a line is erased ahead
+    /// already, or no free line is left to choose). Blocks that fail leave the line at once.
+    pub fn erase_ahead<M: Media>(
+        &mut self,
+        media: &mut M,
+        for_gc: bool,
+    ) -> Result<Option<(u32, Erased)>, EraseError> {
+        let i = for_gc as usize;
+        if let Some((l, _)) = &self.ahead[i] {
+            if self.lines[*l as usize].state == Free && self.free.contains(l) {
+                return Ok(None);
+            }
+            self.ahead[i] = None;
+        }
+        let other = self.ahead[1 - i].as_ref().map(|(l, _)| *l);
+        let candidates: Vec<FreeLine> = self
+            .free
+            .iter()
+            .filter(|&&l| Some(l) != other)
+            .map(|&l| FreeLine {
+                line: l,
+                erase_mean: self.lines[l as usize].erase_mean,
+                needs_erase: self.lines[l as usize].generation > 0,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let idx = self.wear.pick_free(&candidates, for_gc);
+        assert!(
+            idx < candidates.len(),
+            "wear policy picked outside the list"
+        );
+        let line = candidates[idx].line;
+        let e = self.erase_blocks(media, line, true)?;
+        if e.failures > 0 {
+            // The failed blocks leave the line now (`data_pus` stays: it says where the line's
+            // old map entries are). A line left without room stays free until it is taken,
+            // as it would have been without erasing ahead: opening it retires it.
+            let capacity = line_capacity(e.good.len(), &self.geo, self.footer_slots);
+            let l = &mut self.lines[line as usize];
+            l.pus = e.good.clone();
+            l.capacity = capacity;
+        }
+        self.ahead[i] = Some((line, e.good.clone()));
+        Ok(Some((line, e)))
+    }
+
+    /// Erases every good block of `line` that holds anything; `background`: ahead of use.
+    fn erase_blocks<M: Media>(
+        &mut self,
+        media: &mut M,
+        line: u32,
+        background: bool,
+    ) -> Result<Erased, EraseError> {
         let l = &self.lines[line as usize];
         debug_assert_eq!(l.state, Free);
         let mut out = Erased {
@@ -245,7 +340,12 @@ impl LinePool {
                 out.good.push(pu);
                 continue;
             }
-            match media.erase(addr) {
+            let r = if background {
+                media.erase_background(addr)
+            } else {
+                media.erase(addr)
+            };
+            match r {
                 Ok(c) => {
                     out.done.done_ns = out.done.done_ns.max(c.done_ns);
                     out.erases += 1;
@@ -498,7 +598,7 @@ mod tests {
         assert_eq!(p.counts().reserved, 1);
         assert_eq!(p.free_lines(), 7);
         let line = p.take_free(false, None).unwrap();
-        let erased = p.erase(&mut media, line).unwrap();
+        let erased = p.erase(&mut media, line, false).unwrap();
         assert_eq!(erased.erases, 0, "a never-used line needs no erase");
         let (generation, line_seq) = p.open(&media, line, User, erased.good).unwrap();
         assert_eq!((generation, line_seq), (1, 1));
@@ -517,6 +617,57 @@ mod tests {
         // A forced line is taken whatever the wear policy says.
         let other = *p.free_list().iter().find(|&&l| l != line).unwrap();
         assert_eq!(p.take_free(true, Some(other)), Some(other));
+    }
+
+    #[test]
+    fn a_line_erased_ahead_is_taken_next_and_costs_no_erase_when_opened() {
+        let (mut media, mut p) = pool();
+        // Use a line (one page on each PU) and free it, so that it needs an erase.
+        let used = p.take_free(false, None).unwrap();
+        let erased = p.erase(&mut media, used, false).unwrap();
+        let good = erased.good.clone();
+        p.open(&media, used, User, erased.good).unwrap();
+        let g = *media.geometry();
+        for &pu in &good {
+            let page = vec![1u8; g.page_bytes()];
+            let oob = vec![0u8; g.page_oob_bytes()];
+            let _ = media
+                .program(BlockAddr { pu, block: used }.page(0), &page, &oob)
+                .unwrap();
+        }
+        p.close(used, false);
+        p.set_state(used, Gc);
+        p.make_pending(used);
+        p.release_pending();
+        // Erase ahead for user data: the wear policy's choice; it stays free.
+        let (ahead, e) = p.erase_ahead(&mut media, false).unwrap().unwrap();
+        assert!(p.free_list().contains(&ahead));
+        assert_eq!(p.state(ahead), Free);
+        assert!(
+            p.erase_ahead(&mut media, false).unwrap().is_none(),
+            "one per kind"
+        );
+        // GC's line erased ahead is another one.
+        let (gc_ahead, _) = p.erase_ahead(&mut media, true).unwrap().unwrap();
+        assert_ne!(gc_ahead, ahead);
+        // Taking a user line gives the one erased ahead, and opening it erases nothing.
+        assert_eq!(p.take_free(false, None), Some(ahead));
+        let again = p.erase(&mut media, ahead, false).unwrap();
+        assert_eq!((again.erases, again.good), (0, e.good));
+        assert_eq!(p.take_free(true, None), Some(gc_ahead));
+        // The used line's blocks were erased when it was erased ahead, or are still to be.
+        if ahead == used || gc_ahead == used {
+            for &pu in &good {
+                assert_eq!(
+                    media
+                        .block_info(BlockAddr { pu, block: used })
+                        .write_pointer,
+                    0
+                );
+            }
+        }
+        let mut seen = vec![false; p.len()];
+        p.check_lists(&mut seen).unwrap();
     }
 
     #[test]
