@@ -79,6 +79,10 @@ struct TortureArgs {
     /// Seeds run at once (default: available cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Run a failing `--threads` seed again from the request log it wrote, on one thread,
+    /// deterministically (the other flags are ignored).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
     /// Print one JSON object per seed.
     #[arg(long)]
     json: bool,
@@ -472,6 +476,27 @@ fn torture(a: TortureArgs) -> Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{mpsc, Arc};
 
+    if let Some(path) = &a.replay {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let r: lightnvm_testing::concurrent::Replay = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a torture request log", path.display()))?;
+        let o = lightnvm_testing::concurrent::replay(&r);
+        println!(
+            "replay of seed {} ({}): {} cuts, {} LBAs verified, {} violations",
+            o.seed,
+            o.geometry,
+            o.cuts,
+            o.lbas_verified,
+            o.violations.len()
+        );
+        for v in &o.violations {
+            println!("  {v}");
+        }
+        if !o.violations.is_empty() {
+            bail!("the replay found violations");
+        }
+        return Ok(());
+    }
     if a.seeds == 0 || a.cuts_per_seed == 0 || a.max_ops == 0 {
         bail!("--seeds, --cuts-per-seed and --max-ops must be at least 1");
     }

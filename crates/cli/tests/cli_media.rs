@@ -508,3 +508,37 @@ fn a_newer_format_version_is_named_not_called_corruption() {
         "the image was changed"
     );
 }
+
+#[test]
+fn torture_replay_runs_a_request_log_and_rejects_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lightnvm_testing::TortureConfig {
+        seed: 7,
+        cuts: 2,
+        media_faults: true,
+        max_ops_between_cuts: 300,
+        post_cut_damage: false,
+    };
+    let (o, r) = lightnvm_testing::concurrent::record(cfg, 3);
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    let log = dir.path().join("log.json");
+    std::fs::write(&log, serde_json::to_vec(&r).unwrap()).unwrap();
+    let out = lightnvm(&["torture", "--replay", s(&log)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("replay of seed 7")
+            && stdout.contains("2 cuts")
+            && stdout.contains("0 violations"),
+        "{stdout}"
+    );
+    // Not a log: a clear error, exit status 1.
+    std::fs::write(&log, b"{}").unwrap();
+    let out = lightnvm(&["torture", "--replay", s(&log)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a torture request log"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

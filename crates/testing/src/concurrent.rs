@@ -14,8 +14,12 @@
 //! completed), or as a write to it after that (acknowledged or in flight at the cut).
 //!
 //! Each thread's workload is fixed by the seed; how the threads interleave is the operating
-//! system's, so a failing seed may need several runs to fail again (the single-threaded
-//! harness, [`crate::torture`], is exact).
+//! system's. So every request is logged in the order it held the FTL, with its outcome, and
+//! a failing seed writes that log to a file: [`replay`] (`lightnvm torture --replay FILE`)
+//! applies it again on one thread, deterministically — the same geometry, cuts and requests
+//! in the same order (the media operations of the writes, trims and flushes come in the
+//! same order; only which sectors of overlapping reads fail may differ) — and reports
+//! where a request ends differently from the log.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -24,6 +28,8 @@ use lightnvm_ftl::{Ftl, FtlError};
 use lightnvm_media::{RamMedia, VirtualClock};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use serde::{Deserialize, Serialize};
 
 use crate::model::UNKNOWN;
 use crate::pattern::{fill_sector, sector_tag};
@@ -181,7 +187,55 @@ impl HistoryModel {
     }
 }
 
-/// What one thread's run between two cuts ended with.
+/// A host request of the concurrent workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Write { fua: bool },
+    Trim,
+    Zeroes { fua: bool },
+    Flush,
+    Read,
+}
+
+/// One request as it held the FTL: who sent it, what it was, how it ended, and the media's
+/// operation count after it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Logged {
+    pub thread: u32,
+    pub op: Op,
+    pub lba: u64,
+    pub sectors: u64,
+    pub outcome: String,
+    pub media_ops: u64,
+}
+
+/// What a failing concurrent seed did, request by request in the order they held the FTL:
+/// `lightnvm torture --replay FILE` runs it again on one thread, deterministically.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Replay {
+    pub seed: u64,
+    pub threads: u32,
+    pub media_faults: bool,
+    pub max_ops_between_cuts: u64,
+    /// Per cut, its requests in order.
+    pub cuts: Vec<Vec<Logged>>,
+}
+
+/// How a request ended, as the log keeps it.
+fn outcome_of(r: &Result<(), FtlError>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(FtlError::PowerLoss) => "power loss".into(),
+        Err(FtlError::Failed { .. }) => "failed".into(),
+        Err(FtlError::ReadOnly { .. }) => "read-only".into(),
+        Err(FtlError::NoSpace) => "no space".into(),
+        Err(FtlError::Uncorrectable { .. }) => "uncorrectable".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// What one request (or one thread's run between two cuts) ended with.
 enum Stop {
     PowerLoss,
     /// Bound on requests reached.
@@ -198,22 +252,24 @@ struct Shared<'a> {
     ops: &'a AtomicU64,
     exported: u64,
     media_faults: bool,
-    /// Every request in the order it held the FTL, for the report of a failing cut.
-    log: &'a Mutex<Vec<String>>,
+    /// Every request in the order it held the FTL.
+    log: &'a Mutex<Vec<Logged>>,
 }
 
 impl Shared<'_> {
-    fn log(&self, ftl: &Ftl<RamMedia>, what: String) {
-        let m = ftl.media();
-        let line = format!(
-            "op {:>6} {}: {what}",
-            m.ops(),
-            if m.is_powered() { "on " } else { "off" }
-        );
+    fn log(&self, ftl: &Ftl<RamMedia>, thread: u32, op: Op, lba: u64, n: u64, outcome: String) {
+        let entry = Logged {
+            thread,
+            op,
+            lba,
+            sectors: n,
+            outcome,
+            media_ops: ftl.media().ops(),
+        };
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(line);
+            .push(entry);
     }
 
     fn powered(&self) -> bool {
@@ -226,6 +282,147 @@ impl Shared<'_> {
 
     fn model(&self) -> std::sync::MutexGuard<'_, HistoryModel> {
         self.model.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs one request against the shared FTL and the model: submission, the FTL call (logged
+/// while it holds the FTL), acknowledgement or verification. `Err` says why the thread
+/// stops; `Ok` carries the request's own outcome for the log comparison of a replay.
+fn run_request(
+    s: &Shared,
+    thread: u32,
+    op: Op,
+    lba: u64,
+    n: u64,
+    cut: u32,
+) -> Result<(Result<(), FtlError>, String), Stop> {
+    let logged: String;
+    let result = match op {
+        Op::Write { .. } | Op::Trim | Op::Zeroes { .. } => {
+            let mut buf = vec![0u8; n as usize * SS];
+            let mut tags = Vec::with_capacity(n as usize);
+            {
+                let mut m = s.model();
+                let now = m.tick();
+                for i in 0..n {
+                    let tag = if matches!(op, Op::Write { .. }) {
+                        m.new_tag()
+                    } else {
+                        0
+                    };
+                    m.submit(lba + i, tag, now);
+                    tags.push(tag);
+                }
+            }
+            for (i, &t) in tags.iter().enumerate() {
+                fill_sector(&mut buf[i * SS..(i + 1) * SS], t);
+            }
+            let res = {
+                let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
+                let res = match op {
+                    Op::Write { fua } => ftl.write(lba, &buf, fua).map(|_| fua),
+                    Op::Trim => ftl.trim(lba, n).map(|_| false),
+                    Op::Zeroes { fua } => ftl.write_zeroes(lba, n, fua).map(|_| fua),
+                    Op::Flush | Op::Read => unreachable!(),
+                };
+                logged = outcome_of(&res.as_ref().map(|_| ()).map_err(clone_kind));
+                s.log(&ftl, thread, op, lba, n, logged.clone());
+                res
+            };
+            res.map(|durable| {
+                let mut m = s.model();
+                let now = m.tick();
+                for i in 0..n {
+                    m.ack(lba + i, now, durable);
+                }
+            })
+        }
+        Op::Flush => {
+            let began = s.model().tick();
+            let res = {
+                let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
+                let res = ftl.flush().map(|_| ());
+                logged = outcome_of(&res);
+                s.log(&ftl, thread, op, 0, 0, logged.clone());
+                res
+            };
+            res.map(|()| s.model().flushed(began))
+        }
+        // Reads: anywhere, in parallel with other threads' reads.
+        Op::Read => {
+            let mut buf = vec![0u8; n as usize * SS];
+            let began = s.model().tick();
+            let res = {
+                let ftl = s.ftl.read().unwrap_or_else(PoisonError::into_inner);
+                let res = ftl.read(lba, &mut buf).map(|_| ());
+                logged = outcome_of(&res);
+                s.log(&ftl, thread, op, lba, n, logged.clone());
+                res
+            };
+            let failed = match res {
+                Ok(()) => Ok(Vec::new()),
+                Err(FtlError::Uncorrectable { lbas }) => Ok(lbas),
+                Err(e) => Err(e),
+            };
+            match failed {
+                Ok(failed) => {
+                    if !failed.is_empty() && !s.media_faults {
+                        return Err(Stop::Violation(format!(
+                            "cut {cut}: LBAs {failed:?} unreadable without faults"
+                        )));
+                    }
+                    let mut m = s.model();
+                    let ended = m.tick();
+                    for i in 0..n {
+                        let l = lba + i;
+                        if failed.contains(&l) {
+                            continue;
+                        }
+                        let got = sector_tag(&buf[i as usize * SS..(i as usize + 1) * SS]);
+                        if !m.live_read_ok(l, began, ended, got) {
+                            return Err(Stop::Violation(format!(
+                                "cut {cut}: live read of LBA {l} gave {got:?} (read {began}..{ended})"
+                            )));
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    Ok((result, logged))
+}
+
+/// The kind of an FTL error, for the log (the error itself is not `Clone`).
+fn clone_kind(e: &FtlError) -> FtlError {
+    match e {
+        FtlError::PowerLoss => FtlError::PowerLoss,
+        FtlError::Failed { reason } => FtlError::Failed {
+            reason: reason.clone(),
+        },
+        FtlError::ReadOnly { reason } => FtlError::ReadOnly {
+            reason: reason.clone(),
+        },
+        FtlError::NoSpace => FtlError::NoSpace,
+        FtlError::Uncorrectable { lbas } => FtlError::Uncorrectable { lbas: lbas.clone() },
+        other => FtlError::Failed {
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Whether a thread goes on after a request that ended with `result`.
+fn after_request(s: &Shared, result: Result<(), FtlError>, cut: u32) -> Option<Stop> {
+    match result {
+        Ok(()) => None,
+        Err(FtlError::PowerLoss) => Some(Stop::PowerLoss),
+        // Another thread met the power loss first and the FTL stopped.
+        Err(FtlError::Failed { .. }) if !s.powered() => Some(Stop::PowerLoss),
+        Err(FtlError::NoSpace) | Err(FtlError::ReadOnly { .. }) if s.media_faults => {
+            Some(Stop::Exhausted)
+        }
+        Err(e) => Some(Stop::Violation(format!("cut {cut}: request failed: {e}"))),
     }
 }
 
@@ -245,124 +442,87 @@ fn submitter(
         }
         s.ops.fetch_add(1, SeqCst);
         let r: u32 = rng.gen_range(0..100);
-        let result = match r {
+        let (op, lba, n) = match r {
             // Writes, trims and write-zeroes: in this thread's slice only.
             0..=64 => {
                 let lba = rng.gen_range(lo..hi);
                 let n = rng.gen_range(1..=8u64).min(hi - lba);
                 let fua = rng.gen_bool(0.05);
-                let mut buf = vec![0u8; n as usize * SS];
-                let mut tags = Vec::with_capacity(n as usize);
-                {
-                    let mut m = s.model();
-                    let now = m.tick();
-                    for i in 0..n {
-                        let tag = if r < 55 { m.new_tag() } else { 0 };
-                        m.submit(lba + i, tag, now);
-                        tags.push(tag);
-                    }
-                }
-                for (i, &t) in tags.iter().enumerate() {
-                    fill_sector(&mut buf[i * SS..(i + 1) * SS], t);
-                }
-                let res = {
-                    let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
-                    let res = match r {
-                        0..=54 => ftl.write(lba, &buf, fua).map(|_| fua),
-                        55..=59 => ftl.trim(lba, n).map(|_| false),
-                        _ => ftl.write_zeroes(lba, n, fua).map(|_| fua),
-                    };
-                    let what = ["write", "trim", "zeroes"][(r >= 55) as usize + (r >= 60) as usize];
-                    s.log(
-                        &ftl,
-                        format!("t{thread} {what} {lba}+{n} fua {fua} tags {tags:?}: {res:?}"),
-                    );
-                    res
+                let op = match r {
+                    0..=54 => Op::Write { fua },
+                    55..=59 => Op::Trim,
+                    _ => Op::Zeroes { fua },
                 };
-                res.map(|durable| {
-                    let mut m = s.model();
-                    let now = m.tick();
-                    for i in 0..n {
-                        m.ack(lba + i, now, durable);
-                    }
-                })
+                (op, lba, n)
             }
-            65..=69 => {
-                let began = s.model().tick();
-                let res = {
-                    let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
-                    let res = ftl.flush();
-                    s.log(&ftl, format!("t{thread} flush (began {began}): {res:?}"));
-                    res
-                };
-                res.map(|_| s.model().flushed(began))
-            }
-            // Reads: anywhere, in parallel with other threads' reads.
+            65..=69 => (Op::Flush, 0, 0),
             _ => {
                 let lba = rng.gen_range(0..s.exported);
                 let n = rng.gen_range(1..=8u64).min(s.exported - lba);
-                let mut buf = vec![0u8; n as usize * SS];
-                let began = s.model().tick();
-                let res = {
-                    let ftl = s.ftl.read().unwrap_or_else(PoisonError::into_inner);
-                    let res = ftl.read(lba, &mut buf);
-                    s.log(
-                        &ftl,
-                        format!("t{thread} read {lba}+{n}: {:?}", res.as_ref().err()),
-                    );
-                    res
-                };
-                let failed = match res {
-                    Ok(_) => Ok(Vec::new()),
-                    Err(FtlError::Uncorrectable { lbas }) => Ok(lbas),
-                    Err(e) => Err(e),
-                };
-                match failed {
-                    Ok(failed) => {
-                        if !failed.is_empty() && !s.media_faults {
-                            return Stop::Violation(format!(
-                                "cut {cut}: LBAs {failed:?} unreadable without faults"
-                            ));
-                        }
-                        let mut m = s.model();
-                        let ended = m.tick();
-                        for i in 0..n {
-                            let l = lba + i;
-                            if failed.contains(&l) {
-                                continue;
-                            }
-                            let got = sector_tag(&buf[i as usize * SS..(i as usize + 1) * SS]);
-                            if !m.live_read_ok(l, began, ended, got) {
-                                return Stop::Violation(format!(
-                                    "cut {cut}: live read of LBA {l} gave {got:?} (read {began}..{ended})"
-                                ));
-                            }
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                (Op::Read, lba, n)
             }
         };
-        match result {
-            Ok(()) => {}
-            Err(FtlError::PowerLoss) => return Stop::PowerLoss,
-            // Another thread met the power loss first and the FTL stopped.
-            Err(FtlError::Failed { .. }) if !s.powered() => return Stop::PowerLoss,
-            Err(FtlError::NoSpace) | Err(FtlError::ReadOnly { .. }) if s.media_faults => {
-                return Stop::Exhausted
+        match run_request(s, thread, op, lba, n, cut) {
+            Err(stop) => return stop,
+            Ok((result, _)) => {
+                if let Some(stop) = after_request(s, result, cut) {
+                    return stop;
+                }
             }
-            Err(e) => return Stop::Violation(format!("cut {cut}: request failed: {e}")),
         }
     }
     Stop::Bound
 }
 
+/// Where a seed's requests come from.
+enum Source<'a> {
+    /// Threads drawing from their own seeded generators.
+    Threads(u32),
+    /// A failing run's log, applied in order on one thread.
+    Log(&'a Replay),
+}
+
 /// Runs one seed with `submitters` threads: format, then `cfg.cuts` rounds of concurrent
 /// workload, power cut, recovery and verification of every LBA. `post_cut_damage` is not
-/// used here.
+/// used here. On a violation the seed's requests are written to a file (named in the
+/// violations) for [`replay`].
 pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOutcome {
+    record(cfg, submitters).0
+}
+
+/// [`torture_seed_concurrent`], also returning the run's requests as a [`Replay`].
+pub fn record(cfg: TortureConfig, submitters: u32) -> (TortureOutcome, Replay) {
     assert!((1..=MAX_SUBMITTERS).contains(&submitters));
+    let (out, cuts) = run_seed(cfg, Source::Threads(submitters));
+    let r = Replay {
+        seed: cfg.seed,
+        threads: submitters,
+        media_faults: cfg.media_faults,
+        max_ops_between_cuts: cfg.max_ops_between_cuts,
+        cuts,
+    };
+    (out, r)
+}
+
+/// Runs a failing concurrent seed again from its log, on one thread: the same geometry, the
+/// same power cuts, the same requests in the same order. A request whose outcome differs
+/// from the log's is reported (the replay left the original's path).
+pub fn replay(r: &Replay) -> TortureOutcome {
+    let cfg = TortureConfig {
+        seed: r.seed,
+        cuts: r.cuts.len() as u32,
+        media_faults: r.media_faults,
+        max_ops_between_cuts: r.max_ops_between_cuts,
+        post_cut_damage: false,
+    };
+    run_seed(cfg, Source::Log(r)).0
+}
+
+fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logged>>) {
+    let submitters = match source {
+        Source::Threads(n) => n,
+        Source::Log(r) => r.threads,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut out = TortureOutcome {
         seed: cfg.seed,
@@ -390,13 +550,14 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
     let Some(mut ftl) = formatted else {
         out.violations
             .push("no random geometry could be formatted".into());
-        return out;
+        return (out, Vec::new());
     };
     let exported = ftl.exported_sectors();
     let model = Mutex::new(HistoryModel::new(exported));
     let mut rngs: Vec<ChaCha8Rng> = (0..submitters)
         .map(|t| ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x7417_0000 + t as u64)))
         .collect();
+    let mut logs: Vec<Vec<Logged>> = Vec::new();
     for cut in 0..cfg.cuts {
         let budget = rng.gen_range(1..=cfg.max_ops_between_cuts);
         ftl.media_mut().arm_power_cut(budget);
@@ -414,70 +575,44 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
             exported,
             media_faults: cfg.media_faults,
         };
-        let stops: Vec<Stop> = std::thread::scope(|sc| {
-            let handles: Vec<_> = rngs
-                .iter_mut()
-                .enumerate()
-                .map(|(t, r)| {
-                    let t = t as u64;
-                    let n = submitters as u64;
-                    let slice = (exported * t / n, exported * (t + 1) / n);
-                    let shared = &shared;
-                    sc.spawn(move || {
-                        let stop = submitter(shared, t as u32, r, slice, bound, cut);
-                        if !matches!(stop, Stop::Bound) {
-                            shared.stop.store(true, SeqCst);
-                        }
-                        stop
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "unknown panic".into());
-                        Stop::Violation(format!("cut {cut}: a submitter panicked: {msg}"))
-                    })
-                })
-                .collect()
-        });
+        let stops: Vec<Stop> = match source {
+            Source::Threads(_) => run_threads(&shared, &mut rngs, bound, cut),
+            Source::Log(r) => replay_cut(&shared, &r.cuts[cut as usize], cut),
+        };
         out.host_ops += ops.load(SeqCst);
         ftl = shared_ftl
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut violated = false;
+        logs.push(log.into_inner().unwrap_or_else(PoisonError::into_inner));
         for s in stops {
             if let Stop::Violation(v) = s {
                 out.violations.push(v);
-                violated = true;
             }
         }
-        if violated {
-            return out;
+        if !out.violations.is_empty() {
+            save_log(&cfg, submitters, &source, &logs, &mut out);
+            return (out, logs);
         }
         out.cuts += 1;
         let mut media = ftl.into_media();
         if let Err(e) = media.power_cycle() {
             out.violations.push(format!("cut {cut}: power cycle: {e}"));
-            return out;
+            return (out, logs);
         }
         ftl = match Ftl::open(media) {
             Ok(f) => f,
             Err(e) => {
                 out.violations
                     .push(format!("cut {cut}: recovery failed: {e}"));
-                return out;
+                save_log(&cfg, submitters, &source, &logs, &mut out);
+                return (out, logs);
             }
         };
         if let Err(e) = ftl.check() {
             out.violations
                 .push(format!("cut {cut}: invariants after recovery: {e}"));
-            return out;
+            save_log(&cfg, submitters, &source, &logs, &mut out);
+            return (out, logs);
         }
         let mut m = model.lock().unwrap_or_else(PoisonError::into_inner);
         let mut buf = vec![0u8; SS];
@@ -497,7 +632,7 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
                 Err(e) => {
                     out.violations
                         .push(format!("cut {cut}: read of LBA {l} after recovery: {e}"));
-                    return out;
+                    break;
                 }
             };
             out.lbas_verified += 1;
@@ -507,29 +642,114 @@ pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOu
                     m.allowed_after_cut(l)
                 ));
                 if out.violations.len() > 20 {
-                    return out;
+                    break;
                 }
             }
             m.settle(l, got.unwrap_or(0));
         }
-        m.settled_all();
         if !out.violations.is_empty() {
-            let path =
-                std::env::temp_dir().join(format!("lightnvm-torture-{}-cut{cut}.log", cfg.seed));
-            let text = log
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner)
-                .join("\n");
-            if std::fs::write(&path, text).is_ok() {
-                out.violations.push(format!(
-                    "cut {cut}: the requests in order: {}",
-                    path.display()
-                ));
+            drop(m);
+            save_log(&cfg, submitters, &source, &logs, &mut out);
+            return (out, logs);
+        }
+        m.settled_all();
+    }
+    (out, logs)
+}
+
+/// The threads of one cut: each draws its own requests until a power loss or a stop.
+fn run_threads(s: &Shared, rngs: &mut [ChaCha8Rng], bound: u64, cut: u32) -> Vec<Stop> {
+    let n = rngs.len() as u64;
+    let exported = s.exported;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = rngs
+            .iter_mut()
+            .enumerate()
+            .map(|(t, r)| {
+                let t = t as u64;
+                let slice = (exported * t / n, exported * (t + 1) / n);
+                sc.spawn(move || {
+                    let stop = submitter(s, t as u32, r, slice, bound, cut);
+                    if !matches!(stop, Stop::Bound) {
+                        s.stop.store(true, SeqCst);
+                    }
+                    stop
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Stop::Violation(format!("cut {cut}: a submitter panicked: {msg}"))
+                })
+            })
+            .collect()
+    })
+}
+
+/// A cut of a replay: the logged requests in order, each compared with its logged outcome.
+fn replay_cut(s: &Shared, log: &[Logged], cut: u32) -> Vec<Stop> {
+    for (i, e) in log.iter().enumerate() {
+        s.ops.fetch_add(1, SeqCst);
+        match run_request(s, e.thread, e.op, e.lba, e.sectors, cut) {
+            Err(stop) => return vec![stop],
+            Ok((_, outcome)) => {
+                // Which sectors of a read fail depends on how concurrent reads interleaved
+                // (the fault generator's draws): a read's "uncorrectable" is no divergence.
+                let same = outcome == e.outcome
+                    || (e.op == Op::Read
+                        && [&outcome, &e.outcome]
+                            .iter()
+                            .all(|o| *o == "ok" || *o == "uncorrectable"));
+                if !same {
+                    return vec![Stop::Violation(format!(
+                        "cut {cut}: request {i} ({:?} {}+{} by thread {}) ended `{outcome}` in the replay, `{}` in the log: the replay left the original's path",
+                        e.op, e.lba, e.sectors, e.thread, e.outcome
+                    ))];
+                }
             }
-            return out;
         }
     }
-    out
+    Vec::new()
+}
+
+/// Writes a failing live run's requests for `lightnvm torture --replay` and names the file
+/// in the violations.
+fn save_log(
+    cfg: &TortureConfig,
+    threads: u32,
+    source: &Source,
+    cuts: &[Vec<Logged>],
+    out: &mut TortureOutcome,
+) {
+    if !matches!(source, Source::Threads(_)) {
+        return;
+    }
+    let r = Replay {
+        seed: cfg.seed,
+        threads,
+        media_faults: cfg.media_faults,
+        max_ops_between_cuts: cfg.max_ops_between_cuts,
+        cuts: cuts.to_vec(),
+    };
+    let path = std::env::temp_dir().join(format!("lightnvm-torture-{}.json", cfg.seed));
+    match serde_json::to_vec(&r).map(|bytes| std::fs::write(&path, bytes)) {
+        Ok(Ok(())) => out.violations.push(format!(
+            "the requests in order: {} (lightnvm torture --replay {})",
+            path.display(),
+            path.display()
+        )),
+        _ => out.violations.push(format!(
+            "could not write the request log to {}",
+            path.display()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -601,6 +821,62 @@ mod tests {
         m.settle(0, 5);
         m.settled_all();
         assert_eq!(m.allowed_after_cut(0), [5]);
+    }
+
+    #[test]
+    fn a_recorded_run_replays_on_one_thread_and_a_divergence_is_reported() {
+        let cfg = TortureConfig {
+            seed: 3,
+            cuts: 3,
+            media_faults: false,
+            max_ops_between_cuts: 500,
+            post_cut_damage: false,
+        };
+        let (o, r) = record(cfg, 4);
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        assert_eq!(r.cuts.len(), 3);
+        assert!(r.cuts.iter().all(|c| !c.is_empty()));
+        let back: Replay = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        let again = replay(&back);
+        assert!(again.violations.is_empty(), "{:?}", again.violations);
+        assert_eq!(
+            (again.cuts, again.lbas_verified, again.geometry.clone()),
+            (o.cuts, o.lbas_verified, o.geometry.clone())
+        );
+        // With media faults too (which sectors of concurrent reads fail may differ; the
+        // state the writes leave may not).
+        for seed in [4, 6, 8, 10] {
+            let cfg = TortureConfig {
+                seed,
+                media_faults: true,
+                ..cfg
+            };
+            let (o, r) = record(cfg, 4);
+            assert!(o.violations.is_empty(), "{:?}", o.violations);
+            let again = replay(&r);
+            assert!(
+                again.violations.is_empty(),
+                "seed {seed}: {:?}",
+                again.violations
+            );
+            assert_eq!(again.cuts, o.cuts);
+        }
+        // A log that disagrees with what the requests do is reported.
+        let mut bad = back.clone();
+        let e = bad.cuts[1]
+            .iter_mut()
+            .find(|e| e.outcome == "ok" && e.op != Op::Read)
+            .expect("a request that succeeded");
+        e.outcome = "power loss".into();
+        let diverged = replay(&bad);
+        assert!(
+            diverged
+                .violations
+                .iter()
+                .any(|v| v.starts_with("cut 1:") && v.contains("left the original's path")),
+            "{:?}",
+            diverged.violations
+        );
     }
 
     #[test]
