@@ -67,6 +67,36 @@ ok "nbdinfo --json: size $SIZE, block sizes 512/4096/32M, flush/fua/trim/zero/mu
 [[ "$(nbdinfo --size "nbd+unix:///?socket=$W/sock")" == "$SIZE" ]] || fail "unix socket"
 ok "unix socket export"
 
+# Block status (base:allocation) and structured reads with holes: what was never written,
+# trimmed or zeroed is a hole; tools skip it.
+nbdinfo --map --json "$U" >"$W/map0.json"
+qemu-io -f raw -c "write -P 7 1M 64k" -c "write -P 9 8M 4k" -c "write -P 5 16M 8k" \
+    -c "discard 16M 8k" "$U" >/dev/null || fail "qemu-io writes for the map"
+nbdinfo --map --json "$U" >"$W/map1.json"
+qemu-img map --output=json -f raw "$U" >"$W/qmap.json"
+nbdcopy "$U" "$W/sparse.raw"
+python3 - "$W" "$SIZE" <<'EOF' || fail "block status / sparse copy"
+import json, os, sys
+w, size = sys.argv[1], int(sys.argv[2])
+M = 1 << 20
+hole = lambda e: e["type"] & 1 == 1
+m0 = json.load(open(f"{w}/map0.json"))
+assert [(e["offset"], e["length"], hole(e)) for e in m0] == [(0, size, True)], m0
+m1 = [(e["offset"], e["length"], hole(e)) for e in json.load(open(f"{w}/map1.json"))]
+want = [(0, M, True), (M, 64 << 10, False), (M + (64 << 10), 7 * M - (64 << 10), True),
+        (8 * M, 4096, False), (8 * M + 4096, size - 8 * M - 4096, True)]
+assert m1 == want, m1
+q = [(e["start"], e["length"], e["data"]) for e in json.load(open(f"{w}/qmap.json"))]
+assert q == [(o, l, not h) for (o, l, h) in want], q
+st = os.stat(f"{w}/sparse.raw")
+assert st.st_size == size and st.st_blocks * 512 < 2 * M, (st.st_size, st.st_blocks)
+with open(f"{w}/sparse.raw", "rb") as f:
+    f.seek(M); assert f.read(64 << 10) == b"\x07" * (64 << 10)
+    f.seek(8 * M); assert f.read(4096) == b"\x09" * 4096
+    f.seek(16 * M); assert f.read(8192) == bytes(8192)
+EOF
+ok "block status: nbdinfo --map and qemu-img map show exactly the written extents (a trimmed one is a hole again); nbdcopy makes a sparse copy ($(du -k "$W/sparse.raw" | cut -f1) KiB of $((SIZE >> 20)) MiB) with the data intact"
+
 # qemu-img convert of a random raw file into the (fresh, zero) export; qemu-img compare.
 head -c $((48 << 20)) /dev/urandom >"$W/r.raw"
 qemu-img convert -n -f raw -O raw "$W/r.raw" "$U"

@@ -13,6 +13,8 @@ IHAVEOPT = 0x49484156454F5054
 REQUEST_MAGIC = 0x25609513
 FIXED_NEWSTYLE, NO_ZEROES = 1, 2
 OPT_EXPORT_NAME, OPT_LIST, OPT_INFO, OPT_GO, OPT_STRUCTURED_REPLY = 1, 3, 6, 7, 8
+OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT = 9, 10
+CMD_BLOCK_STATUS = 7
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_WRITE_ZEROES = 0, 1, 2, 3, 4, 6
 FLAG_FUA = 1
 NAME = b"lightnvm"
@@ -26,6 +28,10 @@ def go(name=NAME, infos=()):
     data = struct.pack(">I", len(name)) + name + struct.pack(">H", len(infos))
     data += b"".join(struct.pack(">H", i) for i in infos)
     return option(OPT_GO, data)
+
+
+def meta_query(query):
+    return struct.pack(">I", len(NAME)) + NAME + struct.pack(">II", 1, len(query)) + query
 
 
 def request(cmd, offset=0, length=0, flags=0, cookie=1, payload=b""):
@@ -58,6 +64,12 @@ def main():
         + option(OPT_INFO, struct.pack(">I", len(NAME)) + NAME + struct.pack(">H", 0))
         + go()
         + session(io[:2]),
+        "structured": struct.pack(">I", FIXED_NEWSTYLE | NO_ZEROES)
+        + option(OPT_STRUCTURED_REPLY)
+        + option(OPT_LIST_META_CONTEXT, meta_query(b"base:"))
+        + option(OPT_SET_META_CONTEXT, meta_query(b"base:allocation"))
+        + go()
+        + session(io + [request(CMD_BLOCK_STATUS, 0, 65536, cookie=8)]),
         "errors": struct.pack(">I", FIXED_NEWSTYLE | NO_ZEROES)
         + go()
         + session(

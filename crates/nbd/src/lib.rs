@@ -76,6 +76,32 @@ fn errno_of(e: &FtlError) -> u32 {
     }
 }
 
+/// A byte range of an export and whether it holds data (`false`: a hole, reads as zeros).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub length: u64,
+    pub mapped: bool,
+}
+
+/// Sector runs from byte `start` clipped to `off..end`, as byte extents.
+fn clip_runs(start: u64, off: u64, end: u64, runs: &[(u64, bool)]) -> Vec<Extent> {
+    let mut out = Vec::with_capacity(runs.len());
+    let mut at = start;
+    for &(sectors, mapped) in runs {
+        let (a, b) = (at.max(off), (at + sectors * SS).min(end));
+        at += sectors * SS;
+        if a < b {
+            out.push(Extent {
+                offset: a,
+                length: b - a,
+                mapped,
+            });
+        }
+    }
+    out
+}
+
 impl<M: Media> Export<M> {
     pub fn new(ftl: Ftl<M>, name: &str, read_only: bool, realtime: bool) -> Export<M> {
         let size = ftl.exported_sectors() * SS;
@@ -185,6 +211,43 @@ impl<M: Media> Export<M> {
     /// Applies a read and returns its data with the instant the modeled device completes it
     /// (no waiting: the data is final, only its delivery time is modeled).
     pub fn submit_read(&self, off: u64, len: u32) -> Result<(Vec<u8>, Completion), u32> {
+        self.submit_read_with(off, len, false)
+            .map(|(data, _, c)| (data, c))
+    }
+
+    /// [`Export::submit_read`], also returning which parts of the range hold data: extents
+    /// `(offset, length, mapped)` covering it in order, taken under the same lock as the
+    /// data (unmapped parts read as zeros: holes).
+    pub fn submit_read_extents(
+        &self,
+        off: u64,
+        len: u32,
+    ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
+        self.submit_read_with(off, len, true)
+    }
+
+    /// The allocation status of `len` bytes at `off` (NBD block status, `base:allocation`):
+    /// extents covering the range in order.
+    pub fn extents(&self, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
+        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
+        if end > self.size || len == 0 {
+            return Err(EINVAL);
+        }
+        let start = off / SS * SS;
+        let stop = end.div_ceil(SS) * SS;
+        let runs = self
+            .read_lock()?
+            .mapped_runs(start / SS, (stop - start) / SS)
+            .map_err(|e| errno_of(&e))?;
+        Ok(clip_runs(start, off, end, &runs))
+    }
+
+    fn submit_read_with(
+        &self,
+        off: u64,
+        len: u32,
+        want_extents: bool,
+    ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
         if len > MAX_PAYLOAD {
             return Err(EINVAL);
         }
@@ -196,19 +259,28 @@ impl<M: Media> Export<M> {
             return Err(EINVAL);
         }
         if len == 0 {
-            return Ok((Vec::new(), self.now()));
+            return Ok((Vec::new(), Vec::new(), self.now()));
         }
         let start = off / SS * SS;
         let stop = end.div_ceil(SS) * SS;
         let mut buf = vec![0u8; (stop - start) as usize];
-        let c = self
-            .read_lock()?
-            .read(start / SS, &mut buf)
-            .map_err(|e| errno_of(&e))?;
+        let (c, extents) = {
+            let ftl = self.read_lock()?;
+            let c = ftl.read(start / SS, &mut buf).map_err(|e| errno_of(&e))?;
+            let extents = if want_extents {
+                let runs = ftl
+                    .mapped_runs(start / SS, (stop - start) / SS)
+                    .map_err(|e| errno_of(&e))?;
+                clip_runs(start, off, end, &runs)
+            } else {
+                Vec::new()
+            };
+            (c, extents)
+        };
         let from = (off - start) as usize;
         buf.drain(..from);
         buf.truncate(len as usize);
-        Ok((buf, c))
+        Ok((buf, extents, c))
     }
 
     fn now(&self) -> Completion {
@@ -356,11 +428,31 @@ fn read_exact_or_eof<S: Read>(s: &mut S, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-fn info_export<M: Media>(export: &Export<M>, option: u32) -> Vec<u8> {
+/// What the handshake settled for the transmission phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Negotiated {
+    /// NBD_OPT_STRUCTURED_REPLY: reads are answered in chunks, with holes.
+    structured: bool,
+    /// `base:allocation` selected: NBD_CMD_BLOCK_STATUS answers.
+    base_allocation: bool,
+}
+
+impl<M: Media> Export<M> {
+    /// The transmission flags for a connection with `neg`.
+    fn flags_for(&self, neg: Negotiated) -> u16 {
+        let mut f = self.transmission_flags();
+        if neg.structured {
+            f |= TFLAG_SEND_DF;
+        }
+        f
+    }
+}
+
+fn info_export<M: Media>(export: &Export<M>, option: u32, neg: Negotiated) -> Vec<u8> {
     let mut d = Vec::with_capacity(12);
     d.extend_from_slice(&INFO_EXPORT.to_be_bytes());
     d.extend_from_slice(&export.size.to_be_bytes());
-    d.extend_from_slice(&export.transmission_flags().to_be_bytes());
+    d.extend_from_slice(&export.flags_for(neg).to_be_bytes());
     option_reply(option, REP_INFO, &d)
 }
 
@@ -384,8 +476,13 @@ fn error_reply(option: u32, reply: u32, msg: &str) -> Vec<u8> {
     option_reply(option, reply, msg.as_bytes())
 }
 
-/// The handshake. Returns true to enter transmission, false when the client ended it.
-fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result<bool, ConnError> {
+/// The handshake. Returns what was negotiated to enter transmission, `None` when the client
+/// ended it.
+fn handshake<M: Media, S: Read + Write>(
+    export: &Export<M>,
+    s: &mut S,
+) -> Result<Option<Negotiated>, ConnError> {
+    let mut neg = Negotiated::default();
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -393,7 +490,7 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
     s.write_all(&hello)?;
     let mut cf = [0u8; 4];
     if !read_exact_or_eof(s, &mut cf)? {
-        return Ok(false);
+        return Ok(None);
     }
     let client_flags = u32::from_be_bytes(cf);
     if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
@@ -404,7 +501,7 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
     for _ in 0..1024 {
         let mut hb = [0u8; 16];
         if !read_exact_or_eof(s, &mut hb)? {
-            return Ok(false);
+            return Ok(None);
         }
         let h = parse_option_header(&hb).map_err(|e| protocol(format!("option header: {e}")))?;
         if h.length > MAX_OPTION_DATA {
@@ -437,16 +534,68 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
                 }
                 let mut reply = Vec::with_capacity(134);
                 reply.extend_from_slice(&export.size.to_be_bytes());
-                reply.extend_from_slice(&export.transmission_flags().to_be_bytes());
+                reply.extend_from_slice(&export.flags_for(neg).to_be_bytes());
                 if !no_zeroes {
                     reply.extend_from_slice(&[0u8; 124]);
                 }
                 s.write_all(&reply)?;
-                return Ok(true);
+                return Ok(Some(neg));
             }
             OPT_ABORT => {
                 let _ = s.write_all(&option_reply(h.option, REP_ACK, &[]));
-                return Ok(false);
+                return Ok(None);
+            }
+            OPT_STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    s.write_all(&error_reply(
+                        h.option,
+                        REP_ERR_INVALID,
+                        "STRUCTURED_REPLY takes no data",
+                    ))?;
+                    continue;
+                }
+                neg.structured = true;
+                s.write_all(&option_reply(h.option, REP_ACK, &[]))?;
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let req = match parse_meta_context_request(&data) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        s.write_all(&error_reply(h.option, REP_ERR_INVALID, &e.to_string()))?;
+                        continue;
+                    }
+                };
+                let set = h.option == OPT_SET_META_CONTEXT;
+                if set && !neg.structured {
+                    s.write_all(&error_reply(
+                        h.option,
+                        REP_ERR_INVALID,
+                        "negotiate structured replies first",
+                    ))?;
+                    continue;
+                }
+                if !export.known_export(&req.name) {
+                    s.write_all(&error_reply(h.option, REP_ERR_UNKNOWN, "no such export"))?;
+                    continue;
+                }
+                // The one context offered: by its name, or for LIST by its namespace or an
+                // empty query list. Other queries match nothing (not an error).
+                let wanted = req.queries.iter().any(|q| q == BASE_ALLOCATION)
+                    || (!set
+                        && (req.queries.is_empty() || req.queries.iter().any(|q| q == "base:")));
+                let mut out = Vec::new();
+                if wanted {
+                    let mut d = Vec::with_capacity(4 + BASE_ALLOCATION.len());
+                    d.extend_from_slice(&(if set { BASE_ALLOCATION_ID } else { 0 }).to_be_bytes());
+                    d.extend_from_slice(BASE_ALLOCATION.as_bytes());
+                    out.extend_from_slice(&option_reply(h.option, REP_META_CONTEXT, &d));
+                }
+                if set {
+                    // A new SET replaces what an earlier one selected.
+                    neg.base_allocation = wanted;
+                }
+                out.extend_from_slice(&option_reply(h.option, REP_ACK, &[]));
+                s.write_all(&out)?;
             }
             OPT_LIST => {
                 if !data.is_empty() {
@@ -475,7 +624,7 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
                     s.write_all(&error_reply(h.option, REP_ERR_UNKNOWN, "no such export"))?;
                     continue;
                 }
-                let mut out = info_export(export, h.option);
+                let mut out = info_export(export, h.option, neg);
                 if req.requests.contains(&INFO_NAME) {
                     out.extend_from_slice(&info_name(h.option, &export.name));
                 }
@@ -483,7 +632,7 @@ fn handshake<M: Media, S: Read + Write>(export: &Export<M>, s: &mut S) -> Result
                 out.extend_from_slice(&option_reply(h.option, REP_ACK, &[]));
                 s.write_all(&out)?;
                 if h.option == OPT_GO {
-                    return Ok(true);
+                    return Ok(Some(neg));
                 }
             }
             OPT_STARTTLS => {
@@ -507,6 +656,9 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// Bytes of read data waiting in replies, per connection, beyond which reading requests
 /// pauses (one request is always admitted).
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Most extents one block status reply describes (512 KiB of descriptors).
+pub const MAX_BLOCK_STATUS_EXTENTS: usize = 1 << 16;
 
 /// A reply due this soon is waited for by spinning, not sleeping.
 const SPIN_NS: u64 = 20_000;
@@ -750,9 +902,9 @@ pub fn serve_connection_with<M: Media, S: Transport>(
     stop: &AtomicBool,
     on_transmission: impl FnOnce(),
 ) -> Result<(), ConnError> {
-    if !handshake(export, &mut s)? {
+    let Some(neg) = handshake(export, &mut s)? else {
         return Ok(());
-    }
+    };
     on_transmission();
     let outbox = Outbox {
         state: Mutex::new(OutboxState::default()),
@@ -766,7 +918,7 @@ pub fn serve_connection_with<M: Media, S: Transport>(
         // Pipelining clients send many requests at once: read them in one system call.
         let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
         let mut out = Vec::new();
-        let r = transmission(export, &mut input, stop, &outbox, &mut out);
+        let r = transmission(export, neg, &mut input, stop, &outbox, &mut out);
         let flushed = outbox.send_out(&mut out);
         outbox.close();
         let _ = replies.join();
@@ -782,6 +934,7 @@ pub fn serve_connection_with<M: Media, S: Transport>(
 /// Reads requests and queues their replies until DISC, EOF, `stop` or an error.
 fn transmission<M: Media, S: Read>(
     export: &Export<M>,
+    neg: Negotiated,
     s: &mut io::BufReader<S>,
     stop: &AtomicBool,
     outbox: &Outbox,
@@ -812,6 +965,8 @@ fn transmission<M: Media, S: Read>(
         let fua = req.flags & CMD_FLAG_FUA != 0;
         let allowed = match req.command {
             CMD_WRITE_ZEROES => CMD_FLAG_FUA | CMD_FLAG_NO_HOLE,
+            CMD_READ if neg.structured => CMD_FLAG_FUA | CMD_FLAG_DF,
+            CMD_BLOCK_STATUS => CMD_FLAG_REQ_ONE,
             _ => CMD_FLAG_FUA,
         };
         let mut early_error = (req.flags & !allowed != 0).then_some(EINVAL);
@@ -847,9 +1002,54 @@ fn transmission<M: Media, S: Read>(
             )?;
             return Ok(());
         }
+        // With structured replies, reads and block status answer in chunks (errors too).
+        let chunked = neg.structured && matches!(req.command, CMD_READ | CMD_BLOCK_STATUS);
+        let error_reply = |errno: u32| {
+            if chunked {
+                structured_error(errno, req.cookie, "")
+            } else {
+                simple_reply(errno, req.cookie).to_vec()
+            }
+        };
         if let Some(errno) = early_error {
             export.stats.errors.fetch_add(1, Ordering::Relaxed);
-            outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec(), out)?;
+            outbox.push(now_ns, order, error_reply(errno), out)?;
+            continue;
+        }
+        if req.command == CMD_BLOCK_STATUS {
+            let reply = if !neg.base_allocation {
+                // No metadata context was selected (so perhaps no structured replies).
+                Err(EINVAL)
+            } else {
+                export
+                    .extents(req.offset, req.length)
+                    .map(|e| block_status_reply(req.cookie, &e, req.flags & CMD_FLAG_REQ_ONE != 0))
+            };
+            match reply {
+                Ok(bytes) => outbox.push(now_ns, order, bytes, out)?,
+                Err(errno) => {
+                    export.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    outbox.push(now_ns, order, error_reply(errno), out)?;
+                }
+            }
+            continue;
+        }
+        if req.command == CMD_READ && neg.structured {
+            match export.submit_read_extents(req.offset, req.length) {
+                Ok((data, extents, c)) => {
+                    export
+                        .stats
+                        .bytes_read
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let df = req.flags & CMD_FLAG_DF != 0;
+                    let reply = read_chunks(req.cookie, req.offset, &data, &extents, df);
+                    outbox.push(c.done_ns, order, reply, out)?;
+                }
+                Err(errno) => {
+                    export.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    outbox.push(now_ns, order, error_reply(errno), out)?;
+                }
+            }
             continue;
         }
         let result: Result<(Option<Vec<u8>>, Completion), u32> = match req.command {
@@ -912,6 +1112,59 @@ fn transmission<M: Media, S: Read>(
             payload = Vec::new();
         }
     }
+}
+
+/// A structured read reply: a data chunk per extent that holds data and a hole chunk per
+/// one that does not (`df`: one data chunk for everything), the last flagged done. An empty
+/// read gets a single done chunk of type NONE.
+fn read_chunks(cookie: u64, offset: u64, data: &[u8], extents: &[Extent], df: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 32 * extents.len().max(1));
+    if data.is_empty() {
+        return structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, &[]);
+    }
+    let whole = [Extent {
+        offset,
+        length: data.len() as u64,
+        mapped: true,
+    }];
+    let parts = if df { &whole[..] } else { extents };
+    for (i, e) in parts.iter().enumerate() {
+        let flags = if i + 1 == parts.len() {
+            REPLY_FLAG_DONE
+        } else {
+            0
+        };
+        let mut p = Vec::with_capacity(12);
+        p.extend_from_slice(&e.offset.to_be_bytes());
+        if e.mapped {
+            let from = (e.offset - offset) as usize;
+            p.extend_from_slice(&data[from..from + e.length as usize]);
+            out.extend_from_slice(&structured_chunk(flags, REPLY_TYPE_OFFSET_DATA, cookie, &p));
+        } else {
+            p.extend_from_slice(&(e.length as u32).to_be_bytes());
+            out.extend_from_slice(&structured_chunk(flags, REPLY_TYPE_OFFSET_HOLE, cookie, &p));
+        }
+    }
+    out
+}
+
+/// The `base:allocation` block status reply: one descriptor per extent (just the first with
+/// `one`): holes read as zeros.
+fn block_status_reply(cookie: u64, extents: &[Extent], one: bool) -> Vec<u8> {
+    // A client asks again from where the reply ended.
+    let take = if one {
+        1
+    } else {
+        extents.len().min(MAX_BLOCK_STATUS_EXTENTS)
+    };
+    let mut p = Vec::with_capacity(4 + 8 * take);
+    p.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+    for e in extents.iter().take(take) {
+        p.extend_from_slice(&(e.length as u32).to_be_bytes());
+        let flags = if e.mapped { 0 } else { STATE_HOLE | STATE_ZERO };
+        p.extend_from_slice(&flags.to_be_bytes());
+    }
+    structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, cookie, &p)
 }
 
 /// Where to listen.

@@ -21,11 +21,14 @@ pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const OPT_LIST_META_CONTEXT: u32 = 9;
+pub const OPT_SET_META_CONTEXT: u32 = 10;
 
 // Option replies.
 pub const REP_ACK: u32 = 1;
 pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
+pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
 pub const REP_ERR_POLICY: u32 = (1 << 31) + 2;
 pub const REP_ERR_INVALID: u32 = (1 << 31) + 3;
@@ -45,6 +48,7 @@ pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
 pub const TFLAG_SEND_FUA: u16 = 1 << 3;
 pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
 pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+pub const TFLAG_SEND_DF: u16 = 1 << 7;
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
 // Commands and command flags.
@@ -54,8 +58,30 @@ pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
 pub const CMD_TRIM: u16 = 4;
 pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_BLOCK_STATUS: u16 = 7;
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
 pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+/// Do not fragment a structured read reply: one data chunk.
+pub const CMD_FLAG_DF: u16 = 1 << 2;
+/// Block status: one extent is enough.
+pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+// Structured replies.
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+pub const REPLY_FLAG_DONE: u16 = 1 << 0;
+pub const REPLY_TYPE_NONE: u16 = 0;
+pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
+pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
+
+/// The metadata context this server offers: whether extents are allocated.
+pub const BASE_ALLOCATION: &str = "base:allocation";
+/// Its id in replies (the server chooses it).
+pub const BASE_ALLOCATION_ID: u32 = 1;
+/// `base:allocation` status flags.
+pub const STATE_HOLE: u32 = 1 << 0;
+pub const STATE_ZERO: u32 = 1 << 1;
 
 // Errors.
 pub const EPERM: u32 = 1;
@@ -134,6 +160,77 @@ pub fn parse_info_request(data: &[u8]) -> Result<InfoRequest, ParseError> {
         .map(|i| u16::from_be_bytes(data[6 + len + 2 * i..8 + len + 2 * i].try_into().unwrap()))
         .collect();
     Ok(InfoRequest { name, requests })
+}
+
+/// NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT data: export name and queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaContextRequest {
+    pub name: String,
+    pub queries: Vec<String>,
+}
+
+/// Most queries one meta-context option may carry.
+pub const MAX_META_QUERIES: usize = 256;
+
+/// A length-prefixed (u32) string at `*at`, advancing `*at`.
+fn take_string(data: &[u8], at: &mut usize, what: &'static str) -> Result<String, ParseError> {
+    let len = data
+        .get(*at..*at + 4)
+        .ok_or(ParseError::Truncated(what))
+        .map(|b| u32::from_be_bytes(b.try_into().unwrap()))?;
+    if len > 4096 {
+        return Err(ParseError::NameTooLong(len));
+    }
+    let bytes = data
+        .get(*at + 4..*at + 4 + len as usize)
+        .ok_or(ParseError::Truncated(what))?;
+    *at += 4 + len as usize;
+    std::str::from_utf8(bytes)
+        .map(str::to_string)
+        .map_err(|_| ParseError::NotUtf8)
+}
+
+pub fn parse_meta_context_request(data: &[u8]) -> Result<MetaContextRequest, ParseError> {
+    let mut at = 0usize;
+    let name = take_string(data, &mut at, "export name")?;
+    let count = data
+        .get(at..at + 4)
+        .ok_or(ParseError::Truncated("query count"))
+        .map(|b| u32::from_be_bytes(b.try_into().unwrap()))? as usize;
+    at += 4;
+    if count > MAX_META_QUERIES {
+        return Err(ParseError::Truncated("too many queries"));
+    }
+    let mut queries = Vec::with_capacity(count);
+    for _ in 0..count {
+        queries.push(take_string(data, &mut at, "query")?);
+    }
+    if at != data.len() {
+        return Err(ParseError::Truncated("trailing bytes after the queries"));
+    }
+    Ok(MetaContextRequest { name, queries })
+}
+
+/// Encodes a structured reply chunk header followed by `payload`.
+pub fn structured_chunk(flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + payload.len());
+    out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&cookie.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A structured error chunk (the last of its reply).
+pub fn structured_error(error: u32, cookie: u64, message: &str) -> Vec<u8> {
+    let msg = &message.as_bytes()[..message.len().min(4096)];
+    let mut p = Vec::with_capacity(6 + msg.len());
+    p.extend_from_slice(&error.to_be_bytes());
+    p.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    p.extend_from_slice(msg);
+    structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, &p)
 }
 
 /// A transmission-phase request header (28 bytes).
@@ -227,9 +324,57 @@ mod tests {
         assert!(parse_info_request(&[0, 0, 0x20, 0]).is_err());
     }
 
+    #[test]
+    fn meta_context_request_parsing() {
+        let mut d = Vec::new();
+        d.extend_from_slice(&3u32.to_be_bytes());
+        d.extend_from_slice(b"abc");
+        d.extend_from_slice(&2u32.to_be_bytes());
+        for q in [BASE_ALLOCATION, "qemu:"] {
+            d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            d.extend_from_slice(q.as_bytes());
+        }
+        assert_eq!(
+            parse_meta_context_request(&d),
+            Ok(MetaContextRequest {
+                name: "abc".into(),
+                queries: vec![BASE_ALLOCATION.into(), "qemu:".into()]
+            })
+        );
+        assert!(parse_meta_context_request(&d[..d.len() - 1]).is_err());
+        let mut extra = d.clone();
+        extra.push(0);
+        assert!(parse_meta_context_request(&extra).is_err());
+        // No queries at all is valid (list everything / select nothing).
+        let mut none = Vec::new();
+        none.extend_from_slice(&0u32.to_be_bytes());
+        none.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(
+            parse_meta_context_request(&none).unwrap().queries,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn structured_chunks_encode_their_header() {
+        let c = structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 9, &[1, 2, 3]);
+        assert_eq!(&c[0..4], &STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        assert_eq!(u16::from_be_bytes([c[4], c[5]]), REPLY_FLAG_DONE);
+        assert_eq!(u16::from_be_bytes([c[6], c[7]]), REPLY_TYPE_OFFSET_DATA);
+        assert_eq!(u64::from_be_bytes(c[8..16].try_into().unwrap()), 9);
+        assert_eq!(u32::from_be_bytes(c[16..20].try_into().unwrap()), 3);
+        assert_eq!(&c[20..], &[1, 2, 3]);
+        let e = structured_error(5, 1, "bad");
+        assert_eq!(u16::from_be_bytes([e[6], e[7]]), REPLY_TYPE_ERROR);
+        assert_eq!(&e[20..24], &5u32.to_be_bytes());
+        assert_eq!(&e[24..26], &3u16.to_be_bytes());
+        assert_eq!(&e[26..], b"bad");
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_meta_context_request(&data);
             let _ = parse_info_request(&data);
             if data.len() >= 28 {
                 let _ = parse_request(data[..28].try_into().unwrap());

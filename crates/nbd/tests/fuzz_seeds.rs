@@ -8,10 +8,11 @@ use lightnvm_ftl::{Ftl, FtlConfig};
 use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
 use lightnvm_nbd::{serve_connection_with, Export, MemoryStream};
 
-/// Simple replies in a server's output (magic 0x67446698; data never contains it here).
+/// Replies in a server's output: simple replies (magic 0x67446698) and the last chunks of
+/// structured replies (magic 0x668e33ef with the done flag); data never contains them here.
 fn replies(out: &[u8]) -> usize {
-    out.windows(4)
-        .filter(|w| *w == [0x67, 0x44, 0x66, 0x98])
+    out.windows(6)
+        .filter(|w| w[..4] == [0x67, 0x44, 0x66, 0x98] || *w == [0x66, 0x8e, 0x33, 0xef, 0, 1])
         .count()
 }
 

@@ -312,8 +312,8 @@ fn options_list_info_unknown_and_abort() {
     let srv = server(false);
     let mut c = Client::connect(&srv);
     c.client_flags(FLAG_C_FIXED_NEWSTYLE);
-    c.option(OPT_STRUCTURED_REPLY, &[]);
-    assert_eq!(c.option_reply().1, REP_ERR_UNSUP);
+    c.option(OPT_STRUCTURED_REPLY, b"x");
+    assert_eq!(c.option_reply().1, REP_ERR_INVALID);
     c.option(42, b"whatever");
     assert_eq!(
         c.option_reply(),
@@ -677,4 +677,157 @@ fn deep_queues_in_real_time_mode_are_all_answered() {
             assert_eq!(data, vec![*lba as u8; 4096], "round {round}");
         }
     }
+}
+
+/// Meta-context option data: export name and queries.
+fn meta_data(name: &str, queries: &[&str]) -> Vec<u8> {
+    let mut d = be32(name.len() as u32).to_vec();
+    d.extend_from_slice(name.as_bytes());
+    d.extend_from_slice(&be32(queries.len() as u32));
+    for q in queries {
+        d.extend_from_slice(&be32(q.len() as u32));
+        d.extend_from_slice(q.as_bytes());
+    }
+    d
+}
+
+/// One structured reply chunk: (flags, type, payload).
+fn chunk(c: &mut Client, cookie: u64) -> (u16, u16, Vec<u8>) {
+    let mut h = [0u8; 20];
+    c.s.read_exact(&mut h).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(h[0..4].try_into().unwrap()),
+        STRUCTURED_REPLY_MAGIC
+    );
+    assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), cookie);
+    let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+    let mut d = vec![0u8; len as usize];
+    c.s.read_exact(&mut d).unwrap();
+    (
+        u16::from_be_bytes(h[4..6].try_into().unwrap()),
+        u16::from_be_bytes(h[6..8].try_into().unwrap()),
+        d,
+    )
+}
+
+#[test]
+fn structured_reads_have_holes_and_block_status_maps_allocation() {
+    let srv = server(false);
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    // A meta context needs structured replies first.
+    c.option(OPT_SET_META_CONTEXT, &meta_data("", &[BASE_ALLOCATION]));
+    assert_eq!(c.option_reply().1, REP_ERR_INVALID);
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.option_reply().1, REP_ACK);
+    // LIST with no queries lists everything; an unknown namespace matches nothing.
+    c.option(OPT_LIST_META_CONTEXT, &meta_data("", &[]));
+    let (_, ty, d) = c.option_reply();
+    assert_eq!(ty, REP_META_CONTEXT);
+    assert_eq!(&d[4..], BASE_ALLOCATION.as_bytes());
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(
+        OPT_LIST_META_CONTEXT,
+        &meta_data("", &["qemu:dirty-bitmap:x"]),
+    );
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(OPT_SET_META_CONTEXT, &meta_data("nope", &[BASE_ALLOCATION]));
+    assert_eq!(c.option_reply().1, REP_ERR_UNKNOWN);
+    c.option(OPT_SET_META_CONTEXT, &[0, 0, 0, 0, 0, 0]);
+    assert_eq!(c.option_reply().1, REP_ERR_INVALID);
+    c.option(OPT_SET_META_CONTEXT, &meta_data("", &[BASE_ALLOCATION]));
+    let (_, ty, d) = c.option_reply();
+    assert_eq!(ty, REP_META_CONTEXT);
+    assert_eq!(
+        u32::from_be_bytes(d[0..4].try_into().unwrap()),
+        BASE_ALLOCATION_ID
+    );
+    assert_eq!(&d[4..], BASE_ALLOCATION.as_bytes());
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(OPT_GO, &Client::info_data("", &[]));
+    let mut flags = 0;
+    loop {
+        let (_, ty, d) = c.option_reply();
+        if ty == REP_ACK {
+            break;
+        }
+        if u16::from_be_bytes(d[0..2].try_into().unwrap()) == INFO_EXPORT {
+            flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
+        }
+    }
+    assert_ne!(
+        flags & TFLAG_SEND_DF,
+        0,
+        "DF is offered with structured replies"
+    );
+
+    // 4 KiB of data at 8 KiB, the rest never written; simple replies for writes.
+    assert_eq!(c.write(8192, &[7; 4096], 0), 0);
+    // Block status over 32 KiB: hole, data, hole.
+    let cookie = c.request(CMD_BLOCK_STATUS, 0, 0, 32768, &[]);
+    let (f, ty, d) = chunk(&mut c, cookie);
+    assert_eq!((f, ty), (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS));
+    assert_eq!(
+        u32::from_be_bytes(d[0..4].try_into().unwrap()),
+        BASE_ALLOCATION_ID
+    );
+    let extents: Vec<(u32, u32)> = d[4..]
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                u32::from_be_bytes(e[0..4].try_into().unwrap()),
+                u32::from_be_bytes(e[4..8].try_into().unwrap()),
+            )
+        })
+        .collect();
+    let hole = STATE_HOLE | STATE_ZERO;
+    assert_eq!(extents, [(8192, hole), (4096, 0), (20480, hole)]);
+    // REQ_ONE: just the first extent.
+    let cookie = c.request(CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE, 8192, 8192, &[]);
+    let (_, _, d) = chunk(&mut c, cookie);
+    assert_eq!(d.len(), 4 + 8);
+    assert_eq!(&d[4..8], &be32(4096));
+    // A read over it: a hole chunk, a data chunk, a hole chunk (done), offsets absolute.
+    let cookie = c.request(CMD_READ, 0, 4096, 12288, &[]);
+    let (f1, t1, d1) = chunk(&mut c, cookie);
+    assert_eq!((f1, t1), (0, REPLY_TYPE_OFFSET_HOLE));
+    assert_eq!(u64::from_be_bytes(d1[0..8].try_into().unwrap()), 4096);
+    assert_eq!(u32::from_be_bytes(d1[8..12].try_into().unwrap()), 4096);
+    let (f2, t2, d2) = chunk(&mut c, cookie);
+    assert_eq!((f2, t2), (0, REPLY_TYPE_OFFSET_DATA));
+    assert_eq!(u64::from_be_bytes(d2[0..8].try_into().unwrap()), 8192);
+    assert_eq!(&d2[8..], &[7u8; 4096][..]);
+    let (f3, t3, d3) = chunk(&mut c, cookie);
+    assert_eq!((f3, t3), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_HOLE));
+    assert_eq!(u64::from_be_bytes(d3[0..8].try_into().unwrap()), 12288);
+    // With DF: one data chunk, zeros included; a partial-sector read is clipped.
+    let cookie = c.request(CMD_READ, CMD_FLAG_DF, 7680, 1024, &[]);
+    let (f, t, d) = chunk(&mut c, cookie);
+    assert_eq!((f, t), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA));
+    assert_eq!(u64::from_be_bytes(d[0..8].try_into().unwrap()), 7680);
+    assert_eq!(&d[8..520], &[0u8; 512][..]);
+    assert_eq!(&d[520..], &[7u8; 512][..]);
+    // Errors of reads and block status come as structured error chunks.
+    let cookie = c.request(CMD_READ, 0, srv.size, 4096, &[]);
+    let (f, t, d) = chunk(&mut c, cookie);
+    assert_eq!((f, t), (REPLY_FLAG_DONE, REPLY_TYPE_ERROR));
+    assert_eq!(&d[0..4], &be32(EINVAL));
+    let cookie = c.request(CMD_BLOCK_STATUS, 0, srv.size - 4096, 8192, &[]);
+    let (_, t, d) = chunk(&mut c, cookie);
+    assert_eq!((t, &d[0..4]), (REPLY_TYPE_ERROR, &be32(EINVAL)[..]));
+    // Trimmed data is a hole again.
+    assert_eq!(c.simple(CMD_TRIM, 8192, 4096), 0);
+    let cookie = c.request(CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE, 0, 32768, &[]);
+    let (_, _, d) = chunk(&mut c, cookie);
+    assert_eq!(&d[4..12], &[be32(32768), be32(hole)].concat()[..]);
+}
+
+#[test]
+fn block_status_without_a_meta_context_is_einval() {
+    let srv = server(false);
+    let (mut c, flags) = Client::go(&srv);
+    assert_eq!(flags & TFLAG_SEND_DF, 0, "no DF without structured replies");
+    assert_eq!(c.simple(CMD_BLOCK_STATUS, 0, 4096), EINVAL);
+    // Reads stay simple replies.
+    assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
 }

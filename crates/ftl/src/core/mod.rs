@@ -389,6 +389,24 @@ impl<M: Media> Ftl<M> {
         Ok(Completion { done_ns })
     }
 
+    /// Which of `sectors` sectors from `lba` hold data, as runs `(sectors, mapped)` in order:
+    /// unmapped sectors (never written, trimmed, write-zeroed) read as zeros; a sector whose
+    /// only copy was lost counts as mapped (its reads fail). For NBD block status and holes
+    /// in structured read replies.
+    pub fn mapped_runs(&self, lba: u64, sectors: u64) -> Result<Vec<(u64, bool)>, FtlError> {
+        self.check_sectors(lba, sectors)?;
+        let mut runs: Vec<(u64, bool)> = Vec::new();
+        for l in lba..lba + sectors {
+            let l = Lba::checked(l, self.exported).expect("range checked");
+            let mapped = !matches!(self.map.get(l), L2pEntry::Unmapped);
+            match runs.last_mut() {
+                Some((n, m)) if *m == mapped => *n += 1,
+                _ => runs.push((1, mapped)),
+            }
+        }
+        Ok(runs)
+    }
+
     /// Makes every write completed so far durable (pads partial pages, syncs the media).
     /// Also on a read-only device: writes acknowledged before it turned read-only may still
     /// sit in the write buffer.
