@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use lightnvm_ftl::{Ftl, FtlError};
-use lightnvm_media::{RamMedia, VirtualClock};
+use lightnvm_media::RamMedia;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::UNKNOWN;
 use crate::pattern::{fill_sector, sector_tag};
-use crate::torture::{random_setup, TortureConfig, TortureOutcome};
+use crate::torture::{format_random, TortureConfig, TortureOutcome};
 
 const SS: usize = 4096;
 /// Most submitting threads.
@@ -528,25 +528,12 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
         seed: cfg.seed,
         ..Default::default()
     };
-    let mut formatted = None;
-    for _ in 0..32 {
-        let (mc, fc) = random_setup(&mut rng, cfg.media_faults, cfg.seed);
-        let Ok(media) = RamMedia::new(mc, VirtualClock::new()) else {
-            continue;
-        };
-        // Every thread needs a slice of at least one LBA.
-        if let Ok(ftl) = Ftl::format(media, fc) {
-            if ftl.exported_sectors() >= submitters as u64 {
-                out.geometry = format!(
-                    "{} threads, {}",
-                    submitters,
-                    crate::torture::describe(&mc, &fc)
-                );
-                formatted = Some(ftl);
-                break;
-            }
-        }
-    }
+    // Every thread needs a slice of at least one LBA.
+    let formatted =
+        format_random(&mut rng, cfg.media_faults, cfg.seed, submitters as u64).map(|(f, g)| {
+            out.geometry = format!("{submitters} threads, {g}");
+            f
+        });
     let Some(mut ftl) = formatted else {
         out.violations
             .push("no random geometry could be formatted".into());

@@ -187,6 +187,29 @@ pub(crate) fn describe(mc: &MediaConfig, fc: &FtlConfig) -> String {
     )
 }
 
+/// A formatted FTL on a random geometry and configuration exporting at least
+/// `min_exported` sectors, and its description. Some random geometries are too small for an
+/// FTL: draws again (at most 32 times).
+pub(crate) fn format_random(
+    rng: &mut ChaCha8Rng,
+    media_faults: bool,
+    seed: u64,
+    min_exported: u64,
+) -> Option<(Ftl<RamMedia>, String)> {
+    for _ in 0..32 {
+        let (mc, fc) = random_setup(rng, media_faults, seed);
+        let Ok(media) = RamMedia::new(mc, VirtualClock::new()) else {
+            continue;
+        };
+        if let Ok(ftl) = Ftl::format(media, fc) {
+            if ftl.exported_sectors() >= min_exported {
+                return Some((ftl, describe(&mc, &fc)));
+            }
+        }
+    }
+    None
+}
+
 /// Runs one seed: format, then `cuts` rounds of workload, power cut, recovery, verification.
 pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -196,19 +219,10 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         seed: cfg.seed,
         ..Default::default()
     };
-    // Some random geometries are too small for an FTL: draw again (bounded).
-    let mut formatted = None;
-    for _ in 0..32 {
-        let (mc, fc) = random_setup(&mut rng, cfg.media_faults, cfg.seed);
-        let Ok(media) = RamMedia::new(mc, VirtualClock::new()) else {
-            continue;
-        };
-        if let Ok(ftl) = Ftl::format(media, fc) {
-            out.geometry = describe(&mc, &fc);
-            formatted = Some(ftl);
-            break;
-        }
-    }
+    let formatted = format_random(&mut rng, cfg.media_faults, cfg.seed, 1).map(|(f, g)| {
+        out.geometry = g;
+        f
+    });
     let Some(mut ftl) = formatted else {
         out.violations
             .push("no random geometry could be formatted".into());
