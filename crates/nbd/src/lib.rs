@@ -1389,3 +1389,97 @@ impl Transport for MemoryStream {
         Ok(Box::new(self.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One chunk of a structured read reply: flags, type, offset, bytes or hole length.
+    type Chunk = (u16, u16, u64, Result<Vec<u8>, u32>);
+
+    fn parse_chunks(mut b: &[u8]) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            assert_eq!(&b[0..4], &STRUCTURED_REPLY_MAGIC.to_be_bytes());
+            let flags = u16::from_be_bytes([b[4], b[5]]);
+            let kind = u16::from_be_bytes([b[6], b[7]]);
+            let len = u32::from_be_bytes(b[16..20].try_into().unwrap()) as usize;
+            let p = &b[20..20 + len];
+            let off = u64::from_be_bytes(p[0..8].try_into().unwrap());
+            let body = match kind {
+                REPLY_TYPE_OFFSET_DATA => Ok(p[8..].to_vec()),
+                REPLY_TYPE_OFFSET_HOLE => Err(u32::from_be_bytes(p[8..12].try_into().unwrap())),
+                other => panic!("chunk type {other}"),
+            };
+            out.push((flags, kind, off, body));
+            b = &b[20 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn extents_are_clipped_to_unaligned_ranges() {
+        // Sectors from byte 8192: 2 mapped, 3 not, 1 mapped; the range 9000..30000.
+        let runs = [(2, true), (3, false), (1, true)];
+        let e = clip_runs(8192, 9000, 30000, &runs);
+        let got: Vec<_> = e.iter().map(|e| (e.offset, e.length, e.mapped)).collect();
+        assert_eq!(
+            got,
+            [
+                (9000, 16384 - 9000, true),
+                (16384, 12288, false),
+                (28672, 30000 - 28672, true)
+            ]
+        );
+        // A range inside one sector: one extent.
+        let e = clip_runs(8192, 8704, 9216, &runs);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].offset, e[0].length), (8704, 512));
+    }
+
+    #[test]
+    fn read_chunks_cover_the_range_exactly_once_and_end_with_done() {
+        let extents = clip_runs(0, 512, 12800, &[(1, true), (2, false), (1, true)]);
+        let data: Vec<u8> = (0..12800 - 512).map(|i| (i % 251) as u8).collect();
+        let chunks = parse_chunks(&read_chunks(5, 512, &data, &extents, false));
+        assert_eq!(chunks.len(), 3);
+        let mut at = 512u64;
+        for (i, (flags, _, off, body)) in chunks.iter().enumerate() {
+            assert_eq!(*off, at, "chunks in order, no gap or overlap");
+            assert_eq!(*flags, if i == 2 { REPLY_FLAG_DONE } else { 0 });
+            at += match body {
+                Ok(bytes) => {
+                    let from = (*off - 512) as usize;
+                    assert_eq!(bytes[..], data[from..from + bytes.len()]);
+                    bytes.len() as u64
+                }
+                Err(hole) => *hole as u64,
+            };
+        }
+        assert_eq!(at, 12800);
+        // DF: one data chunk with everything; an empty read: one NONE chunk, done.
+        let one = parse_chunks(&read_chunks(5, 512, &data, &extents, true));
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].3, Ok(data.clone()));
+        let none = read_chunks(5, 0, &[], &[], false);
+        assert_eq!(u16::from_be_bytes([none[6], none[7]]), REPLY_TYPE_NONE);
+        assert_eq!(u16::from_be_bytes([none[4], none[5]]), REPLY_FLAG_DONE);
+    }
+
+    #[test]
+    fn block_status_reply_is_capped_and_req_one_gives_one() {
+        let extents: Vec<Extent> = (0..MAX_BLOCK_STATUS_EXTENTS as u64 + 10)
+            .map(|i| Extent {
+                offset: i * 4096,
+                length: 4096,
+                mapped: i % 2 == 0,
+            })
+            .collect();
+        let r = block_status_reply(1, &extents, false);
+        assert_eq!(r.len(), 20 + 4 + 8 * MAX_BLOCK_STATUS_EXTENTS);
+        assert_eq!(&r[24..32], &[0, 0, 16, 0, 0, 0, 0, 0], "first: data");
+        assert_eq!(&r[36..40], &(STATE_HOLE | STATE_ZERO).to_be_bytes());
+        let r = block_status_reply(1, &extents, true);
+        assert_eq!(r.len(), 20 + 4 + 8);
+    }
+}
