@@ -1,4 +1,5 @@
-//! SVG plots of a simulation: WAF over time, erase-count histogram, latency CDFs.
+//! SVG plots of a simulation: WAF over time, erase-count histogram, latency CDFs, and the
+//! latency tail (1 − CDF, log–log). Each carries the run's configuration.
 
 use std::path::Path;
 
@@ -10,17 +11,31 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plotting: {e}")
 }
 
-pub fn write_all(dir: &Path, r: &SimReport) -> Result<()> {
+/// Writes every plot into `dir`; `config` is printed under each title.
+pub fn write_all(dir: &Path, r: &SimReport, config: &str) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    waf(&dir.join("waf.svg"), r)?;
-    erase_histogram(&dir.join("erase_counts.svg"), r)?;
-    latency_cdf(&dir.join("latency_cdf.svg"), r)?;
+    waf(&dir.join("waf.svg"), r, config)?;
+    erase_histogram(&dir.join("erase_counts.svg"), r, config)?;
+    latency_cdf(&dir.join("latency_cdf.svg"), r, config)?;
+    latency_tail(&dir.join("latency_tail.svg"), r, config)?;
     Ok(())
 }
 
-fn waf(path: &Path, r: &SimReport) -> Result<()> {
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+/// A white SVG canvas with the configuration line at its foot; returns the area above it.
+fn canvas<'a>(
+    path: &'a Path,
+    config: &str,
+) -> Result<DrawingArea<SVGBackend<'a>, plotters::coord::Shift>> {
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
+    let (top, foot) = root.split_vertically(496);
+    foot.draw_text(config, &("sans-serif", 12).into_text_style(&foot), (10, 4))
+        .map_err(err)?;
+    Ok(top)
+}
+
+fn waf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
+    let root = canvas(path, config)?;
     let xmax = r.waf_series.last().map_or(1, |p| p.0).max(1) as f64;
     let ymax = r.waf_series.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&root)
@@ -46,9 +61,8 @@ fn waf(path: &Path, r: &SimReport) -> Result<()> {
     Ok(())
 }
 
-fn erase_histogram(path: &Path, r: &SimReport) -> Result<()> {
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+fn erase_histogram(path: &Path, r: &SimReport, config: &str) -> Result<()> {
+    let root = canvas(path, config)?;
     let xmax = r.erase_histogram.last().map_or(1, |p| p.0 + 1);
     let ymax = r.erase_histogram.iter().map(|p| p.1).max().unwrap_or(1) + 1;
     let mut chart = ChartBuilder::on(&root)
@@ -75,9 +89,8 @@ fn erase_histogram(path: &Path, r: &SimReport) -> Result<()> {
     Ok(())
 }
 
-fn latency_cdf(path: &Path, r: &SimReport) -> Result<()> {
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+fn latency_cdf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
+    let root = canvas(path, config)?;
     let xmax = r
         .latency_cdf_us
         .read
@@ -108,6 +121,59 @@ fn latency_cdf(path: &Path, r: &SimReport) -> Result<()> {
         }
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), &color))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// 1 − CDF against latency, both on log scales: the tail (p99, p99.9 and beyond) is visible.
+fn latency_tail(path: &Path, r: &SimReport, config: &str) -> Result<()> {
+    let root = canvas(path, config)?;
+    let c = &r.latency_cdf_us;
+    let all = || c.read_tail.iter().chain(&c.write_tail);
+    let xmin = all()
+        .map(|p| p.0)
+        .filter(|&x| x > 0.0)
+        .fold(f64::MAX, f64::min);
+    let xmin = if xmin == f64::MAX { 1.0 } else { xmin * 0.8 };
+    let xmax = all().map(|p| p.0).fold(xmin * 10.0, f64::max) * 1.2;
+    let ymin = all().map(|p| p.1).fold(1.0, f64::min) * 0.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Latency tail: fraction of requests slower than x",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..1.0).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (us, log)")
+        .y_desc("1 - CDF (log)")
+        .x_labels(8)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .draw()
+        .map_err(err)?;
+    for (name, pts, color) in [("write", &c.write_tail, RED), ("read", &c.read_tail, BLUE)] {
+        // Latencies of 0 (writes absorbed by the buffer) have no place on a log axis.
+        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 > 0.0).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(pts, &color))
             .map_err(err)?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));

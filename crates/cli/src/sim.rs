@@ -282,7 +282,7 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     if let Some(dir) = &a.plot {
-        crate::plots::write_all(dir, &r)?;
+        crate::plots::write_all(dir, &r, &describe(&a, &cfg))?;
         if !a.json {
             eprintln!("plots written to {}", dir.display());
         }
@@ -294,10 +294,8 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
-        "workload {} on {:?}, {} GC, OP {:.2}",
-        a.workload, cfg.geometry, a.ftl.gc, cfg.ftl.over_provisioning
-    );
+    println!("{}", describe(&a, &cfg));
+    println!("timing              {}", cfg.timing);
     println!(
         "WAF (user+GC)/user  {:.3}   all writes/host {:.3}",
         r.waf, r.waf_total
@@ -465,4 +463,25 @@ fn validate(a: &SimArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line for reports and plots: workload, mix, queue, geometry, GC, OP.
+fn describe(a: &SimArgs, cfg: &lightnvm_workload::SimConfig) -> String {
+    let load = match cfg.arrivals {
+        Some(ar) => format!("open loop {:.0} IOPS", ar.rate_iops),
+        None => format!("QD {}", cfg.queue_depth),
+    };
+    let source = match &a.trace {
+        Some(t) => format!("trace {}", t.display()),
+        None => format!("workload {}", a.workload),
+    };
+    format!(
+        "{source}, {}% reads, {} B, {load} on {}, {} GC, OP {:.2}, {}",
+        cfg.read_pct,
+        cfg.request_sectors as u64 * 4096,
+        cfg.geometry,
+        a.ftl.gc,
+        cfg.ftl.over_provisioning,
+        cfg.timing.preset_name().unwrap_or("custom timing")
+    )
 }

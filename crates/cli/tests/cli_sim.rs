@@ -1,27 +1,32 @@
 //! `lightnvm sim`'s measured-phase limits and open loop, run as a user would.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `lightnvm sim ARGS`; a run still going after two minutes is killed and fails the test
-/// (these runs take seconds: a hang is the bug being tested for).
+/// (these runs take seconds: a hang is the bug being tested for). Output is collected while
+/// the child runs, so a large report never fills the pipe.
 fn sim(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+    let child = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
         .arg("sim")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run lightnvm");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().expect("output"));
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: signalling our own child process by its pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
             panic!("`lightnvm sim {}` did not terminate", args.join(" "));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().expect("output")
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -137,4 +142,65 @@ fn a_run_that_could_not_end_and_bad_values_fail_fast() {
         &["--rate", "100", "--trace", "/nonexistent"],
         "a --trace brings its own timestamps",
     );
+}
+
+#[test]
+fn plots_carry_the_configuration_and_the_tail_plot_is_log_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let plots = dir.path().join("plots");
+    let out = sim(&[
+        "--preset",
+        "tiny",
+        "--timing",
+        "mqsim",
+        "--read-pct",
+        "50",
+        "--requests",
+        "3000",
+        "--precondition",
+        "0.5",
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The report names the geometry and timing in words, not as a debug dump.
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains("50% reads") && first.contains(" ch × ") && !first.contains("Geometry {"),
+        "{first}"
+    );
+    assert!(text.contains("reads first"), "{text}");
+    for name in ["waf", "erase_counts", "latency_cdf", "latency_tail"] {
+        let svg = std::fs::read_to_string(plots.join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.contains("50% reads"),
+            "{name}.svg lacks the configuration"
+        );
+    }
+    let tail = std::fs::read_to_string(plots.join("latency_tail.svg")).unwrap();
+    assert!(tail.contains("1 - CDF (log)") && tail.contains("fraction of requests slower"));
+    // The JSON has the tail points: fractions falling to a single request.
+    let j = json(&[
+        "--preset",
+        "tiny",
+        "--read-pct",
+        "50",
+        "--requests",
+        "3000",
+        "--precondition",
+        "0.5",
+        "--json",
+    ]);
+    let t = j["result"]["latency_cdf_us"]["read_tail"]
+        .as_array()
+        .unwrap();
+    assert!(t.len() > 10);
+    let n = j["result"]["latency_us"]["read"]["count"].as_f64().unwrap();
+    let last = t.last().unwrap()[1].as_f64().unwrap();
+    assert!((last - 1.0 / n).abs() < 1e-12, "{last} vs 1/{n}");
 }

@@ -88,6 +88,30 @@ pub const GEOMETRY_PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// "8 ch × 2 LUNs × 80 blocks × 64 pages × 4 sectors of 4 KiB (1.25 GiB raw)".
+impl std::fmt::Display for Geometry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw = self.raw_bytes() as f64;
+        let (v, unit) = if raw >= (1u64 << 40) as f64 {
+            (raw / (1u64 << 40) as f64, "TiB")
+        } else if raw >= (1u64 << 30) as f64 {
+            (raw / (1u64 << 30) as f64, "GiB")
+        } else {
+            (raw / (1u64 << 20) as f64, "MiB")
+        };
+        write!(
+            f,
+            "{} ch × {} LUNs × {} blocks × {} pages × {} sectors of {} KiB ({v:.2} {unit} raw)",
+            self.channels,
+            self.luns_per_channel,
+            self.blocks_per_lun,
+            self.pages_per_block,
+            self.sectors_per_page,
+            self.sector_size / 1024
+        )
+    }
+}
+
 impl Geometry {
     /// A geometry with the given counts, 4 KiB sectors, 16-byte OOB and no mw_cunits.
     pub fn new(

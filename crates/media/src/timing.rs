@@ -139,6 +139,42 @@ impl TimingConfig {
     }
 }
 
+/// "mqsim: tR 75 µs, tPROG 750 µs, tBERS 3800 µs, 333 MB/s, erase suspend 700 µs, reads
+/// first" (the preset's name when it is one).
+impl std::fmt::Display for TimingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(name) = self.preset_name() {
+            write!(f, "{name}: ")?;
+        }
+        if *self == TimingConfig::NONE {
+            return write!(f, "no modeled latency");
+        }
+        write!(
+            f,
+            "tR {} µs, tPROG {} µs, tBERS {} µs, {} MB/s",
+            self.t_read_ns / 1000,
+            self.t_prog_ns / 1000,
+            self.t_erase_ns / 1000,
+            self.channel_mb_per_s
+        )?;
+        if let Some(s) = self.program_suspend_ns {
+            write!(f, ", program suspend {} µs", s / 1000)?;
+        }
+        if let Some(s) = self.erase_suspend_ns {
+            write!(f, ", erase suspend {} µs", s / 1000)?;
+        }
+        write!(
+            f,
+            "{}",
+            if self.reads_first {
+                ", reads first"
+            } else {
+                ", FIFO"
+            }
+        )
+    }
+}
+
 impl Default for TimingConfig {
     fn default() -> Self {
         TimingConfig::NONE

@@ -567,6 +567,35 @@ pub struct SimReport {
 pub struct LatencyCdf {
     pub read: Vec<(f64, f64)>,
     pub write: Vec<(f64, f64)>,
+    /// The tail: (latency µs, fraction of requests slower), at fractions 10^(-k/10) from 1 down
+    /// to one request, for log-log plots where p99.9 and beyond are visible.
+    #[serde(default)]
+    pub read_tail: Vec<(f64, f64)>,
+    #[serde(default)]
+    pub write_tail: Vec<(f64, f64)>,
+}
+
+/// Exceedance points of `v` (ns): for each fraction p = 10^(-k/10) down to 1/n, the latency
+/// (µs) that a fraction p of the requests exceed or reach.
+fn tail(v: &[u64]) -> Vec<(f64, f64)> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let n = v.len();
+    let mut out = Vec::new();
+    for k in 0.. {
+        let p = 10f64.powf(-(k as f64) / 10.0);
+        // The request at rank ceil(n * (1 - p)): a fraction p of requests are at least it.
+        let rank = ((n as f64) * (1.0 - p)).ceil() as usize;
+        if rank >= n {
+            break;
+        }
+        out.push((v[rank] as f64 / 1e3, (n - rank) as f64 / n as f64));
+        if n - rank == 1 {
+            break;
+        }
+    }
+    out.dedup_by(|a, b| a.1 == b.1);
+    out
 }
 
 fn cdf(v: &[u64]) -> Vec<(f64, f64)> {
@@ -886,6 +915,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         latency_cdf_us: LatencyCdf {
             read: cdf(&rl),
             write: cdf(&wl),
+            read_tail: tail(&rl),
+            write_tail: tail(&wl),
         },
         latency_us: LatencyReport {
             read: latency(rl),
@@ -933,6 +964,24 @@ pub fn lrw_waf(rho: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_reaches_the_slowest_request_in_tenths_of_a_decade() {
+        let v: Vec<u64> = (1..=1000).collect();
+        let t = tail(&v);
+        assert_eq!(t.first(), Some(&(0.001, 1.0)));
+        // p = 0.1: the 100 slowest are at least 901 ns.
+        assert!(t.contains(&(0.901, 0.1)), "{t:?}");
+        // p = 0.001: the slowest, last.
+        assert_eq!(t.last(), Some(&(1.0, 0.001)));
+        // Fractions fall, latencies rise.
+        assert!(t.windows(2).all(|w| w[1].1 < w[0].1 && w[1].0 >= w[0].0));
+        // 31 steps from 1 to 10^-3, less the ones that round to the same request near the
+        // end (a fraction of 1.99 requests is the slowest one too).
+        assert_eq!(t.len(), 27);
+        assert!(tail(&[]).is_empty());
+        assert_eq!(tail(&[5000]), [(5.0, 1.0)]);
+    }
 
     #[test]
     fn lambert_w_and_the_lrw_model() {
