@@ -187,3 +187,154 @@ fn latency_tail(path: &Path, r: &SimReport, config: &str) -> Result<()> {
     root.present().map_err(err)?;
     Ok(())
 }
+
+/// One earlier run for `sim --compare`: its name (the file's stem) and the series its JSON
+/// report holds.
+pub struct Run {
+    pub name: String,
+    pub read_tail: Vec<(f64, f64)>,
+    pub write_tail: Vec<(f64, f64)>,
+    pub waf_series: Vec<(f64, f64)>,
+}
+
+impl Run {
+    /// Reads a `lightnvm sim --json` report.
+    pub fn load(path: &Path) -> Result<Run> {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let j: serde_json::Value = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not JSON", path.display()))?;
+        let r = j.get("result").ok_or_else(|| {
+            anyhow::anyhow!("{}: not a `lightnvm sim --json` report", path.display())
+        })?;
+        let pairs = |v: &serde_json::Value| -> Vec<(f64, f64)> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let c = &r["latency_cdf_us"];
+        Ok(Run {
+            name: path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into(),
+            ),
+            read_tail: pairs(&c["read_tail"]),
+            write_tail: pairs(&c["write_tail"]),
+            waf_series: pairs(&r["waf_series"]),
+        })
+    }
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+/// `sim --compare`: the runs' latency tails and WAF series on shared axes.
+pub fn compare(dir: &Path, runs: &[Run]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    let foot = format!("runs: {}", names.join(", "));
+    // Tails, log-log; reads solid and thick, writes thin.
+    let tail_path = dir.join("latency_tail.svg");
+    let root = canvas(&tail_path, &foot)?;
+    let all = || {
+        runs.iter()
+            .flat_map(|r| r.read_tail.iter().chain(&r.write_tail))
+            .filter(|p| p.0 > 0.0)
+    };
+    let xmin = all().map(|p| p.0).fold(f64::MAX, f64::min);
+    let xmin = if xmin == f64::MAX { 1.0 } else { xmin * 0.8 };
+    let xmax = all().map(|p| p.0).fold(xmin * 10.0, f64::max) * 1.2;
+    let ymin = all().map(|p| p.1).fold(1.0, f64::min) * 0.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Latency tail: fraction of requests slower than x",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..1.0).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (us, log)")
+        .y_desc("1 - CDF (log)")
+        .x_labels(8)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .draw()
+        .map_err(err)?;
+    for (i, r) in runs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        for (kind, pts, width) in [("read", &r.read_tail, 2), ("write", &r.write_tail, 1)] {
+            let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 > 0.0).collect();
+            if pts.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(width)))
+                .map_err(err)?
+                .label(format!("{} {kind}", r.name))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+                });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    // WAF over the measured phase (x: fraction of it, runs of different lengths line up).
+    let waf_path = dir.join("waf.svg");
+    let root = canvas(&waf_path, &foot)?;
+    let ymax = runs
+        .iter()
+        .flat_map(|r| r.waf_series.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Write amplification (user + GC) / user", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1.0, 0f64..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("fraction of the measured phase's host writes")
+        .y_desc("WAF")
+        .draw()
+        .map_err(err)?;
+    for (i, r) in runs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let last = r.waf_series.last().map_or(1.0, |p| p.0).max(1.0);
+        chart
+            .draw_series(LineSeries::new(
+                r.waf_series.iter().map(|&(x, y)| (x / last, y)),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(r.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}

@@ -88,9 +88,13 @@ pub struct SimArgs {
     /// Issue trace requests at their timestamps (open loop); default: as fast as --qd allows.
     #[arg(long)]
     open_loop: bool,
-    /// Write SVG plots there: WAF over time, erase-count histogram, latency CDFs.
+    /// Write SVG plots there: WAF over time, erase-count histogram, latency CDFs, latency tail.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Plot earlier runs (`sim --json` output files) on the same axes instead of simulating:
+    /// latency tails (log-log) and WAF over time, one color per file (needs --plot).
+    #[arg(long, num_args = 1.., value_name = "JSON")]
+    compare: Vec<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -189,6 +193,24 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
 }
 
 pub fn sim(mut a: SimArgs) -> Result<()> {
+    if !a.compare.is_empty() {
+        let dir = a
+            .plot
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--compare needs --plot DIR for the plots"))?;
+        let runs = a
+            .compare
+            .iter()
+            .map(|p| crate::plots::Run::load(p))
+            .collect::<Result<Vec<_>>>()?;
+        crate::plots::compare(dir, &runs)?;
+        eprintln!(
+            "comparison plots of {} runs written to {}",
+            runs.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
     apply_file(&mut a)?;
     let mut timing = TimingConfig::preset(&a.timing)
         .ok_or_else(|| anyhow::anyhow!("unknown --timing `{}`", a.timing))?;

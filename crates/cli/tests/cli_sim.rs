@@ -204,3 +204,60 @@ fn plots_carry_the_configuration_and_the_tail_plot_is_log_log() {
     let last = t.last().unwrap()[1].as_f64().unwrap();
     assert!((last - 1.0 / n).abs() < 1e-12, "{last} vs 1/{n}");
 }
+
+#[test]
+fn compare_plots_earlier_reports_on_shared_axes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, timing) in [("rf", "mqsim"), ("fifo", "femu")] {
+        let out = sim(&[
+            "--preset",
+            "tiny",
+            "--timing",
+            timing,
+            "--read-pct",
+            "50",
+            "--requests",
+            "2000",
+            "--precondition",
+            "0.5",
+            "--json",
+        ]);
+        assert!(out.status.success());
+        let f = dir.path().join(format!("{name}.json"));
+        std::fs::write(&f, &out.stdout).unwrap();
+        files.push(f.to_str().unwrap().to_string());
+    }
+    let plots = dir.path().join("cmp");
+    let out = sim(&[
+        "--compare",
+        &files[0],
+        &files[1],
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["latency_tail", "waf"] {
+        let svg = std::fs::read_to_string(plots.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.contains("runs: rf, fifo"), "{name}.svg");
+    }
+    let tail = std::fs::read_to_string(plots.join("latency_tail.svg")).unwrap();
+    assert!(tail.contains("rf read") && tail.contains("fifo write"));
+    // Without --plot, or with a file that is no report: clear errors.
+    fails(&["--compare", &files[0]], "--compare needs --plot");
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(&bogus, b"{\"x\": 1}").unwrap();
+    fails(
+        &[
+            "--compare",
+            bogus.to_str().unwrap(),
+            "--plot",
+            plots.to_str().unwrap(),
+        ],
+        "not a `lightnvm sim --json` report",
+    );
+}
