@@ -47,7 +47,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Simulate the FTL on RAM media in virtual time: WAF, wear, GC, latency (--validate:
     /// measured WAF against the LRW model).
-    Sim(sim::SimArgs),
+    Sim(Box<sim::SimArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -168,7 +168,7 @@ fn main() -> ExitCode {
         Command::Check(a) => ftl_cmds::check(a),
         Command::Fill(a) => ftl_cmds::fill(a),
         Command::Serve(a) => serve::serve(a),
-        Command::Sim(a) => sim::sim(a),
+        Command::Sim(a) => sim::sim(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
