@@ -137,13 +137,25 @@ fn latency_cdf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
 
 /// 1 − CDF against latency, both on log scales: the tail (p99, p99.9 and beyond) is visible.
 fn latency_tail(path: &Path, r: &SimReport, config: &str) -> Result<()> {
-    let root = canvas(path, config)?;
     let c = &r.latency_cdf_us;
-    let all = || c.read_tail.iter().chain(&c.write_tail);
-    let xmin = all()
-        .map(|p| p.0)
-        .filter(|&x| x > 0.0)
-        .fold(f64::MAX, f64::min);
+    tail_chart(
+        path,
+        config,
+        &[
+            ("write".into(), &c.write_tail, RED, 2),
+            ("read".into(), &c.read_tail, BLUE, 2),
+        ],
+    )
+}
+
+/// A tail chart of labelled series (label, points, color, line width).
+type TailSeries<'a> = (String, &'a Vec<(f64, f64)>, RGBColor, u32);
+
+fn tail_chart(path: &Path, foot: &str, series: &[TailSeries]) -> Result<()> {
+    let root = canvas(path, foot)?;
+    // Latencies of 0 (writes absorbed by the buffer) have no place on a log axis.
+    let all = || series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0 > 0.0);
+    let xmin = all().map(|p| p.0).fold(f64::MAX, f64::min);
     let xmin = if xmin == f64::MAX { 1.0 } else { xmin * 0.8 };
     let xmax = all().map(|p| p.0).fold(xmin * 10.0, f64::max) * 1.2;
     let ymin = all().map(|p| p.1).fold(1.0, f64::min) * 0.5;
@@ -166,17 +178,17 @@ fn latency_tail(path: &Path, r: &SimReport, config: &str) -> Result<()> {
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()
         .map_err(err)?;
-    for (name, pts, color) in [("write", &c.write_tail, RED), ("read", &c.read_tail, BLUE)] {
-        // Latencies of 0 (writes absorbed by the buffer) have no place on a log axis.
+    for (label, pts, color, width) in series {
         let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 > 0.0).collect();
         if pts.is_empty() {
             continue;
         }
+        let style = color.stroke_width(*width);
         chart
-            .draw_series(LineSeries::new(pts, &color))
+            .draw_series(LineSeries::new(pts, style))
             .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
     chart
         .configure_series_labels()
@@ -242,60 +254,14 @@ pub fn compare(dir: &Path, runs: &[Run]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
     let foot = format!("runs: {}", names.join(", "));
-    // Tails, log-log; reads solid and thick, writes thin.
-    let tail_path = dir.join("latency_tail.svg");
-    let root = canvas(&tail_path, &foot)?;
-    let all = || {
-        runs.iter()
-            .flat_map(|r| r.read_tail.iter().chain(&r.write_tail))
-            .filter(|p| p.0 > 0.0)
-    };
-    let xmin = all().map(|p| p.0).fold(f64::MAX, f64::min);
-    let xmin = if xmin == f64::MAX { 1.0 } else { xmin * 0.8 };
-    let xmax = all().map(|p| p.0).fold(xmin * 10.0, f64::max) * 1.2;
-    let ymin = all().map(|p| p.1).fold(1.0, f64::min) * 0.5;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Latency tail: fraction of requests slower than x",
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..1.0).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (us, log)")
-        .y_desc("1 - CDF (log)")
-        .x_labels(8)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0e}"))
-        .draw()
-        .map_err(err)?;
+    // Tails, log-log; reads thick, writes thin.
+    let mut series = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        for (kind, pts, width) in [("read", &r.read_tail, 2), ("write", &r.write_tail, 1)] {
-            let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|p| p.0 > 0.0).collect();
-            if pts.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(width)))
-                .map_err(err)?
-                .label(format!("{} {kind}", r.name))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-                });
-        }
+        series.push((format!("{} read", r.name), &r.read_tail, color, 2));
+        series.push((format!("{} write", r.name), &r.write_tail, color, 1));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
+    tail_chart(&dir.join("latency_tail.svg"), &foot, &series)?;
     // WAF over the measured phase (x: fraction of it, runs of different lengths line up).
     let waf_path = dir.join("waf.svg");
     let root = canvas(&waf_path, &foot)?;
