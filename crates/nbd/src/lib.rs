@@ -1134,15 +1134,23 @@ fn read_chunks(cookie: u64, offset: u64, data: &[u8], extents: &[Extent], df: bo
         } else {
             0
         };
-        let mut p = Vec::with_capacity(12);
-        p.extend_from_slice(&e.offset.to_be_bytes());
+        // The data goes straight from the read buffer into the reply.
         if e.mapped {
             let from = (e.offset - offset) as usize;
-            p.extend_from_slice(&data[from..from + e.length as usize]);
-            out.extend_from_slice(&structured_chunk(flags, REPLY_TYPE_OFFSET_DATA, cookie, &p));
+            let bytes = &data[from..from + e.length as usize];
+            push_chunk_header(
+                &mut out,
+                flags,
+                REPLY_TYPE_OFFSET_DATA,
+                cookie,
+                8 + bytes.len(),
+            );
+            out.extend_from_slice(&e.offset.to_be_bytes());
+            out.extend_from_slice(bytes);
         } else {
-            p.extend_from_slice(&(e.length as u32).to_be_bytes());
-            out.extend_from_slice(&structured_chunk(flags, REPLY_TYPE_OFFSET_HOLE, cookie, &p));
+            push_chunk_header(&mut out, flags, REPLY_TYPE_OFFSET_HOLE, cookie, 12);
+            out.extend_from_slice(&e.offset.to_be_bytes());
+            out.extend_from_slice(&(e.length as u32).to_be_bytes());
         }
     }
     out

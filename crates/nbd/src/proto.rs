@@ -211,14 +211,20 @@ pub fn parse_meta_context_request(data: &[u8]) -> Result<MetaContextRequest, Par
     Ok(MetaContextRequest { name, queries })
 }
 
-/// Encodes a structured reply chunk header followed by `payload`.
-pub fn structured_chunk(flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + payload.len());
+/// Appends a structured reply chunk header for a payload of `len` bytes (the caller appends
+/// the payload).
+pub fn push_chunk_header(out: &mut Vec<u8>, flags: u16, kind: u16, cookie: u64, len: usize) {
     out.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&cookie.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+}
+
+/// Encodes a structured reply chunk header followed by `payload`.
+pub fn structured_chunk(flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + payload.len());
+    push_chunk_header(&mut out, flags, kind, cookie, payload.len());
     out.extend_from_slice(payload);
     out
 }
