@@ -559,12 +559,16 @@ fn torture(a: TortureArgs) -> Result<()> {
     }
     drop(tx);
     let (mut cuts, mut lbas, mut unreadable, mut failing) = (0u64, 0u64, 0u64, Vec::new());
+    let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
         done += 1;
         cuts += o.cuts as u64;
         lbas += o.lbas_verified;
         unreadable += o.lbas_reported_unreadable;
+        cbt_checked += o.cbt_checked;
+        cbt_differ += o.cbt_differ;
+        cbt_fp += o.cbt_false_positives;
         if a.json {
             println!("{}", serde_json::to_string(&o)?);
         } else if !o.violations.is_empty() {
@@ -587,8 +591,16 @@ fn torture(a: TortureArgs) -> Result<()> {
         let _ = w.join();
     }
     failing.sort_unstable();
+    let cbt = if cbt_checked > 0 {
+        format!(
+            "; changed-block tracking: {cbt_checked} (mark, LBA) pairs checked, {cbt_differ} changed (a miss is a violation); {cbt_fp} false positives ({:.2}% of the unchanged)",
+            100.0 * cbt_fp as f64 / (cbt_checked - cbt_differ).max(1) as f64
+        )
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "seeds {}..{}: {cuts} power cuts, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}",
+        "seeds {}..{}: {cuts} power cuts, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}",
         a.start,
         end,
         failing.len(),

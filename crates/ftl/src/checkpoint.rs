@@ -108,7 +108,13 @@ fn ckpt_state(state: LineState) -> u8 {
 }
 
 /// What a checkpoint written now holds.
-pub fn snapshot(map: &Map, pool: &LinePool, seq: u64, clean: bool) -> meta::Checkpoint {
+pub fn snapshot(
+    map: &Map,
+    pool: &LinePool,
+    marks: &crate::marks::Marks,
+    seq: u64,
+    clean: bool,
+) -> meta::Checkpoint {
     let lines = pool
         .lines()
         .iter()
@@ -125,6 +131,7 @@ pub fn snapshot(map: &Map, pool: &LinePool, seq: u64, clean: bool) -> meta::Chec
         close_seq: pool.close_seq,
         l2p: map.l2p_raw().to_vec(),
         lines,
+        marks: marks.record(),
     }
 }
 

@@ -60,6 +60,9 @@ pub enum FtlError {
     Corrupt(String),
     #[error("media error: {0}")]
     Media(#[source] MediaError),
+    /// A mark operation was refused; nothing changed.
+    #[error("{0}")]
+    Mark(#[from] crate::marks::MarkError),
 }
 
 impl FtlError {

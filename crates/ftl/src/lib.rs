@@ -29,6 +29,7 @@ mod l2p;
 mod layout;
 mod line;
 mod line_reader;
+mod marks;
 mod recovery;
 mod stats;
 mod superblock;
@@ -41,6 +42,7 @@ pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, Wea
 pub use error::{FtlError, MediaError};
 pub use lightnvm_media::Media;
 pub use line::LineCounts;
+pub use marks::{MarkError, MarkInfo};
 pub use recovery::RecoveryReport;
 pub use stats::{FtlStats, Health, WearStats};
 pub use superblock::{repair_superblock, superblock_copies, SuperblockCopies, REPLICA_STRIDE};

@@ -2,7 +2,8 @@
 //! encoding of a fixed sample of every structure, recorded when the layout was made.
 
 use lightnvm_ftl::meta::{
-    self, Checkpoint, CheckpointLine, LineHeader, SectorOob, Superblock, TrimRange,
+    self, Checkpoint, CheckpointLine, LineHeader, MarkRecord, MarksRecord, SectorOob, Superblock,
+    TrimRange,
 };
 use lightnvm_ftl::{FtlConfig, PlacementKind, VictimPolicyKind, WearConfig};
 use lightnvm_media::Geometry;
@@ -105,7 +106,15 @@ fn superblock() -> Vec<u8> {
 }
 
 fn checkpoint() -> Vec<u8> {
-    meta::checkpoint::encode(&Checkpoint {
+    meta::checkpoint::encode(&checkpoint_value(false))
+}
+
+fn checkpoint_with_marks() -> Vec<u8> {
+    meta::checkpoint::encode(&checkpoint_value(true))
+}
+
+fn checkpoint_value(marks: bool) -> Checkpoint {
+    Checkpoint {
         clean: true,
         seq: 99,
         line_seq: 7,
@@ -120,12 +129,28 @@ fn checkpoint() -> Vec<u8> {
                 generation: i * 2,
             })
             .collect(),
-    })
+        marks: marks.then(|| MarksRecord {
+            current: 9,
+            marks: vec![
+                MarkRecord {
+                    name: "full".into(),
+                    epoch: 3,
+                    seq: 40,
+                },
+                MarkRecord {
+                    name: "incr-1".into(),
+                    epoch: 8,
+                    seq: 90,
+                },
+            ],
+            epochs: (0..300).map(|i| (i % 10) as u8).collect(),
+        }),
+    }
 }
 
 /// (name, encoding, length, FNV-1a). Changing one of these changes an on-media format: bump
 /// the structure's version (see `meta`'s module doc) and record the new value.
-fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 6] {
+fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 7] {
     [
         ("oob", oob(), 24, 0xa6a9_7ccf_8626_573d),
         ("line header", line_header(), 4096, 0x5588_7029_4e84_e247),
@@ -134,6 +159,12 @@ fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 6] {
         ("trim record", trim_record(), 4096, 0xe2a4_d0b7_f03c_6f00),
         ("superblock", superblock(), 4096, 0x876f_e7da_5cff_4ef5),
         ("checkpoint", checkpoint(), 1484, 0x812b_152b_baa7_322a),
+        (
+            "checkpoint with marks",
+            checkpoint_with_marks(),
+            1952,
+            0x608f_5afa_a475_b92b,
+        ),
     ]
 }
 
@@ -171,4 +202,6 @@ fn the_samples_decode() {
     let c = checkpoint();
     assert_eq!(meta::checkpoint::claimed_bytes(&c), Ok(c.len()));
     assert_eq!(meta::checkpoint::decode(&c).unwrap().l2p[1], 7);
+    let m = meta::checkpoint::decode(&checkpoint_with_marks()).unwrap();
+    assert_eq!(m.marks.unwrap().marks[1].name, "incr-1");
 }

@@ -108,7 +108,22 @@ pub struct TortureOutcome {
     /// Sectors damaged after cuts (`post_cut_damage`).
     #[serde(skip_serializing_if = "is_zero")]
     pub sectors_damaged: u64,
+    /// Changed-block tracking, checked after each recovery for every mark and LBA whose
+    /// contents at the mark are known: (mark, LBA) pairs checked, those whose contents
+    /// differ from the mark's (each must be reported changed), and those reported changed
+    /// with the mark's contents (false positives).
+    pub cbt_checked: u64,
+    pub cbt_differ: u64,
+    pub cbt_false_positives: u64,
     pub violations: Vec<String>,
+}
+
+/// A mark the torture took: each LBA's contents then (tags), and whether it surely exists
+/// (taking or deleting it was cut off by a power loss: recovery decides).
+struct MarkModel {
+    name: String,
+    at: Vec<u64>,
+    certain: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -230,6 +245,8 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     };
     let exported = ftl.exported_sectors();
     let mut model = Model::new(exported);
+    let mut marks: Vec<MarkModel> = Vec::new();
+    let mut marks_taken = 0u64;
     for cut in 0..cfg.cuts {
         let budget = rng.gen_range(1..=cfg.max_ops_between_cuts);
         ftl.media_mut().arm_power_cut(budget);
@@ -246,6 +263,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             let lba = rng.gen_range(0..exported);
             let n = rng.gen_range(1..=8u64).min(exported - lba);
             inflight.clear();
+            let mut flushes = false;
             let result = match r {
                 0..=54 => {
                     let fua = rng.gen_bool(0.05);
@@ -268,7 +286,55 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                         ftl.write_zeroes(lba, n, fua).map(|_| fua)
                     }
                 }
-                65..=69 => ftl.flush().map(|_| false),
+                65 if marks.len() < 3 && rng.gen_bool(0.5) => {
+                    // Take a mark: a checkpoint, so everything acknowledged is durable.
+                    let name = format!("m{marks_taken}");
+                    marks_taken += 1;
+                    let at = (0..exported).map(|l| model.latest(l)).collect();
+                    match ftl.create_mark(&name) {
+                        Ok(_) => {
+                            model.flushed();
+                            marks.push(MarkModel {
+                                name,
+                                at,
+                                certain: true,
+                            });
+                            Ok(false)
+                        }
+                        // This geometry's line cannot hold a checkpoint with marks.
+                        Err(FtlError::Mark(lightnvm_ftl::MarkError::NoRoom { .. })) => Ok(false),
+                        Err(e) => {
+                            if matches!(e, FtlError::PowerLoss) {
+                                marks.push(MarkModel {
+                                    name,
+                                    at,
+                                    certain: false,
+                                });
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+                65 if !marks.is_empty() => {
+                    let i = rng.gen_range(0..marks.len());
+                    match ftl.delete_mark(&marks[i].name) {
+                        Ok(()) => {
+                            model.flushed();
+                            marks.remove(i);
+                            Ok(false)
+                        }
+                        Err(e) => {
+                            if matches!(e, FtlError::PowerLoss) {
+                                marks[i].certain = false;
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+                65..=69 => {
+                    flushes = true;
+                    ftl.flush().map(|_| false)
+                }
                 _ => {
                     let mut buf = vec![0u8; n as usize * SS];
                     let read = match ftl.read(lba, &mut buf) {
@@ -306,7 +372,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                             model.make_durable(l as u64);
                         }
                     }
-                    if (65..=69).contains(&r) {
+                    if flushes {
                         model.flushed();
                     }
                     inflight.clear();
@@ -384,6 +450,25 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         for &(l, t) in &inflight {
             model.written(l as u64, t);
         }
+        // Marks survive: those surely taken exist, no others do.
+        let found: Vec<String> = ftl.marks().into_iter().map(|m| m.name).collect();
+        for m in &marks {
+            if m.certain && !found.contains(&m.name) {
+                out.violations
+                    .push(format!("cut {cut}: mark {} lost in recovery", m.name));
+            }
+        }
+        marks.retain(|m| found.contains(&m.name));
+        for m in &mut marks {
+            m.certain = true;
+        }
+        if marks.len() != found.len() {
+            out.violations.push(format!(
+                "cut {cut}: recovery has marks {found:?}, the torture took {:?}",
+                marks.iter().map(|m| &m.name).collect::<Vec<_>>()
+            ));
+            return out;
+        }
         // Verify every LBA against the contract, then take what was read as the new truth.
         let mut buf = vec![0u8; SS];
         for l in 0..exported as usize {
@@ -414,6 +499,33 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                 ));
                 if out.violations.len() > 20 {
                     return out;
+                }
+            }
+            // Every LBA whose contents differ from a mark's is reported changed since it.
+            for m in &marks {
+                let then = m.at[l];
+                if then == UNKNOWN {
+                    continue;
+                }
+                let changed = match ftl.changed_runs(&m.name, l as u64, 1) {
+                    Ok(runs) => runs[0].1,
+                    Err(e) => {
+                        out.violations
+                            .push(format!("cut {cut}: changed since {}: {e}", m.name));
+                        return out;
+                    }
+                };
+                out.cbt_checked += 1;
+                if got != Some(then) {
+                    out.cbt_differ += 1;
+                    if !changed {
+                        out.violations.push(format!(
+                            "cut {cut}: LBA {l} reads {got:?}, was {then} at mark {}, not reported changed",
+                            m.name
+                        ));
+                    }
+                } else if changed {
+                    out.cbt_false_positives += 1;
                 }
             }
             model.settle(l as u64, got.unwrap_or(0));

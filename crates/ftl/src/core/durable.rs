@@ -101,7 +101,7 @@ impl<M: Media> Ftl<M> {
     /// durable.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) -> Result<(), FtlError> {
         self.durable_point(Ctx::HOST)?;
-        let ckpt = checkpoint::snapshot(&self.map, &self.pool, self.seq, clean);
+        let ckpt = checkpoint::snapshot(&self.map, &self.pool, &self.marks, self.seq, clean);
         let bytes = meta::checkpoint::encode(&ckpt);
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does

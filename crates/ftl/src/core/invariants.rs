@@ -12,6 +12,7 @@ impl<M: Media> Ftl<M> {
     /// Verifies every invariant; returns a description of the first violation.
     pub fn check(&self) -> Result<(), String> {
         self.map.check()?;
+        self.marks.check(self.exported)?;
         for (ppa, lba) in self.map.data_sectors() {
             let line = ppa.line(&self.geo);
             match self.pool.state(line) {

@@ -27,6 +27,7 @@ use crate::l2p::Map;
 use crate::layout;
 use crate::line::{LineCounts, LinePool, StreamKind};
 use crate::line_reader::READ_RETRIES;
+use crate::marks::{MarkInfo, Marks};
 use crate::meta;
 use crate::policy;
 use crate::recovery::RecoveryReport;
@@ -67,6 +68,8 @@ pub struct Ftl<M: Media> {
     pub(crate) window: Window,
     pub(crate) gc: Gc,
     pub(crate) durability: Durability,
+    /// Changed-block tracking.
+    pub(crate) marks: Marks,
     /// Write sequence number of the last host write or trim.
     pub(crate) seq: u64,
     pub(crate) stats: FtlStats,
@@ -120,6 +123,7 @@ impl<M: Media> Ftl<M> {
             exported,
             pool,
             gc,
+            marks: Marks::default(),
             seq: 0,
             read_counters: ReadCounters::default(),
             health: Health::Writable,
@@ -332,6 +336,8 @@ impl<M: Media> Ftl<M> {
         self.maybe_checkpoint()?;
         self.seq += 1;
         let seq = self.seq;
+        // Before any sector moves: a write that fails half-way may have changed some.
+        self.marks.note(lba, sectors);
         let ss = self.geo.sector_size as usize;
         let moved_before = self.stats.gc_sectors_moved;
         for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
@@ -407,6 +413,102 @@ impl<M: Media> Ftl<M> {
         Ok(runs)
     }
 
+    // ---------------------------------------------------------------- changed-block tracking
+
+    /// Takes mark `name`: a named point in the write history, durable when this returns (it
+    /// writes a checkpoint). [`Ftl::changed_runs`] then tells which LBAs changed since.
+    pub fn create_mark(&mut self, name: &str) -> Result<MarkInfo, FtlError> {
+        self.check_writable()?;
+        let rec = self.marks.prepare(name, self.seq)?;
+        let line_bytes = self
+            .pool
+            .lines()
+            .iter()
+            .map(|l| l.capacity as u64)
+            .filter(|&c| c > 0)
+            .min()
+            .unwrap_or(0)
+            * self.geo.sector_size as u64;
+        let needed = (meta::checkpoint::bytes(self.exported, self.pool.len() as u32)
+            + meta::checkpoint::marks_bytes(self.exported, self.marks.len() + 1))
+            as u64;
+        if needed > line_bytes {
+            return Err(crate::marks::MarkError::NoRoom {
+                needed,
+                line: line_bytes,
+            }
+            .into());
+        }
+        self.begin_op();
+        self.marks.insert(rec, self.exported);
+        let r = self.write_checkpoint(false);
+        if r.is_err() {
+            // Not durable: not taken.
+            let _ = self.marks.remove(name);
+        }
+        self.latch(r)?;
+        tracing::info!(name, seq = self.seq, "mark taken");
+        Ok(MarkInfo {
+            name: name.to_string(),
+            seq: self.seq,
+            changed_sectors: 0,
+        })
+    }
+
+    /// Deletes mark `name` (durable when this returns).
+    pub fn delete_mark(&mut self, name: &str) -> Result<(), FtlError> {
+        self.check_writable()?;
+        self.marks.epoch(name)?;
+        self.begin_op();
+        let m = self.marks.remove(name).expect("found");
+        let r = self.write_checkpoint(false);
+        // On failure the FTL stops writing; the mark is still on media and comes back with
+        // the restart that recovers.
+        self.latch(r)?;
+        tracing::info!(name = m.name, "mark deleted");
+        Ok(())
+    }
+
+    /// The marks, oldest first, with how many LBAs changed since each.
+    pub fn marks(&self) -> Vec<MarkInfo> {
+        self.marks
+            .list()
+            .iter()
+            .map(|m| MarkInfo {
+                name: m.name.clone(),
+                seq: m.seq,
+                changed_sectors: self.marks.changed_count(m.epoch),
+            })
+            .collect()
+    }
+
+    /// Bytes of DRAM changed-block tracking takes (1 per exported sector while marks exist).
+    pub fn marks_dram_bytes(&self) -> u64 {
+        self.marks.dram_bytes()
+    }
+
+    /// Which of `sectors` sectors from `lba` changed since mark `name`, as runs
+    /// `(sectors, changed)` in order. Never misses a change; a write that left the bytes as
+    /// they were counts as one.
+    pub fn changed_runs(
+        &self,
+        name: &str,
+        lba: u64,
+        sectors: u64,
+    ) -> Result<Vec<(u64, bool)>, FtlError> {
+        self.check_sectors(lba, sectors)?;
+        let epoch = self.marks.epoch(name)?;
+        let mut runs: Vec<(u64, bool)> = Vec::new();
+        for l in lba..lba + sectors {
+            let changed = self.marks.changed(epoch, l);
+            match runs.last_mut() {
+                Some((n, c)) if *c == changed => *n += 1,
+                _ => runs.push((1, changed)),
+            }
+        }
+        Ok(runs)
+    }
+
     /// Makes every write completed so far durable (pads partial pages, syncs the media).
     /// Also on a read-only device: writes acknowledged before it turned read-only may still
     /// sit in the write buffer.
@@ -443,6 +545,7 @@ impl<M: Media> Ftl<M> {
         }
         self.seq += 1;
         let seq = self.seq;
+        self.marks.note(lba, sectors);
         // The trim record goes into the user stream like data: durable with the next flush,
         // ordered against writes by its sequence number. It is placed before the LBAs are
         // unmapped: once unmapped, GC may erase their old data, which must not happen while

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | 0 | 8 | magic `"LNVMCKPT"` |
 //! | 8 | 4 | version ([`VERSION`] = 1) |
-//! | 12 | 4 | flags: bit 0 = clean shutdown; other bits zero |
+//! | 12 | 4 | flags: bit 0 = clean shutdown; bit 1 = a marks section follows the lines; other bits zero |
 //! | 16 | 8 | write sequence number (every write up to it is in the map) |
 //! | 24 | 8 | line sequence number (lines opened from it on are replayed) |
 //! | 32 | 8 | close counter |
@@ -15,9 +15,25 @@
 //! | 56 | 8 | total length = [`bytes`]`(e, l)` |
 //! | 64 | 4 × *e* | L2P |
 //! | 64 + 4 *e* | 24 × *l* | lines: state (u8: [`LINE_FREE`] 0 .. [`LINE_OPEN`] 4), 7 zero bytes, closed-at (u64), generation (u64) |
+//! | *m0* = 64 + 4 *e* + 24 *l* | | marks section, only with flag bit 1 (see below) |
 //! | length − 4 | 4 | CRC32C of everything before |
 //!
 //! Bytes after the total length (padding to the slot) are ignored.
+//!
+//! The marks section (changed-block tracking: named points in the write history, and for
+//! every LBA the epoch of its last change; see `crate::marks`), present only while at least
+//! one mark exists:
+//!
+//! | offset from *m0* | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | marks *m* (1 ..= [`MAX_MARKS`]) |
+//! | 4 | 1 | current epoch (the epoch of writes after the newest mark) |
+//! | 5 | 3 | zeros |
+//! | 8 | 80 × *m* | marks, ascending epoch: name length (u8, 1 ..= 64), epoch (u8, below the current epoch), 6 zeros, write sequence number at the mark (u64), name (64 bytes, ASCII `[A-Za-z0-9._-]`, zero-padded) |
+//! | 8 + 80 *m* | *e* | epoch of each LBA's last write or trim (at most the current epoch) |
+//!
+//! Older builds reject flag bit 1 as corruption and fall back to an older checkpoint or a
+//! full replay: they never drop marks silently.
 
 use super::{bad_field, check_magic, check_seal, check_version, need, put_u32, put_u64, seal};
 use super::{u32_at, u64_at, DecodeError};
@@ -53,6 +69,23 @@ const LINE_OFF_CLOSED_SEQ: usize = 8;
 const LINE_OFF_GENERATION: usize = 16;
 const CRC_BYTES: usize = 4;
 const FLAG_CLEAN: u32 = 1;
+const FLAG_MARKS: u32 = 2;
+/// Most marks a device keeps.
+pub const MAX_MARKS: usize = 32;
+/// Longest mark name, in bytes.
+pub const MARK_NAME_MAX: usize = 64;
+const MARKS_HEAD_BYTES: usize = 8;
+const MARKS_OFF_COUNT: usize = 0;
+const MARKS_OFF_CURRENT: usize = 4;
+const MARK_BYTES: usize = 80;
+const MARK_OFF_NAME_LEN: usize = 0;
+const MARK_OFF_EPOCH: usize = 1;
+const MARK_OFF_SEQ: usize = 8;
+const MARK_OFF_NAME: usize = 16;
+const _: () = assert!(MARKS_OFF_CURRENT + 4 == MARKS_HEAD_BYTES);
+const _: () = assert!(MARK_OFF_EPOCH + 7 == MARK_OFF_SEQ && MARK_OFF_SEQ + 8 == MARK_OFF_NAME);
+const _: () = assert!(MARK_OFF_NAME + MARK_NAME_MAX == MARK_BYTES);
+const _: () = assert!(MAX_MARKS < u8::MAX as usize);
 
 const _: () = assert!(OFF_MAGIC + MAGIC.len() == OFF_VERSION);
 const _: () = assert!(OFF_VERSION + 4 == OFF_FLAGS && OFF_FLAGS + 4 == OFF_SEQ);
@@ -74,6 +107,35 @@ pub struct CheckpointLine {
     pub generation: u64,
 }
 
+/// A mark as recorded in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkRecord {
+    pub name: String,
+    /// Writes of a later epoch happened after the mark.
+    pub epoch: u8,
+    /// The write sequence number when the mark was taken.
+    pub seq: u64,
+}
+
+/// The marks section of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarksRecord {
+    /// The epoch of writes after the newest mark.
+    pub current: u8,
+    /// Ascending epoch; at least one.
+    pub marks: Vec<MarkRecord>,
+    /// Per LBA (as many as L2P entries): the epoch of its last write or trim.
+    pub epochs: Vec<u8>,
+}
+
+/// A mark name the format accepts: 1 to [`MARK_NAME_MAX`] bytes of `[A-Za-z0-9._-]`.
+pub fn valid_mark_name(name: &str) -> bool {
+    (1..=MARK_NAME_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
 /// The mapping and line table as of a durable point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -87,11 +149,27 @@ pub struct Checkpoint {
     pub close_seq: u64,
     pub l2p: Vec<u32>,
     pub lines: Vec<CheckpointLine>,
+    /// Changed-block tracking, while marks exist.
+    pub marks: Option<MarksRecord>,
 }
 
-/// Bytes of a checkpoint of `exported` L2P entries and `lines` lines.
+/// Bytes of a checkpoint of `exported` L2P entries and `lines` lines, without marks.
 pub fn bytes(exported: u64, lines: u32) -> usize {
     HEAD_BYTES + exported as usize * L2P_ENTRY_BYTES + lines as usize * LINE_BYTES + CRC_BYTES
+}
+
+/// Bytes a marks section of `marks` marks over `exported` LBAs adds.
+pub fn marks_bytes(exported: u64, marks: usize) -> usize {
+    MARKS_HEAD_BYTES + marks * MARK_BYTES + exported as usize
+}
+
+/// Bytes of `c` encoded.
+pub fn encoded_bytes(c: &Checkpoint) -> usize {
+    let e = c.l2p.len() as u64;
+    bytes(e, c.lines.len() as u32)
+        + c.marks
+            .as_ref()
+            .map_or(0, |m| marks_bytes(e, m.marks.len()))
 }
 
 /// `bytes` for counts read from the media: `None` on overflow.
@@ -103,11 +181,13 @@ fn bytes_checked(exported: u64, lines: u64) -> Option<u64> {
 }
 
 pub fn encode(c: &Checkpoint) -> Vec<u8> {
-    let len = bytes(c.l2p.len() as u64, c.lines.len() as u32);
+    let len = encoded_bytes(c);
     let mut b = vec![0u8; len];
     b[OFF_MAGIC..OFF_MAGIC + MAGIC.len()].copy_from_slice(&MAGIC);
     put_u32(&mut b, OFF_VERSION, VERSION);
-    put_u32(&mut b, OFF_FLAGS, if c.clean { FLAG_CLEAN } else { 0 });
+    let flags =
+        if c.clean { FLAG_CLEAN } else { 0 } | if c.marks.is_some() { FLAG_MARKS } else { 0 };
+    put_u32(&mut b, OFF_FLAGS, flags);
     put_u64(&mut b, OFF_SEQ, c.seq);
     put_u64(&mut b, OFF_LINE_SEQ, c.line_seq);
     put_u64(&mut b, OFF_CLOSE_SEQ, c.close_seq);
@@ -125,6 +205,26 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
         put_u64(&mut b, at + LINE_OFF_CLOSED_SEQ, l.closed_seq);
         put_u64(&mut b, at + LINE_OFF_GENERATION, l.generation);
         at += LINE_BYTES;
+    }
+    if let Some(m) = &c.marks {
+        assert!((1..=MAX_MARKS).contains(&m.marks.len()));
+        assert_eq!(m.epochs.len(), c.l2p.len());
+        put_u32(&mut b, at + MARKS_OFF_COUNT, m.marks.len() as u32);
+        b[at + MARKS_OFF_CURRENT] = m.current;
+        at += MARKS_HEAD_BYTES;
+        for (i, k) in m.marks.iter().enumerate() {
+            assert!(valid_mark_name(&k.name), "mark name {:?}", k.name);
+            assert!(k.epoch < m.current);
+            assert!(i == 0 || m.marks[i - 1].epoch < k.epoch);
+            b[at + MARK_OFF_NAME_LEN] = k.name.len() as u8;
+            b[at + MARK_OFF_EPOCH] = k.epoch;
+            put_u64(&mut b, at + MARK_OFF_SEQ, k.seq);
+            b[at + MARK_OFF_NAME..at + MARK_OFF_NAME + k.name.len()]
+                .copy_from_slice(k.name.as_bytes());
+            at += MARK_BYTES;
+        }
+        b[at..at + m.epochs.len()].copy_from_slice(&m.epochs);
+        at += m.epochs.len();
     }
     assert_eq!(at + CRC_BYTES, len);
     seal(&mut b, at);
@@ -151,20 +251,29 @@ pub fn decode(b: &[u8]) -> Result<Checkpoint, DecodeError> {
     check_version(WHAT, u32_at(b, OFF_VERSION), VERSION)?;
     let exported = u64_at(b, OFF_EXPORTED);
     let lines = u32_at(b, OFF_LINES);
-    if bytes_checked(exported, lines.into()) != Some(len as u64) {
-        return Err(bad_field(WHAT, "length", len as u64));
-    }
     let flags = u32_at(b, OFF_FLAGS);
-    if flags & !FLAG_CLEAN != 0 {
+    if flags & !(FLAG_CLEAN | FLAG_MARKS) != 0 {
         return Err(bad_field(WHAT, "flags", flags.into()));
     }
+    let Some(base_len) = bytes_checked(exported, lines.into()).filter(|&n| n <= len as u64) else {
+        return Err(bad_field(WHAT, "length", len as u64));
+    };
+    // The lines table ends where the marks section (if any) starts.
+    let lines_end = base_len as usize - CRC_BYTES;
+    let marks = if flags & FLAG_MARKS != 0 {
+        Some(decode_marks(&b[lines_end..len - CRC_BYTES], exported)?)
+    } else if base_len != len as u64 {
+        return Err(bad_field(WHAT, "length", len as u64));
+    } else {
+        None
+    };
     let l2p_end = OFF_L2P + exported as usize * L2P_ENTRY_BYTES;
     let l2p = b[OFF_L2P..l2p_end]
         .chunks_exact(L2P_ENTRY_BYTES)
         .map(|e| u32_at(e, 0))
         .collect();
     let mut table = Vec::with_capacity(lines as usize);
-    for e in b[l2p_end..len - CRC_BYTES].chunks_exact(LINE_BYTES) {
+    for e in b[l2p_end..lines_end].chunks_exact(LINE_BYTES) {
         let state = e[LINE_OFF_STATE];
         if state > LINE_OPEN {
             return Err(bad_field(WHAT, "line state", state.into()));
@@ -183,6 +292,56 @@ pub fn decode(b: &[u8]) -> Result<Checkpoint, DecodeError> {
         close_seq: u64_at(b, OFF_CLOSE_SEQ),
         l2p,
         lines: table,
+        marks,
+    })
+}
+
+/// Decodes a marks section that must fill `b` exactly.
+fn decode_marks(b: &[u8], exported: u64) -> Result<MarksRecord, DecodeError> {
+    need(WHAT, b, MARKS_HEAD_BYTES as u64)?;
+    let m = u32_at(b, MARKS_OFF_COUNT);
+    if !(1..=MAX_MARKS as u32).contains(&m) {
+        return Err(bad_field(WHAT, "marks", m.into()));
+    }
+    if marks_bytes(exported, m as usize) as u64 != b.len() as u64 {
+        return Err(bad_field(WHAT, "length", b.len() as u64));
+    }
+    let current = b[MARKS_OFF_CURRENT];
+    if b[MARKS_OFF_CURRENT + 1..MARKS_HEAD_BYTES] != [0; 3] {
+        return Err(bad_field(WHAT, "marks reserved", 0));
+    }
+    let mut marks: Vec<MarkRecord> = Vec::with_capacity(m as usize);
+    for e in
+        b[MARKS_HEAD_BYTES..MARKS_HEAD_BYTES + m as usize * MARK_BYTES].chunks_exact(MARK_BYTES)
+    {
+        let n = e[MARK_OFF_NAME_LEN] as usize;
+        let epoch = e[MARK_OFF_EPOCH];
+        let name_field = &e[MARK_OFF_NAME..];
+        let name = std::str::from_utf8(&name_field[..n.min(MARK_NAME_MAX)]).unwrap_or("");
+        if !valid_mark_name(name) || n > MARK_NAME_MAX || name_field[n..].iter().any(|&x| x != 0) {
+            return Err(bad_field(WHAT, "mark name", n as u64));
+        }
+        if e[MARK_OFF_EPOCH + 1..MARK_OFF_SEQ].iter().any(|&x| x != 0)
+            || epoch >= current
+            || marks.last().is_some_and(|p| p.epoch >= epoch)
+            || marks.iter().any(|p| p.name == name)
+        {
+            return Err(bad_field(WHAT, "mark", epoch.into()));
+        }
+        marks.push(MarkRecord {
+            name: name.to_string(),
+            epoch,
+            seq: u64_at(e, MARK_OFF_SEQ),
+        });
+    }
+    let epochs = b[MARKS_HEAD_BYTES + m as usize * MARK_BYTES..].to_vec();
+    if let Some(&e) = epochs.iter().find(|&&e| e > current) {
+        return Err(bad_field(WHAT, "LBA epoch", e.into()));
+    }
+    Ok(MarksRecord {
+        current,
+        marks,
+        epochs,
     })
 }
 
@@ -207,9 +366,78 @@ mod tests {
                     generation: i * 2,
                 })
                 .collect(),
+            marks: None,
         };
         let b = encode(&c);
         (c, b)
+    }
+
+    fn with_marks() -> (Checkpoint, Vec<u8>) {
+        let (mut c, _) = sample();
+        c.marks = Some(MarksRecord {
+            current: 5,
+            marks: vec![
+                MarkRecord {
+                    name: "a".into(),
+                    epoch: 1,
+                    seq: 10,
+                },
+                MarkRecord {
+                    name: "nightly-2026.12_04".into(),
+                    epoch: 4,
+                    seq: 77,
+                },
+            ],
+            epochs: (0..300).map(|i| (i % 6) as u8).collect(),
+        });
+        let b = encode(&c);
+        (c, b)
+    }
+
+    #[test]
+    fn marks_round_trip_with_the_documented_layout() {
+        let (c, b) = with_marks();
+        assert_eq!(b.len(), bytes(300, 9) + 8 + 2 * 80 + 300);
+        assert_eq!(u32_at(&b, 12), 3);
+        let m0 = 64 + 4 * 300 + 24 * 9;
+        assert_eq!((u32_at(&b, m0), b[m0 + 4]), (2, 5));
+        let second = m0 + 8 + 80;
+        assert_eq!(
+            (b[second], b[second + 1], u64_at(&b, second + 8)),
+            (18, 4, 77)
+        );
+        assert_eq!(&b[second + 16..second + 34], b"nightly-2026.12_04");
+        assert_eq!(b[m0 + 8 + 160 + 7], 1);
+        assert_eq!(decode(&b), Ok(c));
+        for i in 0..b.len() {
+            let mut x = b.clone();
+            x[i] ^= 0x10;
+            assert!(decode(&x).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn impossible_marks_are_corrupt() {
+        let (_, b) = with_marks();
+        let m0 = 64 + 4 * 300 + 24 * 9;
+        let at = b.len() - CRC_BYTES;
+        let damage: [fn(&mut Vec<u8>, usize); 7] = [
+            |x, m0| put_u32(x, m0, 0),
+            |x, m0| put_u32(x, m0, 3),
+            |x, m0| x[m0 + 4] = 4,             // a mark at the current epoch
+            |x, m0| x[m0 + 8 + 80 + 1] = 1,    // epochs not ascending
+            |x, m0| x[m0 + 8 + 16] = b'/',     // a name the format does not allow
+            |x, m0| x[m0 + 8] = 0,             // an empty name
+            |x, m0| x[m0 + 8 + 160 + 299] = 6, // an LBA epoch beyond the current
+        ];
+        for (i, f) in damage.iter().enumerate() {
+            let mut x = b.clone();
+            f(&mut x, m0);
+            seal(&mut x, at);
+            assert!(decode(&x).unwrap_err().is_corrupt(), "damage {i}");
+        }
+        assert!(valid_mark_name("a.b-c_9") && !valid_mark_name("") && !valid_mark_name("a b"));
+        assert!(!valid_mark_name(&"x".repeat(65)) && valid_mark_name(&"x".repeat(64)));
     }
 
     #[test]
@@ -238,6 +466,7 @@ mod tests {
             close_seq: 0,
             l2p: vec![],
             lines: vec![],
+            marks: None,
         };
         assert_eq!(decode(&encode(&empty)), Ok(empty));
     }
@@ -281,7 +510,7 @@ mod tests {
         let (_, b) = sample();
         let at = b.len() - CRC_BYTES;
         let damage: [fn(&mut Vec<u8>); 4] = [
-            |x| put_u32(x, OFF_FLAGS, 3),
+            |x| put_u32(x, OFF_FLAGS, 5),
             |x| x[OFF_L2P + 300 * L2P_ENTRY_BYTES + LINE_OFF_STATE] = LINE_OPEN + 1,
             |x| put_u32(x, OFF_LINES, 8),
             |x| put_u64(x, OFF_EXPORTED, u64::MAX / 2),

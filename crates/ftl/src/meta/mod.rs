@@ -41,7 +41,7 @@ pub mod oob;
 pub mod superblock;
 pub mod trim;
 
-pub use checkpoint::{Checkpoint, CheckpointLine};
+pub use checkpoint::{Checkpoint, CheckpointLine, MarkRecord, MarksRecord};
 pub use line_footer::LineFooter;
 pub use line_header::LineHeader;
 pub use oob::SectorOob;

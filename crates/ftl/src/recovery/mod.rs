@@ -77,6 +77,20 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
         &mut report,
     )?;
     rebuild::rebuild(&mut ftl, &found, &ckpts, l2p, &replayed)?;
+    // Changed-block tracking: the checkpoint's marks and epochs (every mark is in it: taking
+    // one writes one), and every LBA whose winning copy is newer than it changed since.
+    ftl.marks = crate::marks::Marks::from_record(ckpts[0].1.marks.clone());
+    if ftl.marks.check(ftl.exported).is_err() {
+        return Err(FtlError::Corrupt(format!(
+            "checkpoint marks do not fit the device: {}",
+            ftl.marks.check(ftl.exported).unwrap_err()
+        )));
+    }
+    for (&lba, &(seq, _, _)) in &replayed.win.best {
+        if seq > ckpts[0].1.seq {
+            ftl.marks.note(lba.into(), 1);
+        }
+    }
     ftl.recovery = report;
     if let Err(e) = ftl.check() {
         return Err(FtlError::Corrupt(format!(
@@ -251,29 +265,52 @@ fn step_checkpoints<M: Media>(
     candidates.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
     let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
     let mut unsupported = None;
-    // Pages a complete checkpoint fills after its line header.
-    let expected_pages =
-        meta::checkpoint::bytes(ftl.exported, nlines).div_ceil(ftl.geo.page_bytes());
+    // Pages a complete checkpoint fills after its line header: without marks, or with 1 to
+    // MAX_MARKS of them (ascending, distinct).
+    let page_bytes = ftl.geo.page_bytes();
+    let base_bytes = meta::checkpoint::bytes(ftl.exported, nlines);
+    let expected_pages = base_bytes.div_ceil(page_bytes);
+    let mut sizes = vec![expected_pages];
+    for m in 1..=meta::checkpoint::MAX_MARKS {
+        let n = (base_bytes + meta::checkpoint::marks_bytes(ftl.exported, m)).div_ceil(page_bytes);
+        if sizes.last() != Some(&n) {
+            sizes.push(n);
+        }
+    }
     for (_, line, h) in candidates {
         if ckpts.len() == 2 {
             break;
         }
-        // The header and the first copy; the second copy too unless the first verifies
-        // (with no second copy read, nothing is reported from this first try).
-        let mut pages = meta_pages_damaged(&mut ftl.media, line, &h, 1 + expected_pages)?;
-        let first_only = read_checkpoint(
-            &ftl.geo,
-            line,
-            pages.get(1..).unwrap_or(&[]),
-            expected_pages,
-            report,
-        );
+        // The header and the first copy, its size from its first page where that reads; the
+        // second copy too unless the first verifies (with no second copy read, nothing is
+        // reported from this first try).
+        let mut pages = meta_pages_damaged(&mut ftl.media, line, &h, 2)?;
+        let claimed = pages
+            .get(1)
+            .and_then(|p| meta::checkpoint::claimed_bytes(&p.data).ok())
+            .map(|b| b.div_ceil(page_bytes))
+            .filter(|n| sizes.contains(n));
+        let n = claimed.unwrap_or(expected_pages);
+        if n > 1 {
+            pages = meta_pages_damaged(&mut ftl.media, line, &h, 1 + n)?;
+        }
+        let first_only = read_checkpoint(&ftl.geo, line, pages.get(1..).unwrap_or(&[]), n, report);
         let attempt = match first_only {
             Ok(Ok(c)) => Ok(Ok(c)),
             _ => {
                 pages = meta_pages_damaged(&mut ftl.media, line, &h, usize::MAX)?;
                 let body = pages.get(1..).unwrap_or(&[]);
-                read_checkpoint(&ftl.geo, line, body, expected_pages, report)
+                let mut r = read_checkpoint(&ftl.geo, line, body, n, report);
+                if claimed.is_none() {
+                    // The first page does not say how long it is: try each possible size.
+                    for &other in sizes.iter().filter(|&&s| s != n) {
+                        if let Ok(Ok(c)) = read_checkpoint(&ftl.geo, line, body, other, report) {
+                            r = Ok(Ok(c));
+                            break;
+                        }
+                    }
+                }
+                r
             }
         };
         let decoded = match attempt {
