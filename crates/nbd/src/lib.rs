@@ -39,6 +39,8 @@ pub struct Export<M: Media> {
     read_only: bool,
     /// Completions wait for the emulator's modeled time (the 2014 emulation mode).
     realtime: bool,
+    /// Structured replies and block status offered (off: for comparisons, as old servers).
+    structured: bool,
     clock: Arc<dyn Clock>,
     pub stats: ServerStats,
 }
@@ -69,7 +71,7 @@ fn protocol(msg: impl Into<String>) -> ConnError {
 
 fn errno_of(e: &FtlError) -> u32 {
     match e {
-        FtlError::OutOfRange { .. } | FtlError::Unaligned { .. } => EINVAL,
+        FtlError::OutOfRange { .. } | FtlError::Unaligned { .. } | FtlError::Mark(_) => EINVAL,
         FtlError::ReadOnly { .. } => EPERM,
         FtlError::NoSpace => ENOSPC,
         _ => EIO,
@@ -114,6 +116,7 @@ impl<M: Media> Export<M> {
             size,
             read_only,
             realtime,
+            structured: true,
             clock,
             stats: ServerStats::default(),
         }
@@ -224,6 +227,45 @@ impl<M: Media> Export<M> {
         len: u32,
     ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
         self.submit_read_with(off, len, true)
+    }
+
+    /// Whether `len` bytes at `off` changed since mark `mark` (block status
+    /// `qemu:dirty-bitmap:MARK`): extents covering the range in order, `mapped` meaning
+    /// changed. EINVAL if the mark is gone.
+    pub fn changed_extents(&self, mark: &str, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
+        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
+        if end > self.size || len == 0 {
+            return Err(EINVAL);
+        }
+        let start = off / SS * SS;
+        let stop = end.div_ceil(SS) * SS;
+        let runs = self
+            .read_lock()?
+            .changed_runs(mark, start / SS, (stop - start) / SS)
+            .map_err(|e| errno_of(&e))?;
+        Ok(clip_runs(start, off, end, &runs))
+    }
+
+    /// The names of the marks (for `qemu:dirty-bitmap:*` contexts).
+    pub fn mark_names(&self) -> Vec<String> {
+        self.with_ftl(|f| f.marks().into_iter().map(|m| m.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` on the FTL, shared with reads (`None` if an earlier panic poisoned it).
+    pub fn with_ftl<R>(&self, f: impl FnOnce(&Ftl<M>) -> R) -> Option<R> {
+        self.ftl.read().ok().map(|g| f(&g))
+    }
+
+    /// Runs `f` on the FTL alone, as a write does (`None` if poisoned).
+    pub fn with_ftl_mut<R>(&self, f: impl FnOnce(&mut Ftl<M>) -> R) -> Option<R> {
+        self.ftl.write().ok().map(|mut g| f(&mut g))
+    }
+
+    /// Turns structured replies and block status off (on by default): for comparisons with
+    /// servers that lack them.
+    pub fn set_structured(&mut self, on: bool) {
+        self.structured = on;
     }
 
     /// The allocation status of `len` bytes at `off` (NBD block status, `base:allocation`):
@@ -429,17 +471,76 @@ fn read_exact_or_eof<S: Read>(s: &mut S, buf: &mut [u8]) -> io::Result<bool> {
 }
 
 /// What the handshake settled for the transmission phase.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Negotiated {
     /// NBD_OPT_STRUCTURED_REPLY: reads are answered in chunks, with holes.
     structured: bool,
-    /// `base:allocation` selected: NBD_CMD_BLOCK_STATUS answers.
-    base_allocation: bool,
+    /// The metadata contexts selected, in the order of their ids (1, 2, ...): NBD_CMD_BLOCK_STATUS
+    /// answers with one chunk per context.
+    contexts: Vec<Context>,
+}
+
+/// A metadata context of NBD block status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Context {
+    /// `base:allocation`: holes (never written, trimmed) read as zeros.
+    Allocation,
+    /// `qemu:dirty-bitmap:NAME`: what changed since mark NAME (flag 1: dirty).
+    Dirty(String),
+}
+
+impl Context {
+    fn name(&self) -> String {
+        match self {
+            Context::Allocation => BASE_ALLOCATION.to_string(),
+            Context::Dirty(m) => format!("{DIRTY_BITMAP_PREFIX}{m}"),
+        }
+    }
+}
+
+/// The namespace and prefix of qemu's dirty bitmap contexts (as `qemu-nbd -B NAME` exports).
+pub const DIRTY_BITMAP_PREFIX: &str = "qemu:dirty-bitmap:";
+/// Block status flag of `qemu:dirty-bitmap:*`: the extent changed since the mark.
+pub const STATE_DIRTY: u32 = 1;
+/// Most metadata contexts one connection selects.
+const MAX_CONTEXTS: usize = 64;
+
+/// The contexts `queries` name (exact names only for SET; for LIST also namespaces, and an
+/// empty list for everything), in order, without duplicates.
+fn match_contexts(queries: &[String], set: bool, marks: &[String]) -> Vec<Context> {
+    let all = || {
+        std::iter::once(Context::Allocation)
+            .chain(marks.iter().map(|m| Context::Dirty(m.clone())))
+            .collect::<Vec<_>>()
+    };
+    let mut out: Vec<Context> = Vec::new();
+    let add = |c: Context, out: &mut Vec<Context>| {
+        if !out.contains(&c) && out.len() < MAX_CONTEXTS {
+            out.push(c);
+        }
+    };
+    if queries.is_empty() && !set {
+        return all();
+    }
+    for q in queries {
+        if q == BASE_ALLOCATION || (!set && q == "base:") {
+            add(Context::Allocation, &mut out);
+        } else if !set && (q == "qemu:" || q == DIRTY_BITMAP_PREFIX) {
+            for m in marks {
+                add(Context::Dirty(m.clone()), &mut out);
+            }
+        } else if let Some(m) = q.strip_prefix(DIRTY_BITMAP_PREFIX) {
+            if marks.iter().any(|x| x == m) {
+                add(Context::Dirty(m.to_string()), &mut out);
+            }
+        }
+    }
+    out
 }
 
 impl<M: Media> Export<M> {
     /// The transmission flags for a connection with `neg`.
-    fn flags_for(&self, neg: Negotiated) -> u16 {
+    fn flags_for(&self, neg: &Negotiated) -> u16 {
         let mut f = self.transmission_flags();
         if neg.structured {
             f |= TFLAG_SEND_DF;
@@ -448,11 +549,11 @@ impl<M: Media> Export<M> {
     }
 }
 
-fn info_export<M: Media>(export: &Export<M>, option: u32, neg: Negotiated) -> Vec<u8> {
+fn info_export<M: Media>(export: &Export<M>, option: u32, neg: &Negotiated) -> Vec<u8> {
     let mut d = Vec::with_capacity(12);
     d.extend_from_slice(&INFO_EXPORT.to_be_bytes());
     d.extend_from_slice(&export.size.to_be_bytes());
-    d.extend_from_slice(&export.flags_for(neg).to_be_bytes());
+    d.extend_from_slice(&export.flags_for(&neg).to_be_bytes());
     option_reply(option, REP_INFO, &d)
 }
 
@@ -534,7 +635,7 @@ fn handshake<M: Media, S: Read + Write>(
                 }
                 let mut reply = Vec::with_capacity(134);
                 reply.extend_from_slice(&export.size.to_be_bytes());
-                reply.extend_from_slice(&export.flags_for(neg).to_be_bytes());
+                reply.extend_from_slice(&export.flags_for(&neg).to_be_bytes());
                 if !no_zeroes {
                     reply.extend_from_slice(&[0u8; 124]);
                 }
@@ -551,6 +652,14 @@ fn handshake<M: Media, S: Read + Write>(
                         h.option,
                         REP_ERR_INVALID,
                         "STRUCTURED_REPLY takes no data",
+                    ))?;
+                    continue;
+                }
+                if !export.structured {
+                    s.write_all(&error_reply(
+                        h.option,
+                        REP_ERR_UNSUP,
+                        "structured replies are disabled on this server",
                     ))?;
                     continue;
                 }
@@ -578,21 +687,30 @@ fn handshake<M: Media, S: Read + Write>(
                     s.write_all(&error_reply(h.option, REP_ERR_UNKNOWN, "no such export"))?;
                     continue;
                 }
-                // The one context offered: by its name, or for LIST by its namespace or an
-                // empty query list. Other queries match nothing (not an error).
-                let wanted = req.queries.iter().any(|q| q == BASE_ALLOCATION)
-                    || (!set
-                        && (req.queries.is_empty() || req.queries.iter().any(|q| q == "base:")));
+                if !export.structured {
+                    s.write_all(&error_reply(
+                        h.option,
+                        REP_ERR_UNSUP,
+                        "block status is disabled on this server",
+                    ))?;
+                    continue;
+                }
+                // `base:allocation` and a `qemu:dirty-bitmap:NAME` per mark: by their names,
+                // or for LIST by namespace or an empty query list. Other queries match nothing
+                // (not an error).
+                let matched = match_contexts(&req.queries, set, &export.mark_names());
                 let mut out = Vec::new();
-                if wanted {
-                    let mut d = Vec::with_capacity(4 + BASE_ALLOCATION.len());
-                    d.extend_from_slice(&(if set { BASE_ALLOCATION_ID } else { 0 }).to_be_bytes());
-                    d.extend_from_slice(BASE_ALLOCATION.as_bytes());
+                for (i, c) in matched.iter().enumerate() {
+                    let name = c.name();
+                    let id = if set { i as u32 + 1 } else { 0 };
+                    let mut d = Vec::with_capacity(4 + name.len());
+                    d.extend_from_slice(&id.to_be_bytes());
+                    d.extend_from_slice(name.as_bytes());
                     out.extend_from_slice(&option_reply(h.option, REP_META_CONTEXT, &d));
                 }
                 if set {
                     // A new SET replaces what an earlier one selected.
-                    neg.base_allocation = wanted;
+                    neg.contexts = matched;
                 }
                 out.extend_from_slice(&option_reply(h.option, REP_ACK, &[]));
                 s.write_all(&out)?;
@@ -624,7 +742,7 @@ fn handshake<M: Media, S: Read + Write>(
                     s.write_all(&error_reply(h.option, REP_ERR_UNKNOWN, "no such export"))?;
                     continue;
                 }
-                let mut out = info_export(export, h.option, neg);
+                let mut out = info_export(export, h.option, &neg);
                 if req.requests.contains(&INFO_NAME) {
                     out.extend_from_slice(&info_name(h.option, &export.name));
                 }
@@ -1017,13 +1135,42 @@ fn transmission<M: Media, S: Read>(
             continue;
         }
         if req.command == CMD_BLOCK_STATUS {
-            let reply = if !neg.base_allocation {
+            let reply = if neg.contexts.is_empty() {
                 // No metadata context was selected (so perhaps no structured replies).
                 Err(EINVAL)
             } else {
-                export
-                    .extents(req.offset, req.length)
-                    .map(|e| block_status_reply(req.cookie, &e, req.flags & CMD_FLAG_REQ_ONE != 0))
+                let one = req.flags & CMD_FLAG_REQ_ONE != 0;
+                let mut reply = Vec::new();
+                let mut r = Ok(());
+                for (i, c) in neg.contexts.iter().enumerate() {
+                    let extents = match c {
+                        Context::Allocation => export.extents(req.offset, req.length),
+                        Context::Dirty(m) => export.changed_extents(m, req.offset, req.length),
+                    };
+                    match extents {
+                        Ok(e) => {
+                            let last = i + 1 == neg.contexts.len();
+                            let status = |e: &Extent| match c {
+                                Context::Allocation if e.mapped => 0,
+                                Context::Allocation => STATE_HOLE | STATE_ZERO,
+                                Context::Dirty(_) if e.mapped => STATE_DIRTY,
+                                Context::Dirty(_) => 0,
+                            };
+                            let chunk = BlockStatus {
+                                cookie: req.cookie,
+                                id: i as u32 + 1,
+                                one,
+                                last,
+                            };
+                            chunk.push(&mut reply, &e, status);
+                        }
+                        Err(errno) => {
+                            r = Err(errno);
+                            break;
+                        }
+                    }
+                }
+                r.map(|()| reply)
             };
             match reply {
                 Ok(bytes) => outbox.push(now_ns, order, bytes, out)?,
@@ -1156,23 +1303,60 @@ fn read_chunks(cookie: u64, offset: u64, data: &[u8], extents: &[Extent], df: bo
     out
 }
 
-/// The `base:allocation` block status reply: one descriptor per extent (just the first with
-/// `one`): holes read as zeros.
-fn block_status_reply(cookie: u64, extents: &[Extent], one: bool) -> Vec<u8> {
-    // A client asks again from where the reply ended.
-    let take = if one {
-        1
-    } else {
-        extents.len().min(MAX_BLOCK_STATUS_EXTENTS)
-    };
-    let mut p = Vec::with_capacity(4 + 8 * take);
-    p.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
-    for e in extents.iter().take(take) {
-        p.extend_from_slice(&(e.length as u32).to_be_bytes());
-        let flags = if e.mapped { 0 } else { STATE_HOLE | STATE_ZERO };
-        p.extend_from_slice(&flags.to_be_bytes());
+/// One block status chunk of a reply: the extents of one metadata context.
+struct BlockStatus {
+    cookie: u64,
+    /// The context's id.
+    id: u32,
+    /// NBD_CMD_FLAG_REQ_ONE: just the first extent.
+    one: bool,
+    /// The reply's last chunk (flag DONE).
+    last: bool,
+}
+
+impl BlockStatus {
+    /// Appends the chunk: one descriptor per extent (at most [`MAX_BLOCK_STATUS_EXTENTS`]; a
+    /// client asks again from where the reply ended), flags from `status`.
+    fn push(&self, out: &mut Vec<u8>, extents: &[Extent], status: impl Fn(&Extent) -> u32) {
+        let take = if self.one {
+            1
+        } else {
+            extents.len().min(MAX_BLOCK_STATUS_EXTENTS)
+        };
+        let mut p = Vec::with_capacity(4 + 8 * take);
+        p.extend_from_slice(&self.id.to_be_bytes());
+        for e in extents.iter().take(take) {
+            p.extend_from_slice(&(e.length as u32).to_be_bytes());
+            p.extend_from_slice(&status(e).to_be_bytes());
+        }
+        let flags = if self.last { REPLY_FLAG_DONE } else { 0 };
+        out.extend_from_slice(&structured_chunk(
+            flags,
+            REPLY_TYPE_BLOCK_STATUS,
+            self.cookie,
+            &p,
+        ));
     }
-    structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, cookie, &p)
+}
+
+/// The `base:allocation` block status reply alone (id 1): holes read as zeros.
+#[cfg(test)]
+fn block_status_reply(cookie: u64, extents: &[Extent], one: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let chunk = BlockStatus {
+        cookie,
+        id: BASE_ALLOCATION_ID,
+        one,
+        last: true,
+    };
+    chunk.push(&mut out, extents, |e| {
+        if e.mapped {
+            0
+        } else {
+            STATE_HOLE | STATE_ZERO
+        }
+    });
+    out
 }
 
 /// Where to listen.

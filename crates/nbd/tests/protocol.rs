@@ -831,3 +831,155 @@ fn block_status_without_a_meta_context_is_einval() {
     // Reads stay simple replies.
     assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
 }
+
+/// Block status descriptors of a chunk: (context id, [(length, flags)]).
+fn descriptors(d: &[u8]) -> (u32, Vec<(u32, u32)>) {
+    let id = u32::from_be_bytes(d[0..4].try_into().unwrap());
+    let e = d[4..]
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                u32::from_be_bytes(e[0..4].try_into().unwrap()),
+                u32::from_be_bytes(e[4..8].try_into().unwrap()),
+            )
+        })
+        .collect();
+    (id, e)
+}
+
+/// Negotiates structured replies and SETs `queries`; returns the contexts' (id, name).
+fn set_contexts(c: &mut Client, queries: &[&str]) -> Vec<(u32, String)> {
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(OPT_SET_META_CONTEXT, &meta_data("", queries));
+    let mut got = Vec::new();
+    loop {
+        let (_, ty, d) = c.option_reply();
+        if ty == REP_ACK {
+            return got;
+        }
+        assert_eq!(ty, REP_META_CONTEXT);
+        got.push((
+            u32::from_be_bytes(d[0..4].try_into().unwrap()),
+            String::from_utf8(d[4..].to_vec()).unwrap(),
+        ));
+    }
+}
+
+fn go_after_options(c: &mut Client) {
+    c.option(OPT_GO, &Client::info_data("", &[]));
+    while c.option_reply().1 != REP_ACK {}
+}
+
+#[test]
+fn dirty_bitmap_contexts_report_what_changed_since_each_mark() {
+    let media = RamMedia::new(
+        MediaConfig::new(Geometry::new(2, 2, 16, 16, 2)),
+        VirtualClock::new(),
+    )
+    .unwrap();
+    let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    ftl.write(0, &[1; 4096 * 4], false).unwrap();
+    ftl.create_mark("full").unwrap();
+    ftl.write(1, &[2; 4096], false).unwrap();
+    ftl.create_mark("incr-1").unwrap();
+    ftl.trim(3, 1).unwrap();
+    let export = Arc::new(Export::new(ftl, "lightnvm", false, false));
+    let srv = serve_export(export.clone());
+
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    // LIST by namespace: one context per mark.
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(OPT_LIST_META_CONTEXT, &meta_data("", &["qemu:"]));
+    let mut listed = Vec::new();
+    loop {
+        let (_, ty, d) = c.option_reply();
+        if ty == REP_ACK {
+            break;
+        }
+        listed.push(String::from_utf8(d[4..].to_vec()).unwrap());
+    }
+    assert_eq!(
+        listed,
+        ["qemu:dirty-bitmap:full", "qemu:dirty-bitmap:incr-1"]
+    );
+    // SET: exact names only; an unknown mark matches nothing.
+    let set = set_contexts(
+        &mut c,
+        &[
+            "qemu:dirty-bitmap:full",
+            BASE_ALLOCATION,
+            "qemu:dirty-bitmap:nope",
+            "qemu:dirty-bitmap:incr-1",
+        ],
+    );
+    assert_eq!(
+        set,
+        [
+            (1, "qemu:dirty-bitmap:full".to_string()),
+            (2, BASE_ALLOCATION.to_string()),
+            (3, "qemu:dirty-bitmap:incr-1".to_string())
+        ]
+    );
+    go_after_options(&mut c);
+    // One chunk per context, DONE on the last.
+    let cookie = c.request(CMD_BLOCK_STATUS, 0, 0, 8 * 4096, &[]);
+    let (f1, t1, d1) = chunk(&mut c, cookie);
+    let (f2, _, d2) = chunk(&mut c, cookie);
+    let (f3, _, d3) = chunk(&mut c, cookie);
+    assert_eq!(
+        (f1, t1, f2, f3),
+        (0, REPLY_TYPE_BLOCK_STATUS, 0, REPLY_FLAG_DONE)
+    );
+    let hole = STATE_HOLE | STATE_ZERO;
+    // Since "full": LBA 1 (rewritten) and 3 (trimmed).
+    assert_eq!(
+        descriptors(&d1),
+        (
+            1,
+            vec![(4096, 0), (4096, 1), (4096, 0), (4096, 1), (4 * 4096, 0)]
+        )
+    );
+    assert_eq!(descriptors(&d2), (2, vec![(3 * 4096, 0), (5 * 4096, hole)]));
+    assert_eq!(
+        descriptors(&d3),
+        (3, vec![(3 * 4096, 0), (4096, 1), (4 * 4096, 0)])
+    );
+    // Writes through NBD count too; a deleted mark's context fails with EINVAL.
+    assert_eq!(c.write(6 * 4096, &[9; 4096], 0), 0);
+    let cookie = c.request(CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE, 6 * 4096, 4096, &[]);
+    for id in 1..=3 {
+        let (_, _, d) = chunk(&mut c, cookie);
+        let expect = if id == 2 { 0 } else { 1 };
+        assert_eq!(descriptors(&d), (id, vec![(4096, expect)]));
+    }
+    export
+        .with_ftl_mut(|f| f.delete_mark("full").unwrap())
+        .unwrap();
+    let cookie = c.request(CMD_BLOCK_STATUS, 0, 0, 4096, &[]);
+    let (_, t, d) = chunk(&mut c, cookie);
+    assert_eq!((t, &d[0..4]), (REPLY_TYPE_ERROR, &be32(EINVAL)[..]));
+}
+
+#[test]
+fn structured_replies_can_be_turned_off() {
+    let media = RamMedia::new(
+        MediaConfig::new(Geometry::new(2, 2, 16, 16, 2)),
+        VirtualClock::new(),
+    )
+    .unwrap();
+    let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    let mut export = Export::new(ftl, "lightnvm", false, false);
+    export.set_structured(false);
+    let srv = serve_export(Arc::new(export));
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.option_reply().1, REP_ERR_UNSUP);
+    c.option(OPT_LIST_META_CONTEXT, &meta_data("", &[]));
+    assert_eq!(c.option_reply().1, REP_ERR_UNSUP);
+    go_after_options(&mut c);
+    assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
+}
