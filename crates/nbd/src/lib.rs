@@ -553,7 +553,7 @@ fn info_export<M: Media>(export: &Export<M>, option: u32, neg: &Negotiated) -> V
     let mut d = Vec::with_capacity(12);
     d.extend_from_slice(&INFO_EXPORT.to_be_bytes());
     d.extend_from_slice(&export.size.to_be_bytes());
-    d.extend_from_slice(&export.flags_for(&neg).to_be_bytes());
+    d.extend_from_slice(&export.flags_for(neg).to_be_bytes());
     option_reply(option, REP_INFO, &d)
 }
 
