@@ -879,11 +879,11 @@ fn dirty_bitmap_contexts_report_what_changed_since_each_mark() {
     )
     .unwrap();
     let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
-    ftl.write(0, &[1; 4096 * 4], false).unwrap();
+    let _ = ftl.write(0, &[1; 4096 * 4], false).unwrap();
     ftl.create_mark("full").unwrap();
-    ftl.write(1, &[2; 4096], false).unwrap();
+    let _ = ftl.write(1, &[2; 4096], false).unwrap();
     ftl.create_mark("incr-1").unwrap();
-    ftl.trim(3, 1).unwrap();
+    let _ = ftl.trim(3, 1).unwrap();
     let export = Arc::new(Export::new(ftl, "lightnvm", false, false));
     let srv = serve_export(export.clone());
 
