@@ -12,6 +12,7 @@ use lightnvm_media::{
 };
 use serde::Serialize;
 
+mod control;
 mod ftl_cmds;
 mod plots;
 mod serve;
@@ -45,6 +46,12 @@ enum Command {
     /// Export an image over NBD (TCP and/or a unix socket) for qemu, nbd-client, libnbd
     /// tools, fio... Without an image, creates or opens ./lightnvm.img.
     Serve(serve::ServeArgs),
+    /// Changed-block tracking: take, delete and list marks (named points in the write
+    /// history), on a running server or an image.
+    Mark(control::MarkArgs),
+    /// Which blocks changed since a mark (for incremental backup), on a running server or an
+    /// image.
+    Changed(control::ChangedArgs),
     /// Simulate the FTL on RAM media in virtual time: WAF, wear, GC, latency (--validate:
     /// measured WAF against the LRW model).
     Sim(Box<sim::SimArgs>),
@@ -169,6 +176,8 @@ fn main() -> ExitCode {
         Command::Fill(a) => ftl_cmds::fill(a),
         Command::Serve(a) => serve::serve(a),
         Command::Sim(a) => sim::sim(*a),
+        Command::Mark(a) => control::mark(a),
+        Command::Changed(a) => control::changed(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

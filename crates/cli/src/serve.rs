@@ -43,6 +43,16 @@ pub struct ServeArgs {
     /// Export name (clients may also ask for the empty default name).
     #[arg(long, default_value = "lightnvm")]
     name: String,
+    /// Control socket for `lightnvm mark` and `lightnvm changed` [default: IMAGE.ctl].
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// No control socket.
+    #[arg(long, conflicts_with = "control")]
+    no_control: bool,
+    /// Refuse structured replies and block status, as servers without them do (for
+    /// comparisons: clients then copy holes as data).
+    #[arg(long)]
+    no_structured: bool,
     /// More logging: -v debug, -vv trace.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -85,21 +95,40 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         listeners.push(Listener::Tcp(l));
     }
     if let Some(sock) = &a.socket {
-        if let Ok(meta) = std::fs::symlink_metadata(sock) {
-            use std::os::unix::fs::FileTypeExt;
-            if !meta.file_type().is_socket() {
-                bail!("{} exists and is not a socket", sock.display());
-            }
-            if std::os::unix::net::UnixStream::connect(sock).is_ok() {
-                bail!("{}: another server is listening there", sock.display());
-            }
-            std::fs::remove_file(sock)
-                .with_context(|| format!("removing stale socket {}", sock.display()))?;
-        }
+        clear_stale_socket(sock)?;
         let l =
             UnixListener::bind(sock).with_context(|| format!("listening on {}", sock.display()))?;
         listeners.push(Listener::Unix(l));
     }
+    // The control socket (lightnvm mark / changed): its default, next to the image, is
+    // skipped with a warning where it cannot be made (a read-only directory).
+    let control_listener = if a.no_control {
+        None
+    } else {
+        let image = a
+            .image
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGE));
+        let p = a
+            .control
+            .clone()
+            .unwrap_or_else(|| crate::control::default_socket(&image));
+        match crate::control::bind(&p) {
+            Ok(l) => Some((l, p)),
+            Err(e) if a.control.is_some() => {
+                if let Some(sock) = &a.socket {
+                    let _ = std::fs::remove_file(sock);
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "no control socket: {e:#} (lightnvm mark / changed will not reach this server)"
+                );
+                None
+            }
+        }
+    };
     let opened = (|| -> Result<_> {
         let clock: Arc<dyn Clock> = if a.realtime {
             RealClock::new()
@@ -180,10 +209,23 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             if let Some(sock) = &a.socket {
                 let _ = std::fs::remove_file(sock);
             }
+            if let Some((_, p)) = &control_listener {
+                let _ = std::fs::remove_file(p);
+            }
             return Err(e);
         }
     };
-    let export = Arc::new(Export::new(ftl, &a.name, a.read_only, a.realtime));
+    let mut export = Export::new(ftl, &a.name, a.read_only, a.realtime);
+    export.set_structured(!a.no_structured);
+    let export = Arc::new(export);
+    let control = match control_listener {
+        Some((l, p)) => Some((
+            crate::control::spawn_server(l, export.clone(), stop.clone())?,
+            p,
+        )),
+        None => None,
+    };
+    let control_path = control.as_ref().map(|c| c.1.clone());
     let size = export.size();
     println!(
         "lightnvm: exporting {} ({} bytes{}) as \"{}\"",
@@ -205,6 +247,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     };
     if let Some(sock) = &a.socket {
         println!("  listening on {}", sock.display());
+    }
+    if let Some(c) = &control_path {
+        println!("  control socket {} (lightnvm mark / changed)", c.display());
     }
     println!("connect with:");
     println!("  nbdinfo {uri}");
@@ -245,6 +290,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = watcher.join();
+    if let Some((h, _)) = control {
+        let _ = h.join();
+    }
+    if let Some(c) = &control_path {
+        let _ = std::fs::remove_file(c);
+    }
     let Ok(export) = Arc::try_unwrap(export) else {
         bail!("connections still hold the export")
     };
@@ -276,5 +327,22 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let _ = std::fs::remove_file(sock);
     }
     println!("lightnvm: stopped cleanly ({conns} connections, {reqs} requests, {errs} errors)");
+    Ok(())
+}
+
+/// Makes `sock` free for binding: removes a stale socket there; an existing other file or a
+/// live server there is an error.
+pub(crate) fn clear_stale_socket(sock: &std::path::Path) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(sock) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", sock.display());
+        }
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            bail!("{}: another server is listening there", sock.display());
+        }
+        std::fs::remove_file(sock)
+            .with_context(|| format!("removing stale socket {}", sock.display()))?;
+    }
     Ok(())
 }
