@@ -228,3 +228,88 @@ fn an_image_that_is_not_writable_gets_the_read_only_hint_and_serves_read_only() 
         "a read-only export wrote"
     );
 }
+
+fn marks_of(target: &Path) -> Vec<String> {
+    let out = lightnvm(&["mark", "list", s(target), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn changed_bytes(target: &Path, mark: &str) -> u64 {
+    let out = lightnvm(&["changed", s(target), "--since", mark, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total: u64 = v["extents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, v["changed_bytes"].as_u64().unwrap());
+    total
+}
+
+#[test]
+fn marks_offline_and_through_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("m.img");
+    assert!(lightnvm(&["format", s(&img), "--preset", "small"])
+        .status
+        .success());
+    // Offline: take a mark, change a fifth of the device, ask.
+    assert!(lightnvm(&["mark", "create", s(&img), "base"])
+        .status
+        .success());
+    assert_eq!(changed_bytes(&img, "base"), 0);
+    assert!(lightnvm(&["fill", s(&img), "--percent", "20"])
+        .status
+        .success());
+    let after_fill = changed_bytes(&img, "base");
+    assert!(after_fill > 0);
+    // Refusals are clear and change nothing.
+    for (args, msg) in [
+        (vec!["mark", "create", s(&img), "base"], "exists"),
+        (vec!["mark", "create", s(&img), "a/b"], "invalid mark name"),
+        (vec!["mark", "delete", s(&img), "nope"], "no mark named"),
+        (vec!["changed", s(&img), "--since", "nope"], "no mark named"),
+    ] {
+        let out = lightnvm(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+    assert_eq!(marks_of(&img), ["base"]);
+
+    // A server answers on IMAGE.ctl: the same commands reach it through the image's name,
+    // or through the socket.
+    let (child, _addr) = serve(&img);
+    let ctl = dir.path().join("m.img.ctl");
+    assert!(ctl.exists());
+    assert!(lightnvm(&["mark", "create", s(&img), "live"])
+        .status
+        .success());
+    assert_eq!(marks_of(&ctl), ["base", "live"]);
+    assert_eq!(changed_bytes(&ctl, "base"), after_fill);
+    assert_eq!(changed_bytes(&img, "live"), 0);
+    assert!(stop(child).success());
+    assert!(!ctl.exists(), "the control socket is removed at exit");
+    // Kept by the clean stop.
+    assert_eq!(marks_of(&img), ["base", "live"]);
+    assert!(lightnvm(&["mark", "delete", s(&img), "base"])
+        .status
+        .success());
+    assert_eq!(marks_of(&img), ["live"]);
+}
