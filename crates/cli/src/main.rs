@@ -569,6 +569,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     drop(tx);
     let (mut cuts, mut lbas, mut unreadable, mut failing) = (0u64, 0u64, 0u64, Vec::new());
     let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
+    let (mut at_checked, mut at_applied, mut at_dropped, mut longest) = (0u64, 0u64, 0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
         done += 1;
@@ -578,6 +579,10 @@ fn torture(a: TortureArgs) -> Result<()> {
         cbt_checked += o.cbt_checked;
         cbt_differ += o.cbt_differ;
         cbt_fp += o.cbt_false_positives;
+        at_checked += o.atomic_checked;
+        at_applied += o.atomic_applied;
+        at_dropped += o.atomic_dropped;
+        longest = longest.max(o.longest_write);
         if a.json {
             println!("{}", serde_json::to_string(&o)?);
         } else if !o.violations.is_empty() {
@@ -608,8 +613,16 @@ fn torture(a: TortureArgs) -> Result<()> {
     } else {
         String::new()
     };
+    let atomic = if at_checked > 0 {
+        format!(
+            "; atomic writes: {at_checked} unflushed multi-sector writes (up to {longest} sectors) checked at cuts, \
+             {at_applied} applied whole, {at_dropped} absent or overwritten, none in part (a part is a violation)"
+        )
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "seeds {}..{}: {cuts} power cuts, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}",
+        "seeds {}..{}: {cuts} power cuts, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}",
         a.start,
         end,
         failing.len(),

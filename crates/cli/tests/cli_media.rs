@@ -472,7 +472,7 @@ fn a_newer_format_version_is_named_not_called_corruption() {
         let mut sb = [0u8; 124];
         f.read_exact_at(&mut sb, at).unwrap();
         assert_eq!(&sb[0..8], b"LNVMSUPR");
-        sb[8..12].copy_from_slice(&2u32.to_le_bytes());
+        sb[8..12].copy_from_slice(&3u32.to_le_bytes());
         let crc = crc32c::crc32c(&sb[0..120]);
         sb[120..124].copy_from_slice(&crc.to_le_bytes());
         f.write_all_at(&sb, at).unwrap();

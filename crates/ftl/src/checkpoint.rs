@@ -118,8 +118,16 @@ pub fn snapshot(
     let lines = pool
         .lines()
         .iter()
-        .map(|l| meta::CheckpointLine {
-            state: ckpt_state(l.state),
+        .enumerate()
+        .map(|(i, l)| meta::CheckpointLine {
+            // A line holding sectors of the write in progress (a checkpoint inside a write is
+            // of the moment before it) is replayed like an open one: recovery must see all of
+            // the write's sectors.
+            state: if pool.is_pinned(i as u32) {
+                meta::checkpoint::LINE_OPEN
+            } else {
+                ckpt_state(l.state)
+            },
             closed_seq: l.closed_seq,
             generation: l.generation,
         })

@@ -25,6 +25,19 @@ pub fn user_reserve(config: &FtlConfig) -> usize {
     config.gc_reserve_lines as usize + 2
 }
 
+/// The longest host write applied all-or-nothing, in sectors, for lines of `capacities`
+/// (0: unusable) and `exported` sectors: up to [`crate::core::MAX_ATOMIC_SECTORS`], and at most
+/// half the spare data space, because a write's new copies are placed (and GC must keep the
+/// copies they replace) before they are mapped.
+pub fn atomic_sectors(config: &FtlConfig, capacities: &[u64], exported: u64) -> u64 {
+    let usable: Vec<u64> = capacities.iter().copied().filter(|&c| c > 0).collect();
+    let total: u64 = usable.iter().sum();
+    let max_line = usable.iter().copied().max().unwrap_or(0);
+    let data_area = total.saturating_sub(non_data_lines(config) * max_line);
+    let spare = data_area.saturating_sub(exported);
+    (spare / 2).clamp(1, crate::core::MAX_ATOMIC_SECTORS)
+}
+
 /// Background GC starts when free lines drop to this many.
 pub fn gc_background_lines(config: &FtlConfig) -> u32 {
     if config.gc_background_lines > 0 {

@@ -94,7 +94,7 @@ pub fn seq_at<M: Media>(
         .into_iter()
         .find(|(i, _)| *i == sector)
     {
-        return Ok((o.lba == lba).then_some(o.seq));
+        return Ok((o.lba == lba).then_some(o.number()));
     }
     let tail = media.block_info(addr.block_addr()).write_pointer == addr.page + 1;
     if tail && page.failed == full_mask(g.sectors_per_page) {
@@ -113,7 +113,7 @@ pub fn seq_at<M: Media>(
     let s = sector as usize;
     Ok(meta::oob::claimed(&page.oob[s * os..(s + 1) * os])
         .filter(|c| c.oob.lba == lba)
-        .map(|c| c.oob.seq))
+        .map(|c| c.oob.number()))
 }
 
 /// The mask of every sector of a page.

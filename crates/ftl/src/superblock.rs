@@ -252,6 +252,7 @@ mod tests {
 
     fn sb(geometry: Geometry) -> meta::Superblock {
         meta::Superblock {
+            version: meta::superblock::VERSION,
             generation: 1,
             geometry,
             reserved_lines: 1,

@@ -81,6 +81,7 @@ fn superblock() -> Vec<u8> {
     geometry.mw_cunits = 3;
     geometry.oob_bytes_per_sector = 64;
     let sb = Superblock {
+        version: 2,
         generation: 0x0102_0304_0506,
         geometry,
         reserved_lines: 1,
@@ -157,7 +158,8 @@ fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 7] {
         ("line footer", line_footer(), 4096, 0xb216_6f18_a0ee_ba5b),
         // Version 2 (version 1, unversioned, was 0x501c_d87f_1619_d640).
         ("trim record", trim_record(), 4096, 0xe2a4_d0b7_f03c_6f00),
-        ("superblock", superblock(), 4096, 0x876f_e7da_5cff_4ef5),
+        // Version 2 (version 1, without request edges in sector stamps, was 0x876f_e7da_5cff_4ef5).
+        ("superblock", superblock(), 4096, 0x51ae_b925_cbdf_f19c),
         ("checkpoint", checkpoint(), 1484, 0x812b_152b_baa7_322a),
         (
             "checkpoint with marks",

@@ -49,7 +49,7 @@ fn a_newer_superblock_is_an_upgrade_not_corruption() {
     let newer = || {
         let mut media = formatted();
         for b in COPIES {
-            rewrite_superblock(&mut media, b, |p| set_version(p, 2));
+            rewrite_superblock(&mut media, b, |p| set_version(p, 3));
         }
         media
     };
@@ -59,7 +59,7 @@ fn a_newer_superblock_is_an_upgrade_not_corruption() {
             found,
             supported,
         }) => {
-            assert_eq!((what, found, supported), ("superblock", 2, 1));
+            assert_eq!((what, found, supported), ("superblock", 3, 2));
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
@@ -73,7 +73,7 @@ fn a_newer_superblock_is_an_upgrade_not_corruption() {
     ));
     // One copy newer, one intact: the intact one opens the device.
     let mut media = formatted();
-    rewrite_superblock(&mut media, COPIES[0], |p| set_version(p, 2));
+    rewrite_superblock(&mut media, COPIES[0], |p| set_version(p, 3));
     let ftl = Ftl::open(media).unwrap();
     assert_eq!(
         superblock_copies(&mut ftl.into_media()).unwrap().valid,
@@ -132,16 +132,35 @@ fn an_impossible_superblock_is_refused_before_any_allocation() {
 
 #[test]
 fn reading_a_page_is_unchanged_by_a_version_check() {
-    // The data survives all of the above untouched: a fresh open after restoring version 1.
+    // The data survives all of the above untouched: a fresh open after restoring version 2.
     let mut media = formatted();
     for b in COPIES {
-        rewrite_superblock(&mut media, b, |p| set_version(p, 2));
+        rewrite_superblock(&mut media, b, |p| set_version(p, 3));
     }
     for b in COPIES {
-        rewrite_superblock(&mut media, b, |p| set_version(p, 1));
+        rewrite_superblock(&mut media, b, |p| set_version(p, 2));
     }
     let ftl = Ftl::open(media).unwrap();
     let mut buf = vec![0u8; 4096];
     let _ = ftl.read(3, &mut buf).unwrap();
     assert_eq!(buf, vec![7u8; 4096]);
+}
+
+#[test]
+fn a_version_1_image_opens_and_keeps_its_version_without_atomic_writes() {
+    let mut media = formatted();
+    for b in COPIES {
+        rewrite_superblock(&mut media, b, |p| set_version(p, 1));
+    }
+    let mut ftl = Ftl::open(media).unwrap();
+    assert_eq!(ftl.atomic_write_sectors(), None);
+    let _ = ftl.write(0, &vec![7u8; 4096 * 3], true).unwrap();
+    let mut media = ftl.shutdown().unwrap();
+    let copies = superblock_copies(&mut media).unwrap();
+    assert_eq!(copies.valid, vec![true, true]);
+    let ftl = Ftl::open(media).unwrap();
+    assert_eq!(ftl.atomic_write_sectors(), None, "still version 1");
+    let mut buf = vec![0u8; 4096 * 3];
+    let _ = ftl.read(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 7));
 }

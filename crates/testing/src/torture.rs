@@ -115,6 +115,14 @@ pub struct TortureOutcome {
     pub cbt_checked: u64,
     pub cbt_differ: u64,
     pub cbt_false_positives: u64,
+    /// Atomic writes: multi-sector writes not yet flushed at a cut (in flight included),
+    /// checked after recovery (all of their sectors or none); and how many of them were
+    /// applied (some sector reads its data), not applied, or overwritten since.
+    pub atomic_checked: u64,
+    pub atomic_applied: u64,
+    pub atomic_dropped: u64,
+    /// The longest write in the run, in sectors.
+    pub longest_write: u64,
     pub violations: Vec<String>,
 }
 
@@ -247,12 +255,17 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut model = Model::new(exported);
     let mut marks: Vec<MarkModel> = Vec::new();
     let mut marks_taken = 0u64;
+    // Multi-sector writes since the last flush: (LBA, tag) of each sector.
+    let mut unflushed: Vec<Vec<(u64, u64)>> = Vec::new();
+    // (Bad blocks shrink the spare space, and with it the limit, from one open to the next.)
+    let mut atomic = ftl.atomic_write_sectors().unwrap_or(1).min(8192);
     for cut in 0..cfg.cuts {
         let budget = rng.gen_range(1..=cfg.max_ops_between_cuts);
         ftl.media_mut().arm_power_cut(budget);
         // Workload until the power fails (or a bound on host operations is reached).
         let mut inflight: Vec<(u32, u64)> = Vec::new();
         let mut host_ops = 0u64;
+        let mut r_last = 100u32;
         loop {
             host_ops += 1;
             if host_ops > 20 * cfg.max_ops_between_cuts + 1000 {
@@ -260,8 +273,11 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                 break;
             }
             let r: u32 = rng.gen_range(0..100);
+            r_last = r;
             let lba = rng.gen_range(0..exported);
-            let n = rng.gen_range(1..=8u64).min(exported - lba);
+            // Mostly short requests; one in ten up to the atomic-write limit.
+            let longest = if rng.gen_bool(0.1) { atomic.max(8) } else { 8 };
+            let n = rng.gen_range(1..=longest).min(exported - lba);
             inflight.clear();
             let mut flushes = false;
             let result = match r {
@@ -364,13 +380,27 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                 }
             };
             tracing::trace!(r, lba, n, ok = result.is_ok(), "torture op");
+            if r <= 54 && inflight.len() > 1 {
+                out.longest_write = out.longest_write.max(inflight.len() as u64);
+            }
             match result {
                 Ok(durable_now) => {
+                    // Writes longer than the limit are applied in parts (by design).
+                    if r <= 54
+                        && inflight.len() > 1
+                        && inflight.len() as u64 <= atomic
+                        && !durable_now
+                    {
+                        unflushed.push(inflight.iter().map(|&(l, t)| (l as u64, t)).collect());
+                    }
                     for &(l, t) in &inflight {
                         model.written(l as u64, t);
                         if durable_now {
                             model.make_durable(l as u64);
                         }
+                    }
+                    if flushes || (r == 65 && !marks.is_empty()) {
+                        unflushed.clear();
                     }
                     if flushes {
                         model.flushed();
@@ -449,6 +479,47 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         );
         for &(l, t) in &inflight {
             model.written(l as u64, t);
+        }
+        if inflight.len() > 1 && inflight.len() as u64 <= atomic && r_last <= 54 {
+            unflushed.push(inflight.iter().map(|&(l, t)| (l as u64, t)).collect());
+        }
+        atomic = ftl.atomic_write_sectors().unwrap_or(1).min(8192);
+        // Atomic writes: a write some sector of which reads its data has every sector read
+        // its data or newer (a later write's), never older.
+        for w in std::mem::take(&mut unflushed) {
+            let mut buf = vec![0u8; SS];
+            let mut exact = false;
+            let mut exact_at = 0;
+            let mut older = None;
+            for &(l, t) in &w {
+                let got = match ftl.read(l, &mut buf) {
+                    Ok(_) => sector_tag(&buf),
+                    Err(_) => continue,
+                };
+                let allowed: Vec<u64> = model.allowed(l).collect();
+                let Some(pos_w) = allowed.iter().position(|&a| a == t) else {
+                    continue;
+                };
+                // Zeros (trims) may appear more than once: the latest is the kindest reading.
+                match got.and_then(|g| allowed.iter().rposition(|&a| a == g)) {
+                    Some(p) if p == pos_w => {
+                        exact = true;
+                        exact_at = l;
+                    }
+                    Some(p) if p < pos_w => older = Some((l, got)),
+                    _ => {}
+                }
+            }
+            out.atomic_checked += 1;
+            match (exact, older) {
+                (true, Some((l, got))) => out.violations.push(format!(
+                    "cut {cut}: write of {} sectors from LBA {} applied in part: LBA {exact_at} reads its data, LBA {l} reads {got:?}, older",
+                    w.len(),
+                    w[0].0
+                )),
+                (true, None) => out.atomic_applied += 1,
+                (false, _) => out.atomic_dropped += 1,
+            }
         }
         // Marks survive: those surely taken exist, no others do.
         let found: Vec<String> = ftl.marks().into_iter().map(|m| m.name).collect();

@@ -43,8 +43,19 @@ impl<M: Media> Ftl<M> {
             self.ensure_data_slot(k, ctx)?;
         }
         let (ppa, full) = self.writers[k as usize].stage(kind, seq, data);
+        if !matches!(kind, SectorKind::Pad) {
+            self.pool
+                .note_seq(ppa.line(&self.geo), meta::oob::Stamp::number(seq));
+        }
         match kind {
-            SectorKind::Data(lba) => self.map.map(lba, ppa),
+            SectorKind::Data(lba) => match &mut self.pending {
+                // A sector of the multi-sector host write being placed: mapped when all are.
+                Some(p) if p.seq == meta::oob::Stamp::number(seq) => {
+                    p.placed.push((lba, ppa));
+                    self.pool.pin(ppa.line(&self.geo));
+                }
+                _ => self.map.map(lba, ppa),
+            },
             SectorKind::Pad => self.map.set_marker(ppa, P2lEntry::Pad),
             SectorKind::Trim => self.map.set_marker(ppa, P2lEntry::Trim),
         }
@@ -157,6 +168,18 @@ impl<M: Media> Ftl<M> {
                 if self.writers[k as usize].line().is_some() {
                     // The durable point's padding reopened this stream already.
                     return Ok(());
+                }
+                if self.pool.free_list().is_empty() {
+                    // Every pending line waits for a checkpoint to cover its writes.
+                    if !self.checkpoint_unblocks(ctx) {
+                        return Err(self.set_read_only(
+                            "no free line left: emptied lines wait for a checkpoint that cannot be written now",
+                        ));
+                    }
+                    self.write_checkpoint(false)?;
+                    if self.writers[k as usize].line().is_some() {
+                        return Ok(());
+                    }
                 }
                 continue;
             }
@@ -272,6 +295,7 @@ impl<M: Media> Ftl<M> {
                             self.map.unmap(lba);
                             again.push(u);
                         }
+                        SectorKind::Data(lba) if self.unplace(lba, ppa) => again.push(u),
                         _ => {}
                     }
                     self.map.set_marker(ppa, P2lEntry::Invalid);
@@ -286,6 +310,21 @@ impl<M: Media> Ftl<M> {
                 Ok(())
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forgets where a sector of the host write in progress went (its page failed); true if
+    /// it was one.
+    fn unplace(&mut self, lba: crate::addr::Lba, ppa: crate::addr::Ppa) -> bool {
+        let Some(p) = &mut self.pending else {
+            return false;
+        };
+        match p.placed.iter().position(|&(l, q)| l == lba && q == ppa) {
+            Some(i) => {
+                p.placed.swap_remove(i);
+                true
+            }
+            None => false,
         }
     }
 

@@ -207,7 +207,7 @@ impl<M: Media> Ftl<M> {
             return Ok(false);
         }
         match meta::oob::decode(&oob, &data) {
-            Ok(o) if o.lba == P2L_TRIM && o.seq > self.durability.trim_horizon() => {
+            Ok(o) if o.lba == P2L_TRIM && o.number() > self.durability.trim_horizon() => {
                 let k = self.gc_stream();
                 self.push(k, SectorKind::Trim, o.seq, &data, ctx)?;
                 Ok(true)

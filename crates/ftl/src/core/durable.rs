@@ -45,7 +45,9 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Pads both streams' partial pages and syncs the media: everything written so far is
-    /// durable. Lines emptied by GC become free (erasable) only here.
+    /// durable. Lines emptied by GC become free (erasable) only here, and only those whose
+    /// writes both kept checkpoints cover (recovery replays from either, and must find every
+    /// sector written since, to tell complete writes from torn ones).
     pub(crate) fn durable_point(&mut self, ctx: Ctx) -> Result<(), FtlError> {
         tracing::trace!(pending = self.pool.pending_list().len(), "durable point");
         self.pad_stream(StreamKind::User, ctx)?;
@@ -59,19 +61,34 @@ impl<M: Media> Ftl<M> {
             // may be erased only once that data is durable (the outer durable point).
             return Ok(());
         }
-        self.pool.release_pending();
+        self.pool.release_pending(self.durability.trim_horizon());
         Ok(())
     }
 
     /// Lines emptied by GC are only free after a durable point; until then a crash gives
     /// them their data back. When few lines are really free, make one now.
     pub(crate) fn release_pending_if_low(&mut self, ctx: Ctx) -> Result<(), FtlError> {
-        if !self.pool.pending_list().is_empty()
-            && self.pool.free_list().len() <= layout::user_reserve(&self.config)
-        {
+        let low = |f: &Self| f.pool.free_list().len() <= layout::user_reserve(&f.config);
+        if !self.pool.pending_list().is_empty() && low(self) {
             self.durable_point(ctx)?;
+            // Lines waiting for checkpoints to cover their writes: write them (two at most:
+            // both kept checkpoints must cover a line).
+            for _ in 0..2 {
+                if !(low(self) && self.checkpoint_unblocks(ctx)) {
+                    break;
+                }
+                self.write_checkpoint(false)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether writing a checkpoint now would free pending lines (and may be written here).
+    pub(crate) fn checkpoint_unblocks(&self, ctx: Ctx) -> bool {
+        !ctx.replacing
+            && !self.in_checkpoint
+            && self.health == Health::Writable
+            && self.pool.pending_blocked(self.durability.trim_horizon())
     }
 
     /// Runs a checkpoint if enough lines were opened since the last one. Housekeeping: the
@@ -100,8 +117,19 @@ impl<M: Media> Ftl<M> {
     /// own. The two newest checkpoints are kept; an older one is freed once a newer one is
     /// durable.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) -> Result<(), FtlError> {
+        assert!(!self.in_checkpoint, "checkpoints do not nest");
+        self.in_checkpoint = true;
+        let r = self.write_checkpoint_now(clean);
+        self.in_checkpoint = false;
+        r
+    }
+
+    fn write_checkpoint_now(&mut self, clean: bool) -> Result<(), FtlError> {
         self.durable_point(Ctx::HOST)?;
-        let ckpt = checkpoint::snapshot(&self.map, &self.pool, &self.marks, self.seq, clean);
+        // Inside a host write or trim (GC needed lines), the operation is not in the map yet:
+        // the checkpoint is of the moment before it, so that recovery replays it.
+        let seq = self.in_flight.map_or(self.seq, |s| s - 1);
+        let ckpt = checkpoint::snapshot(&self.map, &self.pool, &self.marks, seq, clean);
         let bytes = meta::checkpoint::encode(&ckpt);
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does
@@ -126,6 +154,7 @@ impl<M: Media> Ftl<M> {
                 // Two newer checkpoints are durable: nothing needs this one.
                 self.pool.release(old);
             }
+            self.pool.release_pending(self.durability.trim_horizon());
             self.stats.checkpoints += 1;
             return Ok(());
         }

@@ -45,6 +45,18 @@ pub(crate) struct Fetched {
     pub(crate) done_ns: u64,
 }
 
+/// A host write in progress: where its sectors went, mapped only once all are placed (so the
+/// copies they replace stay valid, and GC keeps them, until then: a power cut never leaves
+/// part of a write mapped, and a write that fails is not applied at all).
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    pub(crate) seq: u64,
+    pub(crate) placed: Vec<(crate::addr::Lba, crate::addr::Ppa)>,
+}
+
+/// Longest host write applied atomically (32 MiB, NBD's largest request).
+pub const MAX_ATOMIC_SECTORS: u64 = 8192;
+
 /// Counters of the read path, which runs under `&self`.
 #[derive(Debug, Default)]
 struct ReadCounters {
@@ -72,6 +84,15 @@ pub struct Ftl<M: Media> {
     pub(crate) marks: Marks,
     /// Write sequence number of the last host write or trim.
     pub(crate) seq: u64,
+    /// The host write being placed (format version 2).
+    pub(crate) pending: Option<PendingWrite>,
+    /// A checkpoint is being written (they do not nest).
+    pub(crate) in_checkpoint: bool,
+    /// The sequence number of the host write or trim being applied, if one is.
+    pub(crate) in_flight: Option<u64>,
+    /// Longest host write applied all-or-nothing, in sectors (`None`: a format-version-1
+    /// image, whose sectors carry no request edges).
+    pub(crate) atomic_sectors: Option<u64>,
     pub(crate) stats: FtlStats,
     /// The counters host reads change: reads take `&self`.
     read_counters: ReadCounters,
@@ -105,6 +126,7 @@ impl<M: Media> Ftl<M> {
             config.gc_reserve_lines,
         );
         let exported = sb.exported_sectors;
+        let pool_caps: Vec<u64> = pool.lines().iter().map(|l| l.capacity as u64).collect();
         Ftl {
             writers: [Writer::new(&geo), Writer::new(&geo), Writer::new(&geo)],
             map: Map::new(geo, exported),
@@ -125,6 +147,11 @@ impl<M: Media> Ftl<M> {
             gc,
             marks: Marks::default(),
             seq: 0,
+            pending: None,
+            in_checkpoint: false,
+            in_flight: None,
+            atomic_sectors: (sb.version >= 2)
+                .then(|| layout::atomic_sectors(&config, &pool_caps, exported)),
             read_counters: ReadCounters::default(),
             health: Health::Writable,
             op_done_ns: 0,
@@ -139,6 +166,7 @@ impl<M: Media> Ftl<M> {
         config.validate()?;
         let l = layout::plan(&media, &config)?;
         let sb = meta::Superblock {
+            version: meta::superblock::VERSION,
             generation: 1,
             geometry: *media.geometry(),
             reserved_lines: l.reserved_lines,
@@ -318,12 +346,33 @@ impl<M: Media> Ftl<M> {
 
     /// Writes whole sectors at `lba`. With `fua` the data is durable when this returns.
     /// Returns the modeled completion instant (the caller waits on the media clock).
+    ///
+    /// Atomic: after a power cut, a write of up to [`Ftl::atomic_write_sectors`] sectors has
+    /// all of its sectors or none (a longer one is applied in parts of that size, each
+    /// all-or-nothing).
     pub fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<Completion, FtlError> {
         let sectors = self.check_range(lba, data.len())?;
         self.check_writable()?;
         self.begin_op();
-        let r = self.write_sectors(lba, sectors, data, fua);
-        self.latch(r)
+        let ss = self.geo.sector_size as usize;
+        let part = self.atomic_sectors.unwrap_or(u64::MAX).max(1);
+        let mut at = 0u64;
+        while at < sectors {
+            let n = part.min(sectors - at);
+            let bytes = &data[at as usize * ss..(at + n) as usize * ss];
+            let last = at + n == sectors;
+            let r = self.write_sectors(lba + at, n, bytes, fua && last);
+            let _ = self.latch(r)?;
+            at += n;
+        }
+        Ok(self.op_completion())
+    }
+
+    /// Longest write applied all-or-nothing across power cuts, in 4 KiB sectors: 32 MiB where
+    /// the device's spare space allows (GC must keep the old copies while the new ones are
+    /// placed). `None` for images of format version 1 (their writes are not atomic).
+    pub fn atomic_write_sectors(&self) -> Option<u64> {
+        self.atomic_sectors
     }
 
     fn write_sectors(
@@ -340,18 +389,56 @@ impl<M: Media> Ftl<M> {
         self.marks.note(lba, sectors);
         let ss = self.geo.sector_size as usize;
         let moved_before = self.stats.gc_sectors_moved;
-        for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
-            self.make_room_for_user()?;
-            let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
-            self.push(
-                StreamKind::User,
-                crate::addr::SectorKind::Data(l),
+        let atomic = self.atomic_sectors.is_some();
+        assert!(self.pending.is_none());
+        if atomic {
+            self.pending = Some(PendingWrite {
                 seq,
-                chunk,
-                Ctx::HOST,
-            )?;
-            self.stats.host_sectors_written += 1;
-            self.background_gc()?;
+                placed: Vec::with_capacity(sectors as usize),
+            });
+        }
+        self.in_flight = Some(seq);
+        let mut place = || -> Result<(), FtlError> {
+            for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
+                self.make_room_for_user()?;
+                let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
+                let stamp = if atomic {
+                    meta::oob::Stamp::of(seq, i as u64, sectors)
+                } else {
+                    seq
+                };
+                self.push(
+                    StreamKind::User,
+                    crate::addr::SectorKind::Data(l),
+                    stamp,
+                    chunk,
+                    Ctx::HOST,
+                )?;
+                self.stats.host_sectors_written += 1;
+                self.background_gc()?;
+            }
+            Ok(())
+        };
+        let placed = place();
+        self.in_flight = None;
+        let pending = self.pending.take();
+        let pending_was_some = pending.is_some();
+        self.pool.unpin_all();
+        if let Err(e) = placed {
+            // A write that failed half-way stays unmapped: its placed sectors are garbage
+            // that recovery finds incomplete. No checkpoint may cover them (a checkpoint's
+            // replay would take them for old copies): unless the error already stopped
+            // writes, stop them now; a restart recovers and restamps.
+            if pending_was_some && self.health == Health::Writable && !e.is_fatal() {
+                let _ = self.latched_failure(&format!("a write failed half-way: {e}"));
+            }
+            return Err(e);
+        }
+        if let Some(p) = pending {
+            debug_assert_eq!(p.placed.len() as u64, sectors);
+            for (l, ppa) in p.placed {
+                self.map.map(l, ppa);
+            }
         }
         let moved = self.stats.gc_sectors_moved - moved_before;
         self.stats.gc_max_moves_per_write = self.stats.gc_max_moves_per_write.max(moved);
@@ -509,6 +596,58 @@ impl<M: Media> Ftl<M> {
         Ok(runs)
     }
 
+    /// Writes `lbas` again with their current contents under new sequence numbers (recovery,
+    /// after discarding incomplete writes to them): mapped ones as single-sector writes,
+    /// unmapped ones as trims. Unreadable ones are marked lost (a checkpoint records that, and
+    /// no older-numbered copy beats it). No checkpoint is taken meanwhile.
+    pub(crate) fn restamp(&mut self, lbas: &[u32]) -> Result<(), FtlError> {
+        self.check_writable()?;
+        let mut lbas = lbas.to_vec();
+        lbas.sort_unstable();
+        lbas.dedup();
+        let ss = self.geo.sector_size as usize;
+        let mut data = vec![0u8; ss];
+        for &l in &lbas {
+            let lba = Lba::checked(l as u64, self.exported).expect("replayed LBAs are exported");
+            let kind = match self.map.get(lba) {
+                L2pEntry::Lost => continue,
+                L2pEntry::Mapped(ppa) => {
+                    if !self.fetch_ppa(ppa, &mut data, None, true)?.intact {
+                        self.map.set_lost(lba);
+                        continue;
+                    }
+                    crate::addr::SectorKind::Data(lba)
+                }
+                L2pEntry::Unmapped => {
+                    let range = meta::TrimRange {
+                        lba: l,
+                        sectors: 1,
+                        seq: self.seq + 1,
+                    };
+                    data.fill(0);
+                    meta::trim::encode(&[range], &mut data[..meta::trim::BYTES]);
+                    crate::addr::SectorKind::Trim
+                }
+            };
+            self.seq += 1;
+            let stamp = match kind {
+                crate::addr::SectorKind::Trim => self.seq,
+                _ => meta::oob::Stamp::of(self.seq, 0, 1),
+            };
+            self.in_flight = Some(self.seq);
+            let r = self
+                .make_room_for_user()
+                .and_then(|()| self.push(StreamKind::User, kind, stamp, &data, Ctx::HOST));
+            self.in_flight = None;
+            r?;
+        }
+        tracing::info!(
+            sectors = lbas.len(),
+            "restamped the LBAs of discarded writes"
+        );
+        Ok(())
+    }
+
     /// Makes every write completed so far durable (pads partial pages, syncs the media).
     /// Also on a read-only device: writes acknowledged before it turned read-only may still
     /// sit in the write buffer.
@@ -557,14 +696,18 @@ impl<M: Media> Ftl<M> {
             seq,
         };
         meta::trim::encode(&[range], &mut rec);
-        self.make_room_for_user()?;
-        self.push(
-            StreamKind::User,
-            crate::addr::SectorKind::Trim,
-            seq,
-            &rec,
-            Ctx::HOST,
-        )?;
+        self.in_flight = Some(seq);
+        let r = self.make_room_for_user().and_then(|()| {
+            self.push(
+                StreamKind::User,
+                crate::addr::SectorKind::Trim,
+                seq,
+                &rec,
+                Ctx::HOST,
+            )
+        });
+        self.in_flight = None;
+        r?;
         for l in lba..lba + sectors {
             self.map
                 .unmap(Lba::checked(l, self.exported).expect("range checked"));

@@ -33,6 +33,11 @@ pub struct Line {
     pub line_seq: u64,
     pub has_footer: bool,
     pub erase_mean: f64,
+    /// The newest host write (sequence number) with a sector placed in this incarnation
+    /// (recovery: `u64::MAX`, unknown). Emptied by GC, the line is erased only once a
+    /// checkpoint covers it: recovery must find every sector written since the last
+    /// checkpoint, superseded ones included, to tell a complete write from a torn one.
+    pub max_seq: u64,
 }
 
 /// Data sectors of a line of `pus` good PUs: all slots but the header and the footer.
@@ -106,6 +111,9 @@ pub struct LinePool {
     pub line_seq: u64,
     /// Lines closed so far (orders closed lines by age).
     pub close_seq: u64,
+    /// Lines holding sectors of the host write in progress, not yet mapped: never GC
+    /// victims (they look empty) until the write is mapped.
+    pinned: Vec<u32>,
 }
 
 impl LinePool {
@@ -141,6 +149,7 @@ impl LinePool {
                 generation: 0,
                 line_seq: 0,
                 has_footer: false,
+                max_seq: 0,
             });
         }
         let free = (0..geo.blocks_per_lun)
@@ -156,6 +165,7 @@ impl LinePool {
             ahead: [None, None],
             line_seq: 1,
             close_seq: 0,
+            pinned: Vec::new(),
         }
     }
 
@@ -387,6 +397,7 @@ impl LinePool {
         let l = &mut self.lines[line as usize];
         l.generation += 1;
         l.has_footer = false;
+        l.max_seq = 0;
         l.line_seq = self.line_seq;
         self.line_seq += 1;
         Some((l.generation, l.line_seq))
@@ -420,10 +431,31 @@ impl LinePool {
     }
 
     /// At a durable point: every pending line becomes free.
-    pub fn release_pending(&mut self) {
-        for l in std::mem::take(&mut self.pending) {
+    /// Frees the pending lines whose writes a checkpoint covers (`horizon`: its sequence
+    /// number); the others stay pending. Returns how many were freed.
+    pub fn release_pending(&mut self, horizon: u64) -> usize {
+        let (free, keep): (Vec<u32>, Vec<u32>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|&l| self.lines[l as usize].max_seq <= horizon);
+        self.pending = keep;
+        let n = free.len();
+        for l in free {
             self.release(l);
         }
+        n
+    }
+
+    /// A sector of host write `seq` was placed in `line`.
+    pub fn note_seq(&mut self, line: u32, seq: u64) {
+        let l = &mut self.lines[line as usize];
+        l.max_seq = l.max_seq.max(seq);
+    }
+
+    /// Pending lines no checkpoint covers yet.
+    pub fn pending_blocked(&self, horizon: u64) -> bool {
+        self.pending
+            .iter()
+            .any(|&l| self.lines[l as usize].max_seq > horizon)
     }
 
     /// Closed lines GC could take, with their valid counts from `map`.
@@ -431,7 +463,7 @@ impl LinePool {
         self.lines
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.state == Closed)
+            .filter(|(i, l)| l.state == Closed && !self.pinned.contains(&(*i as u32)))
             .map(|(i, l)| Candidate {
                 line: i as u32,
                 valid: map.valid(i as u32),
@@ -440,6 +472,22 @@ impl LinePool {
                 erase_mean: l.erase_mean,
             })
             .collect()
+    }
+
+    /// `line` holds sectors of the host write in progress (not mapped yet).
+    pub fn pin(&mut self, line: u32) {
+        if !self.pinned.contains(&line) {
+            self.pinned.push(line);
+        }
+    }
+
+    pub fn is_pinned(&self, line: u32) -> bool {
+        self.pinned.contains(&line)
+    }
+
+    /// The host write in progress is mapped (or abandoned).
+    pub fn unpin_all(&mut self) {
+        self.pinned.clear();
     }
 
     /// Recovery: the lists are rebuilt from scratch, line by line ([`LinePool::restore`]).
@@ -609,7 +657,7 @@ mod tests {
         p.set_state(line, Gc);
         p.make_pending(line);
         assert_eq!(p.free_lines(), 7);
-        p.release_pending();
+        p.release_pending(u64::MAX);
         assert_eq!(p.state(line), Free);
         assert!(p.free_list().contains(&line));
         let mut seen = vec![false; p.len()];
@@ -638,7 +686,7 @@ mod tests {
         p.close(used, false);
         p.set_state(used, Gc);
         p.make_pending(used);
-        p.release_pending();
+        p.release_pending(u64::MAX);
         // Erase ahead for user data: the wear policy's choice; it stays free.
         let (ahead, e) = p.erase_ahead(&mut media, false).unwrap().unwrap();
         assert!(p.free_list().contains(&ahead));

@@ -3,7 +3,7 @@
 //! | offset | size | field |
 //! | --- | --- | --- |
 //! | 0 | 4 | LBA, or [`OOB_LBA_PAD`] / [`OOB_LBA_META`] / [`OOB_LBA_TRIM`] |
-//! | 4 | 8 | sequence number of the host write (or trim) that produced the data; kept by GC |
+//! | 4 | 8 | stamp: bits 0..62 the sequence number of the host write (or trim) that produced the data; bit 62 set on the first sector of a host write, bit 63 on its last (format version 2; see [`Stamp`]); kept by GC |
 //! | 12 | 4 | CRC32C of bytes 0..12 followed by the sector's data |
 //!
 //! Where the sector's OOB area has room ([`COPY_END`] = 32 bytes or more), a second copy of
@@ -24,10 +24,15 @@
 //! written before the copy existed) fails the copy's checksum and reads as "no copy", so the
 //! copy needs no version of its own: older builds ignore it, this one does without it.
 //!
+//! The request edges make every host write all-or-nothing across power cuts: recovery applies
+//! the sectors of a write (one sequence number, consecutive LBAs) only if it finds every one
+//! of them, from the sector marked first to the one marked last.
+//!
 //! Versioning: this layout has no version field. 16 bytes is the smallest OOB area a geometry
 //! may have (`OOB_MIN_BYTES`) and every byte is taken, so the OOB layout is versioned by the
 //! superblock: it is the layout of superblock format version [`super::superblock::VERSION`]
-//! (1), and a change here bumps that version (a compile-time check below ties the two). The
+//! (2; version 1 had no request edges: bits 62 and 63 were always zero), and a change here
+//! bumps that version (a compile-time check below ties the two). The
 //! FTL reads OOBs only after it accepted a superblock, so a sector's OOB is never decoded
 //! under the wrong layout. Nor is there a magic: every failure is [`DecodeError::Corrupt`].
 
@@ -61,19 +66,55 @@ const _: () = assert!(OFF_COPY_SEQ == OFF_COPY_LBA + 4);
 const _: () = assert!(OFF_COPY_CRC == OFF_COPY_SEQ + 8);
 const _: () = assert!(OFF_COPY_CRC + 4 == COPY_END);
 const _: () = assert!(
-    super::superblock::VERSION == 1,
+    super::superblock::VERSION == 2,
     "the OOB layout is versioned by the superblock: revisit it when the version changes"
 );
 
 const WHAT: &str = "sector OOB";
+
+/// The stamp word of a sector: a sequence number and the request edges in its top bits.
+pub struct Stamp;
+
+impl Stamp {
+    /// The sector is the first of its host write.
+    pub const FIRST: u64 = 1 << 62;
+    /// The sector is the last of its host write.
+    pub const LAST: u64 = 1 << 63;
+    const NUMBER: u64 = Self::FIRST - 1;
+
+    /// The stamp of sector `i` of a host write of `n` sectors with sequence number `seq`.
+    pub fn of(seq: u64, i: u64, n: u64) -> u64 {
+        assert!(seq <= Self::NUMBER && i < n);
+        seq | if i == 0 { Self::FIRST } else { 0 } | if i + 1 == n { Self::LAST } else { 0 }
+    }
+
+    /// The sequence number of a stamp.
+    pub fn number(stamp: u64) -> u64 {
+        stamp & Self::NUMBER
+    }
+}
 
 /// What the FTL keeps in each sector's OOB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SectorOob {
     /// The LBA, or `OOB_LBA_PAD` / `OOB_LBA_META` / `OOB_LBA_TRIM`.
     pub lba: u32,
-    /// Global sequence number of the host write that produced this data (kept by GC).
+    /// The stamp: the sequence number of the host write that produced this data and its
+    /// request edges ([`Stamp`]); kept by GC. [`SectorOob::number`] is the sequence number.
     pub seq: u64,
+}
+
+impl SectorOob {
+    /// The sequence number (the stamp without its request edges).
+    pub fn number(&self) -> u64 {
+        Stamp::number(self.seq)
+    }
+    pub fn first(&self) -> bool {
+        self.seq & Stamp::FIRST != 0
+    }
+    pub fn last(&self) -> bool {
+        self.seq & Stamp::LAST != 0
+    }
 }
 
 fn sector_crc(head: &[u8], data: &[u8]) -> u32 {

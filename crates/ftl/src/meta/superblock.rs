@@ -4,7 +4,7 @@
 //! | offset | size | field |
 //! | --- | --- | --- |
 //! | 0 | 8 | magic `"LNVMSUPR"` |
-//! | 8 | 4 | version ([`VERSION`] = 1): the format version of the FTL's on-media layout |
+//! | 8 | 4 | version ([`VERSION`] = 2): the format version of the FTL's on-media layout (1: the same, but sector OOBs carry no request edges, so writes are not atomic; still read and written) |
 //! | 12 | 4 | reserved (zeros) |
 //! | 16 | 8 | generation |
 //! | 24 | 32 | geometry ([`Geometry::encode_le`]) |
@@ -33,7 +33,10 @@ use super::{u32_at, u64_at, DecodeError};
 use crate::config::{FtlConfig, PlacementKind, VictimPolicyKind, WearConfig};
 
 pub const MAGIC: [u8; 8] = *b"LNVMSUPR";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The oldest version this build reads (and keeps writing in: its sectors carry no request
+/// edges).
+pub const OLDEST_VERSION: u32 = 1;
 
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 8;
@@ -81,6 +84,9 @@ const WEAR_STATIC_OFF: u32 = u32::MAX;
 /// Static description of a formatted FTL, written twice at format time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Superblock {
+    /// The format version ([`VERSION`], or [`OLDEST_VERSION`] for images formatted before
+    /// writes were atomic).
+    pub version: u32,
     pub generation: u64,
     pub geometry: Geometry,
     /// Lines (from block 0) reserved for the superblock copies.
@@ -105,7 +111,8 @@ pub fn encode(sb: &Superblock, page: &mut [u8]) {
     let c = &sb.config;
     page.fill(0);
     page[OFF_MAGIC..OFF_MAGIC + MAGIC.len()].copy_from_slice(&MAGIC);
-    put_u32(page, OFF_VERSION, VERSION);
+    assert!((OLDEST_VERSION..=VERSION).contains(&sb.version));
+    put_u32(page, OFF_VERSION, sb.version);
     put_u64(page, OFF_GENERATION, sb.generation);
     let mut geometry = [0u8; GEOMETRY_BYTES];
     sb.geometry.encode_le(&mut geometry);
@@ -137,7 +144,10 @@ pub fn decode(page: &[u8]) -> Result<Superblock, DecodeError> {
     check_magic(WHAT, page, &MAGIC)?;
     need(WHAT, page, BYTES as u64)?;
     check_seal(WHAT, page, OFF_CRC)?;
-    check_version(WHAT, u32_at(page, OFF_VERSION), VERSION)?;
+    let version = u32_at(page, OFF_VERSION);
+    if version != OLDEST_VERSION {
+        check_version(WHAT, version, VERSION)?;
+    }
     let victim = match (u32_at(page, OFF_VICTIM), u32_at(page, OFF_VICTIM_D)) {
         (0, _) => VictimPolicyKind::Greedy,
         (1, _) => VictimPolicyKind::CostBenefit,
@@ -172,6 +182,7 @@ pub fn decode(page: &[u8]) -> Result<Superblock, DecodeError> {
     let mut geometry = [0u8; GEOMETRY_BYTES];
     geometry.copy_from_slice(&page[OFF_GEOMETRY..OFF_GEOMETRY + GEOMETRY_BYTES]);
     Ok(Superblock {
+        version,
         generation: u64_at(page, OFF_GENERATION),
         geometry: Geometry::decode_le(&geometry),
         reserved_lines: u32_at(page, OFF_RESERVED_LINES),
@@ -190,6 +201,7 @@ mod tests {
         let mut geometry = Geometry::new(3, 2, 40, 64, 4);
         geometry.mw_cunits = 3;
         let sb = Superblock {
+            version: VERSION,
             generation: 0x0102_0304_0506,
             geometry,
             reserved_lines: 1,

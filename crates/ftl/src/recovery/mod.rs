@@ -43,6 +43,8 @@ pub struct RecoveryReport {
     pub lines_without_header: u32,
     pub sectors_replayed: u64,
     pub trims_replayed: u64,
+    /// Host writes a power cut left incomplete, discarded whole (atomic writes).
+    pub writes_discarded: u64,
     /// Sectors that failed their checksum or could not be read during replay.
     pub sectors_unreadable: u64,
     /// LBAs whose checkpointed data is gone with no newer copy: they read as errors.
@@ -62,6 +64,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
     let ckpts = step_checkpoints(&mut ftl, &found, &mut report)?;
     let lines = step_select(&ftl, &found, (ckpts[0].0, &ckpts[0].1), &mut report);
     let basis = replay::Basis {
+        atomic: ftl.atomic_sectors.is_some(),
         geo: ftl.geo,
         exported: ftl.exported,
         footer_slots: ftl.footer_slots,
@@ -107,6 +110,28 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
             return Err(FtlError::Corrupt(format!(
                 "state after reopening lines is inconsistent: {e}"
             )));
+        }
+        // The sectors of discarded writes stay on media, newer than what their LBAs read as:
+        // once a checkpoint covered their numbers, a later replay would take them for old
+        // copies. Their LBAs are written again (same contents, new numbers) first.
+        let lbas: Vec<u32> = replayed
+            .discarded
+            .iter()
+            .flat_map(|d| d.lbas.iter().copied())
+            .collect();
+        if !lbas.is_empty() {
+            match ftl.restamp(&lbas) {
+                Ok(()) => {}
+                Err(FtlError::ReadOnly { reason }) => {
+                    // No checkpoint may cover the discarded writes' numbers now (see above);
+                    // nothing more is written.
+                    ftl.recovery.notes.push(format!(
+                        "discarded writes not restamped: read-only ({reason}); no post-recovery checkpoint"
+                    ));
+                    return Ok(ftl);
+                }
+                Err(e) => return Err(e),
+            }
         }
         rebuild::checkpoint_after_replay(&mut ftl)?;
     }

@@ -55,7 +55,7 @@ pub fn final_map<M: Media>(
         let still = match win.base_seq.get(&lba32) {
             Some(s) if !erased => *s,
             _ if erased => None,
-            _ => checkpointed_seq(media, &b.geo, *entry, lba32)?,
+            _ => checkpointed_seq(media, &b.geo, *entry, lba32, b.ckpt.seq)?,
         };
         if still.is_none() {
             report.sectors_lost += 1;
@@ -163,6 +163,11 @@ pub fn rebuild<M: Media>(
     }
     ftl.durability.restore(kept);
     ftl.seq = replayed.max_seq;
+    // What each line holds is not known here: as new as anything found, for the release of
+    // emptied lines (they wait for checkpoints that cover it).
+    for line in 0..ftl.pool.len() as u32 {
+        ftl.pool.note_seq(line, ftl.seq);
+    }
     ftl.pool.line_seq = max_line_seq.max(ftl.pool.line_seq);
     ftl.pool.close_seq = close_seq;
     ftl.update_read_only();

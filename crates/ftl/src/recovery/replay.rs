@@ -8,9 +8,13 @@
 //!   number is read from the OOB at the checkpoint's location; if that location was erased and
 //!   reused since, GC relocated the data first, and the relocated copy (same sequence number)
 //!   is found among the newer lines;
-//! * trim records apply to LBAs whose winning copy is older than the trim.
+//! * trim records apply to LBAs whose winning copy is older than the trim;
+//! * a host write newer than the checkpoint counts only if every one of its sectors is found
+//!   (format version 2: the sectors of a write share a sequence number, and the first and
+//!   last carry request edges, [`meta::oob::Stamp`]); a write a power cut left incomplete is
+//!   discarded whole, so its LBAs keep their older copies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use lightnvm_media::{Geometry, Media, PageAddr};
 
@@ -46,6 +50,19 @@ pub struct Replayed {
     pub records: HashMap<u32, Vec<RecordEntry>>,
     /// Sectors of lines without a footer that fail their checksum.
     pub damaged: Vec<Damaged>,
+    /// Copies of host writes newer than the checkpoint, weighed once it is known whether
+    /// their write is complete: (LBA, stamp, raw L2P entry, rank).
+    deferred: Vec<(u32, u64, u32, u64)>,
+    /// Host writes found incomplete and discarded.
+    pub discarded: Vec<DiscardedWrite>,
+}
+
+/// A host write a power cut left incomplete: some of its sectors were durable, not all.
+#[derive(Debug, Clone)]
+pub struct DiscardedWrite {
+    pub seq: u64,
+    /// The LBAs of the sectors found (their older copies are what they read as).
+    pub lbas: Vec<u32>,
 }
 
 /// A sector that fails its checksum in a line without a footer.
@@ -61,6 +78,8 @@ pub struct Damaged {
 
 /// The inputs every step of replay reads.
 pub struct Basis<'a> {
+    /// Sector stamps carry request edges (format version 2): writes are all-or-nothing.
+    pub atomic: bool,
     pub geo: Geometry,
     pub exported: u64,
     pub footer_slots: u32,
@@ -89,12 +108,14 @@ pub fn replay<M: Media>(
     let newest = r.max_seq.saturating_add(r.damaged.len() as u64);
     for d in std::mem::take(&mut r.damaged) {
         match d.claim {
-            Some(c) if (c.lba as u64) < b.exported && c.seq > 0 && c.seq <= newest => {
+            Some(c) if (c.lba as u64) < b.exported && c.number() > 0 && c.number() <= newest => {
                 report.problems.push(format!(
                     "{}: checksum fails; its OOB says LBA {} (seq {}): reads of it fail unless a newer copy exists",
-                    d.at, c.lba, c.seq
+                    d.at,
+                    c.lba,
+                    c.number()
                 ));
-                consider(media, b, &mut r.win, c.lba, c.seq, L2P_LOST, d.rank)?;
+                weigh(media, b, &mut r, c.lba, c.seq, L2P_LOST, d.rank)?;
             }
             _ if d.may_be_torn => report.notes.push(format!(
                 "{}: torn by a power cut (not durable; skipped)",
@@ -106,7 +127,91 @@ pub fn replay<M: Media>(
             )),
         }
     }
+    settle_writes(media, b, &mut r, report)?;
     Ok(r)
+}
+
+/// Weighs a copy found in a replayed line: now if it is older than the checkpoint (or the
+/// format has no request edges, or it is a trim), after replay (`settle_writes`) otherwise.
+fn weigh<M: Media>(
+    media: &mut M,
+    b: &Basis,
+    r: &mut Replayed,
+    lba: u32,
+    stamp: u64,
+    raw: u32,
+    rank: u64,
+) -> Result<(), FtlError> {
+    let seq = meta::oob::Stamp::number(stamp);
+    if b.atomic && seq > b.ckpt.seq {
+        r.deferred.push((lba, stamp, raw, rank));
+        return Ok(());
+    }
+    consider(media, b, &mut r.win, lba, seq, raw, rank)
+}
+
+/// Weighs the copies of host writes newer than the checkpoint whose every sector was found:
+/// the LBAs from the sector marked first to the one marked last, all of them. The others are
+/// discarded whole (a power cut came before all their sectors were durable; such a write was
+/// not flushed, and it is applied all-or-nothing).
+fn settle_writes<M: Media>(
+    media: &mut M,
+    b: &Basis,
+    r: &mut Replayed,
+    report: &mut RecoveryReport,
+) -> Result<(), FtlError> {
+    #[derive(Default)]
+    struct Found {
+        first: Option<u32>,
+        last: Option<u32>,
+        lbas: HashSet<u32>,
+    }
+    let mut writes: HashMap<u64, Found> = HashMap::new();
+    for &(lba, stamp, _, _) in &r.deferred {
+        let f = writes.entry(meta::oob::Stamp::number(stamp)).or_default();
+        if stamp & meta::oob::Stamp::FIRST != 0 {
+            f.first = Some(lba);
+        }
+        if stamp & meta::oob::Stamp::LAST != 0 {
+            f.last = Some(lba);
+        }
+        f.lbas.insert(lba);
+    }
+    let complete = |f: &Found| match (f.first, f.last) {
+        (Some(a), Some(z)) => {
+            a <= z
+                && f.lbas.len() as u64 == (z - a) as u64 + 1
+                && f.lbas.iter().all(|l| (a..=z).contains(l))
+        }
+        _ => false,
+    };
+    let mut discarded: Vec<DiscardedWrite> = writes
+        .iter()
+        .filter(|(_, f)| !complete(f))
+        .map(|(&seq, f)| {
+            let mut lbas: Vec<u32> = f.lbas.iter().copied().collect();
+            lbas.sort_unstable();
+            DiscardedWrite { seq, lbas }
+        })
+        .collect();
+    discarded.sort_by_key(|d| d.seq);
+    for (lba, stamp, raw, rank) in std::mem::take(&mut r.deferred) {
+        let seq = meta::oob::Stamp::number(stamp);
+        if complete(&writes[&seq]) {
+            consider(media, b, &mut r.win, lba, seq, raw, rank)?;
+        }
+    }
+    for d in &discarded {
+        report.notes.push(format!(
+            "write seq {} was cut off by the power loss ({} sector(s) durable, from LBA {}): discarded whole",
+            d.seq,
+            d.lbas.len(),
+            d.lbas[0]
+        ));
+    }
+    report.writes_discarded += discarded.len() as u64;
+    r.discarded = discarded;
+    Ok(())
 }
 
 fn replay_line<M: Media>(
@@ -146,12 +251,12 @@ fn replay_line<M: Media>(
                     if secs.iter().any(|(j, _)| *j == i) {
                         continue;
                     }
-                    if let Some(&(lba, seq)) = f.entries.get(index(i)) {
+                    if let Some(&(lba, stamp)) = f.entries.get(index(i)) {
                         if (lba as u64) < b.exported {
                             report.problems.push(format!(
                                 "{addr} sector {i}: checksum fails; the footer says it held LBA {lba}"
                             ));
-                            consider(media, b, &mut r.win, lba, seq, L2P_LOST, rank)?;
+                            weigh(media, b, r, lba, stamp, L2P_LOST, rank)?;
                         }
                     }
                 }
@@ -161,7 +266,7 @@ fn replay_line<M: Media>(
         }
         for (i, o) in secs {
             let ppa = Ppa::at(&g, addr, i);
-            r.max_seq = r.max_seq.max(o.seq);
+            r.max_seq = r.max_seq.max(o.number());
             r.records
                 .entry(line)
                 .or_default()
@@ -203,7 +308,7 @@ fn replay_line<M: Media>(
                 continue;
             }
             report.sectors_replayed += 1;
-            consider(media, b, &mut r.win, o.lba, o.seq, ppa.0, rank)?;
+            weigh(media, b, r, o.lba, o.seq, ppa.0, rank)?;
         }
     }
     Ok(())
@@ -248,16 +353,19 @@ fn note_damage<M: Media>(
 }
 
 /// The sequence number of the copy the checkpoint maps `lba` to, if that sector still holds
-/// it.
+/// it. A copy there newer than the checkpoint (`ckpt_seq`) is not it: GC moved the
+/// checkpointed copy, the line was erased and reused, and a later write of the same LBA
+/// landed in the same place (one a power cut left incomplete, perhaps, and discarded).
 pub fn checkpointed_seq<M: Media>(
     media: &mut M,
     geo: &Geometry,
     raw: u32,
     lba: u32,
+    ckpt_seq: u64,
 ) -> Result<Option<u64>, FtlError> {
     let ppa = L2pEntry::decode(raw).ppa().expect("a mapped entry");
     let (addr, sector) = ppa.addr(geo);
-    seq_at(media, addr, sector, lba)
+    Ok(seq_at(media, addr, sector, lba)?.filter(|&s| s <= ckpt_seq || s == u64::MAX))
 }
 
 /// Weighs one copy (`raw`: a PPA, `L2P_UNMAPPED` for a trim, `L2P_LOST` for a damaged
@@ -295,7 +403,7 @@ fn consider<M: Media>(
         let base = match win.base_seq.get(&lba) {
             Some(s) => *s,
             None => {
-                let s = checkpointed_seq(media, &b.geo, at, lba)?;
+                let s = checkpointed_seq(media, &b.geo, at, lba, b.ckpt.seq)?;
                 win.base_seq.insert(lba, s);
                 s
             }
