@@ -41,6 +41,8 @@ pub struct Export<M: Media> {
     realtime: bool,
     /// Structured replies and block status offered (off: for comparisons, as old servers).
     structured: bool,
+    /// The largest write the FTL applies atomically, in bytes (`None`: not atomic).
+    atomic_bytes: Option<u64>,
     clock: Arc<dyn Clock>,
     pub stats: ServerStats,
 }
@@ -110,6 +112,7 @@ impl<M: Media> Export<M> {
         // A device that has run out of good blocks is exported read-only.
         let read_only = read_only || ftl.read_only_reason().is_some();
         let clock = ftl.media().clock().clone();
+        let atomic_bytes = ftl.atomic_write_sectors().map(|s| s * SS);
         Export {
             ftl: RwLock::new(ftl),
             name: name.to_string(),
@@ -117,6 +120,7 @@ impl<M: Media> Export<M> {
             read_only,
             realtime,
             structured: true,
+            atomic_bytes,
             clock,
             stats: ServerStats::default(),
         }
@@ -260,6 +264,25 @@ impl<M: Media> Export<M> {
     /// Runs `f` on the FTL alone, as a write does (`None` if poisoned).
     pub fn with_ftl_mut<R>(&self, f: impl FnOnce(&mut Ftl<M>) -> R) -> Option<R> {
         self.ftl.write().ok().map(|mut g| f(&mut g))
+    }
+
+    /// The largest request advertised: the largest atomic write, at most [`MAX_PAYLOAD`].
+    pub fn max_request(&self) -> u32 {
+        match self.atomic_bytes {
+            Some(b) => b.min(MAX_PAYLOAD as u64) as u32,
+            None => MAX_PAYLOAD,
+        }
+    }
+
+    /// The export's description (NBD_INFO_DESCRIPTION; `nbdinfo` shows it).
+    pub fn description(&self) -> String {
+        match self.atomic_bytes {
+            Some(b) => format!(
+                "lightnvm FTL; writes and write-zeroes up to {} KiB are atomic across power loss",
+                b.min(MAX_PAYLOAD as u64) >> 10
+            ),
+            None => "lightnvm FTL (format version 1: writes are not atomic)".to_string(),
+        }
     }
 
     /// Turns structured replies and block status off (on by default): for comparisons with
@@ -557,12 +580,21 @@ fn info_export<M: Media>(export: &Export<M>, option: u32, neg: &Negotiated) -> V
     option_reply(option, REP_INFO, &d)
 }
 
-fn info_block_size(option: u32) -> Vec<u8> {
+/// Block sizes: the largest request advertised is the largest write applied atomically (up to
+/// the 32 MiB payload limit), so clients that respect it never have a write split.
+fn info_block_size(option: u32, max: u32) -> Vec<u8> {
     let mut d = Vec::with_capacity(14);
     d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
     d.extend_from_slice(&MIN_BLOCK.to_be_bytes());
     d.extend_from_slice(&PREFERRED_BLOCK.to_be_bytes());
-    d.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
+    d.extend_from_slice(&max.to_be_bytes());
+    option_reply(option, REP_INFO, &d)
+}
+
+fn info_description(option: u32, text: &str) -> Vec<u8> {
+    let mut d = Vec::with_capacity(2 + text.len());
+    d.extend_from_slice(&INFO_DESCRIPTION.to_be_bytes());
+    d.extend_from_slice(text.as_bytes());
     option_reply(option, REP_INFO, &d)
 }
 
@@ -746,7 +778,10 @@ fn handshake<M: Media, S: Read + Write>(
                 if req.requests.contains(&INFO_NAME) {
                     out.extend_from_slice(&info_name(h.option, &export.name));
                 }
-                out.extend_from_slice(&info_block_size(h.option));
+                if req.requests.contains(&INFO_DESCRIPTION) {
+                    out.extend_from_slice(&info_description(h.option, &export.description()));
+                }
+                out.extend_from_slice(&info_block_size(h.option, export.max_request()));
                 out.extend_from_slice(&option_reply(h.option, REP_ACK, &[]));
                 s.write_all(&out)?;
                 if h.option == OPT_GO {

@@ -330,7 +330,10 @@ fn options_list_info_unknown_and_abort() {
     assert_eq!(c.option_reply().1, REP_ERR_UNKNOWN);
     c.option(OPT_INFO, &[0, 0, 0, 9, b'a']);
     assert_eq!(c.option_reply().1, REP_ERR_INVALID);
-    c.option(OPT_INFO, &Client::info_data("lightnvm", &[INFO_NAME]));
+    c.option(
+        OPT_INFO,
+        &Client::info_data("lightnvm", &[INFO_NAME, INFO_DESCRIPTION]),
+    );
     let mut kinds = Vec::new();
     loop {
         let (_, ty, d) = c.option_reply();
@@ -340,10 +343,21 @@ fn options_list_info_unknown_and_abort() {
         assert_eq!(ty, REP_INFO);
         kinds.push(u16::from_be_bytes(d[0..2].try_into().unwrap()));
         if kinds.last() == Some(&INFO_BLOCK_SIZE) {
-            assert_eq!(&d[2..], &[0, 0, 2, 0, 0, 0, 16, 0, 2, 0, 0, 0]);
+            // 512 / 4096 / the largest atomic write (this small device's spare space allows
+            // less than 32 MiB).
+            assert_eq!(&d[2..10], &[0, 0, 2, 0, 0, 0, 16, 0]);
+            let max = u32::from_be_bytes(d[10..14].try_into().unwrap());
+            assert!(max >= 4096 && max < 32 << 20 && max % 4096 == 0, "{max}");
+        }
+        if kinds.last() == Some(&INFO_DESCRIPTION) {
+            let text = String::from_utf8(d[2..].to_vec()).unwrap();
+            assert!(text.contains("are atomic across power loss"), "{text}");
         }
     }
-    assert_eq!(kinds, vec![INFO_EXPORT, INFO_NAME, INFO_BLOCK_SIZE]);
+    assert_eq!(
+        kinds,
+        vec![INFO_EXPORT, INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE]
+    );
     // Too much option data is refused without being kept.
     c.option(OPT_INFO, &vec![0u8; (MAX_OPTION_DATA + 1) as usize]);
     assert_eq!(c.option_reply().1, REP_ERR_TOO_BIG);
