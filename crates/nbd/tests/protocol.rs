@@ -347,7 +347,7 @@ fn options_list_info_unknown_and_abort() {
             // less than 32 MiB).
             assert_eq!(&d[2..10], &[0, 0, 2, 0, 0, 0, 16, 0]);
             let max = u32::from_be_bytes(d[10..14].try_into().unwrap());
-            assert!(max >= 4096 && max < 32 << 20 && max % 4096 == 0, "{max}");
+            assert!((4096..32 << 20).contains(&max) && max % 4096 == 0, "{max}");
         }
         if kinds.last() == Some(&INFO_DESCRIPTION) {
             let text = String::from_utf8(d[2..].to_vec()).unwrap();
