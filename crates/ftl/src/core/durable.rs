@@ -87,6 +87,7 @@ impl<M: Media> Ftl<M> {
     pub(crate) fn checkpoint_unblocks(&self, ctx: Ctx) -> bool {
         !ctx.replacing
             && !self.in_checkpoint
+            && !self.restamping
             && self.health == Health::Writable
             && self.pool.pending_blocked(self.durability.trim_horizon())
     }
@@ -118,6 +119,10 @@ impl<M: Media> Ftl<M> {
     /// durable.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) -> Result<(), FtlError> {
         assert!(!self.in_checkpoint, "checkpoints do not nest");
+        assert!(
+            !self.restamping,
+            "no checkpoint may cover discarded writes before they are restamped"
+        );
         self.in_checkpoint = true;
         let r = self.write_checkpoint_now(clean);
         self.in_checkpoint = false;

@@ -90,6 +90,9 @@ pub struct Ftl<M: Media> {
     pub(crate) in_checkpoint: bool,
     /// The sequence number of the host write or trim being applied, if one is.
     pub(crate) in_flight: Option<u64>,
+    /// Recovery is restamping the LBAs of discarded writes: no checkpoint may be written
+    /// until it is done (it would cover their numbers).
+    pub(crate) restamping: bool,
     /// Longest host write applied all-or-nothing, in sectors (`None`: a format-version-1
     /// image, whose sectors carry no request edges).
     pub(crate) atomic_sectors: Option<u64>,
@@ -150,6 +153,7 @@ impl<M: Media> Ftl<M> {
             pending: None,
             in_checkpoint: false,
             in_flight: None,
+            restamping: false,
             atomic_sectors: (sb.version >= 2)
                 .then(|| layout::atomic_sectors(&config, &pool_caps, exported)),
             read_counters: ReadCounters::default(),
@@ -602,6 +606,13 @@ impl<M: Media> Ftl<M> {
     /// no older-numbered copy beats it). No checkpoint is taken meanwhile.
     pub(crate) fn restamp(&mut self, lbas: &[u32]) -> Result<(), FtlError> {
         self.check_writable()?;
+        self.restamping = true;
+        let r = self.restamp_all(lbas);
+        self.restamping = false;
+        r
+    }
+
+    fn restamp_all(&mut self, lbas: &[u32]) -> Result<(), FtlError> {
         let mut lbas = lbas.to_vec();
         lbas.sort_unstable();
         lbas.dedup();
