@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real NBD clients against `lightnvm serve`: nbdinfo, qemu-img, qemu-io, nbdcopy, fio, a real
 # ext4 through nbdfuse + a loop device, SIGTERM, and kill -9 with flushed data verified.
-# Needs: libnbd-bin (nbdinfo, nbdcopy, nbdfuse), qemu-utils, fio, fuse3, e2fsprogs, util-linux.
+# Needs: libnbd-bin (nbdinfo, nbdcopy, nbdfuse), python3-libnbd (scripts/backup.py), qemu-utils,
+# fio, fuse3, e2fsprogs, util-linux.
 # Run by scripts/test.sh after the release build; prints "N passed, 0 failed" at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,8 +63,9 @@ assert (e["block_size_minimum"], e["block_size_preferred"], e["block_size_maximu
 for flag in ("can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"):
     assert e[flag] is True, flag
 assert e["is_read_only"] is False
+assert "up to 32768 KiB are atomic" in e["description"], e
 EOF
-ok "nbdinfo --json: size $SIZE, block sizes 512/4096/32M, flush/fua/trim/zero/multi-conn"
+ok "nbdinfo --json: size $SIZE, block sizes 512/4096/32M, flush/fua/trim/zero/multi-conn, atomic writes in the description"
 [[ "$(nbdinfo --size "nbd+unix:///?socket=$W/sock")" == "$SIZE" ]] || fail "unix socket"
 ok "unix socket export"
 
