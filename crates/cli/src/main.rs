@@ -78,6 +78,10 @@ struct TortureArgs {
     /// rot): damaged LBAs may read as errors, never as older data.
     #[arg(long, conflicts_with = "no_faults")]
     damage: bool,
+    /// Larger geometries (128-512 MiB of RAM media per seed), with room for atomic writes of
+    /// 8,192 sectors (32 MiB): one write in ten is up to that long.
+    #[arg(long)]
+    large: bool,
     /// Submitting threads per seed, sharing one FTL as the NBD server does (reads in
     /// parallel): 1 is the exact, single-threaded harness; more checks concurrent clients
     /// (each thread's workload is fixed by the seed, their interleaving is not).
@@ -540,6 +544,7 @@ fn torture(a: TortureArgs) -> Result<()> {
                 media_faults: faults,
                 max_ops_between_cuts: max_ops,
                 post_cut_damage: damage,
+                large: a.large,
             };
             // A panic is a finding too: report it as this seed's violation.
             let run = || {

@@ -514,6 +514,7 @@ pub fn replay(r: &Replay) -> TortureOutcome {
         media_faults: r.media_faults,
         max_ops_between_cuts: r.max_ops_between_cuts,
         post_cut_damage: false,
+        large: false,
     };
     run_seed(cfg, Source::Log(r)).0
 }
@@ -529,11 +530,17 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
         ..Default::default()
     };
     // Every thread needs a slice of at least one LBA.
-    let formatted =
-        format_random(&mut rng, cfg.media_faults, cfg.seed, submitters as u64).map(|(f, g)| {
-            out.geometry = format!("{submitters} threads, {g}");
-            f
-        });
+    let formatted = format_random(
+        &mut rng,
+        cfg.media_faults,
+        cfg.seed,
+        submitters as u64,
+        false,
+    )
+    .map(|(f, g)| {
+        out.geometry = format!("{submitters} threads, {g}");
+        f
+    });
     let Some(mut ftl) = formatted else {
         out.violations
             .push("no random geometry could be formatted".into());
@@ -818,6 +825,7 @@ mod tests {
             media_faults: false,
             max_ops_between_cuts: 500,
             post_cut_damage: false,
+            large: false,
         };
         let (o, r) = record(cfg, 4);
         assert!(o.violations.is_empty(), "{:?}", o.violations);
@@ -876,6 +884,7 @@ mod tests {
                     media_faults: seed % 2 == 0,
                     max_ops_between_cuts: 800,
                     post_cut_damage: false,
+                    large: false,
                 },
                 4,
             );

@@ -33,6 +33,9 @@ pub struct TortureConfig {
     /// (retention errors, or damage while the device was off). Damaged LBAs may read as
     /// errors, never as older values. Needs `media_faults` (errors are then allowed).
     pub post_cut_damage: bool,
+    /// Geometries with room for 8,192-sector (32 MiB) atomic writes (128–512 MiB of RAM
+    /// media each) instead of small ones.
+    pub large: bool,
 }
 
 /// Flips one bit in 1 to 3 randomly chosen written sectors that hold host data (their OOB
@@ -142,14 +145,25 @@ pub(crate) fn random_setup(
     rng: &mut ChaCha8Rng,
     media_faults: bool,
     seed: u64,
+    large: bool,
 ) -> (MediaConfig, FtlConfig) {
-    let mut g = Geometry::new(
-        rng.gen_range(1..=4),
-        rng.gen_range(1..=2),
-        rng.gen_range(10..=24),
-        rng.gen_range(8..=32),
-        rng.gen_range(1..=4),
-    );
+    let mut g = if large {
+        Geometry::new(
+            rng.gen_range(2..=4),
+            2,
+            rng.gen_range(24..=40),
+            rng.gen_range(48..=64),
+            4,
+        )
+    } else {
+        Geometry::new(
+            rng.gen_range(1..=4),
+            rng.gen_range(1..=2),
+            rng.gen_range(10..=24),
+            rng.gen_range(8..=32),
+            rng.gen_range(1..=4),
+        )
+    };
     if rng.gen_bool(0.3) {
         g.mw_cunits = rng.gen_range(0..g.pages_per_block.min(3));
     }
@@ -174,7 +188,11 @@ pub(crate) fn random_setup(
         _ => VictimPolicyKind::DChoices { d: 3 },
     };
     let ftl = FtlConfig {
-        over_provisioning: rng.gen_range(0.1..0.4),
+        over_provisioning: if large {
+            rng.gen_range(0.4..0.5)
+        } else {
+            rng.gen_range(0.1..0.4)
+        },
         victim,
         placement: if rng.gen_bool(0.8) {
             PlacementKind::SeparateGc
@@ -218,9 +236,10 @@ pub(crate) fn format_random(
     media_faults: bool,
     seed: u64,
     min_exported: u64,
+    large: bool,
 ) -> Option<(Ftl<RamMedia>, String)> {
     for _ in 0..32 {
-        let (mc, fc) = random_setup(rng, media_faults, seed);
+        let (mc, fc) = random_setup(rng, media_faults, seed, large);
         let Ok(media) = RamMedia::new(mc, VirtualClock::new()) else {
             continue;
         };
@@ -242,10 +261,11 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         seed: cfg.seed,
         ..Default::default()
     };
-    let formatted = format_random(&mut rng, cfg.media_faults, cfg.seed, 1).map(|(f, g)| {
-        out.geometry = g;
-        f
-    });
+    let formatted =
+        format_random(&mut rng, cfg.media_faults, cfg.seed, 1, cfg.large).map(|(f, g)| {
+            out.geometry = g;
+            f
+        });
     let Some(mut ftl) = formatted else {
         out.violations
             .push("no random geometry could be formatted".into());
