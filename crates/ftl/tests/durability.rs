@@ -81,6 +81,7 @@ fn torture_many_cuts_without_media_faults() {
             media_faults: false,
             max_ops_between_cuts: 400,
             post_cut_damage: false,
+            large: false,
         });
         assert!(
             o.violations.is_empty(),
@@ -102,6 +103,7 @@ fn torture_with_media_faults() {
             media_faults: true,
             max_ops_between_cuts: 400,
             post_cut_damage: false,
+            large: false,
         });
         assert!(
             o.violations.is_empty(),
@@ -131,6 +133,7 @@ fn debug_one_seed() {
         media_faults: faults,
         max_ops_between_cuts: max,
         post_cut_damage: false,
+        large: false,
     });
     eprintln!("{o:#?}");
 }
@@ -146,6 +149,7 @@ fn an_unreadable_checkpointed_copy_never_lets_an_older_copy_win() {
         media_faults: true,
         max_ops_between_cuts: 2000,
         post_cut_damage: false,
+        large: false,
     });
     assert!(o.violations.is_empty(), "{:?}", o.violations);
     assert_eq!(o.cuts, 10);
