@@ -55,6 +55,11 @@ impl Durability {
         self.kept = kept;
     }
 
+    /// The newest kept checkpoint's sequence number (0 before the first).
+    pub fn newest_seq(&self) -> u64 {
+        self.kept.last().map_or(0, |c| c.1)
+    }
+
     /// Sequence number below which trim records are covered by both kept checkpoints.
     pub fn trim_horizon(&self) -> u64 {
         self.kept.first().map_or(0, |c| c.1)

@@ -46,7 +46,7 @@ impl<M: Media> Ftl<M> {
 
     /// Pads both streams' partial pages and syncs the media: everything written so far is
     /// durable. Lines emptied by GC become free (erasable) only here, and only those whose
-    /// writes both kept checkpoints cover (recovery replays from either, and must find every
+    /// writes the newest checkpoint covers (recovery replays from it, and must find every
     /// sector written since, to tell complete writes from torn ones).
     pub(crate) fn durable_point(&mut self, ctx: Ctx) -> Result<(), FtlError> {
         tracing::trace!(pending = self.pool.pending_list().len(), "durable point");
@@ -61,7 +61,7 @@ impl<M: Media> Ftl<M> {
             // may be erased only once that data is durable (the outer durable point).
             return Ok(());
         }
-        self.pool.release_pending(self.durability.trim_horizon());
+        self.pool.release_pending(self.durability.newest_seq());
         Ok(())
     }
 
@@ -71,12 +71,8 @@ impl<M: Media> Ftl<M> {
         let low = |f: &Self| f.pool.free_list().len() <= layout::user_reserve(&f.config);
         if !self.pool.pending_list().is_empty() && low(self) {
             self.durable_point(ctx)?;
-            // Lines waiting for checkpoints to cover their writes: write them (two at most:
-            // both kept checkpoints must cover a line).
-            for _ in 0..2 {
-                if !(low(self) && self.checkpoint_unblocks(ctx)) {
-                    break;
-                }
+            // Lines waiting for a checkpoint to cover their writes: write one.
+            if low(self) && self.checkpoint_unblocks(ctx) {
                 self.write_checkpoint(false)?;
             }
         }
@@ -89,7 +85,7 @@ impl<M: Media> Ftl<M> {
             && !self.in_checkpoint
             && !self.restamping
             && self.health == Health::Writable
-            && self.pool.pending_blocked(self.durability.trim_horizon())
+            && self.pool.pending_blocked(self.durability.newest_seq())
     }
 
     /// Runs a checkpoint if enough lines were opened since the last one. Housekeeping: the
@@ -159,7 +155,7 @@ impl<M: Media> Ftl<M> {
                 // Two newer checkpoints are durable: nothing needs this one.
                 self.pool.release(old);
             }
-            self.pool.release_pending(self.durability.trim_horizon());
+            self.pool.release_pending(self.durability.newest_seq());
             self.stats.checkpoints += 1;
             return Ok(());
         }

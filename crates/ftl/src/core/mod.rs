@@ -620,6 +620,7 @@ impl<M: Media> Ftl<M> {
         let mut data = vec![0u8; ss];
         for &l in &lbas {
             let lba = Lba::checked(l as u64, self.exported).expect("replayed LBAs are exported");
+            tracing::debug!(lba = l, entry = ?self.map.get(lba), "restamp");
             let kind = match self.map.get(lba) {
                 L2pEntry::Lost => continue,
                 L2pEntry::Mapped(ppa) => {

@@ -80,6 +80,9 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
         &mut report,
     )?;
     rebuild::rebuild(&mut ftl, &found, &ckpts, l2p, &replayed)?;
+    for &(_, line) in &lines {
+        ftl.pool.note_seq(line, ftl.seq);
+    }
     // Changed-block tracking: the checkpoint's marks and epochs (every mark is in it: taking
     // one writes one), and every LBA whose winning copy is newer than it changed since.
     ftl.marks = crate::marks::Marks::from_record(ckpts[0].1.marks.clone());

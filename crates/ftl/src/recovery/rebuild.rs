@@ -163,10 +163,11 @@ pub fn rebuild<M: Media>(
     }
     ftl.durability.restore(kept);
     ftl.seq = replayed.max_seq;
-    // What each line holds is not known here: as new as anything found, for the release of
-    // emptied lines (they wait for checkpoints that cover it).
+    // The newest write each line holds, for the release of emptied lines (they wait for a
+    // checkpoint that covers it): lines written before the checkpoint hold nothing newer
+    // than it; replayed lines (`recovery::open`) are taken as new as anything found.
     for line in 0..ftl.pool.len() as u32 {
-        ftl.pool.note_seq(line, ftl.seq);
+        ftl.pool.note_seq(line, ckpt.seq);
     }
     ftl.pool.line_seq = max_line_seq.max(ftl.pool.line_seq);
     ftl.pool.close_seq = close_seq;
