@@ -237,16 +237,25 @@ impl<M: Media> Export<M> {
     /// `qemu:dirty-bitmap:MARK`): extents covering the range in order, `mapped` meaning
     /// changed. EINVAL if the mark is gone.
     pub fn changed_extents(&self, mark: &str, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
+        self.runs_as_extents(off, len, |f, lba, n| f.changed_runs(mark, lba, n))
+    }
+
+    /// Byte extents covering `len` bytes at `off` from the sector runs `runs` gives for the
+    /// sectors holding them.
+    fn runs_as_extents(
+        &self,
+        off: u64,
+        len: u32,
+        runs: impl FnOnce(&Ftl<M>, u64, u64) -> Result<Vec<(u64, bool)>, FtlError>,
+    ) -> Result<Vec<Extent>, u32> {
         let end = off.checked_add(len as u64).ok_or(EINVAL)?;
         if end > self.size || len == 0 {
             return Err(EINVAL);
         }
         let start = off / SS * SS;
         let stop = end.div_ceil(SS) * SS;
-        let runs = self
-            .read_lock()?
-            .changed_runs(mark, start / SS, (stop - start) / SS)
-            .map_err(|e| errno_of(&e))?;
+        let runs =
+            runs(&*self.read_lock()?, start / SS, (stop - start) / SS).map_err(|e| errno_of(&e))?;
         Ok(clip_runs(start, off, end, &runs))
     }
 
@@ -294,17 +303,7 @@ impl<M: Media> Export<M> {
     /// The allocation status of `len` bytes at `off` (NBD block status, `base:allocation`):
     /// extents covering the range in order.
     pub fn extents(&self, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
-        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
-        if end > self.size || len == 0 {
-            return Err(EINVAL);
-        }
-        let start = off / SS * SS;
-        let stop = end.div_ceil(SS) * SS;
-        let runs = self
-            .read_lock()?
-            .mapped_runs(start / SS, (stop - start) / SS)
-            .map_err(|e| errno_of(&e))?;
-        Ok(clip_runs(start, off, end, &runs))
+        self.runs_as_extents(off, len, |f, lba, n| f.mapped_runs(lba, n))
     }
 
     fn submit_read_with(
