@@ -304,8 +304,24 @@ impl<M: Media> Ftl<M> {
                     replacing: true,
                     ..ctx
                 };
-                for u in again {
-                    self.push(k, u.kind, u.seq, &u.data, ctx)?;
+                let mut again = again.into_iter();
+                while let Some(u) = again.next() {
+                    if let Err(e) = self.push(k, u.kind, u.seq, &u.data, ctx) {
+                        // No room to place them again (the device turns read-only): what was
+                        // not placed reads as an error from now on, never as zeros.
+                        for left in std::iter::once(u).chain(again) {
+                            if let SectorKind::Data(lba) = left.kind {
+                                if !self
+                                    .pending
+                                    .as_ref()
+                                    .is_some_and(|p| p.seq == meta::oob::Stamp::number(left.seq))
+                                {
+                                    self.map.set_lost(lba);
+                                }
+                            }
+                        }
+                        return Err(e);
+                    }
                 }
                 Ok(())
             }

@@ -271,6 +271,9 @@ fn continue_line<M: Media>(
         }
     }
     if ((g.pages_per_block - row) as u64) * (pus.len() as u64) <= ftl.footer_slots as u64 + 1 {
+        // The line stays closed, without the blocks whose padding failed (they are bad now:
+        // the line must not take them back when it is freed).
+        ftl.pool.line_mut(line).pus = pus;
         return Ok(());
     }
     // The stream goes on in the line's slot order, without the PUs lost.
