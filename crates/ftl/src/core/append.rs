@@ -311,11 +311,9 @@ impl<M: Media> Ftl<M> {
                         // not placed reads as an error from now on, never as zeros.
                         for left in std::iter::once(u).chain(again) {
                             if let SectorKind::Data(lba) = left.kind {
-                                if !self
-                                    .pending
-                                    .as_ref()
-                                    .is_some_and(|p| p.seq == meta::oob::Stamp::number(left.seq))
-                                {
+                                // (A sector of the write being placed was never mapped.)
+                                let placing = self.pending.as_ref().map(|p| p.seq);
+                                if placing != Some(meta::oob::Stamp::number(left.seq)) {
                                     self.map.set_lost(lba);
                                 }
                             }
