@@ -145,7 +145,10 @@ pub fn rebuild<M: Media>(
         l.data_pus = pus;
         let state = if holds_checkpoint {
             LineState::Checkpoint
-        } else if valid > 0 || trim_lines.contains(&line) {
+        } else if valid > 0 || trim_lines.contains(&line) || replayed.records.contains_key(&line) {
+            // Replayed lines hold writes newer than the checkpoint: kept until a checkpoint
+            // covers them (a later replay from this checkpoint needs every sector of them
+            // to tell complete writes from torn ones), then made pending.
             LineState::Closed
         } else {
             LineState::Free
