@@ -4,10 +4,11 @@
 //! The rule: among every copy found (the checkpoint's mapping and the sectors of the lines
 //! written after the checkpoint), the one with the highest write sequence number wins, where
 //! * an LBA the checkpoint left unmapped only takes copies newer than the checkpoint;
-//! * an LBA the checkpoint mapped takes copies newer than the checkpoint's copy, whose sequence
-//!   number is read from the OOB at the checkpoint's location; if that location was erased and
-//!   reused since, GC relocated the data first, and the relocated copy (same sequence number)
-//!   is found among the newer lines;
+//! * an LBA the checkpoint mapped takes copies newer than the checkpoint, or copies of the
+//!   checkpointed write (the same sequence number, read from the OOB at the checkpoint's
+//!   location; if that location was erased and reused since, GC relocated the data first, and
+//!   the relocated copy is found among the newer lines); a copy numbered between the two was
+//!   not current at the checkpoint and never wins;
 //! * trim records apply to LBAs whose winning copy is older than the trim;
 //! * a host write newer than the checkpoint counts only if every one of its sectors is found
 //!   (format version 2: the sectors of a write share a sequence number, and the first and
@@ -413,7 +414,10 @@ fn consider<M: Media>(
             // Equal: a copy of the checkpointed write made after the checkpoint (GC moved it);
             // the checkpointed location may be in a line since released. A damaged copy
             // (`L2P_LOST`) of the checkpointed write does not replace it.
-            Some(s) => seq > s || (seq == s && raw != L2P_LOST),
+            // A copy newer than the checkpointed one yet not newer than the checkpoint was
+            // never current at the checkpoint (it would be in its map): superseded before it,
+            // or left by a write recovery discarded. It never wins.
+            Some(s) => seq == s && raw != L2P_LOST,
             None => true,
         }
     };
