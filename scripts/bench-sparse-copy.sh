@@ -4,14 +4,17 @@
 #   * `nbdinfo --map` must show exactly those extents as data (checked, exits 1 otherwise);
 #   * `nbdcopy` of the export to a file, from a server with structured replies and block
 #     status, and from a second server on a copy of the image started with --no-structured
-#     (so nbdcopy reads every byte, holes included): medians of RUNS copies each, same run.
+#     (so nbdcopy reads every byte, holes included): medians of RUNS copies each, same run;
+#   * the same two copies from a peer, `nbdkit memory` of the same size holding the same
+#     extents (without: `nbdcopy --no-extents`), in the same run: what the client and this
+#     machine allow a server that does no work at all.
 # Usage: scripts/bench-sparse-copy.sh [RUNS]   (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 source scripts/bench-lib.sh
-need_packages libnbd-bin qemu-utils
-P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
+need_packages libnbd-bin qemu-utils nbdkit
+P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1)); P3=$((P1 + 2))
 
 "$B" format "$DIR/img" --preset default --timing none >/dev/null
 "$B" serve "$DIR/img" --listen "127.0.0.1:$P1" --no-control >"$DIR/serve1.log" 2>&1 &
@@ -42,24 +45,35 @@ PIDS+=($!)
 wait_nbd "$P1"; wait_nbd "$P2"
 U2="nbd://127.0.0.1:$P2"
 
-copy_ms() { # uri -> milliseconds for one nbdcopy to a fresh file
+"$(command -v nbdkit)" -f -p "$P3" memory "$SIZE" &
+PIDS+=($!)
+wait_nbd "$P3"
+U3="nbd://127.0.0.1:$P3"
+qemu-io -f raw "${cmds[@]}" "$U3" >/dev/null
+
+copy_ms() { # nbdcopy arguments -> milliseconds for one nbdcopy to a fresh file
     rm -f "$DIR/out.raw"
     local t0 t1
     t0=$(date +%s%N)
-    nbdcopy "$1" "$DIR/out.raw"
+    nbdcopy "$@" "$DIR/out.raw"
     t1=$(date +%s%N)
     echo $(((t1 - t0) / 1000000))
 }
-with=(); without=()
+with=(); without=(); peer_with=(); peer_without=()
 for _ in $(seq "$RUNS"); do
     with+=("$(copy_ms "$U1")")
     without+=("$(copy_ms "$U2")")
+    peer_with+=("$(copy_ms "$U3")")
+    peer_without+=("$(copy_ms --no-extents "$U3")")
 done
 cmp <(head -c $((4 << 20)) "$DIR/out.raw") <(head -c $((4 << 20)) /dev/zero | tr '\0' '\1') \
     || { echo "copied data differ" >&2; exit 1; }
 median() { printf "%s\n" "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 m1=$(median "${with[@]}"); m2=$(median "${without[@]}")
+p1=$(median "${peer_with[@]}"); p2=$(median "${peer_without[@]}")
 echo "nbdcopy of the $((SIZE >> 20)) MiB export (100 MiB data) to a file on tmpfs, median of $RUNS:"
-printf "  %-42s %6d ms   (runs: %s)\n" "structured replies + block status" "$m1" "${with[*]}"
-printf "  %-42s %6d ms   (runs: %s)\n" "--no-structured (every byte read)" "$m2" "${without[*]}"
-python3 -c "print(f'  speed-up: {$m2 / max($m1, 1):.1f}x')"
+printf "  %-50s %6d ms   (runs: %s)\n" "lightnvm, structured replies + block status" "$m1" "${with[*]}"
+printf "  %-50s %6d ms   (runs: %s)\n" "lightnvm --no-structured (every byte read)" "$m2" "${without[*]}"
+printf "  %-50s %6d ms   (runs: %s)\n" "nbdkit memory, block status" "$p1" "${peer_with[*]}"
+printf "  %-50s %6d ms   (runs: %s)\n" "nbdkit memory, nbdcopy --no-extents" "$p2" "${peer_without[*]}"
+python3 -c "print(f'  speed-up: lightnvm {$m2 / max($m1, 1):.1f}x, nbdkit memory {$p2 / max($p1, 1):.1f}x; lightnvm with block status / nbdkit memory with block status: {$m1 / max($p1, 1):.2f}')"

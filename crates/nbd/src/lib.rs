@@ -218,7 +218,7 @@ impl<M: Media> Export<M> {
     /// Applies a read and returns its data with the instant the modeled device completes it
     /// (no waiting: the data is final, only its delivery time is modeled).
     pub fn submit_read(&self, off: u64, len: u32) -> Result<(Vec<u8>, Completion), u32> {
-        self.submit_read_with(off, len, false)
+        self.submit_read_with(off, len, false, 0)
             .map(|(data, _, c)| (data, c))
     }
 
@@ -230,7 +230,7 @@ impl<M: Media> Export<M> {
         off: u64,
         len: u32,
     ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
-        self.submit_read_with(off, len, true)
+        self.submit_read_with(off, len, true, 0)
     }
 
     /// Whether `len` bytes at `off` changed since mark `mark` (block status
@@ -306,11 +306,14 @@ impl<M: Media> Export<M> {
         self.runs_as_extents(off, len, |f, lba, n| f.mapped_runs(lba, n))
     }
 
+    /// A read whose data follows `room` zero bytes in the returned buffer (room for a
+    /// reply header, so the reply needs no copy of the data).
     fn submit_read_with(
         &self,
         off: u64,
         len: u32,
         want_extents: bool,
+        room: usize,
     ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
         if len > MAX_PAYLOAD {
             return Err(EINVAL);
@@ -323,14 +326,16 @@ impl<M: Media> Export<M> {
             return Err(EINVAL);
         }
         if len == 0 {
-            return Ok((Vec::new(), Vec::new(), self.now()));
+            return Ok((vec![0; room], Vec::new(), self.now()));
         }
         let start = off / SS * SS;
         let stop = end.div_ceil(SS) * SS;
-        let mut buf = vec![0u8; (stop - start) as usize];
+        let mut buf = vec![0u8; room + (stop - start) as usize];
         let (c, extents) = {
             let ftl = self.read_lock()?;
-            let c = ftl.read(start / SS, &mut buf).map_err(|e| errno_of(&e))?;
+            let c = ftl
+                .read(start / SS, &mut buf[room..])
+                .map_err(|e| errno_of(&e))?;
             let extents = if want_extents {
                 let runs = ftl
                     .mapped_runs(start / SS, (stop - start) / SS)
@@ -342,8 +347,8 @@ impl<M: Media> Export<M> {
             (c, extents)
         };
         let from = (off - start) as usize;
-        buf.drain(..from);
-        buf.truncate(len as usize);
+        buf.drain(room..room + from);
+        buf.truncate(room + len as usize);
         Ok((buf, extents, c))
     }
 
@@ -884,6 +889,38 @@ struct OutboxState {
     failed: Option<io::Error>,
 }
 
+/// Replies ready to go out together (one vectored write), in order.
+#[derive(Default)]
+struct Batch {
+    replies: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// A batch of replies is sent once it holds this many bytes or replies.
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_REPLIES: usize = 64;
+
+/// Writes all of `bufs` in order with vectored writes (no copy into one buffer).
+fn write_all_vectored(w: &mut dyn Write, bufs: &[Vec<u8>]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| io::IoSlice::new(b))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        // Well under IOV_MAX (1024).
+        let n = rest.len().min(2 * BATCH_REPLIES);
+        match w.write_vectored(&rest[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => io::IoSlice::advance_slices(&mut rest, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The replies of one connection between the request reader and the reply writer.
 struct Outbox {
     state: Mutex<OutboxState>,
@@ -900,25 +937,23 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Sends `replies` in order, gathered into as few system calls as the socket takes.
+    fn send(&self, replies: &[Vec<u8>]) -> io::Result<()> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.write_all(bytes).and_then(|_| w.flush())
+        write_all_vectored(&mut **w, replies).and_then(|_| w.flush())
     }
 
     /// Sends the replies the reading thread collected (see `push`).
-    fn send_out(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        if out.is_empty() {
+    fn send_out(&self, out: &mut Batch) -> io::Result<()> {
+        if out.replies.is_empty() {
             return Ok(());
         }
         if let Some(e) = &self.lock().failed {
             return Err(io::Error::new(e.kind(), e.to_string()));
         }
-        let r = self.send(out);
-        out.clear();
-        if out.capacity() > 1 << 20 {
-            // Limit what an idle connection keeps.
-            *out = Vec::new();
-        }
+        let r = self.send(&out.replies);
+        out.replies.clear();
+        out.bytes = 0;
         r
     }
 
@@ -927,14 +962,11 @@ impl Outbox {
     /// request already received (or `out` grew large): no hand-off, and one write for many
     /// replies. Others go through the reply thread. Waits while the connection has too much
     /// in flight. Fails once a write failed.
-    fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>, out: &mut Batch) -> io::Result<()> {
         if !self.realtime || due_ns <= self.clock.now_ns() {
-            if out.is_empty() {
-                *out = bytes;
-            } else {
-                out.extend_from_slice(&bytes);
-            }
-            if out.len() >= 256 << 10 {
+            out.bytes += bytes.len();
+            out.replies.push(bytes);
+            if out.bytes >= BATCH_BYTES || out.replies.len() >= BATCH_REPLIES {
                 self.send_out(out)?;
             }
             return Ok(());
@@ -1014,15 +1046,15 @@ impl Outbox {
             let p = st.heap.pop().expect("peeked");
             st.bytes -= p.bytes.len();
             // Everything else already due goes out in the same write.
-            let mut out = p.bytes;
-            while st
-                .heap
-                .peek()
-                .is_some_and(|n| n.due_ns <= now && out.len() < 1 << 20)
-            {
+            let mut bytes = p.bytes.len();
+            let mut out = vec![p.bytes];
+            while st.heap.peek().is_some_and(|n| {
+                n.due_ns <= now && bytes < BATCH_BYTES && out.len() < BATCH_REPLIES
+            }) {
                 let n = st.heap.pop().expect("peeked");
                 st.bytes -= n.bytes.len();
-                out.extend_from_slice(&n.bytes);
+                bytes += n.bytes.len();
+                out.push(n.bytes);
             }
             drop(st);
             self.changed.notify_all();
@@ -1069,7 +1101,7 @@ pub fn serve_connection_with<M: Media, S: Transport>(
         let replies = scope.spawn(|| outbox.deliver());
         // Pipelining clients send many requests at once: read them in one system call.
         let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         let r = transmission(export, neg, &mut input, stop, &outbox, &mut out);
         let flushed = outbox.send_out(&mut out);
         outbox.close();
@@ -1090,7 +1122,7 @@ fn transmission<M: Media, S: Read>(
     s: &mut io::BufReader<S>,
     stop: &AtomicBool,
     outbox: &Outbox,
-    out: &mut Vec<u8>,
+    out: &mut Batch,
 ) -> Result<(), ConnError> {
     let mut payload = Vec::new();
     let mut order = 0u64;
@@ -1216,14 +1248,32 @@ fn transmission<M: Media, S: Read>(
             continue;
         }
         if req.command == CMD_READ && neg.structured {
-            match export.submit_read_extents(req.offset, req.length) {
-                Ok((data, extents, c)) => {
+            // Read into the reply itself, after room for one data chunk's header.
+            const ROOM: usize = 20 + 8;
+            match export.submit_read_with(req.offset, req.length, true, ROOM) {
+                Ok((mut buf, extents, c)) => {
+                    let data_len = buf.len() - ROOM;
                     export
                         .stats
                         .bytes_read
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        .fetch_add(data_len as u64, Ordering::Relaxed);
                     let df = req.flags & CMD_FLAG_DF != 0;
-                    let reply = read_chunks(req.cookie, req.offset, &data, &extents, df);
+                    let reply = if data_len > 0 && (df || extents.iter().all(|e| e.mapped)) {
+                        // All data: one chunk, what `read_chunks` builds, without a copy.
+                        let mut h = Vec::with_capacity(ROOM);
+                        push_chunk_header(
+                            &mut h,
+                            REPLY_FLAG_DONE,
+                            REPLY_TYPE_OFFSET_DATA,
+                            req.cookie,
+                            8 + data_len,
+                        );
+                        h.extend_from_slice(&req.offset.to_be_bytes());
+                        buf[..ROOM].copy_from_slice(&h);
+                        buf
+                    } else {
+                        read_chunks(req.cookie, req.offset, &buf[ROOM..], &extents, df)
+                    };
                     outbox.push(c.done_ns, order, reply, out)?;
                 }
                 Err(errno) => {
@@ -1234,9 +1284,10 @@ fn transmission<M: Media, S: Read>(
             continue;
         }
         let result: Result<(Option<Vec<u8>>, Completion), u32> = match req.command {
+            // Read into the reply itself, after room for its header.
             CMD_READ => export
-                .submit_read(req.offset, req.length)
-                .map(|(d, c)| (Some(d), c)),
+                .submit_read_with(req.offset, req.length, false, 16)
+                .map(|(d, _, c)| (Some(d), c)),
             CMD_WRITE => export
                 .submit_write(req.offset, &payload, fua)
                 .map(|c| (None, c)),
@@ -1250,14 +1301,12 @@ fn transmission<M: Media, S: Read>(
             _ => Err(EINVAL),
         };
         match result {
-            Ok((Some(data), c)) => {
+            Ok((Some(mut reply), c)) => {
                 export
                     .stats
                     .bytes_read
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let mut reply = Vec::with_capacity(16 + data.len());
-                reply.extend_from_slice(&simple_reply(0, req.cookie));
-                reply.extend_from_slice(&data);
+                    .fetch_add(reply.len() as u64 - 16, Ordering::Relaxed);
+                reply[..16].copy_from_slice(&simple_reply(0, req.cookie));
                 outbox.push(c.done_ns, order, reply, out)?;
             }
             Ok((None, c)) => {
@@ -1419,6 +1468,35 @@ impl Conn {
     }
 }
 
+/// How often the accept loop looks at its stop flag while no client connects.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until a listener has a connection to accept, or `timeout`. A client connecting is
+/// accepted at once (a sleep-and-retry loop would add its period to every connection).
+fn wait_for_connection(listeners: &[Listener], timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = listeners
+        .iter()
+        .map(|l| libc::pollfd {
+            fd: match l {
+                Listener::Tcp(t) => t.as_raw_fd(),
+                Listener::Unix(u) => u.as_raw_fd(),
+            },
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call, and
+    // the descriptors stay open (the listeners outlive it). An error (EINTR) just returns.
+    unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout.as_millis() as libc::c_int,
+        )
+    };
+}
+
 /// Accepts connections until `stop` is set, serving each on its own thread; then stops
 /// reading from every connection, lets requests in flight finish, and returns.
 pub fn run<M: Media + 'static>(
@@ -1553,7 +1631,7 @@ pub fn run<M: Media + 'static>(
             live.push((clone, negotiated, handle));
         }
         if !accepted {
-            std::thread::sleep(Duration::from_millis(20));
+            wait_for_connection(&listeners, STOP_POLL);
         }
     }
     info!("stopping: no new connections; finishing requests in flight");
