@@ -53,6 +53,11 @@ pub struct SimArgs {
     /// Skip the sequential fill that starts preconditioning (measure a fresh device).
     #[arg(long)]
     no_fill: bool,
+    /// Keep every byte of user data in memory (as before). By default the simulated media
+    /// keeps per 4 KiB sector only its OOB and an 8-byte fingerprint of the data: the same
+    /// results (the FTL still verifies every read) in a fraction of the memory.
+    #[arg(long)]
+    store_data: bool,
     /// Preconditioning writes after the fill, in device capacities.
     #[arg(long, default_value_t = 2.0)]
     precondition: f64,
@@ -147,6 +152,7 @@ struct FileConfig {
     bs: Option<u64>,
     qd: Option<u32>,
     no_fill: Option<bool>,
+    store_data: Option<bool>,
     precondition: Option<f64>,
     measure: Option<f64>,
     requests: Option<u64>,
@@ -174,7 +180,7 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
         op => a.ftl.op, gc => a.ftl.gc,
         placement => a.ftl.placement, static_wl => a.ftl.static_wl,
         checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
-        bs => a.bs, qd => a.qd, no_fill => a.no_fill, precondition => a.precondition,
+        bs => a.bs, qd => a.qd, no_fill => a.no_fill, store_data => a.store_data, precondition => a.precondition,
         seed => a.seed, trace_format => a.trace_format, open_loop => a.open_loop);
     macro_rules! take_some {
         ($($field:ident),* $(,)?) => { $( if f.$field.is_some() { a.$field = f.$field; } )* };
@@ -282,6 +288,7 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
             }
         },
         open_loop: a.open_loop,
+        store_data: a.store_data,
     };
     // Progress on stderr, hidden with --json or when stderr is not a terminal.
     let bar = if a.json {
@@ -298,11 +305,13 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         }
         b
     };
+    let wall = std::time::Instant::now();
     let r = run(&cfg, |phase, frac| {
         bar.set_message(phase.to_string());
         bar.set_position((frac.clamp(0.0, 1.0) * 1000.0) as u64);
     })?;
     bar.finish_and_clear();
+    let wall_s = wall.elapsed().as_secs_f64();
     if let Some(dir) = &a.plot {
         crate::plots::write_all(dir, &r, &describe(&a, &cfg))?;
         if !a.json {
@@ -349,11 +358,35 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         PhaseEnd::Duration => format!("duration ({} ms)", a.duration_ms.unwrap_or(0)),
         PhaseEnd::TraceEnd => "end of trace".to_string(),
     };
+    if r.sim_time_ns > 1 {
+        println!(
+            "measured phase      ended by {limit}: {} requests in {:.3} s virtual, {:.0} IOPS",
+            p.requests_completed,
+            r.sim_time_ns as f64 / 1e9,
+            p.achieved_iops
+        );
+    } else {
+        println!(
+            "measured phase      ended by {limit}: {} requests (timing none: no device time)",
+            p.requests_completed
+        );
+    }
+    // Every host write of the run: fill, preconditioning, measured phase.
+    let n = r.exported_sectors as f64;
+    let all_writes =
+        if a.no_fill { 0.0 } else { n } + a.precondition * n + r.host_sectors_written as f64;
+    let physical = cfg.geometry.total_sectors();
     println!(
-        "measured phase      ended by {limit}: {} requests in {:.3} s virtual, {:.0} IOPS",
-        p.requests_completed,
-        r.sim_time_ns as f64 / 1e9,
-        p.achieved_iops
+        "simulator           {:.1} s wall, {:.2} M host sectors written per wall second; media contents {:.1} MiB = {:.1} B per physical sector ({})",
+        wall_s,
+        all_writes / wall_s.max(1e-9) / 1e6,
+        r.media_store_bytes as f64 / (1 << 20) as f64,
+        r.media_store_bytes as f64 / physical as f64,
+        if cfg.store_data {
+            "data stored"
+        } else {
+            "fingerprints, no data: --store-data keeps it"
+        }
     );
     if let (Some(arr), Some(cfg_arr)) = (p.arrivals, cfg.arrivals) {
         println!(
@@ -473,6 +506,7 @@ fn validate(a: &SimArgs) -> Result<()> {
                 seed: a.seed,
                 trace: None,
                 open_loop: false,
+                store_data: false,
             };
             waf[i] = run(&cfg, |_, _| {})?.waf;
         }

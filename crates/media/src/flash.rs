@@ -101,6 +101,23 @@ impl Flash<RamStore> {
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
 
+    /// Like [`Flash::new`], keeping only fingerprints of user data (see
+    /// [`RamStore::fingerprinting`]): for simulation at scale.
+    pub fn new_fingerprinting(
+        config: MediaConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let blocks = fresh_block_table(&config);
+        let store = RamStore::fingerprinting(&config.geometry);
+        Ok(Flash::from_parts(config, store, blocks, clock))
+    }
+
+    /// Bytes of memory the stored data and OOB take.
+    pub fn store_bytes(&self) -> u64 {
+        self.store.memory_bytes(&self.config.geometry)
+    }
+
     /// Like [`Flash::new`], but data is discarded (reads return zeros); OOB is kept.
     pub fn new_discarding(config: MediaConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         config.validate()?;

@@ -1043,3 +1043,50 @@ fn discarding_media_keeps_oob_and_the_rules() {
         Err(ReadError::Unwritten { .. })
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The fingerprinting store (no user data kept) reads back every byte programmed, both
+    /// sectors in fingerprint form (8 bytes, then zeros) and any others, across erases and
+    /// reprograms; and in fingerprint form it keeps far less than the data.
+    #[test]
+    fn fingerprinting_media_reads_back_every_byte(
+        pages in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<bool>(), 2)), 1..40),
+    ) {
+        let g = geom(1, 2, 3, 4, 2);
+        let clock = lightnvm_media::VirtualClock::new();
+        let mut m = RamMedia::new_fingerprinting(MediaConfig::new(g), clock).unwrap();
+        let ss = g.sector_size as usize;
+        let mut written: std::collections::HashMap<(u32, u32, u32), Vec<u8>> = Default::default();
+        let mut next = [0u32; 6]; // write pointer per (pu, block)
+        for (i, (tag, whole)) in pages.iter().enumerate() {
+            let b = blk((i % 2) as u32, ((i / 2) % 3) as u32);
+            let slot = (b.pu * 3 + b.block) as usize;
+            if next[slot] == g.pages_per_block {
+                let _ = m.erase(b).unwrap();
+                next[slot] = 0;
+                written.retain(|k, _| (k.0, k.1) != (b.pu, b.block));
+            }
+            let (mut data, oob) = pattern(&g, *tag);
+            for (s, &w) in whole.iter().enumerate() {
+                if !w {
+                    // Fingerprint form: keep the first 8 bytes, zero the rest.
+                    data[s * ss + 8..(s + 1) * ss].fill(0);
+                }
+            }
+            let addr = b.page(next[slot]);
+            let _ = m.program(addr, &data, &oob).unwrap();
+            written.insert((b.pu, b.block, next[slot]), data);
+            next[slot] += 1;
+        }
+        for ((pu, block, page), data) in &written {
+            let (d, _) = read_page(&mut m, blk(*pu, *block).page(*page)).unwrap();
+            prop_assert_eq!(&d, data);
+        }
+        let all_fingerprints = pages.iter().all(|(_, w)| w.iter().all(|&x| !x));
+        if all_fingerprints {
+            prop_assert!(m.store_bytes() < (g.total_blocks() * g.pages_per_block) as u64 * 64);
+        }
+    }
+}

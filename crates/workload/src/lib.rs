@@ -319,6 +319,11 @@ pub struct SimConfig {
     /// With a trace: issue requests at their timestamps (open loop) rather than as fast as
     /// the queue depth allows (closed loop).
     pub open_loop: bool,
+    /// Keep every byte of user data in the simulated media. Off (the default), the media
+    /// keeps per sector only its OOB and an 8-byte fingerprint of the data (the sim writes
+    /// data as a fingerprint followed by zeros, so reads still return, and the FTL still
+    /// verifies, exactly what was written): the same results in a fraction of the memory.
+    pub store_data: bool,
 }
 
 impl Default for SimConfig {
@@ -341,6 +346,7 @@ impl Default for SimConfig {
             seed: 1,
             trace: None,
             open_loop: false,
+            store_data: false,
         }
     }
 }
@@ -558,6 +564,9 @@ pub struct SimReport {
     pub erase_histogram: Vec<(u32, u32)>,
     /// Latency CDFs: (microseconds, fraction of requests at or below), about 100 points each.
     pub latency_cdf_us: LatencyCdf,
+    /// Memory the simulated media's contents took at the end (data or fingerprints, OOB,
+    /// metadata sectors), in bytes.
+    pub media_store_bytes: u64,
     /// Which limit ended the measured phase, requests completed, IOPS, open-loop arrivals.
     #[serde(skip_serializing_if = "PhaseReport::is_implicit")]
     pub phase: PhaseReport,
@@ -663,12 +672,19 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     mc.endurance = 0;
     mc.faults.seed = cfg.seed;
     let dyn_clock: Arc<dyn Clock> = clock.clone();
-    let media = RamMedia::new(mc, dyn_clock).map_err(|e| FtlError::TooSmall(e.to_string()))?;
+    let media = if cfg.store_data {
+        RamMedia::new(mc, dyn_clock)
+    } else {
+        RamMedia::new_fingerprinting(mc, dyn_clock)
+    }
+    .map_err(|e| FtlError::TooSmall(e.to_string()))?;
     let mut ftl = Ftl::format(media, cfg.ftl)?;
     let n = ftl.exported_sectors();
     let len = (cfg.request_sectors as u64).clamp(1, n);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let buf = vec![0x5Au8; len as usize * SS];
+    // Data: each request's first sector starts with a fingerprint (its number), the rest is
+    // zeros (what the fingerprinting media keeps without storing data).
+    let buf = vec![0u8; len as usize * SS];
     let mut rbuf = vec![0u8; len as usize * SS];
 
     let mut q = Queue {
@@ -806,7 +822,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         }
         let bytes = l as usize * SS;
         if big.len() < bytes {
-            big.resize(bytes, 0x5A);
+            big.resize(bytes, 0);
         }
         let issued = match kind {
             trace::TraceKind::Read => {
@@ -912,6 +928,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         throughput_mib_s: (host_w * SS as u64) as f64
             / (1 << 20) as f64
             / (sim_time_ns as f64 / 1e9),
+        media_store_bytes: ftl.media().store_bytes(),
         latency_cdf_us: LatencyCdf {
             read: cdf(&rl),
             write: cdf(&wl),
@@ -1046,6 +1063,42 @@ mod tests {
         v.sort_unstable_by(|a, b| b.cmp(a));
         let top: u32 = v.iter().take(1000).sum();
         assert!(top > 20_000 / 4, "top 1% of LBAs got {top} of 20000");
+    }
+
+    #[test]
+    fn fingerprints_instead_of_data_change_no_result() {
+        // Reads, trims, GC and checkpoints: every figure of the report is the same whether
+        // the media keeps the data or only fingerprints; only the memory differs.
+        let cfg = SimConfig {
+            geometry: Geometry::new(2, 2, 24, 16, 2),
+            precondition_passes: 1.0,
+            measure_passes: Some(2.0),
+            queue_depth: 4,
+            read_pct: 30,
+            trim_pct: 5,
+            request_sectors: 3,
+            workload: Distribution::parse("zipf:0.8").unwrap(),
+            ..SimConfig::default()
+        };
+        let report = |store_data| {
+            let r = run(
+                &SimConfig {
+                    store_data,
+                    ..cfg.clone()
+                },
+                |_, _| {},
+            )
+            .unwrap();
+            let bytes = r.media_store_bytes;
+            let mut j = serde_json::to_value(&r).unwrap();
+            j.as_object_mut().unwrap().remove("media_store_bytes");
+            (j, bytes, r)
+        };
+        let (with_data, data_bytes, r) = report(true);
+        let (without, fp_bytes, _) = report(false);
+        assert!(r.host_sectors_read > 0 && r.gc.runs > 0);
+        assert_eq!(with_data, without);
+        assert!(fp_bytes * 4 < data_bytes, "{fp_bytes} vs {data_bytes}");
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //!   data is not damaged, this build cannot read it.
 
 pub mod checkpoint;
+pub mod crc;
 pub mod line_footer;
 pub mod line_header;
 pub mod oob;

@@ -118,7 +118,7 @@ impl SectorOob {
 }
 
 fn sector_crc(head: &[u8], data: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(head), data)
+    super::crc::append(crc32c::crc32c(head), data)
 }
 
 /// Encodes `oob` for a sector holding `data` into `out` (`oob_bytes_per_sector` long).
