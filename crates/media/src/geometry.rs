@@ -83,6 +83,10 @@ pub const GEOMETRY_PRESETS: &[(&str, &str)] = &[
         "8 ch x 2 LUNs x 80 blocks x 64 pages x 4 sectors: 1.25 GiB raw (~1 GiB exported)",
     ),
     (
+        "medium",
+        "8 ch x 2 LUNs x 256 blocks x 32 pages x 4 sectors: 2 GiB raw in 256 lines (sim's default)",
+    ),
+    (
         "large",
         "8 ch x 4 LUNs x 560 blocks x 64 pages x 4 sectors: 17.5 GiB raw (16 GiB class)",
     ),
@@ -139,6 +143,7 @@ impl Geometry {
             "tiny" => Some(Geometry::new(2, 1, 12, 16, 1)),
             "small" => Some(Geometry::new(4, 2, 32, 32, 4)),
             "default" => Some(Geometry::new(8, 2, 80, 64, 4)),
+            "medium" => Some(Geometry::new(8, 2, 256, 32, 4)),
             "large" => Some(Geometry::new(8, 4, 560, 64, 4)),
             _ => None,
         }
