@@ -77,7 +77,7 @@ impl<M: Media> Ftl<M> {
                 }
                 self.close_line(k)?;
             }
-            self.provide_line(k, ctx)?;
+            self.provide_line(k, ctx, None)?;
         }
     }
 
@@ -136,10 +136,15 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Gives stream `k` a line: first what the allocation may need (foreground GC for host
-    /// data, a durable point to free GC'd lines), then a free line (wear leveling picks it) is
+    /// data, a durable point to free GC'd lines), then a free line — `forced` if given — is
     /// erased, and its header written. Nested work (GC sharing the user stream, padding at a
     /// durable point) may open the stream's line meanwhile: then that line is used.
-    pub(crate) fn provide_line(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
+    pub(crate) fn provide_line(
+        &mut self,
+        k: StreamKind,
+        ctx: Ctx,
+        forced: Option<u32>,
+    ) -> Result<(), FtlError> {
         debug_assert!(self.writers[k as usize].line().is_none());
         if k == StreamKind::User && !ctx.by_gc {
             // Whatever asks for a user line (host data, trim records, re-placed sectors) may
@@ -180,7 +185,7 @@ impl<M: Media> Ftl<M> {
             }
             let line = self
                 .pool
-                .take_free(k == StreamKind::Gc, None)
+                .take_free(k == StreamKind::Gc, forced)
                 .expect("a free line");
             if self.open_line(k, line)? {
                 return Ok(());

@@ -134,16 +134,16 @@ impl<M: Media> Ftl<M> {
         let bytes = meta::checkpoint::encode(&ckpt);
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does
-            // recovery after a crash): when few are free it gives up the oldest checkpoint's
-            // line first, which is safe because the newest stays intact while the new one is
-            // written. Wear leveling then picks the line to write it in (taking back the
-            // same line every time would erase those blocks at every checkpoint).
+            // recovery after a crash): when few are free it replaces the oldest checkpoint,
+            // which is safe because the newest stays intact while the new one is written.
+            let mut forced = None;
             if self.pool.free_list().len() < layout::user_reserve(&self.config) {
                 if let Some(old) = self.durability.take_oldest() {
                     self.pool.release(old);
+                    forced = Some(old);
                 }
             }
-            self.provide_line(StreamKind::Checkpoint, Ctx::HOST)?;
+            self.provide_line(StreamKind::Checkpoint, Ctx::HOST, forced)?;
             let Some(line) = self.write_checkpoint_pages(&bytes)? else {
                 continue;
             };
