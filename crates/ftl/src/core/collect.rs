@@ -171,14 +171,9 @@ impl<M: Media> Ftl<M> {
     /// Copies `lba`'s current data from `ppa` to the GC stream, keeping its sequence number.
     fn relocate(&mut self, ppa: Ppa, lba: Lba, ctx: Ctx) -> Result<(), FtlError> {
         let ss = self.geo.sector_size as usize;
-        let os = self.geo.oob_bytes_per_sector as usize;
-        let mut data = vec![0u8; ss];
-        let mut oob = vec![0u8; os];
-        let decoded = if self.read_ppa(ppa, &mut data, Some(&mut oob))? {
-            meta::oob::decode(&oob, &data).ok()
-        } else {
-            None
-        };
+        let mut data = std::mem::take(&mut self.gc_scratch);
+        data.resize(ss, 0);
+        let decoded = self.read_for_gc(ppa, &mut data)?;
         match decoded {
             Some(o) if o.lba == lba.0 => {
                 let k = self.gc_stream();
@@ -191,6 +186,7 @@ impl<M: Media> Ftl<M> {
                 self.stats.sectors_lost += 1;
             }
         }
+        self.gc_scratch = data;
         Ok(())
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct Fetched {
     pub(crate) intact: bool,
     /// When the media read completes (0: it came from a buffer in memory).
     pub(crate) done_ns: u64,
+    /// Its OOB, decoded, where verifying it decoded it (not for buffered sectors).
+    pub(crate) decoded: Option<meta::oob::SectorOob>,
 }
 
 /// A host write in progress: where its sectors went, mapped only once all are placed (so the
@@ -99,6 +101,8 @@ pub struct Ftl<M: Media> {
     pub(crate) stats: FtlStats,
     /// The counters host reads change: reads take `&self`.
     read_counters: ReadCounters,
+    /// A sector buffer GC reuses for every relocation (no allocation per sector moved).
+    pub(crate) gc_scratch: Vec<u8>,
     pub(crate) health: Health,
     pub(crate) op_done_ns: u64,
     pub(crate) recovery: RecoveryReport,
@@ -157,6 +161,7 @@ impl<M: Media> Ftl<M> {
             atomic_sectors: (sb.version >= 2)
                 .then(|| layout::atomic_sectors(&config, &pool_caps, exported)),
             read_counters: ReadCounters::default(),
+            gc_scratch: Vec::new(),
             health: Health::Writable,
             op_done_ns: 0,
             recovery: RecoveryReport::default(),
@@ -849,7 +854,7 @@ impl<M: Media> Ftl<M> {
                 let f = self.fetch_ppa_tries(p, data, None, false, READ_RETRIES)?;
                 done_ns = done_ns.max(f.done_ns);
                 bad |= u64::from(!f.intact) << k;
-            } else if !self.verify(p, &oob[k * os..(k + 1) * os], data) {
+            } else if self.verify(p, &oob[k * os..(k + 1) * os], data).is_err() {
                 bad |= 1 << k;
             }
         }
@@ -858,19 +863,52 @@ impl<M: Media> Ftl<M> {
 
     /// End to end: the OOB checksum covers the data and the LBA it was written for; anything
     /// else is reported unreadable, never returned (counted as a checksum error).
-    fn verify(&self, ppa: Ppa, oob: &[u8], data: &[u8]) -> bool {
+    /// `Err` if it fails; the decoded OOB where one was expected (data, trim records).
+    fn verify(
+        &self,
+        ppa: Ppa,
+        oob: &[u8],
+        data: &[u8],
+    ) -> Result<Option<meta::oob::SectorOob>, ()> {
         let expect = match self.map.p2l(ppa) {
             P2lEntry::Data(l) => l.0,
             P2lEntry::Trim => crate::addr::P2L_TRIM,
-            _ => return true,
+            _ => return Ok(None),
         };
         match meta::oob::decode(oob, data) {
-            Ok(o) if o.lba == expect => true,
+            Ok(o) if o.lba == expect => Ok(Some(o)),
             _ => {
                 self.read_counters.checksum_errors.fetch_add(1, Relaxed);
-                false
+                Err(())
             }
         }
+    }
+
+    /// GC's read of `ppa` into `out`: its decoded OOB, or `None` if it is unreadable (the
+    /// checksum is computed once, by the verification).
+    pub(crate) fn read_for_gc(
+        &mut self,
+        ppa: Ppa,
+        out: &mut [u8],
+    ) -> Result<Option<meta::oob::SectorOob>, FtlError> {
+        let os = self.geo.oob_bytes_per_sector as usize;
+        let mut oob = [0u8; 256];
+        let mut heap = Vec::new();
+        let oob: &mut [u8] = if os <= oob.len() {
+            &mut oob[..os]
+        } else {
+            heap.resize(os, 0);
+            &mut heap
+        };
+        let f = self.fetch_ppa(ppa, out, Some(&mut *oob), true)?;
+        self.note_done(Completion { done_ns: f.done_ns });
+        if !f.intact {
+            return Ok(None);
+        }
+        Ok(match f.decoded {
+            Some(o) => Some(o),
+            None => meta::oob::decode(oob, out).ok(),
+        })
     }
 
     /// [`Ftl::fetch_ppa`] with at most `attempts` media reads.
@@ -891,6 +929,7 @@ impl<M: Media> Ftl<M> {
             return Ok(Fetched {
                 intact: true,
                 done_ns,
+                decoded: None,
             });
         }
         let (addr, sector) = ppa.addr(&self.geo);
@@ -912,18 +951,20 @@ impl<M: Media> Ftl<M> {
             match r {
                 Ok(c) => {
                     done_ns = c.done_ns;
-                    if !self.verify(ppa, oob_buf, out) {
+                    let Ok(decoded) = self.verify(ppa, oob_buf, out) else {
                         return Ok(Fetched {
                             intact: false,
                             done_ns,
+                            decoded: None,
                         });
-                    }
+                    };
                     if let Some(dst) = oob {
                         dst.copy_from_slice(oob_buf);
                     }
                     return Ok(Fetched {
                         intact: true,
                         done_ns,
+                        decoded,
                     });
                 }
                 Err(ReadError::Uncorrectable { .. }) => continue,
@@ -933,6 +974,7 @@ impl<M: Media> Ftl<M> {
         Ok(Fetched {
             intact: false,
             done_ns,
+            decoded: None,
         })
     }
 
