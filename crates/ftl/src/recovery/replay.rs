@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use lightnvm_media::{Geometry, Media, PageAddr};
 
 use super::RecoveryReport;
-use crate::addr::{L2pEntry, Ppa, FIRST_MARKER, L2P_LOST, L2P_UNMAPPED};
+use crate::addr::{L2pEntry, Ppa, FIRST_MARKER, L2P_LOST, L2P_UNMAPPED, P2L_EMPTY};
 use crate::error::FtlError;
 use crate::line_reader::{
     incarnation_pus, read_footer, read_page, sectors_of, seq_at, written_pages, LineFound, PageRead,
@@ -69,6 +69,10 @@ pub struct DiscardedWrite {
 /// A sector that fails its checksum in a line without a footer.
 pub struct Damaged {
     at: String,
+    /// Its line and index in the line's footer order: a plausible claim goes into the line's
+    /// records, so that the footer written when a continued line closes names it.
+    line: u32,
+    index: usize,
     /// What its OOB says it held, if the OOB could be read.
     claim: Option<SectorOob>,
     rank: u64,
@@ -110,6 +114,10 @@ pub fn replay<M: Media>(
     for d in std::mem::take(&mut r.damaged) {
         match d.claim {
             Some(c) if (c.lba as u64) < b.exported && c.number() > 0 && c.number() <= newest => {
+                r.records
+                    .entry(d.line)
+                    .or_default()
+                    .push((d.index, (c.lba, c.seq)));
                 report.problems.push(format!(
                     "{}: checksum fails; its OOB says LBA {} (seq {}): reads of it fail unless a newer copy exists",
                     d.at,
@@ -192,6 +200,7 @@ fn settle_writes<M: Media>(
         .map(|(&seq, f)| {
             let mut lbas: Vec<u32> = f.lbas.iter().copied().collect();
             lbas.sort_unstable();
+            tracing::debug!(seq, first = ?f.first, last = ?f.last, ?lbas, "recovery discards an incomplete write");
             DiscardedWrite { seq, lbas }
         })
         .collect();
@@ -252,17 +261,24 @@ fn replay_line<M: Media>(
                     if secs.iter().any(|(j, _)| *j == i) {
                         continue;
                     }
-                    if let Some(&(lba, stamp)) = f.entries.get(index(i)) {
-                        if (lba as u64) < b.exported {
+                    match f.entries.get(index(i)) {
+                        Some(&(lba, stamp)) if (lba as u64) < b.exported => {
                             report.problems.push(format!(
                                 "{addr} sector {i}: checksum fails; the footer says it held LBA {lba}"
                             ));
                             weigh(media, b, r, lba, stamp, L2P_LOST, rank)?;
                         }
+                        // The footer does not know this sector (the line was continued after
+                        // a crash whose recovery found it damaged already): its own OOB says.
+                        Some(&(P2L_EMPTY, _)) | None => {
+                            note_damage(media, b, line, addr, &page, Some(i), rank, r)
+                        }
+                        // Padding, metadata, a trim record: no host data.
+                        Some(_) => {}
                     }
                 }
             } else {
-                note_damage(media, b, addr, &page, &secs, rank, r);
+                note_damage(media, b, line, addr, &page, None, rank, r);
             }
         }
         for (i, o) in secs {
@@ -321,21 +337,25 @@ fn replay_line<M: Media>(
 /// sector whose OOB still names a plausible copy (the damage is in its data) is that copy,
 /// damaged: it must not let an older copy win. Claims are weighed after replay, when the
 /// highest sequence number written is known.
+/// `only`: that sector of the page (else every sector that did not verify).
+#[allow(clippy::too_many_arguments)]
 fn note_damage<M: Media>(
     media: &M,
     b: &Basis,
+    line: u32,
     addr: PageAddr,
     page: &PageRead,
-    secs: &[(u32, SectorOob)],
+    only: Option<u32>,
     rank: u64,
     r: &mut Replayed,
 ) {
     let g = b.geo;
+    let secs = sectors_of(&g, page);
     let tail = media.block_info(addr.block_addr()).write_pointer == addr.page + 1;
     let may_be_torn = tail && secs.is_empty();
     let os = g.oob_bytes_per_sector as usize;
     for i in 0..g.sectors_per_page {
-        if secs.iter().any(|(j, _)| *j == i) {
+        if secs.iter().any(|(j, _)| *j == i) || only.is_some_and(|o| o != i) {
             continue;
         }
         let at = format!("{addr} sector {i}");
@@ -346,6 +366,8 @@ fn note_damage<M: Media>(
         };
         r.damaged.push(Damaged {
             at,
+            line,
+            index: ((addr.pu * g.pages_per_block + addr.page) * g.sectors_per_page + i) as usize,
             claim,
             rank,
             may_be_torn,
