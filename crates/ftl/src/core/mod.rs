@@ -464,42 +464,24 @@ impl<M: Media> Ftl<M> {
     /// media error under it (an I/O error, a power loss) is returned and does not stop
     /// writes (the next write meets the same media and stops them if it must).
     pub fn read(&self, lba: u64, buf: &mut [u8]) -> Result<Completion, FtlError> {
-        let sectors = self.check_range(lba, buf.len())? as usize;
+        let sectors = self.check_range(lba, buf.len())?;
         let mut done_ns = self.media.now_ns();
         let ss = self.geo.sector_size as usize;
-        let spp = self.geo.sectors_per_page as usize;
         let mut failed = Vec::new();
-        let mut i = 0;
-        while i < sectors {
+        for (i, out) in buf.chunks_exact_mut(ss).enumerate().take(sectors as usize) {
             let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
             match self.map.get(l) {
-                L2pEntry::Unmapped => buf[i * ss..(i + 1) * ss].fill(0),
+                L2pEntry::Unmapped => out.fill(0),
                 L2pEntry::Lost => failed.push(l.get()),
                 L2pEntry::Mapped(ppa) => {
-                    // The following LBAs in the next sectors of the same page: one media read.
-                    let first = ppa.0 as usize % spp;
-                    let mut n = 1;
-                    while i + n < sectors
-                        && first + n < spp
-                        && self.map.get(Lba(l.0 + n as u32))
-                            == L2pEntry::Mapped(Ppa(ppa.0 + n as u32))
-                    {
-                        n += 1;
+                    let f = self.fetch_ppa(ppa, out, None, false)?;
+                    done_ns = done_ns.max(f.done_ns);
+                    if !f.intact {
+                        failed.push(l.get());
                     }
-                    let (d, bad) = self.fetch_run(ppa, &mut buf[i * ss..(i + n) * ss])?;
-                    done_ns = done_ns.max(d);
-                    failed.extend(
-                        (0..n)
-                            .filter(|k| bad & (1 << k) != 0)
-                            .map(|k| l.get() + k as u64),
-                    );
-                    i += n;
-                    continue;
                 }
             }
-            i += 1;
         }
-        let sectors = sectors as u64;
         let c = &self.read_counters;
         c.host_sectors_read.fetch_add(sectors, Relaxed);
         if !failed.is_empty() {
@@ -780,20 +762,6 @@ impl<M: Media> Ftl<M> {
         Ok(f.intact)
     }
 
-    /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
-    /// writer's page buffer, the mw_cunits window, or the media with retries. `intact` is
-    /// false if it is unreadable (media error after retries, or its checksum / LBA do not
-    /// match). `background`: a read for the FTL's housekeeping ([`Media::read_background`]).
-    pub(crate) fn fetch_ppa(
-        &self,
-        ppa: Ppa,
-        out: &mut [u8],
-        oob: Option<&mut [u8]>,
-        background: bool,
-    ) -> Result<Fetched, FtlError> {
-        self.fetch_ppa_tries(ppa, out, oob, background, READ_RETRIES + 1)
-    }
-
     /// Whether physical sector `ppa` is still in memory (a writer's page buffer or the
     /// mw_cunits window) rather than readable from the media.
     fn buffered(&self, ppa: Ppa) -> Option<(&[u8], &[u8])> {
@@ -802,63 +770,6 @@ impl<M: Media> Ftl<M> {
             .iter()
             .find_map(|w| w.buffered(addr, sector))
             .or_else(|| self.window.get(addr, sector))
-    }
-
-    /// Host read of the `out.len() / sector_size` physical sectors from `ppa` on, all in one
-    /// page: one media read for all of them (one sense, as a device reads a page), sectors it
-    /// could not correct retried one by one. Returns when it completes and a mask of the
-    /// sectors that are unreadable (bit `k`: the `k`-th sector).
-    fn fetch_run(&self, ppa: Ppa, out: &mut [u8]) -> Result<(u64, u64), FtlError> {
-        let ss = self.geo.sector_size as usize;
-        let os = self.geo.oob_bytes_per_sector as usize;
-        let n = out.len() / ss;
-        let (addr, sector) = ppa.addr(&self.geo);
-        assert!((1..=64).contains(&n) && sector as usize + n <= self.geo.sectors_per_page as usize);
-        let sector_at = |out: &mut [u8], k: usize| -> Result<(u64, u64), FtlError> {
-            let f = self.fetch_ppa(
-                Ppa(ppa.0 + k as u32),
-                &mut out[k * ss..(k + 1) * ss],
-                None,
-                false,
-            )?;
-            Ok((f.done_ns, u64::from(!f.intact) << k))
-        };
-        if n == 1 || (0..n).any(|k| self.buffered(Ppa(ppa.0 + k as u32)).is_some()) {
-            let (mut done_ns, mut bad) = (0, 0);
-            for k in 0..n {
-                let (d, b) = sector_at(out, k)?;
-                done_ns = done_ns.max(d);
-                bad |= b;
-            }
-            return Ok((done_ns, bad));
-        }
-        let mut stack = [0u8; 1024];
-        let mut heap = Vec::new();
-        let oob: &mut [u8] = if n * os <= stack.len() {
-            &mut stack[..n * os]
-        } else {
-            heap.resize(n * os, 0);
-            &mut heap
-        };
-        let (mut done_ns, retry) = match self.media.read(addr, sector, out, oob) {
-            Ok(c) => (c.done_ns, 0),
-            Err(ReadError::Uncorrectable { sectors, .. }) => (0, sectors),
-            Err(e) => return Err(e.into()),
-        };
-        let mut bad = 0;
-        for k in 0..n {
-            let p = Ppa(ppa.0 + k as u32);
-            let data = &mut out[k * ss..(k + 1) * ss];
-            if retry & (1 << k) != 0 {
-                // This read was the first attempt.
-                let f = self.fetch_ppa_tries(p, data, None, false, READ_RETRIES)?;
-                done_ns = done_ns.max(f.done_ns);
-                bad |= u64::from(!f.intact) << k;
-            } else if self.verify(p, &oob[k * os..(k + 1) * os], data).is_err() {
-                bad |= 1 << k;
-            }
-        }
-        Ok((done_ns, bad))
     }
 
     /// End to end: the OOB checksum covers the data and the LBA it was written for; anything
@@ -911,14 +822,16 @@ impl<M: Media> Ftl<M> {
         })
     }
 
-    /// [`Ftl::fetch_ppa`] with at most `attempts` media reads.
-    fn fetch_ppa_tries(
+    /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
+    /// writer's page buffer, the mw_cunits window, or the media with retries. `intact` is
+    /// false if it is unreadable (media error after retries, or its checksum / LBA do not
+    /// match). `background`: a read for the FTL's housekeeping ([`Media::read_background`]).
+    pub(crate) fn fetch_ppa(
         &self,
         ppa: Ppa,
         out: &mut [u8],
         oob: Option<&mut [u8]>,
         background: bool,
-        attempts: u32,
     ) -> Result<Fetched, FtlError> {
         let mut done_ns = 0;
         if let Some((d, o)) = self.buffered(ppa) {
@@ -942,7 +855,7 @@ impl<M: Media> Ftl<M> {
             oob_heap.resize(os, 0);
             &mut oob_heap
         };
-        for _ in 0..attempts {
+        for _ in 0..=READ_RETRIES {
             let r = if background {
                 self.media.read_background(addr, sector, out, oob_buf)
             } else {
