@@ -81,6 +81,9 @@ fn erase_histogram(path: &Path, r: &SimReport, config: &str) -> Result<()> {
     chart
         .draw_series(
             Histogram::vertical(&chart)
+                // No gap between bars: with hundreds of erase counts a bar is a pixel or two
+                // wide, and the default margin would leave nothing of it.
+                .margin(0)
                 .style(BLUE.filled())
                 .data(r.erase_histogram.iter().map(|&(e, n)| (e, n))),
         )
@@ -89,26 +92,38 @@ fn erase_histogram(path: &Path, r: &SimReport, config: &str) -> Result<()> {
     Ok(())
 }
 
+/// Latencies below this are drawn at it on the CDF's log axis (a write that only fills a
+/// page buffer completes at once: latency 0).
+const CDF_FLOOR_US: f64 = 0.1;
+
 fn latency_cdf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
     let root = canvas(path, config)?;
-    let xmax = r
-        .latency_cdf_us
-        .read
-        .iter()
-        .chain(&r.latency_cdf_us.write)
-        .map(|p| p.0)
-        .fold(1.0, f64::max)
-        * 1.05;
+    let all = || {
+        r.latency_cdf_us
+            .read
+            .iter()
+            .chain(&r.latency_cdf_us.write)
+            .map(|p| p.0)
+    };
+    let xmax = all().fold(1.0, f64::max) * 1.5;
+    let xmin = all()
+        .filter(|&x| x > 0.0)
+        .fold(f64::INFINITY, f64::min)
+        .min(xmax / 10.0)
+        .max(CDF_FLOOR_US)
+        / 1.5;
     let mut chart = ChartBuilder::on(&root)
         .caption("Latency CDF", ("sans-serif", 20))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..xmax, 0f64..1.0)
+        .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..1.0)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("latency (us)")
+        .x_desc(format!(
+            "latency (us, log scale; smaller values, 0 included, at the left edge {xmin:.1})"
+        ))
         .y_desc("fraction of requests")
         .draw()
         .map_err(err)?;
@@ -120,7 +135,10 @@ fn latency_cdf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
             continue;
         }
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), &color))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|&(x, y)| (x.max(xmin), y)),
+                &color,
+            ))
             .map_err(err)?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
