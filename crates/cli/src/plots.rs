@@ -38,7 +38,14 @@ fn waf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
     let root = canvas(path, config)?;
     let xmax = r.waf_series.last().map_or(1, |p| p.0).max(1) as f64;
     let ymax = r.waf_series.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&root)
+    // WAF above; user and GC throughput over the same host writes below (with device time).
+    let (upper, lower) = if r.throughput_series.is_empty() {
+        (root.clone(), None)
+    } else {
+        let (u, l) = root.split_vertically(280);
+        (u, Some(l))
+    };
+    let mut chart = ChartBuilder::on(&upper)
         .caption("Write amplification (user + GC) / user", ("sans-serif", 20))
         .margin(10)
         .x_label_area_size(40)
@@ -57,6 +64,48 @@ fn waf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
             &BLUE,
         ))
         .map_err(err)?;
+    if let Some(lower) = lower {
+        let tmax = r
+            .throughput_series
+            .iter()
+            .map(|p| p.1.max(p.2))
+            .fold(1.0, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&lower)
+            .caption("Throughput (simulated time)", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..xmax, 0f64..tmax)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("host sectors written (measured phase)")
+            .y_desc("MiB/s")
+            .draw()
+            .map_err(err)?;
+        for (name, color, pick) in [
+            ("user (host writes)", BLUE, 0usize),
+            ("GC (sectors moved)", RED, 1),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    r.throughput_series
+                        .iter()
+                        .map(move |&(x, u, g)| (x as f64, if pick == 0 { u } else { g })),
+                    &color,
+                ))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
     root.present().map_err(err)?;
     Ok(())
 }
