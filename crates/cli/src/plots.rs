@@ -21,6 +21,24 @@ pub fn write_all(dir: &Path, r: &SimReport, config: &str) -> Result<()> {
     Ok(())
 }
 
+/// Draws the legend box of `chart`'s labeled series.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
+/// A short line of `style` for a series' legend entry.
+fn legend_mark<S: Into<ShapeStyle>>(style: S) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    let style = style.into();
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
 /// A white SVG canvas with the configuration line at its foot; returns the area above it.
 fn canvas<'a>(
     path: &'a Path,
@@ -97,14 +115,9 @@ fn waf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
                 ))
                 .map_err(err)?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                .legend(legend_mark(color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
     }
     root.present().map_err(err)?;
     Ok(())
@@ -190,14 +203,9 @@ fn latency_cdf(path: &Path, r: &SimReport, config: &str) -> Result<()> {
             ))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            .legend(legend_mark(color));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -255,14 +263,9 @@ fn tail_chart(path: &Path, foot: &str, series: &[TailSeries]) -> Result<()> {
             .draw_series(LineSeries::new(pts, style))
             .map_err(err)?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .legend(legend_mark(style));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -360,14 +363,9 @@ pub fn compare(dir: &Path, runs: &[Run]) -> Result<()> {
             ))
             .map_err(err)?
             .label(r.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            .legend(legend_mark(color));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
 }
