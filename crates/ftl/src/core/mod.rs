@@ -47,6 +47,9 @@ pub(crate) struct Fetched {
     pub(crate) decoded: Option<meta::oob::SectorOob>,
 }
 
+/// The largest per-sector OOB area a valid geometry has (a stack buffer holds any).
+const OOB_MAX: usize = lightnvm_media::geometry::OOB_MAX_BYTES as usize;
+
 /// A host write in progress: where its sectors went, mapped only once all are placed (so the
 /// copies they replace stay valid, and GC keeps them, until then: a power cut never leaves
 /// part of a write mapped, and a write that fails is not applied at all).
@@ -773,8 +776,8 @@ impl<M: Media> Ftl<M> {
     }
 
     /// End to end: the OOB checksum covers the data and the LBA it was written for; anything
-    /// else is reported unreadable, never returned (counted as a checksum error).
-    /// `Err` if it fails; the decoded OOB where one was expected (data, trim records).
+    /// else is reported unreadable, never returned (`Err`, counted as a checksum error).
+    /// Returns the decoded OOB where one was expected (data, trim records).
     fn verify(
         &self,
         ppa: Ppa,
@@ -802,15 +805,8 @@ impl<M: Media> Ftl<M> {
         ppa: Ppa,
         out: &mut [u8],
     ) -> Result<Option<meta::oob::SectorOob>, FtlError> {
-        let os = self.geo.oob_bytes_per_sector as usize;
-        let mut oob = [0u8; 256];
-        let mut heap = Vec::new();
-        let oob: &mut [u8] = if os <= oob.len() {
-            &mut oob[..os]
-        } else {
-            heap.resize(os, 0);
-            &mut heap
-        };
+        let mut buf = [0u8; OOB_MAX];
+        let oob = &mut buf[..self.geo.oob_bytes_per_sector as usize];
         let f = self.fetch_ppa(ppa, out, Some(&mut *oob), true)?;
         self.note_done(Completion { done_ns: f.done_ns });
         if !f.intact {
@@ -846,15 +842,8 @@ impl<M: Media> Ftl<M> {
             });
         }
         let (addr, sector) = ppa.addr(&self.geo);
-        let mut oob_buf = [0u8; 256];
-        let mut oob_heap = Vec::new();
-        let os = self.geo.oob_bytes_per_sector as usize;
-        let oob_buf: &mut [u8] = if os <= oob_buf.len() {
-            &mut oob_buf[..os]
-        } else {
-            oob_heap.resize(os, 0);
-            &mut oob_heap
-        };
+        let mut buf = [0u8; OOB_MAX];
+        let oob_buf = &mut buf[..self.geo.oob_bytes_per_sector as usize];
         for _ in 0..=READ_RETRIES {
             let r = if background {
                 self.media.read_background(addr, sector, out, oob_buf)
