@@ -56,8 +56,10 @@ pub struct SimArgs {
     #[arg(long)]
     no_fill: bool,
     /// Keep every byte of user data in memory (as before). By default the simulated media
-    /// keeps per 4 KiB sector only its OOB and an 8-byte fingerprint of the data: the same
-    /// results (the FTL still verifies every read) in a fraction of the memory.
+    /// keeps per 4 KiB sector 12 bytes (LBA, sequence number and a 4-byte fingerprint of the
+    /// data, from which the sector and its OOB are rebuilt) and drops the FTL's metadata
+    /// sectors (only recovery reads them): the same results (the FTL still verifies every
+    /// read) in a fraction of the memory.
     #[arg(long)]
     store_data: bool,
     /// Preconditioning writes after the fill, in device capacities.
@@ -348,11 +350,13 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         "erase counts        min {} mean {:.1} max {} stddev {:.2}",
         r.erase_count.min, r.erase_count.mean, r.erase_count.max, r.erase_count.stddev
     );
-    println!(
-        "throughput          {:.1} MiB/s (simulated time {:.3} s)",
-        r.throughput_mib_s,
-        r.sim_time_ns as f64 / 1e9
-    );
+    if r.sim_time_ns > 1 {
+        println!(
+            "throughput          {:.1} MiB/s (simulated time {:.3} s)",
+            r.throughput_mib_s,
+            r.sim_time_ns as f64 / 1e9
+        );
+    }
     let p = &r.phase;
     let limit = match p.ended_by {
         PhaseEnd::HostWrites => format!("host writes ({} capacities)", measure.unwrap_or(0.0)),
@@ -387,7 +391,7 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         if cfg.store_data {
             "data stored"
         } else {
-            "fingerprints, no data: --store-data keeps it"
+            "12-byte records, no data: --store-data keeps it"
         }
     );
     if let (Some(arr), Some(cfg_arr)) = (p.arrivals, cfg.arrivals) {

@@ -6,7 +6,6 @@
 //! durable); trim records newer than the older kept checkpoint must survive GC (the
 //! "trim horizon").
 
-use crate::l2p::Map;
 use crate::line::{LinePool, LineState, StreamKind};
 use crate::meta;
 
@@ -112,9 +111,9 @@ fn ckpt_state(state: LineState) -> u8 {
     }
 }
 
-/// What a checkpoint written now holds.
+/// What a checkpoint written now holds, but for the map (`l2p` empty: encode it with
+/// [`meta::checkpoint::encode_with_map`] and the live map).
 pub fn snapshot(
-    map: &Map,
     pool: &LinePool,
     marks: &crate::marks::Marks,
     seq: u64,
@@ -142,7 +141,7 @@ pub fn snapshot(
         seq,
         line_seq: pool.line_seq,
         close_seq: pool.close_seq,
-        l2p: map.l2p_raw().to_vec(),
+        l2p: Vec::new(),
         lines,
         marks: marks.record(),
     }

@@ -101,15 +101,16 @@ impl Flash<RamStore> {
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
 
-    /// Like [`Flash::new`], keeping only fingerprints of user data (see
-    /// [`RamStore::fingerprinting`]): for simulation at scale.
-    pub fn new_fingerprinting(
+    /// Like [`Flash::new`], keeping per sector only what `codec` packs it into (see
+    /// [`RamStore::compact`]): for simulation at scale.
+    pub fn new_compact(
         config: MediaConfig,
         clock: Arc<dyn Clock>,
+        codec: Arc<dyn crate::store::SectorCodec>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let blocks = fresh_block_table(&config);
-        let store = RamStore::fingerprinting(&config.geometry);
+        let store = RamStore::compact(&config.geometry, codec);
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
 

@@ -27,7 +27,7 @@ pub use flash::{Flash, MediaStats, PowerCutOutcome};
 pub use geometry::{
     BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_BYTES, GEOMETRY_PRESETS, SECTOR_SIZE,
 };
-pub use store::{RamStore, Store};
+pub use store::{RamStore, Record, SectorCodec, Store, RECORD_BYTES};
 pub use timing::{Clock, RealClock, TimingConfig, TimingModel, VirtualClock, TIMING_PRESETS};
 
 /// A media kept in memory.

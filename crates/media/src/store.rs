@@ -55,13 +55,42 @@ enum Keep {
     All,
     /// Nothing (reads return zeros).
     Nothing,
-    /// The first [`FINGERPRINT_BYTES`] of each sector, and whole only the sectors that are
-    /// not those bytes followed by zeros.
-    Fingerprint,
+    /// A [`Record`] per sector that has its [`SectorCodec`]'s compact form; other sectors
+    /// whole, or dropped where the codec allows.
+    Compact,
 }
 
-/// Bytes at the start of each sector that [`RamStore::fingerprinting`] keeps.
-pub const FINGERPRINT_BYTES: usize = 8;
+/// What a [`RamStore::compact`] store keeps of a sector in its compact form: 12 bytes.
+pub type Record = [u32; 3];
+
+/// Bytes of memory per sector of a [`RamStore::compact`] store, for sectors in compact form.
+pub const RECORD_BYTES: usize = std::mem::size_of::<Record>();
+
+/// A record's first word when the sector has no compact form.
+const NOT_PACKED: u32 = u32::MAX;
+/// Its second word: where the sector is (whole in the map, or dropped).
+const WHOLE: u32 = 0;
+const DROPPED: u32 = 1;
+
+/// Packs a sector (its data and OOB) into a [`Record`] when it has the codec's compact form,
+/// and unpacks it byte for byte. Supplied by the layer that defines what sectors hold (the
+/// FTL's OOB layout and the simulator's data), so that the store keeps 12 bytes of a 4 KiB
+/// sector and its OOB without knowing either.
+pub trait SectorCodec: Send + Sync + std::fmt::Debug {
+    /// The record of a sector, or `None` if it has no compact form (it is then kept whole, or
+    /// dropped if [`SectorCodec::droppable`]). A record whose first word is `u32::MAX` is
+    /// taken as `None`.
+    fn pack(&self, data: &[u8], oob: &[u8]) -> Option<Record>;
+    /// Writes the sector `pack` made `record` of: `data` is one sector, `oob` is empty (not
+    /// wanted) or the sector's OOB area.
+    fn unpack(&self, record: &Record, data: &mut [u8], oob: &mut [u8]);
+    /// Whether a sector without the compact form may be dropped: its user never reads it
+    /// back (an FTL's own metadata in a simulation without power cuts). A read of a dropped
+    /// sector fails with an I/O error.
+    fn droppable(&self, _data: &[u8], _oob: &[u8]) -> bool {
+        false
+    }
+}
 
 /// Pages in memory, allocated per block on first program.
 #[derive(Debug, Default)]
@@ -69,10 +98,11 @@ pub struct RamStore {
     blocks: Vec<Option<Box<[u8]>>>,
     oob: Vec<Option<Box<[u8]>>>,
     keep: Keep,
-    /// Fingerprint mode: per block, the first 8 bytes of each sector (little-endian).
-    fingerprints: Vec<Option<Box<[u64]>>>,
-    /// Fingerprint mode: the sectors kept whole, by physical sector index, and how many of
-    /// them each block has (most blocks have none: no lookup when writing them).
+    /// Compact mode: the codec, and per block a record per sector.
+    codec: Option<std::sync::Arc<dyn SectorCodec>>,
+    records: Vec<Option<Box<[Record]>>>,
+    /// Compact mode: the sectors kept whole (data then OOB), by physical sector index, and
+    /// how many of them each block has (most blocks have none: no lookup when writing them).
     whole: std::collections::HashMap<u64, Box<[u8]>>,
     whole_per_block: Vec<u32>,
     sectors_per_block: u64,
@@ -97,35 +127,38 @@ impl RamStore {
         }
     }
 
-    /// A store for simulation that keeps no user data yet reads back every byte written,
-    /// provided user data sectors are a fingerprint (their first [`FINGERPRINT_BYTES`]
-    /// bytes) followed by zeros, as `lightnvm sim` writes them. Per sector it keeps the OOB
-    /// and the fingerprint; any other sector (the FTL's metadata: line headers, footers,
-    /// checkpoints) is kept whole. Reads return exactly what was programmed either way.
-    pub fn fingerprinting(geometry: &Geometry) -> RamStore {
+    /// A store for simulation at scale: per sector a 12-byte [`Record`] from `codec` where
+    /// the sector has its compact form (the simulator's user data with the FTL's OOB); any
+    /// other sector kept whole, or dropped where the codec allows. Reads return exactly what
+    /// was programmed (or fail, for a dropped sector).
+    pub fn compact(geometry: &Geometry, codec: std::sync::Arc<dyn SectorCodec>) -> RamStore {
         let n = geometry.total_blocks() as usize;
-        assert!(geometry.sector_size as usize >= FINGERPRINT_BYTES);
         RamStore {
-            keep: Keep::Fingerprint,
-            fingerprints: vec![None; n],
+            keep: Keep::Compact,
+            codec: Some(codec),
+            records: (0..n).map(|_| None).collect(),
             whole_per_block: vec![0; n],
             sectors_per_block: geometry.sectors_per_page as u64 * geometry.pages_per_block as u64,
-            ..RamStore::new(geometry)
+            blocks: Vec::new(),
+            oob: Vec::new(),
+            ..RamStore::default()
         }
     }
 
-    /// Bytes of memory the stored data and OOB take (allocated blocks, whole sectors).
+    /// Bytes of memory the stored data and OOB take (allocated blocks, records, whole
+    /// sectors).
     pub fn memory_bytes(&self, geometry: &Geometry) -> u64 {
         let per_block =
             |v: &[Option<Box<[u8]>>]| -> u64 { v.iter().flatten().map(|b| b.len() as u64).sum() };
-        let fp: u64 = self
-            .fingerprints
+        let records: u64 = self
+            .records
             .iter()
             .flatten()
-            .map(|b| b.len() as u64 * 8)
+            .map(|b| (b.len() * RECORD_BYTES) as u64)
             .sum();
-        let whole = self.whole.len() as u64 * (geometry.sector_size as u64 + 32);
-        per_block(&self.blocks) + per_block(&self.oob) + fp + whole
+        let sector = (geometry.sector_size + geometry.oob_bytes_per_sector) as u64;
+        let whole = self.whole.len() as u64 * (sector + 32);
+        per_block(&self.blocks) + per_block(&self.oob) + records + whole
     }
 
     fn split(geometry: &Geometry, page_index: u64) -> (usize, usize) {
@@ -133,60 +166,83 @@ impl RamStore {
         ((page_index / ppb) as usize, (page_index % ppb) as usize)
     }
 
-    /// Whether `sector` is its fingerprint followed by zeros.
-    fn is_fingerprint_form(sector: &[u8]) -> bool {
-        // No early exit: the OR of every byte vectorizes.
-        sector[FINGERPRINT_BYTES..]
-            .iter()
-            .fold(0u8, |acc, &b| acc | b)
-            == 0
-    }
-
-    fn write_fingerprints(&mut self, geometry: &Geometry, page_index: u64, data: &[u8]) {
+    fn write_compact(&mut self, geometry: &Geometry, page_index: u64, data: &[u8], oob: &[u8]) {
         let (block, page) = Self::split(geometry, page_index);
         let ss = geometry.sector_size as usize;
+        let os = geometry.oob_bytes_per_sector as usize;
         let spp = geometry.sectors_per_page as usize;
-        let fps = self.fingerprints[block]
-            .get_or_insert_with(|| vec![0u64; spp * geometry.pages_per_block as usize].into());
-        for (s, sector) in data.chunks_exact(ss).enumerate() {
-            let i = page * spp + s;
-            fps[i] = u64::from_le_bytes(sector[..8].try_into().expect("8 bytes"));
+        let codec = self.codec.as_ref().expect("compact mode has a codec");
+        let records = self.records[block]
+            .get_or_insert_with(|| vec![[0u32; 3]; spp * geometry.pages_per_block as usize].into());
+        for (s, (sector, sector_oob)) in data.chunks_exact(ss).zip(oob.chunks_exact(os)).enumerate()
+        {
             let at = page_index * spp as u64 + s as u64;
-            if Self::is_fingerprint_form(sector) {
-                if self.whole_per_block[block] > 0 && self.whole.remove(&at).is_some() {
-                    self.whole_per_block[block] -= 1;
-                }
-            } else if self.whole.insert(at, sector.into()).is_none() {
-                self.whole_per_block[block] += 1;
+            // A page is programmed once between erases, except when a test damages it in
+            // place (read, flip a bit, write back): then it may have been kept whole.
+            if records[page * spp + s] == [NOT_PACKED, WHOLE, 0] && self.whole.remove(&at).is_some()
+            {
+                self.whole_per_block[block] -= 1;
             }
+            let record = match codec.pack(sector, sector_oob) {
+                Some(r) if r[0] != NOT_PACKED => r,
+                _ if codec.droppable(sector, sector_oob) => [NOT_PACKED, DROPPED, 0],
+                _ => {
+                    let mut w = Vec::with_capacity(ss + os);
+                    w.extend_from_slice(sector);
+                    w.extend_from_slice(sector_oob);
+                    if self.whole.insert(at, w.into()).is_none() {
+                        self.whole_per_block[block] += 1;
+                    }
+                    records[page * spp + s] = [NOT_PACKED, WHOLE, 0];
+                    continue;
+                }
+            };
+            records[page * spp + s] = record;
         }
     }
 
-    fn read_fingerprints(
+    fn read_compact(
         &self,
         geometry: &Geometry,
         page_index: u64,
         first_sector: u32,
         data: &mut [u8],
-    ) {
+        oob: &mut [u8],
+    ) -> io::Result<()> {
         let (block, page) = Self::split(geometry, page_index);
         let ss = geometry.sector_size as usize;
+        let os = geometry.oob_bytes_per_sector as usize;
         let spp = geometry.sectors_per_page as usize;
+        let codec = self.codec.as_ref().expect("compact mode has a codec");
+        let records = self.records[block]
+            .as_ref()
+            .ok_or_else(|| io::Error::other("read of a block never programmed"))?;
         for (k, out) in data.chunks_exact_mut(ss).enumerate() {
             let s = first_sector as usize + k;
-            let at = page_index * spp as u64 + s as u64;
-            if self.whole_per_block[block] > 0 {
-                if let Some(w) = self.whole.get(&at) {
-                    out.copy_from_slice(w);
-                    continue;
+            let out_oob = if oob.is_empty() {
+                &mut []
+            } else {
+                &mut oob[k * os..(k + 1) * os]
+            };
+            let record = &records[page * spp + s];
+            match *record {
+                [NOT_PACKED, WHOLE, _] => {
+                    let at = page_index * spp as u64 + s as u64;
+                    let w = self.whole.get(&at).expect("a whole sector is in the map");
+                    out.copy_from_slice(&w[..ss]);
+                    if !out_oob.is_empty() {
+                        out_oob.copy_from_slice(&w[ss..]);
+                    }
                 }
+                [NOT_PACKED, _, _] => {
+                    return Err(io::Error::other(
+                        "sector not kept: the simulation store drops the FTL's metadata",
+                    ))
+                }
+                _ => codec.unpack(record, out, out_oob),
             }
-            let fp = self.fingerprints[block]
-                .as_ref()
-                .map_or(0, |f| f[page * spp + s]);
-            out[..FINGERPRINT_BYTES].copy_from_slice(&fp.to_le_bytes());
-            out[FINGERPRINT_BYTES..].fill(0);
         }
+        Ok(())
     }
 }
 
@@ -209,7 +265,10 @@ impl Store for RamStore {
                 b[page * page_bytes..(page + 1) * page_bytes].copy_from_slice(data);
             }
             Keep::Nothing => {}
-            Keep::Fingerprint => self.write_fingerprints(geometry, page_index, data),
+            Keep::Compact => {
+                self.write_compact(geometry, page_index, data, oob);
+                return Ok(());
+            }
         }
         let o = self.oob[block]
             .get_or_insert_with(|| vec![0u8; oob_bytes * geometry.pages_per_block as usize].into());
@@ -228,11 +287,11 @@ impl Store for RamStore {
         let (block, page) = Self::split(geometry, page_index);
         let ss = geometry.sector_size as usize;
         let os = geometry.oob_bytes_per_sector as usize;
+        if self.keep == Keep::Compact {
+            return self.read_compact(geometry, page_index, first_sector, data, oob);
+        }
         let start = page * geometry.page_bytes() + first_sector as usize * ss;
         match (&self.blocks[block], self.keep) {
-            (_, Keep::Fingerprint) => {
-                self.read_fingerprints(geometry, page_index, first_sector, data)
-            }
             (Some(b), Keep::All) => data.copy_from_slice(&b[start..start + data.len()]),
             _ => data.fill(0),
         }
@@ -248,12 +307,17 @@ impl Store for RamStore {
 
     fn write_block_meta(&mut self, block_index: u32, meta: &BlockMeta) -> io::Result<()> {
         let b = block_index as usize;
-        if self.keep == Keep::Fingerprint && meta.write_pointer == 0 && self.whole_per_block[b] > 0
-        {
+        if self.keep == Keep::Compact && meta.write_pointer == 0 && self.whole_per_block[b] > 0 {
             // Erased: its whole sectors are gone (and take no memory until programmed again).
             let range = block_index as u64 * self.sectors_per_block
                 ..(block_index as u64 + 1) * self.sectors_per_block;
-            self.whole.retain(|at, _| !range.contains(at));
+            if self.whole.len() as u64 > self.sectors_per_block {
+                for at in range {
+                    self.whole.remove(&at);
+                }
+            } else {
+                self.whole.retain(|at, _| !range.contains(at));
+            }
             self.whole_per_block[b] = 0;
         }
         Ok(())

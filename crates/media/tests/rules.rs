@@ -1047,20 +1047,24 @@ fn discarding_media_keeps_oob_and_the_rules() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// The fingerprinting store (no user data kept) reads back every byte programmed, both
-    /// sectors in fingerprint form (8 bytes, then zeros) and any others, across erases and
-    /// reprograms; and in fingerprint form it keeps far less than the data.
+    /// The compact store (no user data kept) reads back every byte programmed, both sectors
+    /// its codec packs and any others, across erases and reprograms; fails the reads of
+    /// sectors the codec let it drop; and, where everything packs, keeps far less than the
+    /// data.
     #[test]
-    fn fingerprinting_media_reads_back_every_byte(
-        pages in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<bool>(), 2)), 1..40),
+    fn compact_media_reads_back_every_byte(
+        pages in prop::collection::vec((any::<u64>(), prop::collection::vec(0u8..3, 2)), 1..40),
     ) {
         let g = geom(1, 2, 3, 4, 2);
         let clock = lightnvm_media::VirtualClock::new();
-        let mut m = RamMedia::new_fingerprinting(MediaConfig::new(g), clock).unwrap();
-        let ss = g.sector_size as usize;
-        let mut written: std::collections::HashMap<(u32, u32, u32), Vec<u8>> = Default::default();
+        let codec = std::sync::Arc::new(TestCodec);
+        let mut m = RamMedia::new_compact(MediaConfig::new(g), clock, codec).unwrap();
+        let (ss, os) = (g.sector_size as usize, g.oob_bytes_per_sector as usize);
+        // Per page: its data, and whether each sector was dropped.
+        type Page = (u32, u32, u32);
+        let mut written: std::collections::HashMap<Page, (Vec<u8>, Vec<bool>)> = Default::default();
         let mut next = [0u32; 6]; // write pointer per (pu, block)
-        for (i, (tag, whole)) in pages.iter().enumerate() {
+        for (i, (tag, kinds)) in pages.iter().enumerate() {
             let b = blk((i % 2) as u32, ((i / 2) % 3) as u32);
             let slot = (b.pu * 3 + b.block) as usize;
             if next[slot] == g.pages_per_block {
@@ -1068,25 +1072,77 @@ proptest! {
                 next[slot] = 0;
                 written.retain(|k, _| (k.0, k.1) != (b.pu, b.block));
             }
-            let (mut data, oob) = pattern(&g, *tag);
-            for (s, &w) in whole.iter().enumerate() {
-                if !w {
-                    // Fingerprint form: keep the first 8 bytes, zero the rest.
-                    data[s * ss + 8..(s + 1) * ss].fill(0);
+            let (mut data, mut oob) = pattern(&g, *tag);
+            for (s, &kind) in kinds.iter().enumerate() {
+                let o = &mut oob[s * os..(s + 1) * os];
+                match kind {
+                    // Packs: a 4-byte fingerprint, zeros, and an OOB of zeros after its first byte.
+                    0 => {
+                        data[s * ss + 4..(s + 1) * ss].fill(0);
+                        o[1..].fill(0);
+                        o[0] &= 0x7f;
+                    }
+                    // Does not pack, may be dropped.
+                    1 => o[0] = TestCodec::DROP,
+                    // Does not pack, kept whole.
+                    _ => o[0] = 0x80,
                 }
             }
             let addr = b.page(next[slot]);
             let _ = m.program(addr, &data, &oob).unwrap();
-            written.insert((b.pu, b.block, next[slot]), data);
+            written.insert((b.pu, b.block, next[slot]), (data, kinds.iter().map(|&k| k == 1).collect()));
             next[slot] += 1;
         }
-        for ((pu, block, page), data) in &written {
-            let (d, _) = read_page(&mut m, blk(*pu, *block).page(*page)).unwrap();
-            prop_assert_eq!(&d, data);
+        for ((pu, block, page), (data, dropped)) in &written {
+            for (s, &gone) in dropped.iter().enumerate() {
+                let mut d = vec![0u8; ss];
+                let r = m.read(blk(*pu, *block).page(*page), s as u32, &mut d, &mut []);
+                if gone {
+                    prop_assert!(r.is_err());
+                } else {
+                    prop_assert!(r.is_ok());
+                    prop_assert_eq!(&d[..], &data[s * ss..(s + 1) * ss]);
+                }
+            }
         }
-        let all_fingerprints = pages.iter().all(|(_, w)| w.iter().all(|&x| !x));
-        if all_fingerprints {
-            prop_assert!(m.store_bytes() < (g.total_blocks() * g.pages_per_block) as u64 * 64);
+        let all_packed = pages.iter().all(|(_, w)| w.iter().all(|&x| x == 0));
+        if all_packed {
+            let sectors = (g.total_blocks() * g.pages_per_block * g.sectors_per_page) as u64;
+            prop_assert!(m.store_bytes() <= sectors * lightnvm_media::RECORD_BYTES as u64);
         }
+    }
+}
+
+/// A codec for the compact store's test: a sector packs when its data is 4 bytes and zeros
+/// and its OOB one byte below 0x80 and zeros; an OOB starting with [`TestCodec::DROP`] may
+/// be dropped.
+#[derive(Debug)]
+struct TestCodec;
+
+impl TestCodec {
+    const DROP: u8 = 0xDD;
+}
+
+impl lightnvm_media::SectorCodec for TestCodec {
+    fn pack(&self, data: &[u8], oob: &[u8]) -> Option<lightnvm_media::Record> {
+        let zeros = |b: &[u8]| b.iter().all(|&x| x == 0);
+        (zeros(&data[4..]) && oob[0] < 0x80 && zeros(&oob[1..])).then(|| {
+            [
+                7,
+                u32::from_le_bytes(data[..4].try_into().unwrap()),
+                oob[0] as u32,
+            ]
+        })
+    }
+    fn unpack(&self, record: &lightnvm_media::Record, data: &mut [u8], oob: &mut [u8]) {
+        data.fill(0);
+        data[..4].copy_from_slice(&record[1].to_le_bytes());
+        if !oob.is_empty() {
+            oob.fill(0);
+            oob[0] = record[2] as u8;
+        }
+    }
+    fn droppable(&self, _data: &[u8], oob: &[u8]) -> bool {
+        oob[0] == Self::DROP
     }
 }

@@ -320,9 +320,11 @@ pub struct SimConfig {
     /// the queue depth allows (closed loop).
     pub open_loop: bool,
     /// Keep every byte of user data in the simulated media. Off (the default), the media
-    /// keeps per sector only its OOB and an 8-byte fingerprint of the data (the sim writes
-    /// data as a fingerprint followed by zeros, so reads still return, and the FTL still
-    /// verifies, exactly what was written): the same results in a fraction of the memory.
+    /// keeps per sector a 12-byte record ([`lightnvm_ftl::meta::oob::SimSectorCodec`]: LBA,
+    /// sequence number, a 4-byte fingerprint of the data; the sim writes data as a
+    /// fingerprint followed by zeros, so reads still return, and the FTL still verifies,
+    /// exactly what was written) and drops the FTL's metadata sectors: the same results in
+    /// a fraction of the memory.
     pub store_data: bool,
 }
 
@@ -679,7 +681,11 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     let media = if cfg.store_data {
         RamMedia::new(mc, dyn_clock)
     } else {
-        RamMedia::new_fingerprinting(mc, dyn_clock)
+        RamMedia::new_compact(
+            mc,
+            dyn_clock,
+            Arc::new(lightnvm_ftl::meta::oob::SimSectorCodec),
+        )
     }
     .map_err(|e| FtlError::TooSmall(e.to_string()))?;
     let mut ftl = Ftl::format(media, cfg.ftl)?;
@@ -687,7 +693,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     let len = (cfg.request_sectors as u64).clamp(1, n);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     // Data: each request's first sector starts with a fingerprint (its number), the rest is
-    // zeros (what the fingerprinting media keeps without storing data).
+    // zeros (what the compact media keeps without storing data; request numbers past 2^32
+    // do not fit its record and are kept whole).
     let buf = vec![0u8; len as usize * SS];
     let mut rbuf = vec![0u8; len as usize * SS];
 

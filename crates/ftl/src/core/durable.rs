@@ -130,8 +130,8 @@ impl<M: Media> Ftl<M> {
         // Inside a host write or trim (GC needed lines), the operation is not in the map yet:
         // the checkpoint is of the moment before it, so that recovery replays it.
         let seq = self.in_flight.map_or(self.seq, |s| s - 1);
-        let ckpt = checkpoint::snapshot(&self.map, &self.pool, &self.marks, seq, clean);
-        let bytes = meta::checkpoint::encode(&ckpt);
+        let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean);
+        let bytes = meta::checkpoint::encode_with_map(&ckpt, self.map.l2p_raw());
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does
             // recovery after a crash): when few are free it replaces the oldest checkpoint,

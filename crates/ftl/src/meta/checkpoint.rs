@@ -165,7 +165,11 @@ pub fn marks_bytes(exported: u64, marks: usize) -> usize {
 
 /// Bytes of `c` encoded.
 pub fn encoded_bytes(c: &Checkpoint) -> usize {
-    let e = c.l2p.len() as u64;
+    encoded_bytes_with(c, &c.l2p)
+}
+
+fn encoded_bytes_with(c: &Checkpoint, l2p: &[u32]) -> usize {
+    let e = l2p.len() as u64;
     bytes(e, c.lines.len() as u32)
         + c.marks
             .as_ref()
@@ -181,7 +185,18 @@ fn bytes_checked(exported: u64, lines: u64) -> Option<u64> {
 }
 
 pub fn encode(c: &Checkpoint) -> Vec<u8> {
-    let len = encoded_bytes(c);
+    encode_with(c, &c.l2p)
+}
+
+/// [`encode`] of `c` with `l2p` as its map (`c.l2p` empty): the FTL encodes its live map
+/// without copying it first (a 1 TiB device's map is 1 GiB).
+pub fn encode_with_map(c: &Checkpoint, l2p: &[u32]) -> Vec<u8> {
+    assert!(c.l2p.is_empty(), "the map is given once");
+    encode_with(c, l2p)
+}
+
+fn encode_with(c: &Checkpoint, l2p: &[u32]) -> Vec<u8> {
+    let len = encoded_bytes_with(c, l2p);
     let mut b = vec![0u8; len];
     b[OFF_MAGIC..OFF_MAGIC + MAGIC.len()].copy_from_slice(&MAGIC);
     put_u32(&mut b, OFF_VERSION, VERSION);
@@ -191,14 +206,17 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
     put_u64(&mut b, OFF_SEQ, c.seq);
     put_u64(&mut b, OFF_LINE_SEQ, c.line_seq);
     put_u64(&mut b, OFF_CLOSE_SEQ, c.close_seq);
-    put_u64(&mut b, OFF_EXPORTED, c.l2p.len() as u64);
+    put_u64(&mut b, OFF_EXPORTED, l2p.len() as u64);
     put_u32(&mut b, OFF_LINES, c.lines.len() as u32);
     put_u64(&mut b, OFF_LENGTH, len as u64);
     let mut at = OFF_L2P;
-    for &e in &c.l2p {
-        put_u32(&mut b, at, e);
-        at += L2P_ENTRY_BYTES;
+    for (out, &e) in b[at..at + l2p.len() * L2P_ENTRY_BYTES]
+        .chunks_exact_mut(L2P_ENTRY_BYTES)
+        .zip(l2p)
+    {
+        out.copy_from_slice(&e.to_le_bytes());
     }
+    at += l2p.len() * L2P_ENTRY_BYTES;
     for l in &c.lines {
         assert!(l.state <= LINE_OPEN);
         b[at + LINE_OFF_STATE] = l.state;
@@ -208,7 +226,7 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
     }
     if let Some(m) = &c.marks {
         assert!((1..=MAX_MARKS).contains(&m.marks.len()));
-        assert_eq!(m.epochs.len(), c.l2p.len());
+        assert_eq!(m.epochs.len(), l2p.len());
         put_u32(&mut b, at + MARKS_OFF_COUNT, m.marks.len() as u32);
         b[at + MARKS_OFF_CURRENT] = m.current;
         at += MARKS_HEAD_BYTES;

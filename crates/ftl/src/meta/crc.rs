@@ -94,6 +94,21 @@ pub fn append(crc: u32, data: &[u8]) -> u32 {
     !reg
 }
 
+/// `crc32c::crc32c_append(crc, &[0; n])`: the zero bytes as operators, without reading them
+/// (for data known to be zeros).
+pub fn append_zeros(crc: u32, n: usize) -> u32 {
+    let (units, rest) = (n / UNIT, n % UNIT);
+    let mut reg = !crc;
+    let ops = zeros_ops();
+    let mut left = units;
+    while left > 0 {
+        let j = left.min(MAX_UNITS);
+        reg = apply(&ops[j], reg);
+        left -= j;
+    }
+    crc32c::crc32c_append(!reg, &[0u8; UNIT][..rest])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +126,7 @@ mod tests {
             data.resize(data.len() + zeros, 0);
             data.extend(tail);
             prop_assert_eq!(append(crc, &data), crc32c::crc32c_append(crc, &data));
+            prop_assert_eq!(append_zeros(crc, zeros), crc32c::crc32c_append(crc, &vec![0; zeros]));
         }
     }
 

@@ -36,7 +36,9 @@
 //! FTL reads OOBs only after it accepted a superblock, so a sector's OOB is never decoded
 //! under the wrong layout. Nor is there a magic: every failure is [`DecodeError::Corrupt`].
 
-use lightnvm_media::geometry::OOB_MIN_BYTES;
+use lightnvm_media::geometry::{OOB_MAX_BYTES, OOB_MIN_BYTES};
+
+const OOB_MAX: usize = OOB_MAX_BYTES as usize;
 use lightnvm_media::Geometry;
 
 use super::{corrupt, need, put_u32, put_u64, u32_at, u64_at, CorruptReason, DecodeError};
@@ -123,17 +125,100 @@ fn sector_crc(head: &[u8], data: &[u8]) -> u32 {
 
 /// Encodes `oob` for a sector holding `data` into `out` (`oob_bytes_per_sector` long).
 pub fn encode(out: &mut [u8], oob: SectorOob, data: &[u8]) {
+    encode_with(out, oob, |head| sector_crc(head, data));
+}
+
+/// `encode`, with the data's part of the checksum from `crc_of(head)`.
+fn encode_with(out: &mut [u8], oob: SectorOob, crc_of: impl FnOnce(&[u8]) -> u32) {
     assert!(out.len() >= BYTES);
     out.fill(0);
     put_u32(out, OFF_LBA, oob.lba);
     put_u64(out, OFF_SEQ, oob.seq);
-    let crc = sector_crc(&out[..OFF_CRC], data);
+    let crc = crc_of(&out[..OFF_CRC]);
     put_u32(out, OFF_CRC, crc);
     if out.len() >= COPY_END {
         put_u32(out, OFF_COPY_LBA, oob.lba);
         put_u64(out, OFF_COPY_SEQ, oob.seq);
         let crc = crc32c::crc32c(&out[OFF_COPY_LBA..OFF_COPY_CRC]);
         put_u32(out, OFF_COPY_CRC, crc);
+    }
+}
+
+/// The compact form of sectors in simulation ([`lightnvm_media::RamStore::compact`]): a
+/// sector whose data is a 4-byte fingerprint followed by zeros (what `lightnvm sim` writes:
+/// its request number) and whose OOB is exactly what [`encode`] writes for an LBA and a
+/// stamp with a sequence number below 2^30 packs into 12 bytes: the LBA, the sequence number
+/// with the two request edges in its top bits, and the fingerprint. The checksums are
+/// recomputed on unpacking, so reads return the bytes programmed. The FTL's metadata sectors
+/// (OOB LBA [`OOB_LBA_META`]: line headers, footers, checkpoints) may be dropped: only
+/// recovery and audits read them, and a simulation has neither. Trim records are kept whole
+/// (GC moves them while older data they cover may remain).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimSectorCodec;
+
+/// Sequence numbers that fit a [`SimSectorCodec`] record.
+const SIM_SEQ_LIMIT: u64 = 1 << 30;
+
+impl SimSectorCodec {
+    fn identity(record: &lightnvm_media::Record) -> SectorOob {
+        let mut seq = (record[1] as u64) & (SIM_SEQ_LIMIT - 1);
+        if record[1] & (1 << 30) != 0 {
+            seq |= Stamp::FIRST;
+        }
+        if record[1] & (1 << 31) != 0 {
+            seq |= Stamp::LAST;
+        }
+        SectorOob {
+            lba: record[0],
+            seq,
+        }
+    }
+
+    /// The data's part of a fingerprint sector's checksum.
+    fn crc(head: &[u8], fingerprint: &[u8], data_len: usize) -> u32 {
+        let crc = crc32c::crc32c_append(crc32c::crc32c(head), fingerprint);
+        super::crc::append_zeros(crc, data_len - fingerprint.len())
+    }
+}
+
+impl lightnvm_media::SectorCodec for SimSectorCodec {
+    fn pack(&self, data: &[u8], oob: &[u8]) -> Option<lightnvm_media::Record> {
+        const FP: usize = 4;
+        if oob.len() < BYTES || oob.len() > OOB_MAX || data.len() < FP {
+            return None;
+        }
+        let id = SectorOob {
+            lba: u32_at(oob, OFF_LBA),
+            seq: u64_at(oob, OFF_SEQ),
+        };
+        let number = id.number();
+        if number >= SIM_SEQ_LIMIT || data[FP..].iter().fold(0u8, |a, &b| a | b) != 0 {
+            return None;
+        }
+        let mut expect = [0u8; OOB_MAX];
+        let expect = &mut expect[..oob.len()];
+        encode_with(expect, id, |head| Self::crc(head, &data[..FP], data.len()));
+        if expect != oob {
+            return None;
+        }
+        let edges = (id.first() as u32) << 30 | (id.last() as u32) << 31;
+        let fingerprint = u32::from_le_bytes(data[..FP].try_into().expect("4 bytes"));
+        Some([id.lba, number as u32 | edges, fingerprint])
+    }
+
+    fn unpack(&self, record: &lightnvm_media::Record, data: &mut [u8], oob: &mut [u8]) {
+        data[..4].copy_from_slice(&record[2].to_le_bytes());
+        data[4..].fill(0);
+        if !oob.is_empty() {
+            let len = data.len();
+            encode_with(oob, Self::identity(record), |head| {
+                Self::crc(head, &data[..4], len)
+            });
+        }
+    }
+
+    fn droppable(&self, _data: &[u8], oob: &[u8]) -> bool {
+        oob.len() >= BYTES && u32_at(oob, OFF_LBA) == OOB_LBA_META
     }
 }
 
@@ -228,7 +313,67 @@ pub fn claimed(oob: &[u8]) -> Option<Claim> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lightnvm_media::SectorCodec;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The simulation's compact form packs exactly the sectors it can give back byte for
+        /// byte: a 4-byte fingerprint and zeros, with this module's OOB.
+        #[test]
+        fn sim_codec_gives_back_every_byte(
+            lba in 0u32..OOB_LBA_TRIM,
+            number in 0u64..(1 << 31),
+            edges in 0u64..4,
+            fingerprint in any::<u32>(),
+            oob_len in prop::sample::select(vec![16usize, 24, 32, 64, 1024]),
+            stray in prop::option::of((4usize..4096, 1u8..=255)),
+        ) {
+            let stamp = number | edges << 62;
+            let mut data = vec![0u8; 4096];
+            data[..4].copy_from_slice(&fingerprint.to_le_bytes());
+            if let Some((at, b)) = stray {
+                data[at] = b;
+            }
+            let mut oob = vec![0u8; oob_len];
+            encode(&mut oob, SectorOob { lba, seq: stamp }, &data);
+            let packed = SimSectorCodec.pack(&data, &oob);
+            prop_assert_eq!(packed.is_some(), number < 1 << 30 && stray.is_none());
+            if let Some(record) = packed {
+                let (mut d, mut o) = (vec![0xAAu8; 4096], vec![0xAAu8; oob_len]);
+                SimSectorCodec.unpack(&record, &mut d, &mut o);
+                prop_assert_eq!(&d, &data);
+                prop_assert_eq!(&o, &oob);
+                d.fill(0xAA);
+                SimSectorCodec.unpack(&record, &mut d, &mut []);
+                prop_assert_eq!(&d, &data);
+            }
+            // Any other OOB does not pack (one flipped bit anywhere in it).
+            let bit = (number as usize ^ fingerprint as usize) % (oob_len * 8);
+            oob[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(SimSectorCodec.pack(&data, &oob).is_none());
+            prop_assert!(!SimSectorCodec.droppable(&data, &oob) || bit / 8 < 4);
+        }
+    }
+
+    #[test]
+    fn sim_codec_drops_only_metadata() {
+        let data = vec![7u8; 4096];
+        for (lba, droppable) in [
+            (OOB_LBA_META, true),
+            (OOB_LBA_TRIM, false),
+            (OOB_LBA_PAD, false),
+            (5, false),
+        ] {
+            let mut oob = vec![0u8; 32];
+            encode(&mut oob, SectorOob { lba, seq: 3 }, &data);
+            assert_eq!(SimSectorCodec.pack(&data, &oob), None);
+            assert_eq!(
+                SimSectorCodec.droppable(&data, &oob),
+                droppable,
+                "lba {lba:#x}"
+            );
+        }
+    }
 
     #[test]
     fn a_damaged_sector_still_claims_its_lba() {
