@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lightnvm_media::{
     BadReason, BlockState, FaultConfig, FileMedia, Geometry, MediaConfig, OpenMode, TimingConfig,
     VirtualClock, DEFAULT_ENDURANCE, GEOMETRY_PRESETS, TIMING_PRESETS,
@@ -162,7 +162,11 @@ struct InfoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Sim(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("sim")) {
+        a.op_given = m.value_source("op") == Some(clap::parser::ValueSource::CommandLine);
+    }
     if std::env::var_os("RUST_LOG").is_some() && !matches!(cli.command, Command::Serve(_)) {
         // Library diagnostics (tracing) for every command when asked for; `serve` sets up
         // its own logging (-v, -vv).

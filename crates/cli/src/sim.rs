@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use lightnvm_ftl::VictimPolicyKind;
 use lightnvm_media::{Geometry, TimingConfig};
+use lightnvm_workload::profiles::{DeviceProfile, DEVICE_PROFILES};
 use lightnvm_workload::{lrw_waf, run, Arrivals, Distribution, PhaseEnd, SimConfig};
 
 use crate::ftl_cmds::FtlArgs;
@@ -18,7 +19,9 @@ pub struct SimArgs {
     /// Workload: seq, uniform, hotcold:W/S (W% of writes to S% of the LBAs), zipf:THETA.
     #[arg(long, default_value = "uniform")]
     workload: String,
-    /// Geometry preset (tiny, small, default, medium, large) ... The default, medium, has
+    /// Geometry preset (tiny, small, default, medium, large) or device profile (qlc-512g,
+    /// tlc-1tb, dc-4tb: a real drive class's geometry, timing and over-provisioning, sources
+    /// in `docs/profiles.md`; --timing and --op still override). The default, medium, has
     /// 256 lines, so the few lines kept out of user data (open streams, checkpoints, GC
     /// reserve) barely change the spare that GC works with.
     #[arg(long, default_value = "medium")]
@@ -27,9 +30,10 @@ pub struct SimArgs {
     /// sectors per page (comma-separated, e.g. 4,2,64,32,4).
     #[arg(long)]
     geometry: Option<String>,
-    /// Timing preset: none, femu, mqsim, lightnvm2014.
-    #[arg(long, default_value = "femu")]
-    timing: String,
+    /// Timing preset: none, femu, mqsim, lightnvm2014 [default: the device profile's, or
+    /// femu].
+    #[arg(long)]
+    timing: Option<String>,
     /// Reads never suspend a program or an erase, even where the timing preset's device can
     /// (for comparing against the same device without suspend).
     #[arg(long)]
@@ -111,6 +115,10 @@ pub struct SimArgs {
     /// writes against the LRW model, at spare factors 0.07, 0.125, 0.28 and 0.5.
     #[arg(long)]
     validate: bool,
+    /// Whether `--op` was given (on the command line or in the `--config` file): a device
+    /// profile's over-provisioning applies only when it was not.
+    #[arg(skip)]
+    pub op_given: bool,
 }
 
 fn geometry(a: &SimArgs) -> Result<Geometry> {
@@ -128,8 +136,17 @@ fn geometry(a: &SimArgs) -> Result<Geometry> {
             }
             Geometry::new(v[0], v[1], v[2], v[3], v[4])
         }
-        None => Geometry::preset(&a.preset)
-            .ok_or_else(|| anyhow::anyhow!("unknown --preset `{}`", a.preset))?,
+        None => match DeviceProfile::find(&a.preset) {
+            Some(p) => p.geometry,
+            None => Geometry::preset(&a.preset).ok_or_else(|| {
+                let names: Vec<&str> = lightnvm_media::GEOMETRY_PRESETS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .chain(DEVICE_PROFILES.iter().map(|p| p.name))
+                    .collect();
+                anyhow::anyhow!("unknown --preset `{}` ({})", a.preset, names.join(", "))
+            })?,
+        },
     };
     g.validate()
         .map_err(|e| anyhow::anyhow!("--geometry: {e}"))?;
@@ -180,7 +197,8 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
     macro_rules! take {
         ($($field:ident => $target:expr),* $(,)?) => { $( if let Some(v) = f.$field { $target = v; } )* };
     }
-    take!(workload => a.workload, preset => a.preset, timing => a.timing, no_suspend => a.no_suspend,
+    a.op_given |= f.op.is_some();
+    take!(workload => a.workload, preset => a.preset, no_suspend => a.no_suspend,
         op => a.ftl.op, gc => a.ftl.gc,
         placement => a.ftl.placement, static_wl => a.ftl.static_wl,
         checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
@@ -190,6 +208,7 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
         ($($field:ident),* $(,)?) => { $( if f.$field.is_some() { a.$field = f.$field; } )* };
     }
     take_some!(
+        timing,
         scheduling,
         geometry,
         trace,
@@ -222,8 +241,20 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         return Ok(());
     }
     apply_file(&mut a)?;
-    let mut timing = TimingConfig::preset(&a.timing)
-        .ok_or_else(|| anyhow::anyhow!("unknown --timing `{}`", a.timing))?;
+    let profile = if a.geometry.is_none() {
+        DeviceProfile::find(&a.preset)
+    } else {
+        None
+    };
+    let mut timing = match (&a.timing, profile) {
+        (Some(name), _) => TimingConfig::preset(name)
+            .ok_or_else(|| anyhow::anyhow!("unknown --timing `{name}`"))?,
+        (None, Some(p)) => p.timing,
+        (None, None) => TimingConfig::preset("femu").expect("femu is a preset"),
+    };
+    if let (Some(p), false) = (profile, a.op_given) {
+        a.ftl.op = p.over_provisioning;
+    }
     if a.no_suspend {
         timing.program_suspend_ns = None;
         timing.erase_suspend_ns = None;
@@ -544,6 +575,10 @@ fn describe(a: &SimArgs, cfg: &lightnvm_workload::SimConfig) -> String {
         cfg.geometry,
         a.ftl.gc,
         cfg.ftl.over_provisioning,
-        cfg.timing.preset_name().unwrap_or("custom timing")
+        match (cfg.timing.preset_name(), a.timing.as_ref()) {
+            (Some(name), _) => name,
+            (None, None) if a.geometry.is_none() => a.preset.as_str(),
+            _ => "custom timing",
+        }
     )
 }

@@ -261,3 +261,37 @@ fn compare_plots_earlier_reports_on_shared_axes() {
         "not a `lightnvm sim --json` report",
     );
 }
+
+#[test]
+fn a_device_profile_sets_geometry_timing_and_op_unless_overridden() {
+    let base = [
+        "--preset",
+        "qlc-512g",
+        "--no-fill",
+        "--precondition",
+        "0",
+        "--requests",
+        "1",
+        "--json",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    let p = run(&[]);
+    let c = &p["config"];
+    assert_eq!(c["geometry"]["channels"], 4);
+    assert_eq!(c["geometry"]["pages_per_block"], 3072);
+    assert_eq!(c["timing"]["t_read_ns"], 110_000);
+    assert_eq!(c["ftl"]["over_provisioning"], 0.14);
+    // The drive's capacity: 512.1 GB exported, within 0.1%.
+    let exported = p["result"]["exported_sectors"].as_u64().unwrap() as f64 * 4096.0;
+    assert!((exported / 512.1e9 - 1.0).abs() < 0.001, "{exported}");
+    // --timing and --op win over the profile's.
+    let o = run(&["--timing", "none", "--op", "0.2"]);
+    assert_eq!(o["config"]["timing"]["t_read_ns"], 0);
+    assert_eq!(o["config"]["ftl"]["over_provisioning"], 0.2);
+    assert_eq!(o["config"]["geometry"], c["geometry"]);
+    fails(&["--preset", "qlc"], "qlc-512g, tlc-1tb, dc-4tb");
+}

@@ -118,7 +118,7 @@ impl std::fmt::Display for Geometry {
 
 impl Geometry {
     /// A geometry with the given counts, 4 KiB sectors, 16-byte OOB and no mw_cunits.
-    pub fn new(
+    pub const fn new(
         channels: u32,
         luns_per_channel: u32,
         blocks_per_lun: u32,

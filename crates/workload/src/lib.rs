@@ -10,6 +10,7 @@
 //! rate, whatever the device's completions, with each latency measured from the arrival.
 
 use std::cmp::Reverse;
+pub mod profiles;
 pub mod trace;
 
 use std::collections::{BinaryHeap, VecDeque};
