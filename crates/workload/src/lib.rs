@@ -1165,14 +1165,10 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "known defect: a checkpoint that finds few free lines reuses the line of the \
-                checkpoint it replaces, so two lines take every checkpoint (README, 'Known \
-                defect, wear'); the fix was reverted until the replaced checkpoint is made \
-                unreadable first"]
     fn checkpoint_lines_wear_like_the_others() {
         // Greedy on Zipf empties freshly written lines, so checkpoints come often and find
-        // few free lines. Each is written back into the line of the checkpoint it replaces:
-        // two lines erased at every checkpoint, 5x the mean here.
+        // few free lines. Written back into the line of the checkpoint each replaces, they
+        // erased two lines at every checkpoint: 5x the mean here.
         let cfg = SimConfig {
             geometry: Geometry::new(2, 2, 64, 16, 4),
             timing: TimingConfig::preset("none").expect("preset"),

@@ -107,6 +107,9 @@ pub struct LinePool {
     /// PUs erasing left. Not persisted: after a restart such a line is erased again when
     /// taken (it is free either way).
     ahead: [Option<(u32, Vec<u32>)>; 2],
+    /// Other free lines erased before use (the line of a replaced checkpoint, so that it does
+    /// not stay readable), with their good PUs: opening one erases nothing more.
+    erased: Vec<(u32, Vec<u32>)>,
     /// Value the next opened line gets as its `line_seq`.
     pub line_seq: u64,
     /// Lines closed so far (orders closed lines by age).
@@ -163,6 +166,7 @@ impl LinePool {
             pending: Vec::new(),
             wear,
             ahead: [None, None],
+            erased: Vec::new(),
             line_seq: 1,
             close_seq: 0,
             pinned: Vec::new(),
@@ -212,14 +216,39 @@ impl LinePool {
             return None;
         }
         if forced.is_none() {
-            if let Some((ahead, _)) = &self.ahead[for_gc as usize] {
-                if let Some(at) = self.free.iter().position(|l| l == ahead) {
-                    let line = self.free.swap_remove(at);
-                    assert_eq!(self.lines[line as usize].state, Free);
-                    return Some(line);
-                }
+            if let Some(at) = self.ahead_position(for_gc) {
+                let line = self.free.swap_remove(at);
+                assert_eq!(self.lines[line as usize].state, Free);
+                return Some(line);
             }
         }
+        let idx = self.wear_pick(for_gc, forced);
+        let line = self.free.swap_remove(idx);
+        assert_eq!(self.lines[line as usize].state, Free);
+        Some(line)
+    }
+
+    /// The free line `take_free(for_gc, None)` would take now, left in place.
+    pub fn free_choice(&mut self, for_gc: bool) -> Option<u32> {
+        if self.free.is_empty() {
+            return None;
+        }
+        let at = match self.ahead_position(for_gc) {
+            Some(at) => at,
+            None => self.wear_pick(for_gc, None),
+        };
+        Some(self.free[at])
+    }
+
+    /// Where in the free list the line erased ahead for this stream kind is, if it is free.
+    fn ahead_position(&self, for_gc: bool) -> Option<usize> {
+        let (ahead, _) = self.ahead[for_gc as usize].as_ref()?;
+        self.free.iter().position(|l| l == ahead)
+    }
+
+    /// Index in the (non-empty) free list of `forced` if it is there, else the wear policy's
+    /// choice.
+    fn wear_pick(&mut self, for_gc: bool, forced: Option<u32>) -> usize {
         let candidates: Vec<FreeLine> = self
             .free
             .iter()
@@ -244,9 +273,7 @@ impl LinePool {
             idx < candidates.len(),
             "wear policy picked outside the list"
         );
-        let line = self.free.swap_remove(idx);
-        assert_eq!(self.lines[line as usize].state, Free);
-        Some(line)
+        idx
     }
 
     /// Erases every good block of `line` that holds anything (all of them when the line was
@@ -261,18 +288,47 @@ impl LinePool {
         background: bool,
     ) -> Result<Erased, EraseError> {
         debug_assert_eq!(self.lines[line as usize].state, Free);
-        for slot in self.ahead.iter_mut() {
-            if slot.as_ref().is_some_and(|(l, _)| *l == line) {
-                let (_, good) = slot.take().expect("checked");
-                return Ok(Erased {
-                    good,
-                    erases: 0,
-                    failures: 0,
-                    done: Completion { done_ns: 0 },
-                });
-            }
+        let ahead = self
+            .ahead
+            .iter_mut()
+            .find(|slot| slot.as_ref().is_some_and(|(l, _)| *l == line))
+            .and_then(|slot| slot.take());
+        let earlier = ahead.or_else(|| {
+            let at = self.erased.iter().position(|(l, _)| *l == line)?;
+            Some(self.erased.swap_remove(at))
+        });
+        if let Some((_, good)) = earlier {
+            return Ok(Erased {
+                good,
+                erases: 0,
+                failures: 0,
+                done: Completion { done_ns: 0 },
+            });
         }
         self.erase_blocks(media, line, background)
+    }
+
+    /// Erases the free `line` now, in the background, and remembers it erased (opening it
+    /// erases nothing more). Blocks that fail leave the line at once, as in
+    /// [`LinePool::erase_ahead`].
+    pub fn erase_now<M: Media>(&mut self, media: &mut M, line: u32) -> Result<Erased, EraseError> {
+        debug_assert_eq!(self.lines[line as usize].state, Free);
+        let e = self.erase(media, line, true)?;
+        self.drop_failed(line, &e);
+        self.erased.push((line, e.good.clone()));
+        Ok(e)
+    }
+
+    /// After an early erase: the blocks that failed leave `line` (`data_pus` stays: it says
+    /// where the line's old map entries are). A line left without room stays free until it
+    /// is taken, as it would have been without erasing early: opening it retires it.
+    fn drop_failed(&mut self, line: u32, e: &Erased) {
+        if e.failures > 0 {
+            let capacity = line_capacity(e.good.len(), &self.geo, self.footer_slots);
+            let l = &mut self.lines[line as usize];
+            l.pus = e.good.clone();
+            l.capacity = capacity;
+        }
     }
 
     /// Erases, in the background, the free line that stream kind `for_gc` would take next
@@ -311,16 +367,8 @@ impl LinePool {
             "wear policy picked outside the list"
         );
         let line = candidates[idx].line;
-        let e = self.erase_blocks(media, line, true)?;
-        if e.failures > 0 {
-            // The failed blocks leave the line now (`data_pus` stays: it says where the line's
-            // old map entries are). A line left without room stays free until it is taken,
-            // as it would have been without erasing ahead: opening it retires it.
-            let capacity = line_capacity(e.good.len(), &self.geo, self.footer_slots);
-            let l = &mut self.lines[line as usize];
-            l.pus = e.good.clone();
-            l.capacity = capacity;
-        }
+        let e = self.erase(media, line, true)?;
+        self.drop_failed(line, &e);
         self.ahead[i] = Some((line, e.good.clone()));
         Ok(Some((line, e)))
     }
@@ -494,6 +542,7 @@ impl LinePool {
     pub fn begin_rebuild(&mut self) {
         self.free.clear();
         self.pending.clear();
+        self.erased.clear();
     }
 
     /// Recovery: the state a line is rebuilt in (from its skeleton state Free or Bad).
@@ -565,6 +614,16 @@ impl LinePool {
         }
         if self.free.len() + self.pending.len() > self.lines.len() {
             return Err("more free lines than lines".into());
+        }
+        // A line remembered as erased (other than ahead, whose slots are cleared lazily) is
+        // free: opening it is what uses it up.
+        for (l, _) in &self.erased {
+            if self.lines[*l as usize].state != Free {
+                return Err(format!(
+                    "line {l} remembered as erased is in state {:?}",
+                    self.lines[*l as usize].state
+                ));
+            }
         }
         Ok(())
     }
@@ -716,6 +775,39 @@ mod tests {
         }
         let mut seen = vec![false; p.len()];
         p.check_lists(&mut seen).unwrap();
+    }
+
+    #[test]
+    fn a_line_erased_early_is_blank_and_opening_it_erases_nothing() {
+        let (mut media, mut p) = pool();
+        let used = p.take_free(false, None).unwrap();
+        let erased = p.erase(&mut media, used, false).unwrap();
+        let good = erased.good.clone();
+        p.open(&media, used, Ck, erased.good).unwrap();
+        let g = *media.geometry();
+        for &pu in &good {
+            let page = vec![1u8; g.page_bytes()];
+            let oob = vec![0u8; g.page_oob_bytes()];
+            let _ = media
+                .program(BlockAddr { pu, block: used }.page(0), &page, &oob)
+                .unwrap();
+        }
+        p.set_state(used, Checkpoint);
+        p.release(used);
+        // Erased now (a replaced checkpoint): its blocks hold nothing, it stays free.
+        let e = p.erase_now(&mut media, used).unwrap();
+        assert_eq!(e.erases as usize, good.len());
+        for &pu in &good {
+            let b = media.block_info(BlockAddr { pu, block: used });
+            assert_eq!(b.write_pointer, 0);
+        }
+        assert_eq!(p.state(used), Free);
+        let mut seen = vec![false; p.len()];
+        p.check_lists(&mut seen).unwrap();
+        // Opening it later erases nothing more.
+        assert_eq!(p.take_free(false, Some(used)), Some(used));
+        let again = p.erase(&mut media, used, false).unwrap();
+        assert_eq!((again.erases, again.good), (0, good));
     }
 
     #[test]
