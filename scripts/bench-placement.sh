@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): data placement baselines for issue 12. The reference simulator
+# (crates/workload/examples/refsim.rs: a minimal page-mapped model, independent of the FTL)
+# next to `lightnvm sim`, on the same workloads, LBA stream (same generator and seed),
+# exported capacity and data lines as the FTL's 8,2,256,32,4 geometry, at --op 0.11 and 0.28.
+# Columns: the FTL's greedy, FIFO and cost-benefit (one user and one GC stream); the model's
+# greedy and cost-benefit with one free line held back (what the FTL's GC keeps), and SepBIT
+# (Wang et al., FAST'22: 2 user + 4 GC streams by inferred lifetime, cost-benefit victims).
+# The model's cost-benefit score is (1-u)/(2u)*age in user writes; the FTL's is
+# (1-u)/(1+u)*age in line closes, so that pair is not the same policy.
+# Usage: scripts/bench-placement.sh [MEASURE_CAPACITIES]   (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MEASURE=${1:-3}
+cargo build --release --quiet -p lightnvm-cli
+cargo build --release --quiet -p lightnvm-workload --example refsim
+B="$PWD/target/release/lightnvm"
+R="$PWD/target/release/examples/refsim"
+WORKLOADS=(uniform hotcold:90/10 hotcold:80/20 zipf:0.9)
+waf() { python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["result"]["waf"])'; }
+rwaf() { python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["waf"])'; }
+for op in 0.11 0.28; do
+    exported=$("$B" sim --op "$op" --timing none --no-fill --precondition 0 --requests 1 --json |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["exported_sectors"])')
+    echo "op $op: $exported exported sectors in 248 data lines of 2036 sectors; precondition 2, measure $MEASURE; WAF (user+GC)/user"
+    printf "%-14s %9s %9s %9s | %9s %9s %11s\n" workload ftl:greedy ftl:fifo ftl:cb ref:greedy ref:cb ref:sepbit+cb
+    for w in "${WORKLOADS[@]}"; do
+        row=()
+        for gc in greedy fifo cost-benefit; do
+            row+=("$("$B" sim --workload "$w" --gc "$gc" --op "$op" --timing none \
+                --precondition 2 --measure "$MEASURE" --json | waf)")
+        done
+        common=(--exported "$exported" --line-sectors 2036 --lines 248 --workload "$w" --seed 1
+            --precondition 2 --measure "$MEASURE" --json)
+        row+=("$("$R" "${common[@]}" --gc greedy --placement none --gc-threshold 1 | rwaf)")
+        row+=("$("$R" "${common[@]}" --gc cost-benefit --placement none --gc-threshold 1 | rwaf)")
+        row+=("$("$R" "${common[@]}" --gc cost-benefit --placement sepbit | rwaf)")
+        printf "%-14s %9s %9s %9s | %9s %9s %11s\n" "$w" "${row[@]}"
+    done
+done
