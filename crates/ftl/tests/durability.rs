@@ -154,3 +154,27 @@ fn an_unreadable_checkpointed_copy_never_lets_an_older_copy_win() {
     assert!(o.violations.is_empty(), "{:?}", o.violations);
     assert_eq!(o.cuts, 10);
 }
+
+/// Found by `torture --damage` (seed 7,302,122): recovery accepted a damaged sector's claim
+/// (LBA 451, sequence number 506) but set its write counter from intact sectors only (505), so
+/// the next host write (LBAs 315–317) was numbered 506 too; after the next cut the two looked
+/// like one incomplete write and that durable write was discarded (its LBAs read older data).
+/// A number a damaged sector claims is never used again.
+#[test]
+fn a_damaged_sectors_number_is_never_reused() {
+    let o = torture_seed(TortureConfig {
+        seed: 7_302_122,
+        cuts: 10,
+        media_faults: true,
+        max_ops_between_cuts: 2000,
+        post_cut_damage: true,
+        large: false,
+    });
+    assert!(o.sectors_damaged > 0);
+    assert!(
+        o.violations.is_empty(),
+        "{} — {:#?}",
+        o.geometry,
+        o.violations
+    );
+}

@@ -114,6 +114,9 @@ pub fn replay<M: Media>(
     for d in std::mem::take(&mut r.damaged) {
         match d.claim {
             Some(c) if (c.lba as u64) < b.exported && c.number() > 0 && c.number() <= newest => {
+                // Its number was used: writes after recovery must not use it again (two
+                // writes of one number would be judged one, incomplete, after the next crash).
+                r.max_seq = r.max_seq.max(c.number());
                 r.records
                     .entry(d.line)
                     .or_default()
