@@ -1129,7 +1129,7 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_instead_of_data_change_no_result() {
+    fn compact_media_instead_of_data_changes_no_result() {
         // Reads, trims, GC and checkpoints: every figure of the report is the same whether
         // the media keeps the data or only fingerprints; only the memory differs.
         let cfg = SimConfig {
