@@ -508,18 +508,103 @@ pub struct Latency {
     pub max: f64,
 }
 
-fn latency(mut v: Vec<u64>) -> Latency {
-    if v.is_empty() {
+/// Every latency of a run (ns), exactly, in memory that grows with the number of distinct
+/// values rather than of requests: values collect in a buffer that is sorted and merged into
+/// runs (value, count) when it fills. A terabyte run measures hundreds of millions of
+/// requests; with timing `none` they are all 0.
+#[derive(Debug, Default)]
+struct LatencyLog {
+    buffer: Vec<u64>,
+    /// Ascending values, each with how many requests had it.
+    runs: Vec<(u64, u64)>,
+    /// Requests up to and including each run.
+    cumulative: Vec<u64>,
+}
+
+impl LatencyLog {
+    /// Values buffered before they are merged into the runs.
+    const BUFFER: usize = 1 << 20;
+
+    fn push(&mut self, ns: u64) {
+        self.buffer.push(ns);
+        if self.buffer.len() >= Self::BUFFER {
+            self.merge();
+        }
+    }
+
+    fn merge(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        self.buffer.sort_unstable();
+        let mut fresh: Vec<(u64, u64)> = Vec::new();
+        for &v in &self.buffer {
+            match fresh.last_mut() {
+                Some((last, n)) if *last == v => *n += 1,
+                _ => fresh.push((v, 1)),
+            }
+        }
+        self.buffer.clear();
+        let old = std::mem::take(&mut self.runs);
+        let mut merged = Vec::with_capacity(old.len() + fresh.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), fresh.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    let n = x.1 + y.1;
+                    let v = x.0;
+                    a.next();
+                    b.next();
+                    (v, n)
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => a.next().expect("peeked"),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next().expect("peeked"),
+                (Some(_), None) => a.next().expect("peeked"),
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.runs = merged;
+    }
+
+    /// Done collecting: merges the buffer and indexes the runs.
+    fn finish(mut self) -> LatencyLog {
+        self.merge();
+        let mut total = 0;
+        self.cumulative = self
+            .runs
+            .iter()
+            .map(|&(_, n)| {
+                total += n;
+                total
+            })
+            .collect();
+        self
+    }
+
+    fn len(&self) -> usize {
+        self.cumulative.last().copied().unwrap_or(0) as usize
+    }
+
+    /// The value at 0-based `rank` in ascending order (after `finish`).
+    fn at(&self, rank: usize) -> u64 {
+        let i = self.cumulative.partition_point(|&c| c as usize <= rank);
+        self.runs[i].0
+    }
+}
+
+fn latency(v: &LatencyLog) -> Latency {
+    let n = v.len();
+    if n == 0 {
         return Latency::default();
     }
-    v.sort_unstable();
-    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1e3;
+    let at = |q: f64| v.at(((n as f64 * q) as usize).min(n - 1)) as f64 / 1e3;
     Latency {
-        count: v.len() as u64,
+        count: n as u64,
         p50: at(0.5),
         p99: at(0.99),
         p999: at(0.999),
-        max: *v.last().unwrap() as f64 / 1e3,
+        max: v.at(n - 1) as f64 / 1e3,
     }
 }
 
@@ -593,9 +678,7 @@ pub struct LatencyCdf {
 
 /// Exceedance points of `v` (ns): for each fraction p = 10^(-k/10) down to 1/n, the latency
 /// (µs) that a fraction p of the requests exceed or reach.
-fn tail(v: &[u64]) -> Vec<(f64, f64)> {
-    let mut v = v.to_vec();
-    v.sort_unstable();
+fn tail(v: &LatencyLog) -> Vec<(f64, f64)> {
     let n = v.len();
     let mut out = Vec::new();
     for k in 0.. {
@@ -605,7 +688,7 @@ fn tail(v: &[u64]) -> Vec<(f64, f64)> {
         if rank >= n {
             break;
         }
-        out.push((v[rank] as f64 / 1e3, (n - rank) as f64 / n as f64));
+        out.push((v.at(rank) as f64 / 1e3, (n - rank) as f64 / n as f64));
         if n - rank == 1 {
             break;
         }
@@ -614,9 +697,7 @@ fn tail(v: &[u64]) -> Vec<(f64, f64)> {
     out
 }
 
-fn cdf(v: &[u64]) -> Vec<(f64, f64)> {
-    let mut v = v.to_vec();
-    v.sort_unstable();
+fn cdf(v: &LatencyLog) -> Vec<(f64, f64)> {
     let n = v.len();
     if n == 0 {
         return Vec::new();
@@ -624,7 +705,7 @@ fn cdf(v: &[u64]) -> Vec<(f64, f64)> {
     (1..=100)
         .map(|k| {
             let i = ((n * k) / 100).max(1) - 1;
-            (v[i] as f64 / 1e3, (i + 1) as f64 / n as f64)
+            (v.at(i) as f64 / 1e3, (i + 1) as f64 / n as f64)
         })
         .collect()
 }
@@ -725,8 +806,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     }
     let before: FtlStats = ftl.stats();
     let t0 = q.horizon();
-    let mut wl = Vec::new();
-    let mut rl = Vec::new();
+    let mut wl = LatencyLog::default();
+    let mut rl = LatencyLog::default();
     // Without a write limit the WAF series is still sampled about every capacity / 100.
     let target = cfg.measure_passes.map(|m| (m * n as f64) as u64);
     let mut written = 0u64;
@@ -938,6 +1019,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             || cfg.duration_ms.is_some()
             || cfg.arrivals.is_some(),
     };
+    let (rl, wl) = (rl.finish(), wl.finish());
     Ok(SimReport {
         phase,
         exported_sectors: n,
@@ -963,8 +1045,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             write_tail: tail(&wl),
         },
         latency_us: LatencyReport {
-            read: latency(rl),
-            write: latency(wl),
+            read: latency(&rl),
+            write: latency(&wl),
         },
         effective_spare: cfg.ftl.over_provisioning / (1.0 - cfg.ftl.over_provisioning),
         waf_series: series,
@@ -1011,9 +1093,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_latency_log_ranks_exactly_as_a_sorted_list() {
+        // Past two buffer merges, with repeated values and new ones in each part.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let n = LatencyLog::BUFFER * 2 + 12_345;
+        let v: Vec<u64> = (0..n)
+            .map(|i| rng.gen_range(0..5_000u64) * (1 + (i / LatencyLog::BUFFER) as u64))
+            .collect();
+        let mut log = LatencyLog::default();
+        for &x in &v {
+            log.push(x);
+        }
+        let log = log.finish();
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        assert_eq!(log.len(), n);
+        assert!(
+            log.runs.len() < 16_000,
+            "runs of distinct values: {}",
+            log.runs.len()
+        );
+        for rank in (0..n).step_by(997).chain([0, n / 2, n - 1]) {
+            assert_eq!(log.at(rank), sorted[rank], "rank {rank}");
+        }
+    }
+
+    #[test]
     fn the_tail_reaches_the_slowest_request_in_tenths_of_a_decade() {
-        let v: Vec<u64> = (1..=1000).collect();
-        let t = tail(&v);
+        let log = |v: &[u64]| {
+            let mut l = LatencyLog::default();
+            for &x in v {
+                l.push(x);
+            }
+            l.finish()
+        };
+        let v: Vec<u64> = (1..=1000).rev().collect();
+        let t = tail(&log(&v));
         assert_eq!(t.first(), Some(&(0.001, 1.0)));
         // p = 0.1: the 100 slowest are at least 901 ns.
         assert!(t.contains(&(0.901, 0.1)), "{t:?}");
@@ -1024,8 +1139,8 @@ mod tests {
         // 31 steps from 1 to 10^-3, less the ones that round to the same request near the
         // end (a fraction of 1.99 requests is the slowest one too).
         assert_eq!(t.len(), 27);
-        assert!(tail(&[]).is_empty());
-        assert_eq!(tail(&[5000]), [(5.0, 1.0)]);
+        assert!(tail(&log(&[])).is_empty());
+        assert_eq!(tail(&log(&[5000])), [(5.0, 1.0)]);
     }
 
     #[test]
