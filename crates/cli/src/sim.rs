@@ -425,6 +425,13 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
             "12-byte records, no data: --store-data keeps it"
         }
     );
+    if let Some(peak) = peak_rss_bytes() {
+        println!(
+            "memory              peak RSS {:.1} MiB = {:.1} B per exported sector (whole process: media, map, reverse map, checkpoint images, reports)",
+            peak as f64 / (1 << 20) as f64,
+            peak as f64 / r.exported_sectors.max(1) as f64
+        );
+    }
     if let (Some(arr), Some(cfg_arr)) = (p.arrivals, cfg.arrivals) {
         println!(
             "open loop           Poisson, {:.0} IOPS offered: {} arrived, backlog peak {} of {}",
@@ -559,6 +566,14 @@ fn validate(a: &SimArgs) -> Result<()> {
 }
 
 /// One line for reports and plots: workload, mix, queue, geometry, GC, OP.
+/// This process's peak resident set (Linux: `VmHWM` in `/proc/self/status`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn describe(a: &SimArgs, cfg: &lightnvm_workload::SimConfig) -> String {
     let load = match cfg.arrivals {
         Some(ar) => format!("open loop {:.0} IOPS", ar.rate_iops),
