@@ -726,14 +726,13 @@ mod tests {
         assert_eq!(p.take_free(true, Some(other)), Some(other));
     }
 
-    #[test]
-    fn a_line_erased_ahead_is_taken_next_and_costs_no_erase_when_opened() {
-        let (mut media, mut p) = pool();
-        // Use a line (one page on each PU) and free it, so that it needs an erase.
+    /// Opens a free line for stream `k` and programs one page on each of its PUs, so that
+    /// it needs an erase once free again. Returns the line and its good PUs.
+    fn use_a_line(media: &mut RamMedia, p: &mut LinePool, k: StreamKind) -> (u32, Vec<u32>) {
         let used = p.take_free(false, None).unwrap();
-        let erased = p.erase(&mut media, used, false).unwrap();
+        let erased = p.erase(media, used, false).unwrap();
         let good = erased.good.clone();
-        p.open(&media, used, User, erased.good).unwrap();
+        p.open(media, used, k, erased.good).unwrap();
         let g = *media.geometry();
         for &pu in &good {
             let page = vec![1u8; g.page_bytes()];
@@ -742,6 +741,14 @@ mod tests {
                 .program(BlockAddr { pu, block: used }.page(0), &page, &oob)
                 .unwrap();
         }
+        (used, good)
+    }
+
+    #[test]
+    fn a_line_erased_ahead_is_taken_next_and_costs_no_erase_when_opened() {
+        let (mut media, mut p) = pool();
+        // Use a line (one page on each PU) and free it, so that it needs an erase.
+        let (used, good) = use_a_line(&mut media, &mut p, User);
         p.close(used, false);
         p.set_state(used, Gc);
         p.make_pending(used);
@@ -780,18 +787,7 @@ mod tests {
     #[test]
     fn a_line_erased_early_is_blank_and_opening_it_erases_nothing() {
         let (mut media, mut p) = pool();
-        let used = p.take_free(false, None).unwrap();
-        let erased = p.erase(&mut media, used, false).unwrap();
-        let good = erased.good.clone();
-        p.open(&media, used, Ck, erased.good).unwrap();
-        let g = *media.geometry();
-        for &pu in &good {
-            let page = vec![1u8; g.page_bytes()];
-            let oob = vec![0u8; g.page_oob_bytes()];
-            let _ = media
-                .program(BlockAddr { pu, block: used }.page(0), &page, &oob)
-                .unwrap();
-        }
+        let (used, good) = use_a_line(&mut media, &mut p, Ck);
         p.set_state(used, Checkpoint);
         p.release(used);
         // Erased now (a replaced checkpoint): its blocks hold nothing, it stays free.

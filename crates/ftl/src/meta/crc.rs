@@ -83,22 +83,20 @@ pub fn append(crc: u32, data: &[u8]) -> u32 {
         return crc32c::crc32c_append(crc, data);
     }
     let head = len - units * UNIT;
-    let mut reg = !crc32c::crc32c_append(crc, &data[..head]);
-    let ops = zeros_ops();
-    let mut left = units;
-    while left > 0 {
-        let j = left.min(MAX_UNITS);
-        reg = apply(&ops[j], reg);
-        left -= j;
-    }
-    !reg
+    let reg = !crc32c::crc32c_append(crc, &data[..head]);
+    !skip_zero_units(reg, units)
 }
 
 /// `crc32c::crc32c_append(crc, &[0; n])`: the zero bytes as operators, without reading them
 /// (for data known to be zeros).
 pub fn append_zeros(crc: u32, n: usize) -> u32 {
     let (units, rest) = (n / UNIT, n % UNIT);
-    let mut reg = !crc;
+    let reg = skip_zero_units(!crc, units);
+    crc32c::crc32c_append(!reg, &[0u8; UNIT][..rest])
+}
+
+/// The CRC register after `units` zero units.
+fn skip_zero_units(mut reg: u32, units: usize) -> u32 {
     let ops = zeros_ops();
     let mut left = units;
     while left > 0 {
@@ -106,7 +104,7 @@ pub fn append_zeros(crc: u32, n: usize) -> u32 {
         reg = apply(&ops[j], reg);
         left -= j;
     }
-    crc32c::crc32c_append(!reg, &[0u8; UNIT][..rest])
+    reg
 }
 
 #[cfg(test)]
