@@ -5,7 +5,9 @@
 # exported capacity and data lines as the FTL's 8,2,256,32,4 geometry, at --op 0.11 and 0.28.
 # Columns: the FTL's greedy, FIFO and cost-benefit (one user and one GC stream); the model's
 # greedy and cost-benefit with one free line held back (what the FTL's GC keeps), and SepBIT
-# (Wang et al., FAST'22: 2 user + 4 GC streams by inferred lifetime, cost-benefit victims).
+# (Wang et al., FAST'22: 2 user + 4 GC streams by inferred lifetime, cost-benefit victims),
+# and `freq`, ours: 6 streams shared by user and GC data, classed by a decayed rewrite count
+# (see refsim.rs), one free line held back.
 # The model's cost-benefit score is (1-u)/(2u)*age in user writes; the FTL's is
 # (1-u)/(1+u)*age in line closes, so that pair is not the same policy.
 # Usage: scripts/bench-placement.sh [MEASURE_CAPACITIES]   (default 3)
@@ -23,7 +25,7 @@ for op in 0.11 0.28; do
     exported=$("$B" sim --op "$op" --timing none --no-fill --precondition 0 --requests 1 --json |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["exported_sectors"])')
     echo "op $op: $exported exported sectors in 248 data lines of 2036 sectors; precondition 2, measure $MEASURE; WAF (user+GC)/user"
-    printf "%-14s %9s %9s %9s | %9s %9s %11s\n" workload ftl:greedy ftl:fifo ftl:cb ref:greedy ref:cb ref:sepbit+cb
+    printf "%-14s %9s %9s %9s | %9s %9s %11s %9s\n" workload ftl:greedy ftl:fifo ftl:cb ref:greedy ref:cb ref:sepbit+cb ref:freq
     for w in "${WORKLOADS[@]}"; do
         row=()
         for gc in greedy fifo cost-benefit; do
@@ -35,6 +37,7 @@ for op in 0.11 0.28; do
         row+=("$("$R" "${common[@]}" --gc greedy --placement none --gc-threshold 1 | rwaf)")
         row+=("$("$R" "${common[@]}" --gc cost-benefit --placement none --gc-threshold 1 | rwaf)")
         row+=("$("$R" "${common[@]}" --gc cost-benefit --placement sepbit | rwaf)")
-        printf "%-14s %9s %9s %9s | %9s %9s %11s\n" "$w" "${row[@]}"
+        row+=("$("$R" "${common[@]}" --gc cost-benefit --placement freq | rwaf)")
+        printf "%-14s %9s %9s %9s | %9s %9s %11s %9s\n" "$w" "${row[@]}"
     done
 done

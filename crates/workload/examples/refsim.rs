@@ -18,13 +18,25 @@
 //! lifespan (now - open time) of the last 16 collected class-1 lines, recomputed every 16
 //! collections (as in the authors' simulator), infinite before. Time = user sector writes.
 //!
+//! Placement `freq` (ours): one set of 6 streams shared by user and GC writes, by the LBA's
+//! predicted rewrite interval x = W / (d + 0.3), where d is its write count since its first
+//! write, decayed with time constant tau = 8E, and W = tau (1 - exp(-(now - first) / tau)) the
+//! decayed window it covers (x = now - first without decay). A user write counts itself in d
+//! before it is classified; a GC move uses d as it is (so x grows with the data's age). The
+//! first write of an LBA goes to the coldest stream. Stream k < 5 holds x < E/64 * 4^k,
+//! stream 5 the rest. The classifier is memoryless in the data's age, so GC data of a class
+//! shares the class's user stream. When a GC stream has no open line and no line is free, it
+//! writes to the nearest open stream instead, so one free line in reserve suffices (default
+//! --gc-threshold 1).
+//!
 //! Usage:
 //!   refsim --exported E --line-sectors C --lines L --workload SPEC --seed N \
 //!          --precondition X --measure X --gc greedy|fifo|cost-benefit \
-//!          --placement none|sepbit [--gc-threshold T] [--json] [--check]
+//!          --placement none|sepbit|freq [--gc-threshold T] [--json] [--check]
 //!
 //! --gc-threshold: GC runs while free lines <= T before a user line opens (default 2 with
-//! placement none, 4 with sepbit, whose 4 GC streams may each open a line per victim).
+//! placement none, 4 with sepbit, whose 4 GC streams may each open a line per victim, 1 with
+//! freq).
 
 use lightnvm_workload::{lrw_waf, Distribution, Picker};
 use rand::{Rng, SeedableRng};
@@ -44,7 +56,19 @@ enum Gc {
 enum Placement {
     None,
     SepBit,
+    Freq,
 }
+
+/// `freq`: streams (classes), shared by user and GC writes.
+const FREQ_CLASSES: usize = 6;
+/// `freq`: upper bound of class 0's predicted interval, as a fraction of E.
+const FREQ_BASE: f64 = 1.0 / 64.0;
+/// `freq`: ratio of consecutive class bounds.
+const FREQ_FACTOR: f64 = 4.0;
+/// `freq`: time constant of the write-count decay, in units of E user writes.
+const FREQ_TAU: f64 = 8.0;
+/// `freq`: prior added to the decayed count (an LBA never rewritten has x = W / 0.3).
+const FREQ_PRIOR: f64 = 0.3;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -104,6 +128,11 @@ struct Sim {
     ell_sum: f64,
     ell_n: u32,
     ell_updates: u64,
+    // freq state: per LBA, time of its first write and decayed rewrite count.
+    first: Vec<u64>,
+    dcount: Vec<f32>,
+    exported: f64,
+    borrows: u64,
 }
 
 impl Sim {
@@ -111,6 +140,7 @@ impl Sim {
         let streams = match placement {
             Placement::None => 2,
             Placement::SepBit => 6,
+            Placement::Freq => FREQ_CLASSES,
         };
         let t = l + streams as u32;
         assert!(
@@ -149,7 +179,59 @@ impl Sim {
             ell_sum: 0.0,
             ell_n: 0,
             ell_updates: 0,
+            first: vec![0; e as usize],
+            dcount: vec![0.0; e as usize],
+            exported: e as f64,
+            borrows: 0,
         }
+    }
+
+    /// `freq`: the LBA's decayed rewrite count at `now` (before this write).
+    fn freq_count(&self, i: usize) -> f64 {
+        let dt = (self.now - self.last_write[i]) as f64;
+        self.dcount[i] as f64 * (-dt / (FREQ_TAU * self.exported)).exp()
+    }
+
+    /// `freq`: the class of predicted rewrite interval W / (d + prior).
+    fn freq_class(&self, i: usize, d: f64) -> usize {
+        let tau = FREQ_TAU * self.exported;
+        let elapsed = (self.now - self.first[i]) as f64;
+        let x = tau * (1.0 - (-elapsed / tau).exp()) / (d + FREQ_PRIOR);
+        let b0 = FREQ_BASE * self.exported;
+        if x < b0 {
+            return 0;
+        }
+        let k = ((x / b0).ln() / FREQ_FACTOR.ln()).floor() as usize + 1;
+        k.min(FREQ_CLASSES - 1)
+    }
+
+    fn freq_user(&mut self, lba: u32) -> usize {
+        let i = lba as usize;
+        if self.last_write[i] == u64::MAX {
+            self.first[i] = self.now;
+            return FREQ_CLASSES - 1;
+        }
+        let d = self.freq_count(i) + 1.0;
+        self.dcount[i] = d as f32;
+        self.freq_class(i, d)
+    }
+
+    /// `freq`: a GC stream without an open line writes to the nearest open stream when no
+    /// line is free.
+    fn gc_stream_with_room(&mut self, stream: usize) -> usize {
+        if self.placement != Placement::Freq || self.open[stream] != NONE || !self.free.is_empty() {
+            return stream;
+        }
+        let n = self.open.len();
+        for d in 1..n {
+            for s in [stream.wrapping_sub(d), stream + d] {
+                if s < n && self.open[s] != NONE {
+                    self.borrows += 1;
+                    return s;
+                }
+            }
+        }
+        stream
     }
 
     fn lines(&self) -> usize {
@@ -168,6 +250,7 @@ impl Sim {
                     1
                 }
             }
+            Placement::Freq => self.freq_user(lba),
         };
         self.invalidate(lba);
         if self.open[stream] == NONE {
@@ -285,9 +368,14 @@ impl Sim {
                         }
                     }
                 }
+                Placement::Freq => {
+                    let i = lba as usize;
+                    self.freq_class(i, self.freq_count(i))
+                }
             };
             self.p2l[(base + slot) as usize] = NONE;
             self.valid[v as usize] -= 1;
+            let stream = self.gc_stream_with_room(stream);
             self.append(stream, lba);
             self.gc_writes += 1;
         }
@@ -330,6 +418,7 @@ struct Outcome {
     ell: f64,
     ell_updates: u64,
     class_writes: Vec<u64>,
+    borrows: u64,
 }
 
 fn simulate(a: &Args) -> Result<Outcome, String> {
@@ -377,6 +466,7 @@ fn simulate(a: &Args) -> Result<Outcome, String> {
         ell: sim.ell,
         ell_updates: sim.ell_updates,
         class_writes: sim.class_writes,
+        borrows: sim.borrows,
     })
 }
 
@@ -434,6 +524,7 @@ fn parse_args() -> Result<Args, String> {
                 a.placement = match val.as_str() {
                     "none" => Placement::None,
                     "sepbit" => Placement::SepBit,
+                    "freq" => Placement::Freq,
                     _ => return Err(format!("unknown --placement {val}")),
                 }
             }
@@ -449,6 +540,7 @@ fn parse_args() -> Result<Args, String> {
         a.threshold = match a.placement {
             Placement::None => 2,
             Placement::SepBit => 4,
+            Placement::Freq => 1,
         };
     }
     Ok(a)
@@ -477,6 +569,7 @@ fn main() {
     let placement = match a.placement {
         Placement::None => "none",
         Placement::SepBit => "sepbit",
+        Placement::Freq => "freq",
     };
     let lrw = lrw_waf(o.rho);
     if a.json {
@@ -492,18 +585,23 @@ fn main() {
             "sepbit_ell": if o.ell.is_finite() { Some(o.ell) } else { None },
             "sepbit_ell_updates": o.ell_updates,
             "class_writes": o.class_writes,
+            "gc_borrows": o.borrows,
         });
         println!("{v}");
     } else {
         let mut extra = String::new();
-        if a.placement == Placement::SepBit {
+        if a.placement != Placement::None {
             let tot: u64 = o.class_writes.iter().sum();
             let pct: Vec<String> = o
                 .class_writes
                 .iter()
                 .map(|&w| format!("{:.1}", 100.0 * w as f64 / tot.max(1) as f64))
                 .collect();
-            extra = format!(" ell={:.0} classes%=[{}]", o.ell, pct.join(","));
+            extra = if a.placement == Placement::SepBit {
+                format!(" ell={:.0} classes%=[{}]", o.ell, pct.join(","))
+            } else {
+                format!(" classes%=[{}] gc_borrows={}", pct.join(","), o.borrows)
+            };
         }
         if a.gc == Gc::Fifo && a.workload == "uniform" && a.placement == Placement::None {
             extra += &format!(" lrw={:.4} err={:+.2}%", lrw, 100.0 * (o.waf / lrw - 1.0));
@@ -538,7 +636,7 @@ mod tests {
 
     #[test]
     fn maps_stay_consistent() {
-        for p in [Placement::None, Placement::SepBit] {
+        for p in [Placement::None, Placement::SepBit, Placement::Freq] {
             for g in [Gc::Greedy, Gc::Fifo, Gc::CostBenefit] {
                 let o = simulate(&args("hotcold:80/20", g, p)).unwrap();
                 assert!(o.waf >= 1.0);
