@@ -6,8 +6,10 @@
 # Columns: the FTL's greedy, FIFO and cost-benefit (one user and one GC stream); the model's
 # greedy and cost-benefit with one free line held back (what the FTL's GC keeps), and SepBIT
 # (Wang et al., FAST'22: 2 user + 4 GC streams by inferred lifetime, cost-benefit victims),
-# and `freq`, ours: 6 streams shared by user and GC data, classed by a decayed rewrite count
-# (see refsim.rs), one free line held back.
+# and `freq`, ours: up to 6 streams shared by user and GC data, classed by a decayed rewrite
+# count, neighbouring classes merged where their data dies at the same rate (see refsim.rs),
+# one free line held back; run on the same physical lines as the one-stream columns (248 + 2
+# = 244 + 6), while SepBIT gets 248 + 6.
 # The model's cost-benefit score is (1-u)/(2u)*age in user writes; the FTL's is
 # (1-u)/(1+u)*age in line closes, so that pair is not the same policy.
 # Usage: scripts/bench-placement.sh [MEASURE_CAPACITIES]   (default 3)
@@ -37,7 +39,9 @@ for op in 0.11 0.28; do
         row+=("$("$R" "${common[@]}" --gc greedy --placement none --gc-threshold 1 | rwaf)")
         row+=("$("$R" "${common[@]}" --gc cost-benefit --placement none --gc-threshold 1 | rwaf)")
         row+=("$("$R" "${common[@]}" --gc cost-benefit --placement sepbit | rwaf)")
-        row+=("$("$R" "${common[@]}" --gc cost-benefit --placement freq | rwaf)")
+        freq=(--exported "$exported" --line-sectors 2036 --lines 244 --workload "$w" --seed 1
+            --precondition 2 --measure "$MEASURE" --json)
+        row+=("$("$R" "${freq[@]}" --gc cost-benefit --placement freq | rwaf)")
         printf "%-14s %9s %9s %9s | %9s %9s %11s %9s\n" "$w" "${row[@]}"
     done
 done

@@ -29,6 +29,17 @@
 //! writes to the nearest open stream instead, so one free line in reserve suffices (default
 //! --gc-threshold 1).
 //!
+//! `freq` merges classes whose data dies at the same rate, so that a workload without skew
+//! does not pay for open lines it cannot use. Each LBA that has been rewritten at least once
+//! is a member of the class it was last written to (user write or GC move); first writes stay
+//! out. A class's mean rewrite interval is estimated as its members' exposure (member-time)
+//! over their rewrites, the censoring-free estimate for memoryless rewrites, with both sums
+//! halved every E/4 user writes. At the end of each such period, after 2E user writes: a class
+//! with under 2% of the period's writes has no stream of its own and goes to the nearest class
+//! that has; consecutive such classes share a stream once their mean intervals are within a
+//! factor 1.25, and part again above 1.5. A stream left without classes hands its open line to
+//! the next stream that opens one. Uniform writes end up in one stream (user and GC data).
+//!
 //! Usage:
 //!   refsim --exported E --line-sectors C --lines L --workload SPEC --seed N \
 //!          --precondition X --measure X --gc greedy|fifo|cost-benefit \
@@ -69,6 +80,19 @@ const FREQ_FACTOR: f64 = 4.0;
 const FREQ_TAU: f64 = 8.0;
 /// `freq`: prior added to the decayed count (an LBA never rewritten has x = W / 0.3).
 const FREQ_PRIOR: f64 = 0.3;
+/// `freq`: length of a stream-merging period, in units of E user writes.
+const FREQ_PERIOD: f64 = 0.25;
+/// `freq`: streams are not merged before this many user writes (in units of E), while the
+/// observed intervals are still cut short by the time since the initial fill.
+const FREQ_WARMUP: f64 = 2.0;
+/// `freq`: (decayed) rewrites a class needs for an estimate of its mean interval.
+const FREQ_MIN_SAMPLES: f64 = 20.0;
+/// `freq`: share of a period's writes below which a class has no stream of its own.
+const FREQ_MIN_SHARE: f64 = 0.02;
+/// `freq`: consecutive classes share a stream once their mean intervals are within this factor,
+const FREQ_JOIN: f64 = 1.25;
+/// `freq`: ... and get separate streams again above this factor.
+const FREQ_SPLIT: f64 = 1.5;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -133,6 +157,18 @@ struct Sim {
     dcount: Vec<f32>,
     exported: f64,
     borrows: u64,
+    // freq stream merging: per LBA, the class of its last write (u8::MAX until its first
+    // rewrite); per class, its members, their decayed exposure (iv_sum) and rewrites (iv_n),
+    // the estimated mean interval, the period's writes; class -> stream.
+    lclass: Vec<u8>,
+    iv_sum: [f64; FREQ_CLASSES],
+    members: [u64; FREQ_CLASSES],
+    iv_n: [f64; FREQ_CLASSES],
+    period_writes: [u64; FREQ_CLASSES],
+    mean_iv: [f64; FREQ_CLASSES],
+    joined: [bool; FREQ_CLASSES],
+    map: [usize; FREQ_CLASSES],
+    period_end: u64,
 }
 
 impl Sim {
@@ -183,6 +219,15 @@ impl Sim {
             dcount: vec![0.0; e as usize],
             exported: e as f64,
             borrows: 0,
+            lclass: vec![0; e as usize],
+            iv_sum: [0.0; FREQ_CLASSES],
+            members: [0; FREQ_CLASSES],
+            iv_n: [0.0; FREQ_CLASSES],
+            period_writes: [0; FREQ_CLASSES],
+            mean_iv: [f64::NAN; FREQ_CLASSES],
+            joined: [false; FREQ_CLASSES],
+            map: std::array::from_fn(|k| k),
+            period_end: e + (e as f64 * FREQ_PERIOD) as u64,
         }
     }
 
@@ -209,11 +254,73 @@ impl Sim {
         let i = lba as usize;
         if self.last_write[i] == u64::MAX {
             self.first[i] = self.now;
+            self.lclass[i] = u8::MAX;
             return FREQ_CLASSES - 1;
         }
         let d = self.freq_count(i) + 1.0;
         self.dcount[i] = d as f32;
-        self.freq_class(i, d)
+        let prev = self.lclass[i] as usize;
+        if prev < FREQ_CLASSES {
+            self.iv_n[prev] += 1.0;
+            self.members[prev] -= 1;
+        }
+        let k = self.freq_class(i, d);
+        self.lclass[i] = k as u8;
+        self.members[k] += 1;
+        k
+    }
+
+    /// `freq`: end of a period: update the per-class estimated mean rewrite intervals and
+    /// recompute which raw classes share a stream. Classes with a small write share go to the
+    /// nearest active class; consecutive active classes share a stream while their mean
+    /// intervals are within a factor (with hysteresis).
+    fn freq_period(&mut self) {
+        for k in 0..FREQ_CLASSES {
+            self.mean_iv[k] = if self.iv_n[k] >= FREQ_MIN_SAMPLES {
+                self.iv_sum[k] / self.iv_n[k]
+            } else {
+                f64::NAN
+            };
+            self.iv_sum[k] *= 0.5;
+            self.iv_n[k] *= 0.5;
+        }
+        let tot: u64 = self.period_writes.iter().sum();
+        let active: Vec<usize> = (0..FREQ_CLASSES)
+            .filter(|&k| self.period_writes[k] as f64 >= FREQ_MIN_SHARE * tot.max(1) as f64)
+            .collect();
+        self.period_writes = [0; FREQ_CLASSES];
+        if active.is_empty() || (self.now as f64) < FREQ_WARMUP * self.exported {
+            return;
+        }
+        let mut stream_of = [0usize; FREQ_CLASSES];
+        let mut cur = active[0];
+        stream_of[active[0]] = cur;
+        for w in active.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let (ma, mb) = (self.mean_iv[a], self.mean_iv[b]);
+            // NaN (too few rewrites seen) keeps the classes apart.
+            let r = if ma.is_nan() || mb.is_nan() {
+                f64::INFINITY
+            } else {
+                ma.max(mb) / ma.min(mb)
+            };
+            if r > FREQ_SPLIT {
+                self.joined[a] = false;
+            } else if r < FREQ_JOIN {
+                self.joined[a] = true;
+            }
+            if !self.joined[a] {
+                cur = b;
+            }
+            stream_of[b] = cur;
+        }
+        for k in 0..FREQ_CLASSES {
+            let near = *active
+                .iter()
+                .min_by_key(|&&a| (a.abs_diff(k), usize::MAX - a))
+                .unwrap();
+            self.map[k] = stream_of[near];
+        }
     }
 
     /// `freq`: a GC stream without an open line writes to the nearest open stream when no
@@ -250,7 +357,18 @@ impl Sim {
                     1
                 }
             }
-            Placement::Freq => self.freq_user(lba),
+            Placement::Freq => {
+                if self.now >= self.period_end {
+                    self.freq_period();
+                    self.period_end = self.now + (self.exported * FREQ_PERIOD) as u64;
+                }
+                for k in 0..FREQ_CLASSES {
+                    self.iv_sum[k] += self.members[k] as f64;
+                }
+                let k = self.freq_user(lba);
+                self.period_writes[k] += 1;
+                self.map[k]
+            }
         };
         self.invalidate(lba);
         if self.open[stream] == NONE {
@@ -274,6 +392,17 @@ impl Sim {
     }
 
     fn append(&mut self, stream: usize, lba: u32) {
+        if self.open[stream] == NONE && self.placement == Placement::Freq {
+            // A stream no class maps to any more hands its open line to the next stream
+            // that needs one, so merged streams leave no partly written line behind.
+            if let Some(s) =
+                (0..self.open.len()).find(|&s| self.open[s] != NONE && !self.map.contains(&s))
+            {
+                self.open[stream] = self.open[s];
+                self.wp[stream] = self.wp[s];
+                self.open[s] = NONE;
+            }
+        }
         if self.open[stream] == NONE {
             let Some(line) = self.free.pop_front() else {
                 eprintln!("refsim: GC ran out of free lines; raise --gc-threshold");
@@ -370,7 +499,15 @@ impl Sim {
                 }
                 Placement::Freq => {
                     let i = lba as usize;
-                    self.freq_class(i, self.freq_count(i))
+                    let k = self.freq_class(i, self.freq_count(i));
+                    self.period_writes[k] += 1;
+                    let prev = self.lclass[i] as usize;
+                    if prev < FREQ_CLASSES {
+                        self.members[prev] -= 1;
+                        self.members[k] += 1;
+                        self.lclass[i] = k as u8;
+                    }
+                    self.map[k]
                 }
             };
             self.p2l[(base + slot) as usize] = NONE;
@@ -419,6 +556,7 @@ struct Outcome {
     ell_updates: u64,
     class_writes: Vec<u64>,
     borrows: u64,
+    freq_info: String,
 }
 
 fn simulate(a: &Args) -> Result<Outcome, String> {
@@ -467,6 +605,15 @@ fn simulate(a: &Args) -> Result<Outcome, String> {
         ell_updates: sim.ell_updates,
         class_writes: sim.class_writes,
         borrows: sim.borrows,
+        freq_info: format!(
+            "mean_iv/E=[{}] map={:?}",
+            sim.mean_iv
+                .iter()
+                .map(|m| format!("{:.3}", m / e as f64))
+                .collect::<Vec<_>>()
+                .join(","),
+            sim.map
+        ),
     })
 }
 
@@ -586,6 +733,7 @@ fn main() {
             "sepbit_ell_updates": o.ell_updates,
             "class_writes": o.class_writes,
             "gc_borrows": o.borrows,
+            "freq_streams": if a.placement == Placement::Freq { Some(&o.freq_info) } else { None },
         });
         println!("{v}");
     } else {
@@ -600,7 +748,12 @@ fn main() {
             extra = if a.placement == Placement::SepBit {
                 format!(" ell={:.0} classes%=[{}]", o.ell, pct.join(","))
             } else {
-                format!(" classes%=[{}] gc_borrows={}", pct.join(","), o.borrows)
+                format!(
+                    " classes%=[{}] gc_borrows={} {}",
+                    pct.join(","),
+                    o.borrows,
+                    o.freq_info
+                )
             };
         }
         if a.gc == Gc::Fifo && a.workload == "uniform" && a.placement == Placement::None {
