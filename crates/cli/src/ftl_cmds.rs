@@ -21,7 +21,9 @@ pub struct FtlArgs {
     /// GC victim policy: greedy, cost-benefit, fifo, d-choices or d-choices:D.
     #[arg(long, default_value = "greedy")]
     pub gc: String,
-    /// Where GC writes: separate (its own open line) or shared (with user writes).
+    /// Data placement: separate (user and GC data in their own open lines), shared (one open
+    /// line for both) or sepbit (SepBIT, FAST'22: 2 user streams by inferred lifespan, 4 GC
+    /// streams by age; 4 more open lines).
     #[arg(long, default_value = "separate")]
     pub placement: String,
     /// Static wear leveling: erase-count spread that triggers moving cold data (0 = off).
@@ -37,10 +39,11 @@ impl FtlArgs {
         let Some(victim) = VictimPolicyKind::parse(&self.gc) else {
             bail!("unknown GC policy `{}` (known: greedy, cost-benefit, fifo, d-choices, d-choices:D)", self.gc);
         };
-        let placement = match self.placement.as_str() {
-            "separate" => PlacementKind::SeparateGc,
-            "shared" => PlacementKind::Shared,
-            other => bail!("unknown placement `{other}` (known: separate, shared)"),
+        let Some(placement) = PlacementKind::parse(&self.placement) else {
+            bail!(
+                "unknown placement `{}` (known: separate, shared, sepbit, freq)",
+                self.placement
+            );
         };
         let config = FtlConfig {
             over_provisioning: self.op,

@@ -39,6 +39,33 @@ pub enum PlacementKind {
     SeparateGc,
     /// GC writes share the user's open line.
     Shared,
+    /// SepBIT (FAST'22): two user streams by inferred lifespan, four GC streams (see
+    /// `placement`).
+    SepBit,
+    /// Ours: six streams shared by user and GC data, by the LBA's decayed rewrite count
+    /// (see `placement`).
+    Freq,
+}
+
+impl PlacementKind {
+    pub fn parse(s: &str) -> Option<PlacementKind> {
+        match s {
+            "separate" => Some(PlacementKind::SeparateGc),
+            "shared" => Some(PlacementKind::Shared),
+            "sepbit" => Some(PlacementKind::SepBit),
+            "freq" => Some(PlacementKind::Freq),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementKind::SeparateGc => "separate",
+            PlacementKind::Shared => "shared",
+            PlacementKind::SepBit => "sepbit",
+            PlacementKind::Freq => "freq",
+        }
+    }
 }
 
 /// Wear leveling.

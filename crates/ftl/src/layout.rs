@@ -15,7 +15,10 @@ pub const MIN_LINE_PAGES: u64 = 16;
 
 /// Lines kept out of user data: user + GC open lines, two checkpoints, one checkpoint being
 /// written, the GC reserve, and one more so that a crash (which turns the open lines' unused
-/// space into garbage until GC runs) still leaves recovery a line for its checkpoint.
+/// space into garbage until GC runs) still leaves recovery a line for its checkpoint. The
+/// open lines of a placement policy's further streams are not among them: they come out of
+/// the spare space (see [`plan`]), so that every policy exports the same capacity at the same
+/// over-provisioning and their write amplification compares on equal terms.
 pub fn non_data_lines(config: &FtlConfig) -> u64 {
     config.gc_reserve_lines as u64 + 6
 }
@@ -115,12 +118,23 @@ pub fn plan<M: Media>(media: &M, config: &FtlConfig) -> Result<Layout, FtlError>
         })
         .filter(|&c| c > 0)
         .collect();
-    let needed_lines = non_data_lines(config) + 1;
+    let extra = crate::placement::extra_streams(config.placement) as u64;
+    // Each further stream of the placement policy also needs closed lines for GC to collect
+    // beside its open one: two data lines more per stream.
+    let needed_lines = non_data_lines(config) + 1 + 2 * extra;
     if (usable.len() as u64) < needed_lines {
         return Err(FtlError::TooSmall(format!(
             "{} usable lines; at least {needed_lines} are needed (user and GC streams, two \
-             checkpoints and one being written, the GC reserve, and data)",
-            usable.len()
+             checkpoints and one being written, the GC reserve, and data{})",
+            usable.len(),
+            if extra > 0 {
+                format!(
+                    "; placement {} has {extra} more streams, each needing 3 lines",
+                    config.placement.name()
+                )
+            } else {
+                String::new()
+            }
         )));
     }
     let total: u64 = usable.iter().sum();
@@ -135,6 +149,17 @@ pub fn plan<M: Media>(media: &M, config: &FtlConfig) -> Result<Layout, FtlError>
         return Err(FtlError::TooSmall(format!(
             "{total} data sectors cannot cover the {} lines kept out of user data",
             non_data_lines(config)
+        )));
+    }
+    if extra > 0 && data_area - exported < (extra + 1) * max_line {
+        // The further streams' open lines, partly written, hold spare space GC cannot use.
+        return Err(FtlError::TooSmall(format!(
+            "placement {} keeps {extra} more lines open, which needs at least {} lines of \
+             spare space; over-provisioning {} leaves {:.1}: raise --op or use more blocks",
+            config.placement.name(),
+            extra + 1,
+            config.over_provisioning,
+            (data_area - exported) as f64 / max_line as f64
         )));
     }
     let ckpt_bytes = meta::checkpoint::bytes(exported, geo.blocks_per_lun) as u64;

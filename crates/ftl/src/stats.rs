@@ -11,6 +11,19 @@ pub struct WearStats {
     pub stddev: f64,
 }
 
+/// Streams the counters have room for (every stream code a line header may carry).
+pub const STREAMS: usize = crate::meta::line_header::STREAM_MAX as usize + 1;
+
+/// Counters of one stream (see `placement`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StreamStats {
+    pub lines_opened: u64,
+    /// Host data sectors placed in the stream.
+    pub user_sectors: u64,
+    /// Sectors GC moved into the stream.
+    pub gc_sectors: u64,
+}
+
 /// Counters. Sector counts are 4 KiB sectors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct FtlStats {
@@ -42,6 +55,11 @@ pub struct FtlStats {
     pub sectors_lost: u64,
     pub exported_sectors: u64,
     pub l2p_bytes: u64,
+    /// Open lines handed from a stream the placement policy stopped using to one that needed
+    /// a line.
+    pub line_handovers: u64,
+    /// Per stream, by stream code (0 user, 1 GC, 2 checkpoint, then the placement policy's).
+    pub streams: [StreamStats; STREAMS],
 }
 
 impl FtlStats {

@@ -30,6 +30,8 @@ pub struct Writer {
     col: usize,
     /// Sectors gathered in the current page.
     fill: u32,
+    /// How many of them GC moved (data sectors placed by GC), for the statistics.
+    moved: u32,
     data: Vec<u8>,
     oob: Vec<u8>,
     /// OOB codes (LBA or marker) and sequence numbers of the gathered sectors.
@@ -50,6 +52,7 @@ impl Writer {
             row: 0,
             col: 0,
             fill: 0,
+            moved: 0,
             data: vec![0; geo.page_bytes()],
             oob: vec![0; geo.page_oob_bytes()],
             codes: vec![P2L_EMPTY; spp],
@@ -161,9 +164,10 @@ impl Writer {
         (addr.pu as usize * pages + addr.page as usize) * spp + sector
     }
 
-    /// Gathers one sector in the page buffer. Returns where it will live and whether the page
-    /// is now full (and must be programmed before the next stage).
-    pub fn stage(&mut self, kind: SectorKind, seq: u64, data: &[u8]) -> (Ppa, bool) {
+    /// Gathers one sector in the page buffer (`moved`: data GC relocates). Returns where it
+    /// will live and whether the page is now full (and must be programmed before the next
+    /// stage).
+    pub fn stage(&mut self, kind: SectorKind, seq: u64, data: &[u8], moved: bool) -> (Ppa, bool) {
         let ss = self.geo.sector_size as usize;
         let os = self.geo.oob_bytes_per_sector as usize;
         assert!(self.fill < self.geo.sectors_per_page, "page buffer full");
@@ -180,12 +184,18 @@ impl Writer {
         self.codes[i] = code;
         self.seqs[i] = seq;
         self.fill += 1;
+        self.moved += moved as u32;
         let idx = self.record_index(addr, i);
         self.record[idx] = (code, seq);
         (
             Ppa::at(&self.geo, addr, i as u32),
             self.fill == self.geo.sectors_per_page,
         )
+    }
+
+    /// Sectors in the page buffer that GC moved.
+    pub fn staged_moved(&self) -> u32 {
+        self.moved
     }
 
     /// The kinds of the sectors in the (full) page buffer.
@@ -214,6 +224,7 @@ impl Writer {
             media.program(addr, &self.data, &self.oob)?
         };
         self.fill = 0;
+        self.moved = 0;
         self.advance();
         Ok((addr, c))
     }
@@ -240,6 +251,7 @@ impl Writer {
             });
         }
         self.fill = 0;
+        self.moved = 0;
         self.drop_pu(addr.pu);
         out
     }
@@ -343,7 +355,7 @@ mod tests {
             .unwrap()
             .is_some());
         let d = vec![9u8; 4096];
-        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d);
+        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d, false);
         assert!(!full);
         assert_eq!(
             p0.addr(media.geometry()).0,
@@ -366,7 +378,7 @@ mod tests {
             .0,
             &d[..]
         );
-        let (_, full) = w.stage(SectorKind::Pad, 0, &d);
+        let (_, full) = w.stage(SectorKind::Pad, 0, &d, false);
         assert!(full);
         let (addr, _) = w.program(&mut media, false).unwrap();
         assert_eq!(
@@ -396,7 +408,7 @@ mod tests {
         let (_, mut w) = setup();
         w.begin(1, vec![1, 0]);
         let d = vec![3u8; 4096];
-        w.stage(SectorKind::Trim, 7, &d);
+        w.stage(SectorKind::Trim, 7, &d, false);
         let back = w.take_failed_page();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].kind, back[0].seq), (SectorKind::Trim, 7));

@@ -194,10 +194,11 @@ pub(crate) fn random_setup(
             rng.gen_range(0.1..0.4)
         },
         victim,
-        placement: if rng.gen_bool(0.8) {
-            PlacementKind::SeparateGc
-        } else {
-            PlacementKind::Shared
+        placement: match rng.gen_range(0..10) {
+            0..=3 => PlacementKind::SeparateGc,
+            4 | 5 => PlacementKind::Shared,
+            6 | 7 => PlacementKind::SepBit,
+            _ => PlacementKind::Freq,
         },
         wear: WearConfig {
             dynamic: rng.gen_bool(0.8),
@@ -208,14 +209,27 @@ pub(crate) fn random_setup(
         checkpoint_interval_lines: rng.gen_range(2..=6),
         seed,
     };
+    let mut ftl = ftl;
+    if matches!(ftl.placement, PlacementKind::SepBit | PlacementKind::Freq) {
+        // Their further streams' open lines come out of the spare space: more lines and more
+        // spare than the smallest devices have.
+        let b = &mut media.geometry.blocks_per_lun;
+        *b = (*b).max(MULTI_STREAM_MIN_BLOCKS);
+        ftl.over_provisioning = ftl.over_provisioning.max(MULTI_STREAM_MIN_OP);
+    }
     (media, ftl)
 }
+
+/// Blocks per LUN (lines) a seed with a multi-stream placement gets at least...
+const MULTI_STREAM_MIN_BLOCKS: u32 = 40;
+/// ... and over-provisioning.
+const MULTI_STREAM_MIN_OP: f64 = 0.35;
 
 /// A seed's geometry and policy, for reports.
 pub(crate) fn describe(mc: &MediaConfig, fc: &FtlConfig) -> String {
     let g = mc.geometry;
     format!(
-        "{}ch x {}lun x {}blk x {}pg x {}sec oob{} mw{} op{:.2} {:?}",
+        "{}ch x {}lun x {}blk x {}pg x {}sec oob{} mw{} op{:.2} {:?} {}",
         g.channels,
         g.luns_per_channel,
         g.blocks_per_lun,
@@ -224,7 +238,8 @@ pub(crate) fn describe(mc: &MediaConfig, fc: &FtlConfig) -> String {
         g.oob_bytes_per_sector,
         g.mw_cunits,
         fc.over_provisioning,
-        fc.victim
+        fc.victim,
+        fc.placement.name()
     )
 }
 

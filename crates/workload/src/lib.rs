@@ -662,6 +662,20 @@ pub struct SimReport {
     /// Which limit ended the measured phase, requests completed, IOPS, open-loop arrivals.
     #[serde(skip_serializing_if = "PhaseReport::is_implicit")]
     pub phase: PhaseReport,
+    /// Per data stream of the placement policy, over the measured phase.
+    pub streams: Vec<StreamReport>,
+}
+
+/// One data stream's share of the measured phase.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamReport {
+    /// The stream code in line headers.
+    pub code: u32,
+    /// "user" or "gc": which free lines it may take, how its pages are scheduled.
+    pub kind: String,
+    pub lines_opened: u64,
+    pub user_sectors: u64,
+    pub gc_sectors: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -1060,6 +1074,20 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             }
             h.into_iter().collect()
         },
+        streams: ftl
+            .data_streams()
+            .into_iter()
+            .map(|(code, kind)| {
+                let (a, b) = (s.streams[code as usize], before.streams[code as usize]);
+                StreamReport {
+                    code,
+                    kind: kind.into(),
+                    lines_opened: a.lines_opened - b.lines_opened,
+                    user_sectors: a.user_sectors - b.user_sectors,
+                    gc_sectors: a.gc_sectors - b.gc_sectors,
+                }
+            })
+            .collect(),
     })
 }
 

@@ -9,6 +9,7 @@ use crate::addr::{P2lEntry, SectorKind};
 use crate::error::FtlError;
 use crate::line::{slot_order, StreamKind};
 use crate::meta;
+use crate::placement::Stream;
 
 /// Who is appending, passed down explicitly (no mode flags): it decides what a line
 /// allocation may do.
@@ -33,16 +34,25 @@ impl<M: Media> Ftl<M> {
     /// Appends one sector to stream `k`, mapping it, and programs the page when it is full.
     pub(crate) fn push(
         &mut self,
-        k: StreamKind,
+        k: Stream,
         kind: SectorKind,
         seq: u64,
         data: &[u8],
         ctx: Ctx,
     ) -> Result<(), FtlError> {
-        if self.writers[k as usize].fill() == 0 {
+        if self.writers[k.index()].fill() == 0 {
             self.ensure_data_slot(k, ctx)?;
         }
-        let (ppa, full) = self.writers[k as usize].stage(kind, seq, data);
+        let moved = ctx.by_gc && matches!(kind, SectorKind::Data(_));
+        let (ppa, full) = self.writers[k.index()].stage(kind, seq, data, moved);
+        if let (SectorKind::Data(_), false) = (kind, ctx.replacing) {
+            let st = &mut self.stats.streams[k.index()];
+            if ctx.by_gc {
+                st.gc_sectors += 1;
+            } else {
+                st.user_sectors += 1;
+            }
+        }
         if !matches!(kind, SectorKind::Pad) {
             self.pool
                 .note_seq(ppa.line(&self.geo), meta::oob::Stamp::number(seq));
@@ -67,10 +77,10 @@ impl<M: Media> Ftl<M> {
 
     /// Makes sure stream `k` has a slot for a new data page: closes a line whose data area is
     /// used up (writing its footer) and opens a new one.
-    fn ensure_data_slot(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
-        debug_assert_eq!(self.writers[k as usize].fill(), 0);
+    fn ensure_data_slot(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
+        debug_assert_eq!(self.writers[k.index()].fill(), 0);
         loop {
-            let w = &self.writers[k as usize];
+            let w = &self.writers[k.index()];
             if w.line().is_some() {
                 if w.has_data_slot(self.footer_slots) {
                     return Ok(());
@@ -83,16 +93,12 @@ impl<M: Media> Ftl<M> {
 
     /// Programs a metadata page at stream `k`'s next slot. Returns false if the program
     /// failed (the block is retired from the line).
-    pub(crate) fn program_meta_page(
-        &mut self,
-        k: StreamKind,
-        page: &[u8],
-    ) -> Result<bool, FtlError> {
-        let w = &mut self.writers[k as usize];
+    pub(crate) fn program_meta_page(&mut self, k: Stream, page: &[u8]) -> Result<bool, FtlError> {
+        // The GC and checkpoint streams' pages are background work (housekeeping).
+        let background = self.kind(k) != StreamKind::User;
+        let w = &mut self.writers[k.index()];
         let line = w.line().expect("open line");
         let failed_pu = w.addr().pu;
-        // The GC and checkpoint streams' pages are background work (housekeeping).
-        let background = k != StreamKind::User;
         match w.program_meta(&mut self.media, page, self.seq, background)? {
             Some((addr, c, oob)) => {
                 self.note_done(c);
@@ -114,8 +120,8 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Writes the footer into the line's last slots and closes it.
-    pub(crate) fn close_line(&mut self, k: StreamKind) -> Result<(), FtlError> {
-        let w = &self.writers[k as usize];
+    pub(crate) fn close_line(&mut self, k: Stream) -> Result<(), FtlError> {
+        let w = &self.writers[k.index()];
         let line = w.line().expect("open line");
         let mut has_footer = w.remaining_slots() == self.footer_slots as u64;
         if has_footer {
@@ -131,7 +137,7 @@ impl<M: Media> Ftl<M> {
             }
         }
         self.pool.close(line, has_footer);
-        self.writers[k as usize].end();
+        self.writers[k.index()].end();
         Ok(())
     }
 
@@ -141,21 +147,24 @@ impl<M: Media> Ftl<M> {
     /// durable point) may open the stream's line meanwhile: then that line is used.
     pub(crate) fn provide_line(
         &mut self,
-        k: StreamKind,
+        k: Stream,
         ctx: Ctx,
         forced: Option<u32>,
     ) -> Result<(), FtlError> {
-        debug_assert!(self.writers[k as usize].line().is_none());
-        if k == StreamKind::User && !ctx.by_gc {
+        debug_assert!(self.writers[k.index()].line().is_none());
+        if self.adopt_idle_line(k) {
+            return Ok(());
+        }
+        if self.kind(k) == StreamKind::User && !ctx.by_gc {
             // Whatever asks for a user line (host data, trim records, re-placed sectors) may
             // not take the lines GC needs.
-            self.foreground_gc(ctx)?;
-            if self.writers[k as usize].line().is_some() {
+            self.foreground_gc(k, ctx)?;
+            if self.writers[k.index()].line().is_some() {
                 return Ok(());
             }
         }
         self.release_pending_if_low(ctx)?;
-        if self.writers[k as usize].line().is_some() {
+        if self.writers[k.index()].line().is_some() {
             return Ok(());
         }
         loop {
@@ -165,7 +174,7 @@ impl<M: Media> Ftl<M> {
                     return Err(self.set_read_only("no free line left (too many bad blocks)"));
                 }
                 self.durable_point(ctx)?;
-                if self.writers[k as usize].line().is_some() {
+                if self.writers[k.index()].line().is_some() {
                     // The durable point's padding reopened this stream already.
                     return Ok(());
                 }
@@ -177,7 +186,7 @@ impl<M: Media> Ftl<M> {
                         ));
                     }
                     self.write_checkpoint(false)?;
-                    if self.writers[k as usize].line().is_some() {
+                    if self.writers[k.index()].line().is_some() {
                         return Ok(());
                     }
                 }
@@ -185,7 +194,7 @@ impl<M: Media> Ftl<M> {
             }
             let line = self
                 .pool
-                .take_free(k == StreamKind::Gc, forced)
+                .take_free(self.kind(k) == StreamKind::Gc, forced)
                 .expect("a free line");
             if self.open_line(k, line)? {
                 return Ok(());
@@ -193,20 +202,46 @@ impl<M: Media> Ftl<M> {
         }
     }
 
+    /// Gives stream `k`, which needs a line, the open line of a stream the placement policy
+    /// no longer writes to (`freq` merged its classes), so that no partly written line is
+    /// left behind. The line keeps its header's stream code (recovery continues it as that
+    /// stream). Returns whether it did.
+    pub(crate) fn adopt_idle_line(&mut self, k: Stream) -> bool {
+        if self.writers[k.index()].line().is_some() {
+            return false;
+        }
+        let kind = self.kind(k);
+        let idle = crate::placement::data_streams(self.config.placement).find(|&t| {
+            t != k
+                && self.kind(t) == kind
+                && self.placement.idle(t)
+                && self.writers[t.index()].has_data_slot(self.footer_slots)
+        });
+        let Some(t) = idle else {
+            return false;
+        };
+        tracing::trace!(from = ?t, to = ?k, "an idle stream's open line changes hands");
+        self.writers.swap(k.index(), t.index());
+        self.stats.line_handovers += 1;
+        true
+    }
+
     /// Erases `line` (taken from the free list) and makes it stream `k`'s open line, header
     /// written. Returns false if too few good blocks were left (the line is retired).
-    fn open_line(&mut self, k: StreamKind, line: u32) -> Result<bool, FtlError> {
+    fn open_line(&mut self, k: Stream, line: u32) -> Result<bool, FtlError> {
         tracing::trace!(line, stream = ?k, "open line");
         // Only the user stream's own work is foreground (GC and checkpoints are housekeeping).
+        let kind = self.kind(k);
         let erased = self
             .pool
-            .erase(&mut self.media, line, k != StreamKind::User)?;
+            .erase(&mut self.media, line, kind != StreamKind::User)?;
         self.note_done(erased.done);
         self.stats.erases += erased.erases;
         self.stats.erase_failures += erased.failures;
         let old_pus = self.pool.line(line).data_pus.clone();
         self.map.clear_line(line, &old_pus);
-        let Some((generation, line_seq)) = self.pool.open(&self.media, line, k, erased.good) else {
+        let Some((generation, line_seq)) = self.pool.open(&self.media, line, kind, erased.good)
+        else {
             self.update_read_only();
             return Ok(false);
         };
@@ -220,18 +255,21 @@ impl<M: Media> Ftl<M> {
             line_seq,
             pus: meta::LineHeader::pu_set(&pus),
         };
-        self.durability.note_open(k);
-        self.writers[k as usize].begin(line, slot_order(line, &pus));
+        self.durability.note_open(kind);
+        self.stats.streams[k.index()].lines_opened += 1;
+        self.placement
+            .opened(line, k, self.stats.host_sectors_written);
+        self.writers[k.index()].begin(line, slot_order(line, &pus));
         self.update_read_only();
         let mut page = vec![0u8; self.geo.page_bytes()];
         meta::line_header::encode(&header, &mut page);
         while !self.program_meta_page(k, &page)? {
-            if self.writers[k as usize].remaining_slots() <= self.footer_slots as u64 + 1 {
+            if self.writers[k.index()].remaining_slots() <= self.footer_slots as u64 + 1 {
                 break;
             }
         }
-        if matches!(k, StreamKind::User | StreamKind::Gc) {
-            self.erase_ahead(k == StreamKind::Gc)?;
+        if matches!(kind, StreamKind::User | StreamKind::Gc) {
+            self.erase_ahead(kind == StreamKind::Gc)?;
         }
         Ok(true)
     }
@@ -252,11 +290,11 @@ impl<M: Media> Ftl<M> {
 
     /// Programs stream `k`'s full page buffer; on a program failure retires the block and
     /// places the page's live sectors again.
-    fn program_stream_page(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
-        let line = self.writers[k as usize].line().expect("open line");
-        let pu = self.writers[k as usize].addr().pu;
+    fn program_stream_page(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
+        let line = self.writers[k.index()].line().expect("open line");
+        let pu = self.writers[k.index()].addr().pu;
         let (mut data, mut pad, mut meta_) = (0u64, 0u64, 0u64);
-        for kind in self.writers[k as usize].staged_kinds() {
+        for kind in self.writers[k.index()].staged_kinds() {
             match kind {
                 SectorKind::Pad => pad += 1,
                 SectorKind::Trim => meta_ += 1,
@@ -265,24 +303,22 @@ impl<M: Media> Ftl<M> {
         }
         // GC's pages are background work: where the device schedules reads first, the
         // user's pages go ahead of them.
-        let background = k == StreamKind::Gc;
-        match self.writers[k as usize].program(&mut self.media, background) {
+        let background = self.kind(k) == StreamKind::Gc;
+        let moved = self.writers[k.index()].staged_moved() as u64;
+        match self.writers[k.index()].program(&mut self.media, background) {
             Ok((addr, c)) => {
                 self.note_done(c);
                 self.stats.media_sectors_pad += pad;
                 self.stats.media_sectors_meta += meta_;
-                if k == StreamKind::Gc {
-                    self.stats.media_sectors_gc += data;
-                } else {
-                    self.stats.media_sectors_user += data;
-                }
-                let (d, o) = self.writers[k as usize].last_page();
+                self.stats.media_sectors_gc += moved;
+                self.stats.media_sectors_user += data - moved;
+                let (d, o) = self.writers[k.index()].last_page();
                 self.window.after_program(addr, d, o);
                 Ok(())
             }
             Err(ProgramError::Failed { .. }) => {
                 self.stats.program_failures += 1;
-                let back = self.writers[k as usize].take_failed_page();
+                let back = self.writers[k.index()].take_failed_page();
                 self.pool.drop_pu(line, pu);
                 self.update_read_only();
                 let mut again = Vec::new();
@@ -343,10 +379,10 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Fills stream `k`'s partial page with padding (programming it).
-    pub(crate) fn pad_stream(&mut self, k: StreamKind, ctx: Ctx) -> Result<(), FtlError> {
+    pub(crate) fn pad_stream(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
         static ZERO: [u8; lightnvm_media::SECTOR_SIZE as usize] =
             [0; lightnvm_media::SECTOR_SIZE as usize];
-        while self.writers[k as usize].fill() != 0 {
+        while self.writers[k.index()].fill() != 0 {
             self.push(k, SectorKind::Pad, 0, &ZERO, ctx)?;
         }
         Ok(())

@@ -11,23 +11,24 @@ use crate::gc::{Selected, Work};
 use crate::layout;
 use crate::line::LineState;
 use crate::meta;
+use crate::placement::Stream;
 
 impl<M: Media> Ftl<M> {
-    fn user_needs_line(&self) -> bool {
-        self.writers[crate::line::StreamKind::User as usize].needs_line(self.footer_slots)
+    fn needs_line(&self, s: Stream) -> bool {
+        self.writers[s.index()].needs_line(self.footer_slots)
     }
 
-    /// Foreground GC before a user write that will need a new line.
-    pub(crate) fn make_room_for_user(&mut self) -> Result<(), FtlError> {
-        if !self.user_needs_line() {
+    /// Foreground GC before a user write to stream `s` that will need a new line.
+    pub(crate) fn make_room_for_user(&mut self, s: Stream) -> Result<(), FtlError> {
+        if !self.needs_line(s) || self.adopt_idle_line(s) {
             return Ok(());
         }
-        self.foreground_gc(Ctx::HOST)
+        self.foreground_gc(s, Ctx::HOST)
     }
 
-    /// Foreground GC: the user stream may not take the lines reserved for GC and for a
-    /// checkpoint; relocate until more lines than that are free.
-    pub(crate) fn foreground_gc(&mut self, ctx: Ctx) -> Result<(), FtlError> {
+    /// Foreground GC for user stream `s`: a user stream may not take the lines reserved for
+    /// GC and for a checkpoint; relocate until more lines than that are free.
+    pub(crate) fn foreground_gc(&mut self, s: Stream, ctx: Ctx) -> Result<(), FtlError> {
         let reserve = layout::user_reserve(&self.config);
         let mut budget = 4 * self.pool.len() + 8;
         while self.pool.free_lines() <= reserve {
@@ -68,7 +69,7 @@ impl<M: Media> Ftl<M> {
                 self.gc_move_one(ctx)?;
             }
             self.stats.gc_foreground_runs += 1;
-            if !self.user_needs_line() {
+            if !self.needs_line(s) {
                 // GC shared the user's stream and opened a line for it.
                 break;
             }
@@ -111,9 +112,11 @@ impl<M: Media> Ftl<M> {
     /// Data sectors GC can still write: the rest of its open line and every free line, less
     /// slack for padding at durable points.
     fn gc_room(&self) -> u64 {
-        let w = &self.writers[self.gc_stream() as usize];
         let spp = self.geo.sectors_per_page as u64;
-        let mut room = w.room(self.footer_slots);
+        let mut room = 0;
+        for s in crate::placement::gc_streams(self.config.placement) {
+            room += self.writers[s.index()].room(self.footer_slots);
+        }
         for &l in self.pool.free_list().iter().chain(self.pool.pending_list()) {
             room += self.pool.line(l).capacity as u64;
         }
@@ -132,7 +135,11 @@ impl<M: Media> Ftl<M> {
                 self.stats.wear_level_runs += 1;
                 true
             }
-            Some(Selected::Victim(_)) => true,
+            Some(Selected::Victim(line)) => {
+                self.placement
+                    .collected(line, self.stats.host_sectors_written);
+                true
+            }
             None => false,
         }
     }
@@ -168,7 +175,26 @@ impl<M: Media> Ftl<M> {
         }
     }
 
-    /// Copies `lba`'s current data from `ppa` to the GC stream, keeping its sequence number.
+    /// The stream GC moves `lba` (of the current victim) to. A stream that would need a new
+    /// line when no more than the GC reserve and one line are free gives way to another GC
+    /// stream with room, and at last to the GC stream: however many GC streams the policy
+    /// has, GC needs no more free lines than with one.
+    fn gc_stream_for(&mut self, lba: Lba) -> Stream {
+        let victim = self.gc.victim_line().expect("a victim");
+        let s = self
+            .placement
+            .gc_stream(lba.0, victim, self.stats.host_sectors_written);
+        let spare = self.pool.free_lines() > self.config.gc_reserve_lines as usize + 1;
+        if spare || !self.needs_line(s) {
+            return s;
+        }
+        crate::placement::gc_streams(self.config.placement)
+            .filter(|&o| !self.needs_line(o))
+            .min_by_key(|o| o.0.abs_diff(s.0))
+            .unwrap_or(self.placement.gc_record_stream())
+    }
+
+    /// Copies `lba`'s current data from `ppa` to a GC stream, keeping its sequence number.
     fn relocate(&mut self, ppa: Ppa, lba: Lba, ctx: Ctx) -> Result<(), FtlError> {
         let ss = self.geo.sector_size as usize;
         let mut data = std::mem::take(&mut self.gc_scratch);
@@ -176,7 +202,7 @@ impl<M: Media> Ftl<M> {
         let decoded = self.read_for_gc(ppa, &mut data)?;
         match decoded {
             Some(o) if o.lba == lba.0 => {
-                let k = self.gc_stream();
+                let k = self.gc_stream_for(lba);
                 self.push(k, SectorKind::Data(lba), o.seq, &data, ctx)?;
                 self.stats.gc_sectors_moved += 1;
             }
@@ -204,7 +230,7 @@ impl<M: Media> Ftl<M> {
         }
         match meta::oob::decode(&oob, &data) {
             Ok(o) if o.lba == P2L_TRIM && o.number() > self.durability.trim_horizon() => {
-                let k = self.gc_stream();
+                let k = self.placement.gc_record_stream();
                 self.push(k, SectorKind::Trim, o.seq, &data, ctx)?;
                 Ok(true)
             }

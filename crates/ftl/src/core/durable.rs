@@ -7,8 +7,9 @@ use super::{Ctx, Ftl};
 use crate::checkpoint;
 use crate::error::FtlError;
 use crate::layout;
-use crate::line::{LineState, StreamKind};
+use crate::line::LineState;
 use crate::meta;
+use crate::placement::Stream;
 use crate::stats::Health;
 
 /// Erases (mean per block) by which the line of a checkpoint being replaced may be more worn
@@ -49,14 +50,15 @@ impl<M: Media> Ftl<M> {
         }
     }
 
-    /// Pads both streams' partial pages and syncs the media: everything written so far is
+    /// Pads every data stream's partial page and syncs the media: everything written so far is
     /// durable. Lines emptied by GC become free (erasable) only here, and only those whose
     /// writes the newest checkpoint covers (recovery replays from it, and must find every
     /// sector written since, to tell complete writes from torn ones).
     pub(crate) fn durable_point(&mut self, ctx: Ctx) -> Result<(), FtlError> {
         tracing::trace!(pending = self.pool.pending_list().len(), "durable point");
-        self.pad_stream(StreamKind::User, ctx)?;
-        self.pad_stream(StreamKind::Gc, ctx)?;
+        for s in crate::placement::data_streams(self.config.placement) {
+            self.pad_stream(s, ctx)?;
+        }
         let c = self.media.sync()?;
         self.note_done(c);
         self.window.clear();
@@ -162,7 +164,7 @@ impl<M: Media> Ftl<M> {
                     }
                 }
             }
-            self.provide_line(StreamKind::Checkpoint, Ctx::HOST, forced)?;
+            self.provide_line(Stream::CHECKPOINT, Ctx::HOST, forced)?;
             let Some(line) = self.write_checkpoint_pages(&bytes)? else {
                 continue;
             };
@@ -199,11 +201,11 @@ impl<M: Media> Ftl<M> {
     /// or `None` when program failures ate the first copy (the line is closed and left to
     /// GC: it holds no data).
     fn write_checkpoint_pages(&mut self, bytes: &[u8]) -> Result<Option<u32>, FtlError> {
-        let k = StreamKind::Checkpoint;
+        let k = Stream::CHECKPOINT;
         let page_bytes = self.geo.page_bytes();
-        let line = self.writers[k as usize].line().expect("checkpoint line");
+        let line = self.writers[k.index()].line().expect("checkpoint line");
         let n = bytes.len().div_ceil(page_bytes) as u64;
-        let copies = if self.writers[k as usize].remaining_slots() >= 2 * n {
+        let copies = if self.writers[k.index()].remaining_slots() >= 2 * n {
             2
         } else {
             1
@@ -215,7 +217,7 @@ impl<M: Media> Ftl<M> {
                 page.fill(0);
                 page[..chunk.len()].copy_from_slice(chunk);
                 loop {
-                    if self.writers[k as usize].remaining_slots() == 0 {
+                    if self.writers[k.index()].remaining_slots() == 0 {
                         break 'copies;
                     }
                     if self.program_meta_page(k, &page)? {
@@ -225,7 +227,7 @@ impl<M: Media> Ftl<M> {
             }
             written += 1;
         }
-        self.writers[k as usize].end();
+        self.writers[k.index()].end();
         if written == 0 {
             self.pool.close(line, false);
             return Ok(None);

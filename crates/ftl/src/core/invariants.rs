@@ -6,7 +6,7 @@
 use lightnvm_media::{BlockAddr, BlockState, Media};
 
 use super::Ftl;
-use crate::line::{LineState, StreamKind};
+use crate::line::LineState;
 
 impl<M: Media> Ftl<M> {
     /// Verifies every invariant; returns a description of the first violation.
@@ -36,9 +36,9 @@ impl<M: Media> Ftl<M> {
         }
         let mut seen = vec![false; self.pool.len()];
         self.pool.check_lists(&mut seen)?;
-        for (k, w) in StreamKind::ALL.iter().zip(&self.writers) {
+        for (k, w) in crate::placement::streams(self.config.placement).zip(&self.writers) {
             let Some(l) = w.line() else { continue };
-            if self.pool.state(l) != LineState::Open(*k) || seen[l as usize] {
+            if self.pool.state(l) != LineState::Open(self.kind(k)) || seen[l as usize] {
                 return Err(format!(
                     "stream {k:?}: line {l} in state {:?}",
                     self.pool.state(l)

@@ -20,7 +20,7 @@ use lightnvm_media::{BlockAddr, BlockState, Completion, Geometry, Media, ReadErr
 
 use crate::addr::{L2pEntry, Lba, P2lEntry, Ppa};
 use crate::checkpoint::Durability;
-use crate::config::{FtlConfig, PlacementKind};
+use crate::config::FtlConfig;
 use crate::error::FtlError;
 use crate::gc::Gc;
 use crate::l2p::Map;
@@ -29,6 +29,7 @@ use crate::line::{LineCounts, LinePool, StreamKind};
 use crate::line_reader::READ_RETRIES;
 use crate::marks::{MarkInfo, Marks};
 use crate::meta;
+use crate::placement::{Placement, Stream};
 use crate::policy;
 use crate::recovery::RecoveryReport;
 use crate::stats::{FtlStats, Health, WearStats};
@@ -80,8 +81,11 @@ pub struct Ftl<M: Media> {
     pub(crate) exported: u64,
     pub(crate) map: Map,
     pub(crate) pool: LinePool,
-    /// One per [`StreamKind`].
-    pub(crate) writers: [Writer; 3],
+    /// One per stream (see [`crate::placement::Stream`]): user, GC, checkpoint, then the
+    /// placement policy's further data streams.
+    pub(crate) writers: Vec<Writer>,
+    /// Which stream each write goes to.
+    pub(crate) placement: Placement,
     pub(crate) window: Window,
     pub(crate) gc: Gc,
     pub(crate) durability: Durability,
@@ -138,7 +142,10 @@ impl<M: Media> Ftl<M> {
         let exported = sb.exported_sectors;
         let pool_caps: Vec<u64> = pool.lines().iter().map(|l| l.capacity as u64).collect();
         Ftl {
-            writers: [Writer::new(&geo), Writer::new(&geo), Writer::new(&geo)],
+            writers: crate::placement::streams(config.placement)
+                .map(|_| Writer::new(&geo))
+                .collect(),
+            placement: Placement::new(config.placement, exported, geo.blocks_per_lun),
             map: Map::new(geo, exported),
             window: Window::new(&geo),
             durability: Durability::new(layout::checkpoint_interval(&config, &geo)),
@@ -412,20 +419,17 @@ impl<M: Media> Ftl<M> {
         self.in_flight = Some(seq);
         let mut place = || -> Result<(), FtlError> {
             for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
-                self.make_room_for_user()?;
                 let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
+                let s = self
+                    .placement
+                    .user_stream(l.0, self.stats.host_sectors_written);
+                self.make_room_for_user(s)?;
                 let stamp = if atomic {
                     meta::oob::Stamp::of(seq, i as u64, sectors)
                 } else {
                     seq
                 };
-                self.push(
-                    StreamKind::User,
-                    crate::addr::SectorKind::Data(l),
-                    stamp,
-                    chunk,
-                    Ctx::HOST,
-                )?;
+                self.push(s, crate::addr::SectorKind::Data(l), stamp, chunk, Ctx::HOST)?;
                 self.stats.host_sectors_written += 1;
                 self.background_gc()?;
             }
@@ -656,8 +660,8 @@ impl<M: Media> Ftl<M> {
             };
             self.in_flight = Some(self.seq);
             let r = self
-                .make_room_for_user()
-                .and_then(|()| self.push(StreamKind::User, kind, stamp, &data, Ctx::HOST));
+                .make_room_for_user(Stream::USER)
+                .and_then(|()| self.push(Stream::USER, kind, stamp, &data, Ctx::HOST));
             self.in_flight = None;
             r?;
         }
@@ -717,9 +721,9 @@ impl<M: Media> Ftl<M> {
         };
         meta::trim::encode(&[range], &mut rec);
         self.in_flight = Some(seq);
-        let r = self.make_room_for_user().and_then(|()| {
+        let r = self.make_room_for_user(Stream::USER).and_then(|()| {
             self.push(
-                StreamKind::User,
+                Stream::USER,
                 crate::addr::SectorKind::Trim,
                 seq,
                 &rec,
@@ -880,12 +884,23 @@ impl<M: Media> Ftl<M> {
         })
     }
 
-    /// Where GC writes the data it relocates.
-    pub(crate) fn gc_stream(&self) -> StreamKind {
-        match self.config.placement {
-            PlacementKind::SeparateGc => StreamKind::Gc,
-            PlacementKind::Shared => StreamKind::User,
-        }
+    /// The placement policy's data streams: (stream code, "user" or "gc"), for reports; the
+    /// code indexes [`FtlStats::streams`].
+    pub fn data_streams(&self) -> Vec<(u32, &'static str)> {
+        crate::placement::data_streams(self.config.placement)
+            .map(|s| {
+                let kind = match self.kind(s) {
+                    StreamKind::User => "user",
+                    _ => "gc",
+                };
+                (s.code(), kind)
+            })
+            .collect()
+    }
+
+    /// What kind stream `s` is (it is one of the placement policy's).
+    pub(crate) fn kind(&self, s: Stream) -> StreamKind {
+        crate::placement::kind_of(self.config.placement, s).expect("a stream of the policy")
     }
 }
 

@@ -1,6 +1,7 @@
 //! Line states, the streams that open lines, and the table of every state change.
 
-/// The streams that write lines.
+/// The kinds of streams that write lines (a placement policy may have several streams of a
+/// kind; see `placement`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
@@ -13,14 +14,6 @@ pub enum StreamKind {
 const _: () = assert!(StreamKind::User as u32 == crate::meta::line_header::STREAM_USER);
 const _: () = assert!(StreamKind::Gc as u32 == crate::meta::line_header::STREAM_GC);
 const _: () = assert!(StreamKind::Checkpoint as u32 == crate::meta::line_header::STREAM_CHECKPOINT);
-
-impl StreamKind {
-    pub const ALL: [StreamKind; 3] = [StreamKind::User, StreamKind::Gc, StreamKind::Checkpoint];
-    /// The stream code in line headers.
-    pub fn code(self) -> u32 {
-        self as u32
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LineState {

@@ -5,7 +5,7 @@
 //! | 0 | 8 | magic `"LNVMLHDR"` |
 //! | 8 | 4 | version ([`VERSION`] = 1) |
 //! | 12 | 4 | line (block index) |
-//! | 16 | 4 | stream: 0 user, 1 GC, 2 checkpoint |
+//! | 16 | 4 | stream: 0 user, 1 GC, 2 checkpoint, 3..=[`STREAM_MAX`] the placement policy's further data streams (what kind each is depends on the placement in the superblock) |
 //! | 20 | 8 | write sequence number at open |
 //! | 28 | 8 | generation (times this line was opened) |
 //! | 36 | 8 | line sequence number (global open counter) |
@@ -30,6 +30,10 @@ pub const VERSION: u32 = 1;
 pub const STREAM_USER: u32 = 0;
 pub const STREAM_GC: u32 = 1;
 pub const STREAM_CHECKPOINT: u32 = 2;
+/// The highest stream code: placement policies have up to `STREAM_MAX - 2` more data streams.
+pub const STREAM_MAX: u32 = 2 + EXTRA_STREAMS_MAX;
+/// Data streams a placement policy may add to the user and GC streams.
+pub const EXTRA_STREAMS_MAX: u32 = 13;
 
 /// Words of the PU bitmap in a line header (4096 PUs at most).
 pub const PU_BITMAP_WORDS: usize = 64;
@@ -65,7 +69,8 @@ const WHAT: &str = "line header";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineHeader {
     pub line: u32,
-    /// `STREAM_USER`, `STREAM_GC` or `STREAM_CHECKPOINT`.
+    /// `STREAM_USER`, `STREAM_GC`, `STREAM_CHECKPOINT` or a further data stream (up to
+    /// [`STREAM_MAX`]).
     pub stream: u32,
     /// The FTL's write sequence number when the line was opened.
     pub open_seq: u64,
@@ -95,7 +100,7 @@ impl LineHeader {
 /// Encodes a header into a page-sized buffer (zeros after the header).
 pub fn encode(h: &LineHeader, page: &mut [u8]) {
     assert!(page.len() >= BYTES);
-    assert!(h.stream <= STREAM_CHECKPOINT);
+    assert!(h.stream <= STREAM_MAX);
     page.fill(0);
     page[OFF_MAGIC..OFF_MAGIC + MAGIC.len()].copy_from_slice(&MAGIC);
     put_u32(page, OFF_VERSION, VERSION);
@@ -122,7 +127,7 @@ pub fn decode(page: &[u8]) -> Result<LineHeader, DecodeError> {
         return Err(bad_field(WHAT, "bitmap words", words.into()));
     }
     let stream = u32_at(page, OFF_STREAM);
-    if stream > STREAM_CHECKPOINT {
+    if stream > STREAM_MAX {
         return Err(bad_field(WHAT, "stream", stream.into()));
     }
     let mut pus = [0u64; PU_BITMAP_WORDS];
@@ -220,7 +225,7 @@ mod tests {
             OFF_CRC,
             WHAT,
             &[
-                (OFF_STREAM, 3, "stream"),
+                (OFF_STREAM, STREAM_MAX + 1, "stream"),
                 (OFF_BITMAP_WORDS, 63, "bitmap words"),
             ],
             decode,

@@ -14,7 +14,7 @@
 //! | 72 | 8 | over-provisioning (f64 bits) |
 //! | 80 | 4 | victim policy: 0 greedy, 1 cost-benefit, 2 FIFO, 3 d-choices |
 //! | 84 | 4 | d (d-choices; 0 otherwise) |
-//! | 88 | 4 | placement: 0 separate GC stream, 1 shared |
+//! | 88 | 4 | placement: 0 separate GC stream, 1 shared, 2 SepBIT, 3 freq (builds before them refuse the image: an unknown placement code) |
 //! | 92 | 4 | dynamic wear leveling (0 / 1) |
 //! | 96 | 4 | static wear-leveling threshold (`u32::MAX` = off) |
 //! | 100 | 4 | GC reserve lines |
@@ -127,6 +127,8 @@ pub fn encode(sb: &Superblock, page: &mut [u8]) {
     let placement = match c.placement {
         PlacementKind::SeparateGc => 0,
         PlacementKind::Shared => 1,
+        PlacementKind::SepBit => 2,
+        PlacementKind::Freq => 3,
     };
     put_u32(page, OFF_PLACEMENT, placement);
     put_u32(page, OFF_WEAR_DYNAMIC, c.wear.dynamic.into());
@@ -158,6 +160,8 @@ pub fn decode(page: &[u8]) -> Result<Superblock, DecodeError> {
     let placement = match u32_at(page, OFF_PLACEMENT) {
         0 => PlacementKind::SeparateGc,
         1 => PlacementKind::Shared,
+        2 => PlacementKind::SepBit,
+        3 => PlacementKind::Freq,
         code => return Err(bad_field(WHAT, "placement", code.into())),
     };
     let dynamic = match u32_at(page, OFF_WEAR_DYNAMIC) {
@@ -288,7 +292,7 @@ mod tests {
             WHAT,
             &[
                 (OFF_VICTIM, 4, "victim policy"),
-                (OFF_PLACEMENT, 2, "placement"),
+                (OFF_PLACEMENT, 4, "placement"),
                 (OFF_WEAR_DYNAMIC, 2, "dynamic wear leveling"),
             ],
             decode,

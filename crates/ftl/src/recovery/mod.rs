@@ -70,6 +70,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
         footer_slots: ftl.footer_slots,
         ckpt: &ckpts[0].1,
         found: &found,
+        placement: ftl.config.placement,
     };
     let mut replayed = replay::replay(&mut ftl.media, &basis, &lines, &mut report)?;
     let l2p = rebuild::final_map(

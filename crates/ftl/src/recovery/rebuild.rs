@@ -11,9 +11,10 @@ use crate::addr::{L2pEntry, P2lEntry, L2P_LOST};
 use crate::core::Ftl;
 use crate::error::FtlError;
 use crate::l2p::Map;
-use crate::line::{line_capacity, slot_order, LineState, StreamKind};
+use crate::line::{line_capacity, slot_order, LineState};
 use crate::line_reader::{incarnation_pus, LineFound};
 use crate::meta::{self, SectorOob, OOB_LBA_PAD};
+use crate::placement::Stream;
 
 /// Step 6: The checkpoint's map overridden by the winners. A checkpointed copy in a line reopened
 /// since (or without a header) is kept only if the sector still holds it; otherwise the LBA
@@ -178,17 +179,15 @@ pub fn rebuild<M: Media>(
     Ok(())
 }
 
-/// Step 8: The user and GC streams go on in their last lines instead of abandoning their space.
+/// Step 8: The data streams go on in their last lines instead of abandoning their space.
 pub fn continue_streams<M: Media>(
     ftl: &mut Ftl<M>,
     found: &[LineFound],
     records: &mut HashMap<u32, Vec<RecordEntry>>,
 ) -> Result<(), FtlError> {
     let reserved = ftl.superblock.reserved_lines;
-    for (k, stream) in [
-        (StreamKind::User, meta::line_header::STREAM_USER),
-        (StreamKind::Gc, meta::line_header::STREAM_GC),
-    ] {
+    for k in crate::placement::data_streams(ftl.config.placement) {
+        let stream = k.code();
         let last = (reserved..ftl.geo.blocks_per_lun)
             .filter(|&l| ftl.pool.state(l) == LineState::Closed)
             .filter_map(|l| {
@@ -211,7 +210,7 @@ pub fn continue_streams<M: Media>(
 /// from there. Leaves the line closed when too little of it is left.
 fn continue_line<M: Media>(
     ftl: &mut Ftl<M>,
-    k: StreamKind,
+    k: Stream,
     line: u32,
     rec: &[RecordEntry],
 ) -> Result<(), FtlError> {
@@ -284,9 +283,9 @@ fn continue_line<M: Media>(
         .into_iter()
         .filter(|p| pus.contains(p))
         .collect();
-    ftl.writers[k as usize].begin_at(line, order, row, rec);
+    ftl.writers[k.index()].begin_at(line, order, row, rec);
     ftl.pool.line_mut(line).pus = pus;
-    ftl.pool.set_state(line, LineState::Open(k));
+    ftl.pool.set_state(line, LineState::Open(ftl.kind(k)));
     ftl.pool.line_mut(line).has_footer = false;
     ftl.update_read_only();
     Ok(())

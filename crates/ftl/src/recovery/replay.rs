@@ -22,6 +22,7 @@ use lightnvm_media::{Geometry, Media, PageAddr};
 use super::RecoveryReport;
 use crate::addr::{L2pEntry, Ppa, FIRST_MARKER, L2P_LOST, L2P_UNMAPPED, P2L_EMPTY};
 use crate::error::FtlError;
+use crate::line::StreamKind;
 use crate::line_reader::{
     incarnation_pus, read_footer, read_page, sectors_of, seq_at, written_pages, LineFound, PageRead,
 };
@@ -90,6 +91,8 @@ pub struct Basis<'a> {
     pub footer_slots: u32,
     pub ckpt: &'a meta::Checkpoint,
     pub found: &'a [LineFound],
+    /// The placement policy: which stream codes are GC streams.
+    pub placement: crate::config::PlacementKind,
 }
 
 /// Replays `lines` (ascending line_seq; headerless lines last).
@@ -239,7 +242,11 @@ fn replay_line<M: Media>(
     let pus = incarnation_pus(media, line, header.as_ref());
     let mut footer: Option<Option<meta::LineFooter>> = None;
     let rank = match header {
-        Some(h) => ((h.stream == meta::line_header::STREAM_GC) as u64) << 63 | h.line_seq,
+        Some(h) => {
+            let s = crate::placement::Stream(h.stream as u8);
+            let gc = crate::placement::kind_of(b.placement, s) == Some(StreamKind::Gc);
+            (gc as u64) << 63 | h.line_seq
+        }
         None => 0,
     };
     let addrs: Vec<PageAddr> = written_pages(media, line, &pus).collect();
