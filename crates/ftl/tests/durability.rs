@@ -178,3 +178,29 @@ fn a_damaged_sectors_number_is_never_reused() {
         o.violations
     );
 }
+
+/// Found by `torture --damage` (seeds 7,300,181 and 7,300,188): after a recovery that kept a
+/// checkpointed copy that had rotted (reads of its LBA fail), GC could not read it, marked
+/// the LBA lost in memory only and emptied the line; the line was erased and reused before a
+/// checkpoint recorded the loss, and after the next cut recovery let an older copy win. A
+/// line GC dropped an unreadable copy from waits for a checkpoint before it is erased.
+#[test]
+fn a_lost_sector_is_checkpointed_before_gc_erases_its_line() {
+    for seed in [7_300_181, 7_300_188] {
+        let o = torture_seed(TortureConfig {
+            seed,
+            cuts: 10,
+            media_faults: true,
+            max_ops_between_cuts: 2000,
+            post_cut_damage: true,
+            large: false,
+        });
+        assert!(o.sectors_damaged > 0);
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} ({}): {:#?}",
+            o.geometry,
+            o.violations
+        );
+    }
+}

@@ -207,7 +207,11 @@ impl<M: Media> Ftl<M> {
                 self.stats.gc_sectors_moved += 1;
             }
             _ => {
-                // The only copy is unreadable: reads of this LBA fail from now on.
+                // The only copy is unreadable: reads of this LBA fail from now on. The loss
+                // is in memory only: the victim keeps the damaged copy until a checkpoint
+                // records it (erased sooner, recovery from the older checkpoint would find
+                // no copy of the write it maps, and an older copy would win).
+                self.pool.await_checkpoint(ppa.line(&self.geo));
                 self.map.set_lost(lba);
                 self.stats.sectors_lost += 1;
             }

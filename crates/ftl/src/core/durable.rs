@@ -138,6 +138,8 @@ impl<M: Media> Ftl<M> {
         // the checkpoint is of the moment before it, so that recovery replays it.
         let seq = self.in_flight.map_or(self.seq, |s| s - 1);
         let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean);
+        // Losses GC met before this snapshot are in its map.
+        let recorded = self.pool.awaiting_checkpoint();
         let bytes = meta::checkpoint::encode_with_map(&ckpt, self.map.l2p_raw());
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does
@@ -172,6 +174,7 @@ impl<M: Media> Ftl<M> {
             self.note_done(c);
             self.window.clear();
             self.pool.set_state(line, LineState::Checkpoint);
+            self.pool.checkpoint_recorded(&recorded);
             for old in self.durability.completed(line, ckpt.seq) {
                 // Two newer checkpoints are durable: nothing needs this one.
                 self.pool.release(old);

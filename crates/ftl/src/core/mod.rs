@@ -637,6 +637,8 @@ impl<M: Media> Ftl<M> {
                 L2pEntry::Lost => continue,
                 L2pEntry::Mapped(ppa) => {
                     if !self.fetch_ppa(ppa, &mut data, None, true)?.intact {
+                        // Its line keeps the damaged copy until the checkpoint records this.
+                        self.pool.await_checkpoint(ppa.line(&self.geo));
                         self.map.set_lost(lba);
                         continue;
                     }

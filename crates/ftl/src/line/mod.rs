@@ -38,6 +38,11 @@ pub struct Line {
     /// checkpoint covers it: recovery must find every sector written since the last
     /// checkpoint, superseded ones included, to tell a complete write from a torn one.
     pub max_seq: u64,
+    /// GC dropped an unreadable copy from this incarnation (its LBA is lost, in memory only):
+    /// erased before a checkpoint records the loss, it would leave recovery from the older
+    /// checkpoint, whose map still points here, with no copy of that write, and an older
+    /// copy of the LBA would win. Emptied, the line waits for that checkpoint.
+    pub awaits_checkpoint: bool,
 }
 
 /// Data sectors of a line of `pus` good PUs: all slots but the header and the footer.
@@ -153,6 +158,7 @@ impl LinePool {
                 line_seq: 0,
                 has_footer: false,
                 max_seq: 0,
+                awaits_checkpoint: false,
             });
         }
         let free = (0..geo.blocks_per_lun)
@@ -446,6 +452,7 @@ impl LinePool {
         l.generation += 1;
         l.has_footer = false;
         l.max_seq = 0;
+        l.awaits_checkpoint = false;
         l.line_seq = self.line_seq;
         self.line_seq += 1;
         Some((l.generation, l.line_seq))
@@ -480,11 +487,12 @@ impl LinePool {
 
     /// At a durable point: every pending line becomes free.
     /// Frees the pending lines whose writes a checkpoint covers (`horizon`: its sequence
-    /// number); the others stay pending. Returns how many were freed.
+    /// number) and that wait for no checkpoint to record a loss; the others stay pending.
+    /// Returns how many were freed.
     pub fn release_pending(&mut self, horizon: u64) -> usize {
         let (free, keep): (Vec<u32>, Vec<u32>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|&l| self.lines[l as usize].max_seq <= horizon);
+            .partition(|&l| self.covered(l, horizon));
         self.pending = keep;
         let n = free.len();
         for l in free {
@@ -501,9 +509,33 @@ impl LinePool {
 
     /// Pending lines no checkpoint covers yet.
     pub fn pending_blocked(&self, horizon: u64) -> bool {
-        self.pending
-            .iter()
-            .any(|&l| self.lines[l as usize].max_seq > horizon)
+        self.pending.iter().any(|&l| !self.covered(l, horizon))
+    }
+
+    /// Whether a checkpoint of sequence number `horizon` covers everything `line` holds.
+    fn covered(&self, line: u32, horizon: u64) -> bool {
+        let l = &self.lines[line as usize];
+        l.max_seq <= horizon && !l.awaits_checkpoint
+    }
+
+    /// GC dropped an unreadable copy from `line`: it may be erased only once a checkpoint
+    /// taken since records the loss ([`Line::awaits_checkpoint`]).
+    pub fn await_checkpoint(&mut self, line: u32) {
+        self.lines[line as usize].awaits_checkpoint = true;
+    }
+
+    /// The lines whose losses a checkpoint taken now records.
+    pub fn awaiting_checkpoint(&self) -> Vec<u32> {
+        (0..self.lines.len() as u32)
+            .filter(|&l| self.lines[l as usize].awaits_checkpoint)
+            .collect()
+    }
+
+    /// A checkpoint that records the losses of `lines` is durable.
+    pub fn checkpoint_recorded(&mut self, lines: &[u32]) {
+        for &l in lines {
+            self.lines[l as usize].awaits_checkpoint = false;
+        }
     }
 
     /// Closed lines GC could take, with their valid counts from `map`.
@@ -742,6 +774,31 @@ mod tests {
                 .unwrap();
         }
         (used, good)
+    }
+
+    #[test]
+    fn a_line_gc_lost_a_sector_from_waits_for_a_checkpoint() {
+        let (mut media, mut p) = pool();
+        let (line, _) = use_a_line(&mut media, &mut p, User);
+        p.close(line, false);
+        p.set_state(line, Gc);
+        p.await_checkpoint(line);
+        p.make_pending(line);
+        // Its writes are covered, but the loss is not recorded yet: no durable point frees it.
+        assert!(p.pending_blocked(u64::MAX));
+        assert_eq!(p.release_pending(u64::MAX), 0);
+        assert_eq!(p.state(line), PendingFree);
+        // A checkpoint taken before the loss records nothing of it.
+        p.checkpoint_recorded(&[]);
+        assert_eq!(p.release_pending(u64::MAX), 0);
+        // One taken after it does.
+        let recorded = p.awaiting_checkpoint();
+        assert_eq!(recorded, vec![line]);
+        p.checkpoint_recorded(&recorded);
+        assert!(!p.pending_blocked(u64::MAX));
+        assert_eq!(p.release_pending(u64::MAX), 1);
+        assert_eq!(p.state(line), Free);
+        assert!(p.awaiting_checkpoint().is_empty());
     }
 
     #[test]
