@@ -33,7 +33,7 @@ for op in 0.11 0.28; do
         python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["exported_sectors"])')
     ex_fq=$("$B" sim --op "$op" --placement freq --timing none --no-fill --precondition 0 --requests 1 --json |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["exported_sectors"])')
-    echo "op $op: $exported exported sectors in 248 data lines of 2036 sectors (FTL with sepbit: $ex_sb, with freq: $ex_fq: each further stream keeps a line out of data); precondition 2, measure $MEASURE; WAF (user+GC)/user"
+    echo "op $op: $exported exported sectors in 248 data lines of 2036 sectors (FTL with sepbit: $ex_sb, with freq: $ex_fq: their further open lines come out of the spare); precondition 2, measure $MEASURE; WAF (user+GC)/user"
     printf "%-14s %9s %9s %9s %10s %9s %6s | %9s %9s %11s %9s\n" workload ftl:greedy ftl:fifo ftl:cb ftl:sepbit ftl:freq ratio ref:greedy ref:cb ref:sepbit+cb ref:freq
     for w in "${WORKLOADS[@]}"; do
         row=()

@@ -221,9 +221,9 @@ pub(crate) fn random_setup(
 }
 
 /// Blocks per LUN (lines) a seed with a multi-stream placement gets at least...
-const MULTI_STREAM_MIN_BLOCKS: u32 = 40;
+const MULTI_STREAM_MIN_BLOCKS: u32 = 48;
 /// ... and over-provisioning.
-const MULTI_STREAM_MIN_OP: f64 = 0.35;
+const MULTI_STREAM_MIN_OP: f64 = 0.5;
 
 /// A seed's geometry and policy, for reports.
 pub(crate) fn describe(mc: &MediaConfig, fc: &FtlConfig) -> String {

@@ -181,9 +181,18 @@ impl<M: Media> Ftl<M> {
                 if self.pool.free_list().is_empty() {
                     // Every pending line waits for a checkpoint to cover its writes.
                     if !self.checkpoint_unblocks(ctx) {
-                        return Err(self.set_read_only(
-                            "no free line left: emptied lines wait for a checkpoint that cannot be written now",
-                        ));
+                        let why = if self.restamping {
+                            "recovery is restamping"
+                        } else if self.in_checkpoint {
+                            "a checkpoint is being written"
+                        } else if ctx.replacing {
+                            "sectors are being placed again"
+                        } else {
+                            "no pending line would be freed by it"
+                        };
+                        return Err(self.set_read_only(&format!(
+                            "no free line left: emptied lines wait for a checkpoint that cannot be written now ({why})"
+                        )));
                     }
                     self.write_checkpoint(false)?;
                     if self.writers[k.index()].line().is_some() {

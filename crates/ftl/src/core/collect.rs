@@ -184,7 +184,10 @@ impl<M: Media> Ftl<M> {
         let s = self
             .placement
             .gc_stream(lba.0, victim, self.stats.host_sectors_written);
-        let spare = self.pool.free_lines() > self.config.gc_reserve_lines as usize + 1;
+        // While recovery restamps, no checkpoint can free the lines GC empties: open none
+        // that can be avoided.
+        let spare =
+            !self.restamping && self.pool.free_lines() > self.config.gc_reserve_lines as usize + 1;
         if spare || !self.needs_line(s) {
             return s;
         }

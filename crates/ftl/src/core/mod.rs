@@ -661,9 +661,14 @@ impl<M: Media> Ftl<M> {
                 _ => meta::oob::Stamp::of(self.seq, 0, 1),
             };
             self.in_flight = Some(self.seq);
+            // Into any stream's open line with room first: no checkpoint can free a line
+            // until restamping is done, and every stream recovery continued has space left.
+            let to = crate::placement::data_streams(self.config.placement)
+                .find(|&t| self.writers[t.index()].has_data_slot(self.footer_slots))
+                .unwrap_or(Stream::USER);
             let r = self
-                .make_room_for_user(Stream::USER)
-                .and_then(|()| self.push(Stream::USER, kind, stamp, &data, Ctx::HOST));
+                .make_room_for_user(to)
+                .and_then(|()| self.push(to, kind, stamp, &data, Ctx::HOST));
             self.in_flight = None;
             r?;
         }
