@@ -41,7 +41,7 @@ impl FtlArgs {
         };
         let Some(placement) = PlacementKind::parse(&self.placement) else {
             bail!(
-                "unknown placement `{}` (known: separate, shared, sepbit, freq)",
+                "unknown placement `{}` (known: separate, shared, sepbit, freq, hints, hints-isolated)",
                 self.placement
             );
         };

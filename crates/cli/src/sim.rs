@@ -16,7 +16,10 @@ pub struct SimArgs {
     /// Values in the file replace the flags' defaults.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
-    /// Workload: seq, uniform, hotcold:W/S (W% of writes to S% of the LBAs), zipf:THETA.
+    /// Workload: seq, uniform, hotcold:W/S (W% of writes to S% of the LBAs), zipf:THETA, or
+    /// tenants:A+B[+C[+D]] (2-4 tenants, each one of those over an equal share of the LBAs,
+    /// requests shared equally; each tenant's writes carry its index as placement hint, which
+    /// `--placement hints|hints-isolated` uses and the others ignore; WAF per tenant reported).
     #[arg(long, default_value = "uniform")]
     workload: String,
     /// Geometry preset (tiny, small, default, medium, large) or device profile (qlc-512g,
@@ -283,11 +286,13 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         (None, None, None) => Some(DEFAULT_MEASURE),
         (m, _, _) => m,
     };
+    let (workload, tenants) = lightnvm_workload::parse_workload(&a.workload)?;
     let cfg = SimConfig {
         geometry: geometry(&a)?,
         timing,
         ftl: a.ftl.config()?,
-        workload: Distribution::parse(&a.workload)?,
+        workload,
+        tenants,
         read_pct: a.read_pct,
         trim_pct: a.trim_pct,
         request_sectors: (a.bs / 4096) as u32,
@@ -366,6 +371,12 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         "WAF (user+GC)/user  {:.3}   all writes/host {:.3}",
         r.waf, r.waf_total
     );
+    for t in &r.tenants {
+        println!(
+            "tenant {} ({:<12}) WAF {:.3}   user {}  gc {}",
+            t.hint, t.workload, t.waf, t.user_sectors, t.gc_sectors
+        );
+    }
     println!(
         "media writes        user {}  gc {}  pad {}  meta {}",
         r.media_sectors_written.user,
@@ -537,6 +548,7 @@ fn validate(a: &SimArgs) -> Result<()> {
                 timing: TimingConfig::NONE,
                 ftl,
                 workload: Distribution::Uniform,
+                tenants: Vec::new(),
                 read_pct: 0,
                 trim_pct: 0,
                 request_sectors: 1,

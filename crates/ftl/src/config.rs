@@ -45,6 +45,11 @@ pub enum PlacementKind {
     /// Ours: six streams shared by user and GC data, by the LBA's decayed rewrite count
     /// (see `placement`).
     Freq,
+    /// Host placement hints: each hint's writes in lines of their own; GC data of every hint
+    /// shares the GC stream.
+    Hints,
+    /// Host placement hints, isolated for good: GC keeps each hint's data apart too.
+    HintsIsolated,
 }
 
 impl PlacementKind {
@@ -54,6 +59,8 @@ impl PlacementKind {
             "shared" => Some(PlacementKind::Shared),
             "sepbit" => Some(PlacementKind::SepBit),
             "freq" => Some(PlacementKind::Freq),
+            "hints" => Some(PlacementKind::Hints),
+            "hints-isolated" => Some(PlacementKind::HintsIsolated),
             _ => None,
         }
     }
@@ -64,6 +71,8 @@ impl PlacementKind {
             PlacementKind::Shared => "shared",
             PlacementKind::SepBit => "sepbit",
             PlacementKind::Freq => "freq",
+            PlacementKind::Hints => "hints",
+            PlacementKind::HintsIsolated => "hints-isolated",
         }
     }
 }

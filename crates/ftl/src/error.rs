@@ -31,6 +31,8 @@ pub enum FtlError {
     },
     #[error("buffer of {bytes} bytes is not a whole number of 4096-byte sectors")]
     Unaligned { bytes: usize },
+    #[error("placement hint {hint} is out of range: hints are 0..{max}")]
+    InvalidHint { hint: u8, max: u8 },
     #[error("the device is read-only: {reason}")]
     ReadOnly { reason: String },
     /// The FTL stopped writing after an unexpected error; reads still work, a restart

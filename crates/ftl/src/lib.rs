@@ -37,7 +37,7 @@ mod superblock;
 mod window;
 mod writer;
 
-pub use crate::core::Ftl;
+pub use crate::core::{Ftl, MAX_HINTS};
 pub use audit::AuditReport;
 pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, WearConfig};
 pub use error::{FtlError, MediaError};
@@ -45,5 +45,5 @@ pub use lightnvm_media::Media;
 pub use line::LineCounts;
 pub use marks::{MarkError, MarkInfo};
 pub use recovery::RecoveryReport;
-pub use stats::{FtlStats, Health, StreamStats, WearStats};
+pub use stats::{FtlStats, Health, HintStats, StreamStats, WearStats};
 pub use superblock::{repair_superblock, superblock_copies, SuperblockCopies, REPLICA_STRIDE};

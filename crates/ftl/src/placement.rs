@@ -35,8 +35,19 @@
 //!   classes hands its open line to the next stream that needs one. Under uniform writes all
 //!   classes measure the same interval and share one stream. State: 21 bytes per exported
 //!   sector (first and last write times, decayed count, class), in memory only.
+//! * `hints`: a write with host placement hint h (`Ftl::write_hinted`, h < [`MAX_HINTS`])
+//!   goes to stream 3 + h, unhinted writes to stream 0; GC data of every hint shares stream
+//!   1 ("initially isolated", as NVMe FDP's placement handles).
+//! * `hints-isolated`: the same, and GC keeps each hint's data apart too: data last written
+//!   with hint h moves to stream 7 + h ("persistently isolated").
+//!
+//! Whatever the policy, the FTL remembers each LBA's last hint (1 byte per exported sector,
+//! allocated at the first hinted write) to count GC moves per hint.
 
 use crate::config::PlacementKind;
+
+/// Placement hints a host write may carry (0..MAX_HINTS).
+pub const MAX_HINTS: usize = 4;
 use crate::line::StreamKind;
 use crate::meta::line_header::{EXTRA_STREAMS_MAX, STREAM_CHECKPOINT, STREAM_GC, STREAM_USER};
 
@@ -68,6 +79,8 @@ pub fn extra_streams(p: PlacementKind) -> u32 {
         PlacementKind::SeparateGc | PlacementKind::Shared => 0,
         PlacementKind::SepBit => 4,
         PlacementKind::Freq => FREQ_CLASSES as u32 - 1,
+        PlacementKind::Hints => MAX_HINTS as u32,
+        PlacementKind::HintsIsolated => 2 * MAX_HINTS as u32,
     }
 }
 
@@ -90,7 +103,8 @@ pub fn kind_of(p: PlacementKind, s: Stream) -> Option<StreamKind> {
         Stream(i) if (i as u32) < 3 + extra_streams(p) => Some(match p {
             // Class 2 (long-lived user data), then GC classes 4..6.
             PlacementKind::SepBit if i == 3 => StreamKind::User,
-            PlacementKind::Freq => StreamKind::User,
+            PlacementKind::Freq | PlacementKind::Hints => StreamKind::User,
+            PlacementKind::HintsIsolated if i < 3 + MAX_HINTS as u8 => StreamKind::User,
             _ => StreamKind::Gc,
         }),
         _ => None,
@@ -289,6 +303,8 @@ impl Freq {
 /// Lines SepBIT's ℓ averages over (fewer on devices of under 128 lines, an eighth of them,
 /// so that small devices adapt too).
 const SEPBIT_WINDOW: u32 = 16;
+/// "No hint" in the hint table.
+const NO_HINT: u8 = u8::MAX;
 /// "Never written" in the last-write table.
 const NEVER: u64 = u64::MAX;
 
@@ -299,6 +315,9 @@ pub struct Placement {
     /// Per LBA: the time of its last user write (SepBIT, freq), `NEVER` before the first.
     last_write: Vec<u64>,
     freq: Option<Box<Freq>>,
+    /// Per LBA: the hint of its last host write (`NO_HINT` for none); empty until the first
+    /// hinted write.
+    hints: Vec<u8>,
     /// Per line: the stream it was opened for and when (user-write clock); `u8::MAX` when
     /// unknown (lines found by recovery).
     line_stream: Vec<u8>,
@@ -307,6 +326,7 @@ pub struct Placement {
     ell_sum: f64,
     ell_n: u32,
     window: u32,
+    exported: u64,
     /// How many times ℓ was recomputed.
     pub ell_updates: u64,
 }
@@ -321,6 +341,8 @@ impl Placement {
             kind,
             last_write: vec![NEVER; per_lba],
             freq: (kind == PlacementKind::Freq).then(|| Box::new(Freq::new(exported))),
+            hints: Vec::new(),
+            exported,
             line_stream: vec![u8::MAX; lines as usize],
             line_open: vec![0; lines as usize],
             ell: f64::INFINITY,
@@ -337,10 +359,29 @@ impl Placement {
         self.ell.is_finite().then_some(self.ell)
     }
 
-    /// The stream for a host write of `lba` at user-write time `now`; remembers the write.
-    pub fn user_stream(&mut self, lba: u32, now: u64) -> Stream {
+    /// The hint of `lba`'s last host write.
+    pub fn hint_of(&self, lba: u32) -> Option<u8> {
+        match self.hints.get(lba as usize) {
+            Some(&h) if h != NO_HINT => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The stream for a host write of `lba` with `hint` at user-write time `now`; remembers
+    /// the write.
+    pub fn user_stream(&mut self, lba: u32, now: u64, hint: Option<u8>) -> Stream {
+        if hint.is_some() && self.hints.is_empty() {
+            self.hints = vec![NO_HINT; self.exported as usize];
+        }
+        if let Some(h) = self.hints.get_mut(lba as usize) {
+            *h = hint.unwrap_or(NO_HINT);
+        }
         match self.kind {
             PlacementKind::SeparateGc | PlacementKind::Shared => Stream::USER,
+            PlacementKind::Hints | PlacementKind::HintsIsolated => match hint {
+                Some(h) => Stream::extra(h as u32),
+                None => Stream::USER,
+            },
             PlacementKind::SepBit => {
                 let last = std::mem::replace(&mut self.last_write[lba as usize], now);
                 if last != NEVER && ((now - last) as f64) < self.ell {
@@ -368,6 +409,11 @@ impl Placement {
     /// The stream GC relocates `lba` to from a victim `line`, at user-write time `now`.
     pub fn gc_stream(&mut self, lba: u32, line: u32, now: u64) -> Stream {
         match self.kind {
+            PlacementKind::Hints => Stream::GC,
+            PlacementKind::HintsIsolated => match self.hint_of(lba) {
+                Some(h) => Stream::extra(MAX_HINTS as u32 + h as u32),
+                None => Stream::GC,
+            },
             PlacementKind::Freq => {
                 let last = self.last_write[lba as usize];
                 let f = self.freq.as_mut().expect("freq state");
@@ -447,20 +493,53 @@ mod tests {
     }
 
     #[test]
+    fn hints_choose_user_streams_and_isolated_hints_gc_streams() {
+        let mut p = Placement::new(PlacementKind::HintsIsolated, 100, 200);
+        assert_eq!(p.hint_of(5), None);
+        assert_eq!(p.user_stream(5, 1, Some(2)), Stream::extra(2));
+        assert_eq!(p.user_stream(6, 2, None), Stream::USER);
+        assert_eq!(p.hint_of(5), Some(2));
+        assert_eq!(p.gc_stream(5, 0, 3), Stream::extra(MAX_HINTS as u32 + 2));
+        assert_eq!(p.gc_stream(6, 0, 3), Stream::GC);
+        // A rewrite without a hint forgets the old one.
+        p.user_stream(5, 4, None);
+        assert_eq!(p.hint_of(5), None);
+        let mut q = Placement::new(PlacementKind::Hints, 100, 200);
+        assert_eq!(q.user_stream(5, 1, Some(3)), Stream::extra(3));
+        assert_eq!(q.gc_stream(5, 0, 3), Stream::GC);
+        // Other policies ignore hints for placement but remember them.
+        let mut r = Placement::new(PlacementKind::SeparateGc, 100, 200);
+        assert_eq!(r.user_stream(5, 1, Some(1)), Stream::USER);
+        assert_eq!(r.hint_of(5), Some(1));
+        let kinds: Vec<_> = streams(PlacementKind::HintsIsolated)
+            .map(|s| kind_of(PlacementKind::HintsIsolated, s).unwrap())
+            .collect();
+        use StreamKind::*;
+        assert_eq!(
+            kinds,
+            [User, Gc, Checkpoint, User, User, User, User, Gc, Gc, Gc, Gc]
+        );
+    }
+
+    #[test]
     fn sepbit_classes_by_lifespan_and_age() {
         let mut p = Placement::new(PlacementKind::SepBit, 100, 200);
         // No ℓ yet (infinite): first writes are long-lived, rewrites short-lived.
-        assert_eq!(p.user_stream(5, 10), Stream::extra(0));
-        assert_eq!(p.user_stream(5, 11), Stream::USER);
+        assert_eq!(p.user_stream(5, 10, None), Stream::extra(0));
+        assert_eq!(p.user_stream(5, 11, None), Stream::USER);
         // Sixteen class-1 lines collected, each 100 writes after its open: ℓ = 100.
         for line in 0..16 {
             p.opened(line, Stream::USER, 1000);
             p.collected(line, 1100);
         }
         assert_eq!(p.ell(), Some(100.0));
-        assert_eq!(p.user_stream(5, 50), Stream::USER, "v = 39 < ℓ");
-        assert_eq!(p.user_stream(5, 200), Stream::extra(0), "v = 150 >= ℓ");
-        assert_eq!(p.user_stream(6, 201), Stream::extra(0), "first write");
+        assert_eq!(p.user_stream(5, 50, None), Stream::USER, "v = 39 < ℓ");
+        assert_eq!(
+            p.user_stream(5, 200, None),
+            Stream::extra(0),
+            "v = 150 >= ℓ"
+        );
+        assert_eq!(p.user_stream(6, 201, None), Stream::extra(0), "first write");
         // GC: class-1 victims to class 3; others by age.
         p.opened(20, Stream::USER, 0);
         p.opened(21, Stream::extra(0), 0);

@@ -24,6 +24,22 @@ pub struct StreamStats {
     pub gc_sectors: u64,
 }
 
+/// Counters of one placement hint (see `Ftl::write_hinted`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct HintStats {
+    /// Host sectors written with the hint.
+    pub user_sectors: u64,
+    /// Sectors GC moved whose last host write carried the hint.
+    pub gc_sectors: u64,
+}
+
+impl HintStats {
+    /// (user + GC) / user for this hint's data.
+    pub fn waf(&self) -> f64 {
+        (self.user_sectors + self.gc_sectors) as f64 / self.user_sectors.max(1) as f64
+    }
+}
+
 /// Counters. Sector counts are 4 KiB sectors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct FtlStats {
@@ -60,6 +76,8 @@ pub struct FtlStats {
     pub line_handovers: u64,
     /// Per stream, by stream code (0 user, 1 GC, 2 checkpoint, then the placement policy's).
     pub streams: [StreamStats; STREAMS],
+    /// Per placement hint.
+    pub hints: [HintStats; crate::placement::MAX_HINTS],
 }
 
 impl FtlStats {

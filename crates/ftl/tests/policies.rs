@@ -351,3 +351,70 @@ fn format_refuses_a_multi_stream_placement_without_the_spare_for_it() {
         );
     }
 }
+
+/// Host placement hints: each hint's writes fill lines of their own (and, isolated, so do
+/// their GC moves); GC moves are counted per hint; a hint out of range is refused and
+/// changes nothing; a power cut after a flush loses nothing.
+#[test]
+fn hinted_writes_keep_to_their_streams_and_recover() {
+    for p in [
+        lightnvm_ftl::PlacementKind::Hints,
+        lightnvm_ftl::PlacementKind::HintsIsolated,
+    ] {
+        let cfg = FtlConfig {
+            placement: p,
+            over_provisioning: 0.4,
+            ..FtlConfig::default()
+        };
+        let g = Geometry::new(2, 2, 64, 8, 1);
+        let mut ftl = ram_ftl(g, |m| m.endurance = 0, cfg);
+        let exported = ftl.exported_sectors();
+        let half = exported / 2;
+        let buf = vec![7u8; 4096];
+        let e = ftl.write_hinted(0, &buf, false, Some(4)).unwrap_err();
+        assert!(e.to_string().contains("hint 4 is out of range"), "{e}");
+        assert_eq!(ftl.stats().host_sectors_written, 0);
+        let mut model = Model::new(exported);
+        let mut r = Xs(5);
+        let mut seq = 0;
+        for i in 0..(10 * exported) {
+            // Tenant 0 overwrites its half in order, tenant 1 writes its half at random.
+            let (lba, hint) = if i % 2 == 0 {
+                seq = (seq + 1) % half;
+                (seq, 0u8)
+            } else {
+                (half + r.next() % (exported - half), 1u8)
+            };
+            let tag = model.new_tag();
+            let mut data = vec![0u8; 4096];
+            fill_sector(&mut data, tag);
+            let _ = ftl.write_hinted(lba, &data, false, Some(hint)).unwrap();
+            model.written(lba, tag);
+        }
+        ftl.check().unwrap();
+        let s = ftl.stats();
+        assert_eq!(
+            s.hints[0].user_sectors + s.hints[1].user_sectors,
+            10 * exported
+        );
+        assert_eq!(s.streams[3].user_sectors, s.hints[0].user_sectors, "{p:?}");
+        assert_eq!(s.streams[4].user_sectors, s.hints[1].user_sectors, "{p:?}");
+        assert_eq!(s.streams[0].user_sectors, 0);
+        assert!(s.hints[1].gc_sectors > 0);
+        assert_eq!(
+            s.hints[0].gc_sectors + s.hints[1].gc_sectors,
+            s.gc_sectors_moved,
+            "every moved sector was hinted"
+        );
+        if p == lightnvm_ftl::PlacementKind::HintsIsolated {
+            // GC data of hint h in stream 7 + h.
+            assert_eq!(s.streams[1].gc_sectors, 0);
+            assert_eq!(s.streams[8].gc_sectors, s.hints[1].gc_sectors);
+        }
+        assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+        model.flush(&mut ftl).unwrap();
+        let mut ftl = lightnvm_ftl::Ftl::open(ftl.into_media()).unwrap();
+        ftl.check().unwrap();
+        assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    }
+}

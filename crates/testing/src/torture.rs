@@ -198,7 +198,10 @@ pub(crate) fn random_setup(
             0..=3 => PlacementKind::SeparateGc,
             4 | 5 => PlacementKind::Shared,
             6 | 7 => PlacementKind::SepBit,
-            _ => PlacementKind::Freq,
+            8 => PlacementKind::Freq,
+            // Not drawn from `rng`, so that the other seeds keep their parameters.
+            _ if seed.is_multiple_of(2) => PlacementKind::Hints,
+            _ => PlacementKind::HintsIsolated,
         },
         wear: WearConfig {
             dynamic: rng.gen_bool(0.8),
@@ -210,7 +213,10 @@ pub(crate) fn random_setup(
         seed,
     };
     let mut ftl = ftl;
-    if matches!(ftl.placement, PlacementKind::SepBit | PlacementKind::Freq) {
+    if !matches!(
+        ftl.placement,
+        PlacementKind::SeparateGc | PlacementKind::Shared
+    ) {
         // Their further streams' open lines come out of the spare space: more lines and more
         // spare than the smallest devices have.
         let b = &mut media.geometry.blocks_per_lun;
@@ -324,7 +330,9 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                         fill_sector(&mut buf[i * SS..(i + 1) * SS], tag);
                         inflight.push((lba as u32 + i as u32, tag));
                     }
-                    ftl.write(lba, &buf, fua).map(|_| fua)
+                    // Three hints and unhinted writes, by LBA (not drawn from `rng`).
+                    let hint = (lba % 4 != 3).then_some((lba % 4) as u8);
+                    ftl.write_hinted(lba, &buf, fua, hint).map(|_| fua)
                 }
                 55..=64 => {
                     for i in 0..n {

@@ -51,6 +51,21 @@ pub enum WorkloadError {
     Invalid { spec: String, reason: String },
 }
 
+impl std::fmt::Display for Distribution {
+    /// The spec [`Distribution::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Distribution::Sequential => write!(f, "seq"),
+            Distribution::Uniform => write!(f, "uniform"),
+            Distribution::HotCold {
+                write_pct,
+                space_pct,
+            } => write!(f, "hotcold:{write_pct}/{space_pct}"),
+            Distribution::Zipf { theta } => write!(f, "zipf:{theta}"),
+        }
+    }
+}
+
 impl Distribution {
     pub fn parse(spec: &str) -> Result<Distribution, WorkloadError> {
         let bad = |reason: &str| WorkloadError::Invalid {
@@ -96,9 +111,59 @@ pub struct Picker {
     /// LBAs (so hot ranks land anywhere, and every LBA has exactly one rank).
     zipf: Option<ZipfSampler>,
     perm: Permutation,
+    /// A multi-tenant workload: each tenant's first LBA and picker (over its own range);
+    /// every request goes to one of them, equally likely.
+    tenants: Vec<(u64, Picker)>,
+}
+
+/// Tenants of a multi-tenant workload (`tenants:A+B[+C[+D]]`).
+pub const MAX_TENANTS: usize = 4;
+
+/// Parses a workload spec: a distribution, or `tenants:A+B...` (2 to [`MAX_TENANTS`]
+/// distributions, each over an equal share of the LBAs, requests shared equally). Returns
+/// the distribution and the tenants (empty for a single workload).
+pub fn parse_workload(spec: &str) -> Result<(Distribution, Vec<Distribution>), WorkloadError> {
+    let Some(list) = spec.strip_prefix("tenants:") else {
+        return Ok((Distribution::parse(spec)?, Vec::new()));
+    };
+    let tenants = list
+        .split('+')
+        .map(Distribution::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(2..=MAX_TENANTS).contains(&tenants.len()) {
+        return Err(WorkloadError::Invalid {
+            spec: spec.into(),
+            reason: format!("2 to {MAX_TENANTS} tenants, joined by +"),
+        });
+    }
+    Ok((Distribution::Uniform, tenants))
+}
+
+/// The tenant (and placement hint) whose range holds `lba`, for `k` tenants over `n` LBAs.
+pub fn tenant_of(lba: u64, n: u64, k: usize) -> u8 {
+    let share = n / k as u64;
+    (lba / share.max(1)).min(k as u64 - 1) as u8
 }
 
 impl Picker {
+    /// A multi-tenant picker: tenant `i` writes LBAs `i * n/k ..` with its distribution.
+    pub fn tenants(dists: &[Distribution], n: u64, seed: u64) -> Picker {
+        let k = dists.len() as u64;
+        assert!(k >= 1 && n >= k);
+        let share = n / k;
+        let mut p = Picker::new(Distribution::Uniform, n, seed);
+        p.tenants = dists
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| {
+                let base = i as u64 * share;
+                let size = if i as u64 == k - 1 { n - base } else { share };
+                (base, Picker::new(d, size, seed.wrapping_add(i as u64 + 1)))
+            })
+            .collect();
+        p
+    }
+
     /// `seed` chooses where the hot ranks of a skewed distribution land.
     pub fn new(dist: Distribution, n: u64, seed: u64) -> Picker {
         let zipf = match dist {
@@ -111,10 +176,16 @@ impl Picker {
             next_seq: 0,
             zipf,
             perm: Permutation::new(n, seed),
+            tenants: Vec::new(),
         }
     }
 
     pub fn next(&mut self, rng: &mut ChaCha8Rng, len: u64) -> u64 {
+        if !self.tenants.is_empty() {
+            let i = rng.gen_range(0..self.tenants.len());
+            let (base, p) = &mut self.tenants[i];
+            return *base + p.next(rng, len);
+        }
         let span = self.n - len + 1;
         match self.dist {
             Distribution::Sequential => {
@@ -287,6 +358,9 @@ pub struct SimConfig {
     pub timing: TimingConfig,
     pub ftl: FtlConfig,
     pub workload: Distribution,
+    /// A multi-tenant workload instead (see [`parse_workload`]): each tenant's writes carry
+    /// its index as the placement hint.
+    pub tenants: Vec<Distribution>,
     /// Percent of requests that are reads.
     pub read_pct: u32,
     /// Percent of requests that are trims.
@@ -336,6 +410,7 @@ impl Default for SimConfig {
             timing: TimingConfig::preset("femu").expect("preset"),
             ftl: FtlConfig::default(),
             workload: Distribution::Uniform,
+            tenants: Vec::new(),
             read_pct: 0,
             trim_pct: 0,
             request_sectors: 1,
@@ -664,6 +739,19 @@ pub struct SimReport {
     pub phase: PhaseReport,
     /// Per data stream of the placement policy, over the measured phase.
     pub streams: Vec<StreamReport>,
+    /// Per tenant of a multi-tenant workload (its placement hint), over the measured phase.
+    pub tenants: Vec<TenantReport>,
+}
+
+/// One tenant's writes and the GC moves of its data.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TenantReport {
+    pub hint: u8,
+    pub workload: String,
+    pub user_sectors: u64,
+    pub gc_sectors: u64,
+    /// (user + GC) / user for this tenant's data.
+    pub waf: f64,
 }
 
 /// One data stream's share of the measured phase.
@@ -799,21 +887,30 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         clock,
     };
 
+    // A multi-tenant workload's writes carry their tenant as the placement hint.
+    let tenants = cfg.tenants.len();
+    let hint = |lba: u64| (tenants > 0).then(|| tenant_of(lba, n, tenants));
     // Preconditioning: a sequential fill, then overwrites with the workload's distribution.
     let mut lba = 0;
     while cfg.fill && lba < n {
         let l = len.min(n - lba);
+        let h = hint(lba);
         q.issue(&mut ftl, &mut |f| {
-            f.write(lba, &buf[..l as usize * SS], false)
+            f.write_hinted(lba, &buf[..l as usize * SS], false, h)
         })?;
         lba += l;
     }
     progress("fill", 1.0);
-    let mut picker = Picker::new(cfg.workload, n, cfg.seed);
+    let mut picker = if cfg.tenants.is_empty() {
+        Picker::new(cfg.workload, n, cfg.seed)
+    } else {
+        Picker::tenants(&cfg.tenants, n, cfg.seed)
+    };
     let pre_writes = (cfg.precondition_passes * n as f64 / len as f64) as u64;
     for i in 0..pre_writes {
         let at = picker.next(&mut rng, len);
-        q.issue(&mut ftl, &mut |f| f.write(at, &buf, false))?;
+        let h = hint(at);
+        q.issue(&mut ftl, &mut |f| f.write_hinted(at, &buf, false, h))?;
         if i.is_multiple_of(4096) {
             progress("precondition", i as f64 / pre_writes.max(1) as f64);
         }
@@ -948,9 +1045,10 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             trace::TraceKind::Trim => q.issue_at(&mut ftl, &mut |f| f.trim(at, l), not_before)?,
             trace::TraceKind::Write => {
                 big[0..8].copy_from_slice(&i.to_le_bytes());
+                let h = hint(at);
                 q.issue_at(
                     &mut ftl,
-                    &mut |f| f.write(at, &big[..bytes], false),
+                    &mut |f| f.write_hinted(at, &big[..bytes], false, h),
                     not_before,
                 )?
             }
@@ -1074,6 +1172,23 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             }
             h.into_iter().collect()
         },
+        tenants: cfg
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let (a, b) = (s.hints[i], before.hints[i]);
+                let user = a.user_sectors - b.user_sectors;
+                let gc = a.gc_sectors - b.gc_sectors;
+                TenantReport {
+                    hint: i as u8,
+                    workload: d.to_string(),
+                    user_sectors: user,
+                    gc_sectors: gc,
+                    waf: (user + gc) as f64 / user.max(1) as f64,
+                }
+            })
+            .collect(),
         streams: ftl
             .data_streams()
             .into_iter()
@@ -1118,6 +1233,50 @@ pub fn lrw_waf(rho: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tenants_parse_and_write_only_their_own_range() {
+        assert_eq!(parse_workload("zipf:0.9").unwrap().1, vec![]);
+        let (_, t) = parse_workload("tenants:seq+uniform+hotcold:90/10").unwrap();
+        assert_eq!(
+            t,
+            vec![
+                Distribution::Sequential,
+                Distribution::Uniform,
+                Distribution::HotCold {
+                    write_pct: 90,
+                    space_pct: 10
+                }
+            ]
+        );
+        assert!(parse_workload("tenants:seq").is_err());
+        assert!(parse_workload("tenants:seq+a+b").is_err());
+        assert!(parse_workload("tenants:seq+seq+seq+seq+seq").is_err());
+        let n = 1000;
+        let mut p = Picker::tenants(&t, n, 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut per = [0u64; 3];
+        let mut seq_next = 0;
+        for _ in 0..30_000 {
+            let lba = p.next(&mut rng, 1);
+            let k = tenant_of(lba, n, 3) as usize;
+            per[k] += 1;
+            if k == 0 {
+                // The sequential tenant walks its own range, wrapping inside it.
+                assert_eq!(lba, seq_next);
+                seq_next = (seq_next + 1) % 333;
+            }
+        }
+        for c in per {
+            assert!((9_000..11_000).contains(&c), "{per:?}");
+        }
+        assert_eq!(
+            tenant_of(999, n, 3),
+            2,
+            "the last tenant takes the remainder"
+        );
+        assert_eq!(Distribution::parse(&t[2].to_string()).unwrap(), t[2]);
+    }
+
     use super::*;
 
     #[test]

@@ -208,6 +208,9 @@ impl<M: Media> Ftl<M> {
                 let k = self.gc_stream_for(lba);
                 self.push(k, SectorKind::Data(lba), o.seq, &data, ctx)?;
                 self.stats.gc_sectors_moved += 1;
+                if let Some(h) = self.placement.hint_of(lba.0) {
+                    self.stats.hints[h as usize].gc_sectors += 1;
+                }
             }
             _ => {
                 // The only copy is unreadable: reads of this LBA fail from now on. The loss

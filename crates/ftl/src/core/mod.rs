@@ -60,6 +60,9 @@ pub(crate) struct PendingWrite {
     pub(crate) placed: Vec<(crate::addr::Lba, crate::addr::Ppa)>,
 }
 
+/// Placement hints a write may carry: 0..MAX_HINTS.
+pub const MAX_HINTS: usize = crate::placement::MAX_HINTS;
+
 /// Longest host write applied atomically (32 MiB, NBD's largest request).
 pub const MAX_ATOMIC_SECTORS: u64 = 8192;
 
@@ -370,6 +373,28 @@ impl<M: Media> Ftl<M> {
     /// all of its sectors or none (a longer one is applied in parts of that size, each
     /// all-or-nothing).
     pub fn write(&mut self, lba: u64, data: &[u8], fua: bool) -> Result<Completion, FtlError> {
+        self.write_hinted(lba, data, fua, None)
+    }
+
+    /// [`Ftl::write`] with a placement hint (like an NVMe FDP placement handle or a Linux
+    /// write-stream hint): hinted data is counted per hint ([`FtlStats::hints`]), and the
+    /// `hints` and `hints-isolated` placements keep each hint's data in lines of its own.
+    /// A hint of [`MAX_HINTS`] or more is refused.
+    pub fn write_hinted(
+        &mut self,
+        lba: u64,
+        data: &[u8],
+        fua: bool,
+        hint: Option<u8>,
+    ) -> Result<Completion, FtlError> {
+        if let Some(h) = hint {
+            if h as usize >= MAX_HINTS {
+                return Err(FtlError::InvalidHint {
+                    hint: h,
+                    max: MAX_HINTS as u8,
+                });
+            }
+        }
         let sectors = self.check_range(lba, data.len())?;
         self.check_writable()?;
         self.begin_op();
@@ -380,7 +405,7 @@ impl<M: Media> Ftl<M> {
             let n = part.min(sectors - at);
             let bytes = &data[at as usize * ss..(at + n) as usize * ss];
             let last = at + n == sectors;
-            let r = self.write_sectors(lba + at, n, bytes, fua && last);
+            let r = self.write_sectors(lba + at, n, bytes, fua && last, hint);
             let _ = self.latch(r)?;
             at += n;
         }
@@ -400,6 +425,7 @@ impl<M: Media> Ftl<M> {
         sectors: u64,
         data: &[u8],
         fua: bool,
+        hint: Option<u8>,
     ) -> Result<Completion, FtlError> {
         self.maybe_checkpoint()?;
         self.seq += 1;
@@ -422,7 +448,10 @@ impl<M: Media> Ftl<M> {
                 let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
                 let s = self
                     .placement
-                    .user_stream(l.0, self.stats.host_sectors_written);
+                    .user_stream(l.0, self.stats.host_sectors_written, hint);
+                if let Some(h) = hint {
+                    self.stats.hints[h as usize].user_sectors += 1;
+                }
                 self.make_room_for_user(s)?;
                 let stamp = if atomic {
                     meta::oob::Stamp::of(seq, i as u64, sectors)

@@ -14,7 +14,7 @@
 //! | 72 | 8 | over-provisioning (f64 bits) |
 //! | 80 | 4 | victim policy: 0 greedy, 1 cost-benefit, 2 FIFO, 3 d-choices |
 //! | 84 | 4 | d (d-choices; 0 otherwise) |
-//! | 88 | 4 | placement: 0 separate GC stream, 1 shared, 2 SepBIT, 3 freq (builds before them refuse the image: an unknown placement code) |
+//! | 88 | 4 | placement: 0 separate GC stream, 1 shared, 2 SepBIT, 3 freq, 4 hints, 5 hints isolated (builds before them refuse the image: an unknown placement code) |
 //! | 92 | 4 | dynamic wear leveling (0 / 1) |
 //! | 96 | 4 | static wear-leveling threshold (`u32::MAX` = off) |
 //! | 100 | 4 | GC reserve lines |
@@ -129,6 +129,8 @@ pub fn encode(sb: &Superblock, page: &mut [u8]) {
         PlacementKind::Shared => 1,
         PlacementKind::SepBit => 2,
         PlacementKind::Freq => 3,
+        PlacementKind::Hints => 4,
+        PlacementKind::HintsIsolated => 5,
     };
     put_u32(page, OFF_PLACEMENT, placement);
     put_u32(page, OFF_WEAR_DYNAMIC, c.wear.dynamic.into());
@@ -162,6 +164,8 @@ pub fn decode(page: &[u8]) -> Result<Superblock, DecodeError> {
         1 => PlacementKind::Shared,
         2 => PlacementKind::SepBit,
         3 => PlacementKind::Freq,
+        4 => PlacementKind::Hints,
+        5 => PlacementKind::HintsIsolated,
         code => return Err(bad_field(WHAT, "placement", code.into())),
     };
     let dynamic = match u32_at(page, OFF_WEAR_DYNAMIC) {
@@ -292,7 +296,7 @@ mod tests {
             WHAT,
             &[
                 (OFF_VICTIM, 4, "victim policy"),
-                (OFF_PLACEMENT, 4, "placement"),
+                (OFF_PLACEMENT, 6, "placement"),
                 (OFF_WEAR_DYNAMIC, 2, "dynamic wear leveling"),
             ],
             decode,
