@@ -30,7 +30,7 @@ mod layout;
 mod line;
 mod line_reader;
 mod marks;
-mod placement;
+pub mod placement;
 mod recovery;
 mod stats;
 mod superblock;

@@ -53,7 +53,7 @@ use crate::meta::line_header::{EXTRA_STREAMS_MAX, STREAM_CHECKPOINT, STREAM_GC, 
 
 /// A stream: an index into the writers, and the code in its lines' headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Stream(pub u8);
+pub(crate) struct Stream(pub u8);
 
 impl Stream {
     pub const USER: Stream = Stream(STREAM_USER as u8);
@@ -74,7 +74,7 @@ impl Stream {
 }
 
 /// Data streams a policy adds to the user and GC streams.
-pub fn extra_streams(p: PlacementKind) -> u32 {
+pub(crate) fn extra_streams(p: PlacementKind) -> u32 {
     match p {
         PlacementKind::SeparateGc | PlacementKind::Shared => 0,
         PlacementKind::SepBit => 4,
@@ -85,17 +85,17 @@ pub fn extra_streams(p: PlacementKind) -> u32 {
 }
 
 /// Every stream of a policy, checkpoint included.
-pub fn streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
+pub(crate) fn streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
     (0..3 + extra_streams(p) as u8).map(Stream)
 }
 
 /// The data streams of a policy.
-pub fn data_streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
+pub(crate) fn data_streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
     streams(p).filter(|&s| s != Stream::CHECKPOINT)
 }
 
 /// What kind stream `s` is under policy `p`; `None` for a code the policy does not use.
-pub fn kind_of(p: PlacementKind, s: Stream) -> Option<StreamKind> {
+pub(crate) fn kind_of(p: PlacementKind, s: Stream) -> Option<StreamKind> {
     match s {
         Stream::USER => Some(StreamKind::User),
         Stream::GC => Some(StreamKind::Gc),
@@ -112,7 +112,7 @@ pub fn kind_of(p: PlacementKind, s: Stream) -> Option<StreamKind> {
 }
 
 /// The streams GC may write into under policy `p`, preferred first.
-pub fn gc_streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
+pub(crate) fn gc_streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
     data_streams(p).filter(move |&s| match p {
         PlacementKind::Shared | PlacementKind::Freq => kind_of(p, s) == Some(StreamKind::User),
         _ => kind_of(p, s) == Some(StreamKind::Gc),
@@ -120,7 +120,7 @@ pub fn gc_streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
 }
 
 /// `freq`: classes (one stream each at most).
-const FREQ_CLASSES: usize = 6;
+pub const FREQ_CLASSES: usize = 6;
 /// `freq`: upper bound of class 0's predicted interval, as a fraction of the export.
 const FREQ_BASE: f64 = 1.0 / 64.0;
 /// `freq`: ratio of consecutive class bounds.
@@ -151,9 +151,11 @@ fn freq_stream(k: usize) -> Stream {
     }
 }
 
-/// `freq`'s state.
+/// `freq`'s classifier: the LBA state and the class-to-stream mapping (see the module's
+/// documentation). Public so that the reference model (`refsim`) runs the same classifier
+/// as the FTL on its own GC.
 #[derive(Debug)]
-struct Freq {
+pub struct Freq {
     exported: f64,
     /// Per LBA: first write time, decayed write count, class of its last write
     /// (`u8::MAX` until its first rewrite).
@@ -167,11 +169,13 @@ struct Freq {
     joined: [bool; FREQ_CLASSES],
     /// Class -> the class whose stream it writes to.
     map: [usize; FREQ_CLASSES],
+    /// Each class's mean rewrite interval at the last period (NaN: too few samples).
+    mean_iv: [f64; FREQ_CLASSES],
     period_end: u64,
 }
 
 impl Freq {
-    fn new(exported: u64) -> Freq {
+    pub fn new(exported: u64) -> Freq {
         let e = exported as usize;
         Freq {
             exported: exported.max(1) as f64,
@@ -184,6 +188,7 @@ impl Freq {
             period_writes: [0; FREQ_CLASSES],
             joined: [false; FREQ_CLASSES],
             map: std::array::from_fn(|k| k),
+            mean_iv: [f64::NAN; FREQ_CLASSES],
             period_end: exported + (exported as f64 * FREQ_PERIOD) as u64,
         }
     }
@@ -207,8 +212,19 @@ impl Freq {
         k.min(FREQ_CLASSES - 1)
     }
 
-    /// A host write of LBA `i`, last written at `last` (`NEVER`): its class.
-    fn user(&mut self, i: usize, last: u64, now: u64) -> usize {
+    /// Class -> the class whose stream it writes to.
+    pub fn class_map(&self) -> [usize; FREQ_CLASSES] {
+        self.map
+    }
+
+    /// Each class's mean rewrite interval at the last period (NaN: too few samples).
+    pub fn mean_intervals(&self) -> [f64; FREQ_CLASSES] {
+        self.mean_iv
+    }
+
+    /// A host write of LBA `i` at `now`, last written at `last` (`u64::MAX`: never): the
+    /// class whose stream it goes to.
+    pub fn user(&mut self, i: usize, last: u64, now: u64) -> usize {
         if now >= self.period_end {
             self.period(now);
             self.period_end = now + (self.exported * FREQ_PERIOD) as u64;
@@ -237,8 +253,8 @@ impl Freq {
         self.map[k]
     }
 
-    /// GC moves LBA `i` (last written at `last`): its class now.
-    fn gc(&mut self, i: usize, last: u64, now: u64) -> usize {
+    /// GC moves LBA `i` (last written at `last`) at `now`: the class whose stream it goes to.
+    pub fn gc(&mut self, i: usize, last: u64, now: u64) -> usize {
         let k = self.class(i, self.count(i, last, now), now);
         self.period_writes[k] += 1;
         let prev = self.lclass[i] as usize;
@@ -265,6 +281,7 @@ impl Freq {
             .filter(|&k| self.period_writes[k] as f64 >= FREQ_MIN_SHARE * tot.max(1) as f64)
             .collect();
         self.period_writes = [0; FREQ_CLASSES];
+        self.mean_iv = mean_iv;
         if active.is_empty() || (now as f64) < FREQ_WARMUP * self.exported {
             return;
         }
@@ -310,7 +327,7 @@ const NEVER: u64 = u64::MAX;
 
 /// The placement policy's state.
 #[derive(Debug)]
-pub struct Placement {
+pub(crate) struct Placement {
     kind: PlacementKind,
     /// Per LBA: the time of its last user write (SepBIT, freq), `NEVER` before the first.
     last_write: Vec<u64>,

@@ -49,6 +49,7 @@
 //! placement none, 4 with sepbit, whose 4 GC streams may each open a line per victim, 1 with
 //! freq).
 
+use lightnvm_ftl::placement::Freq;
 use lightnvm_workload::{lrw_waf, Distribution, Picker};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -70,29 +71,9 @@ enum Placement {
     Freq,
 }
 
-/// `freq`: streams (classes), shared by user and GC writes.
-const FREQ_CLASSES: usize = 6;
-/// `freq`: upper bound of class 0's predicted interval, as a fraction of E.
-const FREQ_BASE: f64 = 1.0 / 64.0;
-/// `freq`: ratio of consecutive class bounds.
-const FREQ_FACTOR: f64 = 4.0;
-/// `freq`: time constant of the write-count decay, in units of E user writes.
-const FREQ_TAU: f64 = 8.0;
-/// `freq`: prior added to the decayed count (an LBA never rewritten has x = W / 0.3).
-const FREQ_PRIOR: f64 = 0.3;
-/// `freq`: length of a stream-merging period, in units of E user writes.
-const FREQ_PERIOD: f64 = 0.25;
-/// `freq`: streams are not merged before this many user writes (in units of E), while the
-/// observed intervals are still cut short by the time since the initial fill.
-const FREQ_WARMUP: f64 = 2.0;
-/// `freq`: (decayed) rewrites a class needs for an estimate of its mean interval.
-const FREQ_MIN_SAMPLES: f64 = 20.0;
-/// `freq`: share of a period's writes below which a class has no stream of its own.
-const FREQ_MIN_SHARE: f64 = 0.02;
-/// `freq`: consecutive classes share a stream once their mean intervals are within this factor,
-const FREQ_JOIN: f64 = 1.25;
-/// `freq`: ... and get separate streams again above this factor.
-const FREQ_SPLIT: f64 = 1.5;
+/// `freq`: streams (classes), shared by user and GC writes. The classifier is the FTL's
+/// (`lightnvm_ftl::placement::Freq`): the model runs the same classes on its own GC.
+const FREQ_CLASSES: usize = lightnvm_ftl::placement::FREQ_CLASSES;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -152,23 +133,9 @@ struct Sim {
     ell_sum: f64,
     ell_n: u32,
     ell_updates: u64,
-    // freq state: per LBA, time of its first write and decayed rewrite count.
-    first: Vec<u64>,
-    dcount: Vec<f32>,
-    exported: f64,
+    // freq state: the FTL's classifier.
+    freq: Box<Freq>,
     borrows: u64,
-    // freq stream merging: per LBA, the class of its last write (u8::MAX until its first
-    // rewrite); per class, its members, their decayed exposure (iv_sum) and rewrites (iv_n),
-    // the estimated mean interval, the period's writes; class -> stream.
-    lclass: Vec<u8>,
-    iv_sum: [f64; FREQ_CLASSES],
-    members: [u64; FREQ_CLASSES],
-    iv_n: [f64; FREQ_CLASSES],
-    period_writes: [u64; FREQ_CLASSES],
-    mean_iv: [f64; FREQ_CLASSES],
-    joined: [bool; FREQ_CLASSES],
-    map: [usize; FREQ_CLASSES],
-    period_end: u64,
 }
 
 impl Sim {
@@ -215,111 +182,8 @@ impl Sim {
             ell_sum: 0.0,
             ell_n: 0,
             ell_updates: 0,
-            first: vec![0; e as usize],
-            dcount: vec![0.0; e as usize],
-            exported: e as f64,
+            freq: Box::new(Freq::new(e)),
             borrows: 0,
-            lclass: vec![0; e as usize],
-            iv_sum: [0.0; FREQ_CLASSES],
-            members: [0; FREQ_CLASSES],
-            iv_n: [0.0; FREQ_CLASSES],
-            period_writes: [0; FREQ_CLASSES],
-            mean_iv: [f64::NAN; FREQ_CLASSES],
-            joined: [false; FREQ_CLASSES],
-            map: std::array::from_fn(|k| k),
-            period_end: e + (e as f64 * FREQ_PERIOD) as u64,
-        }
-    }
-
-    /// `freq`: the LBA's decayed rewrite count at `now` (before this write).
-    fn freq_count(&self, i: usize) -> f64 {
-        let dt = (self.now - self.last_write[i]) as f64;
-        self.dcount[i] as f64 * (-dt / (FREQ_TAU * self.exported)).exp()
-    }
-
-    /// `freq`: the class of predicted rewrite interval W / (d + prior).
-    fn freq_class(&self, i: usize, d: f64) -> usize {
-        let tau = FREQ_TAU * self.exported;
-        let elapsed = (self.now - self.first[i]) as f64;
-        let x = tau * (1.0 - (-elapsed / tau).exp()) / (d + FREQ_PRIOR);
-        let b0 = FREQ_BASE * self.exported;
-        if x < b0 {
-            return 0;
-        }
-        let k = ((x / b0).ln() / FREQ_FACTOR.ln()).floor() as usize + 1;
-        k.min(FREQ_CLASSES - 1)
-    }
-
-    fn freq_user(&mut self, lba: u32) -> usize {
-        let i = lba as usize;
-        if self.last_write[i] == u64::MAX {
-            self.first[i] = self.now;
-            self.lclass[i] = u8::MAX;
-            return FREQ_CLASSES - 1;
-        }
-        let d = self.freq_count(i) + 1.0;
-        self.dcount[i] = d as f32;
-        let prev = self.lclass[i] as usize;
-        if prev < FREQ_CLASSES {
-            self.iv_n[prev] += 1.0;
-            self.members[prev] -= 1;
-        }
-        let k = self.freq_class(i, d);
-        self.lclass[i] = k as u8;
-        self.members[k] += 1;
-        k
-    }
-
-    /// `freq`: end of a period: update the per-class estimated mean rewrite intervals and
-    /// recompute which raw classes share a stream. Classes with a small write share go to the
-    /// nearest active class; consecutive active classes share a stream while their mean
-    /// intervals are within a factor (with hysteresis).
-    fn freq_period(&mut self) {
-        for k in 0..FREQ_CLASSES {
-            self.mean_iv[k] = if self.iv_n[k] >= FREQ_MIN_SAMPLES {
-                self.iv_sum[k] / self.iv_n[k]
-            } else {
-                f64::NAN
-            };
-            self.iv_sum[k] *= 0.5;
-            self.iv_n[k] *= 0.5;
-        }
-        let tot: u64 = self.period_writes.iter().sum();
-        let active: Vec<usize> = (0..FREQ_CLASSES)
-            .filter(|&k| self.period_writes[k] as f64 >= FREQ_MIN_SHARE * tot.max(1) as f64)
-            .collect();
-        self.period_writes = [0; FREQ_CLASSES];
-        if active.is_empty() || (self.now as f64) < FREQ_WARMUP * self.exported {
-            return;
-        }
-        let mut stream_of = [0usize; FREQ_CLASSES];
-        let mut cur = active[0];
-        stream_of[active[0]] = cur;
-        for w in active.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            let (ma, mb) = (self.mean_iv[a], self.mean_iv[b]);
-            // NaN (too few rewrites seen) keeps the classes apart.
-            let r = if ma.is_nan() || mb.is_nan() {
-                f64::INFINITY
-            } else {
-                ma.max(mb) / ma.min(mb)
-            };
-            if r > FREQ_SPLIT {
-                self.joined[a] = false;
-            } else if r < FREQ_JOIN {
-                self.joined[a] = true;
-            }
-            if !self.joined[a] {
-                cur = b;
-            }
-            stream_of[b] = cur;
-        }
-        for k in 0..FREQ_CLASSES {
-            let near = *active
-                .iter()
-                .min_by_key(|&&a| (a.abs_diff(k), usize::MAX - a))
-                .unwrap();
-            self.map[k] = stream_of[near];
         }
     }
 
@@ -358,16 +222,8 @@ impl Sim {
                 }
             }
             Placement::Freq => {
-                if self.now >= self.period_end {
-                    self.freq_period();
-                    self.period_end = self.now + (self.exported * FREQ_PERIOD) as u64;
-                }
-                for k in 0..FREQ_CLASSES {
-                    self.iv_sum[k] += self.members[k] as f64;
-                }
-                let k = self.freq_user(lba);
-                self.period_writes[k] += 1;
-                self.map[k]
+                self.freq
+                    .user(lba as usize, self.last_write[lba as usize], self.now)
             }
         };
         self.invalidate(lba);
@@ -395,8 +251,8 @@ impl Sim {
         if self.open[stream] == NONE && self.placement == Placement::Freq {
             // A stream no class maps to any more hands its open line to the next stream
             // that needs one, so merged streams leave no partly written line behind.
-            if let Some(s) =
-                (0..self.open.len()).find(|&s| self.open[s] != NONE && !self.map.contains(&s))
+            if let Some(s) = (0..self.open.len())
+                .find(|&s| self.open[s] != NONE && !self.freq.class_map().contains(&s))
             {
                 self.open[stream] = self.open[s];
                 self.wp[stream] = self.wp[s];
@@ -498,16 +354,8 @@ impl Sim {
                     }
                 }
                 Placement::Freq => {
-                    let i = lba as usize;
-                    let k = self.freq_class(i, self.freq_count(i));
-                    self.period_writes[k] += 1;
-                    let prev = self.lclass[i] as usize;
-                    if prev < FREQ_CLASSES {
-                        self.members[prev] -= 1;
-                        self.members[k] += 1;
-                        self.lclass[i] = k as u8;
-                    }
-                    self.map[k]
+                    self.freq
+                        .gc(lba as usize, self.last_write[lba as usize], self.now)
                 }
             };
             self.p2l[(base + slot) as usize] = NONE;
@@ -607,12 +455,13 @@ fn simulate(a: &Args) -> Result<Outcome, String> {
         borrows: sim.borrows,
         freq_info: format!(
             "mean_iv/E=[{}] map={:?}",
-            sim.mean_iv
+            sim.freq
+                .mean_intervals()
                 .iter()
                 .map(|m| format!("{:.3}", m / e as f64))
                 .collect::<Vec<_>>()
                 .join(","),
-            sim.map
+            sim.freq.class_map()
         ),
     })
 }
