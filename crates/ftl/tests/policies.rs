@@ -16,6 +16,40 @@ impl Xs {
     }
 }
 
+/// Fills the device once, then writes `writes` sectors at the LBAs `pick` draws, checking
+/// the invariants every 5,000 writes.
+fn fill_and_write(
+    ftl: &mut lightnvm_ftl::Ftl<lightnvm_media::RamMedia>,
+    model: &mut Model,
+    writes: u64,
+    r: &mut Xs,
+    mut pick: impl FnMut(&mut Xs) -> u64,
+) {
+    for lba in 0..ftl.exported_sectors() {
+        model.write(ftl, lba, 1, false).unwrap();
+    }
+    for i in 0..writes {
+        let lba = pick(r);
+        model.write(ftl, lba, 1, false).unwrap();
+        if i % 5000 == 4999 {
+            ftl.check().unwrap();
+        }
+    }
+}
+
+/// Flushes, cuts the power, recovers, and checks every LBA against the model.
+fn cut_and_recover(
+    mut ftl: lightnvm_ftl::Ftl<lightnvm_media::RamMedia>,
+    model: &mut Model,
+) -> lightnvm_ftl::Ftl<lightnvm_media::RamMedia> {
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    model.flush(&mut ftl).unwrap();
+    let mut ftl = lightnvm_ftl::Ftl::open(ftl.into_media()).unwrap();
+    ftl.check().unwrap();
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    ftl
+}
+
 /// Fills the device once, then sends 95% of writes to 5% of the LBAs and the rest to the
 /// first half of the LBAs: the second half is never rewritten (static data).
 fn hot_cold(cfg: FtlConfig, writes: u64) -> (lightnvm_ftl::WearStats, lightnvm_ftl::FtlStats) {
@@ -23,19 +57,14 @@ fn hot_cold(cfg: FtlConfig, writes: u64) -> (lightnvm_ftl::WearStats, lightnvm_f
     let mut ftl = ram_ftl(g, |m| m.endurance = 0, cfg);
     let exported = ftl.exported_sectors();
     let mut model = Model::new(exported);
-    for lba in 0..exported {
-        model.write(&mut ftl, lba, 1, false).unwrap();
-    }
     let hot = exported / 20;
-    let mut r = Xs(99);
-    for _ in 0..writes {
-        let lba = if r.next() % 100 < 95 {
+    fill_and_write(&mut ftl, &mut model, writes, &mut Xs(99), |r| {
+        if r.next() % 100 < 95 {
             r.next() % hot
         } else {
             r.next() % (exported / 2)
-        };
-        model.write(&mut ftl, lba, 1, false).unwrap();
-    }
+        }
+    });
     ftl.check().unwrap();
     assert!(model.verify_all(&mut ftl).unwrap().is_empty());
     (ftl.wear_stats(), ftl.stats())
@@ -204,22 +233,15 @@ fn sepbit_uses_its_six_streams_and_recovers_them() {
     let mut ftl = ram_ftl(g, |m| m.endurance = 0, cfg);
     let exported = ftl.exported_sectors();
     let mut model = Model::new(exported);
-    for lba in 0..exported {
-        model.write(&mut ftl, lba, 1, false).unwrap();
-    }
     let hot = exported / 20;
     let mut r = Xs(7);
-    for i in 0..120_000u64 {
-        let lba = if r.next() % 100 < 90 {
+    fill_and_write(&mut ftl, &mut model, 120_000, &mut r, |r| {
+        if r.next() % 100 < 90 {
             r.next() % hot
         } else {
             r.next() % (exported / 2)
-        };
-        model.write(&mut ftl, lba, 1, false).unwrap();
-        if i % 5000 == 4999 {
-            ftl.check().unwrap();
         }
-    }
+    });
     let s = ftl.stats();
     for (code, what) in [(0, "class 1"), (3, "class 2")] {
         assert!(s.streams[code].user_sectors > 0, "{what}: {:?}", s.streams);
@@ -235,11 +257,7 @@ fn sepbit_uses_its_six_streams_and_recovers_them() {
     assert_eq!(s.streams[2].user_sectors + s.streams[2].gc_sectors, 0);
     let placed: u64 = s.streams.iter().map(|t| t.user_sectors).sum();
     assert_eq!(placed, s.host_sectors_written);
-    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
-    model.flush(&mut ftl).unwrap();
-    let mut ftl = lightnvm_ftl::Ftl::open(ftl.into_media()).unwrap();
-    ftl.check().unwrap();
-    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    let mut ftl = cut_and_recover(ftl, &mut model);
     for _ in 0..20_000 {
         model.write(&mut ftl, r.next() % hot, 1, false).unwrap();
     }
@@ -263,22 +281,15 @@ fn freq_separates_skewed_data_merges_uniform_data_and_recovers() {
         let mut ftl = ram_ftl(g, |m| m.endurance = 0, cfg);
         let exported = ftl.exported_sectors();
         let mut model = Model::new(exported);
-        for lba in 0..exported {
-            model.write(&mut ftl, lba, 1, false).unwrap();
-        }
         let hot = exported / 10;
         let mut r = Xs(11);
-        for i in 0..(12 * exported) {
-            let lba = if skewed && r.next() % 100 < 90 {
+        fill_and_write(&mut ftl, &mut model, 12 * exported, &mut r, |r| {
+            if skewed && r.next() % 100 < 90 {
                 r.next() % hot
             } else {
                 r.next() % exported
-            };
-            model.write(&mut ftl, lba, 1, false).unwrap();
-            if i % 5000 == 4999 {
-                ftl.check().unwrap();
             }
-        }
+        });
         let s = ftl.stats();
         let used = s.streams.iter().filter(|t| t.user_sectors > 0).count();
         eprintln!(
@@ -291,11 +302,7 @@ fn freq_separates_skewed_data_merges_uniform_data_and_recovers() {
             assert!(s.line_handovers > 0, "{:?}", s.streams);
         }
         assert!(s.streams[1].user_sectors + s.streams[1].gc_sectors == 0);
-        assert!(model.verify_all(&mut ftl).unwrap().is_empty());
-        model.flush(&mut ftl).unwrap();
-        let mut ftl = lightnvm_ftl::Ftl::open(ftl.into_media()).unwrap();
-        ftl.check().unwrap();
-        assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+        let mut ftl = cut_and_recover(ftl, &mut model);
         for _ in 0..exported {
             model
                 .write(&mut ftl, r.next() % exported, 1, false)
@@ -411,10 +418,6 @@ fn hinted_writes_keep_to_their_streams_and_recover() {
             assert_eq!(s.streams[1].gc_sectors, 0);
             assert_eq!(s.streams[8].gc_sectors, s.hints[1].gc_sectors);
         }
-        assert!(model.verify_all(&mut ftl).unwrap().is_empty());
-        model.flush(&mut ftl).unwrap();
-        let mut ftl = lightnvm_ftl::Ftl::open(ftl.into_media()).unwrap();
-        ftl.check().unwrap();
-        assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+        cut_and_recover(ftl, &mut model);
     }
 }
