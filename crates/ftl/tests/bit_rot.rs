@@ -9,29 +9,10 @@ const SS: usize = 4096;
 
 /// Where the newest copy of `lba` is, by reading every programmed page's OOB.
 fn newest_copy(media: &mut RamMedia, lba: u32) -> (PageAddr, u32) {
-    let g = *media.geometry();
-    let mut best: Option<(u64, PageAddr, u32)> = None;
-    for pu in 0..g.parallel_units() {
-        for block in 0..g.blocks_per_lun {
-            let wp = media.block_info(BlockAddr { pu, block }).write_pointer;
-            for page in 0..wp {
-                let addr = PageAddr { pu, block, page };
-                for s in 0..g.sectors_per_page {
-                    let mut d = vec![0u8; SS];
-                    let mut o = vec![0u8; g.oob_bytes_per_sector as usize];
-                    if media.read(addr, s, &mut d, &mut o).is_err() {
-                        continue;
-                    }
-                    if let Ok(oob) = meta::oob::decode(&o, &d) {
-                        if oob.lba == lba && best.is_none_or(|b| oob.seq > b.0) {
-                            best = Some((oob.seq, addr, s));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let (_, addr, s) = best.expect("a copy");
+    let (_, addr, s) = copies(media, lba)
+        .into_iter()
+        .max_by_key(|c| c.0)
+        .expect("a copy");
     (addr, s)
 }
 

@@ -162,8 +162,13 @@ fn an_unreadable_checkpointed_copy_never_lets_an_older_copy_win() {
 /// A number a damaged sector claims is never used again.
 #[test]
 fn a_damaged_sectors_number_is_never_reused() {
+    damage_seed_holds(7_302_122);
+}
+
+/// A `torture --damage` seed: its sectors rot, and the durability contract holds.
+fn damage_seed_holds(seed: u64) {
     let o = torture_seed(TortureConfig {
-        seed: 7_302_122,
+        seed,
         cuts: 10,
         media_faults: true,
         max_ops_between_cuts: 2000,
@@ -173,7 +178,7 @@ fn a_damaged_sectors_number_is_never_reused() {
     assert!(o.sectors_damaged > 0);
     assert!(
         o.violations.is_empty(),
-        "{} — {:#?}",
+        "seed {seed} ({}): {:#?}",
         o.geometry,
         o.violations
     );
@@ -187,20 +192,6 @@ fn a_damaged_sectors_number_is_never_reused() {
 #[test]
 fn a_lost_sector_is_checkpointed_before_gc_erases_its_line() {
     for seed in [7_300_181, 7_300_188] {
-        let o = torture_seed(TortureConfig {
-            seed,
-            cuts: 10,
-            media_faults: true,
-            max_ops_between_cuts: 2000,
-            post_cut_damage: true,
-            large: false,
-        });
-        assert!(o.sectors_damaged > 0);
-        assert!(
-            o.violations.is_empty(),
-            "seed {seed} ({}): {:#?}",
-            o.geometry,
-            o.violations
-        );
+        damage_seed_holds(seed);
     }
 }
