@@ -41,6 +41,9 @@
 //! * `hints-isolated`: the same, and GC keeps each hint's data apart too: data last written
 //!   with hint h moves to stream 7 + h ("persistently isolated").
 //!
+//! A multi-sector host write goes to the stream its first sector's LBA chooses (the policy
+//! still sees every LBA's write): its sectors, first to last edge, stay in one stream.
+//!
 //! Whatever the policy, the FTL remembers each LBA's last hint (1 byte per exported sector,
 //! allocated at the first hinted write) to count GC moves per hint.
 

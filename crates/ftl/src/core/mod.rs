@@ -444,11 +444,16 @@ impl<M: Media> Ftl<M> {
         }
         self.in_flight = Some(seq);
         let mut place = || -> Result<(), FtlError> {
+            let mut stream = None;
             for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
                 let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
-                let s = self
+                // One host write goes to one stream, the one its first sector's LBA chooses:
+                // its sectors stay in order in one line sequence, edges and all (the policy
+                // still learns every LBA's write).
+                let chosen = self
                     .placement
                     .user_stream(l.0, self.stats.host_sectors_written, hint);
+                let s = *stream.get_or_insert(chosen);
                 if let Some(h) = hint {
                     self.stats.hints[h as usize].user_sectors += 1;
                 }
