@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum VictimPolicyKind {
     /// Fewest valid sectors.
     Greedy,
-    /// Highest (1 - u) * age / (1 + u) (Rosenblum & Ousterhout).
+    /// Highest (1 - u) * age / (2u) (Kawaguchi et al. 1995: LFS's cost-benefit with the
+    /// cost of copying valid data on flash).
     CostBenefit,
     /// Oldest closed line first.
     Fifo,

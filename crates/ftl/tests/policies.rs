@@ -168,8 +168,10 @@ fn greedy_beats_fifo_on_uniform_random_writes() {
         let dc = uniform_waf(VictimPolicyKind::DChoices { d: 8 }, op);
         eprintln!("OP {op}: WAF greedy {greedy:.3}  fifo {fifo:.3}  cost-benefit {cb:.3}  d-choices(8) {dc:.3}");
         assert!(greedy < fifo, "OP {op}: greedy {greedy} fifo {fifo}");
+        // Under uniform writes age says nothing: cost-benefit picks as greedy does, give or
+        // take ties.
         assert!(
-            greedy <= dc && greedy <= cb,
+            greedy <= dc && greedy <= cb * 1.01,
             "OP {op}: greedy {greedy} d-choices {dc} cost-benefit {cb}"
         );
     }
