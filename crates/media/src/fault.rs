@@ -72,6 +72,11 @@ impl FaultConfig {
 const STREAM_FACTORY: u64 = 1;
 const STREAM_OPS: u64 = 2;
 const STREAM_POWER: u64 = 3;
+/// Read failures: their own stream, so that reads (which may run concurrently, in any
+/// order) never move the draws of program and erase failures; reseeded at every power
+/// cycle ([`FaultInjector::power_cycled`]), so what a restart reads does not depend on how
+/// many reads ran before the cut.
+const STREAM_READS: u64 = 4;
 
 fn stream(seed: u64, which: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -99,6 +104,9 @@ pub struct FaultInjector {
     config: FaultConfig,
     ops: ChaCha8Rng,
     power: ChaCha8Rng,
+    reads: ChaCha8Rng,
+    /// Power cycles so far (the read stream's epoch).
+    cycles: u64,
 }
 
 impl FaultInjector {
@@ -107,6 +115,8 @@ impl FaultInjector {
             config,
             ops: stream(config.seed, STREAM_OPS),
             power: stream(config.seed, STREAM_POWER),
+            reads: stream(config.seed, STREAM_READS),
+            cycles: 0,
         }
     }
 
@@ -138,11 +148,17 @@ impl FaultInjector {
         }
         let mut mask = 0u64;
         for i in 0..sectors {
-            if self.ops.gen_bool(p) {
+            if self.reads.gen_bool(p) {
                 mask |= 1 << i;
             }
         }
         mask
+    }
+
+    /// Power came back: the read-failure stream starts the next epoch's draws.
+    pub fn power_cycled(&mut self) {
+        self.cycles += 1;
+        self.reads = stream(self.config.seed, STREAM_READS + (self.cycles << 8));
     }
 
     /// Randomness for power-cut outcomes (which unsynced pages survive, how a page tears).

@@ -283,6 +283,7 @@ impl<S: Store> Flash<S> {
             *d = m.write_pointer;
         }
         self.live_mut().cut_at_op = None;
+        self.live_mut().faults.power_cycled();
         self.live_mut().powered = true;
         Ok(outcome)
     }

@@ -694,13 +694,22 @@ fn replay_cut(s: &Shared, log: &[Logged], cut: u32) -> Vec<Stop> {
         match run_request(s, e.thread, e.op, e.lba, e.sectors, cut) {
             Err(stop) => return vec![stop],
             Ok((_, outcome)) => {
-                // Which sectors of a read fail depends on how concurrent reads interleaved
-                // (the fault generator's draws): a read's "uncorrectable" is no divergence.
+                // Reads change nothing durable and run concurrently only with each other:
+                // which of them met a failed sector, or the power cut that fell among them,
+                // depends on how they interleaved, not on the path. The durable state is
+                // the same if the power goes when the log says a read met its loss.
+                let read_outcomes = ["ok", "uncorrectable", "power loss"];
                 let same = outcome == e.outcome
                     || (e.op == Op::Read
-                        && [&outcome, &e.outcome]
-                            .iter()
-                            .all(|o| *o == "ok" || *o == "uncorrectable"));
+                        && read_outcomes.contains(&outcome.as_str())
+                        && read_outcomes.contains(&e.outcome.as_str()));
+                if e.op == Op::Read && e.outcome == "power loss" {
+                    s.ftl
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .media_mut()
+                        .cut_power();
+                }
                 if !same {
                     return vec![Stop::Violation(format!(
                         "cut {cut}: request {i} ({:?} {}+{} by thread {}) ended `{outcome}` in the replay, `{}` in the log: the replay left the original's path",
