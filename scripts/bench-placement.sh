@@ -77,4 +77,12 @@ for op in 0.11 0.28; do
         [ -z "$base" ] && base=$t
         printf "%-16s %7s %7s %7s %6s\n" "$p" "$t" "$a" "$b" "$(python3 -c "print('%.3f' % ($t / $base))")"
     done
+    # The best any placement can do here: the sequential tenant's lines die whole (WAF 1)
+    # and need no spare, so at most the uniform tenant gets the whole spare for its half of
+    # the LBAs — spare factor 2 rho — where greedy alone measures WAF_u; total (1 + WAF_u) / 2.
+    op_u=$(python3 -c "r=$op/(1-$op); print('%.4f' % (2*r/(1+2*r)))")
+    wu=$("$B" sim --workload uniform --gc greedy --op "$op_u" --timing none --precondition 2 \
+        --measure "$MEASURE" --json | waf)
+    bound=$(python3 -c "print('%.3f' % ((1 + $wu) / 2))")
+    printf "%-16s %7s %7s %7s %6s\n" "bound" "$bound" "1.000" "$wu" "$(python3 -c "print('%.3f' % ($bound / $base))")"
 done
