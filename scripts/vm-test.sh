@@ -8,9 +8,12 @@
 #         guest RAM lost, the device keeps what it completed), every flushed byte verified.
 #   ublk  `lightnvm serve IMAGE --ublk` inside the guest: ext4 on /dev/ublkb0, fstrim,
 #         e2fsck, SIGTERM + restart, checksums verified.
-# Usage: scripts/vm-test.sh [nbd] [zns] [ublk]     (default: all; one verdict line per part)
+#   powercut  the zns test's power cuts over a file image on ext4 on a plain NVMe disk
+#         (the server's fsyncs and recovery under real guest resets).
+# Usage: scripts/vm-test.sh [nbd] [zns] [ublk] [powercut]   (default: all; a verdict line each)
 # Environment: LIGHTNVM_VM_CACHE (kernel cache, default /var/cache/lightnvm-vm),
 #   VM_ZNS_CYCLES (power cuts, default 3), VM_KEEP=1 (keep the work dir),
+#   VM_TCG_THREAD (single, the default, or multi),
 #   LIGHTNVM_VM_KERNEL_PKG (a Debian kernel package name instead of the newest 6.12 one).
 # Needs root and apt (installs qemu-system-x86, busybox-static, kmod, cpio, nbd-client,
 # e2fsprogs, util-linux, coreutils, xz-utils, zstd when missing). Changes nothing global on
@@ -21,6 +24,10 @@ ROOT="$PWD"
 B="$ROOT/target/release/lightnvm"
 CACHE="${LIGHTNVM_VM_CACHE:-/var/cache/lightnvm-vm}"
 ZNS_CYCLES="${VM_ZNS_CYCLES:-3}"
+# One host thread runs both vCPUs: with thread=multi the 6.12 guest sometimes dies at boot with
+# "Oops: int3" in sched_clock_cpu (a patched static branch executed from a stale translation:
+# cross-vCPU code modification under MTTCG), seen once in about ten boots on a loaded host.
+TCG_THREAD="${VM_TCG_THREAD:-single}"
 KSERIES="6.12"
 T0=$SECONDS
 
@@ -30,12 +37,12 @@ die() { echo "vm-test: error: $*" >&2; exit 2; }
 PARTS=()
 for a in "$@"; do
     case "$a" in
-        nbd | zns | ublk) PARTS+=("$a") ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown part '$a' (nbd, zns, ublk)" ;;
+        nbd | zns | ublk | powercut) PARTS+=("$a") ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        *) die "unknown part '$a' (nbd, zns, ublk, powercut)" ;;
     esac
 done
-((${#PARTS[@]})) || PARTS=(nbd zns ublk)
+((${#PARTS[@]})) || PARTS=(nbd zns ublk powercut)
 [[ $(id -u) -eq 0 ]] || die "run as root (apt, and the kernel cache in $CACHE)"
 [[ "$ZNS_CYCLES" =~ ^[0-9]+$ ]] || die "VM_ZNS_CYCLES must be a number"
 
@@ -192,6 +199,8 @@ build_initramfs() {
     cp /bin/busybox "$r/bin/busybox"
     copy_with_libs "$r" "${GUEST_BINS[@]}" "$B"
     mv "$r$B" "$r/usr/bin/lightnvm"
+    # Debug info is most of the binary; the guest loads the initramfs faster without it.
+    if command -v strip >/dev/null; then strip --strip-debug "$r/usr/bin/lightnvm"; fi
     rmdir -p "$r$(dirname "$B")" 2>/dev/null || true
     ln -sf mke2fs "$r/usr/sbin/mkfs.ext4"
     for m in modprobe insmod lsmod rmmod depmod; do ln -sf ../usr/bin/kmod "$r/sbin/$m"; done
@@ -245,10 +254,10 @@ start_qemu() {
     shift 3
     local reboot=(-no-reboot)
     [[ "${QEMU_ALLOW_REBOOT:-0}" == 1 ]] && reboot=()
-    timeout -s KILL "$tmo" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 \
+    timeout -s KILL "$tmo" qemu-system-x86_64 -accel "tcg,thread=$TCG_THREAD" -cpu max -m 1024 -smp 2 \
         -nographic "${reboot[@]}" -nodefaults -serial stdio -monitor none \
         -kernel "$KDIR/vmlinux" -initrd "$WORK/initramfs.cpio" \
-        -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic $args" \
+        -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic nowatchdog $args" \
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
         -virtfs "local,path=$WORK/share,mount_tag=share,security_model=none" \
         "$@" </dev/null >"$WORK/$name.log" 2>&1 &
@@ -354,33 +363,48 @@ part_nbd() {
     fi
 }
 
-# ---------------------------------------------------------------- part: zns
+# ---------------------------------------------------------------- parts: zns, powercut
+# run_cuts PART BACKEND QEMU-DEVICE-ARGS...: the power-cut guest script (scripts/vm/zns.sh).
+# The guest cuts power itself by resetting the VM (sysrq b, no sync): guest RAM - the
+# server's buffers, the page cache - is lost, QEMU's NVMe device keeps what it completed. The
+# zones' write pointers live in the QEMU process only (a new QEMU process reports every zone
+# empty), so one QEMU process runs all the cycles, rebooting the guest.
+run_cuts() {
+    local part="$1" backend="$2" t=$SECONDS
+    shift 2
+    rm -rf "$WORK/share" && mkdir -p "$WORK/share"
+    QEMU_ALLOW_REBOOT=1 start_qemu "$part" $((300 + ZNS_CYCLES * 150)) \
+        "vmtest=zns vmtest_cycles=$ZNS_CYCLES vmtest_backend=$backend" "$@"
+    wait_qemu || true
+    local r survived
+    r=$(result_of "$part" zns)
+    survived=$(console "$part" | grep -c '^VMTEST-STEP zns verified' || true)
+    case "$r" in
+        PASS) verdict "$part" PASS "$survived of $ZNS_CYCLES power cuts survived with 0 flushed writes lost; $(console "$part" | sed -n 's/^VMTEST-INFO zns //p' | tail -1); $((SECONDS - t)) s" ;;
+        SKIP) verdict "$part" SKIP "$(console "$part" | sed -n 's/^VMTEST-RESULT zns SKIP //p' | tail -1)" ;;
+        *) show_tail "$part" 80; verdict "$part" FAIL "${r:-no result (timeout or crash)}; $survived of $ZNS_CYCLES power cuts survived; $((SECONDS - t)) s" ;;
+    esac
+}
+
 part_zns() {
-    local t=$SECONDS
     if ! "$B" format --help 2>&1 | grep -qiE 'zoned|zns'; then
         verdict zns SKIP "lightnvm format does not support zoned devices yet (no 'zoned' in lightnvm format --help)"
         return
     fi
-    rm -rf "$WORK/share" && mkdir -p "$WORK/share"
-    # 256 MiB namespace, 64 zones of 4 MiB. The guest cuts power itself by resetting the VM
-    # (sysrq b: guest RAM - the server's buffers, the page cache - is lost; QEMU's NVMe device
-    # keeps what it completed, and its zone write pointers: those live in the QEMU process
-    # only, so a new QEMU process would report every zone empty. One QEMU process therefore
-    # runs all the cycles).
+    # 256 MiB namespace: 64 zones of 4 MiB.
     truncate -s 256M "$WORK/zns.raw"
-    QEMU_ALLOW_REBOOT=1 start_qemu zns $((300 + ZNS_CYCLES * 120)) "vmtest=zns vmtest_cycles=$ZNS_CYCLES" \
-        -drive "file=$WORK/zns.raw,id=zns,format=raw,if=none" \
+    run_cuts zns zoned -drive "file=$WORK/zns.raw,id=zns,format=raw,if=none" \
         -device nvme,id=nvme0,serial=lightnvm-zns \
         -device "nvme-ns,drive=zns,bus=nvme0,nsid=1,zoned=true,zoned.zone_size=4M,zoned.zone_capacity=4M,zoned.max_open=16,zoned.max_active=32"
-    wait_qemu || true
-    local r survived
-    r=$(result_of zns zns)
-    survived=$(console zns | grep -c '^VMTEST-STEP zns verified' || true)
-    case "$r" in
-        PASS) verdict zns PASS "$survived of $ZNS_CYCLES power cuts survived with 0 flushed writes lost; $((SECONDS - t)) s" ;;
-        SKIP) verdict zns SKIP "$(console zns | sed -n 's/^VMTEST-RESULT zns SKIP //p' | tail -1)" ;;
-        *) show_tail zns 60; verdict zns FAIL "${r:-no result (timeout or crash)}; $survived power cuts survived; $((SECONDS - t)) s" ;;
-    esac
+    rm -f "$WORK/zns.raw"
+}
+
+part_powercut() {
+    # The same cuts over a file image (256 MiB of flash) on ext4 on a plain NVMe namespace.
+    truncate -s 512M "$WORK/disk.raw"
+    run_cuts powercut file -drive "file=$WORK/disk.raw,id=disk,format=raw,if=none" \
+        -device nvme,id=nvme0,serial=lightnvm-disk -device nvme-ns,drive=disk,bus=nvme0,nsid=1
+    rm -f "$WORK/disk.raw"
 }
 
 # ---------------------------------------------------------------- part: ublk

@@ -15,8 +15,8 @@ skip() { echo "$*" >/tmp/skip-reason; say "SKIP: $*"; exit 77; }
 # arg NAME: value of NAME=... on the kernel command line
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
 
-# rnd N: a random number in [0, N)
-rnd() { echo $(( $(od -An -N4 -tu4 /dev/urandom | tr -d ' ') % $1 )); }
+# rnd N: a random number in [0, N) (N up to 2^30; ash's RANDOM has 15 bits: two draws)
+rnd() { echo $(( ((RANDOM << 15) | RANDOM) % $1 )); }
 
 # wait_for SECONDS COMMAND...: poll COMMAND every 0.2 s
 wait_for() {
