@@ -14,14 +14,15 @@
 # Environment: LIGHTNVM_VM_CACHE (kernel cache, default /var/cache/lightnvm-vm),
 #   VM_ZNS_CYCLES (power cuts, default 3), VM_KEEP=1 (keep the work dir),
 #   VM_TCG_THREAD (single, the default, or multi),
-#   LIGHTNVM_VM_KERNEL_PKG (a Debian kernel package name instead of the newest 6.12 one).
+#   LIGHTNVM_VM_KERNEL_PKG (a Debian kernel package name instead of the newest 6.12 one),
+#   LIGHTNVM_BIN (the lightnvm binary; default target/release/lightnvm, built when missing).
 # Needs root and apt (installs qemu-system-x86, busybox-static, kmod, cpio, nbd-client,
 # e2fsprogs, util-linux, coreutils, xz-utils, zstd when missing). Changes nothing global on
 # the host besides those packages: the kernel .deb is fetched with a private apt config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-B="$ROOT/target/release/lightnvm"
+B="${LIGHTNVM_BIN:-$ROOT/target/release/lightnvm}"
 CACHE="${LIGHTNVM_VM_CACHE:-/var/cache/lightnvm-vm}"
 ZNS_CYCLES="${VM_ZNS_CYCLES:-3}"
 # One host thread runs both vCPUs: with thread=multi the 6.12 guest sometimes dies at boot with
@@ -74,10 +75,12 @@ if ((${#need[@]})); then
     ((ok)) || die "could not install ${need[*]} with apt-get"
 fi
 
-if [[ ! -x "$B" ]]; then
+if [[ ! -x "$B" && -z "${LIGHTNVM_BIN:-}" ]]; then
     log "building the release binary"
     cargo build --release --quiet -p lightnvm-cli
 fi
+
+[[ -x "$B" ]] || die "no lightnvm binary at $B"
 
 # ---------------------------------------------------------------- guest kernel (cached)
 # bookworm-backports through a private apt configuration: the host's sources stay as they are.
@@ -174,7 +177,7 @@ kernel_prepare() {
 GUEST_MODULES=(nbd ublk_drv nvme nvme_core virtio_pci virtio_net 9p 9pnet_virtio ext4 crc32c_generic
     crc16 af_packet)
 GUEST_BINS=(/usr/sbin/nbd-client /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/fstrim
-    /usr/sbin/blkdiscard /usr/sbin/blkzone /usr/sbin/blockdev /usr/bin/dd /usr/bin/cmp
+    /usr/sbin/blkdiscard /usr/sbin/blkzone /usr/sbin/blockdev /usr/bin/dd /usr/bin/cmp /usr/bin/split
     /usr/bin/sha256sum /usr/bin/timeout /usr/bin/kmod)
 
 copy_with_libs() { # root, binary...
@@ -400,7 +403,7 @@ part_zns() {
 }
 
 part_powercut() {
-    # The same cuts over a file image (256 MiB of flash) on ext4 on a plain NVMe namespace.
+    # The same cuts over a file image (64 MiB of flash) on ext4 on a plain NVMe namespace.
     truncate -s 512M "$WORK/disk.raw"
     run_cuts powercut file -drive "file=$WORK/disk.raw,id=disk,format=raw,if=none" \
         -device nvme,id=nvme0,serial=lightnvm-disk -device nvme-ns,drive=disk,bus=nvme0,nsid=1

@@ -6,7 +6,7 @@ MKFS=/usr/sbin/mke2fs
 E2FSCK=/usr/sbin/e2fsck
 SHA=/usr/bin/sha256sum
 
-say() { echo "vmtest[$PART]: $*"; }
+say() { read -r _up _ </proc/uptime; echo "vmtest[$PART ${_up%.*}s]: $*"; }
 step() { echo "VMTEST-STEP $PART $*"; }
 info() { echo "VMTEST-INFO $PART $*"; }
 fail() { echo "$*" >/tmp/fail-reason; say "FAIL: $*"; exit 1; }
