@@ -44,3 +44,5 @@ cargo build --release --quiet -p lightnvm-cli
 ./target/release/lightnvm torture --seeds 60 --start 400000 --cuts-per-seed 10 --large
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh
+echo "== VM suite"
+./scripts/vm-test.sh

@@ -331,7 +331,14 @@ part_nbd() {
     rm -rf "$WORK/share" && mkdir -p "$WORK/share"
     rm -f "$WORK/serve.log.1" && : >"$WORK/serve.log"
     "$B" format "$WORK/nbd.img" --preset default >"$WORK/format.log" 2>&1 || { verdict nbd FAIL "format: $(tail -1 "$WORK/format.log")"; return; }
-    start_server || { verdict nbd FAIL "server did not start: $(tail -1 "$WORK/serve.log")"; return; }
+    local try
+    for try in 1 2 3; do # a random port may be taken
+        start_server && break
+        [[ -n "$SERVER" ]] && { kill -9 "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
+        ((try < 3)) || { verdict nbd FAIL "server did not start: $(tail -1 "$WORK/serve.log")"; return; }
+        PORT=$((20000 + RANDOM % 20000))
+        : >"$WORK/serve.log"
+    done
     start_qemu nbd 420 "vmtest=nbd vmtest_port=$PORT"
     # The guest asks for a server restart between its two phases, then waits for share/restarted.
     if wait_for nbd '^VMTEST-STEP nbd restart-server|^VMTEST-RESULT nbd' 300 && console nbd | grep -q '^VMTEST-STEP nbd restart-server'; then
