@@ -257,6 +257,7 @@ start_qemu() {
     shift 3
     local reboot=(-no-reboot)
     [[ "${QEMU_ALLOW_REBOOT:-0}" == 1 ]] && reboot=()
+    : >"$WORK/$name.log" # polled before qemu writes to it
     timeout -s KILL "$tmo" qemu-system-x86_64 -accel "tcg,thread=$TCG_THREAD" -cpu max -m 1024 -smp 2 \
         -nographic "${reboot[@]}" -nodefaults -serial stdio -monitor none \
         -kernel "$KDIR/vmlinux" -initrd "$WORK/initramfs.cpio" \
