@@ -438,7 +438,10 @@ part_ublk() {
 }
 
 # ---------------------------------------------------------------- main
+exec 9>"$CACHE/.lock" # concurrent runs share the kernel cache
+flock 9
 kernel_prepare
+flock -u 9
 WORK=$(mktemp -d /tmp/lightnvm-vm-XXXXXX)
 build_initramfs
 log "initramfs $(($(stat -c %s "$WORK/initramfs.cpio") >> 20)) MiB, setup took $((SECONDS - T0)) s; parts: ${PARTS[*]}"
