@@ -19,7 +19,12 @@ SERVER=""
 start_server() {
     lightnvm serve $IMG --ublk >>/tmp/serve.log 2>&1 &
     SERVER=$!
-    wait_for 60 has_size ublkb0 || { tail -20 /tmp/serve.log; fail "no $DEV from lightnvm serve --ublk"; }
+    _n=600
+    until has_size ublkb0; do
+        kill -0 $SERVER 2>/dev/null && [ $_n -gt 0 ] || { tail -20 /tmp/serve.log; fail "no $DEV from lightnvm serve --ublk"; }
+        _n=$((_n - 1))
+        sleep 0.2
+    done
     wait_for 10 test -b $DEV || fail "$DEV is not a block device"
 }
 stop_server() {

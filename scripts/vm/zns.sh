@@ -71,7 +71,13 @@ start_server() {
     : >/tmp/serve.log
     lightnvm serve $TARGET --listen $ADDR:$PORT --no-control >>/tmp/serve.log 2>&1 &
     SERVER=$!
-    wait_for 120 grep -q "listening on" /tmp/serve.log || { tail -20 /tmp/serve.log; fail "lightnvm serve $TARGET did not start"; }
+    # Recovery after a cut can take a while under TCG; a server that exits fails at once.
+    _n=1500
+    until grep -q "listening on" /tmp/serve.log; do
+        kill -0 $SERVER 2>/dev/null && [ $_n -gt 0 ] || { tail -20 /tmp/serve.log; fail "lightnvm serve $TARGET did not start"; }
+        _n=$((_n - 1))
+        sleep 0.2
+    done
     cat /tmp/serve.log >>/tmp/serve.all
 }
 stop_server() {
