@@ -14,6 +14,7 @@ pub mod flash;
 pub mod geometry;
 pub mod store;
 pub mod timing;
+pub mod zoned;
 
 use std::sync::Arc;
 
