@@ -116,6 +116,10 @@ impl EmuZoned {
         }
     }
 
+    pub fn config(&self) -> &EmuConfig {
+        &self.cfg
+    }
+
     /// Operations that passed the power check so far.
     pub fn ops(&self) -> u64 {
         self.ops.load(Ordering::Relaxed)

@@ -240,14 +240,14 @@ impl Default for ZonedOptions {
     }
 }
 
-/// Zones partly written at once with `pus` PUs and `open_lines` open lines, and zones
-/// written at once: each open line, the two kept checkpoints, the superblock's reserved
-/// lines (two with one PU, else one), one line of slack (a line recovery leaves partly
-/// written), times the PUs; plus the metadata zones.
+/// Zones written at once and zones partly written at once with `pus` PUs and `open_lines`
+/// open lines: each open line's zones, one line of slack (recovery pads the tails of the
+/// streams while it opens a line for its checkpoint), plus the metadata zones. The FTL seals
+/// (`Media::seal`: the zone is finished) every line it will not write again — closed lines,
+/// checkpoints, the superblock — so those are not active.
 pub fn zones_needed(pus: u32, open_lines: u32) -> (u64, u64) {
-    let reserved = if pus >= 2 { 1 } else { 2 };
     let open = open_lines as u64 * pus as u64;
-    let active = (open_lines as u64 + 2 + reserved + 1) * pus as u64 + META_ZONES as u64;
+    let active = (open_lines as u64 + 1) * pus as u64 + META_ZONES as u64;
     (open, active)
 }
 
@@ -262,9 +262,8 @@ fn limits_ok(info: &ZonedInfo, pus: u32, open_lines: u32) -> Result<(), String> 
     }
     if info.max_active > 0 && active > info.max_active as u64 {
         return Err(format!(
-            "{pus} PUs × ({open_lines} open lines + 2 checkpoints + superblock + 1 slack) + \
-             {META_ZONES} metadata zones = {active} zones partly written at once exceed the \
-             device's max_active_zones {}",
+            "{pus} PUs × ({open_lines} open lines + 1 slack) + {META_ZONES} metadata zones = \
+             {active} zones partly written at once exceed the device's max_active_zones {}",
             info.max_active
         ));
     }
@@ -404,6 +403,8 @@ pub fn plan(
 struct TableEntry {
     erase_count: u32,
     bad: Option<BadReason>,
+    /// Sealed (`Media::seal`, the zone finished) with this many pages written.
+    sealed: Option<u16>,
 }
 
 /// The media's view of one zone.
@@ -578,6 +579,14 @@ impl<D: ZoneDevice> ZonedMedia<D> {
                 media.meta_active = if headers[0].is_some() { 0 } else { 1 };
             }
         }
+        // A seal whose zone is empty: the erase happened, the table write after it did not.
+        for bi in 0..media.table.len() {
+            let z = media.header.first_data_zone as usize + bi;
+            if media.table[bi].sealed.is_some() && media.zones[z].cond == ZoneCond::Empty {
+                media.table[bi].sealed = None;
+                media.table_dirty = true;
+            }
+        }
         if writable {
             // A zone whose last page a cut tore holds no room for another: finish it, so
             // that it does not stay active.
@@ -585,7 +594,8 @@ impl<D: ZoneDevice> ZonedMedia<D> {
             for bi in 0..g.total_blocks() {
                 let z = media.header.first_data_zone + bi;
                 let st = media.zones[z as usize];
-                if st.cond.is_active() && media.pages_written(z) >= g.pages_per_block {
+                let sealed = media.table[bi as usize].sealed.is_some();
+                if st.cond.is_active() && (sealed || media.pages_written(z) >= g.pages_per_block) {
                     media.finish_zone(z)?;
                 }
             }
@@ -628,6 +638,10 @@ impl<D: ZoneDevice> ZonedMedia<D> {
     /// Pages the FTL sees programmed in a data zone: whole pages, and a torn one counts.
     fn pages_written(&self, zone: u32) -> u32 {
         let ppb = self.header.geometry.pages_per_block;
+        let bi = (zone - self.header.first_data_zone) as usize;
+        if let Some(p) = self.table[bi].sealed {
+            return p as u32;
+        }
         let st = self.zones[zone as usize];
         if st.cond == ZoneCond::Full {
             return ppb;
@@ -718,6 +732,8 @@ impl<D: ZoneDevice> ZonedMedia<D> {
             let at = TABLE_HEAD + i * TABLE_ENTRY;
             put32(&mut b, at, e.erase_count);
             b[at + 4] = e.bad.map_or(0, |r| r.code());
+            let sealed = e.sealed.map_or(0, |p| p as u32 + 1) as u16;
+            b[at + 6..at + 8].copy_from_slice(&sealed.to_le_bytes());
         }
         let end = TABLE_HEAD + self.table.len() * TABLE_ENTRY;
         let crc = crc32c::crc32c(&b[..end]);
@@ -741,34 +757,45 @@ impl<D: ZoneDevice> ZonedMedia<D> {
         for i in 0..n {
             let at = TABLE_HEAD + i * TABLE_ENTRY;
             let bad = BadReason::from_code(b[at + 4]).ok()?;
+            let sealed = u16::from_le_bytes([b[at + 6], b[at + 7]]);
+            if b[at + 5] != 0 || sealed as u32 > self.header.geometry.pages_per_block + 1 {
+                return None;
+            }
             t.push(TableEntry {
                 erase_count: get32(b, at),
                 bad,
+                sealed: sealed.checked_sub(1),
             });
         }
         Some((get64(b, 16), t))
     }
 
-    /// The newest valid snapshot in metadata zone `k` (snapshots follow the header back to
-    /// back; the scan stops at the first that does not verify: a torn tail).
+    /// The newest valid snapshot in metadata zone `k`. Snapshots sit in fixed slots after
+    /// the header (an append after a torn one pads to the next slot); every slot below the
+    /// write pointer is read, in chunks of at most 1 MiB, and those that do not verify
+    /// (torn, padding) are skipped.
     fn newest_snapshot(&self, k: usize) -> Result<Option<(u64, Vec<TableEntry>)>, ZonedError> {
         let zone = self.header.meta_zones[k];
         let st = self.zones[zone as usize];
         let len = self.header.table_len();
-        let mut at = self.header.header_len();
+        let first = self.header.header_len();
+        let slots = st.wp.saturating_sub(first) / len;
+        let per_chunk = ((1u64 << 20) / len).max(1);
         let mut best: Option<(u64, Vec<TableEntry>)> = None;
-        let mut buf = vec![0u8; len as usize];
-        while at + len <= st.wp {
-            self.dev.read(self.zone_start(zone) + at, &mut buf)?;
-            match self.decode_table(&buf) {
-                Some((s, t)) => {
+        let mut slot = 0;
+        while slot < slots {
+            let n = per_chunk.min(slots - slot);
+            let mut buf = vec![0u8; (n * len) as usize];
+            self.dev
+                .read(self.zone_start(zone) + first + slot * len, &mut buf)?;
+            for rec in buf.chunks_exact(len as usize) {
+                if let Some((s, t)) = self.decode_table(rec) {
                     if best.as_ref().is_none_or(|b| s > b.0) {
                         best = Some((s, t));
                     }
                 }
-                None => break,
             }
-            at += len;
+            slot += n;
         }
         Ok(best)
     }
@@ -804,7 +831,19 @@ impl<D: ZoneDevice> ZonedMedia<D> {
             }
             return Ok(());
         }
-        let rec = self.encode_table(self.meta_seq + 1);
+        // After a torn snapshot, pad to the next slot (in the same write).
+        let used = st.wp - self.header.header_len();
+        let pad = (len - used % len) % len;
+        if st.wp + pad + len > st.cap {
+            let old = self.meta_active;
+            self.start_meta_zone(1 - old)?;
+            if self.zones[zone as usize].cond != ZoneCond::Full {
+                self.finish_zone(zone)?;
+            }
+            return Ok(());
+        }
+        let mut rec = vec![0u8; pad as usize];
+        rec.extend_from_slice(&self.encode_table(self.meta_seq + 1));
         self.write_zone(zone, &rec)?;
         self.meta_seq += 1;
         self.table_dirty = false;
@@ -987,6 +1026,10 @@ impl<D: ZoneDevice> Media for ZonedMedia<D> {
             return Err(ProgramError::BadBlock { addr });
         }
         let wp_pages = self.pages_written(zone);
+        if self.table[g.block_index(b) as usize].sealed.is_some() && addr.page >= wp_pages {
+            // The FTL promised not to (`Media::seal`): the zone is finished.
+            return Err(ProgramError::Failed { addr });
+        }
         if addr.page < wp_pages {
             return Err(ProgramError::NotErased {
                 addr,
@@ -1107,10 +1150,15 @@ impl<D: ZoneDevice> Media for ZonedMedia<D> {
             }
             return Err(erase_err(e, addr));
         }
-        // An erase is durable when it completes (docs/media.md).
-        self.dev.flush().map_err(|e| erase_err(e, addr))?;
         self.table[i].erase_count = self.table[i].erase_count.saturating_add(1);
         self.table_dirty = true;
+        if self.table[i].sealed.take().is_some() {
+            // A seal on media must not outlive the erase: it would hide the zone's new
+            // pages (or make up pages of an empty zone) after a crash.
+            self.append_table().map_err(|e| erase_err(e, addr))?;
+        }
+        // An erase is durable when it completes (docs/media.md).
+        self.dev.flush().map_err(|e| erase_err(e, addr))?;
         Ok(self.done())
     }
 
@@ -1155,6 +1203,27 @@ impl<D: ZoneDevice> Media for ZonedMedia<D> {
             self.append_table().map_err(mark_err)?;
             self.dev.flush().map_err(mark_err)?;
         }
+        Ok(())
+    }
+
+    fn seal(&mut self, addr: BlockAddr) -> Result<(), SyncError> {
+        let g = self.header.geometry;
+        assert!(g.contains_block(addr), "seal: {addr} outside the geometry");
+        let zone = self.zone_of(addr);
+        let i = g.block_index(addr) as usize;
+        let st = self.zones[zone as usize];
+        if self.table[i].bad.is_some() || self.table[i].sealed.is_some() || !st.cond.is_active() {
+            // Bad, sealed already, empty or full: not active.
+            return Ok(());
+        }
+        let pages = self.pages_written(zone);
+        // The table first: once the zone is full, its report no longer says how far the
+        // data goes.
+        self.table[i].sealed = Some(pages as u16);
+        self.table_dirty = true;
+        self.append_table().map_err(sync_err)?;
+        self.dev.flush().map_err(sync_err)?;
+        self.finish_zone(zone).map_err(sync_err)?;
         Ok(())
     }
 
@@ -1356,6 +1425,61 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_snapshot_does_not_hide_later_ones() {
+        let mut m =
+            ZonedMedia::format(dev(512), &ZonedOptions::default(), VirtualClock::new()).unwrap();
+        let b = BlockAddr { pu: 0, block: 2 };
+        let _ = m.erase(b).unwrap();
+        let _ = m.sync().unwrap();
+        // A cut tore the next snapshot after its first logical block.
+        let wp = m.zones[0].wp;
+        m.device_mut().write(wp, &[0u8; 512]).unwrap();
+        m.refresh();
+        for _ in 0..2 {
+            let _ = m.erase(b).unwrap();
+            let _ = m.sync().unwrap();
+        }
+        let m = ZonedMedia::open(m.into_device(), VirtualClock::new(), true).unwrap();
+        assert_eq!(m.block_info(b).erase_count, 3);
+    }
+
+    #[test]
+    fn sealed_blocks_keep_their_write_pointer_and_refuse_programs() {
+        let mut m =
+            ZonedMedia::format(dev(4096), &ZonedOptions::default(), VirtualClock::new()).unwrap();
+        let g = *m.geometry();
+        let b = BlockAddr { pu: 0, block: 4 };
+        let data = vec![7u8; g.page_bytes()];
+        let oob = vec![1u8; g.page_oob_bytes()];
+        for p in 0..3 {
+            let _ = m.program(b.page(p), &data, &oob).unwrap();
+        }
+        m.seal(b).unwrap();
+        let zone = m.zone_of(b);
+        assert_eq!(m.zones[zone as usize].cond, ZoneCond::Full);
+        let info = m.block_info(b);
+        assert_eq!((info.state, info.write_pointer), (BlockState::Open, 3));
+        assert!(matches!(
+            m.program(b.page(3), &data, &oob),
+            Err(ProgramError::Failed { .. })
+        ));
+        let mut back = vec![0u8; g.page_bytes()];
+        assert!(matches!(
+            m.read(b.page(3), 0, &mut back, &mut []),
+            Err(ReadError::Unwritten { .. })
+        ));
+        // The seal survives a reopen; an erase ends it, for good.
+        let mut m = ZonedMedia::open(m.into_device(), VirtualClock::new(), true).unwrap();
+        assert_eq!(m.block_info(b).write_pointer, 3);
+        let _ = m.read(b.page(2), 0, &mut back, &mut []).unwrap();
+        assert_eq!(back, data);
+        let _ = m.erase(b).unwrap();
+        let mut m = ZonedMedia::open(m.into_device(), VirtualClock::new(), true).unwrap();
+        assert_eq!(m.block_info(b).write_pointer, 0);
+        let _ = m.program(b.page(0), &data, &oob).unwrap();
+    }
+
+    #[test]
     fn refuses_unformatted_foreign_and_different_devices() {
         let d = dev(512);
         let e = ZonedMedia::open(d, VirtualClock::new(), false)
@@ -1396,9 +1520,9 @@ mod tests {
     #[test]
     fn limits_refuse_with_the_numbers_and_pick_pus_within_them() {
         let mut cfg = EmuConfig::qemu_256m(4096);
-        cfg.max_active = 8;
+        cfg.max_active = 5;
         cfg.max_open = 4;
-        // 3 open lines on 1 PU: 3 open, (3 + 2 + 2 + 1) + 2 = 10 active > 8.
+        // 3 open lines on 1 PU: 3 open, (3 + 1) + 2 = 6 active > 5.
         let e = ZonedMedia::format(
             EmuZoned::new(cfg),
             &ZonedOptions::default(),
@@ -1409,7 +1533,7 @@ mod tests {
         let s = e.to_string();
         assert!(matches!(e, ZonedError::Limits(_)), "{s}");
         assert!(
-            s.contains("max_active_zones 8") && s.contains("= 10"),
+            s.contains("max_active_zones 5") && s.contains("= 6 zones"),
             "{s}"
         );
         // 2 PUs, open 6 > 4.
