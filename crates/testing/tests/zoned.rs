@@ -79,6 +79,10 @@ fn qemu_zns_256m_formats_with_defaults() {
         assert_eq!((g.parallel_units(), g.blocks_per_lun), (1, 62));
         let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
         let exported = ftl.exported_sectors();
+        eprintln!(
+            "QEMU ZNS 256 MiB, {lba}-byte blocks: {g}; exported {exported} sectors ({} MiB)",
+            (exported * 4096) >> 20
+        );
         // 62 zones of 63 (60) pages of 16 sectors; 2 superblock lines and 7 kept out of
         // user data; 11% over-provisioning.
         let ppb = if lba == 512 { 63 } else { 60 };

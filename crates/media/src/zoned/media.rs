@@ -960,6 +960,17 @@ fn program_err(e: ZoneError, addr: PageAddr) -> ProgramError {
     }
 }
 
+/// Whether a failed read means "these bytes cannot be read" rather than a broken device.
+fn unreadable(e: &ZoneError) -> bool {
+    const EIO: i32 = 5;
+    const ENODATA: i32 = 61;
+    match e {
+        ZoneError::BeyondWritePointer { .. } | ZoneError::Condition { .. } => true,
+        ZoneError::Io(io) => matches!(io.raw_os_error(), Some(EIO | ENODATA)),
+        _ => false,
+    }
+}
+
 fn read_err(e: ZoneError) -> ReadError {
     match e {
         ZoneError::PowerLoss => ReadError::PowerLoss,
@@ -1116,9 +1127,18 @@ impl<D: ZoneDevice> Media for ZonedMedia<D> {
         }
         let from = page_at + first_sector as u64 * ss as u64;
         let mut buf = vec![0u8; (page_at + stride - from) as usize];
-        self.dev
-            .read(self.zone_start(zone) + from, &mut buf)
-            .map_err(read_err)?;
+        match self.dev.read(self.zone_start(zone) + from, &mut buf) {
+            Ok(()) => {}
+            // The device cannot return these bytes (a media error, or a torn page past the
+            // data of a sealed zone on a device that fails such reads): unreadable sectors.
+            Err(e) if unreadable(&e) => {
+                return Err(ReadError::Uncorrectable {
+                    addr,
+                    sectors: mask,
+                })
+            }
+            Err(e) => return Err(read_err(e)),
+        }
         let rec = &buf[buf.len() - self.header.record_bytes as usize..];
         if !self.record_ok(addr, zone, rec) {
             return Err(ReadError::Uncorrectable {
