@@ -1215,6 +1215,14 @@ impl<D: ZoneDevice> Media for ZonedMedia<D> {
             return Err(MarkBadError::OutOfRange { addr });
         }
         let i = g.block_index(addr) as usize;
+        let zone = self.zone_of(addr);
+        // A retired block is never written again: its zone must not stay active. Its pages
+        // stay readable (data may still be moved off), up to the same write pointer.
+        let active = self.zones[zone as usize].cond.is_active();
+        if active && self.table[i].sealed.is_none() {
+            self.table[i].sealed = Some(self.pages_written(zone) as u16);
+            self.table_dirty = true;
+        }
         if self.table[i].bad.is_none() {
             self.table[i].bad = Some(BadReason::Host);
             self.table_dirty = true;
@@ -1222,6 +1230,9 @@ impl<D: ZoneDevice> Media for ZonedMedia<D> {
         if self.table_dirty {
             self.append_table().map_err(mark_err)?;
             self.dev.flush().map_err(mark_err)?;
+        }
+        if active {
+            self.finish_zone(zone).map_err(mark_err)?;
         }
         Ok(())
     }
@@ -1408,15 +1419,26 @@ mod tests {
             let _ = m.erase(b).unwrap();
         }
         let _ = m.sync().unwrap();
-        m.mark_bad(BlockAddr { pu: 0, block: 7 }).unwrap();
+        // A retired block with data: its zone is finished, its pages stay readable.
+        let r = BlockAddr { pu: 0, block: 7 };
+        let g = *m.geometry();
+        let data = vec![9u8; g.page_bytes()];
+        let oob = vec![0u8; g.page_oob_bytes()];
+        let _ = m.program(r.page(0), &data, &oob).unwrap();
+        m.mark_bad(r).unwrap();
+        assert_eq!(m.zones[m.zone_of(r) as usize].cond, ZoneCond::Full);
         let d = m.into_device();
         let m = ZonedMedia::open(d, VirtualClock::new(), true).unwrap();
         assert_eq!(m.block_info(b).erase_count, 3);
-        let bad = m.block_info(BlockAddr { pu: 0, block: 7 });
+        let bad = m.block_info(r);
         assert_eq!(
             (bad.state, bad.bad),
             (BlockState::Bad, Some(BadReason::Host))
         );
+        assert_eq!(bad.write_pointer, 1);
+        let mut back = vec![0u8; g.page_bytes()];
+        let _ = m.read(r.page(0), 0, &mut back, &mut []).unwrap();
+        assert_eq!(back, data);
     }
 
     #[test]
