@@ -213,6 +213,9 @@ fn serve_one<M: Media>(export: &Export<M>, s: UnixStream) -> Result<()> {
 
 /// The control socket a server of `image` listens on by default.
 pub fn default_socket(image: &Path) -> PathBuf {
+    if crate::zoned::is_block_device(image) {
+        return crate::zoned::default_socket(image);
+    }
     let mut p = image.as_os_str().to_owned();
     p.push(".ctl");
     PathBuf::from(p)

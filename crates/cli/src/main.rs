@@ -17,6 +17,7 @@ mod ftl_cmds;
 mod plots;
 mod serve;
 mod sim;
+mod zoned;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,9 +32,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create a new file-backed emulated flash device (an image file).
+    /// Create a new file-backed emulated flash device (an image file), or format a zoned
+    /// block device (NVMe ZNS, null_blk zoned, host-managed SMR) for the FTL.
     Format(FormatArgs),
-    /// Show an image's geometry, capacity, timing, bad blocks and wear.
+    /// Show an image's geometry, capacity, timing, bad blocks and wear, or a zoned device's
+    /// zones, limits and the geometry lightnvm chose on it.
     Info(InfoArgs),
     /// Power-cut torture: random geometries and workloads, cuts, recovery, verification.
     Torture(TortureArgs),
@@ -100,9 +103,25 @@ struct TortureArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Zoned block devices: `lightnvm format /dev/nvme0n1` formats a zoned \
+device (NVMe ZNS namespace, null_blk zoned /dev/nullbN, host-managed SMR disk) instead of \
+creating an image: one zone is one erase block, zones are grouped into --pus parallel units \
+(default: 1, within the device's open/active zone limits), a page is --sectors-per-page 4 KiB \
+sectors (default 16) plus an inline OOB record. The geometry flags (--preset, --channels, \
+--luns, --blocks, --pages, --oob, --mw-cunits, --timing, --bad-blocks, --endurance) are for \
+images only; --op, --gc, --placement, --static-wl, --checkpoint-interval apply to both. \
+See docs/zoned.md."
+)]
 struct FormatArgs {
-    /// Path of the image file to create.
+    /// Path of the image file to create, or a zoned block device to format (all its data
+    /// is erased; --force when it holds any).
     image: PathBuf,
+    /// Zoned devices: parallel units (zones per line). Default: 1 (the most lines), more
+    /// when a checkpoint would not fit in a line; refused when open lines × PUs exceed the
+    /// device's open or active zone limits.
+    #[arg(long)]
+    pus: Option<u32>,
     /// Start from a named geometry; the flags below override its fields.
     /// One of: tiny, small, default, large.
     #[arg(long, default_value = "default")]
@@ -154,7 +173,7 @@ struct FormatArgs {
 
 #[derive(Args, Debug)]
 struct InfoArgs {
-    /// Path of the image file.
+    /// Path of the image file, or a zoned block device.
     image: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -228,6 +247,12 @@ fn geometry_from(a: &FormatArgs) -> Result<Geometry> {
 }
 
 fn format(a: FormatArgs) -> Result<()> {
+    if zoned::is_block_device(&a.image) {
+        return format_zoned(a);
+    }
+    if a.pus.is_some() {
+        bail!("--pus is for zoned devices; images take --channels and --luns");
+    }
     let geometry = geometry_from(&a)?;
     let Some(timing) = TimingConfig::preset(&a.timing) else {
         let names: Vec<_> = TIMING_PRESETS.iter().map(|(n, _)| *n).collect();
@@ -432,7 +457,42 @@ pub(crate) fn human_bytes(b: u64) -> String {
     }
 }
 
+fn format_zoned(a: FormatArgs) -> Result<()> {
+    let image_only = [
+        ("--channels", a.channels.is_some()),
+        ("--luns", a.luns.is_some()),
+        ("--blocks", a.blocks.is_some()),
+        ("--pages", a.pages.is_some()),
+        ("--oob", a.oob.is_some()),
+        ("--mw-cunits", a.mw_cunits.is_some()),
+        ("--preset", a.preset != "default"),
+        ("--timing", a.timing != "none"),
+        ("--bad-blocks", a.bad_blocks != 0.0),
+        ("--endurance", a.endurance != DEFAULT_ENDURANCE),
+    ];
+    let given: Vec<&str> = image_only.iter().filter(|f| f.1).map(|f| f.0).collect();
+    if !given.is_empty() {
+        bail!(
+            "{} is a block device: {}: only for images (a zoned device's geometry comes \
+             from its zones; see --pus and --sectors-per-page)",
+            a.image.display(),
+            given.join(", ")
+        );
+    }
+    zoned::format(zoned::FormatRequest {
+        path: &a.image,
+        ftl: a.ftl.config()?,
+        pus: a.pus,
+        sectors_per_page: a.sectors_per_page,
+        force: a.force,
+        media_only: a.media_only,
+    })
+}
+
 fn info(a: InfoArgs) -> Result<()> {
+    if zoned::is_block_device(&a.image) {
+        return zoned::info(&a.image, a.json);
+    }
     let media = FileMedia::open(&a.image, OpenMode::ReadOnly, VirtualClock::new())?;
     let r = Report::of(&media);
     if a.json {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lightnvm_ftl::{Ftl, FtlConfig};
-use lightnvm_media::{Clock, FileMedia, MediaConfig, OpenMode, RealClock, VirtualClock};
+use lightnvm_media::{Clock, FileMedia, Media, MediaConfig, OpenMode, RealClock, VirtualClock};
 use lightnvm_nbd::{Export, Listener};
 use tracing::info;
 
@@ -78,6 +78,16 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if a.no_tcp && a.socket.is_none() {
         bail!("--no-tcp needs --socket PATH");
     }
+    let device = a
+        .image
+        .as_deref()
+        .is_some_and(crate::zoned::is_block_device);
+    if device && a.realtime {
+        bail!(
+            "--realtime paces requests by the emulator's flash timing model; a real zoned \
+             device has its own timing: serve it without --realtime"
+        );
+    }
     // Signals are caught from the start: one during recovery stops the server right after.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -129,6 +139,34 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             }
         }
     };
+    if device {
+        let path = a.image.clone().expect("a device path");
+        let started = std::time::Instant::now();
+        return match crate::zoned::open_ftl(&path, a.read_only) {
+            Ok(ftl) => {
+                log_opened(&ftl, &path, started);
+                run_export(
+                    &a,
+                    ftl,
+                    path,
+                    listeners,
+                    bound,
+                    control_listener,
+                    stop,
+                    crate::zoned::still_there,
+                )
+            }
+            Err(e) => {
+                if let Some(sock) = &a.socket {
+                    let _ = std::fs::remove_file(sock);
+                }
+                if let Some((_, p)) = &control_listener {
+                    let _ = std::fs::remove_file(p);
+                }
+                Err(e)
+            }
+        };
+    }
     let opened = (|| -> Result<_> {
         let clock: Arc<dyn Clock> = if a.realtime {
             RealClock::new()
@@ -181,25 +219,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let started = std::time::Instant::now();
         let ftl = Ftl::open_with(media, !a.read_only)
             .with_context(|| format!("opening the FTL on {}", path.display()))?;
-        let r = ftl.recovery_report();
-        info!(
-            "opened {} in {:.0} ms ({}{})",
-            path.display(),
-            started.elapsed().as_secs_f64() * 1e3,
-            if r.clean {
-                "clean"
-            } else {
-                "recovered after a crash"
-            },
-            if r.clean {
-                String::new()
-            } else {
-                format!(", {} lines replayed", r.lines_replayed)
-            }
-        );
-        for p in &r.problems {
-            tracing::warn!("recovery: {p}");
-        }
+        log_opened(&ftl, &path, started);
         Ok((ftl, path))
     })();
     let (ftl, path) = match opened {
@@ -215,6 +235,53 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             return Err(e);
         }
     };
+    run_export(
+        &a,
+        ftl,
+        path,
+        listeners,
+        bound,
+        control_listener,
+        stop,
+        |m: &FileMedia| m.store().still_at_path(),
+    )
+}
+
+fn log_opened<M: Media>(ftl: &Ftl<M>, path: &std::path::Path, started: std::time::Instant) {
+    let r = ftl.recovery_report();
+    info!(
+        "opened {} in {:.0} ms ({}{})",
+        path.display(),
+        started.elapsed().as_secs_f64() * 1e3,
+        if r.clean {
+            "clean"
+        } else {
+            "recovered after a crash"
+        },
+        if r.clean {
+            String::new()
+        } else {
+            format!(", {} lines replayed", r.lines_replayed)
+        }
+    );
+    for p in &r.problems {
+        tracing::warn!("recovery: {p}");
+    }
+}
+
+/// Serves `ftl` until stopped, then shuts it down cleanly. `still` says whether the media
+/// is still where it was opened (an image file can be deleted under the server).
+#[allow(clippy::too_many_arguments)]
+fn run_export<M: Media + 'static>(
+    a: &ServeArgs,
+    ftl: Ftl<M>,
+    path: PathBuf,
+    listeners: Vec<Listener>,
+    bound: Option<std::net::SocketAddr>,
+    control_listener: Option<(UnixListener, PathBuf)>,
+    stop: Arc<AtomicBool>,
+    still: fn(&M) -> bool,
+) -> Result<()> {
     let mut export = Export::new(ftl, &a.name, a.read_only, a.realtime);
     export.set_structured(!a.no_structured);
     let export = Arc::new(export);
@@ -272,7 +339,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 std::thread::sleep(std::time::Duration::from_millis(500));
-                if export.with_media(|m| m.store().still_at_path()) == Some(false) {
+                if export.with_media(still) == Some(false) {
                     tracing::error!(
                         "{} was deleted or replaced while being served; stopping",
                         path.display()
@@ -306,7 +373,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         stats.errors.load(std::sync::atomic::Ordering::Relaxed),
     );
     let (ftl, poisoned) = export.into_ftl();
-    if vanished.load(std::sync::atomic::Ordering::SeqCst) || !ftl.media().store().still_at_path() {
+    if vanished.load(std::sync::atomic::Ordering::SeqCst) || !still(ftl.media()) {
         drop(ftl);
         bail!(
             "{} was deleted or replaced while being served: what was written to it is lost with this process",

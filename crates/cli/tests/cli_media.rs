@@ -543,3 +543,24 @@ fn torture_replay_runs_a_request_log_and_rejects_a_bad_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn format_help_mentions_zoned_devices_and_image_flags_are_refused_on_them() {
+    // A VM test script detects zoned support this way.
+    let out = lightnvm(&["format", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("zoned"), "{help}");
+    assert!(help.contains("--pus"), "{help}");
+    // --pus is for zoned devices only.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("x.img");
+    let out = lightnvm(&["format", s(&img), "--pus", "2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--pus is for zoned devices"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!img.exists());
+}

@@ -87,6 +87,13 @@ pub(crate) fn extra_streams(p: PlacementKind) -> u32 {
     }
 }
 
+/// Lines the FTL holds open at once under policy `p`: one per stream (user, GC, checkpoint
+/// and the policy's further streams). A zoned device must let this many zones per PU be
+/// written at once (`lightnvm_media::zoned`).
+pub fn open_lines(p: PlacementKind) -> u32 {
+    3 + extra_streams(p)
+}
+
 /// Every stream of a policy, checkpoint included.
 pub(crate) fn streams(p: PlacementKind) -> impl Iterator<Item = Stream> {
     (0..3 + extra_streams(p) as u8).map(Stream)

@@ -112,6 +112,8 @@ pub fn write_fresh<M: Media>(media: &mut M, sb: &meta::Superblock) -> Result<(),
     }
     for b in &sb_blocks {
         let _ = media.program(b.page(0), &page, &oob)?;
+        // Never programmed again before an erase (zoned media finish the zone).
+        media.seal(*b)?;
     }
     Ok(())
 }
@@ -239,6 +241,7 @@ pub fn repair_superblock<M: Media>(media: &mut M) -> Result<u32, FtlError> {
     for addr in &bad {
         let _ = media.erase(*addr)?;
         let _ = media.program(addr.page(0), &data, &oob)?;
+        media.seal(*addr)?;
         let _ = media.sync()?;
     }
     Ok(bad.len() as u32)

@@ -14,6 +14,7 @@ pub mod flash;
 pub mod geometry;
 pub mod store;
 pub mod timing;
+pub mod zoned;
 
 use std::sync::Arc;
 
@@ -322,6 +323,15 @@ pub trait Media: Send + Sync {
     fn mark_bad(&mut self, addr: BlockAddr) -> Result<(), MarkBadError>;
     /// Makes everything programmed so far durable.
     fn sync(&mut self) -> Result<Completion, SyncError>;
+    /// A promise from the FTL: `addr` is not programmed again until it is erased. Media that
+    /// limit how many blocks may be partly written at once (zoned devices: active zones)
+    /// close the block for good; what [`Media::block_info`] and reads report does not change.
+    /// A program of a sealed block before its erase fails. Fails as a sync does. Default:
+    /// nothing to do.
+    fn seal(&mut self, addr: BlockAddr) -> Result<(), SyncError> {
+        let _ = addr;
+        Ok(())
+    }
 
     /// Waits (in the media's clock) until `completion`.
     fn wait(&self, completion: Completion) {

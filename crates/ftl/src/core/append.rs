@@ -138,7 +138,7 @@ impl<M: Media> Ftl<M> {
         }
         self.pool.close(line, has_footer);
         self.writers[k.index()].end();
-        Ok(())
+        self.seal_line(line)
     }
 
     /// Gives stream `k` a line: first what the allocation may need (foreground GC for host

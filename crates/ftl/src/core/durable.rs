@@ -174,6 +174,7 @@ impl<M: Media> Ftl<M> {
             self.note_done(c);
             self.window.clear();
             self.pool.set_state(line, LineState::Checkpoint);
+            self.seal_line(line)?;
             self.pool.checkpoint_recorded(&recorded);
             for old in self.durability.completed(line, ckpt.seq) {
                 // Two newer checkpoints are durable: nothing needs this one.
@@ -233,6 +234,7 @@ impl<M: Media> Ftl<M> {
         self.writers[k.index()].end();
         if written == 0 {
             self.pool.close(line, false);
+            self.seal_line(line)?;
             return Ok(None);
         }
         Ok(Some(line))

@@ -355,6 +355,29 @@ impl<M: Media> Ftl<M> {
         self.op_done_ns = self.op_done_ns.max(c.done_ns);
     }
 
+    /// Seals every block of `line` ([`Media::seal`]): the FTL programs none of them again
+    /// before erasing the line. Zoned media finish the zones, so that lines the FTL is done
+    /// with do not count against the device's active-zone limit.
+    pub(crate) fn seal_line(&mut self, line: u32) -> Result<(), FtlError> {
+        for pu in 0..self.geo.parallel_units() {
+            self.media.seal(BlockAddr { pu, block: line })?;
+        }
+        Ok(())
+    }
+
+    /// Seals every line that is not a stream's open line, but those in `except`.
+    pub(crate) fn seal_lines_except(&mut self, except: &[u32]) -> Result<(), FtlError> {
+        for line in 0..self.geo.blocks_per_lun {
+            if except.contains(&line)
+                || matches!(self.pool.state(line), crate::line::LineState::Open(_))
+            {
+                continue;
+            }
+            self.seal_line(line)?;
+        }
+        Ok(())
+    }
+
     /// An error that leaves the tables in doubt stops all writing from now on.
     fn latch<T>(&mut self, r: Result<T, FtlError>) -> Result<T, FtlError> {
         if let Err(e) = &r {

@@ -108,8 +108,21 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
         ftl.health = crate::stats::Health::ReadOnly("opened read-only".into());
         return Ok(ftl);
     }
+    // Lines no stream goes on writing are sealed (zoned media: finished, no longer active)
+    // before anything opens a line: partly written lines a crash left behind must not use
+    // up the device's active zones.
+    let tails: Vec<u32> = if ftl.recovery.clean {
+        Vec::new()
+    } else {
+        rebuild::stream_tails(&ftl, &found)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    };
+    ftl.seal_lines_except(&tails)?;
     if !ftl.recovery.clean {
         rebuild::continue_streams(&mut ftl, &found, &mut replayed.records)?;
+        ftl.seal_lines_except(&[])?;
         if let Err(e) = ftl.check() {
             return Err(FtlError::Corrupt(format!(
                 "state after reopening lines is inconsistent: {e}"

@@ -185,7 +185,18 @@ pub fn continue_streams<M: Media>(
     found: &[LineFound],
     records: &mut HashMap<u32, Vec<RecordEntry>>,
 ) -> Result<(), FtlError> {
+    for (k, line) in stream_tails(ftl, found) {
+        let rec = records.remove(&line).unwrap_or_default();
+        continue_line(ftl, k, line, &rec)?;
+    }
+    Ok(())
+}
+
+/// Each data stream's last line (closed by the crash), which [`continue_streams`] may
+/// continue.
+pub fn stream_tails<M: Media>(ftl: &Ftl<M>, found: &[LineFound]) -> Vec<(Stream, u32)> {
     let reserved = ftl.superblock.reserved_lines;
+    let mut out = Vec::new();
     for k in crate::placement::data_streams(ftl.config.placement) {
         let stream = k.code();
         let last = (reserved..ftl.geo.blocks_per_lun)
@@ -198,11 +209,10 @@ pub fn continue_streams<M: Media>(
             })
             .max();
         if let Some((_, line)) = last {
-            let rec = records.remove(&line).unwrap_or_default();
-            continue_line(ftl, k, line, &rec)?;
+            out.push((k, line));
         }
     }
-    Ok(())
+    out
 }
 
 /// Makes `line` (closed by the crash while it was stream `k`'s open line) the stream's open
