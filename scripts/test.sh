@@ -8,8 +8,9 @@ need_apt=()
 for tool in cargo; do
     command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (install Rust with rustup)" >&2; exit 1; }
 done
-# Debian packages the real-client NBD tests use.
-apt_packages=(qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux python3 python3-libnbd)
+# Debian packages the real-client NBD tests use, and libclang for the ublk crate's build
+# (libublk-rs-sys generates its kernel bindings with bindgen).
+apt_packages=(qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux python3 python3-libnbd libclang-dev)
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

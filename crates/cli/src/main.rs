@@ -47,7 +47,8 @@ enum Command {
     /// cleanly or, with --crash, stop without a checkpoint as a crash would.
     Fill(ftl_cmds::FillArgs),
     /// Export an image over NBD (TCP and/or a unix socket) for qemu, nbd-client, libnbd
-    /// tools, fio... Without an image, creates or opens ./lightnvm.img.
+    /// tools, fio..., and with --ublk as a block device /dev/ublkbN. Without an image,
+    /// creates or opens ./lightnvm.img.
     Serve(serve::ServeArgs),
     /// Changed-block tracking: take, delete and list marks (named points in the write
     /// history), on a running server or an image.

@@ -1,4 +1,4 @@
-//! `lightnvm serve`: export an image over NBD.
+//! `lightnvm serve`: export an image over NBD and, with `--ublk`, as a ublk block device.
 
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
@@ -29,9 +29,22 @@ pub struct ServeArgs {
     /// Also (or, with --no-tcp, only) listen on this unix socket.
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Do not listen on TCP (needs --socket).
+    /// Do not listen on TCP (needs --socket or --ublk).
     #[arg(long)]
     no_tcp: bool,
+    /// Also serve the image as a ublk block device /dev/ublkbN (Linux: needs root,
+    /// `modprobe ublk_drv` and io_uring). NBD still listens unless --no-tcp.
+    #[arg(long)]
+    ublk: bool,
+    /// ublk hardware queues (one thread each, 1-16).
+    #[arg(long, default_value_t = 1, requires = "ublk")]
+    queues: u16,
+    /// ublk requests in flight per queue (1-1024).
+    #[arg(long, default_value_t = 64, requires = "ublk")]
+    depth: u16,
+    /// The N of /dev/ublkbN [default: the driver picks the first free one].
+    #[arg(long, requires = "ublk")]
+    ublk_id: Option<i32>,
     /// Export read-only: writes, trims and write-zeroes fail with EPERM; nothing is written
     /// to the image.
     #[arg(long)]
@@ -75,8 +88,20 @@ fn init_logging(verbose: u8) {
 
 pub fn serve(a: ServeArgs) -> Result<()> {
     init_logging(a.verbose);
-    if a.no_tcp && a.socket.is_none() {
-        bail!("--no-tcp needs --socket PATH");
+    if a.no_tcp && a.socket.is_none() && !a.ublk {
+        bail!("--no-tcp needs --socket PATH or --ublk");
+    }
+    let ublk_opts = lightnvm_ublk::UblkOptions {
+        queues: a.queues,
+        depth: a.depth,
+        dev_id: a.ublk_id.unwrap_or(-1),
+        ..Default::default()
+    };
+    if a.ublk {
+        // Before anything is bound or opened: no driver, no io_uring or no permission
+        // changes nothing.
+        ublk_opts.validate()?;
+        lightnvm_ublk::preflight()?;
     }
     let device = a
         .image
@@ -305,12 +330,11 @@ fn run_export<M: Media + 'static>(
     let uri = if let Some(addr) = bound {
         // The address really bound (`--listen HOST:0` picks a free port).
         println!("  listening on {addr}");
-        format!("nbd://{addr}")
+        Some(format!("nbd://{addr}"))
     } else {
-        format!(
-            "nbd+unix:///?socket={}",
-            a.socket.as_ref().unwrap().display()
-        )
+        a.socket
+            .as_ref()
+            .map(|s| format!("nbd+unix:///?socket={}", s.display()))
     };
     if let Some(sock) = &a.socket {
         println!("  listening on {}", sock.display());
@@ -318,13 +342,19 @@ fn run_export<M: Media + 'static>(
     if let Some(c) = &control_path {
         println!("  control socket {} (lightnvm mark / changed)", c.display());
     }
-    println!("connect with:");
-    println!("  nbdinfo {uri}");
-    println!("  qemu-io -f raw {uri} -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'");
-    println!("  nbdcopy some.raw {uri}          # or: qemu-img convert -n -O raw some.raw {uri}");
-    println!("  nbdfuse /tmp/mnt {uri} &        # then: losetup -f /tmp/mnt/nbd; mkfs.ext4 ...");
-    if let Some(addr) = bound {
-        println!("  nbd-client {} {} /dev/nbd0", addr.ip(), addr.port());
+    if let Some(uri) = &uri {
+        println!("connect with:");
+        println!("  nbdinfo {uri}");
+        println!("  qemu-io -f raw {uri} -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'");
+        println!(
+            "  nbdcopy some.raw {uri}          # or: qemu-img convert -n -O raw some.raw {uri}"
+        );
+        println!(
+            "  nbdfuse /tmp/mnt {uri} &        # then: losetup -f /tmp/mnt/nbd; mkfs.ext4 ..."
+        );
+        if let Some(addr) = bound {
+            println!("  nbd-client {} {} /dev/nbd0", addr.ip(), addr.port());
+        }
     }
     println!(
         "stop with Ctrl-C (or SIGTERM): requests in flight finish, then flush and checkpoint."
@@ -350,12 +380,45 @@ fn run_export<M: Media + 'static>(
             }
         })
     };
-    if let Err(e) = lightnvm_nbd::run(export.clone(), listeners, stop.clone()) {
+    // The ublk device on its own thread; when it ends (stopped, failed or removed from
+    // outside), the whole server stops.
+    let ublk = if a.ublk {
+        let (export, stop) = (export.clone(), stop.clone());
+        Some(
+            std::thread::Builder::new()
+                .name("ublk".into())
+                .spawn(move || {
+                    let r = lightnvm_ublk::serve_ublk(export, ublk_opts, stop.clone(), |d| {
+                        println!("  ublk block device {}", d.path);
+                        println!("    mkfs.ext4 {0} && mount {0} /mnt", d.path);
+                    });
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    r
+                })?,
+        )
+    } else {
+        None
+    };
+    if listeners.is_empty() {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    } else if let Err(e) = lightnvm_nbd::run(export.clone(), listeners, stop.clone()) {
         tracing::error!("listener failed: {e}; stopping");
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The device is stopped and removed before the FTL is flushed and checkpointed.
+    let ublk_result = match ublk.map(|h| h.join()) {
+        None => Ok(()),
+        Some(Ok(Ok(d))) => {
+            println!("lightnvm: removed {}", d.path);
+            Ok(())
+        }
+        Some(Ok(Err(e))) => Err(anyhow::Error::new(e)),
+        Some(Err(_)) => Err(anyhow::anyhow!("the ublk thread panicked")),
+    };
     let _ = watcher.join();
     if let Some((h, _)) = control {
         let _ = h.join();
@@ -393,6 +456,9 @@ fn run_export<M: Media + 'static>(
     if let Some(sock) = &a.socket {
         let _ = std::fs::remove_file(sock);
     }
+    // The FTL was shut down cleanly either way; a device that could not be served is
+    // still an error.
+    ublk_result?;
     println!("lightnvm: stopped cleanly ({conns} connections, {reqs} requests, {errs} errors)");
     Ok(())
 }

@@ -313,3 +313,39 @@ fn marks_offline_and_through_a_running_server() {
         .success());
     assert_eq!(marks_of(&img), ["live"]);
 }
+
+/// `serve --help` offers --ublk (the VM tests detect support this way), and where the
+/// kernel has no ublk driver (this machine), `serve --ublk` says so and changes nothing.
+#[test]
+fn ublk_is_offered_and_its_absence_is_a_clear_error() {
+    let help = lightnvm(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--ublk", "--queues", "--depth"] {
+        assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
+    }
+    if Path::new("/dev/ublk-control").exists() {
+        eprintln!("/dev/ublk-control exists here: skipping the no-driver check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("new.img");
+    let out = Command::new(env!("CARGO_BIN_EXE_lightnvm"))
+        .current_dir(dir.path())
+        .args(["serve", "--ublk", "--no-tcp", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ublk_drv not loaded: modprobe ublk_drv"),
+        "stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    // Nothing was created: no default image, no control socket.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(!img.exists());
+    // Out-of-range options are refused the same way.
+    let out = lightnvm(&["serve", s(&img), "--ublk", "--depth", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--depth 0"));
+}

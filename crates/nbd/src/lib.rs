@@ -132,6 +132,19 @@ impl<M: Media> Export<M> {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// Whether writes, trims and write-zeroes fail with EPERM.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+    /// Whether completions are due at the modeled time (emulation mode): front ends that
+    /// complete requests themselves wait until then, without holding the FTL.
+    pub fn is_realtime(&self) -> bool {
+        self.realtime
+    }
+    /// The clock that [`Completion::done_ns`] is measured on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
 
     /// Gives the FTL back, with whether it was poisoned (then it must not be shut down
     /// cleanly).
