@@ -26,12 +26,12 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
-LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace
+LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace --all-features
 echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes"
-cargo build --release --quiet -p lightnvm-cli
+cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
 # Bit rot in written sectors (data and OOB) after each cut, before recovery: damaged LBAs

@@ -77,7 +77,7 @@ fi
 
 if [[ ! -x "$B" && -z "${LIGHTNVM_BIN:-}" ]]; then
     log "building the release binary"
-    cargo build --release --quiet -p lightnvm-cli
+    cargo build --release --quiet -p lightnvm-cli --features ublk
 fi
 
 [[ -x "$B" ]] || die "no lightnvm binary at $B"

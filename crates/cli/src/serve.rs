@@ -91,16 +91,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if a.no_tcp && a.socket.is_none() && !a.ublk {
         bail!("--no-tcp needs --socket PATH or --ublk");
     }
-    let ublk_opts = lightnvm_ublk::UblkOptions {
-        queues: a.queues,
-        depth: a.depth,
-        dev_id: a.ublk_id.unwrap_or(-1),
-        ..Default::default()
-    };
+    #[cfg(not(feature = "ublk"))]
+    if a.ublk {
+        bail!(
+            "this lightnvm was built without the ublk front end: build it with \
+             `cargo build --release -p lightnvm-cli --features ublk` (the kernel bindings need \
+             libclang-dev)"
+        );
+    }
+    #[cfg(feature = "ublk")]
     if a.ublk {
         // Before anything is bound or opened: no driver, no io_uring or no permission
         // changes nothing.
-        ublk_opts.validate()?;
+        ublk_options(&a).validate()?;
         lightnvm_ublk::preflight()?;
     }
     let device = a
@@ -272,6 +275,16 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     )
 }
 
+#[cfg(feature = "ublk")]
+fn ublk_options(a: &ServeArgs) -> lightnvm_ublk::UblkOptions {
+    lightnvm_ublk::UblkOptions {
+        queues: a.queues,
+        depth: a.depth,
+        dev_id: a.ublk_id.unwrap_or(-1),
+        ..Default::default()
+    }
+}
+
 fn log_opened<M: Media>(ftl: &Ftl<M>, path: &std::path::Path, started: std::time::Instant) {
     let r = ftl.recovery_report();
     info!(
@@ -382,8 +395,10 @@ fn run_export<M: Media + 'static>(
     };
     // The ublk device on its own thread; when it ends (stopped, failed or removed from
     // outside), the whole server stops.
+    #[cfg(feature = "ublk")]
     let ublk = if a.ublk {
         let (export, stop) = (export.clone(), stop.clone());
+        let ublk_opts = ublk_options(a);
         Some(
             std::thread::Builder::new()
                 .name("ublk".into())
@@ -410,6 +425,9 @@ fn run_export<M: Media + 'static>(
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     // The device is stopped and removed before the FTL is flushed and checkpointed.
+    #[cfg(not(feature = "ublk"))]
+    let ublk_result: Result<()> = Ok(());
+    #[cfg(feature = "ublk")]
     let ublk_result = match ublk.map(|h| h.join()) {
         None => Ok(()),
         Some(Ok(Ok(d))) => {
