@@ -12,7 +12,8 @@
 #         (the server's fsyncs and recovery under real guest resets).
 # Usage: scripts/vm-test.sh [nbd] [zns] [ublk] [powercut]   (default: all; a verdict line each)
 # Environment: LIGHTNVM_VM_CACHE (kernel cache, default /var/cache/lightnvm-vm),
-#   VM_ZNS_CYCLES (power cuts, default 3), VM_KEEP=1 (keep the work dir),
+#   VM_ZNS_CYCLES (power cuts, default 3), VM_ZNS_REGIONS (1 MiB regions written, at most
+#   60% of the export; default 24), VM_KEEP=1 (keep the work dir),
 #   VM_TCG_THREAD (single, the default, or multi),
 #   LIGHTNVM_VM_KERNEL_PKG (a Debian kernel package name instead of the newest 6.12 one),
 #   LIGHTNVM_BIN (the lightnvm binary; default target/release/lightnvm, built when missing).
@@ -25,6 +26,7 @@ ROOT="$PWD"
 B="${LIGHTNVM_BIN:-$ROOT/target/release/lightnvm}"
 CACHE="${LIGHTNVM_VM_CACHE:-/var/cache/lightnvm-vm}"
 ZNS_CYCLES="${VM_ZNS_CYCLES:-3}"
+ZNS_REGIONS="${VM_ZNS_REGIONS:-24}"
 # One host thread runs both vCPUs: with thread=multi the 6.12 guest sometimes dies at boot with
 # "Oops: int3" in sched_clock_cpu (a patched static branch executed from a stale translation:
 # cross-vCPU code modification under MTTCG), seen once in about ten boots on a loaded host.
@@ -46,6 +48,7 @@ done
 ((${#PARTS[@]})) || PARTS=(nbd zns ublk powercut)
 [[ $(id -u) -eq 0 ]] || die "run as root (apt, and the kernel cache in $CACHE)"
 [[ "$ZNS_CYCLES" =~ ^[0-9]+$ ]] || die "VM_ZNS_CYCLES must be a number"
+[[ "$ZNS_REGIONS" =~ ^[0-9]+$ && "$ZNS_REGIONS" -ge 1 ]] || die "VM_ZNS_REGIONS must be a positive number"
 
 # ---------------------------------------------------------------- host packages
 # package:a file it provides (checked instead of dpkg -s, quicker and robust to renames)
@@ -61,6 +64,9 @@ done
 if [[ "$(dpkg-query -W -f '${Status}' busybox-static 2>/dev/null)" != *" installed" ]]; then
     [[ " ${need[*]} " == *" busybox-static "* ]] || need+=(busybox-static)
 fi
+# Debian's qemu-system-x86 (7.2) replaces a newer qemu-utils (backports' 10.0 on these
+# machines): ask for qemu-utils with it, so qemu-img and qemu-io stay installed.
+[[ " ${need[*]} " == *" qemu-system-x86 "* ]] && need+=(qemu-utils)
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     ok=0
@@ -385,7 +391,7 @@ run_cuts() {
     shift 2
     rm -rf "$WORK/share" && mkdir -p "$WORK/share"
     QEMU_ALLOW_REBOOT=1 start_qemu "$part" $((300 + ZNS_CYCLES * 150)) \
-        "vmtest=zns vmtest_cycles=$ZNS_CYCLES vmtest_backend=$backend" "$@"
+        "vmtest=zns vmtest_cycles=$ZNS_CYCLES vmtest_regions=$ZNS_REGIONS vmtest_backend=$backend" "$@"
     wait_qemu || true
     local r survived
     r=$(result_of "$part" zns)
