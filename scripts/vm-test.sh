@@ -211,6 +211,8 @@ build_initramfs() {
     # Debug info is most of the binary; the guest loads the initramfs faster without it.
     if command -v strip >/dev/null; then strip --strip-debug "$r/usr/bin/lightnvm"; fi
     rmdir -p "$r$(dirname "$B")" 2>/dev/null || true
+    # That may have taken the skeleton's own directories with it (a binary under /tmp/...).
+    mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,mnt,share}
     ln -sf mke2fs "$r/usr/sbin/mkfs.ext4"
     for m in modprobe insmod lsmod rmmod depmod; do ln -sf ../usr/bin/kmod "$r/sbin/$m"; done
     for p in $(/bin/busybox --list-full); do
