@@ -292,6 +292,21 @@ fn kind_of(t: u8) -> ZoneKind {
     }
 }
 
+impl LinuxZoned {
+    /// Direct I/O moves whole logical blocks: `offset` and a non-empty `len` both multiples.
+    fn check_aligned(&self, offset: u64, len: usize) -> Result<(), ZoneError> {
+        let lba = self.info.lba_size as u64;
+        if !offset.is_multiple_of(lba) || !(len as u64).is_multiple_of(lba) || len == 0 {
+            return Err(ZoneError::Unaligned {
+                offset,
+                len: len as u64,
+                lba: self.info.lba_size,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl ZoneDevice for LinuxZoned {
     fn info(&self) -> &ZonedInfo {
         &self.info
@@ -351,15 +366,7 @@ impl ZoneDevice for LinuxZoned {
     }
 
     fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), ZoneError> {
-        let lba = self.info.lba_size as u64;
-        if !offset.is_multiple_of(lba) || !(buf.len() as u64).is_multiple_of(lba) || buf.is_empty()
-        {
-            return Err(ZoneError::Unaligned {
-                offset,
-                len: buf.len() as u64,
-                lba: self.info.lba_size,
-            });
-        }
+        self.check_aligned(offset, buf.len())?;
         let mut a = AlignedBuf::new(buf.len(), self.align);
         a.as_mut_slice().copy_from_slice(buf);
         self.file.write_all_at(a.as_slice(), offset)?;
@@ -367,15 +374,7 @@ impl ZoneDevice for LinuxZoned {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), ZoneError> {
-        let lba = self.info.lba_size as u64;
-        if !offset.is_multiple_of(lba) || !(buf.len() as u64).is_multiple_of(lba) || buf.is_empty()
-        {
-            return Err(ZoneError::Unaligned {
-                offset,
-                len: buf.len() as u64,
-                lba: self.info.lba_size,
-            });
-        }
+        self.check_aligned(offset, buf.len())?;
         let mut a = AlignedBuf::new(buf.len(), self.align);
         self.file.read_exact_at(a.as_mut_slice(), offset)?;
         buf.copy_from_slice(a.as_slice());
