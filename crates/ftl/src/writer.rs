@@ -167,7 +167,15 @@ impl Writer {
     /// Gathers one sector in the page buffer (`moved`: data GC relocates). Returns where it
     /// will live and whether the page is now full (and must be programmed before the next
     /// stage).
-    pub fn stage(&mut self, kind: SectorKind, seq: u64, data: &[u8], moved: bool) -> (Ppa, bool) {
+    /// `crc`: the sector's checksum if already known ([`meta::oob::encode_known`]).
+    pub fn stage(
+        &mut self,
+        kind: SectorKind,
+        seq: u64,
+        data: &[u8],
+        crc: Option<u32>,
+        moved: bool,
+    ) -> (Ppa, bool) {
         let ss = self.geo.sector_size as usize;
         let os = self.geo.oob_bytes_per_sector as usize;
         assert!(self.fill < self.geo.sectors_per_page, "page buffer full");
@@ -176,11 +184,19 @@ impl Writer {
         let addr = self.addr();
         let code = kind.oob_code();
         self.data[i * ss..(i + 1) * ss].copy_from_slice(data);
-        meta::oob::encode(
-            &mut self.oob[i * os..(i + 1) * os],
-            SectorOob { lba: code, seq },
-            data,
-        );
+        let oob = &mut self.oob[i * os..(i + 1) * os];
+        let id = SectorOob { lba: code, seq };
+        match crc {
+            Some(crc) => {
+                meta::oob::encode_known(oob, id, crc);
+                debug_assert_eq!(
+                    meta::oob::decode(oob, data).ok(),
+                    Some(id),
+                    "a known checksum that does not hold"
+                );
+            }
+            None => meta::oob::encode(oob, id, data),
+        }
         self.codes[i] = code;
         self.seqs[i] = seq;
         self.fill += 1;
@@ -355,7 +371,7 @@ mod tests {
             .unwrap()
             .is_some());
         let d = vec![9u8; 4096];
-        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d, false);
+        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d, None, false);
         assert!(!full);
         assert_eq!(
             p0.addr(media.geometry()).0,
@@ -378,7 +394,7 @@ mod tests {
             .0,
             &d[..]
         );
-        let (_, full) = w.stage(SectorKind::Pad, 0, &d, false);
+        let (_, full) = w.stage(SectorKind::Pad, 0, &d, None, false);
         assert!(full);
         let (addr, _) = w.program(&mut media, false).unwrap();
         assert_eq!(
@@ -408,7 +424,7 @@ mod tests {
         let (_, mut w) = setup();
         w.begin(1, vec![1, 0]);
         let d = vec![3u8; 4096];
-        w.stage(SectorKind::Trim, 7, &d, false);
+        w.stage(SectorKind::Trim, 7, &d, None, false);
         let back = w.take_failed_page();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].kind, back[0].seq), (SectorKind::Trim, 7));

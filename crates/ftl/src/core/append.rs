@@ -40,11 +40,25 @@ impl<M: Media> Ftl<M> {
         data: &[u8],
         ctx: Ctx,
     ) -> Result<(), FtlError> {
+        self.push_known(k, kind, seq, data, None, ctx)
+    }
+
+    /// [`Ftl::push`] of a sector whose checksum is known (`crc`: GC moving a sector it
+    /// verified).
+    pub(crate) fn push_known(
+        &mut self,
+        k: Stream,
+        kind: SectorKind,
+        seq: u64,
+        data: &[u8],
+        crc: Option<u32>,
+        ctx: Ctx,
+    ) -> Result<(), FtlError> {
         if self.writers[k.index()].fill() == 0 {
             self.ensure_data_slot(k, ctx)?;
         }
         let moved = ctx.by_gc && matches!(kind, SectorKind::Data(_));
-        let (ppa, full) = self.writers[k.index()].stage(kind, seq, data, moved);
+        let (ppa, full) = self.writers[k.index()].stage(kind, seq, data, crc, moved);
         if let (SectorKind::Data(_), false) = (kind, ctx.replacing) {
             let st = &mut self.stats.streams[k.index()];
             if ctx.by_gc {

@@ -204,9 +204,11 @@ impl<M: Media> Ftl<M> {
         data.resize(ss, 0);
         let decoded = self.read_for_gc(ppa, &mut data)?;
         match decoded {
-            Some(o) if o.lba == lba.0 => {
+            Some((o, crc)) if o.lba == lba.0 => {
+                // The identity is kept, so the verified checksum is kept: no second pass
+                // over the data.
                 let k = self.gc_stream_for(lba);
-                self.push(k, SectorKind::Data(lba), o.seq, &data, ctx)?;
+                self.push_known(k, SectorKind::Data(lba), o.seq, &data, Some(crc), ctx)?;
                 self.stats.gc_sectors_moved += 1;
                 if let Some(h) = self.placement.hint_of(lba.0) {
                     self.stats.hints[h as usize].gc_sectors += 1;

@@ -866,13 +866,14 @@ impl<M: Media> Ftl<M> {
         }
     }
 
-    /// GC's read of `ppa` into `out`: its decoded OOB, or `None` if it is unreadable (the
+    /// GC's read of `ppa` into `out`: its decoded OOB and the checksum stored with it
+    /// (which holds for that identity and `out`), or `None` if it is unreadable (the
     /// checksum is computed once, by the verification).
     pub(crate) fn read_for_gc(
         &mut self,
         ppa: Ppa,
         out: &mut [u8],
-    ) -> Result<Option<meta::oob::SectorOob>, FtlError> {
+    ) -> Result<Option<(meta::oob::SectorOob, u32)>, FtlError> {
         let mut buf = [0u8; OOB_MAX];
         let oob = &mut buf[..self.geo.oob_bytes_per_sector as usize];
         let f = self.fetch_ppa(ppa, out, Some(&mut *oob), true)?;
@@ -880,10 +881,11 @@ impl<M: Media> Ftl<M> {
         if !f.intact {
             return Ok(None);
         }
-        Ok(match f.decoded {
+        let decoded = match f.decoded {
             Some(o) => Some(o),
             None => meta::oob::decode(oob, out).ok(),
-        })
+        };
+        Ok(decoded.map(|o| (o, meta::oob::stored_crc(oob))))
     }
 
     /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a

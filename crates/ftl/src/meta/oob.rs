@@ -128,6 +128,20 @@ pub fn encode(out: &mut [u8], oob: SectorOob, data: &[u8]) {
     encode_with(out, oob, |head| sector_crc(head, data));
 }
 
+/// `encode` for data whose checksum under `oob`'s identity is known to be `crc` (GC moving a
+/// sector it verified keeps its identity, so the checksum stored with it holds): the data
+/// are not read again.
+pub fn encode_known(out: &mut [u8], oob: SectorOob, crc: u32) {
+    encode_with(out, oob, |_| crc);
+}
+
+/// The checksum stored in a sector's OOB. After [`decode`] accepted the OOB with some data,
+/// it is the checksum of the decoded identity followed by that data (whichever identity copy
+/// decoded: the copy is accepted only if the stored checksum verifies against it).
+pub fn stored_crc(oob: &[u8]) -> u32 {
+    u32_at(oob, OFF_CRC)
+}
+
 /// `encode`, with the data's part of the checksum from `crc_of(head)`.
 fn encode_with(out: &mut [u8], oob: SectorOob, crc_of: impl FnOnce(&[u8]) -> u32) {
     assert!(out.len() >= BYTES);
