@@ -737,3 +737,48 @@ fn create_preallocates_every_byte_of_the_image() {
         meta.len()
     );
 }
+
+/// Page reads go through a read-only mapping of the image while writes use `pwrite`: every
+/// write is visible to the next read at once (no sync in between), the bytes read are the
+/// file's bytes, and a reopened image reads the same.
+#[test]
+fn mapped_reads_see_each_write_at_once_and_match_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mapped.img");
+    let g = geom(1, 2, 2, 4, 2);
+    let mut m = create(&path, MediaConfig::new(g));
+    if std::env::var("LIGHTNVM_IMAGE_IO").is_ok_and(|v| v == "pread") {
+        assert!(!m.store().mapped());
+    } else {
+        assert!(m.store().mapped(), "a formatted image is mapped for reads");
+    }
+    let mut written = Vec::new();
+    for pu in 0..2 {
+        for page in 0..4 {
+            let addr = blk(pu, 1).page(page);
+            let tag = (pu * 10 + page) as u64 + 1;
+            program_ok(&mut m, addr, tag);
+            // Read back at once: the mapping shares the page cache `pwrite` filled.
+            assert_page(&mut m, addr, tag);
+            written.push((addr, tag));
+        }
+    }
+    let _ = m.sync().unwrap();
+    // What the reads returned is what the file holds: compare with the bytes on disk.
+    let file = std::fs::read(&path).unwrap();
+    for &(addr, tag) in &written {
+        let (data, _) = pattern(&g, tag);
+        let (page, _) = read_page(&mut m, addr).unwrap();
+        assert_eq!(page, data);
+        let at = file
+            .windows(data.len())
+            .position(|w| w == &data[..])
+            .expect("the page's bytes are in the file");
+        assert!(at > TABLE_COPY, "data lives after the tables");
+    }
+    drop(m);
+    let mut m = open(&path, OpenMode::ReadOnly).unwrap();
+    for &(addr, tag) in &written {
+        assert_page(&mut m, addr, tag);
+    }
+}
