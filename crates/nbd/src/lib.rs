@@ -900,6 +900,12 @@ struct OutboxState {
     closed: bool,
     /// Writing a reply failed: the connection is over.
     failed: Option<io::Error>,
+    /// When the reply thread wakes by itself: `u64::MAX` while it waits for a reply to be
+    /// queued, 0 while it is awake. A reply due earlier wakes it; a later one need not (a
+    /// wake-up is a system call and a context switch per request).
+    deliverer_until_ns: u64,
+    /// Readers waiting for room in the queue: only then does a sent reply wake anyone.
+    pushers_waiting: u32,
 }
 
 /// Replies ready to go out together (one vectored write), in order.
@@ -989,7 +995,9 @@ impl Outbox {
             && !st.heap.is_empty()
             && (st.heap.len() >= MAX_IN_FLIGHT || st.bytes + bytes.len() > MAX_IN_FLIGHT_BYTES)
         {
+            st.pushers_waiting += 1;
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.pushers_waiting -= 1;
         }
         if let Some(e) = &st.failed {
             return Err(io::Error::new(e.kind(), e.to_string()));
@@ -1001,8 +1009,11 @@ impl Outbox {
             order,
             bytes,
         });
+        let wake = due_ns < st.deliverer_until_ns;
         drop(st);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
         Ok(())
     }
 
@@ -1025,7 +1036,9 @@ impl Outbox {
                 if st.closed {
                     return;
                 }
+                st.deliverer_until_ns = u64::MAX;
                 st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.deliverer_until_ns = 0;
                 continue;
             };
             let now = self.clock.now_ns();
@@ -1049,11 +1062,13 @@ impl Outbox {
                 } else {
                     wait_ns
                 };
+                st.deliverer_until_ns = now + sleep_ns;
                 st = self
                     .changed
                     .wait_timeout(st, Duration::from_nanos(sleep_ns))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                st.deliverer_until_ns = 0;
                 continue;
             }
             let p = st.heap.pop().expect("peeked");
@@ -1069,8 +1084,11 @@ impl Outbox {
                 bytes += n.bytes.len();
                 out.push(n.bytes);
             }
+            let room_made = st.pushers_waiting > 0;
             drop(st);
-            self.changed.notify_all();
+            if room_made {
+                self.changed.notify_all();
+            }
             let r = self.send(&out);
             st = self.lock();
             if let Err(e) = r {
