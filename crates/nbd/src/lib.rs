@@ -1,8 +1,9 @@
 //! An NBD server for the lightnvm FTL: fixed-newstyle handshake, options EXPORT_NAME, ABORT,
 //! LIST, INFO and GO, and the commands READ, WRITE (+FUA), FLUSH, TRIM, WRITE_ZEROES (+FUA,
-//! NO_HOLE) and DISC with simple replies. Per connection, one thread reads requests and
-//! applies them, another sends the replies as the device model completes them, in any order
-//! (at most [`MAX_IN_FLIGHT`] waiting); the FTL behind a mutex.
+//! NO_HOLE) and DISC with simple replies. Per connection, one thread reads requests, applies
+//! them, and sends the replies as the device model completes them, in any order (at most
+//! [`MAX_IN_FLIGHT`] waiting): between requests it waits for the client and for the next
+//! completion at once. The FTL behind a lock that reads share.
 //!
 //! Requests aligned to 512 bytes but not to 4096 are served by read-modify-write of the edge
 //! sectors under the FTL lock, so they are atomic with respect to every other request.
@@ -833,15 +834,25 @@ pub const MAX_BLOCK_STATUS_EXTENTS: usize = 1 << 16;
 /// A reply due this soon is waited for by spinning, not sleeping.
 const SPIN_NS: u64 = 20_000;
 
-/// A client connection: a byte stream, and a second handle on it for writing replies from
-/// another thread while requests are read (sockets: a cloned descriptor).
+/// A client connection: a byte stream, a second handle on it for writing replies while the
+/// first one reads requests (sockets: a cloned descriptor), and the descriptor to wait on.
 pub trait Transport: Read + Write + Send {
     fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>>;
+    /// The descriptor that polls readable when the client sent more. With one, a
+    /// real-time connection waits for its next request and its next reply at once; without
+    /// (in-memory streams, whose reads never wait), replies still queued when the requests
+    /// end are sent as they come due.
+    fn input_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 impl Transport for TcpStream {
     fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
         Ok(Box::new(self.try_clone()?))
+    }
+    fn input_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 
@@ -849,11 +860,42 @@ impl Transport for UnixStream {
     fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
         Ok(Box::new(self.try_clone()?))
     }
+    fn input_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn reply_writer(&self) -> io::Result<Box<dyn Write + Send>> {
         (**self).reply_writer()
+    }
+    fn input_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).input_fd()
+    }
+}
+
+/// Waits until `fd` is readable or `wait_ns` passed; true if readable (or closed).
+fn poll_readable(fd: std::os::fd::RawFd, wait_ns: u64) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: one valid pollfd and a valid timeout, no signal mask; the descriptor stays
+        // open for the whole transmission (the connection owns it).
+        let n = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+        if n >= 0 {
+            return Ok(n == 1);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -892,22 +934,6 @@ impl Ord for Pending {
     }
 }
 
-#[derive(Default)]
-struct OutboxState {
-    heap: std::collections::BinaryHeap<Pending>,
-    bytes: usize,
-    /// No more replies will be queued: send what is left and stop.
-    closed: bool,
-    /// Writing a reply failed: the connection is over.
-    failed: Option<io::Error>,
-    /// When the reply thread wakes by itself: `u64::MAX` while it waits for a reply to be
-    /// queued, 0 while it is awake. A reply due earlier wakes it; a later one need not (a
-    /// wake-up is a system call and a context switch per request).
-    deliverer_until_ns: u64,
-    /// Readers waiting for room in the queue: only then does a sent reply wake anyone.
-    pushers_waiting: u32,
-}
-
 /// Replies ready to go out together (one vectored write), in order.
 #[derive(Default)]
 struct Batch {
@@ -940,163 +966,161 @@ fn write_all_vectored(w: &mut dyn Write, bufs: &[Vec<u8>]) -> io::Result<()> {
     Ok(())
 }
 
-/// The replies of one connection between the request reader and the reply writer.
+/// The replies of one connection, sent by the thread that reads its requests: no hand-off
+/// between threads. Replies already due collect in a batch that goes out in one write when
+/// the thread has read every request received (or the batch grew large). In real-time mode
+/// the others wait in a queue ordered by their modeled completion; whenever the thread would
+/// wait for the client, it waits for the client or the next completion, whichever comes
+/// first, so a client's queue depth reaches the device's parallel units.
 struct Outbox {
-    state: Mutex<OutboxState>,
-    changed: std::sync::Condvar,
     realtime: bool,
     clock: Arc<dyn Clock>,
-    /// The connection's write side: one reply at a time, from either thread (replies may go
-    /// out in any order, but never interleaved).
-    writer: Mutex<Box<dyn Write + Send>>,
+    writer: Box<dyn Write + Send>,
+    /// The connection's descriptor, to wait on (see [`Transport::input_fd`]).
+    input_fd: Option<std::os::fd::RawFd>,
+    ready: Batch,
+    queued: std::collections::BinaryHeap<Pending>,
+    queued_bytes: usize,
 }
 
 impl Outbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn new(
+        realtime: bool,
+        clock: Arc<dyn Clock>,
+        writer: Box<dyn Write + Send>,
+        input_fd: Option<std::os::fd::RawFd>,
+    ) -> Outbox {
+        if realtime {
+            // Timed waits end within a microsecond of the modeled instant, not the default
+            // 50 µs later (this thread only).
+            // SAFETY: prctl(PR_SET_TIMERSLACK) on the calling thread; no memory involved.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+        }
+        Outbox {
+            realtime,
+            clock,
+            writer,
+            input_fd,
+            ready: Batch::default(),
+            queued: std::collections::BinaryHeap::new(),
+            queued_bytes: 0,
+        }
     }
 
-    /// Sends `replies` in order, gathered into as few system calls as the socket takes.
-    fn send(&self, replies: &[Vec<u8>]) -> io::Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write_all_vectored(&mut **w, replies).and_then(|_| w.flush())
-    }
-
-    /// Sends the replies the reading thread collected (see `push`).
-    fn send_out(&self, out: &mut Batch) -> io::Result<()> {
-        if out.replies.is_empty() {
+    /// Sends the ready batch.
+    fn send_ready(&mut self) -> io::Result<()> {
+        if self.ready.replies.is_empty() {
             return Ok(());
         }
-        if let Some(e) = &self.lock().failed {
-            return Err(io::Error::new(e.kind(), e.to_string()));
-        }
-        let r = self.send(&out.replies);
-        out.replies.clear();
-        out.bytes = 0;
+        let r = write_all_vectored(&mut *self.writer, &self.ready.replies)
+            .and_then(|_| self.writer.flush());
+        self.ready.replies.clear();
+        self.ready.bytes = 0;
         r
     }
 
-    /// Sends a reply at `due_ns`. One already due (always, outside real-time mode) is
-    /// appended to `out`, which the reading thread sends itself when it has read every
-    /// request already received (or `out` grew large): no hand-off, and one write for many
-    /// replies. Others go through the reply thread. Waits while the connection has too much
-    /// in flight. Fails once a write failed.
-    fn push(&self, due_ns: u64, order: u64, bytes: Vec<u8>, out: &mut Batch) -> io::Result<()> {
-        if !self.realtime || due_ns <= self.clock.now_ns() {
-            out.bytes += bytes.len();
-            out.replies.push(bytes);
-            if out.bytes >= BATCH_BYTES || out.replies.len() >= BATCH_REPLIES {
-                self.send_out(out)?;
-            }
-            return Ok(());
-        }
-        let mut st = self.lock();
-        while st.failed.is_none()
-            && !st.heap.is_empty()
-            && (st.heap.len() >= MAX_IN_FLIGHT || st.bytes + bytes.len() > MAX_IN_FLIGHT_BYTES)
-        {
-            st.pushers_waiting += 1;
-            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-            st.pushers_waiting -= 1;
-        }
-        if let Some(e) = &st.failed {
-            return Err(io::Error::new(e.kind(), e.to_string()));
-        }
-        st.bytes += bytes.len();
-        let due_ns = if self.realtime { due_ns } else { 0 };
-        st.heap.push(Pending {
-            due_ns,
-            order,
-            bytes,
-        });
-        let wake = due_ns < st.deliverer_until_ns;
-        drop(st);
-        if wake {
-            self.changed.notify_all();
+    fn add_ready(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        self.ready.bytes += bytes.len();
+        self.ready.replies.push(bytes);
+        if self.ready.bytes >= BATCH_BYTES || self.ready.replies.len() >= BATCH_REPLIES {
+            self.send_ready()?;
         }
         Ok(())
     }
 
-    fn close(&self) {
-        self.lock().closed = true;
-        self.changed.notify_all();
+    /// Moves every queued reply due by now to the ready batch, earliest first.
+    fn collect_due(&mut self) -> io::Result<()> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ns();
+        while self.queued.peek().is_some_and(|p| p.due_ns <= now) {
+            let p = self.queued.pop().expect("peeked");
+            self.queued_bytes -= p.bytes.len();
+            self.add_ready(p.bytes)?;
+        }
+        Ok(())
     }
 
-    /// The reply thread's loop: each queued reply when its time comes, earliest first.
-    fn deliver(&self) {
-        if self.realtime {
-            // Timed waits end within a microsecond of the modeled instant, not the default
-            // 50 µs later (this thread only; it sleeps until a reply is due).
-            // SAFETY: prctl(PR_SET_TIMERSLACK) on the calling thread; no memory involved.
-            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+    /// Queues the reply of request number `order`, due at `due_ns`. While the queue is full
+    /// it first waits for the earliest queued reply and sends it.
+    fn push(&mut self, due_ns: u64, order: u64, bytes: Vec<u8>) -> io::Result<()> {
+        if !self.realtime || due_ns <= self.clock.now_ns() {
+            return self.add_ready(bytes);
         }
-        let mut st = self.lock();
+        while !self.queued.is_empty()
+            && (self.queued.len() >= MAX_IN_FLIGHT
+                || self.queued_bytes + bytes.len() > MAX_IN_FLIGHT_BYTES)
+        {
+            self.send_ready()?;
+            self.sleep_until_next_due();
+            self.collect_due()?;
+        }
+        self.queued_bytes += bytes.len();
+        self.queued.push(Pending {
+            due_ns,
+            order,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Sleeps until the earliest queued reply is due: spins the last stretch when it is
+    /// the only one (a sleep this short overshoots by the wake-up latency).
+    fn sleep_until_next_due(&self) {
+        let Some(due) = self.queued.peek().map(|p| p.due_ns) else {
+            return;
+        };
+        let now = self.clock.now_ns();
+        if due > now + SPIN_NS {
+            std::thread::sleep(Duration::from_nanos(due - now - SPIN_NS));
+        }
+        while self.clock.now_ns() < due {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Called when every request received has been read, before reading the next one
+    /// (which may wait for the client): sends what is due, then, while replies are queued,
+    /// waits for whichever comes first, the client's next request or the next completion.
+    fn before_read(&mut self) -> io::Result<()> {
         loop {
-            let Some(next) = st.heap.peek() else {
-                if st.closed {
-                    return;
-                }
-                st.deliverer_until_ns = u64::MAX;
-                st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                st.deliverer_until_ns = 0;
-                continue;
+            self.collect_due()?;
+            self.send_ready()?;
+            let Some(due) = self.queued.peek().map(|p| p.due_ns) else {
+                return Ok(());
+            };
+            let Some(fd) = self.input_fd else {
+                // Reads of such a stream never wait: go on reading.
+                return Ok(());
             };
             let now = self.clock.now_ns();
-            if next.due_ns > now {
-                let wait_ns = next.due_ns - now;
-                if wait_ns <= SPIN_NS && st.heap.len() == 1 {
-                    // Sleeping this little overshoots (wake-up latency): spin instead, when
-                    // one reply is all there is (at depth, spinning takes the CPU the
-                    // requests behind it need, and a late wake-up sends several at once).
-                    let due = next.due_ns;
-                    drop(st);
-                    while self.clock.now_ns() < due {
-                        std::hint::spin_loop();
-                    }
-                    st = self.lock();
-                    continue;
-                }
-                // Alone, it wakes early enough to spin the rest; among others, on time.
-                let sleep_ns = if st.heap.len() == 1 {
-                    wait_ns - SPIN_NS
-                } else {
-                    wait_ns
-                };
-                st.deliverer_until_ns = now + sleep_ns;
-                st = self
-                    .changed
-                    .wait_timeout(st, Duration::from_nanos(sleep_ns))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-                st.deliverer_until_ns = 0;
+            if due <= now {
                 continue;
             }
-            let p = st.heap.pop().expect("peeked");
-            st.bytes -= p.bytes.len();
-            // Everything else already due goes out in the same write.
-            let mut bytes = p.bytes.len();
-            let mut out = vec![p.bytes];
-            while st.heap.peek().is_some_and(|n| {
-                n.due_ns <= now && bytes < BATCH_BYTES && out.len() < BATCH_REPLIES
-            }) {
-                let n = st.heap.pop().expect("peeked");
-                st.bytes -= n.bytes.len();
-                bytes += n.bytes.len();
-                out.push(n.bytes);
+            let wait_ns = due - now;
+            if self.queued.len() == 1 && wait_ns <= SPIN_NS {
+                // Alone and due very soon: a client at depth 1 sends nothing before this
+                // reply, so spin to the instant instead of oversleeping it.
+                self.sleep_until_next_due();
+                continue;
             }
-            let room_made = st.pushers_waiting > 0;
-            drop(st);
-            if room_made {
-                self.changed.notify_all();
+            let slack = if self.queued.len() == 1 { SPIN_NS } else { 0 };
+            if poll_readable(fd, wait_ns - slack)? {
+                return Ok(());
             }
-            let r = self.send(&out);
-            st = self.lock();
-            if let Err(e) = r {
-                st.failed = Some(e);
-                drop(st);
-                self.changed.notify_all();
-                return;
+        }
+    }
+
+    /// After the last request: every reply still queued goes out as it comes due.
+    fn finish(&mut self) -> io::Result<()> {
+        loop {
+            self.collect_due()?;
+            self.send_ready()?;
+            if self.queued.is_empty() {
+                return Ok(());
             }
+            self.sleep_until_next_due();
         }
     }
 }
@@ -1105,12 +1129,9 @@ impl Outbox {
 /// listener lifts the handshake's read timeout there).
 ///
 /// After the handshake this thread reads requests and applies them to the FTL in arrival
-/// order, never waiting for the modeled device. A reply already due (always, outside
-/// real-time mode) goes out from this thread at once; the others wait in a queue that a
-/// second thread sends as the device model completes them, in any order, so a client's
-/// queue depth reaches the device's parallel units. At most
-/// [`MAX_IN_FLIGHT`] replies wait per connection. A FLUSH is answered no earlier than every
-/// write received before it.
+/// order, never waiting for the modeled device, and sends the replies as the device model
+/// completes them, in any order (see [`Outbox`]). At most [`MAX_IN_FLIGHT`] replies wait per
+/// connection. A FLUSH is answered no earlier than every write received before it.
 pub fn serve_connection_with<M: Media, S: Transport>(
     export: &Export<M>,
     mut s: S,
@@ -1121,29 +1142,25 @@ pub fn serve_connection_with<M: Media, S: Transport>(
         return Ok(());
     };
     on_transmission();
-    let outbox = Outbox {
-        state: Mutex::new(OutboxState::default()),
-        changed: std::sync::Condvar::new(),
-        realtime: export.realtime,
-        clock: export.clock.clone(),
-        writer: Mutex::new(s.reply_writer()?),
+    let mut outbox = Outbox::new(
+        export.realtime,
+        export.clock.clone(),
+        s.reply_writer()?,
+        s.input_fd(),
+    );
+    // Pipelining clients send many requests at once: read them in one system call.
+    let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
+    let r = transmission(export, neg, &mut input, stop, &mut outbox);
+    // Replies in flight still go out (after DISC too), unless the connection failed.
+    let drained = match &r {
+        Err(ConnError::Io(_)) => Ok(()),
+        _ => outbox.finish(),
     };
-    std::thread::scope(|scope| {
-        let replies = scope.spawn(|| outbox.deliver());
-        // Pipelining clients send many requests at once: read them in one system call.
-        let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
-        let mut out = Batch::default();
-        let r = transmission(export, neg, &mut input, stop, &outbox, &mut out);
-        let flushed = outbox.send_out(&mut out);
-        outbox.close();
-        let _ = replies.join();
-        let failed = outbox.lock().failed.take();
-        match (r, failed, flushed) {
-            (Err(e), _, _) => Err(e),
-            (Ok(()), Some(e), _) | (Ok(()), None, Err(e)) => Err(ConnError::Io(e)),
-            (Ok(()), None, Ok(())) => Ok(()),
-        }
-    })
+    match (r, drained) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(ConnError::Io(e)),
+        (Ok(()), Ok(())) => Ok(()),
+    }
 }
 
 /// Reads requests and queues their replies until DISC, EOF, `stop` or an error.
@@ -1152,8 +1169,7 @@ fn transmission<M: Media, S: Read>(
     neg: Negotiated,
     s: &mut io::BufReader<S>,
     stop: &AtomicBool,
-    outbox: &Outbox,
-    out: &mut Batch,
+    outbox: &mut Outbox,
 ) -> Result<(), ConnError> {
     let mut payload = Vec::new();
     let mut order = 0u64;
@@ -1162,8 +1178,11 @@ fn transmission<M: Media, S: Read>(
     let mut writes_done_ns = 0u64;
     loop {
         if s.buffer().is_empty() {
-            // The next read may wait for the client: send what is ready first.
-            outbox.send_out(out)?;
+            // The next read may wait for the client: send what is ready first (and wait for
+            // the client and the next completion together).
+            outbox.before_read()?;
+        } else {
+            outbox.collect_due()?;
         }
         let mut hb = [0u8; 28];
         if !read_exact_or_eof(s, &mut hb)? {
@@ -1209,12 +1228,7 @@ fn transmission<M: Media, S: Read>(
         }
         let now_ns = export.clock.now_ns();
         if stop.load(Ordering::SeqCst) {
-            outbox.push(
-                now_ns,
-                order,
-                simple_reply(ESHUTDOWN, req.cookie).to_vec(),
-                out,
-            )?;
+            outbox.push(now_ns, order, simple_reply(ESHUTDOWN, req.cookie).to_vec())?;
             return Ok(());
         }
         // With structured replies, reads and block status answer in chunks (errors too).
@@ -1228,7 +1242,7 @@ fn transmission<M: Media, S: Read>(
         };
         if let Some(errno) = early_error {
             export.stats.errors.fetch_add(1, Ordering::Relaxed);
-            outbox.push(now_ns, order, error_reply(errno), out)?;
+            outbox.push(now_ns, order, error_reply(errno))?;
             continue;
         }
         if req.command == CMD_BLOCK_STATUS {
@@ -1270,10 +1284,10 @@ fn transmission<M: Media, S: Read>(
                 r.map(|()| reply)
             };
             match reply {
-                Ok(bytes) => outbox.push(now_ns, order, bytes, out)?,
+                Ok(bytes) => outbox.push(now_ns, order, bytes)?,
                 Err(errno) => {
                     export.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    outbox.push(now_ns, order, error_reply(errno), out)?;
+                    outbox.push(now_ns, order, error_reply(errno))?;
                 }
             }
             continue;
@@ -1305,11 +1319,11 @@ fn transmission<M: Media, S: Read>(
                     } else {
                         read_chunks(req.cookie, req.offset, &buf[ROOM..], &extents, df)
                     };
-                    outbox.push(c.done_ns, order, reply, out)?;
+                    outbox.push(c.done_ns, order, reply)?;
                 }
                 Err(errno) => {
                     export.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    outbox.push(now_ns, order, error_reply(errno), out)?;
+                    outbox.push(now_ns, order, error_reply(errno))?;
                 }
             }
             continue;
@@ -1338,7 +1352,7 @@ fn transmission<M: Media, S: Read>(
                     .bytes_read
                     .fetch_add(reply.len() as u64 - 16, Ordering::Relaxed);
                 reply[..16].copy_from_slice(&simple_reply(0, req.cookie));
-                outbox.push(c.done_ns, order, reply, out)?;
+                outbox.push(c.done_ns, order, reply)?;
             }
             Ok((None, c)) => {
                 let mut due = c.done_ns;
@@ -1354,7 +1368,7 @@ fn transmission<M: Media, S: Read>(
                     CMD_FLUSH => due = due.max(writes_done_ns),
                     _ => {}
                 }
-                outbox.push(due, order, simple_reply(0, req.cookie).to_vec(), out)?;
+                outbox.push(due, order, simple_reply(0, req.cookie).to_vec())?;
             }
             Err(errno) => {
                 export.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -1365,7 +1379,7 @@ fn transmission<M: Media, S: Read>(
                     errno,
                     "request failed"
                 );
-                outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec(), out)?;
+                outbox.push(now_ns, order, simple_reply(errno, req.cookie).to_vec())?;
             }
         }
         if payload.capacity() > 1 << 20 {
