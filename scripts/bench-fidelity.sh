@@ -7,7 +7,9 @@
 #   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
 # and realtime / min(sim, none): the share of what the model allows that a client gets.
 # Same geometry (`default`: 8 ch x 2 LUNs) and timing (`femu`), image filled first and on
-# tmpfs. Usage: scripts/bench-fidelity.sh [SECONDS]   (default 10 per fio run)
+# tmpfs; fio over the whole device. Each write row starts from a fresh copy of the filled
+# image, and its sim run is as many requests as the realtime run completed: the same phase
+# (fill, then N random writes) in both. Usage: scripts/bench-fidelity.sh [SECONDS]   (default 10 per fio run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -15,29 +17,40 @@ source scripts/bench-lib.sh
 need_packages fio libnbd-bin python3
 P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
 
-"$B" format "$DIR/rt.img" --preset default --timing femu >/dev/null
-"$B" fill "$DIR/rt.img" --percent 100 >/dev/null
-cp "$DIR/rt.img" "$DIR/none.img"
-"$B" serve "$DIR/rt.img" --realtime --listen "127.0.0.1:$P1" >"$DIR/rt.log" 2>&1 &
-PIDS+=($!)
-"$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" >"$DIR/none.log" 2>&1 &
-PIDS+=($!)
-wait_nbd "$P1"; wait_nbd "$P2"
+"$B" format "$DIR/base.img" --preset default --timing femu >/dev/null
+"$B" fill "$DIR/base.img" --percent 100 >/dev/null
+RT_PID=; NONE_PID=
+# Fresh servers on fresh copies of the filled image: every write row starts where sim's
+# run starts (the fill), so both measure the same phase.
+start_servers() {
+    [[ -n $RT_PID ]] && { kill "$RT_PID" "$NONE_PID"; wait "$RT_PID" "$NONE_PID" 2>/dev/null || true; }
+    cp "$DIR/base.img" "$DIR/rt.img"
+    cp "$DIR/base.img" "$DIR/none.img"
+    "$B" serve "$DIR/rt.img" --realtime --listen "127.0.0.1:$P1" >"$DIR/rt.log" 2>&1 &
+    RT_PID=$!
+    "$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" >"$DIR/none.log" 2>&1 &
+    NONE_PID=$!
+    PIDS+=("$RT_PID" "$NONE_PID")
+    wait_nbd "$P1"; wait_nbd "$P2"
+}
+start_servers
+SIZE=$(nbdinfo --size "nbd://127.0.0.1:$P1")
 
-fio_run() { # port rw qd jobs -> "IOPS P50_US"
+fio_run() { # port rw qd jobs -> "IOPS P50_US REQUESTS" (the whole device, no ramp: every
+    # request counts)
     local json
     json=$(fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$1" --rw="$2" --bs=4k --iodepth="$3" \
-        --numjobs="$4" --group_reporting --size=900m --time_based --runtime="$SECS" --ramp_time=1 \
+        --numjobs="$4" --group_reporting --size="$SIZE" --time_based --runtime="$SECS" \
         --output-format=json 2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
     python3 -c '
 import json, sys
 s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
 d = j["read"] if j["read"]["iops"] > 0 else j["write"]
-print(int(d["iops"]), round(d["clat_ns"]["percentile"]["50.000000"] / 1000, 1))' <<<"$json"
+print(int(d["iops"]), round(d["clat_ns"]["percentile"]["50.000000"] / 1000, 1), d["total_ios"])' <<<"$json"
 }
-sim_run() { # read_pct qd -> "IOPS P50_US"
+sim_run() { # read_pct qd requests -> "IOPS P50_US"
     "$B" sim --preset default --timing femu --read-pct "$1" --qd "$2" --precondition 0 \
-        --requests 100000 --json 2>/dev/null | python3 -c '
+        --requests "$3" --json 2>/dev/null | python3 -c '
 import json, sys
 r = json.load(sys.stdin)["result"]
 lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
@@ -50,9 +63,18 @@ for rw in randread randwrite; do
     pct=$([[ $rw == randread ]] && echo 100 || echo 0)
     for shape in "1 1" "16 1" "4 4"; do
         read -r qd jobs <<<"$shape"
-        read -r si sp <<<"$(sim_run "$pct" $((qd * jobs)))"
-        read -r ri rp <<<"$(fio_run "$P1" "$rw" "$qd" "$jobs")"
-        read -r ni _ <<<"$(fio_run "$P2" "$rw" "$qd" "$jobs")"
+        if [[ $rw == randwrite ]]; then
+            # Writes change the device: each row from the fill, and sim runs as many
+            # requests as the emulation served.
+            start_servers
+            read -r ri rp rn <<<"$(fio_run "$P1" "$rw" "$qd" "$jobs")"
+            read -r ni _ _ <<<"$(fio_run "$P2" "$rw" "$qd" "$jobs")"
+            read -r si sp <<<"$(sim_run "$pct" $((qd * jobs)) "$rn")"
+        else
+            read -r ri rp _ <<<"$(fio_run "$P1" "$rw" "$qd" "$jobs")"
+            read -r ni _ _ <<<"$(fio_run "$P2" "$rw" "$qd" "$jobs")"
+            read -r si sp <<<"$(sim_run "$pct" $((qd * jobs)) 100000)"
+        fi
         ratio=$(python3 -c "print(f'{$ri / min($si, $ni):.2f}')")
         printf "%-10s %-9s %9s %8s %9s %8s %9s %7s\n" "$rw" "${jobs}x QD$qd" "$si" "$sp" "$ri" "$rp" "$ni" "$ratio"
     done
