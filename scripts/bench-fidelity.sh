@@ -7,7 +7,9 @@
 #   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
 # and realtime / min(sim, none): the share of what the model allows that a client gets.
 # Same geometry (`default`: 8 ch x 2 LUNs) and timing (`femu`), image filled first and on
-# tmpfs; fio over the whole device. Each write row starts from a fresh copy of the filled
+# tmpfs; fio over the whole device, uniform random with repeats as sim's (`--norandommap`:
+# fio's default visits every block once per pass, a permutation that GC finds far easier
+# than uniform random writes). Each write row starts from a fresh copy of the filled
 # image, and its sim run is as many requests as the realtime run completed: the same phase
 # (fill, then N random writes) in both. Usage: scripts/bench-fidelity.sh [SECONDS]   (default 10 per fio run)
 set -euo pipefail
@@ -40,7 +42,7 @@ fio_run() { # port rw qd jobs -> "IOPS P50_US REQUESTS" (the whole device, no ra
     # request counts)
     local json
     json=$(fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$1" --rw="$2" --bs=4k --iodepth="$3" \
-        --numjobs="$4" --group_reporting --size="$SIZE" --time_based --runtime="$SECS" \
+        --numjobs="$4" --group_reporting --size="$SIZE" --norandommap --time_based --runtime="$SECS" \
         --output-format=json 2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
     python3 -c '
 import json, sys
