@@ -3,7 +3,8 @@
 # on tmpfs, timing model off) and against `nbdkit memory` of the same size, in the same run:
 # one connection at QD16 and QD32, and 4 connections x QD16. Prints IOPS and the ratio, and
 # each server's CPU time per request (utime + stime of the server process over the run:
-# steadier than IOPS on a shared machine, where fio competes for the same cores).
+# steadier than IOPS on a shared machine, where fio competes for the same cores). Uniform
+# random offsets with repeats (`--norandommap`), not fio's default once-per-pass map.
 # Usage: scripts/bench-nbd.sh [SECONDS]   (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ run_fio() { # uri rw qd jobs server_pid -> "IOPS CPU_US_PER_REQUEST"
     hz=$(getconf CLK_TCK)
     c0=$(cpu_ticks "$5")
     json=$(fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=4k --iodepth="$3" --numjobs="$4" \
-        --group_reporting --size=512m --time_based --runtime="$SECS" --output-format=json \
+        --group_reporting --size=512m --norandommap --time_based --runtime="$SECS" --output-format=json \
         2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
     c1=$(cpu_ticks "$5")
     python3 -c '
