@@ -120,7 +120,12 @@ impl SectorOob {
 }
 
 fn sector_crc(head: &[u8], data: &[u8]) -> u32 {
-    super::crc::append(crc32c::crc32c(head), data)
+    super::crc::append(head_crc(head), data)
+}
+
+/// The checksum of an identity's 12 bytes.
+fn head_crc(head: &[u8]) -> u32 {
+    super::crc::of12(head.try_into().expect("a 12-byte identity"))
 }
 
 /// Encodes `oob` for a sector holding `data` into `out` (`oob_bytes_per_sector` long).
@@ -153,7 +158,7 @@ fn encode_with(out: &mut [u8], oob: SectorOob, crc_of: impl FnOnce(&[u8]) -> u32
     if out.len() >= COPY_END {
         put_u32(out, OFF_COPY_LBA, oob.lba);
         put_u64(out, OFF_COPY_SEQ, oob.seq);
-        let crc = crc32c::crc32c(&out[OFF_COPY_LBA..OFF_COPY_CRC]);
+        let crc = head_crc(&out[OFF_COPY_LBA..OFF_COPY_CRC]);
         put_u32(out, OFF_COPY_CRC, crc);
     }
 }
@@ -190,7 +195,7 @@ impl SimSectorCodec {
 
     /// The data's part of a fingerprint sector's checksum.
     fn crc(head: &[u8], fingerprint: &[u8], data_len: usize) -> u32 {
-        let crc = crc32c::crc32c_append(crc32c::crc32c(head), fingerprint);
+        let crc = crc32c::crc32c_append(head_crc(head), fingerprint);
         super::crc::append_zeros(crc, data_len - fingerprint.len())
     }
 }
@@ -241,7 +246,7 @@ fn copy(oob: &[u8]) -> Option<SectorOob> {
     if oob.len() < COPY_END {
         return None;
     }
-    if crc32c::crc32c(&oob[OFF_COPY_LBA..OFF_COPY_CRC]) != u32_at(oob, OFF_COPY_CRC) {
+    if head_crc(&oob[OFF_COPY_LBA..OFF_COPY_CRC]) != u32_at(oob, OFF_COPY_CRC) {
         return None;
     }
     Some(SectorOob {
