@@ -6,10 +6,52 @@
 //! the statistics. The core asks it for a slot ([`Writer::has_data_slot`]), stages sectors,
 //! programs full pages, and decides what to do when a program fails or the line is full.
 
-use lightnvm_media::{Completion, Geometry, Media, PageAddr, ProgramError};
+use lightnvm_media::{Completion, Geometry, Media, PageAddr, ProgramError, Record, SectorCodec};
 
 use crate::addr::{Ppa, SectorKind, P2L_EMPTY};
+use crate::meta::oob::SimSectorCodec;
 use crate::meta::{self, SectorOob, OOB_LBA_META};
+
+/// What a staged sector holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    /// Its bytes; `crc`: their checksum under the sector's identity, if already known
+    /// ([`meta::oob::encode_known`]: GC moving a sector it verified).
+    Bytes { data: &'a [u8], crc: Option<u32> },
+    /// The sector in the compact form of media that [`Media::has_records`]
+    /// ([`SimSectorCodec`]: its identity and a fingerprint; the bytes are never built).
+    Record(Record),
+}
+
+impl<'a> Payload<'a> {
+    /// Bytes whose checksum is computed when staged.
+    pub fn bytes(data: &'a [u8]) -> Payload<'a> {
+        Payload::Bytes { data, crc: None }
+    }
+}
+
+/// A sector still in memory, as [`Writer::buffered`] finds it.
+pub enum Buffered<'a> {
+    /// Its data and OOB.
+    Bytes(&'a [u8], &'a [u8]),
+    /// Its record ([`Payload::Record`]).
+    Record(Record),
+}
+
+impl Buffered<'_> {
+    /// Writes the sector's data into `out` and its OOB into `oob`, if given.
+    pub fn copy_to(&self, out: &mut [u8], oob: Option<&mut [u8]>) {
+        match *self {
+            Buffered::Bytes(d, o) => {
+                out.copy_from_slice(d);
+                if let Some(dst) = oob {
+                    dst.copy_from_slice(o);
+                }
+            }
+            Buffered::Record(r) => SimSectorCodec.unpack(&r, out, oob.unwrap_or(&mut [])),
+        }
+    }
+}
 
 /// A sector that was in a page whose program failed: it must be placed again.
 pub struct Unplaced {
@@ -34,6 +76,10 @@ pub struct Writer {
     moved: u32,
     data: Vec<u8>,
     oob: Vec<u8>,
+    /// Per sector of the page buffer: its record, if staged as one (its bytes in `data` and
+    /// `oob` are then stale), and how many of the gathered sectors are records.
+    records: Vec<Option<Record>>,
+    staged_records: u32,
     /// OOB codes (LBA or marker) and sequence numbers of the gathered sectors.
     codes: Vec<u32>,
     seqs: Vec<u64>,
@@ -55,6 +101,8 @@ impl Writer {
             moved: 0,
             data: vec![0; geo.page_bytes()],
             oob: vec![0; geo.page_oob_bytes()],
+            records: vec![None; spp],
+            staged_records: 0,
             codes: vec![P2L_EMPTY; spp],
             seqs: vec![0; spp],
             record: vec![(P2L_EMPTY, 0); line_sectors(geo)],
@@ -167,35 +215,47 @@ impl Writer {
     /// Gathers one sector in the page buffer (`moved`: data GC relocates). Returns where it
     /// will live and whether the page is now full (and must be programmed before the next
     /// stage).
-    /// `crc`: the sector's checksum if already known ([`meta::oob::encode_known`]).
     pub fn stage(
         &mut self,
         kind: SectorKind,
         seq: u64,
-        data: &[u8],
-        crc: Option<u32>,
+        payload: Payload<'_>,
         moved: bool,
     ) -> (Ppa, bool) {
         let ss = self.geo.sector_size as usize;
         let os = self.geo.oob_bytes_per_sector as usize;
         assert!(self.fill < self.geo.sectors_per_page, "page buffer full");
-        assert_eq!(data.len(), ss);
         let i = self.fill as usize;
         let addr = self.addr();
         let code = kind.oob_code();
-        self.data[i * ss..(i + 1) * ss].copy_from_slice(data);
-        let oob = &mut self.oob[i * os..(i + 1) * os];
         let id = SectorOob { lba: code, seq };
-        match crc {
-            Some(crc) => {
-                meta::oob::encode_known(oob, id, crc);
-                debug_assert_eq!(
-                    meta::oob::decode(oob, data).ok(),
-                    Some(id),
-                    "a known checksum that does not hold"
-                );
+        match payload {
+            Payload::Bytes { data, crc } => {
+                assert_eq!(data.len(), ss);
+                self.records[i] = None;
+                self.data[i * ss..(i + 1) * ss].copy_from_slice(data);
+                let oob = &mut self.oob[i * os..(i + 1) * os];
+                match crc {
+                    Some(crc) => {
+                        meta::oob::encode_known(oob, id, crc);
+                        debug_assert_eq!(
+                            meta::oob::decode(oob, data).ok(),
+                            Some(id),
+                            "a known checksum that does not hold"
+                        );
+                    }
+                    None => meta::oob::encode(oob, id, data),
+                }
             }
-            None => meta::oob::encode(oob, id, data),
+            Payload::Record(r) => {
+                assert_eq!(
+                    SimSectorCodec::identity(&r),
+                    id,
+                    "a record staged under another identity"
+                );
+                self.records[i] = Some(r);
+                self.staged_records += 1;
+            }
         }
         self.codes[i] = code;
         self.seqs[i] = seq;
@@ -234,20 +294,40 @@ impl Writer {
             "program of a partial page"
         );
         let addr = self.addr();
-        let c = if background {
+        let c = if self.staged_records > 0 {
+            media.program_records(addr, &self.data, &self.oob, &self.records, background)?
+        } else if background {
             media.program_background(addr, &self.data, &self.oob)?
         } else {
             media.program(addr, &self.data, &self.oob)?
         };
         self.fill = 0;
         self.moved = 0;
+        self.staged_records = 0;
         self.advance();
         Ok((addr, c))
     }
 
-    /// The data and OOB of the page just programmed.
-    pub fn last_page(&self) -> (&[u8], &[u8]) {
+    /// The data and OOB of the page just programmed (its records, if any, unpacked into
+    /// bytes first).
+    pub fn last_page(&mut self) -> (&[u8], &[u8]) {
+        self.unpack_records();
         (&self.data, &self.oob)
+    }
+
+    /// Builds the bytes of every sector of the page buffer that is a record.
+    fn unpack_records(&mut self) {
+        let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
+        for (i, r) in self.records.iter_mut().enumerate() {
+            if let Some(r) = r.take() {
+                SimSectorCodec.unpack(
+                    &r,
+                    &mut self.data[i * ss..(i + 1) * ss],
+                    &mut self.oob[i * os..(i + 1) * os],
+                );
+            }
+        }
     }
 
     /// After a failed program of the page buffer: the block is retired from the line, the
@@ -255,6 +335,8 @@ impl Writer {
     pub fn take_failed_page(&mut self) -> Vec<Unplaced> {
         let ss = self.geo.sector_size as usize;
         let addr = self.addr();
+        self.unpack_records();
+        self.staged_records = 0;
         let mut out = Vec::with_capacity(self.fill as usize);
         for i in 0..self.fill as usize {
             let idx = self.record_index(addr, i);
@@ -325,7 +407,7 @@ impl Writer {
     }
 
     /// A sector of `addr` still in the page buffer: (data, OOB).
-    pub fn buffered(&self, addr: PageAddr, sector: u32) -> Option<(&[u8], &[u8])> {
+    pub fn buffered(&self, addr: PageAddr, sector: u32) -> Option<Buffered<'_>> {
         if self.line != Some(addr.block) || self.fill <= sector || self.pus.is_empty() {
             return None;
         }
@@ -335,7 +417,10 @@ impl Writer {
         let ss = self.geo.sector_size as usize;
         let os = self.geo.oob_bytes_per_sector as usize;
         let s = sector as usize;
-        Some((
+        if let Some(r) = self.records[s] {
+            return Some(Buffered::Record(r));
+        }
+        Some(Buffered::Bytes(
             &self.data[s * ss..(s + 1) * ss],
             &self.oob[s * os..(s + 1) * os],
         ))
@@ -371,7 +456,7 @@ mod tests {
             .unwrap()
             .is_some());
         let d = vec![9u8; 4096];
-        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, &d, None, false);
+        let (p0, full) = w.stage(SectorKind::Data(Lba(5)), 1, Payload::bytes(&d), false);
         assert!(!full);
         assert_eq!(
             p0.addr(media.geometry()).0,
@@ -381,20 +466,16 @@ mod tests {
                 page: 0
             }
         );
-        assert_eq!(
-            w.buffered(
-                PageAddr {
-                    pu: 0,
-                    block: 2,
-                    page: 0
-                },
-                0
-            )
-            .unwrap()
-            .0,
-            &d[..]
-        );
-        let (_, full) = w.stage(SectorKind::Pad, 0, &d, None, false);
+        let at = PageAddr {
+            pu: 0,
+            block: 2,
+            page: 0,
+        };
+        match w.buffered(at, 0) {
+            Some(Buffered::Bytes(data, _)) => assert_eq!(data, &d[..]),
+            _ => panic!("the staged bytes are buffered"),
+        }
+        let (_, full) = w.stage(SectorKind::Pad, 0, Payload::bytes(&d), false);
         assert!(full);
         let (addr, _) = w.program(&mut media, false).unwrap();
         assert_eq!(
@@ -424,7 +505,7 @@ mod tests {
         let (_, mut w) = setup();
         w.begin(1, vec![1, 0]);
         let d = vec![3u8; 4096];
-        w.stage(SectorKind::Trim, 7, &d, None, false);
+        w.stage(SectorKind::Trim, 7, Payload::bytes(&d), false);
         let back = w.take_failed_page();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].kind, back[0].seq), (SectorKind::Trim, 7));

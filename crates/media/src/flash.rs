@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::fault::{factory_bad_blocks, FaultInjector};
 use crate::geometry::{BlockAddr, Geometry, PageAddr};
-use crate::store::{BlockMeta, RamStore, Store};
+use crate::store::{BlockMeta, RamStore, Record, Store};
 use crate::timing::{Clock, TimingModel};
 use crate::{
     BadReason, BlockInfo, BlockState, Completion, ConfigError, EraseError, MarkBadError, Media,
@@ -295,12 +295,17 @@ impl<S: Store> Flash<S> {
         addr: PageAddr,
         data: &[u8],
         oob: &[u8],
+        records: &[Option<Record>],
         background: bool,
     ) -> Result<Completion, ProgramError> {
         let g = self.config.geometry;
         if !g.contains_page(addr) {
             return Err(ProgramError::OutOfRange { addr });
         }
+        assert!(
+            records.is_empty() || records.len() == g.sectors_per_page as usize,
+            "one record entry per sector of the page"
+        );
         if data.len() != g.page_bytes() || oob.len() != g.page_oob_bytes() {
             return Err(ProgramError::BufferSize {
                 data: data.len(),
@@ -363,7 +368,12 @@ impl<S: Store> Flash<S> {
             self.set_meta(b, meta)?;
             return Err(ProgramError::Failed { addr });
         }
-        self.store.write_page(&g, page_index, data, oob)?;
+        if records.is_empty() {
+            self.store.write_page(&g, page_index, data, oob)?;
+        } else {
+            self.store
+                .write_page_records(&g, page_index, data, oob, records)?;
+        }
         meta.write_pointer += 1;
         self.mark_dirty(b);
         self.set_meta(b, meta)?;
@@ -438,6 +448,21 @@ impl<S: Store> Flash<S> {
         oob: &mut [u8],
         background: bool,
     ) -> Result<Completion, ReadError> {
+        self.read_record_with(addr, first_sector, data, oob, background, false)
+            .map(|(c, _)| c)
+    }
+
+    /// A read; `record`: a read of one sector that returns the store's record of it, if it
+    /// has one, instead of its bytes ([`Media::read_record_background`]).
+    fn read_record_with(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+        background: bool,
+        record: bool,
+    ) -> Result<(Completion, Option<Record>), ReadError> {
         let g = self.config.geometry;
 
         let ss = g.sector_size as usize;
@@ -500,9 +525,16 @@ impl<S: Store> Flash<S> {
             (done_ns, mask)
         };
         drop(live);
+        let page_index = g.page_index(addr);
+        let torn = meta.torn_page == Some(addr.page);
+        if record && count == 1 && fault_mask == 0 && !torn {
+            if let Some(r) = self.store.read_record(&g, page_index, first_sector) {
+                return Ok((Completion { done_ns }, Some(r)));
+            }
+        }
         self.store
-            .read_page(&g, g.page_index(addr), first_sector, data, oob)?;
-        let mut failed = if meta.torn_page == Some(addr.page) {
+            .read_page(&g, page_index, first_sector, data, oob)?;
+        let mut failed = if torn {
             if count == 64 {
                 u64::MAX
             } else {
@@ -526,7 +558,7 @@ impl<S: Store> Flash<S> {
                 sectors: failed,
             });
         }
-        Ok(Completion { done_ns })
+        Ok((Completion { done_ns }, None))
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {
@@ -611,7 +643,7 @@ impl<S: Store> Media for Flash<S> {
         data: &[u8],
         oob: &[u8],
     ) -> Result<Completion, ProgramError> {
-        self.program_with(addr, data, oob, false)
+        self.program_with(addr, data, oob, &[], false)
     }
 
     fn program_background(
@@ -620,7 +652,7 @@ impl<S: Store> Media for Flash<S> {
         data: &[u8],
         oob: &[u8],
     ) -> Result<Completion, ProgramError> {
-        self.program_with(addr, data, oob, true)
+        self.program_with(addr, data, oob, &[], true)
     }
 
     fn read(
@@ -641,6 +673,31 @@ impl<S: Store> Media for Flash<S> {
         oob: &mut [u8],
     ) -> Result<Completion, ReadError> {
         self.read_with(addr, first_sector, data, oob, true)
+    }
+
+    fn has_records(&self) -> bool {
+        self.store.has_records()
+    }
+
+    fn read_record_background(
+        &self,
+        addr: PageAddr,
+        sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<(Completion, Option<Record>), ReadError> {
+        self.read_record_with(addr, sector, data, oob, true, true)
+    }
+
+    fn program_records(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+        records: &[Option<Record>],
+        background: bool,
+    ) -> Result<Completion, ProgramError> {
+        self.program_with(addr, data, oob, records, background)
     }
 
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError> {

@@ -310,6 +310,49 @@ pub trait Media: Send + Sync {
     ) -> Result<Completion, ReadError> {
         self.read(addr, first_sector, data, oob)
     }
+    /// Whether this media keeps sectors in a compact form ([`Record`], see [`SectorCodec`])
+    /// that [`Media::read_record_background`] and [`Media::program_records`] exchange in
+    /// place of the sectors' bytes (simulation without user data: no 4 KiB buffer is built
+    /// or scanned for a sector that is only moved). Default: no.
+    fn has_records(&self) -> bool {
+        false
+    }
+    /// [`Media::read_background`] of one sector, returning its [`Record`] where the media
+    /// keeps it in compact form: `Ok((c, Some(record)))` leaves `data` and `oob` untouched.
+    /// Otherwise (`Ok((c, None))`, or an error) exactly what `read_background` does. Either
+    /// way the same checks, timing and faults.
+    fn read_record_background(
+        &self,
+        addr: PageAddr,
+        sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<(Completion, Option<Record>), ReadError> {
+        self.read_background(addr, sector, data, oob)
+            .map(|c| (c, None))
+    }
+    /// [`Media::program`] (or, `background`, [`Media::program_background`]) of a page where
+    /// `records[i]`, if given, is sector `i` in compact form: its bytes in `data` and `oob`
+    /// are ignored. Records only go to media that [`Media::has_records`]; `records` is empty
+    /// or has one entry per sector of the page.
+    fn program_records(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        oob: &[u8],
+        records: &[Option<Record>],
+        background: bool,
+    ) -> Result<Completion, ProgramError> {
+        assert!(
+            records.iter().all(Option::is_none),
+            "sector records given to media without a compact form"
+        );
+        if background {
+            self.program_background(addr, data, oob)
+        } else {
+            self.program(addr, data, oob)
+        }
+    }
     /// Erases a whole block.
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError>;
     /// [`Media::erase`] ahead of the block's use (a free line erased before it is needed):

@@ -45,6 +45,35 @@ pub trait Store: Send + Sync {
     fn read_only(&self) -> bool {
         false
     }
+    /// Whether the store keeps sectors in a [`SectorCodec`]'s compact form and exchanges
+    /// them as [`Record`]s ([`Store::read_record`], [`Store::write_page_records`]).
+    fn has_records(&self) -> bool {
+        false
+    }
+    /// The record of sector `sector` of a page, if the store keeps that sector in compact
+    /// form (its bytes are then what the codec unpacks from it).
+    fn read_record(&self, _geometry: &Geometry, _page_index: u64, _sector: u32) -> Option<Record> {
+        None
+    }
+    /// [`Store::write_page`] where `records[i]`, if given, is sector `i` in compact form
+    /// (a record [`Store::read_record`] returned, or one the codec's user built): its bytes
+    /// in `data` and `oob` are ignored. Only a store that [`Store::has_records`] accepts
+    /// records.
+    fn write_page_records(
+        &mut self,
+        geometry: &Geometry,
+        page_index: u64,
+        data: &[u8],
+        oob: &[u8],
+        records: &[Option<Record>],
+    ) -> io::Result<()> {
+        if records.iter().any(Option::is_some) {
+            return Err(io::Error::other(
+                "this store keeps no compact sector records",
+            ));
+        }
+        self.write_page(geometry, page_index, data, oob)
+    }
 }
 
 /// What a [`RamStore`] keeps of the data.
@@ -166,7 +195,16 @@ impl RamStore {
         ((page_index / ppb) as usize, (page_index % ppb) as usize)
     }
 
-    fn write_compact(&mut self, geometry: &Geometry, page_index: u64, data: &[u8], oob: &[u8]) {
+    /// Stores a page in compact mode; `given`, if not empty, gives some sectors as records
+    /// (one entry per sector of the page).
+    fn write_compact(
+        &mut self,
+        geometry: &Geometry,
+        page_index: u64,
+        data: &[u8],
+        oob: &[u8],
+        given: &[Option<Record>],
+    ) {
         let (block, page) = Self::split(geometry, page_index);
         let ss = geometry.sector_size as usize;
         let os = geometry.oob_bytes_per_sector as usize;
@@ -183,7 +221,12 @@ impl RamStore {
             {
                 self.whole_per_block[block] -= 1;
             }
-            let record = match codec.pack(sector, sector_oob) {
+            let record = match given
+                .get(s)
+                .copied()
+                .flatten()
+                .or_else(|| codec.pack(sector, sector_oob))
+            {
                 Some(r) if r[0] != NOT_PACKED => r,
                 _ if codec.droppable(sector, sector_oob) => [NOT_PACKED, DROPPED, 0],
                 _ => {
@@ -266,7 +309,7 @@ impl Store for RamStore {
             }
             Keep::Nothing => {}
             Keep::Compact => {
-                self.write_compact(geometry, page_index, data, oob);
+                self.write_compact(geometry, page_index, data, oob, &[]);
                 return Ok(());
             }
         }
@@ -324,6 +367,45 @@ impl Store for RamStore {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn has_records(&self) -> bool {
+        self.keep == Keep::Compact
+    }
+
+    fn read_record(&self, geometry: &Geometry, page_index: u64, sector: u32) -> Option<Record> {
+        if self.keep != Keep::Compact {
+            return None;
+        }
+        let (block, page) = Self::split(geometry, page_index);
+        let spp = geometry.sectors_per_page as usize;
+        let r = self.records[block].as_ref()?[page * spp + sector as usize];
+        (r[0] != NOT_PACKED).then_some(r)
+    }
+
+    fn write_page_records(
+        &mut self,
+        geometry: &Geometry,
+        page_index: u64,
+        data: &[u8],
+        oob: &[u8],
+        records: &[Option<Record>],
+    ) -> io::Result<()> {
+        if self.keep != Keep::Compact {
+            if records.iter().any(Option::is_some) {
+                return Err(io::Error::other(
+                    "this store keeps no compact sector records",
+                ));
+            }
+            return self.write_page(geometry, page_index, data, oob);
+        }
+        assert_eq!(records.len(), geometry.sectors_per_page as usize);
+        assert!(
+            records.iter().flatten().all(|r| r[0] != NOT_PACKED),
+            "a record with the not-packed marker"
+        );
+        self.write_compact(geometry, page_index, data, oob, records);
         Ok(())
     }
 }

@@ -877,9 +877,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     let len = (cfg.request_sectors as u64).clamp(1, n);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     // Data: each request's first sector starts with a fingerprint (its number), the rest is
-    // zeros (what the compact media keeps without storing data; request numbers past 2^32
-    // do not fit its record and are kept whole).
-    let buf = vec![0u8; len as usize * SS];
+    // zeros (`write_stamped`: the compact media takes such sectors as records, never built
+    // as bytes; request numbers past 2^32 do not fit a record and are kept whole).
     let mut rbuf = vec![0u8; len as usize * SS];
 
     let mut q = Queue {
@@ -895,9 +894,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     while cfg.fill && lba < n {
         let l = len.min(n - lba);
         let h = hint(lba);
-        q.issue(&mut ftl, &mut |f| {
-            f.write_hinted(lba, &buf[..l as usize * SS], false, h)
-        })?;
+        q.issue(&mut ftl, &mut |f| f.write_stamped(lba, l, 0, false, h))?;
         lba += l;
     }
     progress("fill", 1.0);
@@ -910,7 +907,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     for i in 0..pre_writes {
         let at = picker.next(&mut rng, len);
         let h = hint(at);
-        q.issue(&mut ftl, &mut |f| f.write_hinted(at, &buf, false, h))?;
+        q.issue(&mut ftl, &mut |f| f.write_stamped(at, len, 0, false, h))?;
         if i.is_multiple_of(4096) {
             progress("precondition", i as f64 / pre_writes.max(1) as f64);
         }
@@ -955,7 +952,6 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         && cfg.arrivals.is_none()
         && (target.is_none() || !cfg.generates_writes());
     let (mut last_start, mut same_start) = (u64::MAX, 0u64);
-    let mut big = Vec::new();
     let ended_by = loop {
         if trace_ops.is_none() && target.is_some_and(|t| written >= t) {
             break PhaseEnd::HostWrites;
@@ -1028,9 +1024,6 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             }
         }
         let bytes = l as usize * SS;
-        if big.len() < bytes {
-            big.resize(bytes, 0);
-        }
         let issued = match kind {
             trace::TraceKind::Read => {
                 if rbuf.len() < bytes {
@@ -1044,11 +1037,10 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             }
             trace::TraceKind::Trim => q.issue_at(&mut ftl, &mut |f| f.trim(at, l), not_before)?,
             trace::TraceKind::Write => {
-                big[0..8].copy_from_slice(&i.to_le_bytes());
                 let h = hint(at);
                 q.issue_at(
                     &mut ftl,
-                    &mut |f| f.write_hinted(at, &big[..bytes], false, h),
+                    &mut |f| f.write_stamped(at, l, i, false, h),
                     not_before,
                 )?
             }
@@ -1104,7 +1096,6 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
             progress("measure", frac);
         }
     };
-    let _ = &buf;
     let t1 = q.horizon();
     let s = ftl.stats();
     let user = s.media_sectors_user - before.media_sectors_user;

@@ -10,6 +10,7 @@ use crate::error::FtlError;
 use crate::line::{slot_order, StreamKind};
 use crate::meta;
 use crate::placement::Stream;
+use crate::writer::Payload;
 
 /// Who is appending, passed down explicitly (no mode flags): it decides what a line
 /// allocation may do.
@@ -40,25 +41,24 @@ impl<M: Media> Ftl<M> {
         data: &[u8],
         ctx: Ctx,
     ) -> Result<(), FtlError> {
-        self.push_known(k, kind, seq, data, None, ctx)
+        self.push_payload(k, kind, seq, Payload::bytes(data), ctx)
     }
 
-    /// [`Ftl::push`] of a sector whose checksum is known (`crc`: GC moving a sector it
-    /// verified).
-    pub(crate) fn push_known(
+    /// [`Ftl::push`] of a sector given as its bytes with a known checksum (GC moving a
+    /// sector it verified) or as a record of the media's compact form.
+    pub(crate) fn push_payload(
         &mut self,
         k: Stream,
         kind: SectorKind,
         seq: u64,
-        data: &[u8],
-        crc: Option<u32>,
+        payload: Payload<'_>,
         ctx: Ctx,
     ) -> Result<(), FtlError> {
         if self.writers[k.index()].fill() == 0 {
             self.ensure_data_slot(k, ctx)?;
         }
         let moved = ctx.by_gc && matches!(kind, SectorKind::Data(_));
-        let (ppa, full) = self.writers[k.index()].stage(kind, seq, data, crc, moved);
+        let (ppa, full) = self.writers[k.index()].stage(kind, seq, payload, moved);
         if let (SectorKind::Data(_), false) = (kind, ctx.replacing) {
             let st = &mut self.stats.streams[k.index()];
             if ctx.by_gc {
@@ -335,8 +335,10 @@ impl<M: Media> Ftl<M> {
                 self.stats.media_sectors_meta += meta_;
                 self.stats.media_sectors_gc += moved;
                 self.stats.media_sectors_user += data - moved;
-                let (d, o) = self.writers[k.index()].last_page();
-                self.window.after_program(addr, d, o);
+                if self.geo.mw_cunits > 0 {
+                    let (d, o) = self.writers[k.index()].last_page();
+                    self.window.after_program(addr, d, o);
+                }
                 Ok(())
             }
             Err(ProgramError::Failed { .. }) => {

@@ -4,7 +4,7 @@
 
 use lightnvm_media::Media;
 
-use super::{Ctx, Ftl};
+use super::{Ctx, Ftl, GcRead};
 use crate::addr::{Lba, Ppa, SectorKind, P2L_TRIM};
 use crate::error::FtlError;
 use crate::gc::{Selected, Work};
@@ -12,6 +12,7 @@ use crate::layout;
 use crate::line::LineState;
 use crate::meta;
 use crate::placement::Stream;
+use crate::writer::Payload;
 
 impl<M: Media> Ftl<M> {
     fn needs_line(&self, s: Stream) -> bool {
@@ -202,13 +203,25 @@ impl<M: Media> Ftl<M> {
         let ss = self.geo.sector_size as usize;
         let mut data = std::mem::take(&mut self.gc_scratch);
         data.resize(ss, 0);
-        let decoded = self.read_for_gc(ppa, &mut data)?;
-        match decoded {
-            Some((o, crc)) if o.lba == lba.0 => {
-                // The identity is kept, so the verified checksum is kept: no second pass
-                // over the data.
+        let read = self.read_to_move(ppa, &mut data)?;
+        let moving = match read {
+            // The identity is kept, so the verified checksum is kept: no second pass over
+            // the data.
+            GcRead::Bytes(o, crc) if o.lba == lba.0 => Some((
+                o.seq,
+                Payload::Bytes {
+                    data: &data,
+                    crc: Some(crc),
+                },
+            )),
+            // Media with a compact form: the sector moves as its record, no bytes built.
+            GcRead::Record(o, r) if o.lba == lba.0 => Some((o.seq, Payload::Record(r))),
+            _ => None,
+        };
+        match moving {
+            Some((seq, payload)) => {
                 let k = self.gc_stream_for(lba);
-                self.push_known(k, SectorKind::Data(lba), o.seq, &data, Some(crc), ctx)?;
+                self.push_payload(k, SectorKind::Data(lba), seq, payload, ctx)?;
                 self.stats.gc_sectors_moved += 1;
                 if let Some(h) = self.placement.hint_of(lba.0) {
                     self.stats.hints[h as usize].gc_sectors += 1;

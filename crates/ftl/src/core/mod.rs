@@ -34,7 +34,7 @@ use crate::policy;
 use crate::recovery::RecoveryReport;
 use crate::stats::{FtlStats, Health, WearStats};
 use crate::window::Window;
-use crate::writer::Writer;
+use crate::writer::{Payload, Writer};
 
 pub(crate) use append::Ctx;
 
@@ -46,6 +46,29 @@ pub(crate) struct Fetched {
     pub(crate) done_ns: u64,
     /// Its OOB, decoded, where verifying it decoded it (not for buffered sectors).
     pub(crate) decoded: Option<meta::oob::SectorOob>,
+    /// Its record, where one was asked for and the media keeps the sector in compact form
+    /// (the data and OOB buffers were then not written).
+    pub(crate) record: Option<lightnvm_media::Record>,
+}
+
+/// The data of a host write ([`Ftl::write_sectors`]).
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// Its bytes.
+    Bytes(&'a [u8]),
+    /// Zeros except the first 8 bytes of the first sector, `first` ([`Ftl::write_stamped`]).
+    Stamped { first: u64 },
+}
+
+/// What GC read of a sector it moves ([`Ftl::read_to_move`]).
+pub(crate) enum GcRead {
+    /// Its bytes (in the caller's buffer): the decoded identity and the checksum stored
+    /// with it, which holds for that identity and those bytes.
+    Bytes(meta::oob::SectorOob, u32),
+    /// Its record (media with a compact form): its identity; no bytes were built.
+    Record(meta::oob::SectorOob, lightnvm_media::Record),
+    /// Unreadable (media error after retries, or it failed verification).
+    Unreadable,
 }
 
 /// The largest per-sector OOB area a valid geometry has (a stack buffer holds any).
@@ -113,6 +136,8 @@ pub struct Ftl<M: Media> {
     read_counters: ReadCounters,
     /// A sector buffer GC reuses for every relocation (no allocation per sector moved).
     pub(crate) gc_scratch: Vec<u8>,
+    /// A sector buffer for [`Ftl::write_stamped`] where a sector is not staged as a record.
+    stamp_scratch: Vec<u8>,
     pub(crate) health: Health,
     pub(crate) op_done_ns: u64,
     pub(crate) recovery: RecoveryReport,
@@ -175,6 +200,7 @@ impl<M: Media> Ftl<M> {
                 .then(|| layout::atomic_sectors(&config, &pool_caps, exported)),
             read_counters: ReadCounters::default(),
             gc_scratch: Vec::new(),
+            stamp_scratch: Vec::new(),
             health: Health::Writable,
             op_done_ns: 0,
             recovery: RecoveryReport::default(),
@@ -428,7 +454,46 @@ impl<M: Media> Ftl<M> {
             let n = part.min(sectors - at);
             let bytes = &data[at as usize * ss..(at + n) as usize * ss];
             let last = at + n == sectors;
-            let r = self.write_sectors(lba + at, n, bytes, fua && last, hint);
+            let r = self.write_sectors(lba + at, n, Src::Bytes(bytes), fua && last, hint);
+            let _ = self.latch(r)?;
+            at += n;
+        }
+        Ok(self.op_completion())
+    }
+
+    /// [`Ftl::write_hinted`] of `sectors` sectors whose data is zeros except the first 8
+    /// bytes of the first one, `stamp` (little endian): what a simulator writes. On media
+    /// with a compact form ([`Media::has_records`]) the sectors are staged as records and
+    /// their bytes never built; the media, the map and every statistic end up as if the
+    /// bytes had been written.
+    pub fn write_stamped(
+        &mut self,
+        lba: u64,
+        sectors: u64,
+        stamp: u64,
+        fua: bool,
+        hint: Option<u8>,
+    ) -> Result<Completion, FtlError> {
+        if let Some(h) = hint {
+            if h as usize >= MAX_HINTS {
+                return Err(FtlError::InvalidHint {
+                    hint: h,
+                    max: MAX_HINTS as u8,
+                });
+            }
+        }
+        self.check_sectors(lba, sectors)?;
+        self.check_writable()?;
+        self.begin_op();
+        let part = self.atomic_sectors.unwrap_or(u64::MAX).max(1);
+        let mut at = 0u64;
+        while at < sectors {
+            let n = part.min(sectors - at);
+            let last = at + n == sectors;
+            let src = Src::Stamped {
+                first: if at == 0 { stamp } else { 0 },
+            };
+            let r = self.write_sectors(lba + at, n, src, fua && last, hint);
             let _ = self.latch(r)?;
             at += n;
         }
@@ -446,7 +511,7 @@ impl<M: Media> Ftl<M> {
         &mut self,
         lba: u64,
         sectors: u64,
-        data: &[u8],
+        src: Src<'_>,
         fua: bool,
         hint: Option<u8>,
     ) -> Result<Completion, FtlError> {
@@ -466,9 +531,11 @@ impl<M: Media> Ftl<M> {
             });
         }
         self.in_flight = Some(seq);
+        let records = self.media.has_records();
+        let mut scratch = std::mem::take(&mut self.stamp_scratch);
         let mut place = || -> Result<(), FtlError> {
             let mut stream = None;
-            for (i, chunk) in data.chunks_exact(ss).enumerate().take(sectors as usize) {
+            for i in 0..sectors as usize {
                 let l = Lba::checked(lba + i as u64, self.exported).expect("range checked");
                 // One host write goes to one stream, the one its first sector's LBA chooses:
                 // its sectors stay in order in one line sequence, edges and all (the policy
@@ -486,13 +553,38 @@ impl<M: Media> Ftl<M> {
                 } else {
                     seq
                 };
-                self.push(s, crate::addr::SectorKind::Data(l), stamp, chunk, Ctx::HOST)?;
+                let kind = crate::addr::SectorKind::Data(l);
+                let payload = match src {
+                    Src::Bytes(data) => Payload::bytes(&data[i * ss..(i + 1) * ss]),
+                    Src::Stamped { first } => {
+                        let word = if i == 0 { first } else { 0 };
+                        let id = meta::SectorOob {
+                            lba: kind.oob_code(),
+                            seq: stamp,
+                        };
+                        match u32::try_from(word)
+                            .ok()
+                            .filter(|_| records)
+                            .and_then(|fp| meta::oob::SimSectorCodec::record(id, fp))
+                        {
+                            Some(r) => Payload::Record(r),
+                            None => {
+                                scratch.clear();
+                                scratch.resize(ss, 0);
+                                scratch[..8].copy_from_slice(&word.to_le_bytes());
+                                Payload::bytes(&scratch)
+                            }
+                        }
+                    }
+                };
+                self.push_payload(s, kind, stamp, payload, Ctx::HOST)?;
                 self.stats.host_sectors_written += 1;
                 self.background_gc()?;
             }
             Ok(())
         };
         let placed = place();
+        self.stamp_scratch = scratch;
         self.in_flight = None;
         let pending = self.pending.take();
         let pending_was_some = pending.is_some();
@@ -835,12 +927,16 @@ impl<M: Media> Ftl<M> {
 
     /// Whether physical sector `ppa` is still in memory (a writer's page buffer or the
     /// mw_cunits window) rather than readable from the media.
-    fn buffered(&self, ppa: Ppa) -> Option<(&[u8], &[u8])> {
+    fn buffered(&self, ppa: Ppa) -> Option<crate::writer::Buffered<'_>> {
         let (addr, sector) = ppa.addr(&self.geo);
         self.writers
             .iter()
             .find_map(|w| w.buffered(addr, sector))
-            .or_else(|| self.window.get(addr, sector))
+            .or_else(|| {
+                self.window
+                    .get(addr, sector)
+                    .map(|(d, o)| crate::writer::Buffered::Bytes(d, o))
+            })
     }
 
     /// End to end: the OOB checksum covers the data and the LBA it was written for; anything
@@ -852,12 +948,22 @@ impl<M: Media> Ftl<M> {
         oob: &[u8],
         data: &[u8],
     ) -> Result<Option<meta::oob::SectorOob>, ()> {
+        self.check_identity(ppa, || meta::oob::decode(oob, data))
+    }
+
+    /// [`Ftl::verify`] of the identity `decode` gives (a record's identity needs no
+    /// checksum: the media rebuilds the sector's bytes and OOB from it, consistent).
+    fn check_identity(
+        &self,
+        ppa: Ppa,
+        decode: impl FnOnce() -> Result<meta::oob::SectorOob, meta::DecodeError>,
+    ) -> Result<Option<meta::oob::SectorOob>, ()> {
         let expect = match self.map.p2l(ppa) {
             P2lEntry::Data(l) => l.0,
             P2lEntry::Trim => crate::addr::P2L_TRIM,
             _ => return Ok(None),
         };
-        match meta::oob::decode(oob, data) {
+        match decode() {
             Ok(o) if o.lba == expect => Ok(Some(o)),
             _ => {
                 self.read_counters.checksum_errors.fetch_add(1, Relaxed);
@@ -888,6 +994,38 @@ impl<M: Media> Ftl<M> {
         Ok(decoded.map(|o| (o, meta::oob::stored_crc(oob))))
     }
 
+    /// GC's read of a sector it moves: as [`Ftl::read_for_gc`], or, where the media has a
+    /// compact form and keeps the sector in it, the sector's record (`out` untouched).
+    pub(crate) fn read_to_move(&mut self, ppa: Ppa, out: &mut [u8]) -> Result<GcRead, FtlError> {
+        if !self.media.has_records() {
+            return Ok(match self.read_for_gc(ppa, out)? {
+                Some((o, crc)) => GcRead::Bytes(o, crc),
+                None => GcRead::Unreadable,
+            });
+        }
+        let mut buf = [0u8; OOB_MAX];
+        let oob = &mut buf[..self.geo.oob_bytes_per_sector as usize];
+        let f = self.fetch_ppa_with(ppa, out, Some(&mut *oob), true, true)?;
+        self.note_done(Completion { done_ns: f.done_ns });
+        if !f.intact {
+            return Ok(GcRead::Unreadable);
+        }
+        if let Some(r) = f.record {
+            let id = f
+                .decoded
+                .unwrap_or_else(|| meta::oob::SimSectorCodec::identity(&r));
+            return Ok(GcRead::Record(id, r));
+        }
+        let decoded = match f.decoded {
+            Some(o) => Some(o),
+            None => meta::oob::decode(oob, out).ok(),
+        };
+        Ok(match decoded {
+            Some(o) => GcRead::Bytes(o, meta::oob::stored_crc(oob)),
+            None => GcRead::Unreadable,
+        })
+    }
+
     /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
     /// writer's page buffer, the mw_cunits window, or the media with retries. `intact` is
     /// false if it is unreadable (media error after retries, or its checksum / LBA do not
@@ -899,35 +1037,74 @@ impl<M: Media> Ftl<M> {
         oob: Option<&mut [u8]>,
         background: bool,
     ) -> Result<Fetched, FtlError> {
+        self.fetch_ppa_with(ppa, out, oob, background, false)
+    }
+
+    /// [`Ftl::fetch_ppa`]; `record` (a background read, for media with a compact form): the
+    /// sector's record where the media keeps one, in [`Fetched::record`] (`out` and `oob`
+    /// untouched).
+    fn fetch_ppa_with(
+        &self,
+        ppa: Ppa,
+        out: &mut [u8],
+        oob: Option<&mut [u8]>,
+        background: bool,
+        record: bool,
+    ) -> Result<Fetched, FtlError> {
         let mut done_ns = 0;
-        if let Some((d, o)) = self.buffered(ppa) {
-            out.copy_from_slice(d);
-            if let Some(dst) = oob {
-                dst.copy_from_slice(o);
-            }
+        if let Some(b) = self.buffered(ppa) {
+            b.copy_to(out, oob);
             return Ok(Fetched {
                 intact: true,
                 done_ns,
                 decoded: None,
+                record: None,
             });
         }
         let (addr, sector) = ppa.addr(&self.geo);
         let mut buf = [0u8; OOB_MAX];
         let oob_buf = &mut buf[..self.geo.oob_bytes_per_sector as usize];
         for _ in 0..=READ_RETRIES {
-            let r = if background {
-                self.media.read_background(addr, sector, out, oob_buf)
+            let r = if record {
+                debug_assert!(background);
+                self.media
+                    .read_record_background(addr, sector, out, oob_buf)
+            } else if background {
+                self.media
+                    .read_background(addr, sector, out, oob_buf)
+                    .map(|c| (c, None))
             } else {
-                self.media.read(addr, sector, out, oob_buf)
+                self.media
+                    .read(addr, sector, out, oob_buf)
+                    .map(|c| (c, None))
             };
             match r {
-                Ok(c) => {
+                Ok((c, Some(rec))) => {
+                    done_ns = c.done_ns;
+                    let id = meta::oob::SimSectorCodec::identity(&rec);
+                    let Ok(decoded) = self.check_identity(ppa, || Ok(id)) else {
+                        return Ok(Fetched {
+                            intact: false,
+                            done_ns,
+                            decoded: None,
+                            record: None,
+                        });
+                    };
+                    return Ok(Fetched {
+                        intact: true,
+                        done_ns,
+                        decoded,
+                        record: Some(rec),
+                    });
+                }
+                Ok((c, None)) => {
                     done_ns = c.done_ns;
                     let Ok(decoded) = self.verify(ppa, oob_buf, out) else {
                         return Ok(Fetched {
                             intact: false,
                             done_ns,
                             decoded: None,
+                            record: None,
                         });
                     };
                     if let Some(dst) = oob {
@@ -937,6 +1114,7 @@ impl<M: Media> Ftl<M> {
                         intact: true,
                         done_ns,
                         decoded,
+                        record: None,
                     });
                 }
                 Err(ReadError::Uncorrectable { .. }) => continue,
@@ -947,6 +1125,7 @@ impl<M: Media> Ftl<M> {
             intact: false,
             done_ns,
             decoded: None,
+            record: None,
         })
     }
 

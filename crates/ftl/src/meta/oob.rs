@@ -179,7 +179,21 @@ pub struct SimSectorCodec;
 const SIM_SEQ_LIMIT: u64 = 1 << 30;
 
 impl SimSectorCodec {
-    fn identity(record: &lightnvm_media::Record) -> SectorOob {
+    /// The record of a sector with identity `id` whose data is `fingerprint` (4 bytes, little
+    /// endian) followed by zeros: what [`SectorCodec::pack`](lightnvm_media::SectorCodec::pack)
+    /// makes of that sector with the OOB [`encode`] writes for it. `None` if its sequence
+    /// number does not fit a record (or its LBA word is the store's not-packed marker).
+    pub fn record(id: SectorOob, fingerprint: u32) -> Option<lightnvm_media::Record> {
+        let number = id.number();
+        if number >= SIM_SEQ_LIMIT || id.lba == u32::MAX {
+            return None;
+        }
+        let edges = (id.first() as u32) << 30 | (id.last() as u32) << 31;
+        Some([id.lba, number as u32 | edges, fingerprint])
+    }
+
+    /// The identity a record carries.
+    pub fn identity(record: &lightnvm_media::Record) -> SectorOob {
         let mut seq = (record[1] as u64) & (SIM_SEQ_LIMIT - 1);
         if record[1] & (1 << 30) != 0 {
             seq |= Stamp::FIRST;
@@ -220,9 +234,8 @@ impl lightnvm_media::SectorCodec for SimSectorCodec {
         if expect != oob {
             return None;
         }
-        let edges = (id.first() as u32) << 30 | (id.last() as u32) << 31;
         let fingerprint = u32::from_le_bytes(data[..FP].try_into().expect("4 bytes"));
-        Some([id.lba, number as u32 | edges, fingerprint])
+        Self::record(id, fingerprint)
     }
 
     fn unpack(&self, record: &lightnvm_media::Record, data: &mut [u8], oob: &mut [u8]) {
