@@ -86,10 +86,10 @@ impl Ppa {
     }
     /// The line (block index) this sector belongs to.
     pub fn line(self, geo: &Geometry) -> u32 {
-        let page_index = self.0 as u64 / geo.sectors_per_page as u64;
-        let block_index = page_index / geo.pages_per_block as u64;
-        let line = block_index % geo.blocks_per_lun as u64;
-        u32::try_from(line).expect("line index fits blocks_per_lun (u32)")
+        use lightnvm_media::geometry::div_rem;
+        let (page_index, _) = div_rem(self.0, geo.sectors_per_page);
+        let (block_index, _) = div_rem(page_index, geo.pages_per_block);
+        div_rem(block_index, geo.blocks_per_lun).1
     }
     pub fn index(self) -> usize {
         self.0 as usize

@@ -8,6 +8,7 @@ use crate::addr::{Lba, P2lEntry, Ppa};
 use crate::l2p::Map;
 use crate::line::{LinePool, LineState};
 use crate::policy::{Candidate, VictimPolicy};
+use lightnvm_media::geometry::div_rem;
 use lightnvm_media::{Geometry, PageAddr};
 
 /// The victim being relocated.
@@ -150,19 +151,19 @@ impl Gc {
         // Row by row (page 0 of every PU, then page 1...), as the line was written: the
         // reads a burst of relocation issues spread over all the line's PUs instead of
         // queueing on one.
-        let spp = self.geo.sectors_per_page as u64;
-        let per_row = cur.pus.len() as u64 * spp;
-        let total = self.geo.pages_per_block as u64 * per_row;
+        let spp = self.geo.sectors_per_page;
+        let per_row = u32::try_from(cur.pus.len()).expect("PUs fit u32") * spp;
+        let total = self.geo.pages_per_block as u64 * per_row as u64;
         while cur.next < total {
-            let page = cur.next / per_row;
-            let within = cur.next % per_row;
+            let at = u32::try_from(cur.next).expect("sectors of a line fit u32");
+            let (page, within) = div_rem(at, per_row);
+            let (col, sector) = div_rem(within, spp);
             cur.next += 1;
             let addr = PageAddr {
-                pu: cur.pus[(within / spp) as usize],
+                pu: cur.pus[col as usize],
                 block: cur.line,
-                page: u32::try_from(page).expect("page within a block"),
+                page,
             };
-            let sector = u32::try_from(within % spp).expect("sector within a page");
             let ppa = Ppa::at(&self.geo, addr, sector);
             match map.p2l(ppa) {
                 P2lEntry::Trim => return Work::Trim { ppa },

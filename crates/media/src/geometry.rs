@@ -271,11 +271,10 @@ impl Geometry {
     }
     /// The inverse of [`Geometry::sector_index`].
     pub fn sector_at(&self, index: u32) -> (PageAddr, u32) {
-        let page = index as u64 / self.sectors_per_page as u64;
-        let sector = (index as u64 % self.sectors_per_page as u64) as u32;
-        let block = (page / self.pages_per_block as u64) as u32;
-        let b = self.block_at(block);
-        (b.page((page % self.pages_per_block as u64) as u32), sector)
+        let (page, sector) = div_rem(index, self.sectors_per_page);
+        let (block, page) = div_rem(page, self.pages_per_block);
+        let (pu, block) = div_rem(block, self.blocks_per_lun);
+        (PageAddr { pu, block, page }, sector)
     }
     pub fn contains_block(&self, addr: BlockAddr) -> bool {
         addr.pu < self.parallel_units() && addr.block < self.blocks_per_lun
@@ -503,5 +502,17 @@ mod tests {
             g.encode_le(&mut again);
             prop_assert_eq!(again, b);
         }
+    }
+}
+
+/// `(a / d, a % d)`, by shifting where `d` is a power of two (geometries mostly are: on the
+/// hot path of a simulation, address arithmetic was a tenth of the time with divisions).
+#[inline]
+pub fn div_rem(a: u32, d: u32) -> (u32, u32) {
+    debug_assert!(d > 0);
+    if d.is_power_of_two() {
+        (a >> d.trailing_zeros(), a & (d - 1))
+    } else {
+        (a / d, a % d)
     }
 }

@@ -71,8 +71,39 @@ pub(crate) enum GcRead {
     Unreadable,
 }
 
-/// The largest per-sector OOB area a valid geometry has (a stack buffer holds any).
-const OOB_MAX: usize = lightnvm_media::geometry::OOB_MAX_BYTES as usize;
+/// A sector's OOB buffer: on the stack for the usual sizes (zeroing the largest area a
+/// geometry may have, 1 KiB, for every sector read cost more than a moved sector's
+/// bookkeeping), on the heap beyond.
+struct OobBuf {
+    small: [u8; OobBuf::SMALL],
+    large: Vec<u8>,
+    len: usize,
+}
+
+impl OobBuf {
+    const SMALL: usize = 64;
+
+    fn new(len: usize) -> OobBuf {
+        assert!(len <= lightnvm_media::geometry::OOB_MAX_BYTES as usize);
+        OobBuf {
+            small: [0; OobBuf::SMALL],
+            large: if len > OobBuf::SMALL {
+                vec![0; len]
+            } else {
+                Vec::new()
+            },
+            len,
+        }
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        if self.len > OobBuf::SMALL {
+            &mut self.large
+        } else {
+            &mut self.small[..self.len]
+        }
+    }
+}
 
 /// A host write in progress: where its sectors went, mapped only once all are placed (so the
 /// copies they replace stay valid, and GC keeps them, until then: a power cut never leaves
@@ -980,8 +1011,8 @@ impl<M: Media> Ftl<M> {
         ppa: Ppa,
         out: &mut [u8],
     ) -> Result<Option<(meta::oob::SectorOob, u32)>, FtlError> {
-        let mut buf = [0u8; OOB_MAX];
-        let oob = &mut buf[..self.geo.oob_bytes_per_sector as usize];
+        let mut buf = OobBuf::new(self.geo.oob_bytes_per_sector as usize);
+        let oob = buf.get();
         let f = self.fetch_ppa(ppa, out, Some(&mut *oob), true)?;
         self.note_done(Completion { done_ns: f.done_ns });
         if !f.intact {
@@ -1003,8 +1034,8 @@ impl<M: Media> Ftl<M> {
                 None => GcRead::Unreadable,
             });
         }
-        let mut buf = [0u8; OOB_MAX];
-        let oob = &mut buf[..self.geo.oob_bytes_per_sector as usize];
+        let mut buf = OobBuf::new(self.geo.oob_bytes_per_sector as usize);
+        let oob = buf.get();
         let f = self.fetch_ppa_with(ppa, out, Some(&mut *oob), true, true)?;
         self.note_done(Completion { done_ns: f.done_ns });
         if !f.intact {
@@ -1062,8 +1093,16 @@ impl<M: Media> Ftl<M> {
             });
         }
         let (addr, sector) = ppa.addr(&self.geo);
-        let mut buf = [0u8; OOB_MAX];
-        let oob_buf = &mut buf[..self.geo.oob_bytes_per_sector as usize];
+        // The caller's OOB buffer if it wants one (left with unspecified contents if the
+        // sector is unreadable), else one of our own.
+        let mut own;
+        let oob_buf: &mut [u8] = match oob {
+            Some(o) => o,
+            None => {
+                own = OobBuf::new(self.geo.oob_bytes_per_sector as usize);
+                own.get()
+            }
+        };
         for _ in 0..=READ_RETRIES {
             let r = if record {
                 debug_assert!(background);
@@ -1107,9 +1146,6 @@ impl<M: Media> Ftl<M> {
                             record: None,
                         });
                     };
-                    if let Some(dst) = oob {
-                        dst.copy_from_slice(oob_buf);
-                    }
                     return Ok(Fetched {
                         intact: true,
                         done_ns,
