@@ -167,7 +167,13 @@ impl Gc {
             let ppa = Ppa::at(&self.geo, addr, sector);
             match map.p2l(ppa) {
                 P2lEntry::Trim => return Work::Trim { ppa },
-                P2lEntry::Data(lba) if map.is_current(lba, ppa) => return Work::Move { ppa, lba },
+                P2lEntry::Data(lba) => {
+                    // The map's invariant: p2l[ppa] = Data(lba) <=> l2p[lba] = ppa (no need
+                    // to read the L2P entry here: a cache miss on a large map).
+                    debug_assert!(map.is_current(lba, ppa), "p2l and l2p disagree at {ppa:?}");
+                    map.prefetch(lba);
+                    return Work::Move { ppa, lba };
+                }
                 _ => {}
             }
         }

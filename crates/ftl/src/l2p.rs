@@ -49,6 +49,24 @@ impl Map {
         self.valid[line as usize]
     }
 
+    /// A hint: `lba`'s entry will be used soon (GC, before it reads the sector it then
+    /// remaps): the cache line is fetched meanwhile. On a large map every entry is a cache
+    /// miss, and GC's remap waited for it.
+    #[inline]
+    pub fn prefetch(&self, lba: Lba) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(e) = self.l2p.get(lba.index()) {
+            // SAFETY: a prefetch is only a hint (it never faults), of an entry of the map.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (e as *const u32).cast(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = lba;
+    }
+
     /// Does `lba` currently live at `ppa`?
     pub fn is_current(&self, lba: Lba, ppa: Ppa) -> bool {
         self.get(lba) == L2pEntry::Mapped(ppa)

@@ -217,7 +217,11 @@ impl RamStore {
             let at = page_index * spp as u64 + s as u64;
             // A page is programmed once between erases, except when a test damages it in
             // place (read, flip a bit, write back): then it may have been kept whole.
-            if records[page * spp + s] == [NOT_PACKED, WHOLE, 0] && self.whole.remove(&at).is_some()
+            // (Most blocks have no whole sector: then the old record is not even read, a
+            // cache miss on a block programmed long ago.)
+            if self.whole_per_block[block] > 0
+                && records[page * spp + s] == [NOT_PACKED, WHOLE, 0]
+                && self.whole.remove(&at).is_some()
             {
                 self.whole_per_block[block] -= 1;
             }
