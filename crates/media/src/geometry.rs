@@ -382,6 +382,18 @@ impl std::fmt::Display for PageAddr {
     }
 }
 
+/// `(a / d, a % d)`, by shifting where `d` is a power of two (geometries mostly are: on the
+/// hot path of a simulation, address arithmetic was a tenth of the time with divisions).
+#[inline]
+pub fn div_rem(a: u32, d: u32) -> (u32, u32) {
+    debug_assert!(d > 0);
+    if d.is_power_of_two() {
+        (a >> d.trailing_zeros(), a & (d - 1))
+    } else {
+        (a / d, a % d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,17 +514,5 @@ mod tests {
             g.encode_le(&mut again);
             prop_assert_eq!(again, b);
         }
-    }
-}
-
-/// `(a / d, a % d)`, by shifting where `d` is a power of two (geometries mostly are: on the
-/// hot path of a simulation, address arithmetic was a tenth of the time with divisions).
-#[inline]
-pub fn div_rem(a: u32, d: u32) -> (u32, u32) {
-    debug_assert!(d > 0);
-    if d.is_power_of_two() {
-        (a >> d.trailing_zeros(), a & (d - 1))
-    } else {
-        (a / d, a % d)
     }
 }
