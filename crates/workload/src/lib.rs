@@ -904,8 +904,16 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         Picker::tenants(&cfg.tenants, n, cfg.seed)
     };
     let pre_writes = (cfg.precondition_passes * n as f64 / len as f64) as u64;
+    // Each request's LBA is drawn one request ahead (the same draws in the same order), so
+    // that the FTL can fetch its map entry while the current one runs.
+    let mut next_at = (pre_writes > 0).then(|| picker.next(&mut rng, len));
     for i in 0..pre_writes {
-        let at = picker.next(&mut rng, len);
+        let at = next_at.take().expect("drawn ahead");
+        if i + 1 < pre_writes {
+            let a = picker.next(&mut rng, len);
+            ftl.prefetch(a);
+            next_at = Some(a);
+        }
         let h = hint(at);
         q.issue(&mut ftl, &mut |f| f.write_stamped(at, len, 0, false, h))?;
         if i.is_multiple_of(4096) {
@@ -952,6 +960,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         && cfg.arrivals.is_none()
         && (target.is_none() || !cfg.generates_writes());
     let (mut last_start, mut same_start) = (u64::MAX, 0u64);
+    let mut ahead: Option<(u64, u32)> = None;
     let ended_by = loop {
         if trace_ops.is_none() && target.is_some_and(|t| written >= t) {
             break PhaseEnd::HostWrites;
@@ -996,8 +1005,14 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
                     }
                     arrival = Some(t);
                 }
-                let at = picker.next(&mut rng, len);
-                let r = rng.gen_range(0..100u32);
+                // Drawn one request ahead (same draws, same order): the FTL fetches the
+                // next one's map entry meanwhile.
+                let (at, r) = ahead
+                    .take()
+                    .unwrap_or_else(|| (picker.next(&mut rng, len), rng.gen_range(0..100u32)));
+                let next = (picker.next(&mut rng, len), rng.gen_range(0..100u32));
+                ftl.prefetch(next.0);
+                ahead = Some(next);
                 let kind = if r < cfg.read_pct {
                     trace::TraceKind::Read
                 } else if r < cfg.read_pct + cfg.trim_pct {

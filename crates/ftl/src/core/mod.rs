@@ -152,6 +152,8 @@ pub struct Ftl<M: Media> {
     pub(crate) seq: u64,
     /// The host write being placed (format version 2).
     pub(crate) pending: Option<PendingWrite>,
+    /// The last write's `placed` list, emptied, for the next one (no allocation per write).
+    placed_spare: Vec<(crate::addr::Lba, crate::addr::Ppa)>,
     /// A checkpoint is being written (they do not nest).
     pub(crate) in_checkpoint: bool,
     /// The sequence number of the host write or trim being applied, if one is.
@@ -224,6 +226,7 @@ impl<M: Media> Ftl<M> {
             marks: Marks::default(),
             seq: 0,
             pending: None,
+            placed_spare: Vec::new(),
             in_checkpoint: false,
             in_flight: None,
             restamping: false,
@@ -492,6 +495,15 @@ impl<M: Media> Ftl<M> {
         Ok(self.op_completion())
     }
 
+    /// A hint that `lba` is about to be written or read: its map entry is fetched into the
+    /// cache meanwhile (a simulator knows its next request before it issues the current
+    /// one; on a large device every map entry is a cache miss). Nothing else changes.
+    pub fn prefetch(&self, lba: u64) {
+        if let Some(l) = Lba::checked(lba, self.exported) {
+            self.map.prefetch(l);
+        }
+    }
+
     /// [`Ftl::write_hinted`] of `sectors` sectors whose data is zeros except the first 8
     /// bytes of the first one, `stamp` (little endian): what a simulator writes. On media
     /// with a compact form ([`Media::has_records`]) the sectors are staged as records and
@@ -558,7 +570,12 @@ impl<M: Media> Ftl<M> {
         if atomic {
             self.pending = Some(PendingWrite {
                 seq,
-                placed: Vec::with_capacity(sectors as usize),
+                placed: {
+                    let mut v = std::mem::take(&mut self.placed_spare);
+                    v.clear();
+                    v.reserve(sectors as usize);
+                    v
+                },
             });
         }
         self.in_flight = Some(seq);
@@ -632,9 +649,10 @@ impl<M: Media> Ftl<M> {
         }
         if let Some(p) = pending {
             debug_assert_eq!(p.placed.len() as u64, sectors);
-            for (l, ppa) in p.placed {
+            for &(l, ppa) in &p.placed {
                 self.map.map(l, ppa);
             }
+            self.placed_spare = p.placed;
         }
         let moved = self.stats.gc_sectors_moved - moved_before;
         self.stats.gc_max_moves_per_write = self.stats.gc_max_moves_per_write.max(moved);
