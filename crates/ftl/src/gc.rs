@@ -145,25 +145,39 @@ impl Gc {
         chosen
     }
 
+    /// The victim's sector at position `at` of the walk: row by row (page 0 of every PU,
+    /// then page 1...), as the line was written, so that the reads a burst of relocation
+    /// issues spread over all the line's PUs instead of queueing on one. `None` past the
+    /// end.
+    fn walk(geo: &Geometry, cur: &Cursor, at: u64) -> Option<(PageAddr, u32)> {
+        let spp = geo.sectors_per_page;
+        let per_row = u32::try_from(cur.pus.len()).expect("PUs fit u32") * spp;
+        if at >= geo.pages_per_block as u64 * per_row as u64 {
+            return None;
+        }
+        let at = u32::try_from(at).expect("sectors of a line fit u32");
+        let (page, within) = div_rem(at, per_row);
+        let (col, sector) = div_rem(within, spp);
+        let addr = PageAddr {
+            pu: cur.pus[col as usize],
+            block: cur.line,
+            page,
+        };
+        Some((addr, sector))
+    }
+
+    /// The victim's sector `k` positions past the next one (valid or not), to fetch into
+    /// the cache what relocating it will touch while earlier sectors are moved.
+    pub fn ahead(&self, k: u64) -> Option<(PageAddr, u32)> {
+        let cur = self.cursor.as_ref()?;
+        Self::walk(&self.geo, cur, cur.next + k)
+    }
+
     /// The next sector to relocate, skipping invalid ones.
     pub fn next_work(&mut self, map: &Map) -> Work {
         let cur = self.cursor.as_mut().expect("GC victim");
-        // Row by row (page 0 of every PU, then page 1...), as the line was written: the
-        // reads a burst of relocation issues spread over all the line's PUs instead of
-        // queueing on one.
-        let spp = self.geo.sectors_per_page;
-        let per_row = u32::try_from(cur.pus.len()).expect("PUs fit u32") * spp;
-        let total = self.geo.pages_per_block as u64 * per_row as u64;
-        while cur.next < total {
-            let at = u32::try_from(cur.next).expect("sectors of a line fit u32");
-            let (page, within) = div_rem(at, per_row);
-            let (col, sector) = div_rem(within, spp);
+        while let Some((addr, sector)) = Self::walk(&self.geo, cur, cur.next) {
             cur.next += 1;
-            let addr = PageAddr {
-                pu: cur.pus[col as usize],
-                block: cur.line,
-                page,
-            };
             let ppa = Ppa::at(&self.geo, addr, sector);
             match map.p2l(ppa) {
                 P2lEntry::Trim => return Work::Trim { ppa },

@@ -54,17 +54,17 @@ impl Map {
     /// miss, and GC's remap waited for it.
     #[inline]
     pub fn prefetch(&self, lba: Lba) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(e) = self.l2p.get(lba.index()) {
-            // SAFETY: a prefetch is only a hint (it never faults), of an entry of the map.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    (e as *const u32).cast(),
-                )
-            };
+            lightnvm_media::prefetch(e);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = lba;
+    }
+
+    /// [`Map::prefetch`] of `ppa`'s reverse-map entry.
+    #[inline]
+    pub fn prefetch_p2l(&self, ppa: Ppa) {
+        if let Some(e) = self.p2l.get(ppa.index()) {
+            lightnvm_media::prefetch(e);
+        }
     }
 
     /// Does `lba` currently live at `ppa`?

@@ -679,6 +679,13 @@ impl<S: Store> Media for Flash<S> {
         self.store.has_records()
     }
 
+    fn prefetch(&self, addr: PageAddr, sector: u32) {
+        let g = &self.config.geometry;
+        if g.contains_page(addr) && sector < g.sectors_per_page {
+            self.store.prefetch(g, g.page_index(addr), sector);
+        }
+    }
+
     fn read_record_background(
         &self,
         addr: PageAddr,

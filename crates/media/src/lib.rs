@@ -353,6 +353,12 @@ pub trait Media: Send + Sync {
             self.program(addr, data, oob)
         }
     }
+    /// A hint: sector `sector` of page `addr` is about to be read. Media that keep data in
+    /// memory fetch what the read touches into the cache meanwhile. Changes nothing else.
+    /// Default: nothing.
+    fn prefetch(&self, addr: PageAddr, sector: u32) {
+        let _ = (addr, sector);
+    }
     /// Erases a whole block.
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError>;
     /// [`Media::erase`] ahead of the block's use (a free line erased before it is needed):
@@ -383,4 +389,19 @@ pub trait Media: Send + Sync {
     fn now_ns(&self) -> u64 {
         self.clock().now_ns()
     }
+}
+
+/// A hint to the CPU: `value` will be read soon (a cache miss waits for memory; a prefetch
+/// lets other work run meanwhile). Never faults, changes nothing.
+#[inline]
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint and never faults; the address is a live reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (value as *const T).cast(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }

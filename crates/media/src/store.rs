@@ -50,6 +50,8 @@ pub trait Store: Send + Sync {
     fn has_records(&self) -> bool {
         false
     }
+    /// A hint: sector `sector` of a page is about to be read ([`crate::Media::prefetch`]).
+    fn prefetch(&self, _geometry: &Geometry, _page_index: u64, _sector: u32) {}
     /// The record of sector `sector` of a page, if the store keeps that sector in compact
     /// form (its bytes are then what the codec unpacks from it).
     fn read_record(&self, _geometry: &Geometry, _page_index: u64, _sector: u32) -> Option<Record> {
@@ -376,6 +378,20 @@ impl Store for RamStore {
 
     fn has_records(&self) -> bool {
         self.keep == Keep::Compact
+    }
+
+    fn prefetch(&self, geometry: &Geometry, page_index: u64, sector: u32) {
+        if self.keep != Keep::Compact {
+            return;
+        }
+        let (block, page) = Self::split(geometry, page_index);
+        let spp = geometry.sectors_per_page as usize;
+        if let Some(r) = self.records[block]
+            .as_ref()
+            .and_then(|b| b.get(page * spp + sector as usize))
+        {
+            crate::prefetch(r);
+        }
     }
 
     fn read_record(&self, geometry: &Geometry, page_index: u64, sector: u32) -> Option<Record> {

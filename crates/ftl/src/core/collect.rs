@@ -14,6 +14,9 @@ use crate::meta;
 use crate::placement::Stream;
 use crate::writer::Payload;
 
+/// How many sectors ahead of the one it moves GC prefetches.
+const GC_LOOKAHEAD: u64 = 8;
+
 impl<M: Media> Ftl<M> {
     fn needs_line(&self, s: Stream) -> bool {
         self.writers[s.index()].needs_line(self.footer_slots)
@@ -153,6 +156,13 @@ impl<M: Media> Ftl<M> {
             return Ok(());
         }
         loop {
+            // What relocating a sector a few positions on touches (its reverse-map entry,
+            // the media's record of it) is fetched into the cache meanwhile: on a large
+            // device each is a cache miss otherwise.
+            if let Some((addr, sector)) = self.gc.ahead(GC_LOOKAHEAD) {
+                self.map.prefetch_p2l(Ppa::at(&self.geo, addr, sector));
+                self.media.prefetch(addr, sector);
+            }
             match self.gc.next_work(&self.map) {
                 Work::Trim { ppa } => {
                     if self.carry_trim_record(ppa, ctx)? {
@@ -198,7 +208,8 @@ impl<M: Media> Ftl<M> {
             .unwrap_or(self.placement.gc_record_stream())
     }
 
-    /// Copies `lba`'s current data from `ppa` to a GC stream, keeping its sequence number.
+    /// Copies `lba`'s current data from `ppa` (in the closed victim line: never in a
+    /// buffer) to a GC stream, keeping its sequence number.
     fn relocate(&mut self, ppa: Ppa, lba: Lba, ctx: Ctx) -> Result<(), FtlError> {
         let ss = self.geo.sector_size as usize;
         let mut data = std::mem::take(&mut self.gc_scratch);

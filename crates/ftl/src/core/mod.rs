@@ -1043,8 +1043,9 @@ impl<M: Media> Ftl<M> {
         Ok(decoded.map(|o| (o, meta::oob::stored_crc(oob))))
     }
 
-    /// GC's read of a sector it moves: as [`Ftl::read_for_gc`], or, where the media has a
-    /// compact form and keeps the sector in it, the sector's record (`out` untouched).
+    /// GC's read of a sector it moves (in its victim, a closed line): as
+    /// [`Ftl::read_for_gc`], or, where the media has a compact form and keeps the sector in
+    /// it, the sector's record (`out` untouched).
     pub(crate) fn read_to_move(&mut self, ppa: Ppa, out: &mut [u8]) -> Result<GcRead, FtlError> {
         if !self.media.has_records() {
             return Ok(match self.read_for_gc(ppa, out)? {
@@ -1089,9 +1090,9 @@ impl<M: Media> Ftl<M> {
         self.fetch_ppa_with(ppa, out, oob, background, false)
     }
 
-    /// [`Ftl::fetch_ppa`]; `record` (a background read, for media with a compact form): the
-    /// sector's record where the media keeps one, in [`Fetched::record`] (`out` and `oob`
-    /// untouched).
+    /// [`Ftl::fetch_ppa`]; `record` (GC's read of a sector of its victim, a closed line:
+    /// never in a buffer; for media with a compact form): the sector's record where the
+    /// media keeps one, in [`Fetched::record`] (`out` and `oob` untouched).
     fn fetch_ppa_with(
         &self,
         ppa: Ppa,
@@ -1101,7 +1102,8 @@ impl<M: Media> Ftl<M> {
         record: bool,
     ) -> Result<Fetched, FtlError> {
         let mut done_ns = 0;
-        if let Some(b) = self.buffered(ppa) {
+        debug_assert!(!record || self.buffered(ppa).is_none());
+        if let Some(b) = (!record).then(|| self.buffered(ppa)).flatten() {
             b.copy_to(out, oob);
             return Ok(Fetched {
                 intact: true,
