@@ -292,6 +292,17 @@ pub fn encode_page(g: &Geometry, page: &[u8], oob: SectorOob) -> Vec<u8> {
     out
 }
 
+/// [`encode_page`] for media that drop metadata sectors ([`SimSectorCodec::droppable`]):
+/// the identities without the data's checksums (zero), which nothing could read.
+pub fn encode_page_dropped(g: &Geometry, oob: SectorOob) -> Vec<u8> {
+    assert_eq!(oob.lba, OOB_LBA_META, "only metadata sectors are dropped");
+    let mut out = vec![0u8; g.page_oob_bytes()];
+    for o in out.chunks_exact_mut(g.oob_bytes_per_sector as usize) {
+        encode_known(o, oob, 0);
+    }
+    out
+}
+
 /// Decodes a sector's OOB and verifies it against the sector's data: `Corrupt` if the sector
 /// is torn or damaged (in its data or its OOB). Damage confined to the first identity is
 /// repaired from the copy when the data verifies against the copy.
