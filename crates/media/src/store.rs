@@ -193,8 +193,10 @@ impl RamStore {
     }
 
     fn split(geometry: &Geometry, page_index: u64) -> (usize, usize) {
-        let ppb = geometry.pages_per_block as u64;
-        ((page_index / ppb) as usize, (page_index % ppb) as usize)
+        // Page indices fit u32 (sector indices do: `Geometry::validate`).
+        let index = u32::try_from(page_index).expect("a page index fits u32");
+        let (block, page) = crate::geometry::div_rem(index, geometry.pages_per_block);
+        (block as usize, page as usize)
     }
 
     /// Stores a page in compact mode; `given`, if not empty, gives some sectors as records
