@@ -69,13 +69,19 @@ pub trait Store: Send + Sync {
         oob: &[u8],
         records: &[Option<Record>],
     ) -> io::Result<()> {
-        if records.iter().any(Option::is_some) {
-            return Err(io::Error::other(
-                "this store keeps no compact sector records",
-            ));
-        }
+        refuse_records(records)?;
         self.write_page(geometry, page_index, data, oob)
     }
+}
+
+/// The error a store without a compact form gives a page with records.
+fn refuse_records(records: &[Option<Record>]) -> io::Result<()> {
+    if records.iter().any(Option::is_some) {
+        return Err(io::Error::other(
+            "this store keeps no compact sector records",
+        ));
+    }
+    Ok(())
 }
 
 /// What a [`RamStore`] keeps of the data.
@@ -415,11 +421,7 @@ impl Store for RamStore {
         records: &[Option<Record>],
     ) -> io::Result<()> {
         if self.keep != Keep::Compact {
-            if records.iter().any(Option::is_some) {
-                return Err(io::Error::other(
-                    "this store keeps no compact sector records",
-                ));
-            }
+            refuse_records(records)?;
             return self.write_page(geometry, page_index, data, oob);
         }
         assert_eq!(records.len(), geometry.sectors_per_page as usize);

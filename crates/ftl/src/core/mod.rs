@@ -51,6 +51,17 @@ pub(crate) struct Fetched {
     pub(crate) record: Option<lightnvm_media::Record>,
 }
 
+/// A placement hint the FTL accepts, or the error for one it does not.
+fn check_hint(hint: Option<u8>) -> Result<(), FtlError> {
+    match hint {
+        Some(h) if h as usize >= MAX_HINTS => Err(FtlError::InvalidHint {
+            hint: h,
+            max: MAX_HINTS as u8,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The data of a host write ([`Ftl::write_sectors`]).
 #[derive(Clone, Copy)]
 enum Src<'a> {
@@ -470,25 +481,32 @@ impl<M: Media> Ftl<M> {
         fua: bool,
         hint: Option<u8>,
     ) -> Result<Completion, FtlError> {
-        if let Some(h) = hint {
-            if h as usize >= MAX_HINTS {
-                return Err(FtlError::InvalidHint {
-                    hint: h,
-                    max: MAX_HINTS as u8,
-                });
-            }
-        }
+        check_hint(hint)?;
         let sectors = self.check_range(lba, data.len())?;
+        let ss = self.geo.sector_size as usize;
+        self.write_in_parts(lba, sectors, fua, hint, |at, n| {
+            Src::Bytes(&data[at as usize * ss..(at + n) as usize * ss])
+        })
+    }
+
+    /// Applies a checked host write in parts of at most the atomic write size, each part's
+    /// data from `src(first sector, sectors)`.
+    fn write_in_parts<'d>(
+        &mut self,
+        lba: u64,
+        sectors: u64,
+        fua: bool,
+        hint: Option<u8>,
+        src: impl Fn(u64, u64) -> Src<'d>,
+    ) -> Result<Completion, FtlError> {
         self.check_writable()?;
         self.begin_op();
-        let ss = self.geo.sector_size as usize;
         let part = self.atomic_sectors.unwrap_or(u64::MAX).max(1);
         let mut at = 0u64;
         while at < sectors {
             let n = part.min(sectors - at);
-            let bytes = &data[at as usize * ss..(at + n) as usize * ss];
             let last = at + n == sectors;
-            let r = self.write_sectors(lba + at, n, Src::Bytes(bytes), fua && last, hint);
+            let r = self.write_sectors(lba + at, n, src(at, n), fua && last, hint);
             let _ = self.latch(r)?;
             at += n;
         }
@@ -517,30 +535,11 @@ impl<M: Media> Ftl<M> {
         fua: bool,
         hint: Option<u8>,
     ) -> Result<Completion, FtlError> {
-        if let Some(h) = hint {
-            if h as usize >= MAX_HINTS {
-                return Err(FtlError::InvalidHint {
-                    hint: h,
-                    max: MAX_HINTS as u8,
-                });
-            }
-        }
+        check_hint(hint)?;
         self.check_sectors(lba, sectors)?;
-        self.check_writable()?;
-        self.begin_op();
-        let part = self.atomic_sectors.unwrap_or(u64::MAX).max(1);
-        let mut at = 0u64;
-        while at < sectors {
-            let n = part.min(sectors - at);
-            let last = at + n == sectors;
-            let src = Src::Stamped {
-                first: if at == 0 { stamp } else { 0 },
-            };
-            let r = self.write_sectors(lba + at, n, src, fua && last, hint);
-            let _ = self.latch(r)?;
-            at += n;
-        }
-        Ok(self.op_completion())
+        self.write_in_parts(lba, sectors, fua, hint, |at, _| Src::Stamped {
+            first: if at == 0 { stamp } else { 0 },
+        })
     }
 
     /// Longest write applied all-or-nothing across power cuts, in 4 KiB sectors: 32 MiB where
@@ -1138,39 +1137,30 @@ impl<M: Media> Ftl<M> {
                     .map(|c| (c, None))
             };
             match r {
-                Ok((c, Some(rec))) => {
+                Ok((c, record)) => {
                     done_ns = c.done_ns;
-                    let id = meta::oob::SimSectorCodec::identity(&rec);
-                    let Ok(decoded) = self.check_identity(ppa, || Ok(id)) else {
-                        return Ok(Fetched {
+                    // A record's identity needs no checksum (the media rebuilds consistent
+                    // bytes from it); bytes are verified against their OOB.
+                    let checked = match record {
+                        Some(rec) => {
+                            let id = meta::oob::SimSectorCodec::identity(&rec);
+                            self.check_identity(ppa, || Ok(id))
+                        }
+                        None => self.verify(ppa, oob_buf, out),
+                    };
+                    return Ok(match checked {
+                        Ok(decoded) => Fetched {
+                            intact: true,
+                            done_ns,
+                            decoded,
+                            record,
+                        },
+                        Err(()) => Fetched {
                             intact: false,
                             done_ns,
                             decoded: None,
                             record: None,
-                        });
-                    };
-                    return Ok(Fetched {
-                        intact: true,
-                        done_ns,
-                        decoded,
-                        record: Some(rec),
-                    });
-                }
-                Ok((c, None)) => {
-                    done_ns = c.done_ns;
-                    let Ok(decoded) = self.verify(ppa, oob_buf, out) else {
-                        return Ok(Fetched {
-                            intact: false,
-                            done_ns,
-                            decoded: None,
-                            record: None,
-                        });
-                    };
-                    return Ok(Fetched {
-                        intact: true,
-                        done_ns,
-                        decoded,
-                        record: None,
+                        },
                     });
                 }
                 Err(ReadError::Uncorrectable { .. }) => continue,
