@@ -141,8 +141,10 @@ impl<M: Media> Ftl<M> {
         if has_footer {
             let page_bytes = self.geo.page_bytes();
             let mut buf = vec![0u8; self.footer_slots as usize * page_bytes];
-            let generation = self.pool.line(line).generation;
-            meta::line_footer::encode(line, generation, w.record(), &mut buf);
+            if !self.meta_dropped() {
+                let generation = self.pool.line(line).generation;
+                meta::line_footer::encode(line, generation, w.record(), &mut buf);
+            }
             for chunk in buf.chunks(page_bytes) {
                 if !self.program_meta_page(k, chunk)? {
                     has_footer = false;

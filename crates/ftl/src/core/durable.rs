@@ -17,6 +17,22 @@ use crate::stats::Health;
 /// Reuse costs no early erase and disturbs nothing; past the slack the checkpoint moves.
 const CHECKPOINT_WEAR_SLACK: f64 = 8.0;
 
+/// What a checkpoint's pages carry: its bytes, or, on media that drop metadata
+/// ([`Ftl::meta_dropped`]), only its length (the pages are programmed as zeros).
+enum Meta {
+    Bytes(Vec<u8>),
+    Dropped { len: usize },
+}
+
+impl Meta {
+    fn len(&self) -> usize {
+        match self {
+            Meta::Bytes(b) => b.len(),
+            Meta::Dropped { len } => *len,
+        }
+    }
+}
+
 impl<M: Media> Ftl<M> {
     pub(crate) fn check_writable(&self) -> Result<(), FtlError> {
         match &self.health {
@@ -140,7 +156,19 @@ impl<M: Media> Ftl<M> {
         let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean);
         // Losses GC met before this snapshot are in its map.
         let recorded = self.pool.awaiting_checkpoint();
-        let bytes = meta::checkpoint::encode_with_map(&ckpt, self.map.l2p_raw());
+        // Media that drop metadata sectors (simulation) get pages of the checkpoint's length
+        // but not its bytes, which nothing could read back: encoding the whole map at every
+        // checkpoint was a tenth of a simulation's instructions.
+        let bytes = if self.meta_dropped() {
+            Meta::Dropped {
+                len: meta::checkpoint::encoded_bytes_with_map(
+                    &ckpt,
+                    self.map.l2p_raw().len() as u64,
+                ),
+            }
+        } else {
+            Meta::Bytes(meta::checkpoint::encode_with_map(&ckpt, self.map.l2p_raw()))
+        };
         for _attempt in 0..3 {
             // A checkpoint must never take the last free lines (GC needs them, and so does
             // recovery after a crash): when few are free it replaces the oldest checkpoint,
@@ -204,7 +232,7 @@ impl<M: Media> Ftl<M> {
     /// damaged sector does not cost the checkpoint), and ends the stream. Returns the line,
     /// or `None` when program failures ate the first copy (the line is closed and left to
     /// GC: it holds no data).
-    fn write_checkpoint_pages(&mut self, bytes: &[u8]) -> Result<Option<u32>, FtlError> {
+    fn write_checkpoint_pages(&mut self, bytes: &Meta) -> Result<Option<u32>, FtlError> {
         let k = Stream::CHECKPOINT;
         let page_bytes = self.geo.page_bytes();
         let line = self.writers[k.index()].line().expect("checkpoint line");
@@ -217,9 +245,12 @@ impl<M: Media> Ftl<M> {
         let mut page = vec![0u8; page_bytes];
         let mut written = 0;
         'copies: for _ in 0..copies {
-            for chunk in bytes.chunks(page_bytes) {
-                page.fill(0);
-                page[..chunk.len()].copy_from_slice(chunk);
+            for i in 0..n as usize {
+                if let Meta::Bytes(b) = bytes {
+                    let chunk = &b[i * page_bytes..b.len().min((i + 1) * page_bytes)];
+                    page.fill(0);
+                    page[..chunk.len()].copy_from_slice(chunk);
+                }
                 loop {
                     if self.writers[k.index()].remaining_slots() == 0 {
                         break 'copies;

@@ -1042,6 +1042,15 @@ impl<M: Media> Ftl<M> {
         Ok(decoded.map(|o| (o, meta::oob::stored_crc(oob))))
     }
 
+    /// Whether the media drop the FTL's metadata sectors. Media with a compact form
+    /// ([`Media::has_records`]) are the simulator's, built with
+    /// [`meta::oob::SimSectorCodec`], which keeps no metadata sector
+    /// ([`SectorCodec::droppable`](lightnvm_media::SectorCodec::droppable)): the FTL then
+    /// programs metadata pages of the right count without encoding their contents.
+    pub(crate) fn meta_dropped(&self) -> bool {
+        self.media.has_records()
+    }
+
     /// GC's read of a sector it moves (in its victim, a closed line): as
     /// [`Ftl::read_for_gc`], or, where the media has a compact form and keeps the sector in
     /// it, the sector's record (`out` untouched).

@@ -169,11 +169,14 @@ pub fn encoded_bytes(c: &Checkpoint) -> usize {
 }
 
 fn encoded_bytes_with(c: &Checkpoint, l2p: &[u32]) -> usize {
-    let e = l2p.len() as u64;
-    bytes(e, c.lines.len() as u32)
+    encoded_bytes_for(c, l2p.len() as u64)
+}
+
+fn encoded_bytes_for(c: &Checkpoint, exported: u64) -> usize {
+    bytes(exported, c.lines.len() as u32)
         + c.marks
             .as_ref()
-            .map_or(0, |m| marks_bytes(e, m.marks.len()))
+            .map_or(0, |m| marks_bytes(exported, m.marks.len()))
 }
 
 /// `bytes` for counts read from the media: `None` on overflow.
@@ -186,6 +189,13 @@ fn bytes_checked(exported: u64, lines: u64) -> Option<u64> {
 
 pub fn encode(c: &Checkpoint) -> Vec<u8> {
     encode_with(c, &c.l2p)
+}
+
+/// [`encoded_bytes`] of `c` with a map of `exported` entries (`c.l2p` empty): the length
+/// [`encode_with_map`] would give, without encoding.
+pub fn encoded_bytes_with_map(c: &Checkpoint, exported: u64) -> usize {
+    assert!(c.l2p.is_empty(), "the map is given once");
+    encoded_bytes_for(c, exported)
 }
 
 /// [`encode`] of `c` with `l2p` as its map (`c.l2p` empty): the FTL encodes its live map
