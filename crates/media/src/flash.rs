@@ -440,6 +440,7 @@ impl<S: Store> Flash<S> {
     }
 
     /// A read; `background`: for the FTL's housekeeping (see [`Media::read_background`]).
+    /// The bookkeeping under the lock, the bytes outside it.
     fn read_with(
         &self,
         addr: PageAddr,
@@ -448,23 +449,46 @@ impl<S: Store> Flash<S> {
         oob: &mut [u8],
         background: bool,
     ) -> Result<Completion, ReadError> {
-        self.read_record_with(addr, first_sector, data, oob, background, false)
+        let count = self.check_read(addr, first_sector, data, oob)?;
+        let op = self
+            .reads()
+            .begin(&mut self.live(), addr, count, background)?;
+        self.finish_read(addr, first_sector, data, oob, op, false)
             .map(|(c, _)| c)
     }
 
-    /// A read; `record`: a read of one sector that returns the store's record of it, if it
-    /// has one, instead of its bytes ([`Media::read_record_background`]).
-    fn read_record_with(
-        &self,
+    /// A read of one sector that returns the store's record of it, if it has one, instead
+    /// of its bytes ([`Media::read_record_background`]). By the device's owner (`&mut
+    /// self`: no other reader can be in flight, so no lock is taken).
+    fn read_record_mut(
+        &mut self,
         addr: PageAddr,
         first_sector: u32,
         data: &mut [u8],
         oob: &mut [u8],
         background: bool,
-        record: bool,
     ) -> Result<(Completion, Option<Record>), ReadError> {
-        let g = self.config.geometry;
+        let count = self.check_read(addr, first_sector, data, oob)?;
+        let reads = Reads {
+            config: &self.config,
+            blocks: &self.blocks,
+            durable_wp: &self.durable_wp,
+            clock: &*self.clock,
+        };
+        let live = self.live.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let op = reads.begin(live, addr, count, background)?;
+        self.finish_read(addr, first_sector, data, oob, op, true)
+    }
 
+    /// A read's buffers and range: the count of sectors it reads.
+    fn check_read(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &[u8],
+        oob: &[u8],
+    ) -> Result<u64, ReadError> {
+        let g = &self.config.geometry;
         let ss = g.sector_size as usize;
         let os = g.oob_bytes_per_sector as usize;
         if data.is_empty()
@@ -485,48 +509,38 @@ impl<S: Store> Flash<S> {
                 end: end.min(u32::MAX as u64) as u32,
             });
         }
-        // The bookkeeping under the lock, the bytes outside it.
-        let mut live = self.live();
-        if !live.powered {
-            return Err(ReadError::PowerLoss);
+        Ok(count)
+    }
+
+    fn reads(&self) -> Reads<'_> {
+        Reads {
+            config: &self.config,
+            blocks: &self.blocks,
+            durable_wp: &self.durable_wp,
+            clock: &*self.clock,
         }
-        let b = g.block_index(addr.block_addr());
-        let meta = self.blocks[b as usize];
-        if meta.bad == Some(BadReason::Factory) {
-            return Err(ReadError::BadBlock { addr });
-        }
-        if addr.page >= meta.write_pointer {
-            return Err(ReadError::Unwritten { addr });
-        }
-        if !self.readable(b, addr.page) {
-            return Err(ReadError::NotYetReadable {
-                addr,
-                write_pointer: meta.write_pointer,
-                mw_cunits: g.mw_cunits,
-            });
-        }
-        let (done_ns, fault_mask) = {
-            if let OpStart::Interrupted = live.begin_op() {
-                return Err(ReadError::PowerLoss);
-            }
-            let now = self.clock.now_ns();
-            let done_ns = if background {
-                live.timing
-                    .read_background(now, addr.pu, count * (ss + os) as u64)
-            } else {
-                live.timing.read(now, addr.pu, count * (ss + os) as u64)
-            };
-            live.stats.reads += 1;
-            live.stats.sectors_read += count;
-            let mask = live.faults.read_failures(count as u32);
-            if mask != 0 || meta.torn_page == Some(addr.page) {
-                live.stats.read_failures += 1;
-            }
-            (done_ns, mask)
-        };
-        drop(live);
+    }
+
+    /// A read's bytes (or record), once [`Reads::begin`] accounted for it.
+    fn finish_read(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+        op: ReadOp,
+        record: bool,
+    ) -> Result<(Completion, Option<Record>), ReadError> {
+        let g = self.config.geometry;
+        let ss = g.sector_size as usize;
+        let os = g.oob_bytes_per_sector as usize;
+        let count = (data.len() / ss) as u64;
+        let ReadOp {
+            done_ns,
+            fault_mask,
+            torn,
+        } = op;
         let page_index = g.page_index(addr);
-        let torn = meta.torn_page == Some(addr.page);
         if record && count == 1 && fault_mask == 0 && !torn {
             if let Some(r) = self.store.read_record(&g, page_index, first_sector) {
                 return Ok((Completion { done_ns }, Some(r)));
@@ -584,13 +598,83 @@ impl<S: Store> Flash<S> {
         self.blocks[block as usize] = meta;
         self.store.write_block_meta(block, &meta)
     }
+}
 
+/// What a read consults of the device (never changes), apart from [`Live`]: borrowed on
+/// its own so that the owner's reads can take `Live` without the lock.
+struct Reads<'a> {
+    config: &'a MediaConfig,
+    blocks: &'a [BlockMeta],
+    durable_wp: &'a [u32],
+    clock: &'a dyn Clock,
+}
+
+/// A read accounted for: when it completes, which sectors fail, whether its page is torn.
+struct ReadOp {
+    done_ns: u64,
+    fault_mask: u64,
+    torn: bool,
+}
+
+impl Reads<'_> {
     fn readable(&self, block: u32, page: u32) -> bool {
         let meta = &self.blocks[block as usize];
         let g = &self.config.geometry;
         meta.write_pointer == g.pages_per_block
             || page < self.durable_wp[block as usize]
             || meta.write_pointer >= page + 1 + g.mw_cunits
+    }
+
+    /// The NAND rules, the timing model, the counters and the faults of a read of `count`
+    /// sectors of `addr` (range already checked).
+    fn begin(
+        &self,
+        live: &mut Live,
+        addr: PageAddr,
+        count: u64,
+        background: bool,
+    ) -> Result<ReadOp, ReadError> {
+        let g = &self.config.geometry;
+        if !live.powered {
+            return Err(ReadError::PowerLoss);
+        }
+        let b = g.block_index(addr.block_addr());
+        let meta = self.blocks[b as usize];
+        if meta.bad == Some(BadReason::Factory) {
+            return Err(ReadError::BadBlock { addr });
+        }
+        if addr.page >= meta.write_pointer {
+            return Err(ReadError::Unwritten { addr });
+        }
+        if !self.readable(b, addr.page) {
+            return Err(ReadError::NotYetReadable {
+                addr,
+                write_pointer: meta.write_pointer,
+                mw_cunits: g.mw_cunits,
+            });
+        }
+        if let OpStart::Interrupted = live.begin_op() {
+            return Err(ReadError::PowerLoss);
+        }
+        let now = self.clock.now_ns();
+        let bytes = count * (g.sector_size + g.oob_bytes_per_sector) as u64;
+        let done_ns = if background {
+            live.timing.read_background(now, addr.pu, bytes)
+        } else {
+            live.timing.read(now, addr.pu, bytes)
+        };
+        live.stats.reads += 1;
+        live.stats.sectors_read += count;
+        let torn = meta.torn_page == Some(addr.page);
+        let fault_mask = live.faults.read_failures(count as u32);
+        if fault_mask != 0 || torn {
+            live.stats.read_failures += 1;
+        }
+        Ok(ReadOp {
+            done_ns,
+            fault_mask,
+            torn,
+        })
     }
 }
 
@@ -687,13 +771,13 @@ impl<S: Store> Media for Flash<S> {
     }
 
     fn read_record_background(
-        &self,
+        &mut self,
         addr: PageAddr,
         sector: u32,
         data: &mut [u8],
         oob: &mut [u8],
     ) -> Result<(Completion, Option<Record>), ReadError> {
-        self.read_record_with(addr, sector, data, oob, true, true)
+        self.read_record_mut(addr, sector, data, oob, true)
     }
 
     fn program_records(

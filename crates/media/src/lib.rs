@@ -322,7 +322,7 @@ pub trait Media: Send + Sync {
     /// Otherwise (`Ok((c, None))`, or an error) exactly what `read_background` does. Either
     /// way the same checks, timing and faults.
     fn read_record_background(
-        &self,
+        &mut self,
         addr: PageAddr,
         sector: u32,
         data: &mut [u8],

@@ -1063,7 +1063,7 @@ impl<M: Media> Ftl<M> {
         }
         let mut buf = OobBuf::new(self.geo.oob_bytes_per_sector as usize);
         let oob = buf.get();
-        let f = self.fetch_ppa_with(ppa, out, Some(&mut *oob), true, true)?;
+        let f = self.fetch_record(ppa, out, oob)?;
         self.note_done(Completion { done_ns: f.done_ns });
         if !f.intact {
             return Ok(GcRead::Unreadable);
@@ -1095,27 +1095,22 @@ impl<M: Media> Ftl<M> {
         oob: Option<&mut [u8]>,
         background: bool,
     ) -> Result<Fetched, FtlError> {
-        self.fetch_ppa_with(ppa, out, oob, background, false)
+        self.fetch_ppa_with(ppa, out, oob, background)
     }
 
-    /// [`Ftl::fetch_ppa`]; `record` (GC's read of a sector of its victim, a closed line:
-    /// never in a buffer; for media with a compact form): the sector's record where the
-    /// media keeps one, in [`Fetched::record`] (`out` and `oob` untouched).
+    /// [`Ftl::fetch_ppa`] (a sector still in a writer's buffer is copied from there).
     fn fetch_ppa_with(
         &self,
         ppa: Ppa,
         out: &mut [u8],
         oob: Option<&mut [u8]>,
         background: bool,
-        record: bool,
     ) -> Result<Fetched, FtlError> {
-        let mut done_ns = 0;
-        debug_assert!(!record || self.buffered(ppa).is_none());
-        if let Some(b) = (!record).then(|| self.buffered(ppa)).flatten() {
+        if let Some(b) = self.buffered(ppa) {
             b.copy_to(out, oob);
             return Ok(Fetched {
                 intact: true,
-                done_ns,
+                done_ns: 0,
                 decoded: None,
                 record: None,
             });
@@ -1132,56 +1127,82 @@ impl<M: Media> Ftl<M> {
             }
         };
         for _ in 0..=READ_RETRIES {
-            let r = if record {
-                debug_assert!(background);
-                self.media
-                    .read_record_background(addr, sector, out, oob_buf)
-            } else if background {
-                self.media
-                    .read_background(addr, sector, out, oob_buf)
-                    .map(|c| (c, None))
+            let r = if background {
+                self.media.read_background(addr, sector, out, oob_buf)
             } else {
-                self.media
-                    .read(addr, sector, out, oob_buf)
-                    .map(|c| (c, None))
+                self.media.read(addr, sector, out, oob_buf)
             };
             match r {
-                Ok((c, record)) => {
-                    done_ns = c.done_ns;
-                    // A record's identity needs no checksum (the media rebuilds consistent
-                    // bytes from it); bytes are verified against their OOB.
-                    let checked = match record {
-                        Some(rec) => {
-                            let id = meta::oob::SimSectorCodec::identity(&rec);
-                            self.check_identity(ppa, || Ok(id))
-                        }
-                        None => self.verify(ppa, oob_buf, out),
-                    };
-                    return Ok(match checked {
-                        Ok(decoded) => Fetched {
-                            intact: true,
-                            done_ns,
-                            decoded,
-                            record,
-                        },
-                        Err(()) => Fetched {
-                            intact: false,
-                            done_ns,
-                            decoded: None,
-                            record: None,
-                        },
-                    });
-                }
+                Ok(c) => return Ok(self.fetched(ppa, c, None, out, oob_buf)),
                 Err(ReadError::Uncorrectable { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(Fetched {
             intact: false,
-            done_ns,
+            done_ns: 0,
             decoded: None,
             record: None,
         })
+    }
+
+    /// GC's [`Ftl::fetch_ppa`] of a sector of its victim (a closed line: never in a buffer)
+    /// on media with a compact form: the sector's record where the media keeps one, in
+    /// [`Fetched::record`] (`out` and `oob` untouched).
+    fn fetch_record(
+        &mut self,
+        ppa: Ppa,
+        out: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Fetched, FtlError> {
+        debug_assert!(self.buffered(ppa).is_none());
+        let (addr, sector) = ppa.addr(&self.geo);
+        for _ in 0..=READ_RETRIES {
+            match self.media.read_record_background(addr, sector, out, oob) {
+                Ok((c, record)) => return Ok(self.fetched(ppa, c, record, out, oob)),
+                Err(ReadError::Uncorrectable { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Fetched {
+            intact: false,
+            done_ns: 0,
+            decoded: None,
+            record: None,
+        })
+    }
+
+    /// A sector the media returned, checked: a record's identity needs no checksum (the
+    /// media rebuilds consistent bytes from it); bytes are verified against their OOB.
+    fn fetched(
+        &self,
+        ppa: Ppa,
+        c: Completion,
+        record: Option<lightnvm_media::Record>,
+        out: &[u8],
+        oob: &[u8],
+    ) -> Fetched {
+        let checked = match record {
+            Some(rec) => {
+                let id = meta::oob::SimSectorCodec::identity(&rec);
+                self.check_identity(ppa, || Ok(id))
+            }
+            None => self.verify(ppa, oob, out),
+        };
+        match checked {
+            Ok(decoded) => Fetched {
+                intact: true,
+                done_ns: c.done_ns,
+                decoded,
+                record,
+            },
+            Err(()) => Fetched {
+                intact: false,
+                done_ns: c.done_ns,
+                decoded: None,
+                record: None,
+            },
+        }
     }
 
     /// The placement policy's data streams: (stream code, "user" or "gc"), for reports; the
