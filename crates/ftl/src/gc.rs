@@ -16,16 +16,55 @@ use lightnvm_media::{Geometry, PageAddr};
 struct Cursor {
     line: u32,
     pus: Vec<u32>,
+    /// Position of the next sector in the walk ([`Gc::walk`]), and that sector: its page,
+    /// its column (index into `pus`) and its sector within the page, kept in step so that
+    /// the walk advances by additions.
     next: u64,
+    page: u32,
+    col: u32,
+    sector: u32,
     /// GC sectors to move per user sector written (rate limiter).
     ratio: f64,
+}
+
+impl Cursor {
+    /// The next sector of the walk, if any, and the cursor moved past it.
+    fn advance(&mut self, geo: &Geometry) -> Option<(PageAddr, u32)> {
+        if self.page >= geo.pages_per_block {
+            return None;
+        }
+        let at = (
+            PageAddr {
+                pu: self.pus[self.col as usize],
+                block: self.line,
+                page: self.page,
+            },
+            self.sector,
+        );
+        self.next += 1;
+        self.sector += 1;
+        if self.sector == geo.sectors_per_page {
+            self.sector = 0;
+            self.col += 1;
+            if self.col as usize == self.pus.len() {
+                self.col = 0;
+                self.page += 1;
+            }
+        }
+        Some(at)
+    }
 }
 
 /// What GC wants done next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Work {
-    /// Relocate the current copy of `lba` at `ppa`.
-    Move { ppa: Ppa, lba: Lba },
+    /// Relocate the current copy of `lba` at `ppa` (sector `sector` of page `addr`).
+    Move {
+        ppa: Ppa,
+        lba: Lba,
+        addr: PageAddr,
+        sector: u32,
+    },
     /// A trim record: carry it if a kept checkpoint does not cover it yet.
     Trim { ppa: Ppa },
     /// Every sector of the victim was visited.
@@ -136,10 +175,14 @@ impl Gc {
         let l = pool.line(line);
         let valid = map.valid(line);
         let ratio = valid as f64 / (l.capacity.saturating_sub(valid)).max(1) as f64;
+        assert!(!l.data_pus.is_empty(), "victim {line} has no data blocks");
         self.cursor = Some(Cursor {
             line,
             pus: l.data_pus.clone(),
             next: 0,
+            page: 0,
+            col: 0,
+            sector: 0,
             ratio: ratio.max(0.05),
         });
         chosen
@@ -176,8 +219,11 @@ impl Gc {
     /// The next sector to relocate, skipping invalid ones.
     pub fn next_work(&mut self, map: &Map) -> Work {
         let cur = self.cursor.as_mut().expect("GC victim");
-        while let Some((addr, sector)) = Self::walk(&self.geo, cur, cur.next) {
-            cur.next += 1;
+        while let Some((addr, sector)) = cur.advance(&self.geo) {
+            debug_assert_eq!(
+                Self::walk(&self.geo, cur, cur.next - 1),
+                Some((addr, sector))
+            );
             let ppa = Ppa::at(&self.geo, addr, sector);
             match map.p2l(ppa) {
                 P2lEntry::Trim => return Work::Trim { ppa },
@@ -186,7 +232,12 @@ impl Gc {
                     // to read the L2P entry here: a cache miss on a large map).
                     debug_assert!(map.is_current(lba, ppa), "p2l and l2p disagree at {ppa:?}");
                     map.prefetch(lba);
-                    return Work::Move { ppa, lba };
+                    return Work::Move {
+                        ppa,
+                        lba,
+                        addr,
+                        sector,
+                    };
                 }
                 _ => {}
             }

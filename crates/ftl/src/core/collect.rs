@@ -2,7 +2,7 @@
 //! background (paced after each user sector). The GC component chooses victims and the next
 //! sector; the core reads it and appends it to the GC stream.
 
-use lightnvm_media::Media;
+use lightnvm_media::{Media, PageAddr};
 
 use super::{Ctx, Ftl, GcRead};
 use crate::addr::{Lba, Ppa, SectorKind, P2L_TRIM};
@@ -169,7 +169,12 @@ impl<M: Media> Ftl<M> {
                         return Ok(());
                     }
                 }
-                Work::Move { ppa, lba } => return self.relocate(ppa, lba, ctx),
+                Work::Move {
+                    ppa,
+                    lba,
+                    addr,
+                    sector,
+                } => return self.relocate(ppa, (addr, sector), lba, ctx),
                 Work::Finished { line } => {
                     assert_eq!(
                         self.map.valid(line),
@@ -208,13 +213,19 @@ impl<M: Media> Ftl<M> {
             .unwrap_or(self.placement.gc_record_stream())
     }
 
-    /// Copies `lba`'s current data from `ppa` (in the closed victim line: never in a
-    /// buffer) to a GC stream, keeping its sequence number.
-    fn relocate(&mut self, ppa: Ppa, lba: Lba, ctx: Ctx) -> Result<(), FtlError> {
+    /// Copies `lba`'s current data from `ppa` (sector `at.1` of page `at.0`, in the closed
+    /// victim line: never in a buffer) to a GC stream, keeping its sequence number.
+    fn relocate(
+        &mut self,
+        ppa: Ppa,
+        at: (PageAddr, u32),
+        lba: Lba,
+        ctx: Ctx,
+    ) -> Result<(), FtlError> {
         let ss = self.geo.sector_size as usize;
         let mut data = std::mem::take(&mut self.gc_scratch);
         data.resize(ss, 0);
-        let read = self.read_to_move(ppa, &mut data)?;
+        let read = self.read_to_move(ppa, at, &mut data)?;
         let moving = match read {
             // The identity is kept, so the verified checksum is kept: no second pass over
             // the data.

@@ -16,7 +16,7 @@ mod invariants;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use lightnvm_media::{BlockAddr, BlockState, Completion, Geometry, Media, ReadError};
+use lightnvm_media::{BlockAddr, BlockState, Completion, Geometry, Media, PageAddr, ReadError};
 
 use crate::addr::{L2pEntry, Lba, P2lEntry, Ppa};
 use crate::checkpoint::Durability;
@@ -1054,7 +1054,13 @@ impl<M: Media> Ftl<M> {
     /// GC's read of a sector it moves (in its victim, a closed line): as
     /// [`Ftl::read_for_gc`], or, where the media has a compact form and keeps the sector in
     /// it, the sector's record (`out` untouched).
-    pub(crate) fn read_to_move(&mut self, ppa: Ppa, out: &mut [u8]) -> Result<GcRead, FtlError> {
+    pub(crate) fn read_to_move(
+        &mut self,
+        ppa: Ppa,
+        at: (PageAddr, u32),
+        out: &mut [u8],
+    ) -> Result<GcRead, FtlError> {
+        debug_assert_eq!(ppa.addr(&self.geo), at);
         if !self.media.has_records() {
             return Ok(match self.read_for_gc(ppa, out)? {
                 Some((o, crc)) => GcRead::Bytes(o, crc),
@@ -1063,7 +1069,7 @@ impl<M: Media> Ftl<M> {
         }
         let mut buf = OobBuf::new(self.geo.oob_bytes_per_sector as usize);
         let oob = buf.get();
-        let f = self.fetch_record(ppa, out, oob)?;
+        let f = self.fetch_record(ppa, at, out, oob)?;
         self.note_done(Completion { done_ns: f.done_ns });
         if !f.intact {
             return Ok(GcRead::Unreadable);
@@ -1152,11 +1158,11 @@ impl<M: Media> Ftl<M> {
     fn fetch_record(
         &mut self,
         ppa: Ppa,
+        (addr, sector): (PageAddr, u32),
         out: &mut [u8],
         oob: &mut [u8],
     ) -> Result<Fetched, FtlError> {
         debug_assert!(self.buffered(ppa).is_none());
-        let (addr, sector) = ppa.addr(&self.geo);
         for _ in 0..=READ_RETRIES {
             match self.media.read_record_background(addr, sector, out, oob) {
                 Ok((c, record)) => return Ok(self.fetched(ppa, c, record, out, oob)),
