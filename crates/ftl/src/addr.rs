@@ -87,8 +87,8 @@ impl Ppa {
     /// The line (block index) this sector belongs to.
     pub fn line(self, geo: &Geometry) -> u32 {
         use lightnvm_media::geometry::div_rem;
-        let (page_index, _) = div_rem(self.0, geo.sectors_per_page);
-        let (block_index, _) = div_rem(page_index, geo.pages_per_block);
+        // Sectors of a block fit u32 (sector indices do: `Geometry::validate`).
+        let (block_index, _) = div_rem(self.0, geo.sectors_per_page * geo.pages_per_block);
         div_rem(block_index, geo.blocks_per_lun).1
     }
     pub fn index(self) -> usize {

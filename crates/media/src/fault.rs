@@ -141,11 +141,16 @@ impl FaultInjector {
     }
 
     /// A mask of the sectors (bit i = i-th sector read) that fail to read.
+    #[inline]
     pub fn read_failures(&mut self, sectors: u32) -> u64 {
-        let p = self.config.read_fail_prob;
-        if p <= 0.0 {
+        if self.config.read_fail_prob <= 0.0 {
             return 0;
         }
+        self.draw_read_failures(sectors)
+    }
+
+    fn draw_read_failures(&mut self, sectors: u32) -> u64 {
+        let p = self.config.read_fail_prob;
         let mut mask = 0u64;
         for i in 0..sectors {
             if self.reads.gen_bool(p) {

@@ -491,16 +491,18 @@ impl<S: Store> Flash<S> {
         let g = &self.config.geometry;
         let ss = g.sector_size as usize;
         let os = g.oob_bytes_per_sector as usize;
+        // One sector (GC's reads, the NBD server's 4 KiB reads) without a division.
+        let count = if data.len() == ss { 1 } else { data.len() / ss };
         if data.is_empty()
-            || !data.len().is_multiple_of(ss)
-            || (!oob.is_empty() && oob.len() != data.len() / ss * os)
+            || count * ss != data.len()
+            || (!oob.is_empty() && oob.len() != count * os)
         {
             return Err(ReadError::BufferSize {
                 data: data.len(),
                 oob: oob.len(),
             });
         }
-        let count = (data.len() / ss) as u64;
+        let count = count as u64;
         let end = first_sector as u64 + count;
         if !g.contains_page(addr) || end > g.sectors_per_page as u64 {
             return Err(ReadError::OutOfRange {
@@ -534,11 +536,11 @@ impl<S: Store> Flash<S> {
         let g = self.config.geometry;
         let ss = g.sector_size as usize;
         let os = g.oob_bytes_per_sector as usize;
-        let count = (data.len() / ss) as u64;
         let ReadOp {
             done_ns,
             fault_mask,
             torn,
+            count,
         } = op;
         let page_index = g.page_index(addr);
         if record && count == 1 && fault_mask == 0 && !torn {
@@ -614,6 +616,8 @@ struct ReadOp {
     done_ns: u64,
     fault_mask: u64,
     torn: bool,
+    /// Sectors read.
+    count: u64,
 }
 
 impl Reads<'_> {
@@ -674,6 +678,7 @@ impl Reads<'_> {
             done_ns,
             fault_mask,
             torn,
+            count,
         })
     }
 }

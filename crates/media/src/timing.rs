@@ -365,6 +365,7 @@ impl TimingModel {
     }
 
     /// Models a read of `bytes` from `pu` issued at `now_ns`; returns the completion instant.
+    #[inline]
     pub fn read(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
         if self.config.reads_first {
             return self.read_first(now_ns, pu, bytes, false);
@@ -375,6 +376,7 @@ impl TimingModel {
     /// A read for the device's own housekeeping (GC relocation): with reads-first scheduling
     /// host reads go ahead of it (it still goes ahead of programs and erases); with FIFO
     /// scheduling it is an ordinary read.
+    #[inline]
     pub fn read_background(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
         if self.config.reads_first {
             return self.read_first(now_ns, pu, bytes, true);
