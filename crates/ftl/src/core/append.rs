@@ -140,12 +140,21 @@ impl<M: Media> Ftl<M> {
         let mut has_footer = w.remaining_slots() == self.footer_slots as u64;
         if has_footer {
             let page_bytes = self.geo.page_bytes();
-            let mut buf = vec![0u8; self.footer_slots as usize * page_bytes];
-            if !self.meta_dropped() {
+            // Media that drop metadata get as many pages of zeros.
+            let dropped = self.meta_dropped();
+            let pages = if dropped {
+                1
+            } else {
+                self.footer_slots as usize
+            };
+            let mut buf = vec![0u8; pages * page_bytes];
+            if !dropped {
                 let generation = self.pool.line(line).generation;
                 meta::line_footer::encode(line, generation, w.record(), &mut buf);
             }
-            for chunk in buf.chunks(page_bytes) {
+            for i in 0..self.footer_slots as usize {
+                let at = if dropped { 0 } else { i };
+                let chunk = &buf[at * page_bytes..(at + 1) * page_bytes];
                 if !self.program_meta_page(k, chunk)? {
                     has_footer = false;
                     break;

@@ -224,6 +224,11 @@ impl lightnvm_media::SectorCodec for SimSectorCodec {
             lba: u32_at(oob, OFF_LBA),
             seq: u64_at(oob, OFF_SEQ),
         };
+        // Metadata sectors have no compact form (the store drops them: `droppable`), so
+        // their 4 KiB are not scanned.
+        if id.lba == OOB_LBA_META {
+            return None;
+        }
         let number = id.number();
         if number >= SIM_SEQ_LIMIT || data[FP..].iter().fold(0u8, |a, &b| a | b) != 0 {
             return None;
