@@ -211,12 +211,14 @@ impl Gc {
 
     /// The victim's sector `k` positions past the next one (valid or not), to fetch into
     /// the cache what relocating it will touch while earlier sectors are moved.
+    #[inline]
     pub fn ahead(&self, k: u64) -> Option<(PageAddr, u32)> {
         let cur = self.cursor.as_ref()?;
         Self::walk(&self.geo, cur, cur.next + k)
     }
 
     /// The next sector to relocate, skipping invalid ones.
+    #[inline]
     pub fn next_work(&mut self, map: &Map) -> Work {
         let cur = self.cursor.as_mut().expect("GC victim");
         while let Some((addr, sector)) = cur.advance(&self.geo) {

@@ -73,6 +73,7 @@ impl Map {
     }
 
     /// `lba` now lives at `ppa` (an empty sector); its previous copy becomes invalid.
+    #[inline]
     pub fn map(&mut self, lba: Lba, ppa: Ppa) {
         self.unmap(lba);
         self.l2p[lba.index()] = L2pEntry::Mapped(ppa).encode();
@@ -95,6 +96,7 @@ impl Map {
         self.set_entry(lba, L2pEntry::Lost);
     }
 
+    #[inline]
     fn set_entry(&mut self, lba: Lba, entry: L2pEntry) {
         debug_assert!(!matches!(entry, L2pEntry::Mapped(_)));
         if let L2pEntry::Mapped(old) = self.get(lba) {
@@ -104,6 +106,7 @@ impl Map {
     }
 
     /// The data at `ppa` is superseded.
+    #[inline]
     fn invalidate(&mut self, ppa: Ppa) {
         debug_assert!(matches!(self.p2l(ppa), P2lEntry::Data(_)));
         self.p2l[ppa.index()] = P2lEntry::Invalid.encode();

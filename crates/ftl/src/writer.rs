@@ -215,6 +215,7 @@ impl Writer {
     /// Gathers one sector in the page buffer (`moved`: data GC relocates). Returns where it
     /// will live and whether the page is now full (and must be programmed before the next
     /// stage).
+    #[inline]
     pub fn stage(
         &mut self,
         kind: SectorKind,

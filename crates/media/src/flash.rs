@@ -524,6 +524,7 @@ impl<S: Store> Flash<S> {
     }
 
     /// A read's bytes (or record), once [`Reads::begin`] accounted for it.
+    #[inline]
     fn finish_read(
         &self,
         addr: PageAddr,
@@ -533,7 +534,7 @@ impl<S: Store> Flash<S> {
         op: ReadOp,
         record: bool,
     ) -> Result<(Completion, Option<Record>), ReadError> {
-        let g = self.config.geometry;
+        let g = &self.config.geometry;
         let ss = g.sector_size as usize;
         let os = g.oob_bytes_per_sector as usize;
         let ReadOp {
@@ -544,12 +545,12 @@ impl<S: Store> Flash<S> {
         } = op;
         let page_index = g.page_index(addr);
         if record && count == 1 && fault_mask == 0 && !torn {
-            if let Some(r) = self.store.read_record(&g, page_index, first_sector) {
+            if let Some(r) = self.store.read_record(g, page_index, first_sector) {
                 return Ok((Completion { done_ns }, Some(r)));
             }
         }
         self.store
-            .read_page(&g, page_index, first_sector, data, oob)?;
+            .read_page(g, page_index, first_sector, data, oob)?;
         let mut failed = if torn {
             if count == 64 {
                 u64::MAX
@@ -631,6 +632,7 @@ impl Reads<'_> {
 
     /// The NAND rules, the timing model, the counters and the faults of a read of `count`
     /// sectors of `addr` (range already checked).
+    #[inline]
     fn begin(
         &self,
         live: &mut Live,

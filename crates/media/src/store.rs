@@ -198,6 +198,7 @@ impl RamStore {
         per_block(&self.blocks) + per_block(&self.oob) + records + whole
     }
 
+    #[inline]
     fn split(geometry: &Geometry, page_index: u64) -> (usize, usize) {
         // Page indices fit u32 (sector indices do: `Geometry::validate`).
         let index = u32::try_from(page_index).expect("a page index fits u32");
@@ -388,6 +389,7 @@ impl Store for RamStore {
         self.keep == Keep::Compact
     }
 
+    #[inline]
     fn prefetch(&self, geometry: &Geometry, page_index: u64, sector: u32) {
         if self.keep != Keep::Compact {
             return;
@@ -402,6 +404,7 @@ impl Store for RamStore {
         }
     }
 
+    #[inline]
     fn read_record(&self, geometry: &Geometry, page_index: u64, sector: u32) -> Option<Record> {
         if self.keep != Keep::Compact {
             return None;
@@ -424,11 +427,26 @@ impl Store for RamStore {
             refuse_records(records)?;
             return self.write_page(geometry, page_index, data, oob);
         }
-        assert_eq!(records.len(), geometry.sectors_per_page as usize);
+        let spp = geometry.sectors_per_page as usize;
+        assert_eq!(records.len(), spp);
         assert!(
             records.iter().flatten().all(|r| r[0] != NOT_PACKED),
             "a record with the not-packed marker"
         );
+        let (block, page) = Self::split(geometry, page_index);
+        // Every sector a record, in a block without whole sectors (the simulator's pages):
+        // the records are the page.
+        if self.whole_per_block[block] == 0 {
+            if let Some(kept) = self.records[block].as_mut() {
+                let slots = &mut kept[page * spp..(page + 1) * spp];
+                if records.iter().all(Option::is_some) {
+                    for (slot, r) in slots.iter_mut().zip(records) {
+                        *slot = r.expect("checked");
+                    }
+                    return Ok(());
+                }
+            }
+        }
         self.write_compact(geometry, page_index, data, oob, records);
         Ok(())
     }

@@ -502,6 +502,7 @@ impl LinePool {
     }
 
     /// A sector of host write `seq` was placed in `line`.
+    #[inline]
     pub fn note_seq(&mut self, line: u32, seq: u64) {
         let l = &mut self.lines[line as usize];
         l.max_seq = l.max_seq.max(seq);
