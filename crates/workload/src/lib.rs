@@ -904,15 +904,19 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         Picker::tenants(&cfg.tenants, n, cfg.seed)
     };
     let pre_writes = (cfg.precondition_passes * n as f64 / len as f64) as u64;
-    // Each request's LBA is drawn one request ahead (the same draws in the same order), so
-    // that the FTL can fetch its map entry while the current one runs.
-    let mut next_at = (pre_writes > 0).then(|| picker.next(&mut rng, len));
+    // Each request's LBA is drawn two requests ahead (the same draws in the same order), so
+    // that the FTL can fetch its map entry, and a request later the reverse-map entry that
+    // one names, while the current one runs.
+    let mut drawn = std::collections::VecDeque::with_capacity(3);
     for i in 0..pre_writes {
-        let at = next_at.take().expect("drawn ahead");
-        if i + 1 < pre_writes {
+        while drawn.len() < 3 && i + (drawn.len() as u64) < pre_writes {
             let a = picker.next(&mut rng, len);
             ftl.prefetch(a);
-            next_at = Some(a);
+            drawn.push_back(a);
+        }
+        let at = drawn.pop_front().expect("drawn ahead");
+        if let Some(&a) = drawn.front() {
+            ftl.prefetch_mapped(a);
         }
         let h = hint(at);
         q.issue(&mut ftl, &mut |f| f.write_stamped(at, len, 0, false, h))?;
@@ -960,7 +964,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
         && cfg.arrivals.is_none()
         && (target.is_none() || !cfg.generates_writes());
     let (mut last_start, mut same_start) = (u64::MAX, 0u64);
-    let mut ahead: Option<(u64, u32)> = None;
+    let mut ahead: std::collections::VecDeque<(u64, u32)> =
+        std::collections::VecDeque::with_capacity(4);
     let ended_by = loop {
         if trace_ops.is_none() && target.is_some_and(|t| written >= t) {
             break PhaseEnd::HostWrites;
@@ -1005,14 +1010,17 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
                     }
                     arrival = Some(t);
                 }
-                // Drawn one request ahead (same draws, same order): the FTL fetches the
-                // next one's map entry meanwhile.
-                let (at, r) = ahead
-                    .take()
-                    .unwrap_or_else(|| (picker.next(&mut rng, len), rng.gen_range(0..100u32)));
-                let next = (picker.next(&mut rng, len), rng.gen_range(0..100u32));
-                ftl.prefetch(next.0);
-                ahead = Some(next);
+                // Drawn two requests ahead (same draws, same order): the FTL fetches the
+                // map entry of the one after next, and the reverse-map entry the next one's
+                // map entry names, meanwhile.
+                let mut draw = || (picker.next(&mut rng, len), rng.gen_range(0..100u32));
+                while ahead.len() < 3 {
+                    let d = draw();
+                    ftl.prefetch(d.0);
+                    ahead.push_back(d);
+                }
+                let (at, r) = ahead.pop_front().expect("drawn ahead");
+                ftl.prefetch_mapped(ahead[0].0);
                 let kind = if r < cfg.read_pct {
                     trace::TraceKind::Read
                 } else if r < cfg.read_pct + cfg.trim_pct {

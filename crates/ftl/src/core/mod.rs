@@ -522,6 +522,17 @@ impl<M: Media> Ftl<M> {
         }
     }
 
+    /// The second step of [`Ftl::prefetch`], a request later: `lba`'s map entry (fetched
+    /// by then) names its current copy, whose reverse-map entry a write of `lba`
+    /// invalidates; that entry is fetched meanwhile.
+    pub fn prefetch_mapped(&self, lba: u64) {
+        if let Some(l) = Lba::checked(lba, self.exported) {
+            if let L2pEntry::Mapped(ppa) = self.map.get(l) {
+                self.map.prefetch_p2l(ppa);
+            }
+        }
+    }
+
     /// [`Ftl::write_hinted`] of `sectors` sectors whose data is zeros except the first 8
     /// bytes of the first one, `stamp` (little endian): what a simulator writes. On media
     /// with a compact form ([`Media::has_records`]) the sectors are staged as records and
