@@ -24,9 +24,9 @@ pub struct SimArgs {
     workload: String,
     /// Geometry preset (tiny, small, default, medium, large) or device profile (qlc-512g,
     /// tlc-1tb, dc-4tb: a real drive class's geometry, timing and over-provisioning, sources
-    /// in `docs/profiles.md`; --timing and --op still override). The default, medium, has
-    /// 256 lines, so the few lines kept out of user data (open streams, checkpoints, GC
-    /// reserve) barely change the spare that GC works with.
+    /// in `docs/profiles.md`; --geometry, --timing and --op each override its part). The
+    /// default, medium, has 256 lines, so the few lines kept out of user data (open streams,
+    /// checkpoints, GC reserve) barely change the spare that GC works with.
     #[arg(long, default_value = "medium")]
     preset: String,
     /// ... or its fields: channels, LUNs per channel, blocks per LUN, pages per block,
@@ -244,11 +244,9 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         return Ok(());
     }
     apply_file(&mut a)?;
-    let profile = if a.geometry.is_none() {
-        DeviceProfile::find(&a.preset)
-    } else {
-        None
-    };
+    // A device profile gives its timing and OP even when --geometry replaces its geometry
+    // (a drive class's behaviour on a smaller or larger array).
+    let profile = DeviceProfile::find(&a.preset);
     let mut timing = match (&a.timing, profile) {
         (Some(name), _) => TimingConfig::preset(name)
             .ok_or_else(|| anyhow::anyhow!("unknown --timing `{name}`"))?,
@@ -604,7 +602,9 @@ fn describe(a: &SimArgs, cfg: &lightnvm_workload::SimConfig) -> String {
         cfg.ftl.over_provisioning,
         match (cfg.timing.preset_name(), a.timing.as_ref()) {
             (Some(name), _) => name,
-            (None, None) if a.geometry.is_none() => a.preset.as_str(),
+            (None, None) if a.geometry.is_none() || DeviceProfile::find(&a.preset).is_some() => {
+                a.preset.as_str()
+            }
             _ => "custom timing",
         }
     )

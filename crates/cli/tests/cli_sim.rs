@@ -263,7 +263,7 @@ fn compare_plots_earlier_reports_on_shared_axes() {
 }
 
 #[test]
-fn a_device_profile_sets_geometry_timing_and_op_unless_overridden() {
+fn a_device_profile_sets_geometry_timing_and_op_each_unless_overridden() {
     let base = [
         "--preset",
         "qlc-512g",
@@ -293,5 +293,11 @@ fn a_device_profile_sets_geometry_timing_and_op_unless_overridden() {
     assert_eq!(o["config"]["timing"]["t_read_ns"], 0);
     assert_eq!(o["config"]["ftl"]["over_provisioning"], 0.2);
     assert_eq!(o["config"]["geometry"], c["geometry"]);
+    // --geometry replaces the drive's array and keeps its timing and OP (it used to drop
+    // the whole profile without a word).
+    let g = run(&["--geometry", "4,2,16,16,4"]);
+    assert_eq!(g["config"]["geometry"]["blocks_per_lun"], 16);
+    assert_eq!(g["config"]["timing"]["t_read_ns"], 110_000);
+    assert_eq!(g["config"]["ftl"]["over_provisioning"], 0.14);
     fails(&["--preset", "qlc"], "qlc-512g, tlc-1tb, dc-4tb");
 }
