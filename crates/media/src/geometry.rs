@@ -387,7 +387,9 @@ impl std::fmt::Display for PageAddr {
 #[inline]
 pub fn div_rem(a: u32, d: u32) -> (u32, u32) {
     debug_assert!(d > 0);
-    if d.is_power_of_two() {
+    // (`is_power_of_two` is a population count: a dozen instructions without the popcnt
+    // feature of the baseline x86-64 target.)
+    if d & (d - 1) == 0 {
         (a >> d.trailing_zeros(), a & (d - 1))
     } else {
         (a / d, a % d)
