@@ -209,12 +209,21 @@ impl Gc {
         Some((addr, sector))
     }
 
-    /// The victim's sector `k` positions past the next one (valid or not), to fetch into
-    /// the cache what relocating it will touch while earlier sectors are moved.
+    /// When the walk is at the first sector of a page: the page `k` pages further on, to
+    /// fetch into the cache what relocating its sectors will touch while earlier ones are
+    /// moved (a page's entries are adjacent, so once per page is enough).
     #[inline]
-    pub fn ahead(&self, k: u64) -> Option<(PageAddr, u32)> {
+    pub fn page_ahead(&self, k: u64) -> Option<PageAddr> {
         let cur = self.cursor.as_ref()?;
-        Self::walk(&self.geo, cur, cur.next + k)
+        if cur.sector != 0 {
+            return None;
+        }
+        Self::walk(
+            &self.geo,
+            cur,
+            cur.next + k * self.geo.sectors_per_page as u64,
+        )
+        .map(|(addr, _)| addr)
     }
 
     /// The next sector to relocate, skipping invalid ones.

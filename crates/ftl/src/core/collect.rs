@@ -14,8 +14,8 @@ use crate::meta;
 use crate::placement::Stream;
 use crate::writer::Payload;
 
-/// How many sectors ahead of the one it moves GC prefetches.
-const GC_LOOKAHEAD: u64 = 8;
+/// How many pages ahead of the one it moves GC prefetches.
+const GC_LOOKAHEAD_PAGES: u64 = 2;
 
 impl<M: Media> Ftl<M> {
     fn needs_line(&self, s: Stream) -> bool {
@@ -156,12 +156,18 @@ impl<M: Media> Ftl<M> {
             return Ok(());
         }
         loop {
-            // What relocating a sector a few positions on touches (its reverse-map entry,
-            // the media's record of it) is fetched into the cache meanwhile: on a large
-            // device each is a cache miss otherwise.
-            if let Some((addr, sector)) = self.gc.ahead(GC_LOOKAHEAD) {
-                self.map.prefetch_p2l(Ppa::at(&self.geo, addr, sector));
-                self.media.prefetch(addr, sector);
+            // What relocating the sectors of a page a few pages on touches (their
+            // reverse-map entries, the media's records of them) is fetched into the cache
+            // meanwhile: on a large device each is a cache miss otherwise.
+            if let Some(addr) = self.gc.page_ahead(GC_LOOKAHEAD_PAGES) {
+                let spp = self.geo.sectors_per_page;
+                // A cache line holds 16 reverse-map entries and 5 records.
+                for s in (0..spp).step_by(16) {
+                    self.map.prefetch_p2l(Ppa::at(&self.geo, addr, s));
+                }
+                for s in (0..spp).step_by(5).chain([spp - 1]) {
+                    self.media.prefetch(addr, s);
+                }
             }
             match self.gc.next_work(&self.map) {
                 Work::Trim { ppa } => {
