@@ -436,7 +436,7 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
     );
     if let Some(peak) = peak_rss_bytes() {
         println!(
-            "memory              peak RSS {:.1} MiB = {:.1} B per exported sector (whole process: media, map, reverse map, checkpoint images, reports)",
+            "memory              peak RSS {:.1} MiB = {:.1} B per exported sector (whole process: media, map, reverse map, reports; with --store-data checkpoint images)",
             peak as f64 / (1 << 20) as f64,
             peak as f64 / r.exported_sectors.max(1) as f64
         );
