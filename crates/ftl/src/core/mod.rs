@@ -51,6 +51,18 @@ pub(crate) struct Fetched {
     pub(crate) record: Option<lightnvm_media::Record>,
 }
 
+impl Fetched {
+    /// Unreadable (after retries, or failing its checksum); the last read done at `done_ns`.
+    fn unreadable(done_ns: u64) -> Fetched {
+        Fetched {
+            intact: false,
+            done_ns,
+            decoded: None,
+            record: None,
+        }
+    }
+}
+
 /// A placement hint the FTL accepts, or the error for one it does not.
 fn check_hint(hint: Option<u8>) -> Result<(), FtlError> {
     match hint {
@@ -1155,12 +1167,7 @@ impl<M: Media> Ftl<M> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Fetched {
-            intact: false,
-            done_ns: 0,
-            decoded: None,
-            record: None,
-        })
+        Ok(Fetched::unreadable(0))
     }
 
     /// GC's [`Ftl::fetch_ppa`] of a sector of its victim (a closed line: never in a buffer)
@@ -1181,12 +1188,7 @@ impl<M: Media> Ftl<M> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Fetched {
-            intact: false,
-            done_ns: 0,
-            decoded: None,
-            record: None,
-        })
+        Ok(Fetched::unreadable(0))
     }
 
     /// A sector the media returned, checked: a record's identity needs no checksum (the
@@ -1213,12 +1215,7 @@ impl<M: Media> Ftl<M> {
                 decoded,
                 record,
             },
-            Err(()) => Fetched {
-                intact: false,
-                done_ns: c.done_ns,
-                decoded: None,
-                record: None,
-            },
+            Err(()) => Fetched::unreadable(c.done_ns),
         }
     }
 
