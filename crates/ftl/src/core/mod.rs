@@ -1124,17 +1124,6 @@ impl<M: Media> Ftl<M> {
         oob: Option<&mut [u8]>,
         background: bool,
     ) -> Result<Fetched, FtlError> {
-        self.fetch_ppa_with(ppa, out, oob, background)
-    }
-
-    /// [`Ftl::fetch_ppa`] (a sector still in a writer's buffer is copied from there).
-    fn fetch_ppa_with(
-        &self,
-        ppa: Ppa,
-        out: &mut [u8],
-        oob: Option<&mut [u8]>,
-        background: bool,
-    ) -> Result<Fetched, FtlError> {
         if let Some(b) = self.buffered(ppa) {
             b.copy_to(out, oob);
             return Ok(Fetched {
