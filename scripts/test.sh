@@ -30,7 +30,7 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
 LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace --all-features
-echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes"
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file"
 cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
@@ -43,6 +43,9 @@ cargo build --release --quiet -p lightnvm-cli --features ublk
 # Larger devices with room for 32 MiB atomic writes: every unflushed write checked at every
 # cut (all of its sectors or none).
 ./target/release/lightnvm torture --seeds 60 --start 400000 --cuts-per-seed 10 --large
+# Crashes of the machine under an image file: each 4 KiB unit written since the last sync
+# reaches the disk or not, on its own (the page cache's writeback order).
+./target/release/lightnvm torture --seeds 100 --start 500000 --cuts-per-seed 10 --file
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh
 echo "== VM suite"

@@ -91,6 +91,12 @@ struct TortureArgs {
     /// (each thread's workload is fixed by the seed, their interleaving is not).
     #[arg(long, default_value_t = 1)]
     threads: u32,
+    /// Crashes of the machine under an image file instead of power cuts inside the media
+    /// model: each 4 KiB unit of the image written since the last sync reaches the disk or
+    /// not, on its own, as the page cache writes them back (images in /dev/shm if it exists;
+    /// no media faults; up to 600 host operations between crashes).
+    #[arg(long, conflicts_with_all = ["damage", "large"])]
+    file: bool,
     /// Seeds run at once (default: available cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -584,6 +590,17 @@ fn torture(a: TortureArgs) -> Result<()> {
     if a.threads > 1 && a.damage {
         bail!("--damage runs single-threaded (--threads 1)");
     }
+    if a.threads > 1 && a.file {
+        bail!("--file runs single-threaded (--threads 1)");
+    }
+    let file_dir = a.file.then(|| {
+        let shm = std::path::Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    });
     let threads = a.threads;
     let jobs = a
         .jobs
@@ -598,6 +615,7 @@ fn torture(a: TortureArgs) -> Result<()> {
         let next = next.clone();
         let tx = tx.clone();
         let (cuts, max_ops, faults, damage) = (a.cuts_per_seed, a.max_ops, !a.no_faults, a.damage);
+        let file_dir = file_dir.clone();
         workers.push(std::thread::spawn(move || loop {
             let seed = next.fetch_add(1, Ordering::SeqCst);
             if seed >= end {
@@ -613,7 +631,9 @@ fn torture(a: TortureArgs) -> Result<()> {
             };
             // A panic is a finding too: report it as this seed's violation.
             let run = || {
-                if threads > 1 {
+                if let Some(dir) = &file_dir {
+                    lightnvm_testing::file_crash::file_crash_seed(dir, seed, cuts)
+                } else if threads > 1 {
                     torture_seed_concurrent(cfg, threads)
                 } else {
                     torture_seed(cfg)
@@ -692,9 +712,10 @@ fn torture(a: TortureArgs) -> Result<()> {
         String::new()
     };
     let summary = format!(
-        "seeds {}..{}: {cuts} power cuts, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}",
+        "seeds {}..{}: {cuts} {}, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}",
         a.start,
         end,
+        if a.file { "machine crashes" } else { "power cuts" },
         failing.len(),
         if failing.is_empty() { String::new() } else { format!(" (failing seeds: {failing:?})") }
     );
@@ -709,6 +730,8 @@ fn torture(a: TortureArgs) -> Result<()> {
             failing[0],
             if threads > 1 {
                 format!(" --threads {threads} (several times: the interleaving varies)")
+            } else if a.file {
+                " --file".into()
             } else {
                 String::new()
             }

@@ -210,6 +210,26 @@ pub struct FileStore {
     info: ImageInfo,
     redundancy: Redundancy,
     map: Option<Mapping>,
+    /// The block table as the file holds it. An entry in the file never counts a page that
+    /// is not durable (see [`FileStore::sync`]).
+    table: Vec<BlockMeta>,
+    /// Per block, a newer entry that advances the write pointer: written at the next sync,
+    /// once the pages it counts are durable.
+    pending: Vec<Option<BlockMeta>>,
+    pending_list: Vec<u32>,
+    /// An erase is in the file's table but not yet synced: the next page write syncs first,
+    /// so that no page of the erased block's new contents can be durable while the old
+    /// entry, which counts the old pages, still is.
+    erase_unsynced: bool,
+    /// Test support: the file's contents as of the last sync ([`FileStore::crash_image`]).
+    durable_copy: Option<DurableCopy>,
+}
+
+/// Test support: the image's contents as of the last sync, and the 4 KiB units written since.
+#[derive(Debug, Default)]
+struct DurableCopy {
+    bytes: Vec<u8>,
+    dirty: std::collections::BTreeSet<u64>,
 }
 
 impl FileStore {
@@ -241,6 +261,116 @@ impl FileStore {
     pub fn info(&self) -> &ImageInfo {
         &self.info
     }
+
+    fn new(
+        file: File,
+        path: PathBuf,
+        layout: Layout,
+        read_only: bool,
+        info: ImageInfo,
+        redundancy: Redundancy,
+        blocks: &[BlockMeta],
+    ) -> FileStore {
+        let map = Mapping::of(&file, layout.file_bytes);
+        FileStore {
+            file,
+            path,
+            layout,
+            read_only,
+            info,
+            redundancy,
+            map,
+            table: blocks.to_vec(),
+            pending: vec![None; blocks.len()],
+            pending_list: Vec::new(),
+            erase_unsynced: false,
+            durable_copy: None,
+        }
+    }
+
+    /// `fdatasync`, and the test support's record of what it made durable.
+    fn sync_file(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        if let Some(copy) = &mut self.durable_copy {
+            for unit in std::mem::take(&mut copy.dirty) {
+                let at = (unit * ALIGN) as usize;
+                self.file
+                    .read_exact_at(&mut copy.bytes[at..at + ALIGN as usize], at as u64)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `pwrite`, noted for the test support.
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)?;
+        if let Some(copy) = &mut self.durable_copy {
+            let end = offset + bytes.len() as u64;
+            copy.dirty.extend(offset / ALIGN..end.div_ceil(ALIGN));
+        }
+        Ok(())
+    }
+
+    /// Writes a block table entry and its copy (the table first: after a crash between the
+    /// two, both entries verify and the table's, the newer, is the one an open believes).
+    fn put_entry(&mut self, block_index: u32, meta: BlockMeta) -> io::Result<()> {
+        let entry = encode_block_entry(&meta);
+        let at = block_index as u64 * BLOCK_ENTRY_BYTES;
+        self.write_at(&entry, self.layout.block_table_offset + at)?;
+        if self.layout.block_table_copy_offset != 0 {
+            self.write_at(&entry, self.layout.block_table_copy_offset + at)?;
+        }
+        self.table[block_index as usize] = meta;
+        Ok(())
+    }
+
+    /// Test support for crashes of the machine (not only of the process): from now on, keeps
+    /// a copy of the file's contents as of each sync. Syncs first. For small images.
+    #[doc(hidden)]
+    pub fn keep_durable_copy(&mut self) -> io::Result<()> {
+        self.sync()?;
+        let mut bytes = vec![0u8; self.layout.file_bytes as usize];
+        self.file.read_exact_at(&mut bytes, 0)?;
+        self.durable_copy = Some(DurableCopy {
+            bytes,
+            dirty: Default::default(),
+        });
+        Ok(())
+    }
+
+    /// Test support: the image file as a crash of the machine now could leave it. The page
+    /// cache writes back dirty 4 KiB pages in any order, so each 4 KiB unit written since the
+    /// last sync is kept (with probability `keep`) or lost on its own. Needs
+    /// [`FileStore::keep_durable_copy`].
+    #[doc(hidden)]
+    pub fn crash_image(&self, rng: &mut dyn rand::RngCore, keep: f64) -> io::Result<Vec<u8>> {
+        use rand::Rng;
+        let copy = self
+            .durable_copy
+            .as_ref()
+            .ok_or_else(|| io::Error::other("crash_image needs keep_durable_copy first"))?;
+        let mut image = copy.bytes.clone();
+        for &unit in &copy.dirty {
+            if rng.gen_bool(keep) {
+                let at = (unit * ALIGN) as usize;
+                self.file
+                    .read_exact_at(&mut image[at..at + ALIGN as usize], at as u64)?;
+            }
+        }
+        Ok(image)
+    }
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        // Entries that wait for a sync would be lost with the process: a clean close keeps
+        // every page it can.
+        if !self.read_only && (!self.pending_list.is_empty() || self.erase_unsynced) {
+            if let Err(e) = self.sync() {
+                tracing::warn!("{}: sync at close: {e}", self.path.display());
+            }
+        }
+    }
 }
 
 impl Store for FileStore {
@@ -252,10 +382,14 @@ impl Store for FileStore {
         oob: &[u8],
     ) -> io::Result<()> {
         debug_assert!(!self.read_only);
+        if self.erase_unsynced {
+            self.sync_file()?;
+            self.erase_unsynced = false;
+        }
         let d = self.layout.data_offset + page_index * geometry.page_bytes() as u64;
         let o = self.layout.oob_offset + page_index * geometry.page_oob_bytes() as u64;
-        self.file.write_all_at(data, d)?;
-        self.file.write_all_at(oob, o)
+        self.write_at(data, d)?;
+        self.write_at(oob, o)
     }
 
     fn read_page(
@@ -285,26 +419,56 @@ impl Store for FileStore {
         Ok(())
     }
 
+    /// Crash ordering (the device's promise: a page is durable once a sync after it
+    /// completed, and a block keeps its pages in order): an entry that only advances a write
+    /// pointer waits in memory until the next sync has made its pages durable; what else it
+    /// changes (a bad-block mark) is written at once over the file's write pointer. An erase
+    /// is written at once, and synced before the next page write.
     fn write_block_meta(&mut self, block_index: u32, meta: &BlockMeta) -> io::Result<()> {
         debug_assert!(!self.read_only);
-        let entry = encode_block_entry(meta);
-        let at = block_index as u64 * BLOCK_ENTRY_BYTES;
-        // The table first, then its copy: after a crash between the two, both entries verify
-        // and the table's (the newer) is the one an open believes.
-        self.file
-            .write_all_at(&entry, self.layout.block_table_offset + at)?;
-        if self.layout.block_table_copy_offset != 0 {
-            self.file
-                .write_all_at(&entry, self.layout.block_table_copy_offset + at)?;
+        let b = block_index as usize;
+        let file = self.table[b];
+        if meta.erase_count != file.erase_count || meta.write_pointer < file.write_pointer {
+            self.pending[b] = None;
+            self.put_entry(block_index, *meta)?;
+            self.erase_unsynced = true;
+            return Ok(());
+        }
+        let shown = BlockMeta {
+            write_pointer: file.write_pointer,
+            torn_page: file.torn_page,
+            ..*meta
+        };
+        if shown != file {
+            self.put_entry(block_index, shown)?;
+        }
+        if *meta == shown {
+            self.pending[b] = None;
+        } else if self.pending[b].replace(*meta).is_none() {
+            self.pending_list.push(block_index);
         }
         Ok(())
     }
 
+    /// `fdatasync`; then the entries that waited for it, and `fdatasync` again.
     fn sync(&mut self) -> io::Result<()> {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data()
+        self.sync_file()?;
+        self.erase_unsynced = false;
+        if self.pending_list.is_empty() {
+            return Ok(());
+        }
+        for i in 0..self.pending_list.len() {
+            let b = self.pending_list[i];
+            if let Some(m) = self.pending[b as usize] {
+                self.put_entry(b, m)?;
+                self.pending[b as usize] = None;
+            }
+        }
+        self.pending_list.clear();
+        self.sync_file()
     }
 
     fn read_only(&self) -> bool {
@@ -686,16 +850,15 @@ impl Flash<FileStore> {
             }
             return Err(io_err(e));
         }
-        let map = Mapping::of(&file, layout.file_bytes);
-        let store = FileStore {
+        let store = FileStore::new(
             file,
-            path: path.to_owned(),
+            path.to_owned(),
             layout,
-            read_only: false,
+            false,
             info,
-            redundancy: Redundancy::default(),
-            map,
-        };
+            Redundancy::default(),
+            &blocks,
+        );
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
 
@@ -852,16 +1015,15 @@ impl Flash<FileStore> {
             }
         }
         let config = info.config;
-        let map = Mapping::of(&file, layout.file_bytes);
-        let store = FileStore {
+        let store = FileStore::new(
             file,
-            path: path.to_owned(),
+            path.to_owned(),
             layout,
             read_only,
             info,
-            redundancy: Redundancy { damaged, repaired },
-            map,
-        };
+            Redundancy { damaged, repaired },
+            &blocks,
+        );
         Ok(Flash::from_parts(config, store, blocks, clock))
     }
 

@@ -180,6 +180,10 @@ impl<S: Store> Flash<S> {
     pub fn store(&self) -> &S {
         &self.store
     }
+    /// The store, for its own settings and test support ([`crate::FileStore::crash_image`]).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
     /// A copy of the timing model's state.
     pub fn timing(&self) -> TimingModel {
         self.live().timing.clone()
@@ -282,6 +286,8 @@ impl<S: Store> Flash<S> {
         for (d, m) in self.durable_wp.iter_mut().zip(&self.blocks) {
             *d = m.write_pointer;
         }
+        // What the cut kept is durable from now on, in the store too.
+        self.store.sync()?;
         self.live_mut().cut_at_op = None;
         self.live_mut().faults.power_cycled();
         self.live_mut().powered = true;

@@ -6,11 +6,13 @@
 //!   and the values written since.
 //! * [`torture`]: the power-cut torture harness (`lightnvm torture`).
 //! * [`concurrent`]: the same with several submitting threads (`lightnvm torture --threads N`).
+//! * [`file_crash`]: crashes of the machine under an image file (`lightnvm torture --file`).
 //!
 //! Used by the CLI and by the integration tests of the FTL; it depends only on the public APIs
 //! of `lightnvm-ftl` and `lightnvm-media`.
 
 pub mod concurrent;
+pub mod file_crash;
 pub mod model;
 pub mod pattern;
 pub mod torture;
