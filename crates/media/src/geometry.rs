@@ -224,7 +224,7 @@ impl Geometry {
     }
     pub fn channel_of(&self, pu: u32) -> u32 {
         debug_assert!(pu < self.parallel_units());
-        pu / self.luns_per_channel
+        div_rem(pu, self.luns_per_channel).0
     }
     pub fn total_blocks(&self) -> u32 {
         self.parallel_units() * self.blocks_per_lun
@@ -255,10 +255,8 @@ impl Geometry {
     }
     pub fn block_at(&self, index: u32) -> BlockAddr {
         debug_assert!(index < self.total_blocks());
-        BlockAddr {
-            pu: index / self.blocks_per_lun,
-            block: index % self.blocks_per_lun,
-        }
+        let (pu, block) = div_rem(index, self.blocks_per_lun);
+        BlockAddr { pu, block }
     }
     /// Index of a page in `[0, total_pages)`.
     pub fn page_index(&self, addr: PageAddr) -> u64 {

@@ -327,6 +327,10 @@ pub struct TimingModel {
     pu_last_op: Vec<ArrayOp>,
     pu_reads_until_ns: Vec<u64>,
     suspends: u64,
+    /// `TimingConfig::transfer_ns` of a sector and of a page (with their OOB), computed once:
+    /// the division is the slowest instruction of a read's bookkeeping.
+    sector_xfer: (u64, u64),
+    page_xfer: (u64, u64),
 }
 
 impl TimingModel {
@@ -348,6 +352,26 @@ impl TimingModel {
             pu_last_op: vec![ArrayOp::Read; geometry.parallel_units() as usize],
             pu_reads_until_ns: vec![0; geometry.parallel_units() as usize],
             suspends: 0,
+            sector_xfer: {
+                let b = (geometry.sector_size + geometry.oob_bytes_per_sector) as u64;
+                (b, config.transfer_ns(b))
+            },
+            page_xfer: {
+                let b = (geometry.page_bytes() + geometry.page_oob_bytes()) as u64;
+                (b, config.transfer_ns(b))
+            },
+        }
+    }
+
+    /// `self.config.transfer_ns(bytes)`.
+    #[inline(always)]
+    fn transfer_ns(&self, bytes: u64) -> u64 {
+        if bytes == self.sector_xfer.0 {
+            self.sector_xfer.1
+        } else if bytes == self.page_xfer.0 {
+            self.page_xfer.1
+        } else {
+            self.config.transfer_ns(bytes)
         }
     }
 
@@ -360,8 +384,9 @@ impl TimingModel {
         &self.config
     }
 
+    #[inline(always)]
     fn channel(&self, pu: u32) -> usize {
-        (pu / self.luns_per_channel) as usize
+        crate::geometry::div_rem(pu, self.luns_per_channel).0 as usize
     }
 
     /// Models a read of `bytes` from `pu` issued at `now_ns`; returns the completion instant.
@@ -404,7 +429,7 @@ impl TimingModel {
             if sense_start < busy {
                 let sense_end = sense_start + self.config.t_read_ns;
                 let xfer_start = sense_end.max(self.channel_busy_until_ns[ch]);
-                let xfer_end = xfer_start + self.config.transfer_ns(bytes);
+                let xfer_end = xfer_start + self.transfer_ns(bytes);
                 self.channel_busy_until_ns[ch] = xfer_end;
                 // The suspended operation resumes when the read is done with the PU.
                 self.pu_busy_until_ns[p] = busy + (xfer_end - now_ns.max(reads_until));
@@ -416,7 +441,7 @@ impl TimingModel {
         let sense_start = now_ns.max(busy);
         let sense_end = sense_start + self.config.t_read_ns;
         let xfer_start = sense_end.max(self.channel_busy_until_ns[ch]);
-        let xfer_end = xfer_start + self.config.transfer_ns(bytes);
+        let xfer_end = xfer_start + self.transfer_ns(bytes);
         self.channel_busy_until_ns[ch] = xfer_end;
         self.pu_busy_until_ns[p] = xfer_end;
         self.pu_last_op[p] = ArrayOp::Read;
@@ -430,6 +455,7 @@ impl TimingModel {
     /// Its transfer takes the first gap on the channel.
     fn read_first(&mut self, now_ns: u64, pu: u32, bytes: u64, background: bool) -> u64 {
         let (p, ch) = (pu as usize, self.channel(pu));
+        let xfer_ns = self.transfer_ns(bytes);
         let t = &mut self.timelines;
         t.prune(now_ns, p, ch);
         let q = &t.pus[p];
@@ -476,7 +502,7 @@ impl TimingModel {
             }
         }
         let sense_end = start + self.config.t_read_ns;
-        let (_, xfer_end) = t.channel_first_gap(ch, sense_end, self.config.transfer_ns(bytes));
+        let (_, xfer_end) = t.channel_first_gap(ch, sense_end, xfer_ns);
         let read = Slot {
             start_ns: if suspended.is_some() { now_ns } else { start },
             end_ns: xfer_end,
@@ -528,7 +554,7 @@ impl TimingModel {
         background: bool,
     ) -> u64 {
         let (p, ch) = (pu as usize, self.channel(pu));
-        let len_ns = self.config.transfer_ns(bytes);
+        let len_ns = self.transfer_ns(bytes);
         let t = &mut self.timelines;
         t.prune(now_ns, p, ch);
         let q = &t.pus[p];
@@ -605,7 +631,7 @@ impl TimingModel {
         let xfer_start = now_ns
             .max(self.pu_busy_until_ns[pu as usize])
             .max(self.channel_busy_until_ns[ch]);
-        let xfer_end = xfer_start + self.config.transfer_ns(bytes);
+        let xfer_end = xfer_start + self.transfer_ns(bytes);
         self.channel_busy_until_ns[ch] = xfer_end;
         let done = xfer_end + self.config.t_prog_ns;
         self.pu_busy_until_ns[pu as usize] = done;
