@@ -168,6 +168,17 @@ impl<M: Media> Ftl<M> {
                 for s in (0..spp).step_by(5).chain([spp - 1]) {
                     self.media.prefetch(addr, s);
                 }
+                // The next page's reverse-map entries arrived meanwhile: the map entries of
+                // its LBAs, which the moves rewrite, are fetched now.
+                if let Some(next) = self.gc.page_ahead(1) {
+                    for s in 0..spp {
+                        if let crate::addr::P2lEntry::Data(lba) =
+                            self.map.p2l(Ppa::at(&self.geo, next, s))
+                        {
+                            self.map.prefetch(lba);
+                        }
+                    }
+                }
             }
             match self.gc.next_work(&self.map) {
                 Work::Trim { ppa } => {
