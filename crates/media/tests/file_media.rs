@@ -820,3 +820,24 @@ fn after_a_machine_crash_the_table_counts_only_synced_pages() {
     let info = m.block_info(blk(0, 0));
     assert_eq!((info.write_pointer, info.erase_count), (0, erases + 1));
 }
+
+/// Pages programmed after the last sync wait for one to be counted; a clean close (drop)
+/// syncs, so they are all there when the image is opened again.
+#[test]
+fn a_clean_close_keeps_pages_programmed_since_the_last_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("close.img");
+    let g = geom(1, 1, 2, 4, 1);
+    let mut m = create(&path, MediaConfig::new(g));
+    program_ok(&mut m, blk(0, 0).page(0), 1);
+    let _ = m.sync().unwrap();
+    program_ok(&mut m, blk(0, 0).page(1), 2);
+    let _ = m.erase(blk(0, 1)).unwrap();
+    program_ok(&mut m, blk(0, 1).page(0), 3);
+    drop(m);
+    let mut m = open(&path, OpenMode::ReadWrite).unwrap();
+    assert_eq!(m.block_info(blk(0, 0)).write_pointer, 2);
+    assert_eq!(m.block_info(blk(0, 1)).write_pointer, 1);
+    assert_page(&mut m, blk(0, 0).page(1), 2);
+    assert_page(&mut m, blk(0, 1).page(0), 3);
+}
