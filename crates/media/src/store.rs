@@ -38,8 +38,14 @@ pub trait Store: Send + Sync {
         oob: &mut [u8],
     ) -> io::Result<()>;
     /// Records a block's state (a RAM store may ignore this: `Flash` keeps the table).
+    ///
+    /// Crash order, for stores that persist: a state that counts a page (its write pointer
+    /// past it) must never be durable before the page itself is, and an erase must be
+    /// durable before any page of the block's new contents is. Otherwise a machine crash
+    /// leaves a counted page whose bytes are partly old, which reads as damage instead of as
+    /// a write the crash cut off. `FileStore` holds such states until [`Store::sync`].
     fn write_block_meta(&mut self, block_index: u32, meta: &BlockMeta) -> io::Result<()>;
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable, block states included.
     fn sync(&mut self) -> io::Result<()>;
     /// Whether programs and erases are refused.
     fn read_only(&self) -> bool {
