@@ -7,7 +7,8 @@ need_packages() {
         dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"; }
     done
 }
-cargo build --release --quiet -p lightnvm-cli
+# The features CI builds with: no rebuild between a test run and a benchmark.
+cargo build --release --quiet -p lightnvm-cli --features ublk
 B="$PWD/target/release/lightnvm"
 DIR=$(mktemp -d /dev/shm/lightnvm-bench-XXXXXX)
 PIDS=()
