@@ -223,6 +223,10 @@ pub struct FileStore {
     erase_unsynced: bool,
     /// Test support: the file's contents as of the last sync ([`FileStore::crash_image`]).
     durable_copy: Option<DurableCopy>,
+    /// An `fdatasync` failed. The kernel may have dropped the pages it could not write and
+    /// marked them clean, so a later `fdatasync` could succeed without them: no held entry
+    /// is ever written after that, and every later sync fails.
+    sync_failed: bool,
 }
 
 /// Test support: the image's contents as of the last sync, and the 4 KiB units written since.
@@ -285,12 +289,21 @@ impl FileStore {
             pending_list: Vec::new(),
             erase_unsynced: false,
             durable_copy: None,
+            sync_failed: false,
         }
     }
 
     /// `fdatasync`, and the test support's record of what it made durable.
     fn sync_file(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
+        if self.sync_failed {
+            return Err(io::Error::other(
+                "an earlier sync of the image failed: writes since may be lost, nothing more is made durable",
+            ));
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.sync_failed = true;
+            return Err(e);
+        }
         if let Some(copy) = &mut self.durable_copy {
             for unit in std::mem::take(&mut copy.dirty) {
                 let at = (unit * ALIGN) as usize;
@@ -365,7 +378,10 @@ impl Drop for FileStore {
     fn drop(&mut self) {
         // Entries that wait for a sync would be lost with the process: a clean close keeps
         // every page it can.
-        if !self.read_only && (!self.pending_list.is_empty() || self.erase_unsynced) {
+        if !self.read_only
+            && !self.sync_failed
+            && (!self.pending_list.is_empty() || self.erase_unsynced)
+        {
             if let Err(e) = self.sync() {
                 tracing::warn!("{}: sync at close: {e}", self.path.display());
             }
@@ -1125,5 +1141,44 @@ mod tests {
                 "flip in byte {byte} not detected"
             );
         }
+    }
+
+    /// After a failed `fdatasync` nothing held is ever written: a later sync (or the close)
+    /// could succeed without the pages the kernel dropped, and the entries would count them.
+    #[test]
+    fn after_a_failed_sync_no_held_entry_is_written() {
+        use crate::Media;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failed.img");
+        let g = Geometry::new(1, 1, 2, 4, 1);
+        let mut m = Flash::create(&path, MediaConfig::new(g), crate::VirtualClock::new()).unwrap();
+        let data = vec![7u8; g.page_bytes()];
+        let oob = vec![0u8; g.page_oob_bytes()];
+        let addr = crate::PageAddr {
+            pu: 0,
+            block: 0,
+            page: 0,
+        };
+        m.program(addr, &data, &oob).unwrap();
+        assert_eq!(
+            m.store().pending_list,
+            vec![0],
+            "the entry waits for a sync"
+        );
+        m.store_mut().sync_failed = true;
+        let e = m.sync().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("an earlier sync of the image failed"),
+            "{e}"
+        );
+        drop(m);
+        let m = Flash::open(&path, OpenMode::ReadOnly, crate::VirtualClock::new()).unwrap();
+        assert_eq!(
+            m.block_info(crate::BlockAddr { pu: 0, block: 0 })
+                .write_pointer,
+            0,
+            "neither the sync nor the close wrote the held entry"
+        );
     }
 }
