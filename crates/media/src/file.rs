@@ -1159,7 +1159,7 @@ mod tests {
             block: 0,
             page: 0,
         };
-        m.program(addr, &data, &oob).unwrap();
+        let _ = m.program(addr, &data, &oob).unwrap();
         assert_eq!(
             m.store().pending_list,
             vec![0],
