@@ -217,6 +217,8 @@ pub struct FileStore {
     /// once the pages it counts are durable.
     pending: Vec<Option<BlockMeta>>,
     pending_list: Vec<u32>,
+    /// Something was written since the last `fdatasync` (a sync with nothing to do is free).
+    written: bool,
     /// An erase is in the file's table but not yet synced: the next page write syncs first,
     /// so that no page of the erased block's new contents can be durable while the old
     /// entry, which counts the old pages, still is.
@@ -287,6 +289,7 @@ impl FileStore {
             table: blocks.to_vec(),
             pending: vec![None; blocks.len()],
             pending_list: Vec::new(),
+            written: false,
             erase_unsynced: false,
             durable_copy: None,
             sync_failed: false,
@@ -300,10 +303,14 @@ impl FileStore {
                 "an earlier sync of the image failed: writes since may be lost, nothing more is made durable",
             ));
         }
+        if !self.written {
+            return Ok(());
+        }
         if let Err(e) = self.file.sync_data() {
             self.sync_failed = true;
             return Err(e);
         }
+        self.written = false;
         if let Some(copy) = &mut self.durable_copy {
             for unit in std::mem::take(&mut copy.dirty) {
                 let at = (unit * ALIGN) as usize;
@@ -316,6 +323,7 @@ impl FileStore {
 
     /// `pwrite`, noted for the test support.
     fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.written = true;
         self.file.write_all_at(bytes, offset)?;
         if let Some(copy) = &mut self.durable_copy {
             let end = offset + bytes.len() as u64;
@@ -892,6 +900,11 @@ impl Flash<FileStore> {
             .open(path)
             .map_err(io_err)?;
         lock(&file, path, !read_only)?;
+        if !read_only {
+            // What a process killed before its sync left in the page cache (an erase's entry
+            // above all) is durable before anything is built on it.
+            file.sync_data().map_err(io_err)?;
+        }
         let len = file.metadata().map_err(io_err)?.len();
         if len < HEADER_BYTES {
             // An image cut short inside its header still starts with the magic.
