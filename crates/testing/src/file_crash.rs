@@ -21,6 +21,8 @@ use crate::pattern::{fill_sector, sector_tag};
 use crate::torture::{describe, random_setup, TortureOutcome};
 
 const SS: usize = 4096;
+/// The longest write, in sectors.
+const LONGEST: u64 = 256;
 
 /// Runs one seed: format an image in `dir`, then `crashes` rounds of workload, machine crash,
 /// recovery and verification. The image is removed at the end.
@@ -82,15 +84,17 @@ fn run(
     let mut ftl = open(path)?;
     let exported = ftl.exported_sectors();
     let mut model = Model::new(exported);
-    let mut buf = vec![0u8; 8 * SS];
+    let mut buf = vec![0u8; LONGEST as usize * SS];
     for crash in 0..crashes {
-        let atomic = ftl.atomic_write_sectors().unwrap_or(1).min(8);
+        let atomic = ftl.atomic_write_sectors().unwrap_or(1).min(LONGEST);
         // Multi-sector writes since the last flush: (LBA, tag) of each sector.
         let mut unflushed: Vec<Vec<(u64, u64)>> = Vec::new();
         let ops = rng.gen_range(1..=600u32);
         for _ in 0..ops {
             let lba = rng.gen_range(0..exported);
-            let n = rng.gen_range(1..=8u64).min(exported - lba);
+            // Mostly short requests; one in ten up to the atomic-write limit.
+            let longest = if rng.gen_bool(0.1) { atomic.max(8) } else { 8 };
+            let n = rng.gen_range(1..=longest).min(exported - lba);
             let r = rng.gen_range(0..100u32);
             let res = match r {
                 0..=59 => {
