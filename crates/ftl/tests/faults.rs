@@ -203,3 +203,38 @@ fn worn_out_blocks_are_retired() {
         .count();
     assert!(worn > 0);
 }
+
+/// A page that fails to program holds the first sector of a two-sector write and the copy
+/// of its last sector that a newer write had already superseded (all still in the page
+/// buffer). The failed page's sectors are placed again, the superseded one too: recovery
+/// applies a write newer than the checkpoint only if it finds every sector of it, so without
+/// that copy it discarded the whole flushed write, and its first LBA read older data (seed
+/// 300278 of `lightnvm torture --threads 4`, CI, 2026-12-05).
+#[test]
+fn a_failed_page_keeps_the_superseded_sector_of_a_flushed_write() {
+    let g = Geometry::new(2, 1, 16, 8, 4);
+    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+    let mut model = Model::new(ftl.exported_sectors());
+    model.write(&mut ftl, 20, 4, false).unwrap();
+    model.flush(&mut ftl).unwrap();
+    // One page of the user stream: LBAs 10 and 11 (one write), 11 again (mapped before the
+    // page is programmed), then 40, which fills the page; its program fails.
+    model.write(&mut ftl, 10, 2, false).unwrap();
+    model.write(&mut ftl, 11, 1, false).unwrap();
+    ftl.media_mut().fail_next_programs(1);
+    model.write(&mut ftl, 40, 1, false).unwrap();
+    assert_eq!(ftl.stats().program_failures, 1, "the page did not fail");
+    model.flush(&mut ftl).unwrap();
+    let mut media = ftl.into_media();
+    media.cut_power();
+    media.power_cycle().unwrap();
+    let mut ftl = lightnvm_ftl::Ftl::open(media).unwrap();
+    assert_eq!(
+        ftl.recovery_report().writes_discarded,
+        0,
+        "{:?}",
+        ftl.recovery_report()
+    );
+    ftl.check().unwrap();
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+}

@@ -107,6 +107,8 @@ pub struct FaultInjector {
     reads: ChaCha8Rng,
     /// Power cycles so far (the read stream's epoch).
     cycles: u64,
+    /// Programs that fail next whatever the odds ([`FaultInjector::fail_next_programs`]).
+    forced_program_failures: u32,
 }
 
 impl FaultInjector {
@@ -117,7 +119,14 @@ impl FaultInjector {
             power: stream(config.seed, STREAM_POWER),
             reads: stream(config.seed, STREAM_READS),
             cycles: 0,
+            forced_program_failures: 0,
         }
+    }
+
+    /// The next `n` programs fail (a test's way to fail one chosen page). The random draws
+    /// are not consumed by them: the runs of a seed are unchanged otherwise.
+    pub fn fail_next_programs(&mut self, n: u32) {
+        self.forced_program_failures = n;
     }
 
     pub fn config(&self) -> &FaultConfig {
@@ -133,6 +142,10 @@ impl FaultInjector {
     }
 
     pub fn program_fails(&mut self) -> bool {
+        if self.forced_program_failures > 0 {
+            self.forced_program_failures -= 1;
+            return true;
+        }
         Self::chance(&mut self.ops, self.config.program_fail_prob)
     }
 

@@ -238,6 +238,12 @@ impl<S: Store> Flash<S> {
         self.store.write_page(&g, index, &data, &oob)
     }
 
+    /// The next `n` page programs fail (the block goes bad, as an injected program failure
+    /// does): a test's way to fail one chosen page.
+    pub fn fail_next_programs(&mut self, n: u32) {
+        self.live_mut().faults.fail_next_programs(n);
+    }
+
     /// Cuts the power now, between operations.
     pub fn cut_power(&mut self) {
         let live = self.live_mut();

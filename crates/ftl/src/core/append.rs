@@ -22,12 +22,18 @@ pub(crate) struct Ctx {
     /// Sectors of a failed page are being placed again: they are in no buffer, so no line
     /// may be erased meanwhile (it may hold the older versions they supersede).
     pub replacing: bool,
+    /// The sector is placed again after a failed program although a newer write superseded
+    /// it: it is mapped nowhere, and is on the media only so that its write stays whole for
+    /// recovery (which discards a write newer than the checkpoint unless it finds every
+    /// sector of it).
+    pub superseded: bool,
 }
 
 impl Ctx {
     pub const HOST: Ctx = Ctx {
         by_gc: false,
         replacing: false,
+        superseded: false,
     };
 }
 
@@ -54,8 +60,13 @@ impl<M: Media> Ftl<M> {
         payload: Payload<'_>,
         ctx: Ctx,
     ) -> Result<(), FtlError> {
+        // `superseded` is this sector's alone: not the sectors GC or a full page move next.
+        let next = Ctx {
+            superseded: false,
+            ..ctx
+        };
         if self.writers[k.index()].fill() == 0 {
-            self.ensure_data_slot(k, ctx)?;
+            self.ensure_data_slot(k, next)?;
         }
         let moved = ctx.by_gc && matches!(kind, SectorKind::Data(_));
         let (ppa, full) = self.writers[k.index()].stage(kind, seq, payload, moved);
@@ -72,6 +83,7 @@ impl<M: Media> Ftl<M> {
                 .note_seq(ppa.line(&self.geo), meta::oob::Stamp::number(seq));
         }
         match kind {
+            SectorKind::Data(_) if ctx.superseded => self.map.set_marker(ppa, P2lEntry::Invalid),
             SectorKind::Data(lba) => match &mut self.pending {
                 // A sector of the multi-sector host write being placed: mapped when all are.
                 Some(p) if p.seq == meta::oob::Stamp::number(seq) => {
@@ -84,7 +96,7 @@ impl<M: Media> Ftl<M> {
             SectorKind::Trim => self.map.set_marker(ppa, P2lEntry::Trim),
         }
         if full {
-            self.program_stream_page(k, ctx)?;
+            self.program_stream_page(k, next)?;
         }
         Ok(())
     }
@@ -357,32 +369,38 @@ impl<M: Media> Ftl<M> {
                 let back = self.writers[k.index()].take_failed_page();
                 self.pool.drop_pu(line, pu);
                 self.update_read_only();
+                // Every sector of the page is placed again, a superseded one too (mapped
+                // nowhere): a write newer than the checkpoint is applied by recovery only if
+                // all its sectors are found, so dropping the superseded tail of a flushed
+                // multi-sector write would make recovery discard the rest of it.
                 let mut again = Vec::new();
                 for u in back {
                     let ppa = u.ppa;
                     match u.kind {
-                        SectorKind::Trim => again.push(u),
+                        SectorKind::Trim => again.push((u, false)),
                         SectorKind::Data(lba) if self.map.is_current(lba, u.ppa) => {
                             // The old mapping is dropped; the sector is placed again below.
                             self.map.unmap(lba);
-                            again.push(u);
+                            again.push((u, false));
                         }
-                        SectorKind::Data(lba) if self.unplace(lba, ppa) => again.push(u),
-                        _ => {}
+                        SectorKind::Data(lba) if self.unplace(lba, ppa) => again.push((u, false)),
+                        SectorKind::Data(_) => again.push((u, true)),
+                        SectorKind::Pad => {}
                     }
                     self.map.set_marker(ppa, P2lEntry::Invalid);
                 }
-                let ctx = Ctx {
-                    replacing: true,
-                    ..ctx
-                };
                 let mut again = again.into_iter();
-                while let Some(u) = again.next() {
+                while let Some((u, superseded)) = again.next() {
+                    let ctx = Ctx {
+                        replacing: true,
+                        superseded,
+                        ..ctx
+                    };
                     if let Err(e) = self.push(k, u.kind, u.seq, &u.data, ctx) {
                         // No room to place them again (the device turns read-only): what was
                         // not placed reads as an error from now on, never as zeros.
-                        for left in std::iter::once(u).chain(again) {
-                            if let SectorKind::Data(lba) = left.kind {
+                        for (left, superseded) in std::iter::once((u, superseded)).chain(again) {
+                            if let (SectorKind::Data(lba), false) = (left.kind, superseded) {
                                 // (A sector of the write being placed was never mapped.)
                                 let placing = self.pending.as_ref().map(|p| p.seq);
                                 if placing != Some(meta::oob::Stamp::number(left.seq)) {
