@@ -11,6 +11,7 @@
 //!   cut drops the page altogether); an erase either happened or did not; a read or sync fails.
 //! * After the cut every operation fails with `PowerLoss` until [`Flash::power_cycle`].
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::{Rng, RngCore};
@@ -69,6 +70,33 @@ pub struct Flash<S: Store> {
     /// read at once), so this sits behind a lock held only for the bookkeeping, never while
     /// bytes move.
     live: Mutex<Live>,
+    /// Reads change nothing of [`Live`] but its counters: no timing model (timing none), no
+    /// read faults, no power cut armed, power on. They then take no lock and count in
+    /// [`Flash::read_shards`]. Changed only under `&mut self`, so no read is in flight.
+    lock_free_reads: bool,
+    /// The lock-free reads' counters, one shard per thread (a shared counter would bounce
+    /// its cache line between the cores on every read).
+    read_shards: Box<[ReadShard]>,
+}
+
+/// Counters of the reads that took no lock.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ReadShard {
+    reads: AtomicU64,
+    sectors_read: AtomicU64,
+    read_failures: AtomicU64,
+}
+
+const READ_SHARDS: usize = 16;
+
+/// The calling thread's shard of [`Flash::read_shards`].
+fn read_shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % READ_SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// Timing, faults, counters and power: the state a read changes.
@@ -165,17 +193,39 @@ impl<S: Store> Flash<S> {
             dirty_list: Vec::new(),
             durable_wp,
             blocks,
+            lock_free_reads: false,
+            read_shards: (0..READ_SHARDS).map(|_| ReadShard::default()).collect(),
             config,
             store,
             clock,
         }
+        .with_read_path()
+    }
+
+    fn with_read_path(mut self) -> Self {
+        self.update_read_path();
+        self
+    }
+
+    /// Whether reads may skip the lock from now on (see [`Flash::lock_free_reads`]).
+    fn update_read_path(&mut self) {
+        let free = self.config.timing == crate::TimingConfig::NONE
+            && self.config.faults.read_fail_prob <= 0.0;
+        let live = self.live_mut();
+        self.lock_free_reads = free && live.powered && live.cut_at_op.is_none();
     }
 
     pub fn config(&self) -> &MediaConfig {
         &self.config
     }
     pub fn stats(&self) -> MediaStats {
-        self.live().stats
+        let mut s = self.live().stats;
+        for shard in self.read_shards.iter() {
+            s.reads += shard.reads.load(Relaxed);
+            s.sectors_read += shard.sectors_read.load(Relaxed);
+            s.read_failures += shard.read_failures.load(Relaxed);
+        }
+        s
     }
     pub fn store(&self) -> &S {
         &self.store
@@ -207,9 +257,11 @@ impl<S: Store> Flash<S> {
     pub fn arm_power_cut(&mut self, after_ops: u64) {
         let live = self.live_mut();
         live.cut_at_op = Some(live.ops + after_ops + 1);
+        self.update_read_path();
     }
     pub fn disarm_power_cut(&mut self) {
         self.live_mut().cut_at_op = None;
+        self.update_read_path();
     }
 
     /// Bit rot, for tests: XORs `mask` into byte `byte` of sector `sector` of a programmed
@@ -252,6 +304,7 @@ impl<S: Store> Flash<S> {
             live.cut_at_op = None;
             live.stats.power_cuts += 1;
         }
+        self.update_read_path();
     }
 
     /// Restores power after a cut (cutting it first if it is on): applies the losses the
@@ -297,6 +350,7 @@ impl<S: Store> Flash<S> {
         self.live_mut().cut_at_op = None;
         self.live_mut().faults.power_cycled();
         self.live_mut().powered = true;
+        self.update_read_path();
         Ok(outcome)
     }
 
@@ -462,9 +516,13 @@ impl<S: Store> Flash<S> {
         background: bool,
     ) -> Result<Completion, ReadError> {
         let count = self.check_read(addr, first_sector, data, oob)?;
-        let op = self
-            .reads()
-            .begin(&mut self.live(), addr, count, background)?;
+        let op = if self.lock_free_reads {
+            self.reads()
+                .begin_lock_free(&self.read_shards[read_shard_index()], addr, count)?
+        } else {
+            self.reads()
+                .begin(&mut self.live(), addr, count, background)?
+        };
         self.finish_read(addr, first_sector, data, oob, op, false)
             .map(|(c, _)| c)
     }
@@ -636,6 +694,53 @@ struct ReadOp {
 }
 
 impl Reads<'_> {
+    /// The NAND rules of a read of `addr`: its block's state.
+    #[inline(always)]
+    fn check_page(&self, addr: PageAddr) -> Result<BlockMeta, ReadError> {
+        let g = &self.config.geometry;
+        let b = g.block_index(addr.block_addr());
+        let meta = self.blocks[b as usize];
+        if meta.bad == Some(BadReason::Factory) {
+            return Err(ReadError::BadBlock { addr });
+        }
+        if addr.page >= meta.write_pointer {
+            return Err(ReadError::Unwritten { addr });
+        }
+        if !self.readable(b, addr.page) {
+            return Err(ReadError::NotYetReadable {
+                addr,
+                write_pointer: meta.write_pointer,
+                mw_cunits: g.mw_cunits,
+            });
+        }
+        Ok(meta)
+    }
+
+    /// [`Reads::begin`] where it changes nothing but counters (see
+    /// [`Flash::lock_free_reads`]): the read completes at once, none of its sectors fails
+    /// unless its page is torn.
+    #[inline(always)]
+    fn begin_lock_free(
+        &self,
+        shard: &ReadShard,
+        addr: PageAddr,
+        count: u64,
+    ) -> Result<ReadOp, ReadError> {
+        let meta = self.check_page(addr)?;
+        shard.reads.fetch_add(1, Relaxed);
+        shard.sectors_read.fetch_add(count, Relaxed);
+        let torn = meta.torn_page == Some(addr.page);
+        if torn {
+            shard.read_failures.fetch_add(1, Relaxed);
+        }
+        Ok(ReadOp {
+            done_ns: self.clock.now_ns(),
+            fault_mask: 0,
+            torn,
+            count,
+        })
+    }
+
     fn readable(&self, block: u32, page: u32) -> bool {
         let meta = &self.blocks[block as usize];
         let g = &self.config.geometry;
@@ -660,21 +765,7 @@ impl Reads<'_> {
         if !live.powered {
             return Err(ReadError::PowerLoss);
         }
-        let b = g.block_index(addr.block_addr());
-        let meta = self.blocks[b as usize];
-        if meta.bad == Some(BadReason::Factory) {
-            return Err(ReadError::BadBlock { addr });
-        }
-        if addr.page >= meta.write_pointer {
-            return Err(ReadError::Unwritten { addr });
-        }
-        if !self.readable(b, addr.page) {
-            return Err(ReadError::NotYetReadable {
-                addr,
-                write_pointer: meta.write_pointer,
-                mw_cunits: g.mw_cunits,
-            });
-        }
+        let meta = self.check_page(addr)?;
         if let OpStart::Interrupted = live.begin_op() {
             return Err(ReadError::PowerLoss);
         }
