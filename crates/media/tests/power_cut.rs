@@ -605,3 +605,40 @@ fn power_cut_workloads_cover_every_interruption() {
     assert_eq!(kinds.len(), 5, "{kinds:?}");
     assert!(lost > 0 && torn_kept > 0);
 }
+
+/// Reads that change nothing but counters take no lock (timing none, no read faults, no cut
+/// armed): from two threads at once every one is counted; arming a cut puts reads back on
+/// the path that counts operations, so a cut armed for the next operation takes a read.
+#[test]
+fn lock_free_reads_are_counted_and_an_armed_cut_still_takes_a_read() {
+    let g = geom(2, 1, 4, 4, 2);
+    let mut m = media(g, 1);
+    let b = g.block_at(0);
+    program_ok(&mut m, b.page(0), 7);
+    let _ = m.sync().unwrap();
+    let before = m.stats();
+    let (ss, os) = (g.sector_size as usize, g.oob_bytes_per_sector as usize);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let m = &m;
+            s.spawn(move || {
+                let (mut data, mut oob) = (vec![0u8; ss], vec![0u8; os]);
+                for _ in 0..1000 {
+                    let _ = m.read(b.page(0), 1, &mut data, &mut oob).unwrap();
+                }
+            });
+        }
+    });
+    let after = m.stats();
+    assert_eq!(after.reads - before.reads, 2000);
+    assert_eq!(after.sectors_read - before.sectors_read, 2000);
+    assert_page(&mut m, b.page(0), 7);
+    m.arm_power_cut(0);
+    assert!(matches!(
+        read_page(&mut m, b.page(0)),
+        Err(ReadError::PowerLoss)
+    ));
+    assert!(!m.is_powered());
+    m.power_cycle().unwrap();
+    assert_page(&mut m, b.page(0), 7);
+}
