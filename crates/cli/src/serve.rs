@@ -244,6 +244,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
+        let mut media = media;
+        if !a.realtime {
+            // Replies go at once: the modeled times are not used (the image keeps its timing
+            // preset for `--realtime`).
+            media.disable_timing();
+        }
         let started = std::time::Instant::now();
         let ftl = Ftl::open_with(media, !a.read_only)
             .with_context(|| format!("opening the FTL on {}", path.display()))?;

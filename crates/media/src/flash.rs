@@ -254,6 +254,17 @@ impl<S: Store> Flash<S> {
     }
 
     /// Cuts the power after `after_ops` more operations complete; the next one is interrupted.
+    /// Runs the device without its timing model from now on: every operation completes at
+    /// once. For a user that does not wait for the modeled times (`lightnvm serve` without
+    /// `--realtime` replies at once): the model's bookkeeping is skipped, and reads take no
+    /// lock (see [`Flash::lock_free_reads`]). In memory only: an image keeps its timing preset.
+    pub fn disable_timing(&mut self) {
+        self.config.timing = crate::TimingConfig::NONE;
+        let g = self.config.geometry;
+        self.live_mut().timing = TimingModel::new(crate::TimingConfig::NONE, &g);
+        self.update_read_path();
+    }
+
     pub fn arm_power_cut(&mut self, after_ops: u64) {
         let live = self.live_mut();
         live.cut_at_op = Some(live.ops + after_ops + 1);
