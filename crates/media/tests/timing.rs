@@ -360,3 +360,31 @@ proptest! {
         prop_assert_eq!(clock.now_ns(), idle);
     }
 }
+
+/// `disable_timing`: from then on every operation completes at once and reads are counted
+/// as before; before, the same read took the model's tR and transfer.
+#[test]
+fn disabled_timing_completes_everything_at_once() {
+    let g = geom(2, 1, 4, 4, 2);
+    let (clock, mut m) = media(g, femu());
+    let b = blk(0, 0);
+    let c = program(&mut m, b.page(0), 1).unwrap();
+    assert!(c.done_ns > clock.now_ns());
+    let (mut data, mut oob) = (vec![0u8; g.page_bytes()], vec![0u8; g.page_oob_bytes()]);
+    clock.advance_to(c.done_ns);
+    let r = m.read(b.page(0), 0, &mut data, &mut oob).unwrap();
+    assert_eq!(
+        r.done_ns,
+        clock.now_ns() + femu().t_read_ns + page_xfer(&g, &femu())
+    );
+    let reads = m.stats().reads;
+    m.disable_timing();
+    assert_eq!(m.config().timing, TimingConfig::NONE);
+    let r = m.read(b.page(0), 0, &mut data, &mut oob).unwrap();
+    assert_eq!(r.done_ns, clock.now_ns());
+    let c = program(&mut m, b.page(1), 2).unwrap();
+    assert_eq!(c.done_ns, clock.now_ns());
+    assert_eq!(m.stats().reads, reads + 1);
+    assert_page(&mut m, b.page(0), 1);
+    assert_page(&mut m, b.page(1), 2);
+}
