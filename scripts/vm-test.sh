@@ -64,16 +64,26 @@ done
 if [[ "$(dpkg-query -W -f '${Status}' busybox-static 2>/dev/null)" != *" installed" ]]; then
     [[ " ${need[*]} " == *" busybox-static "* ]] || need+=(busybox-static)
 fi
-# Debian's qemu-system-x86 (7.2) replaces a newer qemu-utils (backports' 10.0 on these
-# machines): ask for qemu-utils with it, so qemu-img and qemu-io stay installed.
-[[ " ${need[*]} " == *" qemu-system-x86 "* ]] && need+=(qemu-utils)
+# Debian's qemu-system-x86 (7.2, what the VM suite was measured with) cannot sit beside a
+# newer qemu-utils (these machines come with backports' 10.0, which Breaks
+# qemu-system-common < 8.0): ask for qemu-utils at qemu-system-x86's version, downgrading it,
+# so qemu-img and qemu-io stay installed.
+with_qemu=0
+[[ " ${need[*]} " == *" qemu-system-x86 "* ]] && with_qemu=1
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     ok=0
     for i in 1 2 3; do
-        if apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then
-            ok=1; break
+        pkgs=("${need[@]}")
+        if apt-get update -qq; then
+            if ((with_qemu)); then
+                v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+                pkgs+=("qemu-utils${v:+=$v}")
+            fi
+            if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                --allow-downgrades "${pkgs[@]}" >/dev/null; then
+                ok=1; break
+            fi
         fi
         log "apt-get failed (attempt $i of 3); retrying in $((i * 10)) s"
         sleep $((i * 10))
