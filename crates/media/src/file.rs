@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::fault::FaultConfig;
 use crate::flash::{fresh_block_table, Flash};
 use crate::geometry::{Geometry, GEOMETRY_BYTES};
-use crate::store::{BlockMeta, Store};
+use crate::store::{BlockMeta, Store, StoreRead};
 use crate::timing::{Clock, TimingConfig};
 use crate::{BadReason, ConfigError, MediaConfig};
 
@@ -175,6 +175,66 @@ pub struct Redundancy {
     pub repaired: bool,
 }
 
+/// Reads sectors of a page of an image (see [`Store::read_page`]).
+#[allow(clippy::too_many_arguments)]
+fn read_image_page(
+    file: &File,
+    map: Option<&Mapping>,
+    layout: &Layout,
+    geometry: &Geometry,
+    page_index: u64,
+    first_sector: u32,
+    data: &mut [u8],
+    oob: &mut [u8],
+) -> io::Result<()> {
+    let d = layout.data_offset
+        + page_index * geometry.page_bytes() as u64
+        + first_sector as u64 * geometry.sector_size as u64;
+    let o = layout.oob_offset
+        + page_index * geometry.page_oob_bytes() as u64
+        + first_sector as u64 * geometry.oob_bytes_per_sector as u64;
+    if let Some(Mapping(m)) = map {
+        let (d, o) = (d as usize, o as usize);
+        data.copy_from_slice(&m[d..d + data.len()]);
+        oob.copy_from_slice(&m[o..o + oob.len()]);
+        return Ok(());
+    }
+    file.read_exact_at(data, d)?;
+    if !oob.is_empty() {
+        file.read_exact_at(oob, o)?;
+    }
+    Ok(())
+}
+
+/// Reads an image beside its [`FileStore`]'s writes ([`Store::shared_reader`]).
+struct FileReader {
+    file: Arc<File>,
+    map: Option<Arc<Mapping>>,
+    layout: Layout,
+}
+
+impl StoreRead for FileReader {
+    unsafe fn read_page(
+        &self,
+        geometry: &Geometry,
+        page_index: u64,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> io::Result<()> {
+        read_image_page(
+            &self.file,
+            self.map.as_deref(),
+            &self.layout,
+            geometry,
+            page_index,
+            first_sector,
+            data,
+            oob,
+        )
+    }
+}
+
 /// The image mapped into memory, read-only, for page reads (see the module documentation).
 #[derive(Debug)]
 struct Mapping(memmap2::Mmap);
@@ -203,13 +263,14 @@ impl Mapping {
 /// Bytes of an image file.
 #[derive(Debug)]
 pub struct FileStore {
-    file: File,
+    /// Shared with [`Store::shared_reader`]'s handles (as is `map`).
+    file: Arc<File>,
     path: PathBuf,
     layout: Layout,
     read_only: bool,
     info: ImageInfo,
     redundancy: Redundancy,
-    map: Option<Mapping>,
+    map: Option<Arc<Mapping>>,
     /// The block table as the file holds it. An entry in the file never counts a page that
     /// is not durable (see [`FileStore::sync`]).
     table: Vec<BlockMeta>,
@@ -277,9 +338,9 @@ impl FileStore {
         redundancy: Redundancy,
         blocks: &[BlockMeta],
     ) -> FileStore {
-        let map = Mapping::of(&file, layout.file_bytes);
+        let map = Mapping::of(&file, layout.file_bytes).map(Arc::new);
         FileStore {
-            file,
+            file: Arc::new(file),
             path,
             layout,
             read_only,
@@ -424,23 +485,24 @@ impl Store for FileStore {
         data: &mut [u8],
         oob: &mut [u8],
     ) -> io::Result<()> {
-        let d = self.layout.data_offset
-            + page_index * geometry.page_bytes() as u64
-            + first_sector as u64 * geometry.sector_size as u64;
-        let o = self.layout.oob_offset
-            + page_index * geometry.page_oob_bytes() as u64
-            + first_sector as u64 * geometry.oob_bytes_per_sector as u64;
-        if let Some(Mapping(m)) = &self.map {
-            let (d, o) = (d as usize, o as usize);
-            data.copy_from_slice(&m[d..d + data.len()]);
-            oob.copy_from_slice(&m[o..o + oob.len()]);
-            return Ok(());
-        }
-        self.file.read_exact_at(data, d)?;
-        if !oob.is_empty() {
-            self.file.read_exact_at(oob, o)?;
-        }
-        Ok(())
+        read_image_page(
+            &self.file,
+            self.map.as_deref(),
+            &self.layout,
+            geometry,
+            page_index,
+            first_sector,
+            data,
+            oob,
+        )
+    }
+
+    fn shared_reader(&self) -> Option<Arc<dyn StoreRead>> {
+        Some(Arc::new(FileReader {
+            file: self.file.clone(),
+            map: self.map.clone(),
+            layout: self.layout,
+        }))
     }
 
     /// Crash ordering (the device's promise: a page is durable once a sync after it

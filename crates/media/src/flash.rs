@@ -11,7 +11,8 @@
 //!   cut drops the page altogether); an erase either happened or did not; a read or sync fails.
 //! * After the cut every operation fails with `PowerLoss` until [`Flash::power_cycle`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::{Rng, RngCore};
@@ -19,11 +20,11 @@ use serde::Serialize;
 
 use crate::fault::{factory_bad_blocks, FaultInjector};
 use crate::geometry::{BlockAddr, Geometry, PageAddr};
-use crate::store::{BlockMeta, RamStore, Record, Store};
+use crate::store::{BlockMeta, RamStore, Record, Store, StoreRead};
 use crate::timing::{Clock, TimingModel};
 use crate::{
     BadReason, BlockInfo, BlockState, Completion, ConfigError, EraseError, MarkBadError, Media,
-    MediaConfig, ProgramError, ReadError, SyncError,
+    MediaConfig, ProgramError, ReadError, SharedRead, SyncError,
 };
 
 /// Operation counters.
@@ -68,15 +69,184 @@ pub struct Flash<S: Store> {
     clock: Arc<dyn Clock>,
     /// What every operation changes, reads included: reads take `&self` (several threads
     /// read at once), so this sits behind a lock held only for the bookkeeping, never while
-    /// bytes move.
-    live: Mutex<Live>,
+    /// bytes move. Shared with the [`Media::shared_reader`] handles once one exists.
+    live: LiveHome,
     /// Reads change nothing of [`Live`] but its counters: no timing model (timing none), no
     /// read faults, no power cut armed, power on. They then take no lock and count in
     /// [`Flash::read_shards`]. Changed only under `&mut self`, so no read is in flight.
     lock_free_reads: bool,
     /// The lock-free reads' counters, one shard per thread (a shared counter would bounce
     /// its cache line between the cores on every read).
-    read_shards: Box<[ReadShard]>,
+    read_shards: Arc<[ReadShard]>,
+    /// What the [`Media::shared_reader`] handles read, once one was made: kept in step with
+    /// `blocks`, `durable_wp` and `lock_free_reads`.
+    shared: Option<Arc<SharedState>>,
+}
+
+/// Where [`Live`] is: the device's own until a shared reader needs it too (the owner then
+/// takes the lock for what it did without).
+#[derive(Debug)]
+// Inline, not boxed: the owner reaches it on every operation; there is one per device.
+#[allow(clippy::large_enum_variant)]
+enum LiveHome {
+    Own(Mutex<Live>),
+    Shared(Arc<Mutex<Live>>),
+}
+
+impl LiveHome {
+    fn mutex(&self) -> &Mutex<Live> {
+        match self {
+            LiveHome::Own(m) => m,
+            LiveHome::Shared(m) => m,
+        }
+    }
+
+    fn get_mut(&mut self) -> LiveMut<'_> {
+        match self {
+            LiveHome::Own(m) => LiveMut::Own(m.get_mut().unwrap_or_else(PoisonError::into_inner)),
+            LiveHome::Shared(m) => {
+                LiveMut::Locked(m.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        }
+    }
+}
+
+/// [`Live`] for the device's owner: borrowed, or locked while shared readers exist.
+enum LiveMut<'a> {
+    Own(&'a mut Live),
+    Locked(MutexGuard<'a, Live>),
+}
+
+impl Deref for LiveMut<'_> {
+    type Target = Live;
+    fn deref(&self) -> &Live {
+        match self {
+            LiveMut::Own(l) => l,
+            LiveMut::Locked(g) => g,
+        }
+    }
+}
+
+impl DerefMut for LiveMut<'_> {
+    fn deref_mut(&mut self) -> &mut Live {
+        match self {
+            LiveMut::Own(l) => l,
+            LiveMut::Locked(g) => g,
+        }
+    }
+}
+
+/// What a [`FlashReader`] reads: the device as its reads see it, kept in step by the owner
+/// (block states packed in atomics, published before the owner's caller publishes the
+/// data to readers).
+struct SharedState {
+    geometry: Geometry,
+    clock: Arc<dyn Clock>,
+    live: Arc<Mutex<Live>>,
+    /// [`Flash::lock_free_reads`].
+    lock_free: AtomicBool,
+    shards: Arc<[ReadShard]>,
+    /// Per block [`pack_meta`] of its state.
+    blocks: Box<[AtomicU64]>,
+    durable_wp: Box<[AtomicU32]>,
+    store: Arc<dyn StoreRead>,
+}
+
+/// A block's state as reads need it, in one word: the write pointer (bits 0..32), the torn
+/// page + 1 (bits 32..63, 0: none) and whether the block is factory-bad (bit 63).
+fn pack_meta(m: &BlockMeta) -> u64 {
+    let torn = m.torn_page.map_or(0, |t| t as u64 + 1);
+    assert!(torn < 1 << 31, "torn page index fits 31 bits");
+    m.write_pointer as u64 | torn << 32 | ((m.bad == Some(BadReason::Factory)) as u64) << 63
+}
+
+/// What a read checks of a block.
+#[derive(Clone, Copy, Debug)]
+struct ReadMeta {
+    write_pointer: u32,
+    torn_page: Option<u32>,
+    factory_bad: bool,
+}
+
+/// Where reads find block states: the owner's table, or a shared reader's atomics.
+trait BlockView {
+    fn meta(&self, block: u32) -> ReadMeta;
+    fn durable_wp(&self, block: u32) -> u32;
+}
+
+struct OwnView<'a> {
+    blocks: &'a [BlockMeta],
+    durable_wp: &'a [u32],
+}
+
+impl BlockView for OwnView<'_> {
+    #[inline(always)]
+    fn meta(&self, block: u32) -> ReadMeta {
+        let m = &self.blocks[block as usize];
+        ReadMeta {
+            write_pointer: m.write_pointer,
+            torn_page: m.torn_page,
+            factory_bad: m.bad == Some(BadReason::Factory),
+        }
+    }
+    #[inline(always)]
+    fn durable_wp(&self, block: u32) -> u32 {
+        self.durable_wp[block as usize]
+    }
+}
+
+impl BlockView for &SharedState {
+    #[inline(always)]
+    fn meta(&self, block: u32) -> ReadMeta {
+        let w = self.blocks[block as usize].load(Acquire);
+        let torn = (w >> 32) as u32 & 0x7fff_ffff;
+        ReadMeta {
+            write_pointer: w as u32,
+            torn_page: torn.checked_sub(1),
+            factory_bad: w >> 63 != 0,
+        }
+    }
+    #[inline(always)]
+    fn durable_wp(&self, block: u32) -> u32 {
+        self.durable_wp[block as usize].load(Acquire)
+    }
+}
+
+/// A [`Flash`]'s [`SharedRead`] handle.
+struct FlashReader(Arc<SharedState>);
+
+impl SharedRead for FlashReader {
+    unsafe fn read(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Completion, ReadError> {
+        let st = &*self.0;
+        let g = &st.geometry;
+        let count = check_read(g, addr, first_sector, data, oob)?;
+        let reads = Reads {
+            geometry: g,
+            view: st,
+            clock: &*st.clock,
+        };
+        let op = if st.lock_free.load(Acquire) {
+            reads.begin_lock_free(&st.shards[read_shard_index()], addr, count)?
+        } else {
+            let mut live = st.live.lock().unwrap_or_else(PoisonError::into_inner);
+            reads.begin(&mut live, addr, count, false)?
+        };
+        // SAFETY: the caller's contract: no write of this page meanwhile.
+        unsafe {
+            st.store
+                .read_page(g, g.page_index(addr), first_sector, data, oob)?
+        };
+        fail_sectors(g, addr, data, oob, &op)?;
+        Ok(Completion {
+            done_ns: op.done_ns,
+        })
+    }
 }
 
 /// Counters of the reads that took no lock.
@@ -180,21 +350,14 @@ impl<S: Store> Flash<S> {
         assert_eq!(blocks.len(), config.geometry.total_blocks() as usize);
         let durable_wp = blocks.iter().map(|b| b.write_pointer).collect();
         Flash {
-            live: Mutex::new(Live {
-                timing: TimingModel::new(config.timing, &config.geometry),
-                faults: FaultInjector::new(config.faults),
-                cut_at_op: config.faults.power_cut_after_ops.map(|n| n + 1),
-                ops: 0,
-                powered: true,
-                torn_pending: 0,
-                stats: MediaStats::default(),
-            }),
+            live: LiveHome::Own(Mutex::new(Live::new(&config))),
             dirty: vec![false; blocks.len()],
             dirty_list: Vec::new(),
             durable_wp,
             blocks,
             lock_free_reads: false,
             read_shards: (0..READ_SHARDS).map(|_| ReadShard::default()).collect(),
+            shared: None,
             config,
             store,
             clock,
@@ -212,7 +375,22 @@ impl<S: Store> Flash<S> {
         let free = self.config.timing == crate::TimingConfig::NONE
             && self.config.faults.read_fail_prob <= 0.0;
         let live = self.live_mut();
-        self.lock_free_reads = free && live.powered && live.cut_at_op.is_none();
+        let lock_free = free && live.powered && live.cut_at_op.is_none();
+        drop(live);
+        self.lock_free_reads = lock_free;
+        if let Some(sh) = &self.shared {
+            sh.lock_free.store(lock_free, Release);
+        }
+    }
+
+    /// Shared readers see block `b`'s state from now on.
+    #[inline]
+    fn publish(&self, b: u32) {
+        if let Some(sh) = &self.shared {
+            let b = b as usize;
+            sh.blocks[b].store(pack_meta(&self.blocks[b]), Release);
+            sh.durable_wp[b].store(self.durable_wp[b], Release);
+        }
     }
 
     pub fn config(&self) -> &MediaConfig {
@@ -266,8 +444,9 @@ impl<S: Store> Flash<S> {
     }
 
     pub fn arm_power_cut(&mut self, after_ops: u64) {
-        let live = self.live_mut();
+        let mut live = self.live_mut();
         live.cut_at_op = Some(live.ops + after_ops + 1);
+        drop(live);
         self.update_read_path();
     }
     pub fn disarm_power_cut(&mut self) {
@@ -309,12 +488,13 @@ impl<S: Store> Flash<S> {
 
     /// Cuts the power now, between operations.
     pub fn cut_power(&mut self) {
-        let live = self.live_mut();
+        let mut live = self.live_mut();
         if live.powered {
             live.powered = false;
             live.cut_at_op = None;
             live.stats.power_cuts += 1;
         }
+        drop(live);
         self.update_read_path();
     }
 
@@ -336,12 +516,14 @@ impl<S: Store> Flash<S> {
             if wp <= durable {
                 continue;
             }
-            let rng = self.live_mut().faults.power_rng();
+            let mut live = self.live_mut();
+            let rng = live.faults.power_rng();
             let keep = match rng.gen_range(0..4u32) {
                 0 => wp,
                 1 => durable,
                 _ => rng.gen_range(durable..=wp),
             };
+            drop(live);
             let meta = &mut self.blocks[bi];
             if let Some(t) = meta.torn_page {
                 if t >= keep {
@@ -355,6 +537,9 @@ impl<S: Store> Flash<S> {
         }
         for (d, m) in self.durable_wp.iter_mut().zip(&self.blocks) {
             *d = m.write_pointer;
+        }
+        for b in 0..self.blocks.len() as u32 {
+            self.publish(b);
         }
         // What the cut kept is durable from now on, in the store too.
         self.store.sync()?;
@@ -433,11 +618,17 @@ impl<S: Store> Flash<S> {
         }
         let now = self.clock.now_ns();
         let bytes = (data.len() + oob.len()) as u64;
-        let timing = &mut self.live_mut().timing;
-        let done_ns = timing.program_block(now, addr.pu, addr.block, bytes, background);
-        self.live_mut().stats.programs += 1;
-        if self.live_mut().faults.program_fails() {
-            self.live_mut().stats.program_failures += 1;
+        let mut live = self.live_mut();
+        let done_ns = live
+            .timing
+            .program_block(now, addr.pu, addr.block, bytes, background);
+        live.stats.programs += 1;
+        let fails = live.faults.program_fails();
+        if fails {
+            live.stats.program_failures += 1;
+        }
+        drop(live);
+        if fails {
             meta.write_pointer += 1;
             meta.torn_page = Some(addr.page);
             meta.bad = Some(BadReason::ProgramFailure);
@@ -490,6 +681,7 @@ impl<S: Store> Flash<S> {
         meta.write_pointer = 0;
         meta.torn_page = None;
         self.durable_wp[b as usize] = 0;
+        self.publish(b);
         if worn {
             meta.bad = Some(BadReason::WornOut);
             self.live_mut().stats.erase_failures += 1;
@@ -526,7 +718,7 @@ impl<S: Store> Flash<S> {
         oob: &mut [u8],
         background: bool,
     ) -> Result<Completion, ReadError> {
-        let count = self.check_read(addr, first_sector, data, oob)?;
+        let count = check_read(&self.config.geometry, addr, first_sector, data, oob)?;
         let op = if self.lock_free_reads {
             self.reads()
                 .begin_lock_free(&self.read_shards[read_shard_index()], addr, count)?
@@ -549,57 +741,28 @@ impl<S: Store> Flash<S> {
         oob: &mut [u8],
         background: bool,
     ) -> Result<(Completion, Option<Record>), ReadError> {
-        let count = self.check_read(addr, first_sector, data, oob)?;
+        let count = check_read(&self.config.geometry, addr, first_sector, data, oob)?;
         let reads = Reads {
-            config: &self.config,
-            blocks: &self.blocks,
-            durable_wp: &self.durable_wp,
+            geometry: &self.config.geometry,
+            view: OwnView {
+                blocks: &self.blocks,
+                durable_wp: &self.durable_wp,
+            },
             clock: &*self.clock,
         };
-        let live = self.live.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let op = reads.begin(live, addr, count, background)?;
+        let mut live = self.live.get_mut();
+        let op = reads.begin(&mut live, addr, count, background)?;
+        drop(live);
         self.finish_read(addr, first_sector, data, oob, op, true)
     }
 
-    /// A read's buffers and range: the count of sectors it reads.
-    fn check_read(
-        &self,
-        addr: PageAddr,
-        first_sector: u32,
-        data: &[u8],
-        oob: &[u8],
-    ) -> Result<u64, ReadError> {
-        let g = &self.config.geometry;
-        let ss = g.sector_size as usize;
-        let os = g.oob_bytes_per_sector as usize;
-        // One sector (GC's reads, the NBD server's 4 KiB reads) without a division.
-        let count = if data.len() == ss { 1 } else { data.len() / ss };
-        if data.is_empty()
-            || count * ss != data.len()
-            || (!oob.is_empty() && oob.len() != count * os)
-        {
-            return Err(ReadError::BufferSize {
-                data: data.len(),
-                oob: oob.len(),
-            });
-        }
-        let count = count as u64;
-        let end = first_sector as u64 + count;
-        if !g.contains_page(addr) || end > g.sectors_per_page as u64 {
-            return Err(ReadError::OutOfRange {
-                addr,
-                first: first_sector,
-                end: end.min(u32::MAX as u64) as u32,
-            });
-        }
-        Ok(count)
-    }
-
-    fn reads(&self) -> Reads<'_> {
+    fn reads(&self) -> Reads<'_, OwnView<'_>> {
         Reads {
-            config: &self.config,
-            blocks: &self.blocks,
-            durable_wp: &self.durable_wp,
+            geometry: &self.config.geometry,
+            view: OwnView {
+                blocks: &self.blocks,
+                durable_wp: &self.durable_wp,
+            },
             clock: &*self.clock,
         }
     }
@@ -618,55 +781,28 @@ impl<S: Store> Flash<S> {
         record: bool,
     ) -> Result<(Completion, Option<Record>), ReadError> {
         let g = &self.config.geometry;
-        let ss = g.sector_size as usize;
-        let os = g.oob_bytes_per_sector as usize;
-        let ReadOp {
-            done_ns,
-            fault_mask,
-            torn,
-            count,
-        } = op;
+        let done_ns = op.done_ns;
         let page_index = g.page_index(addr);
-        if record && count == 1 && fault_mask == 0 && !torn {
+        if record && op.count == 1 && op.fault_mask == 0 && !op.torn {
             if let Some(r) = self.store.read_record(g, page_index, first_sector) {
                 return Ok((Completion { done_ns }, Some(r)));
             }
         }
         self.store
             .read_page(g, page_index, first_sector, data, oob)?;
-        let mut failed = if torn {
-            if count == 64 {
-                u64::MAX
-            } else {
-                (1u64 << count) - 1
-            }
-        } else {
-            0
-        };
-        failed |= fault_mask;
-        if failed != 0 {
-            for i in 0..count as usize {
-                if failed & (1 << i) != 0 {
-                    data[i * ss..(i + 1) * ss].fill(0);
-                    if !oob.is_empty() {
-                        oob[i * os..(i + 1) * os].fill(0);
-                    }
-                }
-            }
-            return Err(ReadError::Uncorrectable {
-                addr,
-                sectors: failed,
-            });
-        }
+        fail_sectors(g, addr, data, oob, &op)?;
         Ok((Completion { done_ns }, None))
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+        self.live
+            .mutex()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn live_mut(&mut self) -> &mut Live {
-        self.live.get_mut().unwrap_or_else(PoisonError::into_inner)
+    fn live_mut(&mut self) -> LiveMut<'_> {
+        self.live.get_mut()
     }
 
     fn begin_op(&mut self) -> OpStart {
@@ -682,17 +818,86 @@ impl<S: Store> Flash<S> {
 
     fn set_meta(&mut self, block: u32, meta: BlockMeta) -> std::io::Result<()> {
         self.blocks[block as usize] = meta;
+        self.publish(block);
         self.store.write_block_meta(block, &meta)
     }
 }
 
-/// What a read consults of the device (never changes), apart from [`Live`]: borrowed on
-/// its own so that the owner's reads can take `Live` without the lock.
-struct Reads<'a> {
-    config: &'a MediaConfig,
-    blocks: &'a [BlockMeta],
-    durable_wp: &'a [u32],
+/// What a read consults of the device, apart from [`Live`]: borrowed on its own so that
+/// the owner's reads can take `Live` without the lock.
+struct Reads<'a, V: BlockView> {
+    geometry: &'a Geometry,
+    view: V,
     clock: &'a dyn Clock,
+}
+
+/// A read's buffers and range: the count of sectors it reads.
+fn check_read(
+    g: &Geometry,
+    addr: PageAddr,
+    first_sector: u32,
+    data: &[u8],
+    oob: &[u8],
+) -> Result<u64, ReadError> {
+    let ss = g.sector_size as usize;
+    let os = g.oob_bytes_per_sector as usize;
+    // One sector (GC's reads, the NBD server's 4 KiB reads) without a division.
+    let count = if data.len() == ss { 1 } else { data.len() / ss };
+    if data.is_empty() || count * ss != data.len() || (!oob.is_empty() && oob.len() != count * os) {
+        return Err(ReadError::BufferSize {
+            data: data.len(),
+            oob: oob.len(),
+        });
+    }
+    let count = count as u64;
+    let end = first_sector as u64 + count;
+    if !g.contains_page(addr) || end > g.sectors_per_page as u64 {
+        return Err(ReadError::OutOfRange {
+            addr,
+            first: first_sector,
+            end: end.min(u32::MAX as u64) as u32,
+        });
+    }
+    Ok(count)
+}
+
+/// Zeroes the sectors of a read that failed (a fault, a torn page) and reports them.
+#[inline(always)]
+fn fail_sectors(
+    g: &Geometry,
+    addr: PageAddr,
+    data: &mut [u8],
+    oob: &mut [u8],
+    op: &ReadOp,
+) -> Result<(), ReadError> {
+    let ss = g.sector_size as usize;
+    let os = g.oob_bytes_per_sector as usize;
+    let count = op.count;
+    let mut failed = if op.torn {
+        if count == 64 {
+            u64::MAX
+        } else {
+            (1u64 << count) - 1
+        }
+    } else {
+        0
+    };
+    failed |= op.fault_mask;
+    if failed != 0 {
+        for i in 0..count as usize {
+            if failed & (1 << i) != 0 {
+                data[i * ss..(i + 1) * ss].fill(0);
+                if !oob.is_empty() {
+                    oob[i * os..(i + 1) * os].fill(0);
+                }
+            }
+        }
+        return Err(ReadError::Uncorrectable {
+            addr,
+            sectors: failed,
+        });
+    }
+    Ok(())
 }
 
 /// A read accounted for: when it completes, which sectors fail, whether its page is torn.
@@ -704,20 +909,20 @@ struct ReadOp {
     count: u64,
 }
 
-impl Reads<'_> {
+impl<V: BlockView> Reads<'_, V> {
     /// The NAND rules of a read of `addr`: its block's state.
     #[inline(always)]
-    fn check_page(&self, addr: PageAddr) -> Result<BlockMeta, ReadError> {
-        let g = &self.config.geometry;
+    fn check_page(&self, addr: PageAddr) -> Result<ReadMeta, ReadError> {
+        let g = self.geometry;
         let b = g.block_index(addr.block_addr());
-        let meta = self.blocks[b as usize];
-        if meta.bad == Some(BadReason::Factory) {
+        let meta = self.view.meta(b);
+        if meta.factory_bad {
             return Err(ReadError::BadBlock { addr });
         }
         if addr.page >= meta.write_pointer {
             return Err(ReadError::Unwritten { addr });
         }
-        if !self.readable(b, addr.page) {
+        if !self.readable(b, &meta, addr.page) {
             return Err(ReadError::NotYetReadable {
                 addr,
                 write_pointer: meta.write_pointer,
@@ -752,11 +957,10 @@ impl Reads<'_> {
         })
     }
 
-    fn readable(&self, block: u32, page: u32) -> bool {
-        let meta = &self.blocks[block as usize];
-        let g = &self.config.geometry;
+    fn readable(&self, block: u32, meta: &ReadMeta, page: u32) -> bool {
+        let g = self.geometry;
         meta.write_pointer == g.pages_per_block
-            || page < self.durable_wp[block as usize]
+            || page < self.view.durable_wp(block)
             || meta.write_pointer >= page + 1 + g.mw_cunits
     }
 
@@ -772,7 +976,7 @@ impl Reads<'_> {
         count: u64,
         background: bool,
     ) -> Result<ReadOp, ReadError> {
-        let g = &self.config.geometry;
+        let g = self.geometry;
         if !live.powered {
             return Err(ReadError::PowerLoss);
         }
@@ -804,6 +1008,18 @@ impl Reads<'_> {
 }
 
 impl Live {
+    fn new(config: &MediaConfig) -> Live {
+        Live {
+            timing: TimingModel::new(config.timing, &config.geometry),
+            faults: FaultInjector::new(config.faults),
+            cut_at_op: config.faults.power_cut_after_ops.map(|n| n + 1),
+            ops: 0,
+            powered: true,
+            torn_pending: 0,
+            stats: MediaStats::default(),
+        }
+    }
+
     fn begin_op(&mut self) -> OpStart {
         debug_assert!(self.powered);
         self.ops += 1;
@@ -924,6 +1140,41 @@ impl<S: Store> Media for Flash<S> {
         self.erase_with(addr, true)
     }
 
+    fn shared_reader(&mut self) -> Option<Arc<dyn SharedRead>> {
+        if let Some(sh) = &self.shared {
+            return Some(Arc::new(FlashReader(sh.clone())));
+        }
+        let store = self.store.shared_reader()?;
+        let live = match &mut self.live {
+            LiveHome::Shared(l) => l.clone(),
+            LiveHome::Own(m) => {
+                let own = std::mem::replace(
+                    m.get_mut().unwrap_or_else(PoisonError::into_inner),
+                    Live::new(&self.config),
+                );
+                let l = Arc::new(Mutex::new(own));
+                self.live = LiveHome::Shared(l.clone());
+                l
+            }
+        };
+        let sh = Arc::new(SharedState {
+            geometry: self.config.geometry,
+            clock: self.clock.clone(),
+            live,
+            lock_free: AtomicBool::new(self.lock_free_reads),
+            shards: self.read_shards.clone(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|m| AtomicU64::new(pack_meta(m)))
+                .collect(),
+            durable_wp: self.durable_wp.iter().map(|&d| AtomicU32::new(d)).collect(),
+            store,
+        });
+        self.shared = Some(sh.clone());
+        Some(Arc::new(FlashReader(sh)))
+    }
+
     fn block_info(&self, addr: BlockAddr) -> BlockInfo {
         let g = &self.config.geometry;
         assert!(
@@ -965,6 +1216,7 @@ impl<S: Store> Media for Flash<S> {
         for b in std::mem::take(&mut self.dirty_list) {
             self.dirty[b as usize] = false;
             self.durable_wp[b as usize] = self.blocks[b as usize].write_pointer;
+            self.publish(b);
         }
         let done_ns = self
             .clock

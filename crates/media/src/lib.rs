@@ -28,7 +28,7 @@ pub use flash::{Flash, MediaStats, PowerCutOutcome};
 pub use geometry::{
     BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_BYTES, GEOMETRY_PRESETS, SECTOR_SIZE,
 };
-pub use store::{RamStore, Record, SectorCodec, Store, RECORD_BYTES};
+pub use store::{RamStore, Record, SectorCodec, Store, StoreRead, RECORD_BYTES};
 pub use timing::{Clock, RealClock, TimingConfig, TimingModel, VirtualClock, TIMING_PRESETS};
 
 /// A media kept in memory.
@@ -389,6 +389,31 @@ pub trait Media: Send + Sync {
     fn now_ns(&self) -> u64 {
         self.clock().now_ns()
     }
+    /// A handle that reads this media from other threads while its owner programs, erases
+    /// and syncs it (see [`SharedRead`]), if the media has one. Default: none (a caller then
+    /// reads through the owner).
+    fn shared_reader(&mut self) -> Option<Arc<dyn SharedRead>> {
+        None
+    }
+}
+
+/// Reads a [`Media`] from any thread, beside its owner's programs, erases and syncs: the
+/// NAND rules, the timing model, the faults and the power state as [`Media::read`] has them.
+pub trait SharedRead: Send + Sync {
+    /// [`Media::read`].
+    ///
+    /// # Safety
+    /// No program or erase of `addr`'s block is in flight, and none starts, until this
+    /// returns; the owner neither restores power after a cut nor rewrites bytes behind the
+    /// NAND rules (test support) meanwhile. The FTL guarantees it by pinning the line it
+    /// reads against erase.
+    unsafe fn read(
+        &self,
+        addr: PageAddr,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> Result<Completion, ReadError>;
 }
 
 /// A hint to the CPU: `value` will be read soon (a cache miss waits for memory; a prefetch

@@ -2,6 +2,8 @@
 //! [`crate::Flash`]; a store only keeps what it is told.
 
 use std::io;
+use std::sync::atomic::{AtomicPtr, Ordering::Acquire, Ordering::Release};
+use std::sync::Arc;
 
 use crate::geometry::Geometry;
 use crate::BadReason;
@@ -78,6 +80,29 @@ pub trait Store: Send + Sync {
         refuse_records(records)?;
         self.write_page(geometry, page_index, data, oob)
     }
+    /// A handle that reads this store from other threads while its owner writes it (see
+    /// [`StoreRead`]), if the store has one.
+    fn shared_reader(&self) -> Option<Arc<dyn StoreRead>> {
+        None
+    }
+}
+
+/// Reads a [`Store`] from any thread, beside its owner's writes.
+pub trait StoreRead: Send + Sync {
+    /// [`Store::read_page`].
+    ///
+    /// # Safety
+    /// The page is not being written, and no write of it (a program, an erase's reuse)
+    /// starts, until this returns: the caller's protocol guarantees it (the FTL reads only
+    /// lines it pinned against erase, whose pages are all programmed).
+    unsafe fn read_page(
+        &self,
+        geometry: &Geometry,
+        page_index: u64,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> io::Result<()>;
 }
 
 /// The error a store without a compact form gives a page with records.
@@ -138,8 +163,8 @@ pub trait SectorCodec: Send + Sync + std::fmt::Debug {
 /// Pages in memory, allocated per block on first program.
 #[derive(Debug, Default)]
 pub struct RamStore {
-    blocks: Vec<Option<Box<[u8]>>>,
-    oob: Vec<Option<Box<[u8]>>>,
+    /// Data and OOB, except in compact mode; shared with [`Store::shared_reader`]'s handles.
+    pages: Arc<RamPages>,
     keep: Keep,
     /// Compact mode: the codec, and per block a record per sector.
     codec: Option<std::sync::Arc<dyn SectorCodec>>,
@@ -153,10 +178,8 @@ pub struct RamStore {
 
 impl RamStore {
     pub fn new(geometry: &Geometry) -> RamStore {
-        let n = geometry.total_blocks() as usize;
         RamStore {
-            blocks: vec![None; n],
-            oob: vec![None; n],
+            pages: Arc::new(RamPages::new(geometry, true)),
             ..RamStore::default()
         }
     }
@@ -166,7 +189,8 @@ impl RamStore {
     pub fn discarding(geometry: &Geometry) -> RamStore {
         RamStore {
             keep: Keep::Nothing,
-            ..RamStore::new(geometry)
+            pages: Arc::new(RamPages::new(geometry, false)),
+            ..RamStore::default()
         }
     }
 
@@ -182,8 +206,6 @@ impl RamStore {
             records: (0..n).map(|_| None).collect(),
             whole_per_block: vec![0; n],
             sectors_per_block: geometry.sectors_per_page as u64 * geometry.pages_per_block as u64,
-            blocks: Vec::new(),
-            oob: Vec::new(),
             ..RamStore::default()
         }
     }
@@ -191,8 +213,6 @@ impl RamStore {
     /// Bytes of memory the stored data and OOB take (allocated blocks, records, whole
     /// sectors).
     pub fn memory_bytes(&self, geometry: &Geometry) -> u64 {
-        let per_block =
-            |v: &[Option<Box<[u8]>>]| -> u64 { v.iter().flatten().map(|b| b.len() as u64).sum() };
         let records: u64 = self
             .records
             .iter()
@@ -201,7 +221,7 @@ impl RamStore {
             .sum();
         let sector = (geometry.sector_size + geometry.oob_bytes_per_sector) as u64;
         let whole = self.whole.len() as u64 * (sector + 32);
-        per_block(&self.blocks) + per_block(&self.oob) + records + whole
+        self.pages.memory_bytes() + records + whole
     }
 
     #[inline]
@@ -318,25 +338,14 @@ impl Store for RamStore {
         data: &[u8],
         oob: &[u8],
     ) -> io::Result<()> {
-        let (block, page) = Self::split(geometry, page_index);
-        let page_bytes = geometry.page_bytes();
-        let oob_bytes = geometry.page_oob_bytes();
-        match self.keep {
-            Keep::All => {
-                let b = self.blocks[block].get_or_insert_with(|| {
-                    vec![0u8; page_bytes * geometry.pages_per_block as usize].into()
-                });
-                b[page * page_bytes..(page + 1) * page_bytes].copy_from_slice(data);
-            }
-            Keep::Nothing => {}
-            Keep::Compact => {
-                self.write_compact(geometry, page_index, data, oob, &[]);
-                return Ok(());
-            }
+        if self.keep == Keep::Compact {
+            self.write_compact(geometry, page_index, data, oob, &[]);
+            return Ok(());
         }
-        let o = self.oob[block]
-            .get_or_insert_with(|| vec![0u8; oob_bytes * geometry.pages_per_block as usize].into());
-        o[page * oob_bytes..(page + 1) * oob_bytes].copy_from_slice(oob);
+        let (block, page) = Self::split(geometry, page_index);
+        // SAFETY: `&mut self`: no read through `&self` is in flight; a shared reader reads no
+        // page being written (the contract of `StoreRead::read_page`).
+        unsafe { self.pages.write(block, page, data, oob) };
         Ok(())
     }
 
@@ -354,16 +363,16 @@ impl Store for RamStore {
         if self.keep == Keep::Compact {
             return self.read_compact(geometry, page_index, first_sector, data, oob);
         }
-        let start = page * geometry.page_bytes() + first_sector as usize * ss;
-        match (&self.blocks[block], self.keep) {
-            (Some(b), Keep::All) => data.copy_from_slice(&b[start..start + data.len()]),
-            _ => data.fill(0),
-        }
-        if !oob.is_empty() {
-            let start = page * geometry.page_oob_bytes() + first_sector as usize * os;
-            match &self.oob[block] {
-                Some(o) => oob.copy_from_slice(&o[start..start + oob.len()]),
-                None => oob.fill(0),
+        // SAFETY: `&self`: the owner writes nothing meanwhile.
+        unsafe {
+            self.pages.read(
+                block,
+                page * geometry.page_bytes() + first_sector as usize * ss,
+                data,
+            );
+            if !oob.is_empty() {
+                let start = page * geometry.page_oob_bytes() + first_sector as usize * os;
+                self.pages.read_oob(block, start, oob);
             }
         }
         Ok(())
@@ -454,6 +463,167 @@ impl Store for RamStore {
             }
         }
         self.write_compact(geometry, page_index, data, oob, records);
+        Ok(())
+    }
+
+    fn shared_reader(&self) -> Option<Arc<dyn StoreRead>> {
+        (self.keep != Keep::Compact).then(|| self.pages.clone() as Arc<dyn StoreRead>)
+    }
+}
+
+/// The bytes of a [`RamStore`] that is not compact: per block one allocation of data and one
+/// of OOB, made at the block's first program and published with release ordering, so that
+/// a reader on another thread ([`StoreRead`]) sees it whole. Only the owner writes.
+#[derive(Debug, Default)]
+struct RamPages {
+    data: Box<[AtomicPtr<u8>]>,
+    oob: Box<[AtomicPtr<u8>]>,
+    /// Bytes per block (data 0: data is not kept, reads return zeros).
+    data_bytes: usize,
+    oob_bytes: usize,
+    page_bytes: usize,
+    page_oob_bytes: usize,
+}
+
+impl RamPages {
+    fn new(g: &Geometry, keep_data: bool) -> RamPages {
+        let n = g.total_blocks() as usize;
+        let slots = |n: usize| (0..n).map(|_| AtomicPtr::default()).collect();
+        RamPages {
+            data: if keep_data { slots(n) } else { slots(0) },
+            oob: slots(n),
+            data_bytes: if keep_data {
+                g.page_bytes() * g.pages_per_block as usize
+            } else {
+                0
+            },
+            oob_bytes: g.page_oob_bytes() * g.pages_per_block as usize,
+            page_bytes: g.page_bytes(),
+            page_oob_bytes: g.page_oob_bytes(),
+        }
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        let count = |v: &[AtomicPtr<u8>]| v.iter().filter(|p| !p.load(Acquire).is_null()).count();
+        (count(&self.data) * self.data_bytes + count(&self.oob) * self.oob_bytes) as u64
+    }
+
+    /// Block `b`'s allocation in `slots` (`len` bytes), made now if it is the first use.
+    /// By the owner only (allocations never race).
+    fn block(slots: &[AtomicPtr<u8>], b: usize, len: usize) -> *mut u8 {
+        let p = slots[b].load(Acquire);
+        if !p.is_null() {
+            return p;
+        }
+        let fresh = Box::into_raw(vec![0u8; len].into_boxed_slice()) as *mut u8;
+        slots[b].store(fresh, Release);
+        fresh
+    }
+
+    /// Stores page `page` of block `b`.
+    ///
+    /// # Safety
+    /// By the owner; no read of this page is in flight.
+    unsafe fn write(&self, b: usize, page: usize, data: &[u8], oob: &[u8]) {
+        assert_eq!(oob.len(), self.page_oob_bytes);
+        if self.data_bytes > 0 {
+            assert_eq!(data.len(), self.page_bytes);
+            let at = page * self.page_bytes;
+            assert!(at + data.len() <= self.data_bytes);
+            let p = Self::block(&self.data, b, self.data_bytes);
+            // SAFETY: in bounds (asserted) of a live allocation of `data_bytes`; no reader
+            // of this page (the caller's contract), and `data` is not inside the store.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(at), data.len()) };
+        }
+        let at = page * self.page_oob_bytes;
+        assert!(at + oob.len() <= self.oob_bytes);
+        let p = Self::block(&self.oob, b, self.oob_bytes);
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(oob.as_ptr(), p.add(at), oob.len()) };
+    }
+
+    /// Copies `out.len()` bytes from byte `start` of block `b`'s allocation in `slots` of
+    /// `len` bytes each (zeros where the block was never programmed).
+    ///
+    /// # Safety
+    /// No write of those bytes is in flight.
+    unsafe fn copy_out(
+        slots: &[AtomicPtr<u8>],
+        len: usize,
+        b: usize,
+        start: usize,
+        out: &mut [u8],
+    ) {
+        let p = slots
+            .get(b)
+            .map_or(std::ptr::null_mut(), |s| s.load(Acquire));
+        if p.is_null() {
+            out.fill(0);
+            return;
+        }
+        assert!(start + out.len() <= len, "a read past its block");
+        // SAFETY: in bounds of a live allocation (freed only by `drop`, which no reader
+        // outlives: readers hold the `Arc`); not written meanwhile (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(p.add(start), out.as_mut_ptr(), out.len()) };
+    }
+
+    /// # Safety
+    /// See [`RamPages::copy_out`].
+    unsafe fn read(&self, b: usize, start: usize, out: &mut [u8]) {
+        // SAFETY: the caller's.
+        unsafe { Self::copy_out(&self.data, self.data_bytes, b, start, out) }
+    }
+
+    /// # Safety
+    /// See [`RamPages::copy_out`].
+    unsafe fn read_oob(&self, b: usize, start: usize, out: &mut [u8]) {
+        // SAFETY: the caller's.
+        unsafe { Self::copy_out(&self.oob, self.oob_bytes, b, start, out) }
+    }
+}
+
+impl Drop for RamPages {
+    fn drop(&mut self) {
+        for (slots, len) in [(&self.data, self.data_bytes), (&self.oob, self.oob_bytes)] {
+            for s in slots.iter() {
+                let p = s.load(Acquire);
+                if !p.is_null() {
+                    // SAFETY: made by `Box::into_raw` of a boxed slice of `len` bytes in
+                    // `RamPages::block`, and freed only here.
+                    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) });
+                }
+            }
+        }
+    }
+}
+
+impl StoreRead for RamPages {
+    unsafe fn read_page(
+        &self,
+        geometry: &Geometry,
+        page_index: u64,
+        first_sector: u32,
+        data: &mut [u8],
+        oob: &mut [u8],
+    ) -> io::Result<()> {
+        let (block, page) = RamStore::split(geometry, page_index);
+        let ss = geometry.sector_size as usize;
+        let os = geometry.oob_bytes_per_sector as usize;
+        // SAFETY: the caller's contract (no write of this page meanwhile).
+        unsafe {
+            self.read(
+                block,
+                page * self.page_bytes + first_sector as usize * ss,
+                data,
+            );
+            if !oob.is_empty() {
+                self.read_oob(
+                    block,
+                    page * self.page_oob_bytes + first_sector as usize * os,
+                    oob,
+                );
+            }
+        }
         Ok(())
     }
 }

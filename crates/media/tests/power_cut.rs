@@ -642,3 +642,78 @@ fn lock_free_reads_are_counted_and_an_armed_cut_still_takes_a_read() {
     m.power_cycle().unwrap();
     assert_page(&mut m, b.page(0), 7);
 }
+
+/// A shared reader reads, from other threads, what the owner programmed, while the owner
+/// programs and erases other blocks; it follows the owner's power state and block states
+/// (a cut fails its reads; an erased block reads as unwritten), and its reads count.
+#[test]
+fn a_shared_reader_reads_beside_the_owner_and_follows_its_state() {
+    let g = geom(2, 1, 4, 4, 2);
+    let mut m = media(g, 1);
+    let b = g.block_at(0);
+    for p in 0..g.pages_per_block {
+        program_ok(&mut m, b.page(p), 100 + p as u64);
+    }
+    let reader = m.shared_reader().expect("RAM media has a shared reader");
+    let before = m.stats();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::thread::scope(|s| {
+        let (reader, stop) = (&reader, &stop);
+        let t = s.spawn(move || {
+            let (mut data, mut oob) = (vec![0u8; g.page_bytes()], vec![0u8; g.page_oob_bytes()]);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 100 {
+                let p = (n % g.pages_per_block as u64) as u32;
+                // SAFETY: the owner never programs or erases block `b` while this runs.
+                let _ = unsafe { reader.read(b.page(p), 0, &mut data, &mut oob) }.unwrap();
+                assert_eq!(
+                    (&data, &oob),
+                    (
+                        &pattern(&g, 100 + p as u64).0,
+                        &pattern(&g, 100 + p as u64).1
+                    )
+                );
+                n += 1;
+            }
+            n
+        });
+        // The owner meanwhile fills and erases another block, over and over.
+        let other = g.block_at(1);
+        for round in 0..50u64 {
+            for p in 0..g.pages_per_block {
+                program_ok(&mut m, other.page(p), round * 10 + p as u64);
+            }
+            let _ = m.sync().unwrap();
+            assert_page(&mut m, other.page(1), round * 10 + 1);
+            let _ = m.erase(other).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.join().unwrap()
+    });
+    let after = m.stats();
+    assert!(
+        after.reads - before.reads >= reads,
+        "the reader's reads count"
+    );
+    let (mut data, mut oob) = (vec![0u8; g.page_bytes()], vec![0u8; g.page_oob_bytes()]);
+    // The owner's erase shows: the reader is told the page is unwritten.
+    let _ = m.erase(b).unwrap();
+    // SAFETY: nothing else runs.
+    let r = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) };
+    assert!(matches!(r, Err(ReadError::Unwritten { .. })), "{r:?}");
+    program_ok(&mut m, b.page(0), 7);
+    let _ = m.sync().unwrap();
+    // SAFETY: as above.
+    let _ = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) }.unwrap();
+    assert_eq!(data, pattern(&g, 7).0);
+    // A cut armed by the owner takes the reader's read, which fails, as do later ones.
+    m.arm_power_cut(0);
+    // SAFETY: as above.
+    let r = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) };
+    assert!(matches!(r, Err(ReadError::PowerLoss)), "{r:?}");
+    assert!(!m.is_powered());
+    m.power_cycle().unwrap();
+    // SAFETY: as above.
+    let _ = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) }.unwrap();
+    assert_eq!(data, pattern(&g, 7).0);
+}
