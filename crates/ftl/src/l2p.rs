@@ -6,13 +6,18 @@
 //! * `valid[line]` = the number of `Data` entries of the P2L in that line;
 //! * the mapped LBAs and the valid sectors are the same number.
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed, Ordering::Release};
+use std::sync::Arc;
+
 use lightnvm_media::{Geometry, PageAddr};
 
 use crate::addr::{L2pEntry, Lba, P2lEntry, Ppa, L2P_UNMAPPED, P2L_EMPTY};
 
 pub struct Map {
     geo: Geometry,
-    l2p: Vec<u32>,
+    /// Shared with the [`crate::FtlReader`]s, which read entries beside the owner's
+    /// changes: only the owner (`&mut self`) stores, with release ordering.
+    l2p: Arc<[AtomicU32]>,
     p2l: Vec<u32>,
     valid: Vec<u32>,
 }
@@ -25,7 +30,9 @@ impl Map {
             "export larger than the media"
         );
         Map {
-            l2p: vec![L2P_UNMAPPED; usize::try_from(exported).expect("export fits memory")],
+            l2p: (0..usize::try_from(exported).expect("export fits memory"))
+                .map(|_| AtomicU32::new(L2P_UNMAPPED))
+                .collect(),
             p2l: vec![P2L_EMPTY; usize::try_from(geo.total_sectors()).expect("fits memory")],
             valid: vec![0; geo.blocks_per_lun as usize],
             geo,
@@ -37,7 +44,7 @@ impl Map {
     }
 
     pub fn get(&self, lba: Lba) -> L2pEntry {
-        L2pEntry::decode(self.l2p[lba.index()])
+        L2pEntry::decode(self.l2p[lba.index()].load(Relaxed))
     }
 
     pub fn p2l(&self, ppa: Ppa) -> P2lEntry {
@@ -76,7 +83,7 @@ impl Map {
     #[inline]
     pub fn map(&mut self, lba: Lba, ppa: Ppa) {
         self.unmap(lba);
-        self.l2p[lba.index()] = L2pEntry::Mapped(ppa).encode();
+        self.l2p[lba.index()].store(L2pEntry::Mapped(ppa).encode(), Release);
         assert_eq!(
             self.p2l(ppa),
             P2lEntry::Empty,
@@ -102,7 +109,7 @@ impl Map {
         if let L2pEntry::Mapped(old) = self.get(lba) {
             self.invalidate(old);
         }
-        self.l2p[lba.index()] = entry.encode();
+        self.l2p[lba.index()].store(entry.encode(), Release);
     }
 
     /// The data at `ppa` is superseded.
@@ -148,7 +155,16 @@ impl Map {
 
     /// The raw L2P, for a checkpoint.
     pub fn l2p_raw(&self) -> &[u32] {
-        &self.l2p
+        let entries: &[AtomicU32] = &self.l2p;
+        // SAFETY: `AtomicU32` has the layout of `u32`. Only the owner stores entries, through
+        // `&mut self`, so none is stored while this borrow of `self` lives; shared readers
+        // only load, and loads do not race with plain reads.
+        unsafe { std::slice::from_raw_parts(entries.as_ptr().cast::<u32>(), entries.len()) }
+    }
+
+    /// The L2P, for readers beside the owner ([`crate::FtlReader`]).
+    pub(crate) fn shared_l2p(&self) -> Arc<[AtomicU32]> {
+        self.l2p.clone()
     }
 
     /// A map rebuilt from a raw L2P (recovery): P2L and valid counts follow from it. Fails
@@ -167,7 +183,7 @@ impl Map {
             m.p2l[ppa.index()] = P2lEntry::Data(lba).encode();
             m.valid[ppa.line(&geo) as usize] += 1;
         }
-        m.l2p = l2p;
+        m.l2p = l2p.into_iter().map(AtomicU32::new).collect();
         Ok(m)
     }
 
@@ -175,7 +191,7 @@ impl Map {
     pub fn check(&self) -> Result<(), String> {
         let total = self.geo.total_sectors();
         let mut mapped = 0u64;
-        for (lba, &raw) in self.l2p.iter().enumerate() {
+        for (lba, &raw) in self.l2p_raw().iter().enumerate() {
             let L2pEntry::Mapped(ppa) = L2pEntry::decode(raw) else {
                 continue;
             };
@@ -201,11 +217,9 @@ impl Map {
             if lba.get() >= self.exported() {
                 return Err(format!("p2l[{i}] = {lba} is beyond the exported range"));
             }
-            if self.l2p[lba.index()] != ppa.0 {
-                return Err(format!(
-                    "p2l[{i}] = {lba} but l2p[{lba}] = {}",
-                    self.l2p[lba.index()]
-                ));
+            let raw = self.l2p[lba.index()].load(Relaxed);
+            if raw != ppa.0 {
+                return Err(format!("p2l[{i}] = {lba} but l2p[{lba}] = {raw}"));
             }
             valid[ppa.line(&self.geo) as usize] += 1;
         }

@@ -143,10 +143,11 @@ pub const MAX_HINTS: usize = crate::placement::MAX_HINTS;
 /// Longest host write applied atomically (32 MiB, NBD's largest request).
 pub const MAX_ATOMIC_SECTORS: u64 = 8192;
 
-/// Counters of the read path, which runs under `&self`.
+/// Counters of the read path, which runs under `&self` (and beside the owner, in
+/// [`crate::FtlReader`]).
 #[derive(Debug, Default)]
-struct ReadCounters {
-    host_sectors_read: AtomicU64,
+pub(crate) struct ReadCounters {
+    pub(crate) host_sectors_read: AtomicU64,
     read_errors: AtomicU64,
     checksum_errors: AtomicU64,
 }
@@ -189,7 +190,7 @@ pub struct Ftl<M: Media> {
     pub(crate) atomic_sectors: Option<u64>,
     pub(crate) stats: FtlStats,
     /// The counters host reads change: reads take `&self`.
-    read_counters: ReadCounters,
+    read_counters: std::sync::Arc<ReadCounters>,
     /// A sector buffer GC reuses for every relocation (no allocation per sector moved).
     pub(crate) gc_scratch: Vec<u8>,
     /// A sector buffer for [`Ftl::write_stamped`] where a sector is not staged as a record.
@@ -255,7 +256,7 @@ impl<M: Media> Ftl<M> {
             restamping: false,
             atomic_sectors: (sb.version >= 2)
                 .then(|| layout::atomic_sectors(&config, &pool_caps, exported)),
-            read_counters: ReadCounters::default(),
+            read_counters: Default::default(),
             gc_scratch: Vec::new(),
             stamp_scratch: Vec::new(),
             health: Health::Writable,
@@ -716,6 +717,20 @@ impl<M: Media> Ftl<M> {
             return Err(FtlError::Uncorrectable { lbas: failed });
         }
         Ok(Completion { done_ns })
+    }
+
+    /// A handle that reads host data from other threads beside this FTL's writes, GC and
+    /// erases, without its lock (see [`FtlReader`]), if the media can be read that way
+    /// ([`Media::shared_reader`]). Tied to this instance: a reopened FTL needs a new one.
+    pub fn shared_reader(&mut self) -> Option<crate::FtlReader> {
+        let media = self.media.shared_reader()?;
+        Some(crate::FtlReader::new(
+            self.map.shared_l2p(),
+            self.pool.gates(),
+            media,
+            self.geo,
+            self.read_counters.clone(),
+        ))
     }
 
     /// Which of `sectors` sectors from `lba` hold data, as runs `(sectors, mapped)` in order:

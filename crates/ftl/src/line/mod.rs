@@ -9,6 +9,7 @@ use lightnvm_media::{BlockAddr, BlockState, Completion, EraseError, Geometry, Me
 
 use crate::l2p::Map;
 use crate::policy::{Candidate, FreeLine, WearPolicy};
+use crate::reader::Gates;
 
 mod state;
 
@@ -122,6 +123,15 @@ pub struct LinePool {
     /// Lines holding sectors of the host write in progress, not yet mapped: never GC
     /// victims (they look empty) until the write is mapped.
     pinned: Vec<u32>,
+    /// Which lines readers beside the owner may read ([`crate::FtlReader`]): open exactly
+    /// while a line is `Closed` or `Gc`.
+    gates: Gates,
+}
+
+/// Whether readers beside the owner may read a line in state `s`: every data page of it is
+/// programmed, none is in a write buffer, and it is not to be erased or programmed.
+fn gate_open(s: LineState) -> bool {
+    matches!(s, Closed | Gc)
 }
 
 impl LinePool {
@@ -176,7 +186,24 @@ impl LinePool {
             line_seq: 1,
             close_seq: 0,
             pinned: Vec::new(),
+            gates: Gates::new(geo.blocks_per_lun as usize),
         }
+    }
+
+    /// Test support: puts `line` in state `to` as if a transition had led there.
+    #[cfg(test)]
+    fn force_state(&mut self, line: u32, to: LineState) {
+        if gate_open(to) {
+            self.gates.open(line);
+        } else {
+            self.gates.close(line);
+        }
+        self.lines[line as usize].state = to;
+    }
+
+    /// The gates readers beside the owner check.
+    pub(crate) fn gates(&self) -> Gates {
+        self.gates.clone()
     }
 
     pub fn len(&self) -> usize {
@@ -212,7 +239,13 @@ impl LinePool {
             transition_allowed(from, to),
             "line {line}: no transition {from:?} -> {to:?}"
         );
+        match (gate_open(from), gate_open(to)) {
+            (true, false) => self.gates.close(line),
+            (false, true) => self.gates.open(line),
+            _ => {}
+        }
         self.lines[line as usize].state = to;
+        debug_assert_eq!(self.gates.is_open(line), gate_open(to));
     }
 
     /// Chooses (wear policy) and removes a free line, or takes `forced` if it is free.
@@ -690,7 +723,7 @@ mod tests {
         let (_, mut p) = pool();
         for &(from, to, why) in TRANSITIONS {
             assert!(!why.is_empty());
-            p.lines[3].state = from;
+            p.force_state(3, from);
             p.set_state(3, to);
             assert_eq!(p.state(3), to);
         }
@@ -719,7 +752,7 @@ mod tests {
                 refused += 1;
                 let r = std::panic::catch_unwind(|| {
                     let (_, mut p) = pool();
-                    p.lines[3].state = from;
+                    p.force_state(3, from);
                     p.set_state(3, to);
                 });
                 assert!(r.is_err(), "{from:?} -> {to:?} accepted");

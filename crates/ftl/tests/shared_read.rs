@@ -1,0 +1,126 @@
+//! Reads beside the owner ([`lightnvm_ftl::FtlReader`]): threads read without the FTL's
+//! lock while the owner writes, collects garbage and erases lines. Every read returns, for
+//! each sector, a version of that LBA no older than the last write acknowledged before the
+//! read began and no newer than the last write begun before it ended: never another LBA's
+//! data, never a stale copy from an erased and rewritten line.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::RwLock;
+
+use common::*;
+use lightnvm_ftl::FtlConfig;
+use lightnvm_media::Geometry;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Sector contents: the LBA and the version, then a pattern of both.
+fn stamp(buf: &mut [u8], lba: u64, version: u64) {
+    buf[..8].copy_from_slice(&lba.to_le_bytes());
+    buf[8..16].copy_from_slice(&version.to_le_bytes());
+    let x = lba.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ version;
+    for (i, b) in buf[16..].iter_mut().enumerate() {
+        *b = (x >> (i % 8 * 8)) as u8 ^ i as u8;
+    }
+}
+
+/// The (LBA, version) a sector holds, checking the pattern; `(lba, 0)` for zeros.
+fn unstamp(buf: &[u8], lba: u64) -> Result<u64, String> {
+    if buf.iter().all(|&b| b == 0) {
+        return Ok(0);
+    }
+    let l = u64::from_le_bytes(buf[..8].try_into().unwrap());
+    let v = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+    let mut want = vec![0u8; buf.len()];
+    stamp(&mut want, l, v);
+    if want != buf {
+        return Err(format!(
+            "LBA {lba}: torn or foreign bytes (says LBA {l} v{v})"
+        ));
+    }
+    if l != lba {
+        return Err(format!("LBA {lba} returned LBA {l}'s data (v{v})"));
+    }
+    Ok(v)
+}
+
+#[test]
+fn readers_beside_the_owner_see_only_current_versions_through_gc() {
+    // Small lines and a full export: GC collects and erases lines all the time.
+    let g = Geometry::new(2, 2, 24, 8, 2);
+    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+    let reader = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    let exported = ftl.exported_sectors();
+    let started: Vec<AtomicU64> = (0..exported).map(|_| AtomicU64::new(0)).collect();
+    let acked: Vec<AtomicU64> = (0..exported).map(|_| AtomicU64::new(0)).collect();
+    let ftl = RwLock::new(ftl);
+    let stop = AtomicBool::new(false);
+    let (lock_free, fallback) = (AtomicU64::new(0), AtomicU64::new(0));
+    let writes = 40 * exported;
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (reader, ftl, stop) = (&reader, &ftl, &stop);
+            let (started, acked) = (&started, &acked);
+            let (lock_free, fallback) = (&lock_free, &fallback);
+            s.spawn(move || {
+                let mut rng = ChaCha8Rng::seed_from_u64(100 + t);
+                let mut buf = vec![0u8; 4 * SS];
+                while !stop.load(Relaxed) {
+                    let n = rng.gen_range(1..=4u64).min(exported);
+                    let lba = rng.gen_range(0..=exported - n);
+                    let lo: Vec<u64> = (lba..lba + n)
+                        .map(|l| acked[l as usize].load(SeqCst))
+                        .collect();
+                    let b = &mut buf[..n as usize * SS];
+                    if reader.read(lba, b).is_some() {
+                        lock_free.fetch_add(1, Relaxed);
+                    } else {
+                        fallback.fetch_add(1, Relaxed);
+                        let _ = ftl.read().unwrap().read(lba, b).expect("read");
+                    }
+                    for (i, l) in (lba..lba + n).enumerate() {
+                        let hi = started[l as usize].load(SeqCst);
+                        let v = unstamp(&b[i * SS..(i + 1) * SS], l).unwrap();
+                        assert!(
+                            lo[i] <= v && v <= hi,
+                            "LBA {l}: version {v}, expected {}..={hi}",
+                            lo[i]
+                        );
+                    }
+                }
+            });
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut buf = vec![0u8; 4 * SS];
+        for k in 0..writes {
+            let n = rng.gen_range(1..=4u64).min(exported);
+            let lba = rng.gen_range(0..=exported - n);
+            for (i, l) in (lba..lba + n).enumerate() {
+                let v = started[l as usize].load(Relaxed) + 1;
+                started[l as usize].store(v, SeqCst);
+                stamp(&mut buf[i * SS..(i + 1) * SS], l, v);
+            }
+            let mut f = ftl.write().unwrap();
+            let _ = f.write(lba, &buf[..n as usize * SS], false).expect("write");
+            if k % 97 == 0 {
+                let _ = f.flush().expect("flush");
+            }
+            drop(f);
+            for l in lba..lba + n {
+                acked[l as usize].store(started[l as usize].load(Relaxed), SeqCst);
+            }
+        }
+        stop.store(true, Relaxed);
+    });
+    let ftl = ftl.into_inner().unwrap();
+    ftl.check().expect("invariants");
+    let st = ftl.stats();
+    let (free, fb) = (lock_free.load(Relaxed), fallback.load(Relaxed));
+    eprintln!("{free} reads beside the owner, {fb} through its lock; GC stats {st:?}");
+    assert!(st.gc_runs > 10, "GC ran: {}", st.gc_runs);
+    assert!(free > 1000 && free > fb, "most reads went beside the owner");
+    assert_eq!(reader.failed_sectors(), 0, "no line changed under a reader");
+}
