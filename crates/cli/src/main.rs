@@ -660,6 +660,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     let (mut cuts, mut lbas, mut unreadable, mut failing) = (0u64, 0u64, 0u64, Vec::new());
     let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
     let (mut at_checked, mut at_applied, mut at_dropped, mut longest) = (0u64, 0u64, 0u64, 0u64);
+    let (mut beside, mut locked) = (0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
         done += 1;
@@ -673,6 +674,8 @@ fn torture(a: TortureArgs) -> Result<()> {
         at_applied += o.atomic_applied;
         at_dropped += o.atomic_dropped;
         longest = longest.max(o.longest_write);
+        beside += o.reads_beside;
+        locked += o.reads_locked;
         if a.json {
             println!("{}", serde_json::to_string(&o)?);
         } else if !o.violations.is_empty() {
@@ -711,8 +714,13 @@ fn torture(a: TortureArgs) -> Result<()> {
     } else {
         String::new()
     };
+    let reads = if beside + locked > 0 {
+        format!("; live reads: {beside} beside the owner (no lock), {locked} under its lock")
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "seeds {}..{}: {cuts} {}, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}",
+        "seeds {}..{}: {cuts} {}, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}{reads}",
         a.start,
         end,
         if a.file { "machine crashes" } else { "power cuts" },

@@ -3,7 +3,8 @@
 //! NO_HOLE) and DISC with simple replies. Per connection, one thread reads requests, applies
 //! them, and sends the replies as the device model completes them, in any order (at most
 //! [`MAX_IN_FLIGHT`] waiting): between requests it waits for the client and for the next
-//! completion at once. The FTL behind a lock that reads share.
+//! completion at once. The FTL is behind a lock that writes take alone; reads take none where
+//! the media allows ([`FtlReader`]: beside writes, GC and erases), else share it.
 //!
 //! Requests aligned to 512 bytes but not to 4096 are served by read-modify-write of the edge
 //! sectors under the FTL lock, so they are atomic with respect to every other request.
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use lightnvm_ftl::{Ftl, FtlError};
+use lightnvm_ftl::{Ftl, FtlError, FtlReader};
 use lightnvm_media::{Clock, Completion, Media};
 use proto::*;
 use tracing::{debug, info, warn};
@@ -35,6 +36,9 @@ pub struct Export<M: Media> {
     /// Reads share it (they run in parallel, on the connections' threads); writes, flushes
     /// and trims take it alone.
     ftl: RwLock<Ftl<M>>,
+    /// Reads beside writes: most reads take no lock at all (see [`FtlReader`]); the rest
+    /// share `ftl`. `None` where the media cannot be read beside its owner.
+    reader: Option<FtlReader>,
     name: String,
     size: u64,
     read_only: bool,
@@ -108,7 +112,8 @@ fn clip_runs(start: u64, off: u64, end: u64, runs: &[(u64, bool)]) -> Vec<Extent
 }
 
 impl<M: Media> Export<M> {
-    pub fn new(ftl: Ftl<M>, name: &str, read_only: bool, realtime: bool) -> Export<M> {
+    pub fn new(mut ftl: Ftl<M>, name: &str, read_only: bool, realtime: bool) -> Export<M> {
+        let reader = ftl.shared_reader();
         let size = ftl.exported_sectors() * SS;
         // A device that has run out of good blocks is exported read-only.
         let read_only = read_only || ftl.read_only_reason().is_some();
@@ -116,6 +121,7 @@ impl<M: Media> Export<M> {
         let atomic_bytes = ftl.atomic_write_sectors().map(|s| s * SS);
         Export {
             ftl: RwLock::new(ftl),
+            reader,
             name: name.to_string(),
             size,
             read_only,
@@ -345,7 +351,18 @@ impl<M: Media> Export<M> {
         let start = off / SS * SS;
         let stop = end.div_ceil(SS) * SS;
         let mut buf = vec![0u8; room + (stop - start) as usize];
-        let (c, extents) = {
+        let beside = match &self.reader {
+            Some(r) if !want_extents => {
+                if self.ftl.is_poisoned() {
+                    return Err(EIO);
+                }
+                r.read(start / SS, &mut buf[room..])
+            }
+            _ => None,
+        };
+        let (c, extents) = if let Some(c) = beside {
+            (c, Vec::new())
+        } else {
             let ftl = self.read_lock()?;
             let c = ftl
                 .read(start / SS, &mut buf[room..])

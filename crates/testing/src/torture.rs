@@ -126,6 +126,12 @@ pub struct TortureOutcome {
     pub atomic_dropped: u64,
     /// The longest write in the run, in sectors.
     pub longest_write: u64,
+    /// Concurrent runs: live reads served beside the owner, without the FTL's lock, and
+    /// through it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reads_beside: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reads_locked: u64,
     pub violations: Vec<String>,
 }
 
