@@ -5,6 +5,9 @@
 # each server's CPU time per request (utime + stime of the server process over the run:
 # steadier than IOPS on a shared machine, where fio competes for the same cores). Uniform
 # random offsets with repeats (`--norandommap`), not fio's default once-per-pass map.
+# Then 4 KiB random reads and writes mixed 70/30, where reads go beside the writes
+# (`FtlReader`, no lock), against the same server with every read under the FTL's shared
+# lock (`LIGHTNVM_READS=locked`) and against nbdkit, same run.
 # Usage: scripts/bench-nbd.sh [SECONDS]   (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,12 @@ PIDS+=($!)
 SERVER1=$!
 wait_nbd "$P1"
 SIZE=$(nbdinfo --size "nbd://127.0.0.1:$P1")
+P3=$((P1 + 2))
+"$B" format "$DIR/img-locked" --preset default --timing none >/dev/null
+LIGHTNVM_READS=locked "$B" serve "$DIR/img-locked" --listen "127.0.0.1:$P3" >"$DIR/serve-locked.log" 2>&1 &
+PIDS+=($!)
+SERVER3=$!
+wait_nbd "$P3"
 nbdkit --foreground --port "$P2" --ipaddr 127.0.0.1 memory "size=$SIZE" >/dev/null 2>&1 &
 PIDS+=($!)
 SERVER2=$!
@@ -29,7 +38,7 @@ run_fio() { # uri rw qd jobs server_pid -> "IOPS CPU_US_PER_REQUEST"
     local json c0 c1 hz
     hz=$(getconf CLK_TCK)
     c0=$(cpu_ticks "$5")
-    json=$(fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=4k --iodepth="$3" --numjobs="$4" \
+    json=$(fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --rwmixread=70 --bs=4k --iodepth="$3" --numjobs="$4" \
         --group_reporting --size=512m --norandommap --time_based --runtime="$SECS" --output-format=json \
         2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
     c1=$(cpu_ticks "$5")
@@ -53,4 +62,16 @@ for rw in randwrite randread; do
         printf "%-10s %-10s %10s %10s %7s %12s %12s\n" "$rw" "${jobs}x QD$qd" "$a" "$b" \
             "$(python3 -c "print(f'{$a/$b:.2f}')")" "$ac" "$bc"
     done
+done
+echo
+echo "mixed 70% reads / 30% writes: reads beside the writes vs under the shared lock"
+printf "%-10s %-10s %10s %10s %10s %9s %9s\n" workload depth beside locked nbdkit beside/lk beside/nk
+fill "nbd://127.0.0.1:$P3"
+for shape in "32 1" "16 4"; do
+    read -r qd jobs <<<"$shape"
+    read -r a _ <<<"$(run_fio "nbd://127.0.0.1:$P1" randrw "$qd" "$jobs" "$SERVER1")"
+    read -r l _ <<<"$(run_fio "nbd://127.0.0.1:$P3" randrw "$qd" "$jobs" "$SERVER3")"
+    read -r b _ <<<"$(run_fio "nbd://127.0.0.1:$P2" randrw "$qd" "$jobs" "$SERVER2")"
+    printf "%-10s %-10s %10s %10s %10s %9s %9s\n" randrw "${jobs}x QD$qd" "$a" "$l" "$b" \
+        "$(python3 -c "print(f'{$a/$l:.2f}')")" "$(python3 -c "print(f'{$a/$b:.2f}')")"
 done

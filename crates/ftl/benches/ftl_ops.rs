@@ -93,6 +93,60 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Reads while another thread writes at steady state (GC on), the writer taking the FTL
+    // alone for each write as the NBD server does: reads under a shared lock wait for each
+    // write; reads beside the owner (`FtlReader`) do not. One iteration is one read.
+    let reader = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    let shared = std::sync::RwLock::new(ftl);
+    let mut g = c.benchmark_group("ftl reads beside a writer");
+    g.throughput(Throughput::Bytes(SS as u64));
+    for beside in [false, true] {
+        let name = if beside {
+            "random 4 KiB read beside the owner (FtlReader), one writer"
+        } else {
+            "random 4 KiB read under the shared lock, one writer"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (shared, reader) = (&shared, &reader);
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                let stop = &stop;
+                let mut elapsed = std::time::Duration::ZERO;
+                std::thread::scope(|s| {
+                    s.spawn(move || {
+                        let data = vec![5u8; SS];
+                        let mut x = 3u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            x = x
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            let mut f = shared.write().unwrap();
+                            let _ = f.write((x >> 33) % n, &data, false).unwrap();
+                        }
+                    });
+                    let mut out = vec![0u8; SS];
+                    let mut x = 13u64;
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let lba = black_box((x >> 33) % n);
+                        if !beside || reader.read(lba, &mut out).is_none() {
+                            let _ = shared.read().unwrap().read(lba, &mut out).unwrap();
+                        }
+                    }
+                    elapsed = start.elapsed();
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                elapsed
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -82,13 +82,17 @@ impl Map {
     /// `lba` now lives at `ppa` (an empty sector); its previous copy becomes invalid.
     #[inline]
     pub fn map(&mut self, lba: Lba, ppa: Ppa) {
-        self.unmap(lba);
-        self.l2p[lba.index()].store(L2pEntry::Mapped(ppa).encode(), Release);
         assert_eq!(
             self.p2l(ppa),
             P2lEntry::Empty,
             "mapping LBA {lba} onto a used sector {ppa:?}"
         );
+        if let L2pEntry::Mapped(old) = self.get(lba) {
+            self.invalidate(old);
+        }
+        // One store from the old entry to the new: a reader beside the owner never sees the
+        // LBA unmapped in between (it would read zeros).
+        self.l2p[lba.index()].store(L2pEntry::Mapped(ppa).encode(), Release);
         self.p2l[ppa.index()] = P2lEntry::Data(lba).encode();
         self.valid[ppa.line(&self.geo) as usize] += 1;
     }

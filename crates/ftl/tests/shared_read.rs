@@ -124,3 +124,60 @@ fn readers_beside_the_owner_see_only_current_versions_through_gc() {
     assert!(free > 1000 && free > fb, "most reads went beside the owner");
     assert_eq!(reader.failed_sectors(), 0, "no line changed under a reader");
 }
+
+/// One LBA overwritten again and again while a reader reads it beside the owner: the map
+/// entry goes from one copy to the next in one step, so the reader never sees the LBA
+/// unmapped (zeros) or a version older than the last acknowledged.
+#[test]
+fn an_overwritten_lba_never_reads_as_a_hole_beside_the_owner() {
+    let g = Geometry::new(2, 2, 24, 8, 2);
+    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+    let reader = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    let lba = 5;
+    let mut buf = vec![0u8; SS];
+    stamp(&mut buf, lba, 1);
+    let _ = ftl.write(lba, &buf, false).unwrap();
+    let acked = AtomicU64::new(1);
+    let ftl = RwLock::new(ftl);
+    let stop = AtomicBool::new(false);
+    let beside = std::thread::scope(|s| {
+        let (reader, acked, stop, ftl) = (&reader, &acked, &stop, &ftl);
+        let t = s.spawn(move || {
+            let mut out = vec![0u8; SS];
+            let mut beside = 0u64;
+            while !stop.load(Relaxed) {
+                let lo = acked.load(SeqCst);
+                if reader.read(lba, &mut out).is_some() {
+                    beside += 1;
+                } else {
+                    let _ = ftl.read().unwrap().read(lba, &mut out).unwrap();
+                }
+                let v = unstamp(&out, lba).unwrap();
+                assert!(
+                    v >= lo,
+                    "LBA {lba}: version {v} after {lo} was acknowledged"
+                );
+            }
+            beside
+        });
+        let mut buf = vec![0u8; SS];
+        for v in 2..300_000u64 {
+            stamp(&mut buf, lba, v);
+            let _ = ftl.write().unwrap().write(lba, &buf, false).unwrap();
+            acked.store(v, SeqCst);
+            // Other LBAs too, so that the LBA's copies reach closed lines.
+            stamp(&mut buf, v % 50 + 10, v);
+            let _ = ftl
+                .write()
+                .unwrap()
+                .write(v % 50 + 10, &buf, false)
+                .unwrap();
+        }
+        stop.store(true, Relaxed);
+        t.join().unwrap()
+    });
+    assert!(beside > 0, "some reads went beside the owner");
+    assert_eq!(reader.failed_sectors(), 0);
+}

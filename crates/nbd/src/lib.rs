@@ -113,7 +113,10 @@ fn clip_runs(start: u64, off: u64, end: u64, runs: &[(u64, bool)]) -> Vec<Extent
 
 impl<M: Media> Export<M> {
     pub fn new(mut ftl: Ftl<M>, name: &str, read_only: bool, realtime: bool) -> Export<M> {
-        let reader = ftl.shared_reader();
+        // `LIGHTNVM_READS=locked`: every read under the shared lock, as before reads went
+        // beside writes (for comparisons in the same run).
+        let locked = std::env::var("LIGHTNVM_READS").is_ok_and(|v| v == "locked");
+        let reader = if locked { None } else { ftl.shared_reader() };
         let size = ftl.exported_sectors() * SS;
         // A device that has run out of good blocks is exported read-only.
         let read_only = read_only || ftl.read_only_reason().is_some();
