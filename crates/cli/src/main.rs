@@ -660,7 +660,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     let (mut cuts, mut lbas, mut unreadable, mut failing) = (0u64, 0u64, 0u64, Vec::new());
     let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
     let (mut at_checked, mut at_applied, mut at_dropped, mut longest) = (0u64, 0u64, 0u64, 0u64);
-    let (mut beside, mut locked) = (0u64, 0u64);
+    let (mut beside, mut locked, mut gc_thread) = (0u64, 0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
         done += 1;
@@ -676,6 +676,7 @@ fn torture(a: TortureArgs) -> Result<()> {
         longest = longest.max(o.longest_write);
         beside += o.reads_beside;
         locked += o.reads_locked;
+        gc_thread += o.gc_thread_moves;
         if a.json {
             println!("{}", serde_json::to_string(&o)?);
         } else if !o.violations.is_empty() {
@@ -714,11 +715,14 @@ fn torture(a: TortureArgs) -> Result<()> {
     } else {
         String::new()
     };
-    let reads = if beside + locked > 0 {
+    let mut reads = if beside + locked > 0 {
         format!("; live reads: {beside} beside the owner (no lock), {locked} under its lock")
     } else {
         String::new()
     };
+    if gc_thread > 0 {
+        reads += &format!("; {gc_thread} sectors moved by GC between requests");
+    }
     let summary = format!(
         "seeds {}..{}: {cuts} {}, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}{reads}",
         a.start,

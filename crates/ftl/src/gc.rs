@@ -282,6 +282,11 @@ impl Gc {
         self.debt += ratio * urgency;
     }
 
+    /// GC work owed, in sectors.
+    pub fn debt(&self) -> f64 {
+        self.debt
+    }
+
     /// Takes one sector of GC work from the debt, if owed and a victim is active.
     pub fn take_one(&mut self) -> bool {
         if self.debt >= 1.0 && self.cursor.is_some() {

@@ -105,10 +105,24 @@ pub struct FaultInjector {
     ops: ChaCha8Rng,
     power: ChaCha8Rng,
     reads: ChaCha8Rng,
+    /// Read failures of the reads beside the owner ([`crate::Media::shared_reader`]): a
+    /// stream of their own, so that the owner's draws do not depend on how they interleave.
+    shared_reads: ChaCha8Rng,
     /// Power cycles so far (the read stream's epoch).
     cycles: u64,
     /// Programs that fail next whatever the odds ([`FaultInjector::fail_next_programs`]).
     forced_program_failures: u32,
+}
+
+/// A mask of `sectors` bits, each set with probability `p`.
+fn draw_mask(rng: &mut ChaCha8Rng, p: f64, sectors: u32) -> u64 {
+    let mut mask = 0u64;
+    for i in 0..sectors {
+        if rng.gen_bool(p) {
+            mask |= 1 << i;
+        }
+    }
+    mask
 }
 
 impl FaultInjector {
@@ -118,6 +132,7 @@ impl FaultInjector {
             ops: stream(config.seed, STREAM_OPS),
             power: stream(config.seed, STREAM_POWER),
             reads: stream(config.seed, STREAM_READS),
+            shared_reads: stream(config.seed, STREAM_READS + 1),
             cycles: 0,
             forced_program_failures: 0,
         }
@@ -162,21 +177,24 @@ impl FaultInjector {
         self.draw_read_failures(sectors)
     }
 
-    fn draw_read_failures(&mut self, sectors: u32) -> u64 {
-        let p = self.config.read_fail_prob;
-        let mut mask = 0u64;
-        for i in 0..sectors {
-            if self.reads.gen_bool(p) {
-                mask |= 1 << i;
-            }
+    /// [`FaultInjector::read_failures`] of a read beside the owner.
+    #[inline]
+    pub fn shared_read_failures(&mut self, sectors: u32) -> u64 {
+        if self.config.read_fail_prob <= 0.0 {
+            return 0;
         }
-        mask
+        draw_mask(&mut self.shared_reads, self.config.read_fail_prob, sectors)
+    }
+
+    fn draw_read_failures(&mut self, sectors: u32) -> u64 {
+        draw_mask(&mut self.reads, self.config.read_fail_prob, sectors)
     }
 
     /// Power came back: the read-failure stream starts the next epoch's draws.
     pub fn power_cycled(&mut self) {
         self.cycles += 1;
         self.reads = stream(self.config.seed, STREAM_READS + (self.cycles << 8));
+        self.shared_reads = stream(self.config.seed, STREAM_READS + 1 + (self.cycles << 8));
     }
 
     /// Randomness for power-cut outcomes (which unsynced pages survive, how a page tears).

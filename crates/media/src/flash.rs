@@ -235,7 +235,9 @@ impl SharedRead for FlashReader {
             reads.begin_lock_free(&st.shards[read_shard_index()], addr, count)?
         } else {
             let mut live = st.live.lock().unwrap_or_else(PoisonError::into_inner);
-            reads.begin(&mut live, addr, count, false)?
+            // Not an operation a power cut counts: only the owner's are (the owner decides
+            // where an armed cut falls; a read beside it never changes what a cut keeps).
+            reads.begin(&mut live, addr, count, false, false)?
         };
         // SAFETY: the caller's contract: no write of this page meanwhile.
         unsafe {
@@ -417,7 +419,7 @@ impl<S: Store> Flash<S> {
         self.live().timing.clone()
     }
     /// Operations counted for power cuts so far (programs, reads, erases, syncs that passed
-    /// the rules).
+    /// the rules; not the reads of a [`Media::shared_reader`] handle).
     pub fn ops(&self) -> u64 {
         self.live().ops
     }
@@ -724,7 +726,7 @@ impl<S: Store> Flash<S> {
                 .begin_lock_free(&self.read_shards[read_shard_index()], addr, count)?
         } else {
             self.reads()
-                .begin(&mut self.live(), addr, count, background)?
+                .begin(&mut self.live(), addr, count, background, true)?
         };
         self.finish_read(addr, first_sector, data, oob, op, false)
             .map(|(c, _)| c)
@@ -751,7 +753,7 @@ impl<S: Store> Flash<S> {
             clock: &*self.clock,
         };
         let mut live = self.live.get_mut();
-        let op = reads.begin(&mut live, addr, count, background)?;
+        let op = reads.begin(&mut live, addr, count, background, true)?;
         drop(live);
         self.finish_read(addr, first_sector, data, oob, op, true)
     }
@@ -965,7 +967,9 @@ impl<V: BlockView> Reads<'_, V> {
     }
 
     /// The NAND rules, the timing model, the counters and the faults of a read of `count`
-    /// sectors of `addr` (range already checked).
+    /// sectors of `addr` (range already checked). `counted`: an operation an armed power cut
+    /// counts, with read failures from the owner's stream (the owner's reads; a shared
+    /// reader's have their own: the owner's runs do not depend on how they interleave).
     // Inlined: results returned through memory and read back at once stalled on store
     // forwarding (a tenth of a GC move's time).
     #[inline(always)]
@@ -975,13 +979,14 @@ impl<V: BlockView> Reads<'_, V> {
         addr: PageAddr,
         count: u64,
         background: bool,
+        counted: bool,
     ) -> Result<ReadOp, ReadError> {
         let g = self.geometry;
         if !live.powered {
             return Err(ReadError::PowerLoss);
         }
         let meta = self.check_page(addr)?;
-        if let OpStart::Interrupted = live.begin_op() {
+        if counted && matches!(live.begin_op(), OpStart::Interrupted) {
             return Err(ReadError::PowerLoss);
         }
         let now = self.clock.now_ns();
@@ -994,7 +999,11 @@ impl<V: BlockView> Reads<'_, V> {
         live.stats.reads += 1;
         live.stats.sectors_read += count;
         let torn = meta.torn_page == Some(addr.page);
-        let fault_mask = live.faults.read_failures(count as u32);
+        let fault_mask = if counted {
+            live.faults.read_failures(count as u32)
+        } else {
+            live.faults.shared_read_failures(count as u32)
+        };
         if fault_mask != 0 || torn {
             live.stats.read_failures += 1;
         }

@@ -645,7 +645,8 @@ fn lock_free_reads_are_counted_and_an_armed_cut_still_takes_a_read() {
 
 /// A shared reader reads, from other threads, what the owner programmed, while the owner
 /// programs and erases other blocks; it follows the owner's power state and block states
-/// (a cut fails its reads; an erased block reads as unwritten), and its reads count.
+/// (a cut fails its reads; an erased block reads as unwritten), and its reads count in the
+/// statistics (not towards an armed cut).
 #[test]
 fn a_shared_reader_reads_beside_the_owner_and_follows_its_state() {
     let g = geom(2, 1, 4, 4, 2);
@@ -706,8 +707,19 @@ fn a_shared_reader_reads_beside_the_owner_and_follows_its_state() {
     // SAFETY: as above.
     let _ = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) }.unwrap();
     assert_eq!(data, pattern(&g, 7).0);
-    // A cut armed by the owner takes the reader's read, which fails, as do later ones.
+    // A cut armed by the owner falls on the owner's operations only (a read beside it
+    // changes nothing a cut keeps): the reader's read goes through, the owner's next
+    // operation is cut, and the reader's reads fail from then on.
     m.arm_power_cut(0);
+    let ops = m.ops();
+    // SAFETY: as above.
+    let _ = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) }.unwrap();
+    assert_eq!(m.ops(), ops, "not counted for the cut");
+    assert!(m.is_powered());
+    assert!(matches!(
+        read_page(&mut m, b.page(0)),
+        Err(ReadError::PowerLoss)
+    ));
     // SAFETY: as above.
     let r = unsafe { reader.read(b.page(0), 0, &mut data, &mut oob) };
     assert!(matches!(r, Err(ReadError::PowerLoss)), "{r:?}");

@@ -31,6 +31,32 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply that cannot be written for this long ends the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// GC work one turn of [`Export::gc_worker`] does under the FTL's lock, in sectors moved.
+pub const GC_CHUNK: usize = 16;
+/// [`Export::gc_worker`] looks for owed work at least this often while idle.
+const GC_IDLE_WAKE: Duration = Duration::from_millis(100);
+
+/// How writes wake the GC worker.
+#[derive(Default)]
+struct GcSignal {
+    /// The worker sleeps (or is about to).
+    parked: AtomicBool,
+    thread: Mutex<Option<std::thread::Thread>>,
+}
+
+impl GcSignal {
+    /// After a write, with the FTL still held: wakes a sleeping worker if GC work is owed.
+    fn after_write<M: Media>(&self, ftl: RwLockWriteGuard<'_, Ftl<M>>) {
+        let owed = self.parked.load(Ordering::SeqCst) && ftl.gc_owed();
+        drop(ftl);
+        if owed {
+            if let Some(t) = &*self.thread.lock().unwrap_or_else(|p| p.into_inner()) {
+                t.unpark();
+            }
+        }
+    }
+}
+
 /// What is exported: one FTL.
 pub struct Export<M: Media> {
     /// Reads share it (they run in parallel, on the connections' threads); writes, flushes
@@ -39,6 +65,8 @@ pub struct Export<M: Media> {
     /// Reads beside writes: most reads take no lock at all (see [`FtlReader`]); the rest
     /// share `ftl`. `None` where the media cannot be read beside its owner.
     reader: Option<FtlReader>,
+    /// Wakes [`Export::gc_worker`].
+    gc: GcSignal,
     name: String,
     size: u64,
     read_only: bool,
@@ -125,6 +153,7 @@ impl<M: Media> Export<M> {
         Export {
             ftl: RwLock::new(ftl),
             reader,
+            gc: GcSignal::default(),
             name: name.to_string(),
             size,
             read_only,
@@ -415,9 +444,10 @@ impl<M: Media> Export<M> {
         }
         let end = off + data.len() as u64;
         let c = if off.is_multiple_of(SS) && end.is_multiple_of(SS) {
-            self.lock()?
-                .write(off / SS, data, fua)
-                .map_err(|e| errno_of(&e))?
+            let mut ftl = self.lock()?;
+            let c = ftl.write(off / SS, data, fua).map_err(|e| errno_of(&e))?;
+            self.gc.after_write(ftl);
+            c
         } else {
             let start = off / SS * SS;
             let stop = end.div_ceil(SS) * SS;
@@ -438,9 +468,46 @@ impl<M: Media> Export<M> {
             }
             let from = (off - start) as usize;
             buf[from..from + data.len()].copy_from_slice(data);
-            done.max(ftl.write(start / SS, &buf, fua).map_err(|e| errno_of(&e))?)
+            let c = done.max(ftl.write(start / SS, &buf, fua).map_err(|e| errno_of(&e))?);
+            self.gc.after_write(ftl);
+            c
         };
         Ok(c)
+    }
+
+    /// Runs the paced GC work that writes charge, between requests, until `stop` (see
+    /// [`Ftl::set_gc_thread`]): in chunks of [`GC_CHUNK`] sectors, each under the FTL's
+    /// lock (writes wait for at most one chunk; reads go on beside it), sleeping while none
+    /// is owed. Writes wake it. While it runs, writes only charge the work (and pay it
+    /// themselves beyond a small backlog); when it returns, they pay it all again.
+    pub fn gc_worker(&self, stop: &AtomicBool) {
+        let Some(mut ftl) = self.ftl.write().ok() else {
+            return;
+        };
+        ftl.set_gc_thread(true);
+        drop(ftl);
+        *self.gc.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+        while !stop.load(Ordering::SeqCst) {
+            let ran = match self.ftl.write() {
+                Ok(mut f) if f.gc_owed() => f.run_gc(GC_CHUNK).map(|n| n > 0).unwrap_or(false),
+                Ok(_) => false,
+                Err(_) => break,
+            };
+            if ran {
+                continue;
+            }
+            // Nothing owed: sleep until a write charges work (or a while passes).
+            self.gc.parked.store(true, Ordering::SeqCst);
+            let owed = self.ftl.read().map(|f| f.gc_owed()).unwrap_or(false);
+            if !owed && !stop.load(Ordering::SeqCst) {
+                std::thread::park_timeout(GC_IDLE_WAKE);
+            }
+            self.gc.parked.store(false, Ordering::SeqCst);
+        }
+        *self.gc.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Ok(mut f) = self.ftl.write() {
+            f.set_gc_thread(false);
+        }
     }
 
     pub fn submit_flush(&self) -> Result<Completion, u32> {
@@ -1575,6 +1642,19 @@ pub fn run<M: Media + 'static>(
             Listener::Unix(u) => u.set_nonblocking(true)?,
         }
     }
+    // GC's paced work on its own thread (`LIGHTNVM_GC=inline`: inside each write, as the
+    // simulator runs it; for comparisons).
+    let gc_stop = Arc::new(AtomicBool::new(false));
+    let gc = if export.read_only || std::env::var("LIGHTNVM_GC").is_ok_and(|v| v == "inline") {
+        None
+    } else {
+        let (export, gc_stop) = (export.clone(), gc_stop.clone());
+        std::thread::Builder::new()
+            .name("gc".into())
+            .spawn(move || export.gc_worker(&gc_stop))
+            .map_err(|e| warn!("no GC thread ({e}): writes run GC themselves"))
+            .ok()
+    };
     // Every connection: a handle to shut it down, whether it finished its handshake, and
     // its thread. Oldest first.
     let mut live: Vec<(Conn, Arc<AtomicBool>, std::thread::JoinHandle<()>)> = Vec::new();
@@ -1704,6 +1784,13 @@ pub fn run<M: Media + 'static>(
         conn.shutdown(Shutdown::Read);
     }
     for (_, _, h) in live {
+        let _ = h.join();
+    }
+    if let Some(h) = gc {
+        gc_stop.store(true, Ordering::SeqCst);
+        if let Some(t) = &*export.gc.thread.lock().unwrap_or_else(|p| p.into_inner()) {
+            t.unpark();
+        }
         let _ = h.join();
     }
     Ok(())

@@ -192,11 +192,18 @@ impl HistoryModel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    Write { fua: bool },
+    Write {
+        fua: bool,
+    },
     Trim,
-    Zeroes { fua: bool },
+    Zeroes {
+        fua: bool,
+    },
     Flush,
     Read,
+    /// GC's paced work between requests (`Ftl::run_gc` of up to `sectors` moves), by the
+    /// harness's GC thread.
+    Gc,
 }
 
 /// One request as it held the FTL: who sent it, what it was, how it ended, and the media's
@@ -255,6 +262,8 @@ struct Shared<'a> {
     ftl: &'a RwLock<Ftl<RamMedia>>,
     /// Reads beside the owner.
     reader: Option<&'a lightnvm_ftl::FtlReader>,
+    /// Sectors the GC thread moved.
+    gc_moved: &'a AtomicU64,
     model: &'a Mutex<HistoryModel>,
     stop: &'a AtomicBool,
     ops: &'a AtomicU64,
@@ -297,6 +306,17 @@ impl Shared<'_> {
 /// Runs one request against the shared FTL and the model: submission, the FTL call (logged
 /// while it holds the FTL), acknowledgement or verification. `Err` says why the thread
 /// stops; `Ok` carries the request's own outcome for the log comparison of a replay.
+/// Which way a read goes: beside the owner where it can, else under the lock (a live run);
+/// or the way the log says it went (a replay, so that the owner's operations, which a cut
+/// counts, are the same: a logged read beside the owner that cannot go beside it now is
+/// skipped, and one logged under the lock takes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadPath {
+    Any,
+    Beside,
+    Locked,
+}
+
 fn run_request(
     s: &Shared,
     thread: u32,
@@ -304,6 +324,7 @@ fn run_request(
     lba: u64,
     n: u64,
     cut: u32,
+    path: ReadPath,
 ) -> Result<(Result<(), FtlError>, String), Stop> {
     let logged: String;
     let result = match op {
@@ -332,7 +353,7 @@ fn run_request(
                     Op::Write { fua } => ftl.write(lba, &buf, fua).map(|_| fua),
                     Op::Trim => ftl.trim(lba, n).map(|_| false),
                     Op::Zeroes { fua } => ftl.write_zeroes(lba, n, fua).map(|_| fua),
-                    Op::Flush | Op::Read => unreachable!(),
+                    Op::Flush | Op::Read | Op::Gc => unreachable!(),
                 };
                 logged = outcome_of(&res.as_ref().map(|_| ()).map_err(clone_kind));
                 s.log(&ftl, thread, op, lba, n, logged.clone());
@@ -345,6 +366,18 @@ fn run_request(
                     m.ack(lba + i, now, durable);
                 }
             })
+        }
+        Op::Gc => {
+            let res = {
+                let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
+                let res = ftl.run_gc(n as usize).map(|moved| {
+                    s.gc_moved.fetch_add(moved as u64, SeqCst);
+                });
+                logged = outcome_of(&res);
+                s.log(&ftl, thread, op, 0, n, logged.clone());
+                res
+            };
+            res
         }
         Op::Flush => {
             let began = s.model().tick();
@@ -361,7 +394,13 @@ fn run_request(
         Op::Read => {
             let mut buf = vec![0u8; n as usize * SS];
             let began = s.model().tick();
-            let beside = s.reader.and_then(|r| r.read(lba, &mut buf));
+            let beside = match path {
+                ReadPath::Locked => None,
+                _ => s.reader.and_then(|r| r.read(lba, &mut buf)),
+            };
+            if beside.is_none() && path == ReadPath::Beside {
+                return Ok((Ok(()), "ok".into()));
+            }
             let res = if beside.is_some() {
                 logged = outcome_of(&Ok(()));
                 s.log
@@ -487,7 +526,7 @@ fn submitter(
                 (Op::Read, lba, n)
             }
         };
-        match run_request(s, thread, op, lba, n, cut) {
+        match run_request(s, thread, op, lba, n, cut, ReadPath::Any) {
             Err(stop) => return stop,
             Ok((result, _)) => {
                 if let Some(stop) = after_request(s, result, cut) {
@@ -573,6 +612,10 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
     };
     let exported = ftl.exported_sectors();
     let model = Mutex::new(HistoryModel::new(exported));
+    // In a third of the seeds a GC thread runs the paced GC work between requests, as the
+    // NBD server does (a stream of its own: the rest of the seed is the same either way).
+    let gc_thread = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6c_7468_7265).gen_bool(1.0 / 3.0);
+    ftl.set_gc_thread(gc_thread);
     let mut rngs: Vec<ChaCha8Rng> = (0..submitters)
         .map(|t| ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x7417_0000 + t as u64)))
         .collect();
@@ -585,11 +628,13 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
         let shared_ftl = RwLock::new(ftl);
         let stop = AtomicBool::new(false);
         let ops = AtomicU64::new(0);
+        let gc_moved = AtomicU64::new(0);
         let log = Mutex::new(Vec::new());
         let shared = Shared {
             log: &log,
             ftl: &shared_ftl,
             reader: reader.as_ref(),
+            gc_moved: &gc_moved,
             model: &model,
             stop: &stop,
             ops: &ops,
@@ -597,19 +642,20 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
             media_faults: cfg.media_faults,
         };
         let stops: Vec<Stop> = match source {
-            Source::Threads(_) => run_threads(&shared, &mut rngs, bound, cut),
+            Source::Threads(_) => run_threads(&shared, &mut rngs, bound, cut, gc_thread),
             Source::Log(r) => replay_cut(&shared, &r.cuts[cut as usize], cut),
         };
         out.host_ops += ops.load(SeqCst);
+        out.gc_thread_moves += gc_moved.load(SeqCst);
         ftl = shared_ftl
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         let log = log.into_inner().unwrap_or_else(PoisonError::into_inner);
-        for e in log.iter().filter(|e| e.op == Op::Read) {
-            if e.beside {
-                out.reads_beside += 1;
-            } else {
-                out.reads_locked += 1;
+        for e in &log {
+            match e.op {
+                Op::Read if e.beside => out.reads_beside += 1,
+                Op::Read => out.reads_locked += 1,
+                _ => {}
             }
         }
         logs.push(log);
@@ -637,6 +683,7 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
                 return (out, logs);
             }
         };
+        ftl.set_gc_thread(gc_thread);
         if let Err(e) = ftl.check() {
             out.violations
                 .push(format!("cut {cut}: invariants after recovery: {e}"));
@@ -687,10 +734,46 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
 }
 
 /// The threads of one cut: each draws its own requests until a power loss or a stop.
-fn run_threads(s: &Shared, rngs: &mut [ChaCha8Rng], bound: u64, cut: u32) -> Vec<Stop> {
+fn run_threads(
+    s: &Shared,
+    rngs: &mut [ChaCha8Rng],
+    bound: u64,
+    cut: u32,
+    gc_thread: bool,
+) -> Vec<Stop> {
     let n = rngs.len() as u64;
     let exported = s.exported;
+    let running = std::sync::atomic::AtomicU32::new(n as u32);
+    let running = &running;
     std::thread::scope(|sc| {
+        // GC's paced work on its own thread, as the NBD server runs it, while any
+        // submitter runs; logged with the requests (thread number = submitters).
+        let gc = gc_thread.then(|| {
+            sc.spawn(move || {
+                let mut k = 0u64;
+                while running.load(SeqCst) > 0 && !s.stop.load(SeqCst) {
+                    let owed = s
+                        .ftl
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .gc_owed();
+                    if !owed {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    k += 1;
+                    match run_request(s, n as u32, Op::Gc, 0, 1 + k % 16, cut, ReadPath::Any) {
+                        Err(stop) => return stop,
+                        Ok((result, _)) => {
+                            if let Some(stop) = after_request(s, result, cut) {
+                                return stop;
+                            }
+                        }
+                    }
+                }
+                Stop::Bound
+            })
+        });
         let handles: Vec<_> = rngs
             .iter_mut()
             .enumerate()
@@ -702,9 +785,11 @@ fn run_threads(s: &Shared, rngs: &mut [ChaCha8Rng], bound: u64, cut: u32) -> Vec
                     if !matches!(stop, Stop::Bound) {
                         s.stop.store(true, SeqCst);
                     }
+                    running.fetch_sub(1, SeqCst);
                     stop
                 })
             })
+            .chain(gc)
             .collect();
         handles
             .into_iter()
@@ -726,7 +811,12 @@ fn run_threads(s: &Shared, rngs: &mut [ChaCha8Rng], bound: u64, cut: u32) -> Vec
 fn replay_cut(s: &Shared, log: &[Logged], cut: u32) -> Vec<Stop> {
     for (i, e) in log.iter().enumerate() {
         s.ops.fetch_add(1, SeqCst);
-        match run_request(s, e.thread, e.op, e.lba, e.sectors, cut) {
+        let path = if e.beside {
+            ReadPath::Beside
+        } else {
+            ReadPath::Locked
+        };
+        match run_request(s, e.thread, e.op, e.lba, e.sectors, cut, path) {
             Err(stop) => return vec![stop],
             Ok((_, outcome)) => {
                 // Reads change nothing durable and run concurrently only with each other:

@@ -132,6 +132,10 @@ pub struct TortureOutcome {
     pub reads_beside: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub reads_locked: u64,
+    /// Sectors GC moved between requests (`Ftl::run_gc`, as a GC thread does) rather than
+    /// inside writes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gc_thread_moves: u64,
     pub violations: Vec<String>,
 }
 
@@ -284,6 +288,10 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     // Its own stream: the workload of a seed is the same with damage on or off.
     let mut damage_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xda3a_9e00);
+    // Its own stream too: in a third of the seeds GC's paced work runs between requests, as
+    // the NBD server's GC thread runs it (`Ftl::run_gc`), instead of inside each write.
+    let mut gc_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6c_7468_7265);
+    let gc_thread = gc_rng.gen_bool(1.0 / 3.0);
     let mut out = TortureOutcome {
         seed: cfg.seed,
         ..Default::default()
@@ -298,6 +306,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             .push("no random geometry could be formatted".into());
         return out;
     };
+    ftl.set_gc_thread(gc_thread);
     let exported = ftl.exported_sectors();
     let mut model = Model::new(exported);
     let mut marks: Vec<MarkModel> = Vec::new();
@@ -318,6 +327,23 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             if host_ops > 20 * cfg.max_ops_between_cuts + 1000 {
                 ftl.media_mut().cut_power();
                 break;
+            }
+            if gc_thread && ftl.gc_owed() && gc_rng.gen_bool(0.5) {
+                match ftl.run_gc(gc_rng.gen_range(1..=32)) {
+                    Ok(moved) => out.gc_thread_moves += moved as u64,
+                    Err(FtlError::PowerLoss) => break,
+                    Err(e) if cfg.media_faults => {
+                        // As a failed host operation with faults: the harness cuts.
+                        tracing::debug!("GC between requests: {e}");
+                        ftl.media_mut().cut_power();
+                        break;
+                    }
+                    Err(e) => {
+                        out.violations
+                            .push(format!("cut {cut}: GC between requests failed: {e}"));
+                        return out;
+                    }
+                }
             }
             let r: u32 = rng.gen_range(0..100);
             r_last = r;
@@ -513,6 +539,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
                 return out;
             }
         };
+        ftl.set_gc_thread(gc_thread);
         if let Err(e) = ftl.check() {
             out.violations
                 .push(format!("cut {cut}: invariants after recovery: {e}"));

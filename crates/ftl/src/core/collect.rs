@@ -102,15 +102,70 @@ impl<M: Media> Ftl<M> {
             return Ok(());
         }
         self.gc.charge(free);
+        // With a GC thread the write only charges the work, unless the thread fell behind
+        // by more than a backlog (then the write pays the excess itself: GC never lags
+        // further than that, whatever the thread's share of the CPU).
+        let keep = if self.gc_thread { self.gc_backlog() } else { 0 };
         // A limit on the work one user sector can be charged with.
-        let mut budget =
-            4 * self.geo.sectors_per_page as usize * self.geo.parallel_units() as usize;
-        while budget > 0 && self.gc.take_one() {
+        let mut budget = self.gc_moves_per_sector_max();
+        while budget > 0 && self.gc.debt() >= keep as f64 + 1.0 && self.gc.take_one() {
             self.gc_move_one(Ctx::HOST)?;
             budget -= 1;
         }
         self.gc.settle();
         Ok(())
+    }
+
+    /// The most GC moves one user sector pays for.
+    fn gc_moves_per_sector_max(&self) -> usize {
+        4 * self.geo.sectors_per_page as usize * self.geo.parallel_units() as usize
+    }
+
+    /// GC moves a GC thread may owe before writes pay for them again: twice what one user
+    /// sector may pay at once (8 pages per PU).
+    fn gc_backlog(&self) -> usize {
+        2 * self.gc_moves_per_sector_max()
+    }
+
+    /// Lets a thread of the caller's run the paced GC work ([`Ftl::run_gc`]): writes only
+    /// charge it from now on (and pay it themselves beyond a backlog of a few pages per PU,
+    /// so GC never falls further behind). Off by default: the simulator and the library run
+    /// the work inside each write, deterministically.
+    pub fn set_gc_thread(&mut self, on: bool) {
+        self.gc_thread = on;
+    }
+
+    /// Whether paced GC work is owed ([`Ftl::run_gc`] has something to do).
+    pub fn gc_owed(&self) -> bool {
+        self.gc.active() && self.gc.debt() >= 1.0
+    }
+
+    /// Runs up to `max_moves` sectors of the paced GC work that writes charged (see
+    /// [`Ftl::set_gc_thread`]); returns the sectors moved. The same relocation as inside a
+    /// write, at a moment of the caller's choosing (between requests).
+    pub fn run_gc(&mut self, max_moves: usize) -> Result<usize, FtlError> {
+        if self.check_writable().is_err() {
+            return Ok(0);
+        }
+        self.begin_op();
+        // An error that leaves the tables in doubt (a power loss under a move) stops all
+        // writing, as it does inside a write.
+        let r = self.run_gc_moves(max_moves);
+        self.latch(r)
+    }
+
+    fn run_gc_moves(&mut self, max_moves: usize) -> Result<usize, FtlError> {
+        let free = self.pool.free_lines() as u32;
+        if !self.gc.active() && (!self.gc.wants_background(free) || !self.gc_select(false)) {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        while moved < max_moves && self.gc.take_one() {
+            self.gc_move_one(Ctx::HOST)?;
+            moved += 1;
+        }
+        self.gc.settle();
+        Ok(moved)
     }
 
     /// Data sectors GC can still write: the rest of its open line and every free line, less

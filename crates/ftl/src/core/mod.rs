@@ -196,6 +196,8 @@ pub struct Ftl<M: Media> {
     /// A sector buffer for [`Ftl::write_stamped`] where a sector is not staged as a record.
     stamp_scratch: Vec<u8>,
     pub(crate) health: Health,
+    /// A thread of the caller's runs the paced GC work ([`Ftl::set_gc_thread`]).
+    pub(crate) gc_thread: bool,
     pub(crate) op_done_ns: u64,
     pub(crate) recovery: RecoveryReport,
 }
@@ -260,6 +262,7 @@ impl<M: Media> Ftl<M> {
             gc_scratch: Vec::new(),
             stamp_scratch: Vec::new(),
             health: Health::Writable,
+            gc_thread: false,
             op_done_ns: 0,
             recovery: RecoveryReport::default(),
         }
@@ -463,7 +466,7 @@ impl<M: Media> Ftl<M> {
     }
 
     /// An error that leaves the tables in doubt stops all writing from now on.
-    fn latch<T>(&mut self, r: Result<T, FtlError>) -> Result<T, FtlError> {
+    pub(crate) fn latch<T>(&mut self, r: Result<T, FtlError>) -> Result<T, FtlError> {
         if let Err(e) = &r {
             if e.is_fatal() && !matches!(self.health, Health::Failed(_)) {
                 tracing::error!(error = %e, "FTL stops writing");
