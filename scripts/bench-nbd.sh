@@ -7,7 +7,9 @@
 # random offsets with repeats (`--norandommap`), not fio's default once-per-pass map.
 # Then 4 KiB random reads and writes mixed 70/30, where reads go beside the writes
 # (`FtlReader`, no lock), against the same server with every read under the FTL's shared
-# lock (`LIGHTNVM_READS=locked`) and against nbdkit, same run.
+# lock (`LIGHTNVM_READS=locked`) and against nbdkit, same run. Last, 4 KiB random writes over
+# the whole (filled) device, where GC works all the time: GC on its own thread (the default)
+# against GC inside each write (`LIGHTNVM_GC=inline`), same run, with p99 latency.
 # Usage: scripts/bench-nbd.sh [SECONDS]   (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,4 +76,35 @@ for shape in "32 1" "16 4"; do
     read -r b _ <<<"$(run_fio "nbd://127.0.0.1:$P2" randrw "$qd" "$jobs" "$SERVER2")"
     printf "%-10s %-10s %10s %10s %10s %9s %9s\n" randrw "${jobs}x QD$qd" "$a" "$l" "$b" \
         "$(python3 -c "print(f'{$a/$l:.2f}')")" "$(python3 -c "print(f'{$a/$b:.2f}')")"
+done
+echo
+echo "randwrite over the whole filled device (GC at work): GC thread vs GC inside each write"
+P4=$((P1 + 3)); P5=$((P1 + 4))
+"$B" format "$DIR/gc-thread.img" --preset default --timing none >/dev/null
+cp "$DIR/gc-thread.img" "$DIR/gc-inline.img"
+"$B" serve "$DIR/gc-thread.img" --listen "127.0.0.1:$P4" >"$DIR/gc-thread.log" 2>&1 &
+PIDS+=($!)
+LIGHTNVM_GC=inline "$B" serve "$DIR/gc-inline.img" --listen "127.0.0.1:$P5" >"$DIR/gc-inline.log" 2>&1 &
+PIDS+=($!)
+wait_nbd "$P4"; wait_nbd "$P5"
+for p in "$P4" "$P5"; do
+    fio --name=f --ioengine=nbd --uri="nbd://127.0.0.1:$p" --rw=write --bs=1m --iodepth=4 --size="$SIZE" >/dev/null
+done
+gc_run() { # port qd jobs -> "IOPS P99_US"
+    fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$1" --rw=randwrite --bs=4k --iodepth="$2" \
+        --numjobs="$3" --group_reporting --size="$SIZE" --norandommap --time_based --runtime="$SECS" \
+        --output-format=json 2>"$DIR/fio.err" | python3 -c '
+import json, sys
+s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]["write"]
+print(int(j["iops"]), j["clat_ns"]["percentile"]["99.000000"] // 1000)'
+}
+printf "%-10s %13s %13s %11s %11s %7s\n" depth "thread IOPS" "inline IOPS" "thread p99" "inline p99" ratio
+for round in 1 2; do
+    for shape in "32 1" "16 4"; do
+        read -r qd jobs <<<"$shape"
+        read -r a ap <<<"$(gc_run "$P4" "$qd" "$jobs")"
+        read -r b bp <<<"$(gc_run "$P5" "$qd" "$jobs")"
+        printf "%-10s %13s %13s %9sus %9sus %7s\n" "${jobs}x QD$qd" "$a" "$b" "$ap" "$bp" \
+            "$(python3 -c "print(f'{$a/$b:.2f}')")"
+    done
 done
