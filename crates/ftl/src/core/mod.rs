@@ -1200,6 +1200,9 @@ impl<M: Media> Ftl<M> {
 
     /// A sector the media returned, checked: a record's identity needs no checksum (the
     /// media rebuilds consistent bytes from it); bytes are verified against their OOB.
+    // Inlined: GC's move of a record calls it per sector (a call here cost 5% of the
+    // simulator's steady state).
+    #[inline(always)]
     fn fetched(
         &self,
         ppa: Ppa,
