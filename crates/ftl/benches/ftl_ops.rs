@@ -63,6 +63,22 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The NBD server's read path: beside the owner, no lock (the few sectors it cannot
+    // serve go through `Ftl::read`, as in the server).
+    let beside = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    g.bench_function("random 4 KiB read beside the owner (FtlReader)", |b| {
+        b.iter_batched(
+            &mut next,
+            |lba| {
+                if beside.read(black_box(lba), &mut out).is_none() {
+                    let _ = ftl.read(lba, &mut out).unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 
     // Reads take `&self`: the same FTL read from two threads at once. One iteration is one
