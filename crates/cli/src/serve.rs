@@ -421,8 +421,13 @@ fn run_export<M: Media + 'static>(
         None
     };
     if listeners.is_empty() {
+        // (`run` starts GC's thread for the NBD listeners; with ublk alone, here.)
+        let gc = lightnvm_nbd::GcWorker::spawn(&export);
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if let Some(gc) = gc {
+            gc.stop();
         }
     } else if let Err(e) = lightnvm_nbd::run(export.clone(), listeners, stop.clone()) {
         tracing::error!("listener failed: {e}; stopping");

@@ -1642,19 +1642,7 @@ pub fn run<M: Media + 'static>(
             Listener::Unix(u) => u.set_nonblocking(true)?,
         }
     }
-    // GC's paced work on its own thread (`LIGHTNVM_GC=inline`: inside each write, as the
-    // simulator runs it; for comparisons).
-    let gc_stop = Arc::new(AtomicBool::new(false));
-    let gc = if export.read_only || std::env::var("LIGHTNVM_GC").is_ok_and(|v| v == "inline") {
-        None
-    } else {
-        let (export, gc_stop) = (export.clone(), gc_stop.clone());
-        std::thread::Builder::new()
-            .name("gc".into())
-            .spawn(move || export.gc_worker(&gc_stop))
-            .map_err(|e| warn!("no GC thread ({e}): writes run GC themselves"))
-            .ok()
-    };
+    let gc = GcWorker::spawn(&export);
     // Every connection: a handle to shut it down, whether it finished its handshake, and
     // its thread. Oldest first.
     let mut live: Vec<(Conn, Arc<AtomicBool>, std::thread::JoinHandle<()>)> = Vec::new();
@@ -1786,14 +1774,55 @@ pub fn run<M: Media + 'static>(
     for (_, _, h) in live {
         let _ = h.join();
     }
-    if let Some(h) = gc {
-        gc_stop.store(true, Ordering::SeqCst);
-        if let Some(t) = &*export.gc.thread.lock().unwrap_or_else(|p| p.into_inner()) {
-            t.unpark();
-        }
-        let _ = h.join();
+    if let Some(gc) = gc {
+        gc.stop();
     }
     Ok(())
+}
+
+/// [`Export::gc_worker`] on a thread of its own ("gc").
+pub struct GcWorker<M: Media + 'static> {
+    export: Arc<Export<M>>,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl<M: Media + 'static> GcWorker<M> {
+    /// Starts it, unless the export is read-only or `LIGHTNVM_GC=inline` is set (GC then
+    /// runs inside each write, as the simulator runs it; for comparisons). A thread that
+    /// cannot be started leaves GC inside the writes, with a warning.
+    pub fn spawn(export: &Arc<Export<M>>) -> Option<GcWorker<M>> {
+        if export.read_only || std::env::var("LIGHTNVM_GC").is_ok_and(|v| v == "inline") {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (export.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("gc".into())
+            .spawn(move || e.gc_worker(&s))
+            .map_err(|e| warn!("no GC thread ({e}): writes run GC themselves"))
+            .ok()?;
+        Some(GcWorker {
+            export: export.clone(),
+            stop,
+            handle,
+        })
+    }
+
+    /// Stops it and waits for it (writes run GC themselves again).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = &*self
+            .export
+            .gc
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            t.unpark();
+        }
+        let _ = self.handle.join();
+    }
 }
 
 /// An in-memory client for tests and fuzzing: the server reads `input` and its replies are
