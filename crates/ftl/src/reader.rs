@@ -8,10 +8,12 @@
 //! * reader: load the L2P entry; pin its line (SeqCst); check that the line's gate is open
 //!   (SeqCst) and that the entry still holds (SeqCst); read the media; check the sector's
 //!   OOB names this LBA; unpin.
-//! * owner: a line's gate is open while the line is `Closed` or `Gc` (every data page
-//!   programmed, nothing of it in a write buffer, not to be erased). Before any other state
-//!   the owner closes the gate (SeqCst) and waits until the line's pins are zero
-//!   ([`Gates::close`]); only then may the line be erased or programmed.
+//! * owner: a line's gate is open while the line is `Open`, `Closed` or `Gc`: not to be
+//!   erased, and each page, once programmed, stays as it is (the media publishes a page's
+//!   write pointer only after its bytes, so a page still in a write buffer, or being
+//!   programmed, reads as unwritten and is left to the owner). Before any other state the
+//!   owner closes the gate (SeqCst) and waits until the line's pins are zero
+//!   ([`Gates::close`]); only then may the line be erased.
 //!
 //! Sequential consistency orders each reader's pin before its gate check and the owner's
 //! gate close before its pin check, so a reader either sees the gate closed or is waited
@@ -19,15 +21,15 @@
 //! LBA's value at that instant (a relocated copy is the same data; a line erased and
 //! rewritten since the first look no longer holds the entry).
 //!
-//! Anything else — an unmapped-but-lost sector, a sector in an open line or a write buffer,
-//! a media error, a checksum that does not hold — sends the whole request to the owner's
-//! read path ([`FtlReader::read`] returns `None`), which has the retries, the counters and
-//! the error reports.
+//! Anything else — a lost sector, a sector still in a write buffer (or not yet readable at
+//! the media: mw_cunits), a media error, a checksum that does not hold — sends the whole
+//! request to the owner's read path ([`FtlReader::read`] returns `None`), which has the
+//! retries, the counters and the error reports.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
-use lightnvm_media::{Completion, Geometry, SharedRead};
+use lightnvm_media::{Completion, Geometry, ReadError, SharedRead};
 
 use crate::addr::{L2pEntry, Ppa};
 use crate::core::ReadCounters;
@@ -192,7 +194,7 @@ impl FtlReader {
             gate.pins.fetch_add(1, SeqCst);
             let pin = Pin(gate);
             if !gate.open.load(SeqCst) {
-                // An open line (its data may be in a write buffer), or one being emptied.
+                // A line being emptied for erase, or already free.
                 drop(pin);
                 if entry.load(SeqCst) == raw {
                     return None;
@@ -212,6 +214,8 @@ impl FtlReader {
                     Ok(o) if o.lba as u64 == lba => Some(c.done_ns),
                     _ => None,
                 },
+                // Still in a write buffer (or the mw_cunits window): the owner's path has it.
+                Err(ReadError::Unwritten { .. } | ReadError::NotYetReadable { .. }) => return None,
                 Err(_) => None,
             };
             if verified.is_none() {

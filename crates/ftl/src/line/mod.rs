@@ -124,14 +124,15 @@ pub struct LinePool {
     /// victims (they look empty) until the write is mapped.
     pinned: Vec<u32>,
     /// Which lines readers beside the owner may read ([`crate::FtlReader`]): open exactly
-    /// while a line is `Closed` or `Gc`.
+    /// while a line is `Open`, `Closed` or `Gc`.
     gates: Gates,
 }
 
-/// Whether readers beside the owner may read a line in state `s`: every data page of it is
-/// programmed, none is in a write buffer, and it is not to be erased or programmed.
+/// Whether readers beside the owner may read a line in state `s`: it is not to be erased,
+/// and a page of it, once programmed, stays as it is (an open line's pages still in a write
+/// buffer read at the media as unwritten, and the reader leaves those to the owner).
 fn gate_open(s: LineState) -> bool {
-    matches!(s, Closed | Gc)
+    matches!(s, Open(_) | Closed | Gc)
 }
 
 impl LinePool {
