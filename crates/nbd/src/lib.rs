@@ -7,7 +7,8 @@
 //! the media allows ([`FtlReader`]: beside writes, GC and erases), else share it.
 //!
 //! Requests aligned to 512 bytes but not to 4096 are served by read-modify-write of the edge
-//! sectors under the FTL lock, so they are atomic with respect to every other request.
+//! sectors under the FTL lock, so they are atomic with respect to every other write (a read
+//! beside them sees each sector before or after, as NBD allows).
 
 pub mod proto;
 
