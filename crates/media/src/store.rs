@@ -357,25 +357,14 @@ impl Store for RamStore {
         data: &mut [u8],
         oob: &mut [u8],
     ) -> io::Result<()> {
-        let (block, page) = Self::split(geometry, page_index);
-        let ss = geometry.sector_size as usize;
-        let os = geometry.oob_bytes_per_sector as usize;
         if self.keep == Keep::Compact {
             return self.read_compact(geometry, page_index, first_sector, data, oob);
         }
         // SAFETY: `&self`: the owner writes nothing meanwhile.
         unsafe {
-            self.pages.read(
-                block,
-                page * geometry.page_bytes() + first_sector as usize * ss,
-                data,
-            );
-            if !oob.is_empty() {
-                let start = page * geometry.page_oob_bytes() + first_sector as usize * os;
-                self.pages.read_oob(block, start, oob);
-            }
+            self.pages
+                .read_page(geometry, page_index, first_sector, data, oob)
         }
-        Ok(())
     }
 
     fn write_block_meta(&mut self, block_index: u32, meta: &BlockMeta) -> io::Result<()> {
