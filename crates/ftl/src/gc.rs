@@ -226,6 +226,14 @@ impl Gc {
         .map(|(addr, _)| addr)
     }
 
+    /// The sector `k` sectors on from the next one the walk visits, to fetch its bytes into
+    /// the cache while the sectors before it are moved.
+    #[inline]
+    pub fn sector_ahead(&self, k: u64) -> Option<(PageAddr, u32)> {
+        let cur = self.cursor.as_ref()?;
+        Self::walk(&self.geo, cur, cur.next + k)
+    }
+
     /// The next sector to relocate, skipping invalid ones.
     // Inlined: results returned through memory and read back at once stalled on store
     // forwarding (a tenth of a GC move's time).

@@ -497,6 +497,27 @@ impl Store for FileStore {
         )
     }
 
+    fn prefetch_data(&self, geometry: &Geometry, page_index: u64, sector: u32) {
+        let Some(Mapping(m)) = self.map.as_deref() else {
+            return;
+        };
+        let d = self.layout.data_offset
+            + page_index * geometry.page_bytes() as u64
+            + sector as u64 * geometry.sector_size as u64;
+        let o = self.layout.oob_offset
+            + page_index * geometry.page_oob_bytes() as u64
+            + sector as u64 * geometry.oob_bytes_per_sector as u64;
+        // Never faults, even on a page of the file not mapped in yet (the hint is dropped).
+        crate::prefetch_bytes(
+            m.as_ptr().wrapping_add(d as usize),
+            geometry.sector_size as usize,
+        );
+        crate::prefetch_bytes(
+            m.as_ptr().wrapping_add(o as usize),
+            geometry.oob_bytes_per_sector as usize,
+        );
+    }
+
     fn shared_reader(&self) -> Option<Arc<dyn StoreRead>> {
         Some(Arc::new(FileReader {
             file: self.file.clone(),

@@ -1120,6 +1120,13 @@ impl<S: Store> Media for Flash<S> {
         }
     }
 
+    fn prefetch_data(&self, addr: PageAddr, sector: u32) {
+        let g = &self.config.geometry;
+        if g.contains_page(addr) && sector < g.sectors_per_page {
+            self.store.prefetch_data(g, g.page_index(addr), sector);
+        }
+    }
+
     fn read_record_background(
         &mut self,
         addr: PageAddr,

@@ -359,6 +359,13 @@ pub trait Media: Send + Sync {
     fn prefetch(&self, addr: PageAddr, sector: u32) {
         let _ = (addr, sector);
     }
+    /// A hint: the bytes of sector `sector` of page `addr` are about to be read (GC moves
+    /// it). Media that keep data in memory fetch the sector's data and OOB into the cache
+    /// meanwhile; [`Media::prefetch`] fetches only what locates them. Changes nothing else.
+    /// Default: nothing.
+    fn prefetch_data(&self, addr: PageAddr, sector: u32) {
+        let _ = (addr, sector);
+    }
     /// Erases a whole block.
     fn erase(&mut self, addr: BlockAddr) -> Result<Completion, EraseError>;
     /// [`Media::erase`] ahead of the block's use (a free line erased before it is needed):
@@ -429,4 +436,21 @@ pub fn prefetch<T>(value: &T) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
+}
+
+/// [`prefetch`] of the `len` bytes at `p`, a cache line at a time. Never faults, whatever
+/// the address: safe to call on memory the caller may not read yet.
+#[inline]
+pub fn prefetch_bytes(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(64) {
+        // SAFETY: a prefetch is only a hint and never faults, on any address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(off).cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
 }

@@ -60,6 +60,9 @@ pub trait Store: Send + Sync {
     }
     /// A hint: sector `sector` of a page is about to be read ([`crate::Media::prefetch`]).
     fn prefetch(&self, _geometry: &Geometry, _page_index: u64, _sector: u32) {}
+    /// A hint: the bytes of sector `sector` of a page are about to be read
+    /// ([`crate::Media::prefetch_data`]).
+    fn prefetch_data(&self, _geometry: &Geometry, _page_index: u64, _sector: u32) {}
     /// The record of sector `sector` of a page, if the store keeps that sector in compact
     /// form (its bytes are then what the codec unpacks from it).
     fn read_record(&self, _geometry: &Geometry, _page_index: u64, _sector: u32) -> Option<Record> {
@@ -408,6 +411,24 @@ impl Store for RamStore {
         }
     }
 
+    fn prefetch_data(&self, geometry: &Geometry, page_index: u64, sector: u32) {
+        if self.keep != Keep::All {
+            return;
+        }
+        let (block, page) = Self::split(geometry, page_index);
+        let (ss, os) = (
+            geometry.sector_size as usize,
+            geometry.oob_bytes_per_sector as usize,
+        );
+        self.pages.prefetch(
+            block,
+            page * self.pages.page_bytes + sector as usize * ss,
+            ss,
+            page * self.pages.page_oob_bytes + sector as usize * os,
+            os,
+        );
+    }
+
     #[inline]
     fn read_record(&self, geometry: &Geometry, page_index: u64, sector: u32) -> Option<Record> {
         if self.keep != Keep::Compact {
@@ -554,6 +575,18 @@ impl RamPages {
         // SAFETY: in bounds of a live allocation (freed only by `drop`, which no reader
         // outlives: readers hold the `Arc`); not written meanwhile (the caller's contract).
         unsafe { std::ptr::copy_nonoverlapping(p.add(start), out.as_mut_ptr(), out.len()) };
+    }
+
+    /// Fetches the `len` data bytes from byte `start` of block `b` and the `oob_len` OOB
+    /// bytes from `oob_start` into the cache ([`crate::prefetch_bytes`]: never faults).
+    fn prefetch(&self, b: usize, start: usize, len: usize, oob_start: usize, oob_len: usize) {
+        for (slots, at, n) in [(&self.data, start, len), (&self.oob, oob_start, oob_len)] {
+            if let Some(p) = slots.get(b).map(|s| s.load(Acquire)) {
+                if !p.is_null() {
+                    crate::prefetch_bytes(p.wrapping_add(at), n);
+                }
+            }
+        }
     }
 
     /// # Safety
