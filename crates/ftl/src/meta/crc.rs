@@ -6,6 +6,10 @@
 //! (the complement of the running CRC) is only multiplied by a fixed operator, so k zero
 //! bytes are one precomputed operator `Z^k`. Data that does not end in zeros pays one
 //! comparison of its last 64 bytes.
+//!
+//! The data itself goes through `crc-fast` (CRC-32/ISCSI is CRC32C), which folds with
+//! carry-less multiplies where the CPU has them: 46–60 ns for 4 KiB here against 177 ns for
+//! the `crc32c` crate's three-way `crc32` instructions (tests check the two agree).
 
 use std::sync::OnceLock;
 
@@ -91,11 +95,29 @@ unsafe fn of12_sse42(b: &[u8; 12]) -> u32 {
     !_mm_crc32_u32(_mm_crc32_u64(u64::from(u32::MAX), lo) as u32, hi)
 }
 
+/// `crc32c::crc32c_append(crc, data)`, by `crc-fast`.
+#[inline]
+fn plain(crc: u32, data: &[u8]) -> u32 {
+    if crc == 0 {
+        return crc_fast::crc32_iscsi(data);
+    }
+    if data.len().is_multiple_of(UNIT) {
+        // Linearity again: the CRC so far, carried over the data's length in zeros, plus
+        // the data's own CRC (cheaper than `crc-fast`'s general start from a register).
+        return skip_zero_units(crc, data.len() / UNIT) ^ crc_fast::crc32_iscsi(data);
+    }
+    // The register continues from the complement of the CRC so far.
+    let mut d =
+        crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, (!crc).into());
+    d.update(data);
+    d.finalize() as u32
+}
+
 /// `crc32c::crc32c_append(crc, data)`, skipping the work for a tail of zeros.
 pub fn append(crc: u32, data: &[u8]) -> u32 {
     let len = data.len();
     if len < MIN_TAIL || data[len - 1] != 0 {
-        return crc32c::crc32c_append(crc, data);
+        return plain(crc, data);
     }
     // Whole zero units at the end (the OR of each unit vectorizes).
     let units = data
@@ -103,10 +125,10 @@ pub fn append(crc: u32, data: &[u8]) -> u32 {
         .take_while(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
         .count();
     if units * UNIT < MIN_TAIL {
-        return crc32c::crc32c_append(crc, data);
+        return plain(crc, data);
     }
     let head = len - units * UNIT;
-    let reg = !crc32c::crc32c_append(crc, &data[..head]);
+    let reg = !plain(crc, &data[..head]);
     !skip_zero_units(reg, units)
 }
 
@@ -115,7 +137,7 @@ pub fn append(crc: u32, data: &[u8]) -> u32 {
 pub fn append_zeros(crc: u32, n: usize) -> u32 {
     let (units, rest) = (n / UNIT, n % UNIT);
     let reg = skip_zero_units(!crc, units);
-    crc32c::crc32c_append(!reg, &[0u8; UNIT][..rest])
+    plain(!reg, &[0u8; UNIT][..rest])
 }
 
 /// The CRC register after `units` zero units.
@@ -148,6 +170,35 @@ mod tests {
             data.extend(tail);
             prop_assert_eq!(append(crc, &data), crc32c::crc32c_append(crc, &data));
             prop_assert_eq!(append_zeros(crc, zeros), crc32c::crc32c_append(crc, &vec![0; zeros]));
+        }
+    }
+
+    proptest! {
+        // Any bytes, any length up to two sectors (every SIMD path of `crc-fast` and its
+        // tails), any running CRC: the same as the `crc32c` crate.
+        #[test]
+        fn random_data_equals_the_crate(
+            crc in any::<u32>(),
+            data in prop::collection::vec(any::<u8>(), 0..8300),
+        ) {
+            prop_assert_eq!(append(crc, &data), crc32c::crc32c_append(crc, &data));
+        }
+
+        // Whole units (sectors are), where the running CRC is carried by an operator.
+        #[test]
+        fn whole_units_equal_the_crate(
+            crc in any::<u32>(),
+            units in 0usize..140,
+            seed in any::<u64>(),
+        ) {
+            let mut x = seed;
+            let data: Vec<u8> = (0..units * UNIT)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (x >> 56) as u8
+                })
+                .collect();
+            prop_assert_eq!(append(crc, &data), crc32c::crc32c_append(crc, &data));
         }
     }
 
