@@ -131,16 +131,17 @@ fn check_magic(what: &'static str, b: &[u8], magic: &[u8; 8]) -> Result<(), Deco
     Ok(())
 }
 
-/// Writes the CRC32C of `b[..at]` at `at`.
+/// Writes the CRC32C of `b[..at]` at `at` (as the data's: [`crc::append`], fast on whole
+/// sectors and zero padding).
 fn seal(b: &mut [u8], at: usize) {
-    let crc = crc32c::crc32c(&b[..at]);
+    let crc = crc::append(0, &b[..at]);
     put_u32(b, at, crc);
 }
 
 /// Checks the CRC32C of `b[..at]` stored at `at`; the caller checked `b.len() >= at + 4`.
 fn check_seal(what: &'static str, b: &[u8], at: usize) -> Result<(), DecodeError> {
     let stored = u32_at(b, at);
-    let computed = crc32c::crc32c(&b[..at]);
+    let computed = crc::append(0, &b[..at]);
     if stored != computed {
         return Err(corrupt(what, CorruptReason::Checksum { stored, computed }));
     }
