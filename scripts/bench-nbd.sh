@@ -3,7 +3,8 @@
 # on tmpfs, timing model off) and against `nbdkit memory` of the same size, in the same run:
 # one connection at QD16 and QD32, and 4 connections x QD16. Prints IOPS and the ratio, and
 # each server's CPU time per request (utime + stime of the server process over the run:
-# steadier than IOPS on a shared machine, where fio competes for the same cores). Uniform
+# steadier than IOPS on a shared machine, where fio competes for the same cores), and fio's
+# own CPU in cores (with one job near 1.0, the client bounds both servers alike). Uniform
 # random offsets with repeats (`--norandommap`), not fio's default once-per-pass map.
 # Then 4 KiB random reads and writes mixed 70/30, where reads go beside the writes
 # (`FtlReader`, no lock), against the same server with every read under the FTL's shared
@@ -36,33 +37,40 @@ SERVER2=$!
 wait_nbd "$P2"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run_fio() { # uri rw qd jobs server_pid -> "IOPS CPU_US_PER_REQUEST"
-    local json c0 c1 hz
+run_fio() { # uri rw qd jobs server_pid -> "IOPS CPU_US_PER_REQUEST FIO_CORES"
+    # FIO_CORES: the CPU time fio itself used over the run, in cores (user + system, all its
+    # jobs): near 1.0 with one job, the client is the bound, whatever the server.
+    local json c0 c1 hz t
     hz=$(getconf CLK_TCK)
     c0=$(cpu_ticks "$5")
-    json=$(fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --rwmixread=70 --bs=4k --iodepth="$3" --numjobs="$4" \
-        --group_reporting --size=512m --norandommap --time_based --runtime="$SECS" --output-format=json \
-        2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
+    t=$( { TIMEFORMAT='%U %S'; time fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --rwmixread=70 --bs=4k \
+        --iodepth="$3" --numjobs="$4" --group_reporting --size=512m --norandommap --time_based \
+        --runtime="$SECS" --output-format=json >"$DIR/fio.json" 2>"$DIR/fio.err"; } 2>&1) \
+        || { cat "$DIR/fio.err" >&2; exit 1; }
     c1=$(cpu_ticks "$5")
     python3 -c '
 import json, sys
-s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
+s = open(sys.argv[5]).read(); j = json.loads(s[s.index("{"):])["jobs"][0]
 iops = j["write"]["iops"] + j["read"]["iops"]
 ticks, hz, secs = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-print(int(iops), round(ticks / hz * 1e6 / (iops * secs), 2))' "$((c1 - c0))" "$hz" "$SECS" <<<"$json"
+fio_cpu = sum(map(float, sys.argv[4].split()))
+print(int(iops), round(ticks / hz * 1e6 / (iops * secs), 2), round(fio_cpu / secs, 2))' \
+        "$((c1 - c0))" "$hz" "$SECS" "$t" "$DIR/fio.json"
 }
 fill() { fio --name=f --ioengine=nbd --uri="$1" --rw=write --bs=1m --iodepth=4 --size=512m >/dev/null; }
 
 echo "fio 4 KiB, ${SECS}s per run, 512 MiB working set; lightnvm image on tmpfs, timing off"
-printf "%-10s %-10s %10s %10s %7s %12s %12s\n" workload depth lightnvm nbdkit ratio "lnvm µs/req" "nbdkit µs/req"
+echo "(µs/req: each server's CPU per request; fio cores: the client's CPU in cores, against each)"
+printf "%-10s %-10s %10s %10s %7s %12s %12s %10s %10s\n" workload depth lightnvm nbdkit ratio "lnvm µs/req" \
+    "nbdkit µs/req" "fio cores" "fio cores"
 fill "nbd://127.0.0.1:$P1"; fill "nbd://127.0.0.1:$P2"
 for rw in randwrite randread; do
     for shape in "16 1" "32 1" "16 4"; do
         read -r qd jobs <<<"$shape"
-        read -r a ac <<<"$(run_fio "nbd://127.0.0.1:$P1" "$rw" "$qd" "$jobs" "$SERVER1")"
-        read -r b bc <<<"$(run_fio "nbd://127.0.0.1:$P2" "$rw" "$qd" "$jobs" "$SERVER2")"
-        printf "%-10s %-10s %10s %10s %7s %12s %12s\n" "$rw" "${jobs}x QD$qd" "$a" "$b" \
-            "$(python3 -c "print(f'{$a/$b:.2f}')")" "$ac" "$bc"
+        read -r a ac af <<<"$(run_fio "nbd://127.0.0.1:$P1" "$rw" "$qd" "$jobs" "$SERVER1")"
+        read -r b bc bf <<<"$(run_fio "nbd://127.0.0.1:$P2" "$rw" "$qd" "$jobs" "$SERVER2")"
+        printf "%-10s %-10s %10s %10s %7s %12s %12s %10s %10s\n" "$rw" "${jobs}x QD$qd" "$a" "$b" \
+            "$(python3 -c "print(f'{$a/$b:.2f}')")" "$ac" "$bc" "$af" "$bf"
     done
 done
 echo
@@ -71,9 +79,9 @@ printf "%-10s %-10s %10s %10s %10s %9s %9s\n" workload depth beside locked nbdki
 fill "nbd://127.0.0.1:$P3"
 for shape in "32 1" "16 4"; do
     read -r qd jobs <<<"$shape"
-    read -r a _ <<<"$(run_fio "nbd://127.0.0.1:$P1" randrw "$qd" "$jobs" "$SERVER1")"
-    read -r l _ <<<"$(run_fio "nbd://127.0.0.1:$P3" randrw "$qd" "$jobs" "$SERVER3")"
-    read -r b _ <<<"$(run_fio "nbd://127.0.0.1:$P2" randrw "$qd" "$jobs" "$SERVER2")"
+    read -r a _ _ <<<"$(run_fio "nbd://127.0.0.1:$P1" randrw "$qd" "$jobs" "$SERVER1")"
+    read -r l _ _ <<<"$(run_fio "nbd://127.0.0.1:$P3" randrw "$qd" "$jobs" "$SERVER3")"
+    read -r b _ _ <<<"$(run_fio "nbd://127.0.0.1:$P2" randrw "$qd" "$jobs" "$SERVER2")"
     printf "%-10s %-10s %10s %10s %10s %9s %9s\n" randrw "${jobs}x QD$qd" "$a" "$l" "$b" \
         "$(python3 -c "print(f'{$a/$l:.2f}')")" "$(python3 -c "print(f'{$a/$b:.2f}')")"
 done
