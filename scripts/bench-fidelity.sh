@@ -11,10 +11,15 @@
 # fio's default visits every block once per pass, a permutation that GC finds far easier
 # than uniform random writes). Each write row starts from a fresh copy of the filled
 # image, and its sim run is as many requests as the realtime run completed: the same phase
-# (fill, then N random writes) in both. Usage: scripts/bench-fidelity.sh [SECONDS]   (default 10 per fio run)
+# (fill, then N random writes) in both. The transport is a unix socket (the default) or TCP
+# on the loopback: the device model is the same, the transport's round trip adds to every
+# request (more on TCP; see README, "Measured").
+# Usage: scripts/bench-fidelity.sh [SECONDS] [unix|tcp]   (default 10 per fio run, unix)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
+TRANSPORT=${2:-unix}
+case $TRANSPORT in unix | tcp) ;; *) echo "transport: unix or tcp, not $TRANSPORT" >&2; exit 2 ;; esac
 source scripts/bench-lib.sh
 need_packages fio libnbd-bin python3
 P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
@@ -28,9 +33,9 @@ start_servers() {
     [[ -n $RT_PID ]] && { kill "$RT_PID" "$NONE_PID"; wait "$RT_PID" "$NONE_PID" 2>/dev/null || true; }
     cp "$DIR/base.img" "$DIR/rt.img"
     cp "$DIR/base.img" "$DIR/none.img"
-    "$B" serve "$DIR/rt.img" --realtime --listen "127.0.0.1:$P1" >"$DIR/rt.log" 2>&1 &
+    "$B" serve "$DIR/rt.img" --realtime --listen "127.0.0.1:$P1" --socket "$DIR/$P1.sock" >"$DIR/rt.log" 2>&1 &
     RT_PID=$!
-    "$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" >"$DIR/none.log" 2>&1 &
+    "$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" --socket "$DIR/$P2.sock" >"$DIR/none.log" 2>&1 &
     NONE_PID=$!
     PIDS+=("$RT_PID" "$NONE_PID")
     wait_nbd "$P1"; wait_nbd "$P2"
@@ -38,10 +43,13 @@ start_servers() {
 start_servers
 SIZE=$(nbdinfo --size "nbd://127.0.0.1:$P1")
 
+uri() { # port
+    if [[ $TRANSPORT == unix ]]; then echo "nbd+unix:///?socket=$DIR/$1.sock"; else echo "nbd://127.0.0.1:$1"; fi
+}
 fio_run() { # port rw qd jobs -> "IOPS P50_US REQUESTS" (the whole device, no ramp: every
     # request counts)
     local json
-    json=$(fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$1" --rw="$2" --bs=4k --iodepth="$3" \
+    json=$(fio --name=b --ioengine=nbd --uri="$(uri "$1")" --rw="$2" --bs=4k --iodepth="$3" \
         --numjobs="$4" --group_reporting --size="$SIZE" --norandommap --time_based --runtime="$SECS" \
         --output-format=json 2>"$DIR/fio.err") || { cat "$DIR/fio.err" >&2; exit 1; }
     python3 -c '
@@ -59,7 +67,7 @@ lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
 print(int(r["phase"]["achieved_iops"]), lat["p50"])'
 }
 
-echo "4 KiB random I/O, ${SECS}s per fio run; default geometry (8 ch x 2 LUNs), femu timing, filled image on tmpfs"
+echo "4 KiB random I/O, ${SECS}s per fio run over $TRANSPORT; default geometry (8 ch x 2 LUNs), femu timing, filled image on tmpfs"
 printf "%-10s %-9s %9s %8s %9s %8s %9s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" "none IOPS" "rt/min"
 for rw in randread randwrite; do
     pct=$([[ $rw == randread ]] && echo 100 || echo 0)
