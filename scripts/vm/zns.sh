@@ -59,11 +59,21 @@ else
     FORMAT_ARGS=""
 fi
 
+# The last write number used, kept across power cuts on the host's share. Saved by rename
+# (a cut between the truncation and the write of `echo >` left it empty once, and the
+# numbering would have started again); read back as the larger of the file and the log's
+# highest number (the log names every write before it is sent).
+save_seq() { echo "$1" >$S/seq.new && mv $S/seq.new $S/seq; }
+load_seq() {
+    awk -v f="$(cat $S/seq 2>/dev/null)" '($1 == "S" || $1 == "W") && $3 + 0 > m { m = $3 + 0 }
+        END { f += 0; print (f > m ? f : m) + 0 }' $S/log
+}
+
 if [ "$BOOT" = 1 ]; then
     lightnvm format $TARGET $FORMAT_ARGS >/tmp/format.log 2>&1 || { cat /tmp/format.log; fail "lightnvm format $TARGET"; }
     cat /tmp/format.log
     : >$S/log
-    echo 0 >$S/seq
+    save_seq 0
 fi
 
 SERVER=""
@@ -169,12 +179,12 @@ verify() { # LABEL: every region in the log checked; the log rewritten to what w
         fi
     done </tmp/verdicts
     # Regions read as a mix of writes get a fresh block, so that each has one expectation.
-    seq=$(cat $S/seq)
+    seq=$(load_seq)
     for r in $(cat /tmp/mixed); do
         seq=$((seq + 1))
         put $r $seq /tmp/log.new
     done
-    echo $seq >$S/seq
+    save_seq $seq
     # What was read is made durable before it becomes the new expectation.
     $DD if=/dev/null of=$NBD conv=fsync,notrunc status=none || fail "flush after verify"
     echo F >>/tmp/log.new
@@ -201,7 +211,7 @@ if [ "$BOOT" = 1 ]; then
         put $r $((r + 1)) $S/log
         r=$((r + 1))
     done
-    echo $NR >$S/seq
+    save_seq $NR
     $DD if=/dev/null of=$NBD conv=fsync,notrunc status=none || fail "flush after the first fill"
     echo F >>$S/log
     say "filled $NR regions"
@@ -223,18 +233,18 @@ if [ "$BOOT" -gt "$CYCLES" ]; then
     stop_server
     say "$(lightnvm info $TARGET 2>/dev/null | grep -E 'erase counts|blocks ' | tr -s ' ' | tr '\n' ';')"
     if [ "$BACKEND" = file ]; then umount /data || fail "umount /data"; fi
-    info "$CYCLES power cuts, $(cat $S/seq) writes, 0 flushed writes lost"
+    info "$CYCLES power cuts, $(load_seq) writes, 0 flushed writes lost"
     exit 0
 fi
 
 # Write until the cut: it comes 4-15 s after the first write, from a background shell.
 CUT=$((4 + $(rnd 12)))
-( sleep $CUT; echo "VMTEST-STEP zns power-cut after ${CUT}s, at write $(cat $S/seq)"; echo b >/proc/sysrq-trigger ) &
-seq=$(cat $S/seq)
+( sleep $CUT; echo "VMTEST-STEP zns power-cut after ${CUT}s, at write $(load_seq)"; echo b >/proc/sysrq-trigger ) &
+seq=$(load_seq)
 step "writing from write $((seq + 1)) (cut in ${CUT}s)"
 while :; do
     seq=$((seq + 1))
-    echo $seq >$S/seq
+    save_seq $seq
     put $(rnd $NR) $seq $S/log
     # Two writes in three are followed by a flush (fsync of the device: NBD_CMD_FLUSH).
     if [ "$(rnd 3)" != 0 ]; then
