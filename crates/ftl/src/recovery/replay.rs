@@ -110,10 +110,15 @@ pub fn replay<M: Media>(
         replay_line(media, b, line, &mut r, report)?;
     }
     // A claim from intact OOB bytes names a write that happened. Writes newer than every
-    // readable sector can only be among the damaged ones, each its own write at most: their
-    // numbers are at most the highest found plus their count. Random bytes (a torn page)
-    // claim nothing plausible.
-    let newest = r.max_seq.saturating_add(r.damaged.len() as u64);
+    // readable sector are among the damaged ones (each its own write at most) or among those
+    // the cut caught before any of their sectors reached the media (staged in a page
+    // buffer): their numbers lie within a few pages' worth of sectors past the highest
+    // found, far inside `CLAIM_WINDOW`. Random bytes (a torn page) claim nothing plausible:
+    // a random 64-bit stamp lands in the window about once in 2^42 tries.
+    let newest = r
+        .max_seq
+        .saturating_add(r.damaged.len() as u64)
+        .saturating_add(CLAIM_WINDOW);
     for d in std::mem::take(&mut r.damaged) {
         match d.claim {
             Some(c) if (c.lba as u64) < b.exported && c.number() > 0 && c.number() <= newest => {
@@ -145,6 +150,14 @@ pub fn replay<M: Media>(
     settle_writes(media, b, &mut r, report)?;
     Ok(r)
 }
+
+/// How far past the highest number a readable sector holds a damaged sector's claim may go
+/// and still name a real write. A write the cut caught with all its sectors in page buffers
+/// used a number no readable sector holds: without the margin, a damaged durable sector
+/// newer than such a write was taken for random bytes, its number went unreserved and was
+/// given again, and after the next cut the two writes of one number looked like one
+/// incomplete write and a durable write was discarded (`torture --damage`, seed 7,317,030).
+const CLAIM_WINDOW: u64 = 1 << 20;
 
 /// Weighs a copy found in a replayed line: now if it is older than the checkpoint (or the
 /// format has no request edges, or it is a trim), after replay (`settle_writes`) otherwise.
