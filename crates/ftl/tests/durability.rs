@@ -168,9 +168,9 @@ fn a_damaged_sectors_number_is_never_reused() {
 /// Found by `torture --damage --seeds 10000 --start 7310000` (seed 7,317,030, 16-byte OOBs):
 /// the last write before a cut (LBA 312, number 1,048) rotted, while the write before it
 /// (number 1,047) was not on the media (caught in a page buffer); recovery took the rotted
-/// sector's claim for
-/// random bytes (its number was more than one past the highest readable), so 1,048 was
-/// given again, to a durable write of LBA 504; after the next cut the two looked like one
+/// sector's claim for random bytes (its number was more than one past the highest
+/// readable), so 1,048 was given again, to a durable write of LBA 504; after the next cut
+/// the two looked like one
 /// incomplete write and LBA 504 read older data. A damaged sector's claim may now lie a
 /// window past the highest readable number.
 #[test]

@@ -175,6 +175,22 @@ pub struct Redundancy {
     pub repaired: bool,
 }
 
+/// The image offsets of sector `sector` of a page: its data and its OOB.
+fn sector_offsets(
+    layout: &Layout,
+    geometry: &Geometry,
+    page_index: u64,
+    sector: u32,
+) -> (u64, u64) {
+    let d = layout.data_offset
+        + page_index * geometry.page_bytes() as u64
+        + sector as u64 * geometry.sector_size as u64;
+    let o = layout.oob_offset
+        + page_index * geometry.page_oob_bytes() as u64
+        + sector as u64 * geometry.oob_bytes_per_sector as u64;
+    (d, o)
+}
+
 /// Reads sectors of a page of an image (see [`Store::read_page`]).
 #[allow(clippy::too_many_arguments)]
 fn read_image_page(
@@ -187,12 +203,7 @@ fn read_image_page(
     data: &mut [u8],
     oob: &mut [u8],
 ) -> io::Result<()> {
-    let d = layout.data_offset
-        + page_index * geometry.page_bytes() as u64
-        + first_sector as u64 * geometry.sector_size as u64;
-    let o = layout.oob_offset
-        + page_index * geometry.page_oob_bytes() as u64
-        + first_sector as u64 * geometry.oob_bytes_per_sector as u64;
+    let (d, o) = sector_offsets(layout, geometry, page_index, first_sector);
     if let Some(Mapping(m)) = map {
         let (d, o) = (d as usize, o as usize);
         data.copy_from_slice(&m[d..d + data.len()]);
@@ -501,12 +512,7 @@ impl Store for FileStore {
         let Some(Mapping(m)) = self.map.as_deref() else {
             return;
         };
-        let d = self.layout.data_offset
-            + page_index * geometry.page_bytes() as u64
-            + sector as u64 * geometry.sector_size as u64;
-        let o = self.layout.oob_offset
-            + page_index * geometry.page_oob_bytes() as u64
-            + sector as u64 * geometry.oob_bytes_per_sector as u64;
+        let (d, o) = sector_offsets(&self.layout, geometry, page_index, sector);
         // Never faults, even on a page of the file not mapped in yet (the hint is dropped).
         crate::prefetch_bytes(
             m.as_ptr().wrapping_add(d as usize),

@@ -427,15 +427,7 @@ pub trait SharedRead: Send + Sync {
 /// lets other work run meanwhile). Never faults, changes nothing.
 #[inline]
 pub fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint and never faults; the address is a live reference.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (value as *const T).cast(),
-        )
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    prefetch_bytes((value as *const T).cast(), 1);
 }
 
 /// [`prefetch`] of the `len` bytes at `p`, a cache line at a time. Never faults, whatever

@@ -238,12 +238,14 @@ impl<M: Media> Ftl<M> {
             // The bytes of the sector a page on (media that keep them in memory, not as
             // records), one sector per move: a page's worth at once would wait for the
             // memory system.
-            if let Some((addr, s)) = (!self.media.has_records())
-                .then(|| self.gc.sector_ahead(self.geo.sectors_per_page as u64))
-                .flatten()
-            {
-                if let crate::addr::P2lEntry::Data(_) = self.map.p2l(Ppa::at(&self.geo, addr, s)) {
-                    self.media.prefetch_data(addr, s);
+            if !self.media.has_records() {
+                let ahead = self.gc.sector_ahead(self.geo.sectors_per_page as u64);
+                if let Some((addr, s)) = ahead {
+                    if let crate::addr::P2lEntry::Data(_) =
+                        self.map.p2l(Ppa::at(&self.geo, addr, s))
+                    {
+                        self.media.prefetch_data(addr, s);
+                    }
                 }
             }
             match self.gc.next_work(&self.map) {
