@@ -170,9 +170,8 @@ fn a_damaged_sectors_number_is_never_reused() {
 /// (number 1,047) was not on the media (caught in a page buffer); recovery took the rotted
 /// sector's claim for random bytes (its number was more than one past the highest
 /// readable), so 1,048 was given again, to a durable write of LBA 504; after the next cut
-/// the two looked like one
-/// incomplete write and LBA 504 read older data. A damaged sector's claim may now lie a
-/// window past the highest readable number.
+/// the two looked like one incomplete write and LBA 504 read older data. A damaged sector's
+/// claim may now lie a window past the highest readable number.
 #[test]
 fn a_damaged_claim_past_a_lost_buffered_write_keeps_its_number() {
     damage_seed_holds(7_317_030);
