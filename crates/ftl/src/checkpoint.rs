@@ -4,7 +4,9 @@
 //!
 //! Rules: the two newest checkpoints are kept (an older one is freed once a newer one is
 //! durable); trim records newer than the older kept checkpoint must survive GC (the
-//! "trim horizon").
+//! "trim horizon"); host writes recovery discarded ("voided") are named in every checkpoint
+//! while a line holds sectors of them (until it is erased), so that no replay takes one for
+//! a copy of its LBA.
 
 use crate::line::{LinePool, LineState, StreamKind};
 use crate::meta;
@@ -16,6 +18,9 @@ pub struct Durability {
     interval: u32,
     opens_since: u32,
     due: bool,
+    /// Lines holding sectors of voided writes, ascending; only entries a checkpoint taken
+    /// now would still need.
+    voided: Vec<meta::checkpoint::VoidedWrite>,
 }
 
 impl Durability {
@@ -26,6 +31,7 @@ impl Durability {
             interval,
             opens_since: 0,
             due: false,
+            voided: Vec::new(),
         }
     }
 
@@ -57,6 +63,18 @@ impl Durability {
     /// The newest kept checkpoint's sequence number (0 before the first).
     pub fn newest_seq(&self) -> u64 {
         self.kept.last().map_or(0, |c| c.1)
+    }
+
+    /// The voided writes' lines (recovery: those of the checkpoint it replayed from that
+    /// still hold the writes, and those of the writes it discarded).
+    pub fn set_voided(&mut self, mut voided: Vec<meta::checkpoint::VoidedWrite>) {
+        voided.sort_unstable();
+        voided.dedup();
+        self.voided = voided;
+    }
+
+    pub fn voided(&self) -> &[meta::checkpoint::VoidedWrite] {
+        &self.voided
     }
 
     /// Sequence number below which trim records are covered by both kept checkpoints.
@@ -113,13 +131,18 @@ fn ckpt_state(state: LineState) -> u8 {
 
 /// What a checkpoint written now holds, but for the map (`l2p` empty: encode it with
 /// [`meta::checkpoint::encode_with_map`] and the live map).
+/// Entries of the voided writes whose lines still hold them (not erased since) are kept in
+/// it; the others are dropped from `durability` too. (Replay reads a line the checkpoint
+/// had open, and a line whose header a cut tore whatever its state, so a closed line's
+/// entry stays as well, until the line is erased.)
 pub fn snapshot(
     pool: &LinePool,
     marks: &crate::marks::Marks,
     seq: u64,
     clean: bool,
+    durability: &mut Durability,
 ) -> meta::Checkpoint {
-    let lines = pool
+    let lines: Vec<meta::CheckpointLine> = pool
         .lines()
         .iter()
         .enumerate()
@@ -136,6 +159,9 @@ pub fn snapshot(
             generation: l.generation,
         })
         .collect();
+    durability
+        .voided
+        .retain(|v| lines[v.line as usize].generation == v.generation);
     meta::Checkpoint {
         clean,
         seq,
@@ -144,6 +170,7 @@ pub fn snapshot(
         l2p: Vec::new(),
         lines,
         marks: marks.record(),
+        voided: durability.voided.clone(),
     }
 }
 

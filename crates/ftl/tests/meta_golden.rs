@@ -3,7 +3,7 @@
 
 use lightnvm_ftl::meta::{
     self, Checkpoint, CheckpointLine, LineHeader, MarkRecord, MarksRecord, SectorOob, Superblock,
-    TrimRange,
+    TrimRange, VoidedWrite,
 };
 use lightnvm_ftl::{FtlConfig, PlacementKind, VictimPolicyKind, WearConfig};
 use lightnvm_media::Geometry;
@@ -114,6 +114,23 @@ fn checkpoint_with_marks() -> Vec<u8> {
     meta::checkpoint::encode(&checkpoint_value(true))
 }
 
+fn checkpoint_with_voided_writes() -> Vec<u8> {
+    let mut c = checkpoint_value(true);
+    c.voided = vec![
+        VoidedWrite {
+            seq: 95,
+            line: 2,
+            generation: 4,
+        },
+        VoidedWrite {
+            seq: 97,
+            line: 8,
+            generation: 16,
+        },
+    ];
+    meta::checkpoint::encode(&c)
+}
+
 fn checkpoint_value(marks: bool) -> Checkpoint {
     Checkpoint {
         clean: true,
@@ -146,12 +163,13 @@ fn checkpoint_value(marks: bool) -> Checkpoint {
             ],
             epochs: (0..300).map(|i| (i % 10) as u8).collect(),
         }),
+        voided: Vec::new(),
     }
 }
 
 /// (name, encoding, length, FNV-1a). Changing one of these changes an on-media format: bump
 /// the structure's version (see `meta`'s module doc) and record the new value.
-fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 7] {
+fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 8] {
     [
         ("oob", oob(), 24, 0xa6a9_7ccf_8626_573d),
         ("line header", line_header(), 4096, 0x5588_7029_4e84_e247),
@@ -166,6 +184,12 @@ fn goldens() -> [(&'static str, Vec<u8>, usize, u64); 7] {
             checkpoint_with_marks(),
             1952,
             0x608f_5afa_a475_b92b,
+        ),
+        (
+            "checkpoint with voided writes",
+            checkpoint_with_voided_writes(),
+            2008,
+            0x2f76_71ab_3dba_ee17,
         ),
     ]
 }

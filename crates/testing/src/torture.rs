@@ -136,6 +136,11 @@ pub struct TortureOutcome {
     /// inside writes.
     #[serde(skip_serializing_if = "is_zero")]
     pub gc_thread_moves: u64,
+    /// Writes recoveries discarded and named in checkpoints (voided), and sectors they
+    /// restamped instead (past what a checkpoint holds).
+    pub writes_voided: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sectors_restamped: u64,
     pub violations: Vec<String>,
 }
 
@@ -540,6 +545,8 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
             }
         };
         ftl.set_gc_thread(gc_thread);
+        out.writes_voided += ftl.recovery_report().writes_voided;
+        out.sectors_restamped += ftl.recovery_report().sectors_restamped;
         if let Err(e) = ftl.check() {
             out.violations
                 .push(format!("cut {cut}: invariants after recovery: {e}"));

@@ -153,7 +153,7 @@ impl<M: Media> Ftl<M> {
         // Inside a host write or trim (GC needed lines), the operation is not in the map yet:
         // the checkpoint is of the moment before it, so that recovery replays it.
         let seq = self.in_flight.map_or(self.seq, |s| s - 1);
-        let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean);
+        let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean, &mut self.durability);
         // Losses GC met before this snapshot are in its map.
         let recorded = self.pool.awaiting_checkpoint();
         // Media that drop metadata sectors (simulation) get pages of the checkpoint's length

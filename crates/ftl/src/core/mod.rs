@@ -212,6 +212,19 @@ impl<M: Media> std::fmt::Debug for Ftl<M> {
     }
 }
 
+/// A test's bound on the voided writes a checkpoint holds (process-wide; see
+/// [`limit_voided_writes_for_tests`]).
+static VOIDED_LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Tests only: recovery names at most `n` voided-write entries in checkpoints, and restamps
+/// past that (the path a device takes when a checkpoint has no room left for them). Affects
+/// every FTL in the process.
+#[doc(hidden)]
+pub fn limit_voided_writes_for_tests(n: usize) {
+    VOIDED_LIMIT.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl<M: Media> Ftl<M> {
     /// The components for a formatted media, every pool line free: the starting point of
     /// format and of recovery.
@@ -761,17 +774,10 @@ impl<M: Media> Ftl<M> {
     pub fn create_mark(&mut self, name: &str) -> Result<MarkInfo, FtlError> {
         self.check_writable()?;
         let rec = self.marks.prepare(name, self.seq)?;
-        let line_bytes = self
-            .pool
-            .lines()
-            .iter()
-            .map(|l| l.capacity as u64)
-            .filter(|&c| c > 0)
-            .min()
-            .unwrap_or(0)
-            * self.geo.sector_size as u64;
+        let line_bytes = self.checkpoint_line_bytes();
         let needed = (meta::checkpoint::bytes(self.exported, self.pool.len() as u32)
-            + meta::checkpoint::marks_bytes(self.exported, self.marks.len() + 1))
+            + meta::checkpoint::marks_bytes(self.exported, self.marks.len() + 1)
+            + meta::checkpoint::voided_bytes(self.durability.voided().len()))
             as u64;
         if needed > line_bytes {
             return Err(crate::marks::MarkError::NoRoom {
@@ -823,6 +829,30 @@ impl<M: Media> Ftl<M> {
             .collect()
     }
 
+    /// Bytes a checkpoint may take: the smallest line's (bad blocks shrink lines).
+    fn checkpoint_line_bytes(&self) -> u64 {
+        self.pool
+            .lines()
+            .iter()
+            .map(|l| l.capacity as u64)
+            .filter(|&c| c > 0)
+            .min()
+            .unwrap_or(0)
+            * self.geo.sector_size as u64
+    }
+
+    /// Voided-write entries a checkpoint can hold beside the map, the line table and the
+    /// marks there are now (a mark is refused unless the checkpoint still fits).
+    pub(crate) fn voided_room(&self) -> usize {
+        let marks = match self.marks.len() {
+            0 => 0,
+            m => meta::checkpoint::marks_bytes(self.exported, m),
+        };
+        let taken = (meta::checkpoint::bytes(self.exported, self.pool.len() as u32) + marks) as u64;
+        meta::checkpoint::voided_fit(self.checkpoint_line_bytes().saturating_sub(taken))
+            .min(VOIDED_LIMIT.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Bytes of DRAM changed-block tracking takes (1 per exported sector while marks exist).
     pub fn marks_dram_bytes(&self) -> u64 {
         self.marks.dram_bytes()
@@ -868,11 +898,16 @@ impl<M: Media> Ftl<M> {
         lbas.dedup();
         let ss = self.geo.sector_size as usize;
         let mut data = vec![0u8; ss];
+        // Unmapped LBAs, as runs (first LBA, sectors): they go into as few trim records as
+        // hold them, after the mapped ones. One record per LBA would fill lines with
+        // records no checkpoint can cover until restamping is done, which GC can only carry
+        // from line to line (`torture --file`, seed 500852).
+        let mut unmapped: Vec<(u32, u32)> = Vec::new();
         for &l in &lbas {
             let lba = Lba::checked(l as u64, self.exported).expect("replayed LBAs are exported");
             tracing::debug!(lba = l, entry = ?self.map.get(lba), "restamp");
-            let kind = match self.map.get(lba) {
-                L2pEntry::Lost => continue,
+            match self.map.get(lba) {
+                L2pEntry::Lost => {}
                 L2pEntry::Mapped(ppa) => {
                     if !self.fetch_ppa(ppa, &mut data, None, true)?.intact {
                         // Its line keeps the damaged copy until the checkpoint records this.
@@ -880,41 +915,56 @@ impl<M: Media> Ftl<M> {
                         self.map.set_lost(lba);
                         continue;
                     }
-                    crate::addr::SectorKind::Data(lba)
+                    self.seq += 1;
+                    let stamp = meta::oob::Stamp::of(self.seq, 0, 1);
+                    self.restamp_push(crate::addr::SectorKind::Data(lba), stamp, &data)?;
                 }
-                L2pEntry::Unmapped => {
-                    let range = meta::TrimRange {
-                        lba: l,
-                        sectors: 1,
-                        seq: self.seq + 1,
-                    };
-                    data.fill(0);
-                    meta::trim::encode(&[range], &mut data[..meta::trim::BYTES]);
-                    crate::addr::SectorKind::Trim
-                }
-            };
+                L2pEntry::Unmapped => match unmapped.last_mut() {
+                    Some((first, n)) if *first + *n == l => *n += 1,
+                    _ => unmapped.push((l, 1)),
+                },
+            }
+        }
+        for runs in unmapped.chunks(meta::trim::RANGES_PER_RECORD) {
             self.seq += 1;
-            let stamp = match kind {
-                crate::addr::SectorKind::Trim => self.seq,
-                _ => meta::oob::Stamp::of(self.seq, 0, 1),
-            };
-            self.in_flight = Some(self.seq);
-            // Into any stream's open line with room first: no checkpoint can free a line
-            // until restamping is done, and every stream recovery continued has space left.
-            let to = crate::placement::data_streams(self.config.placement)
-                .find(|&t| self.writers[t.index()].has_data_slot(self.footer_slots))
-                .unwrap_or(Stream::USER);
-            let r = self
-                .make_room_for_user(to)
-                .and_then(|()| self.push(to, kind, stamp, &data, Ctx::HOST));
-            self.in_flight = None;
-            r?;
+            let ranges: Vec<meta::TrimRange> = runs
+                .iter()
+                .map(|&(lba, sectors)| meta::TrimRange {
+                    lba,
+                    sectors,
+                    seq: self.seq,
+                })
+                .collect();
+            data.fill(0);
+            meta::trim::encode(&ranges, &mut data[..meta::trim::BYTES]);
+            self.restamp_push(crate::addr::SectorKind::Trim, self.seq, &data)?;
         }
         tracing::info!(
             sectors = lbas.len(),
+            trim_records = unmapped.len().div_ceil(meta::trim::RANGES_PER_RECORD),
             "restamped the LBAs of discarded writes"
         );
         Ok(())
+    }
+
+    /// Appends one restamped sector numbered `self.seq`: into any stream's open line with
+    /// room first (no checkpoint can free a line until restamping is done, and every stream
+    /// recovery continued has space left).
+    fn restamp_push(
+        &mut self,
+        kind: crate::addr::SectorKind,
+        stamp: u64,
+        data: &[u8],
+    ) -> Result<(), FtlError> {
+        self.in_flight = Some(self.seq);
+        let to = crate::placement::data_streams(self.config.placement)
+            .find(|&t| self.writers[t.index()].has_data_slot(self.footer_slots))
+            .unwrap_or(Stream::USER);
+        let r = self
+            .make_room_for_user(to)
+            .and_then(|()| self.push(to, kind, stamp, data, Ctx::HOST));
+        self.in_flight = None;
+        r
     }
 
     /// Makes every write completed so far durable (pads partial pages, syncs the media).

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | 0 | 8 | magic `"LNVMCKPT"` |
 //! | 8 | 4 | version ([`VERSION`] = 1) |
-//! | 12 | 4 | flags: bit 0 = clean shutdown; bit 1 = a marks section follows the lines; other bits zero |
+//! | 12 | 4 | flags: bit 0 = clean shutdown; bit 1 = a marks section follows the lines; bit 2 = a voided-writes section follows (after the marks, if any); other bits zero |
 //! | 16 | 8 | write sequence number (every write up to it is in the map) |
 //! | 24 | 8 | line sequence number (lines opened from it on are replayed) |
 //! | 32 | 8 | close counter |
@@ -16,6 +16,7 @@
 //! | 64 | 4 × *e* | L2P |
 //! | 64 + 4 *e* | 24 × *l* | lines: state (u8: [`LINE_FREE`] 0 .. [`LINE_OPEN`] 4), 7 zero bytes, closed-at (u64), generation (u64) |
 //! | *m0* = 64 + 4 *e* + 24 *l* | | marks section, only with flag bit 1 (see below) |
+//! | *v0* (after the marks) | | voided-writes section, only with flag bit 2 (see below) |
 //! | length − 4 | 4 | CRC32C of everything before |
 //!
 //! Bytes after the total length (padding to the slot) are ignored.
@@ -34,6 +35,20 @@
 //!
 //! Older builds reject flag bit 1 as corruption and fall back to an older checkpoint or a
 //! full replay: they never drop marks silently.
+//!
+//! The voided-writes section (host writes a power cut left incomplete, which recovery
+//! discarded: their sectors stay on media until their lines are erased, and replay must
+//! never take one for a copy of its LBA), present only while such sectors exist:
+//!
+//! | offset from *v0* | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | entries *v* (1 ..= [`MAX_VOIDED`]) |
+//! | 4 | 4 | zeros |
+//! | 8 | 24 × *v* | entries, ascending (write number, line): write number (u64), line (u32), 4 zeros, the line's generation when the write was voided (u64) |
+//!
+//! An entry names one line holding sectors of the write; it is dropped once that line has
+//! been erased (its generation moved on). Older builds reject flag bit 2 as corruption, as
+//! they do flag bit 1.
 
 use super::{bad_field, check_magic, check_seal, check_version, need, put_u32, put_u64, seal};
 use super::{u32_at, u64_at, DecodeError};
@@ -70,6 +85,23 @@ const LINE_OFF_GENERATION: usize = 16;
 const CRC_BYTES: usize = 4;
 const FLAG_CLEAN: u32 = 1;
 const FLAG_MARKS: u32 = 2;
+const FLAG_VOIDED: u32 = 4;
+/// Most voided-write entries a checkpoint holds.
+pub const MAX_VOIDED: usize = 1024;
+const VOIDED_HEAD_BYTES: usize = 8;
+const VOIDED_OFF_COUNT: usize = 0;
+const VOIDED_OFF_RESERVED: usize = 4;
+const VOIDED_BYTES: usize = 24;
+const VOIDED_OFF_SEQ: usize = 0;
+const VOIDED_OFF_LINE: usize = 8;
+const VOIDED_OFF_ZERO: usize = 12;
+const VOIDED_OFF_GENERATION: usize = 16;
+const _: () = assert!(VOIDED_OFF_COUNT + 4 == VOIDED_OFF_RESERVED);
+const _: () = assert!(VOIDED_OFF_RESERVED + 4 == VOIDED_HEAD_BYTES);
+const _: () =
+    assert!(VOIDED_OFF_SEQ + 8 == VOIDED_OFF_LINE && VOIDED_OFF_LINE + 4 == VOIDED_OFF_ZERO);
+const _: () = assert!(VOIDED_OFF_ZERO + 4 == VOIDED_OFF_GENERATION);
+const _: () = assert!(VOIDED_OFF_GENERATION + 8 == VOIDED_BYTES);
 /// Most marks a device keeps.
 pub const MAX_MARKS: usize = 32;
 /// Longest mark name, in bytes.
@@ -136,6 +168,18 @@ pub fn valid_mark_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
+/// A line holding sectors of a host write recovery discarded (voided): replay ignores every
+/// copy numbered `seq` while the entry lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VoidedWrite {
+    /// The write's sequence number.
+    pub seq: u64,
+    pub line: u32,
+    /// The line's generation when the write was voided: once it has moved on, the line was
+    /// erased and holds none of the write's sectors.
+    pub generation: u64,
+}
+
 /// The mapping and line table as of a durable point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -151,6 +195,8 @@ pub struct Checkpoint {
     pub lines: Vec<CheckpointLine>,
     /// Changed-block tracking, while marks exist.
     pub marks: Option<MarksRecord>,
+    /// Lines holding sectors of discarded writes, ascending (at most [`MAX_VOIDED`]).
+    pub voided: Vec<VoidedWrite>,
 }
 
 /// Bytes of a checkpoint of `exported` L2P entries and `lines` lines, without marks.
@@ -161,6 +207,21 @@ pub fn bytes(exported: u64, lines: u32) -> usize {
 /// Bytes a marks section of `marks` marks over `exported` LBAs adds.
 pub fn marks_bytes(exported: u64, marks: usize) -> usize {
     MARKS_HEAD_BYTES + marks * MARK_BYTES + exported as usize
+}
+
+/// Bytes a voided-writes section of `entries` entries adds (none for none).
+pub fn voided_bytes(entries: usize) -> usize {
+    if entries == 0 {
+        0
+    } else {
+        VOIDED_HEAD_BYTES + entries * VOIDED_BYTES
+    }
+}
+
+/// The most voided-write entries (at most [`MAX_VOIDED`]) whose section fits in `bytes`.
+pub fn voided_fit(bytes: u64) -> usize {
+    let n = bytes.saturating_sub(VOIDED_HEAD_BYTES as u64) / VOIDED_BYTES as u64;
+    (n as usize).min(MAX_VOIDED)
 }
 
 /// Bytes of `c` encoded.
@@ -177,6 +238,7 @@ fn encoded_bytes_for(c: &Checkpoint, exported: u64) -> usize {
         + c.marks
             .as_ref()
             .map_or(0, |m| marks_bytes(exported, m.marks.len()))
+        + voided_bytes(c.voided.len())
 }
 
 /// `bytes` for counts read from the media: `None` on overflow.
@@ -210,8 +272,9 @@ fn encode_with(c: &Checkpoint, l2p: &[u32]) -> Vec<u8> {
     let mut b = vec![0u8; len];
     b[OFF_MAGIC..OFF_MAGIC + MAGIC.len()].copy_from_slice(&MAGIC);
     put_u32(&mut b, OFF_VERSION, VERSION);
-    let flags =
-        if c.clean { FLAG_CLEAN } else { 0 } | if c.marks.is_some() { FLAG_MARKS } else { 0 };
+    let flags = if c.clean { FLAG_CLEAN } else { 0 }
+        | if c.marks.is_some() { FLAG_MARKS } else { 0 }
+        | if c.voided.is_empty() { 0 } else { FLAG_VOIDED };
     put_u32(&mut b, OFF_FLAGS, flags);
     put_u64(&mut b, OFF_SEQ, c.seq);
     put_u64(&mut b, OFF_LINE_SEQ, c.line_seq);
@@ -254,6 +317,21 @@ fn encode_with(c: &Checkpoint, l2p: &[u32]) -> Vec<u8> {
         b[at..at + m.epochs.len()].copy_from_slice(&m.epochs);
         at += m.epochs.len();
     }
+    if !c.voided.is_empty() {
+        assert!(c.voided.len() <= MAX_VOIDED);
+        assert!(c
+            .voided
+            .windows(2)
+            .all(|w| (w[0].seq, w[0].line) < (w[1].seq, w[1].line)));
+        put_u32(&mut b, at + VOIDED_OFF_COUNT, c.voided.len() as u32);
+        at += VOIDED_HEAD_BYTES;
+        for v in &c.voided {
+            put_u64(&mut b, at + VOIDED_OFF_SEQ, v.seq);
+            put_u32(&mut b, at + VOIDED_OFF_LINE, v.line);
+            put_u64(&mut b, at + VOIDED_OFF_GENERATION, v.generation);
+            at += VOIDED_BYTES;
+        }
+    }
     assert_eq!(at + CRC_BYTES, len);
     seal(&mut b, at);
     b
@@ -280,20 +358,38 @@ pub fn decode(b: &[u8]) -> Result<Checkpoint, DecodeError> {
     let exported = u64_at(b, OFF_EXPORTED);
     let lines = u32_at(b, OFF_LINES);
     let flags = u32_at(b, OFF_FLAGS);
-    if flags & !(FLAG_CLEAN | FLAG_MARKS) != 0 {
+    if flags & !(FLAG_CLEAN | FLAG_MARKS | FLAG_VOIDED) != 0 {
         return Err(bad_field(WHAT, "flags", flags.into()));
     }
     let Some(base_len) = bytes_checked(exported, lines.into()).filter(|&n| n <= len as u64) else {
         return Err(bad_field(WHAT, "length", len as u64));
     };
-    // The lines table ends where the marks section (if any) starts.
+    // The lines table ends where the marks section (if any) starts; the voided-writes
+    // section (if any) follows it and ends at the checksum.
     let lines_end = base_len as usize - CRC_BYTES;
+    let end = len - CRC_BYTES;
+    let mut at = lines_end;
     let marks = if flags & FLAG_MARKS != 0 {
-        Some(decode_marks(&b[lines_end..len - CRC_BYTES], exported)?)
-    } else if base_len != len as u64 {
-        return Err(bad_field(WHAT, "length", len as u64));
+        need(WHAT, &b[at..end], MARKS_HEAD_BYTES as u64)?;
+        let m = u32_at(b, at + MARKS_OFF_COUNT);
+        if !(1..=MAX_MARKS as u32).contains(&m) {
+            return Err(bad_field(WHAT, "marks", m.into()));
+        }
+        let n = marks_bytes(exported, m as usize);
+        if n > end - at {
+            return Err(bad_field(WHAT, "length", len as u64));
+        }
+        at += n;
+        Some(decode_marks(&b[at - n..at], exported)?)
     } else {
         None
+    };
+    let voided = if flags & FLAG_VOIDED != 0 {
+        decode_voided(&b[at..end], lines)?
+    } else if at != end {
+        return Err(bad_field(WHAT, "length", len as u64));
+    } else {
+        Vec::new()
     };
     let l2p_end = OFF_L2P + exported as usize * L2P_ENTRY_BYTES;
     let l2p = b[OFF_L2P..l2p_end]
@@ -321,7 +417,39 @@ pub fn decode(b: &[u8]) -> Result<Checkpoint, DecodeError> {
         l2p,
         lines: table,
         marks,
+        voided,
     })
+}
+
+/// Decodes a voided-writes section that must fill `b` exactly (`lines`: the line count).
+fn decode_voided(b: &[u8], lines: u32) -> Result<Vec<VoidedWrite>, DecodeError> {
+    need(WHAT, b, VOIDED_HEAD_BYTES as u64)?;
+    let v = u32_at(b, VOIDED_OFF_COUNT);
+    if !(1..=MAX_VOIDED as u32).contains(&v) || u32_at(b, VOIDED_OFF_RESERVED) != 0 {
+        return Err(bad_field(WHAT, "voided writes", v.into()));
+    }
+    if voided_bytes(v as usize) != b.len() {
+        return Err(bad_field(WHAT, "length", b.len() as u64));
+    }
+    let mut out: Vec<VoidedWrite> = Vec::with_capacity(v as usize);
+    for e in b[VOIDED_HEAD_BYTES..].chunks_exact(VOIDED_BYTES) {
+        let w = VoidedWrite {
+            seq: u64_at(e, VOIDED_OFF_SEQ),
+            line: u32_at(e, VOIDED_OFF_LINE),
+            generation: u64_at(e, VOIDED_OFF_GENERATION),
+        };
+        if w.seq == 0
+            || w.line >= lines
+            || u32_at(e, VOIDED_OFF_ZERO) != 0
+            || out
+                .last()
+                .is_some_and(|p| (p.seq, p.line) >= (w.seq, w.line))
+        {
+            return Err(bad_field(WHAT, "voided write", w.seq));
+        }
+        out.push(w);
+    }
+    Ok(out)
 }
 
 /// Decodes a marks section that must fill `b` exactly.
@@ -395,6 +523,7 @@ mod tests {
                 })
                 .collect(),
             marks: None,
+            voided: Vec::new(),
         };
         let b = encode(&c);
         (c, b)
@@ -442,6 +571,82 @@ mod tests {
             x[i] ^= 0x10;
             assert!(decode(&x).is_err(), "flip at {i}");
         }
+    }
+
+    fn with_voided(marks: bool) -> (Checkpoint, Vec<u8>) {
+        let (mut c, _) = if marks { with_marks() } else { sample() };
+        c.voided = vec![
+            VoidedWrite {
+                seq: 40,
+                line: 3,
+                generation: 6,
+            },
+            VoidedWrite {
+                seq: 40,
+                line: 8,
+                generation: 1,
+            },
+            VoidedWrite {
+                seq: 41,
+                line: 3,
+                generation: 6,
+            },
+        ];
+        let b = encode(&c);
+        (c, b)
+    }
+
+    #[test]
+    fn voided_writes_round_trip_with_the_documented_layout() {
+        for marks in [false, true] {
+            let (c, b) = with_voided(marks);
+            let v0 = bytes(300, 9) - CRC_BYTES + if marks { 8 + 2 * 80 + 300 } else { 0 };
+            assert_eq!(b.len(), v0 + 8 + 3 * 24 + CRC_BYTES);
+            assert_eq!(u32_at(&b, 12), if marks { 7 } else { 5 });
+            assert_eq!((u32_at(&b, v0), u32_at(&b, v0 + 4)), (3, 0));
+            let second = v0 + 8 + 24;
+            assert_eq!(
+                (
+                    u64_at(&b, second),
+                    u32_at(&b, second + 8),
+                    u64_at(&b, second + 16)
+                ),
+                (40, 8, 1)
+            );
+            assert_eq!(decode(&b), Ok(c));
+            for i in 0..b.len() {
+                let mut x = b.clone();
+                x[i] ^= 0x10;
+                assert!(decode(&x).is_err(), "flip at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn impossible_voided_writes_are_corrupt() {
+        let (_, b) = with_voided(false);
+        let v0 = bytes(300, 9) - CRC_BYTES;
+        let at = b.len() - CRC_BYTES;
+        let damage: [fn(&mut Vec<u8>, usize); 7] = [
+            |x, v0| put_u32(x, v0, 0),
+            |x, v0| put_u32(x, v0, 4),
+            |x, v0| put_u32(x, v0 + 4, 1),           // reserved
+            |x, v0| put_u64(x, v0 + 8, 0),           // write number 0
+            |x, v0| put_u32(x, v0 + 8 + 8, 9),       // a line beyond the table
+            |x, v0| put_u32(x, v0 + 8 + 12, 1),      // an entry's zeros
+            |x, v0| put_u64(x, v0 + 8 + 2 * 24, 39), // not ascending
+        ];
+        for (i, f) in damage.iter().enumerate() {
+            let mut x = b.clone();
+            f(&mut x, v0);
+            seal(&mut x, at);
+            assert!(decode(&x).unwrap_err().is_corrupt(), "damage {i}");
+        }
+        // Without the flag, the section is trailing garbage.
+        let mut x = b.clone();
+        put_u32(&mut x, OFF_FLAGS, 1);
+        seal(&mut x, at);
+        assert!(decode(&x).unwrap_err().is_corrupt());
     }
 
     #[test]
@@ -495,6 +700,7 @@ mod tests {
             l2p: vec![],
             lines: vec![],
             marks: None,
+            voided: Vec::new(),
         };
         assert_eq!(decode(&encode(&empty)), Ok(empty));
     }

@@ -42,7 +42,7 @@ pub mod oob;
 pub mod superblock;
 pub mod trim;
 
-pub use checkpoint::{Checkpoint, CheckpointLine, MarkRecord, MarksRecord};
+pub use checkpoint::{Checkpoint, CheckpointLine, MarkRecord, MarksRecord, VoidedWrite};
 pub use line_footer::LineFooter;
 pub use line_header::LineHeader;
 pub use oob::SectorOob;

@@ -45,6 +45,11 @@ pub struct RecoveryReport {
     pub trims_replayed: u64,
     /// Host writes a power cut left incomplete, discarded whole (atomic writes).
     pub writes_discarded: u64,
+    /// Discarded writes named in the checkpoints from now on (voided), so that no replay
+    /// takes their sectors for copies of their LBAs.
+    pub writes_voided: u64,
+    /// Sectors written again instead (more voided writes than a checkpoint holds).
+    pub sectors_restamped: u64,
     /// Sectors that failed their checksum or could not be read during replay.
     pub sectors_unreadable: u64,
     /// LBAs whose checkpointed data is gone with no newer copy: they read as errors.
@@ -129,14 +134,44 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
             )));
         }
         // The sectors of discarded writes stay on media, newer than what their LBAs read as:
-        // once a checkpoint covered their numbers, a later replay would take them for old
-        // copies. Their LBAs are written again (same contents, new numbers) first.
-        let lbas: Vec<u32> = replayed
+        // once a checkpoint covered their numbers, a later replay of their line would take
+        // them for old copies. The checkpoints name them (voided writes) while their lines
+        // are open; past what a checkpoint can hold, their LBAs are written again instead
+        // (same contents, new numbers), before any checkpoint.
+        let mut voided: Vec<meta::VoidedWrite> = ckpts[0]
+            .1
+            .voided
+            .iter()
+            .filter(|v| ftl.pool.line(v.line).generation == v.generation)
+            .copied()
+            .collect();
+        let fresh: Vec<meta::VoidedWrite> = replayed
             .discarded
             .iter()
-            .flat_map(|d| d.lbas.iter().copied())
+            .flat_map(|d| {
+                d.lines.iter().map(|&line| meta::VoidedWrite {
+                    seq: d.seq,
+                    line,
+                    generation: ftl.pool.line(line).generation,
+                })
+            })
             .collect();
-        if !lbas.is_empty() {
+        if voided.len() + fresh.len() <= ftl.voided_room() {
+            ftl.recovery.writes_voided = replayed.discarded.len() as u64;
+            voided.extend(fresh);
+            ftl.durability.set_voided(voided);
+        } else {
+            ftl.durability.set_voided(voided);
+            let lbas: Vec<u32> = replayed
+                .discarded
+                .iter()
+                .flat_map(|d| d.lbas.iter().copied())
+                .collect();
+            ftl.recovery.notes.push(format!(
+                "{} discarded writes restamped: more voided writes than a checkpoint holds",
+                replayed.discarded.len()
+            ));
+            ftl.recovery.sectors_restamped = lbas.len() as u64;
             match ftl.restamp(&lbas) {
                 Ok(()) => {}
                 Err(FtlError::ReadOnly { reason }) => {

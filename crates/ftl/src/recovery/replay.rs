@@ -13,7 +13,9 @@
 //! * a host write newer than the checkpoint counts only if every one of its sectors is found
 //!   (format version 2: the sectors of a write share a sequence number, and the first and
 //!   last carry request edges, [`meta::oob::Stamp`]); a write a power cut left incomplete is
-//!   discarded whole, so its LBAs keep their older copies.
+//!   discarded whole, so its LBAs keep their older copies;
+//! * copies of writes the checkpoint names as voided (discarded by an earlier recovery,
+//!   their sectors still in a line the checkpoint had open) never win.
 
 use std::collections::{HashMap, HashSet};
 
@@ -53,8 +55,8 @@ pub struct Replayed {
     /// Sectors of lines without a footer that fail their checksum.
     pub damaged: Vec<Damaged>,
     /// Copies of host writes newer than the checkpoint, weighed once it is known whether
-    /// their write is complete: (LBA, stamp, raw L2P entry, rank).
-    deferred: Vec<(u32, u64, u32, u64)>,
+    /// their write is complete: (LBA, stamp, raw L2P entry, rank, line).
+    deferred: Vec<(u32, u64, u32, u64, u32)>,
     /// Host writes found incomplete and discarded.
     pub discarded: Vec<DiscardedWrite>,
 }
@@ -65,6 +67,8 @@ pub struct DiscardedWrite {
     pub seq: u64,
     /// The LBAs of the sectors found (their older copies are what they read as).
     pub lbas: Vec<u32>,
+    /// The lines holding them, ascending.
+    pub lines: Vec<u32>,
 }
 
 /// A sector that fails its checksum in a line without a footer.
@@ -135,7 +139,7 @@ pub fn replay<M: Media>(
                     c.lba,
                     c.number()
                 ));
-                weigh(media, b, &mut r, c.lba, c.seq, L2P_LOST, d.rank)?;
+                weigh(media, b, &mut r, c.lba, c.seq, L2P_LOST, (d.rank, d.line))?;
             }
             _ if d.may_be_torn => report.notes.push(format!(
                 "{}: torn by a power cut (not durable; skipped)",
@@ -159,8 +163,9 @@ pub fn replay<M: Media>(
 /// incomplete write and a durable write was discarded (`torture --damage`, seed 7,317,030).
 const CLAIM_WINDOW: u64 = 1 << 20;
 
-/// Weighs a copy found in a replayed line: now if it is older than the checkpoint (or the
-/// format has no request edges, or it is a trim), after replay (`settle_writes`) otherwise.
+/// Weighs a copy found in a replayed line (`at`: its rank and line): now if it is older
+/// than the checkpoint (or the format has no request edges, or it is a trim), after replay
+/// (`settle_writes`) otherwise; never if the checkpoint names its write as voided.
 fn weigh<M: Media>(
     media: &mut M,
     b: &Basis,
@@ -168,11 +173,15 @@ fn weigh<M: Media>(
     lba: u32,
     stamp: u64,
     raw: u32,
-    rank: u64,
+    (rank, line): (u64, u32),
 ) -> Result<(), FtlError> {
     let seq = meta::oob::Stamp::number(stamp);
+    if b.ckpt.voided.binary_search_by_key(&seq, |v| v.seq).is_ok() {
+        tracing::trace!(lba, seq, line, "recovery skips a copy of a voided write");
+        return Ok(());
+    }
     if b.atomic && seq > b.ckpt.seq {
-        r.deferred.push((lba, stamp, raw, rank));
+        r.deferred.push((lba, stamp, raw, rank, line));
         return Ok(());
     }
     consider(media, b, &mut r.win, lba, seq, raw, rank)
@@ -193,9 +202,10 @@ fn settle_writes<M: Media>(
         first: Option<u32>,
         last: Option<u32>,
         lbas: HashSet<u32>,
+        lines: HashSet<u32>,
     }
     let mut writes: HashMap<u64, Found> = HashMap::new();
-    for &(lba, stamp, _, _) in &r.deferred {
+    for &(lba, stamp, _, _, line) in &r.deferred {
         let f = writes.entry(meta::oob::Stamp::number(stamp)).or_default();
         if stamp & meta::oob::Stamp::FIRST != 0 {
             f.first = Some(lba);
@@ -204,6 +214,7 @@ fn settle_writes<M: Media>(
             f.last = Some(lba);
         }
         f.lbas.insert(lba);
+        f.lines.insert(line);
     }
     let complete = |f: &Found| match (f.first, f.last) {
         (Some(a), Some(z)) => {
@@ -219,12 +230,14 @@ fn settle_writes<M: Media>(
         .map(|(&seq, f)| {
             let mut lbas: Vec<u32> = f.lbas.iter().copied().collect();
             lbas.sort_unstable();
-            tracing::debug!(seq, first = ?f.first, last = ?f.last, ?lbas, "recovery discards an incomplete write");
-            DiscardedWrite { seq, lbas }
+            let mut lines: Vec<u32> = f.lines.iter().copied().collect();
+            lines.sort_unstable();
+            tracing::debug!(seq, first = ?f.first, last = ?f.last, ?lbas, ?lines, "recovery discards an incomplete write");
+            DiscardedWrite { seq, lbas, lines }
         })
         .collect();
     discarded.sort_by_key(|d| d.seq);
-    for (lba, stamp, raw, rank) in std::mem::take(&mut r.deferred) {
+    for (lba, stamp, raw, rank, _) in std::mem::take(&mut r.deferred) {
         let seq = meta::oob::Stamp::number(stamp);
         if complete(&writes[&seq]) {
             consider(media, b, &mut r.win, lba, seq, raw, rank)?;
@@ -289,7 +302,7 @@ fn replay_line<M: Media>(
                             report.problems.push(format!(
                                 "{addr} sector {i}: checksum fails; the footer says it held LBA {lba}"
                             ));
-                            weigh(media, b, r, lba, stamp, L2P_LOST, rank)?;
+                            weigh(media, b, r, lba, stamp, L2P_LOST, (rank, line))?;
                         }
                         // The footer does not know this sector (the line was continued after
                         // a crash whose recovery found it damaged already): its own OOB says.
@@ -348,7 +361,7 @@ fn replay_line<M: Media>(
                 continue;
             }
             report.sectors_replayed += 1;
-            weigh(media, b, r, o.lba, o.seq, ppa.0, rank)?;
+            weigh(media, b, r, o.lba, o.seq, ppa.0, (rank, line))?;
         }
     }
     Ok(())
