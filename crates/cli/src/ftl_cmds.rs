@@ -233,6 +233,12 @@ fn print_check(o: &CheckOutput) {
                 "replay       {} lines, {} sectors, {} trims, {} unreadable sectors, {} lines without header",
                 r.lines_replayed, r.sectors_replayed, r.trims_replayed, r.sectors_unreadable, r.lines_without_header
             );
+            if r.writes_discarded > 0 {
+                println!(
+                    "discarded    {} write(s) a cut left incomplete: {} voided (named in checkpoints), {} sectors restamped",
+                    r.writes_discarded, r.writes_voided, r.sectors_restamped
+                );
+            }
         }
         println!(
             "capacity     {} exported",

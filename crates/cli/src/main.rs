@@ -661,6 +661,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
     let (mut at_checked, mut at_applied, mut at_dropped, mut longest) = (0u64, 0u64, 0u64, 0u64);
     let (mut beside, mut locked, mut gc_thread) = (0u64, 0u64, 0u64);
+    let (mut voided, mut restamped) = (0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
         done += 1;
@@ -677,6 +678,8 @@ fn torture(a: TortureArgs) -> Result<()> {
         beside += o.reads_beside;
         locked += o.reads_locked;
         gc_thread += o.gc_thread_moves;
+        voided += o.writes_voided;
+        restamped += o.sectors_restamped;
         if a.json {
             println!("{}", serde_json::to_string(&o)?);
         } else if !o.violations.is_empty() {
@@ -722,6 +725,11 @@ fn torture(a: TortureArgs) -> Result<()> {
     };
     if gc_thread > 0 {
         reads += &format!("; {gc_thread} sectors moved by GC between requests");
+    }
+    if voided + restamped > 0 {
+        reads += &format!(
+            "; recoveries voided {voided} discarded writes (named in checkpoints) and restamped {restamped} sectors"
+        );
     }
     let summary = format!(
         "seeds {}..{}: {cuts} {}, {lbas} LBAs verified, {unreadable} reported unreadable, {} violations{}{cbt}{atomic}{reads}",

@@ -131,16 +131,13 @@ fn ckpt_state(state: LineState) -> u8 {
 
 /// What a checkpoint written now holds, but for the map (`l2p` empty: encode it with
 /// [`meta::checkpoint::encode_with_map`] and the live map).
-/// Entries of the voided writes whose lines still hold them (not erased since) are kept in
-/// it; the others are dropped from `durability` too. (Replay reads a line the checkpoint
-/// had open, and a line whose header a cut tore whatever its state, so a closed line's
-/// entry stays as well, until the line is erased.)
+/// With the voided writes `durability` keeps.
 pub fn snapshot(
     pool: &LinePool,
     marks: &crate::marks::Marks,
     seq: u64,
     clean: bool,
-    durability: &mut Durability,
+    durability: &Durability,
 ) -> meta::Checkpoint {
     let lines: Vec<meta::CheckpointLine> = pool
         .lines()
@@ -159,9 +156,6 @@ pub fn snapshot(
             generation: l.generation,
         })
         .collect();
-    durability
-        .voided
-        .retain(|v| lines[v.line as usize].generation == v.generation);
     meta::Checkpoint {
         clean,
         seq,

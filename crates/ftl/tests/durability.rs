@@ -177,6 +177,30 @@ fn a_damaged_claim_past_a_lost_buffered_write_keeps_its_number() {
     damage_seed_holds(7_317_030);
 }
 
+/// Found while making checkpoints name voided writes (fifteenth session, `torture --seeds
+/// 5000`): an entry was dropped once its line was erased, but a block of the line that failed
+/// a program or an erase is never erased again; after a cut tore the reopened line's header,
+/// replay read that block's stale pages, and a voided copy won over the checkpointed one.
+#[test]
+fn a_voided_write_in_a_block_gone_bad_stays_voided() {
+    for seed in [2_869, 3_299, 3_351, 3_945] {
+        let o = torture_seed(TortureConfig {
+            seed,
+            cuts: 10,
+            media_faults: true,
+            max_ops_between_cuts: 2000,
+            post_cut_damage: false,
+            large: false,
+        });
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} ({}): {:#?}",
+            o.geometry,
+            o.violations
+        );
+    }
+}
+
 /// Seeds of `torture --no-faults` on devices of a few dozen lines that stopped writing
 /// after a cut (sixth to fifteenth sessions): recovery wrote the LBAs of discarded writes
 /// again ("restamping") and could take no checkpoint until done, while the lines GC emptied

@@ -67,6 +67,7 @@ impl<M: Media> Ftl<M> {
                     self.pool.free_list().len(),
                     self.pool.pending_list().len(),
                 );
+                tracing::debug!(lines = ?self.debug_lines(), room = self.gc_room(), "GC finds no victim");
                 return Err(self.set_read_only(&reason));
             }
             while self.gc.active() {

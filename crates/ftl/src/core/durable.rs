@@ -153,7 +153,13 @@ impl<M: Media> Ftl<M> {
         // Inside a host write or trim (GC needed lines), the operation is not in the map yet:
         // the checkpoint is of the moment before it, so that recovery replays it.
         let seq = self.in_flight.map_or(self.seq, |s| s - 1);
-        let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean, &mut self.durability);
+        // Voided writes are named while a line may hold their sectors.
+        let held: Vec<meta::VoidedWrite> = (self.durability.voided().iter())
+            .filter(|v| self.voided_still_held(v))
+            .copied()
+            .collect();
+        self.durability.set_voided(held);
+        let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean, &self.durability);
         // Losses GC met before this snapshot are in its map.
         let recorded = self.pool.awaiting_checkpoint();
         // Media that drop metadata sectors (simulation) get pages of the checkpoint's length

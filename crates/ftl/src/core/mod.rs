@@ -841,6 +841,18 @@ impl<M: Media> Ftl<M> {
             * self.geo.sector_size as u64
     }
 
+    /// Whether `v`'s line may still hold sectors of the voided write: it was not erased since
+    /// (its generation is the same), or one of its blocks went bad since the factory (a
+    /// block that failed a program or an erase is never erased again, and a replay of the
+    /// line without its header reads it).
+    pub(crate) fn voided_still_held(&self, v: &meta::VoidedWrite) -> bool {
+        self.pool.line(v.line).generation == v.generation
+            || (0..self.geo.parallel_units()).any(|pu| {
+                let b = lightnvm_media::BlockAddr { pu, block: v.line };
+                matches!(self.media.block_info(b).bad, Some(r) if r != lightnvm_media::BadReason::Factory)
+            })
+    }
+
     /// Voided-write entries a checkpoint can hold beside the map, the line table and the
     /// marks there are now (a mark is refused unless the checkpoint still fits).
     pub(crate) fn voided_room(&self) -> usize {

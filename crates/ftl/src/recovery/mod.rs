@@ -142,7 +142,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
             .1
             .voided
             .iter()
-            .filter(|v| ftl.pool.line(v.line).generation == v.generation)
+            .filter(|v| ftl.voided_still_held(v))
             .copied()
             .collect();
         let fresh: Vec<meta::VoidedWrite> = replayed
