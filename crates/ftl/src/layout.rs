@@ -30,14 +30,18 @@ pub fn user_reserve(config: &FtlConfig) -> usize {
 
 /// The longest host write applied all-or-nothing, in sectors, for lines of `capacities`
 /// (0: unusable) and `exported` sectors: up to [`crate::core::MAX_ATOMIC_SECTORS`], and at most
-/// half the spare data space, because a write's new copies are placed (and GC must keep the
-/// copies they replace) before they are mapped.
+/// half the spare data space GC can use, because a write's new copies are placed (and GC must
+/// keep the copies they replace) before they are mapped. The open lines of a placement's
+/// further streams hold spare space GC cannot use: a line each is not counted.
 pub fn atomic_sectors(config: &FtlConfig, capacities: &[u64], exported: u64) -> u64 {
     let usable: Vec<u64> = capacities.iter().copied().filter(|&c| c > 0).collect();
     let total: u64 = usable.iter().sum();
     let max_line = usable.iter().copied().max().unwrap_or(0);
     let data_area = total.saturating_sub(non_data_lines(config) * max_line);
-    let spare = data_area.saturating_sub(exported);
+    let extra = crate::placement::extra_streams(config.placement) as u64;
+    let spare = data_area
+        .saturating_sub(exported)
+        .saturating_sub(extra * max_line);
     (spare / 2).clamp(1, crate::core::MAX_ATOMIC_SECTORS)
 }
 

@@ -201,6 +201,25 @@ fn a_voided_write_in_a_block_gone_bad_stays_voided() {
     }
 }
 
+/// Found by `torture --no-faults --seeds 3000 --start 200000` (seed 200,485: 9 lines of 68
+/// sectors, 112 exported): the atomic-write limit counted the superblock's two lines as spare
+/// space (80 sectors instead of 12); an 80-sector write pinned two lines while the copies it
+/// replaces stayed valid, and GC found no victim. The limit is half the spare data space.
+#[test]
+fn an_atomic_write_never_outgrows_the_spare_space() {
+    let o = torture_seed(TortureConfig {
+        seed: 200_485,
+        cuts: 10,
+        media_faults: false,
+        max_ops_between_cuts: 2000,
+        post_cut_damage: false,
+        large: false,
+    });
+    assert!(o.violations.is_empty(), "{:#?}", o.violations);
+    assert_eq!(o.cuts, 10);
+    assert!(o.longest_write <= 12, "{}", o.longest_write);
+}
+
 /// Seeds of `torture --no-faults` on devices of a few dozen lines that stopped writing
 /// after a cut (sixth to fifteenth sessions): recovery wrote the LBAs of discarded writes
 /// again ("restamping") and could take no checkpoint until done, while the lines GC emptied

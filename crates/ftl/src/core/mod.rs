@@ -240,7 +240,16 @@ impl<M: Media> Ftl<M> {
             config.gc_reserve_lines,
         );
         let exported = sb.exported_sectors;
-        let pool_caps: Vec<u64> = pool.lines().iter().map(|l| l.capacity as u64).collect();
+        // The superblock's lines hold no data (counting them let atomic writes outgrow the
+        // spare space: `torture --no-faults`, seed 200485).
+        let pool_caps: Vec<u64> = pool
+            .lines()
+            .iter()
+            .map(|l| match l.state {
+                crate::line::LineState::Reserved | crate::line::LineState::Bad => 0,
+                _ => l.capacity as u64,
+            })
+            .collect();
         Ftl {
             writers: crate::placement::streams(config.placement)
                 .map(|_| Writer::new(&geo))
