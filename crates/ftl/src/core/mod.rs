@@ -850,6 +850,12 @@ impl<M: Media> Ftl<M> {
             * self.geo.sector_size as u64
     }
 
+    /// The writes recoveries discarded that checkpoints name (voided), by line: replay never
+    /// takes their sectors for copies of their LBAs.
+    pub fn voided_writes(&self) -> &[meta::VoidedWrite] {
+        self.durability.voided()
+    }
+
     /// Whether `v`'s line may still hold sectors of the voided write: it was not erased since
     /// (its generation is the same), or one of its blocks went bad since the factory (a
     /// block that failed a program or an erase is never erased again, and a replay of the

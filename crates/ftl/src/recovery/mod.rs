@@ -103,6 +103,13 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
             ftl.marks.note(lba.into(), 1);
         }
     }
+    // Voided writes the checkpoint names stay named while a line may hold them (after a
+    // clean shutdown too: a later replay may read those lines).
+    let held: Vec<meta::VoidedWrite> = (ckpts[0].1.voided.iter())
+        .filter(|v| ftl.voided_still_held(v))
+        .copied()
+        .collect();
+    ftl.durability.set_voided(held);
     ftl.recovery = report;
     if let Err(e) = ftl.check() {
         return Err(FtlError::Corrupt(format!(
@@ -135,16 +142,10 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
         }
         // The sectors of discarded writes stay on media, newer than what their LBAs read as:
         // once a checkpoint covered their numbers, a later replay of their line would take
-        // them for old copies. The checkpoints name them (voided writes) while their lines
-        // are open; past what a checkpoint can hold, their LBAs are written again instead
+        // them for old copies. The checkpoints name them (voided writes) while a line may
+        // hold them; past what a checkpoint can hold, their LBAs are written again instead
         // (same contents, new numbers), before any checkpoint.
-        let mut voided: Vec<meta::VoidedWrite> = ckpts[0]
-            .1
-            .voided
-            .iter()
-            .filter(|v| ftl.voided_still_held(v))
-            .copied()
-            .collect();
+        let mut voided = ftl.durability.voided().to_vec();
         let fresh: Vec<meta::VoidedWrite> = replayed
             .discarded
             .iter()
