@@ -143,16 +143,7 @@ fn debug_one_seed() {
 /// won. An unreadable copy is not a gone copy.
 #[test]
 fn an_unreadable_checkpointed_copy_never_lets_an_older_copy_win() {
-    let o = torture_seed(TortureConfig {
-        seed: 1_068_114,
-        cuts: 10,
-        media_faults: true,
-        max_ops_between_cuts: 2000,
-        post_cut_damage: false,
-        large: false,
-    });
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
-    assert_eq!(o.cuts, 10);
+    assert_eq!(seed_holds(1_068_114, true, false).cuts, 10);
 }
 
 /// Found by `torture --damage` (seed 7,302,122): recovery accepted a damaged sector's claim
@@ -238,20 +229,7 @@ fn a_voided_write_stays_named_across_a_clean_shutdown_and_a_crash() {
 #[test]
 fn a_voided_write_in_a_block_gone_bad_stays_voided() {
     for seed in [2_869, 3_299, 3_351, 3_945] {
-        let o = torture_seed(TortureConfig {
-            seed,
-            cuts: 10,
-            media_faults: true,
-            max_ops_between_cuts: 2000,
-            post_cut_damage: false,
-            large: false,
-        });
-        assert!(
-            o.violations.is_empty(),
-            "seed {seed} ({}): {:#?}",
-            o.geometry,
-            o.violations
-        );
+        seed_holds(seed, true, false);
     }
 }
 
@@ -261,15 +239,7 @@ fn a_voided_write_in_a_block_gone_bad_stays_voided() {
 /// replaces stayed valid, and GC found no victim. The limit is half the spare data space.
 #[test]
 fn an_atomic_write_never_outgrows_the_spare_space() {
-    let o = torture_seed(TortureConfig {
-        seed: 200_485,
-        cuts: 10,
-        media_faults: false,
-        max_ops_between_cuts: 2000,
-        post_cut_damage: false,
-        large: false,
-    });
-    assert!(o.violations.is_empty(), "{:#?}", o.violations);
+    let o = seed_holds(200_485, false, false);
     assert_eq!(o.cuts, 10);
     assert!(o.longest_write <= 12, "{}", o.longest_write);
 }
@@ -287,20 +257,7 @@ fn recovery_of_a_small_device_never_turns_it_read_only() {
         100_052, 100_211, 100_253, 100_256, 100_270, 100_277, 100_307, 100_342, 100_494, 100_564,
         100_575, 100_612, 100_613, 100_787, 100_801, 100_912, 100_974,
     ] {
-        let o = torture_seed(TortureConfig {
-            seed,
-            cuts: 10,
-            media_faults: false,
-            max_ops_between_cuts: 2000,
-            post_cut_damage: false,
-            large: false,
-        });
-        assert!(
-            o.violations.is_empty(),
-            "seed {seed} ({}): {:#?}",
-            o.geometry,
-            o.violations
-        );
+        let o = seed_holds(seed, false, false);
         assert_eq!(o.cuts, 10, "seed {seed}");
         assert_eq!(o.sectors_restamped, 0, "seed {seed}");
         voided += o.writes_voided;
@@ -310,21 +267,7 @@ fn recovery_of_a_small_device_never_turns_it_read_only() {
 
 /// A `torture --damage` seed: its sectors rot, and the durability contract holds.
 fn damage_seed_holds(seed: u64) {
-    let o = torture_seed(TortureConfig {
-        seed,
-        cuts: 10,
-        media_faults: true,
-        max_ops_between_cuts: 2000,
-        post_cut_damage: true,
-        large: false,
-    });
-    assert!(o.sectors_damaged > 0);
-    assert!(
-        o.violations.is_empty(),
-        "seed {seed} ({}): {:#?}",
-        o.geometry,
-        o.violations
-    );
+    assert!(seed_holds(seed, true, true).sectors_damaged > 0);
 }
 
 /// Found by `torture --damage` (seeds 7,300,181 and 7,300,188): after a recovery that kept a

@@ -5,6 +5,7 @@
 use lightnvm_ftl::{Ftl, FtlConfig, FtlError};
 use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
 pub use lightnvm_testing::{fill_sector, sector_tag, Model};
+use lightnvm_testing::{torture_seed, TortureConfig, TortureOutcome};
 
 pub const SS: usize = 4096;
 
@@ -129,4 +130,24 @@ impl Host for Model {
         }
         Ok(failed)
     }
+}
+
+/// Runs a torture seed (10 cuts, up to 2,000 media operations between them) and asserts the
+/// durability contract held at every cut.
+pub fn seed_holds(seed: u64, media_faults: bool, post_cut_damage: bool) -> TortureOutcome {
+    let o = torture_seed(TortureConfig {
+        seed,
+        cuts: 10,
+        media_faults,
+        max_ops_between_cuts: 2000,
+        post_cut_damage,
+        large: false,
+    });
+    assert!(
+        o.violations.is_empty(),
+        "seed {seed} ({}): {:#?}",
+        o.geometry,
+        o.violations
+    );
+    o
 }
