@@ -68,8 +68,11 @@ impl Durability {
     /// The voided writes' lines (recovery: those of the checkpoint it replayed from that
     /// still hold the writes, and those of the writes it discarded).
     pub fn set_voided(&mut self, mut voided: Vec<meta::checkpoint::VoidedWrite>) {
+        // One entry per (write, line): the latest generation (the list is sorted by it last).
         voided.sort_unstable();
-        voided.dedup();
+        voided.reverse();
+        voided.dedup_by_key(|v| (v.seq, v.line));
+        voided.reverse();
         self.voided = voided;
     }
 
@@ -113,6 +116,21 @@ impl Durability {
                 return Err(format!("checkpoint line {l} in state {:?}", pool.state(l)));
             }
             seen[l as usize] = true;
+        }
+        if self.voided.len() > meta::checkpoint::MAX_VOIDED
+            || self
+                .voided
+                .windows(2)
+                .any(|w| (w[0].seq, w[0].line) >= (w[1].seq, w[1].line))
+            || self
+                .voided
+                .iter()
+                .any(|v| v.seq == 0 || v.line as usize >= pool.len())
+        {
+            return Err(format!(
+                "voided writes out of order or range: {:?}",
+                self.voided
+            ));
         }
         Ok(())
     }
@@ -183,6 +201,25 @@ mod tests {
         assert_eq!(d.kept(), &[(6, 20), (7, 30)]);
         assert_eq!(d.take_oldest(), Some(6));
         assert_eq!(d.trim_horizon(), 30);
+    }
+
+    #[test]
+    fn voided_writes_are_kept_ascending_one_per_write_and_line() {
+        use meta::checkpoint::VoidedWrite as V;
+        let v = |seq, line, generation| V {
+            seq,
+            line,
+            generation,
+        };
+        let mut d = Durability::new(2);
+        d.set_voided(vec![
+            v(9, 1, 2),
+            v(4, 3, 1),
+            v(9, 1, 5),
+            v(4, 2, 7),
+            v(4, 3, 1),
+        ]);
+        assert_eq!(d.voided(), &[v(4, 2, 7), v(4, 3, 1), v(9, 1, 5)]);
     }
 
     #[test]
