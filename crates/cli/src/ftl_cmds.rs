@@ -234,9 +234,18 @@ fn print_check(o: &CheckOutput) {
                 r.lines_replayed, r.sectors_replayed, r.trims_replayed, r.sectors_unreadable, r.lines_without_header
             );
             if r.writes_discarded > 0 {
+                // A read-only open writes nothing: no checkpoint names them yet.
+                let how = if r.writes_voided + r.sectors_restamped > 0 {
+                    format!(
+                        ": {} voided (named in checkpoints), {} sectors restamped",
+                        r.writes_voided, r.sectors_restamped
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
-                    "discarded    {} write(s) a cut left incomplete: {} voided (named in checkpoints), {} sectors restamped",
-                    r.writes_discarded, r.writes_voided, r.sectors_restamped
+                    "discarded    {} write(s) a cut left incomplete{how}",
+                    r.writes_discarded
                 );
             }
         }
