@@ -244,6 +244,16 @@ fn an_atomic_write_never_outgrows_the_spare_space() {
     assert!(o.longest_write <= 12, "{}", o.longest_write);
 }
 
+/// Found by `torture --no-faults --seeds 10000 --start 300000` (seed 307,570, shared
+/// placement): a cut caught GC using the lines kept for it (none free); after recovery the
+/// host filled the open line GC shares, GC had no room left to free a line, and the device
+/// stopped writing ("no free line left"). Recovery now collects victims until the user
+/// reserve is free again.
+#[test]
+fn recovery_gives_gc_its_lines_back_before_host_writes() {
+    assert_eq!(seed_holds(307_570, false, false).cuts, 10);
+}
+
 /// Seeds of `torture --no-faults` on devices of a few dozen lines that stopped writing
 /// after a cut (sixth to fifteenth sessions): recovery wrote the LBAs of discarded writes
 /// again ("restamping") and could take no checkpoint until done, while the lines GC emptied

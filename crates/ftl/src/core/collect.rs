@@ -82,6 +82,39 @@ impl<M: Media> Ftl<M> {
         Ok(())
     }
 
+    /// After a crash that caught GC using the lines kept for it (none free, its victim's
+    /// moves partly lost), recovery collects victims until more lines than the user reserve
+    /// are free again, before any host write: a host writing into the open line GC shares
+    /// (shared placement) would otherwise use up the room GC needs to free a line, and the
+    /// device would stop writing (`torture --no-faults`, seed 307570). Stops early, leaving
+    /// the rest to the usual foreground GC, when no victim fits the room GC has; a device
+    /// that cannot write turns read-only as it would on the first write.
+    pub(crate) fn restore_gc_reserve(&mut self) -> Result<(), FtlError> {
+        let reserve = layout::user_reserve(&self.config);
+        let mut victims = self.pool.len();
+        while self.pool.free_lines() <= reserve && victims > 0 && self.check_writable().is_ok() {
+            victims -= 1;
+            let r = self.release_pending_if_low(Ctx::HOST).and_then(|()| {
+                if self.pool.free_lines() > reserve || (!self.gc.active() && !self.gc_select(true))
+                {
+                    return Ok(false);
+                }
+                while self.gc.active() {
+                    self.gc_move_one(Ctx::HOST)?;
+                }
+                self.stats.gc_foreground_runs += 1;
+                Ok(true)
+            });
+            match self.latch(r) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(FtlError::ReadOnly { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Rate-limited background GC, run after each user sector. Its media operations take
     /// their time on the PUs and channels (later operations queue behind them), but the user
     /// write does not wait for them: background GC runs beside the host's requests, as a

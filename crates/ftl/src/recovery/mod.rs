@@ -187,6 +187,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
             }
         }
         rebuild::checkpoint_after_replay(&mut ftl)?;
+        ftl.restore_gc_reserve()?;
     }
     Ok(ftl)
 }
