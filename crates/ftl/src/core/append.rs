@@ -381,7 +381,11 @@ impl<M: Media> Ftl<M> {
                         SectorKind::Trim => again.push((u, false)),
                         SectorKind::Data(lba) if self.map.is_current(lba, u.ppa) => {
                             // The old mapping is dropped; the sector is placed again below.
-                            self.map.unmap(lba);
+                            // Meanwhile the LBA is lost, not unmapped: a reader beside the
+                            // owner then waits for the owner's path instead of reading
+                            // zeros (`torture --threads 4`, seed 956646: a live read of a
+                            // written LBA gave zeros after a program failure).
+                            self.map.set_lost(lba);
                             again.push((u, false));
                         }
                         SectorKind::Data(lba) if self.unplace(lba, ppa) => again.push((u, false)),
