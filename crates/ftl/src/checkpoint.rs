@@ -68,11 +68,9 @@ impl Durability {
     /// The voided writes' lines (recovery: those of the checkpoint it replayed from that
     /// still hold the writes, and those of the writes it discarded).
     pub fn set_voided(&mut self, mut voided: Vec<meta::checkpoint::VoidedWrite>) {
-        // One entry per (write, line): the latest generation (the list is sorted by it last).
-        voided.sort_unstable();
-        voided.reverse();
+        // One entry per (write, line): the latest generation.
+        voided.sort_unstable_by_key(|v| (v.seq, v.line, std::cmp::Reverse(v.generation)));
         voided.dedup_by_key(|v| (v.seq, v.line));
-        voided.reverse();
         self.voided = voided;
     }
 

@@ -75,7 +75,7 @@ fn open_of_unformatted_media_is_a_clear_error() {
 fn torture_many_cuts_without_media_faults() {
     let mut cuts = 0;
     for seed in 0..60 {
-        let o = torture_seed(TortureConfig {
+        let o = torture_holds(TortureConfig {
             seed,
             cuts: 8,
             media_faults: false,
@@ -83,12 +83,6 @@ fn torture_many_cuts_without_media_faults() {
             post_cut_damage: false,
             large: false,
         });
-        assert!(
-            o.violations.is_empty(),
-            "seed {seed} ({}): {:#?}",
-            o.geometry,
-            o.violations
-        );
         cuts += o.cuts;
     }
     assert_eq!(cuts, 480);
@@ -97,7 +91,7 @@ fn torture_many_cuts_without_media_faults() {
 #[test]
 fn torture_with_media_faults() {
     for seed in 100..160 {
-        let o = torture_seed(TortureConfig {
+        torture_holds(TortureConfig {
             seed,
             cuts: 6,
             media_faults: true,
@@ -105,12 +99,6 @@ fn torture_with_media_faults() {
             post_cut_damage: false,
             large: false,
         });
-        assert!(
-            o.violations.is_empty(),
-            "seed {seed} ({}): {:#?}",
-            o.geometry,
-            o.violations
-        );
     }
 }
 

@@ -208,7 +208,7 @@ impl<M: Media> Ftl<M> {
             if self.pool.free_list().is_empty() {
                 if self.pool.pending_list().is_empty() || ctx.replacing {
                     // Only lost blocks can exhaust the lines kept for this: stop writes.
-                    tracing::debug!(stream = k.0, lines = ?self.debug_lines(), in_checkpoint = self.in_checkpoint, restamping = self.restamping, "no free line");
+                    tracing::debug!(stream = k.0, lines = ?self.debug_lines(), "no free line");
                     return Err(self.set_read_only("no free line left (too many bad blocks)"));
                 }
                 self.durable_point(ctx)?;

@@ -67,7 +67,13 @@ impl<M: Media> Ftl<M> {
                     self.pool.free_list().len(),
                     self.pool.pending_list().len(),
                 );
-                tracing::debug!(lines = ?self.debug_lines(), room = self.gc_room(), pinned = ?(0..self.pool.len() as u32).filter(|&l| self.pool.is_pinned(l)).collect::<Vec<_>>(), exported = self.exported, atomic = ?self.atomic_sectors, in_flight = ?self.in_flight, seq = self.seq, "GC finds no victim");
+                tracing::debug!(
+                    lines = ?self.debug_lines(),
+                    room = self.gc_room(),
+                    atomic = ?self.atomic_sectors,
+                    in_flight = ?self.in_flight,
+                    "GC finds no victim"
+                );
                 return Err(self.set_read_only(&reason));
             }
             while self.gc.active() {

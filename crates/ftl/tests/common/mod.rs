@@ -135,17 +135,23 @@ impl Host for Model {
 /// Runs a torture seed (10 cuts, up to 2,000 media operations between them) and asserts the
 /// durability contract held at every cut.
 pub fn seed_holds(seed: u64, media_faults: bool, post_cut_damage: bool) -> TortureOutcome {
-    let o = torture_seed(TortureConfig {
+    torture_holds(TortureConfig {
         seed,
         cuts: 10,
         media_faults,
         max_ops_between_cuts: 2000,
         post_cut_damage,
         large: false,
-    });
+    })
+}
+
+/// Runs a torture seed and asserts the durability contract held at every cut.
+pub fn torture_holds(cfg: TortureConfig) -> TortureOutcome {
+    let o = torture_seed(cfg);
     assert!(
         o.violations.is_empty(),
-        "seed {seed} ({}): {:#?}",
+        "seed {} ({}): {:#?}",
+        cfg.seed,
         o.geometry,
         o.violations
     );
