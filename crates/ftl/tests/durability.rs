@@ -126,6 +126,26 @@ fn debug_one_seed() {
     eprintln!("{o:#?}");
 }
 
+/// Found by long-lived devices (`lightnvm torture --seeds 20 --start 8000000 --cuts-per-seed
+/// 500`): recovery tried a checkpoint only at the lengths marks alone give, so one whose
+/// voided-writes section took it a page past them was rejected as incomplete and an older
+/// one used (marks taken since were lost: seeds 8000010 and 8000017) or, when both were
+/// such, none found (the device would not open: seed 8000007).
+#[test]
+fn a_checkpoint_of_any_length_its_sections_allow_is_read() {
+    for (seed, cuts) in [(8_000_007, 55), (8_000_010, 290), (8_000_017, 158)] {
+        let o = torture_holds(TortureConfig {
+            seed,
+            cuts,
+            media_faults: true,
+            max_ops_between_cuts: 2000,
+            post_cut_damage: false,
+            large: false,
+        });
+        assert_eq!(o.cuts, cuts);
+    }
+}
+
 /// Found by the 1,000,000-cut run (present before the core redesign too): a read failure of
 /// the checkpointed copy during recovery made it count as "gone", and an older relocated copy
 /// won. An unreadable copy is not a gone copy.

@@ -344,18 +344,18 @@ fn step_checkpoints<M: Media>(
     candidates.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
     let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
     let mut unsupported = None;
-    // Pages a complete checkpoint fills after its line header: without marks, or with 1 to
-    // MAX_MARKS of them (ascending, distinct).
+    // Pages a complete checkpoint fills after its line header: from none of the optional
+    // sections to the most of each (MAX_MARKS marks, MAX_VOIDED voided writes). Every count
+    // in between can occur: the voided section's 24-byte entries fill the gaps the marks'
+    // sizes leave.
     let page_bytes = ftl.geo.page_bytes();
     let base_bytes = meta::checkpoint::bytes(ftl.exported, nlines);
     let expected_pages = base_bytes.div_ceil(page_bytes);
-    let mut sizes = vec![expected_pages];
-    for m in 1..=meta::checkpoint::MAX_MARKS {
-        let n = (base_bytes + meta::checkpoint::marks_bytes(ftl.exported, m)).div_ceil(page_bytes);
-        if sizes.last() != Some(&n) {
-            sizes.push(n);
-        }
-    }
+    let most_pages = (base_bytes
+        + meta::checkpoint::marks_bytes(ftl.exported, meta::checkpoint::MAX_MARKS)
+        + meta::checkpoint::voided_bytes(meta::checkpoint::MAX_VOIDED))
+    .div_ceil(page_bytes);
+    let sizes: Vec<usize> = (expected_pages..=most_pages).collect();
     for (_, line, h) in candidates {
         if ckpts.len() == 2 {
             break;
