@@ -30,7 +30,7 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
 LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace --all-features
-echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file"
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices"
 cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
@@ -46,6 +46,10 @@ cargo build --release --quiet -p lightnvm-cli --features ublk
 # Crashes of the machine under an image file: each 4 KiB unit written since the last sync
 # reaches the disk or not, on its own (the page cache's writeback order).
 ./target/release/lightnvm torture --seeds 100 --start 500000 --cuts-per-seed 10 --file
+# Long-lived devices: 500 cuts each with media faults, so that grown-bad blocks, marks and
+# voided-write entries pile up as they do over a device's life (seeds 8000007 and 8000010
+# found checkpoints recovery could not read).
+./target/release/lightnvm torture --seeds 6 --start 8000006 --cuts-per-seed 500
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh
 echo "== VM suite"

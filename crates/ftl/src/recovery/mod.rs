@@ -344,18 +344,25 @@ fn step_checkpoints<M: Media>(
     candidates.sort_unstable_by_key(|&(seq, line, _)| std::cmp::Reverse((seq, line)));
     let mut ckpts: Vec<(u32, meta::Checkpoint)> = Vec::new();
     let mut unsupported = None;
-    // Pages a complete checkpoint fills after its line header: from none of the optional
-    // sections to the most of each (MAX_MARKS marks, MAX_VOIDED voided writes). Every count
-    // in between can occur: the voided section's 24-byte entries fill the gaps the marks'
-    // sizes leave.
+    // Pages a complete checkpoint fills after its line header: without marks or with 1 to
+    // MAX_MARKS of them, each with no voided writes or up to MAX_VOIDED (whose 24-byte
+    // entries reach every page count in between).
     let page_bytes = ftl.geo.page_bytes();
     let base_bytes = meta::checkpoint::bytes(ftl.exported, nlines);
     let expected_pages = base_bytes.div_ceil(page_bytes);
-    let most_pages = (base_bytes
-        + meta::checkpoint::marks_bytes(ftl.exported, meta::checkpoint::MAX_MARKS)
-        + meta::checkpoint::voided_bytes(meta::checkpoint::MAX_VOIDED))
-    .div_ceil(page_bytes);
-    let sizes: Vec<usize> = (expected_pages..=most_pages).collect();
+    let voided_most = meta::checkpoint::voided_bytes(meta::checkpoint::MAX_VOIDED);
+    let mut sizes: Vec<usize> = (0..=meta::checkpoint::MAX_MARKS)
+        .flat_map(|m| {
+            let marks = match m {
+                0 => 0,
+                m => meta::checkpoint::marks_bytes(ftl.exported, m),
+            };
+            let least = base_bytes + marks;
+            least.div_ceil(page_bytes)..=(least + voided_most).div_ceil(page_bytes)
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
     for (_, line, h) in candidates {
         if ckpts.len() == 2 {
             break;
