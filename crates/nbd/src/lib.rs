@@ -1206,13 +1206,16 @@ impl Outbox {
                 continue;
             }
             let wait_ns = due - now;
-            if self.queued.len() == 1 && wait_ns <= SPIN_NS {
-                // Alone and due very soon: a client at depth 1 sends nothing before this
-                // reply, so spin to the instant instead of oversleeping it.
+            // A client keeping one request in flight sends nothing before this reply: spin
+            // the last stretch to the instant instead of oversleeping it. Deeper clients
+            // are waited for in `ppoll` to the instant (spinning there took the CPU the
+            // client and the other connections need: 4 × QD4 reads 0.5% fewer IOPS).
+            let spin = self.queued.len() == 1 && self.lone_client();
+            if spin && wait_ns <= SPIN_NS {
                 self.sleep_until_next_due();
                 continue;
             }
-            let slack = if self.queued.len() == 1 { SPIN_NS } else { 0 };
+            let slack = if spin { SPIN_NS } else { 0 };
             if poll_readable(fd, wait_ns - slack)? {
                 return Ok(());
             }
