@@ -168,6 +168,43 @@ pub fn written_pages<'a, M: Media>(
     })
 }
 
+/// The write numbers of every written sector of `line` on `pus`, sorted and deduplicated
+/// (a damaged sector counts by its claim), or `None` when some sector's number cannot be
+/// told (it stays unreadable).
+pub fn sector_numbers<M: Media>(
+    media: &mut M,
+    line: u32,
+    pus: &[u32],
+) -> Result<Option<Vec<u64>>, FtlError> {
+    let g = *media.geometry();
+    let os = g.oob_bytes_per_sector as usize;
+    let addrs: Vec<PageAddr> = written_pages(media, line, pus).collect();
+    let mut numbers = Vec::new();
+    for addr in addrs {
+        let Some(page) = read_page(media, addr)? else {
+            continue;
+        };
+        let intact = sectors_of(&g, &page);
+        for i in 0..g.sectors_per_page {
+            if let Some((_, o)) = intact.iter().find(|(s, _)| *s == i) {
+                numbers.push(o.number());
+                continue;
+            }
+            if page.failed & (1 << i) != 0 {
+                return Ok(None);
+            }
+            let s = i as usize;
+            match meta::oob::claimed(&page.oob[s * os..(s + 1) * os]) {
+                Some(c) => numbers.push(c.oob.number()),
+                None => return Ok(None),
+            }
+        }
+    }
+    numbers.sort_unstable();
+    numbers.dedup();
+    Ok(Some(numbers))
+}
+
 /// The intact metadata pages (every sector verifies as metadata) of a line in slot order,
 /// header first.
 pub fn meta_pages<M: Media>(

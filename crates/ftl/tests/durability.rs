@@ -146,6 +146,29 @@ fn a_checkpoint_of_any_length_its_sections_allow_is_read() {
     }
 }
 
+/// A line's block that went bad keeps the pages it held then, so checkpoints keep naming
+/// the voided writes among them; but not those of the line's later incarnations, which that
+/// block never held. Kept for every write of a line with a bad block, the entries outgrew
+/// the checkpoint on this long-lived device (850 cuts, blocks going bad at the torture's
+/// rates) and recovery fell back to restamping: 1,243 sectors by this cut.
+#[test]
+fn voided_writes_stay_named_only_while_a_retired_block_holds_them() {
+    let o = torture_holds(TortureConfig {
+        seed: 9_600_034,
+        cuts: 850,
+        media_faults: true,
+        max_ops_between_cuts: 200,
+        post_cut_damage: false,
+        large: false,
+    });
+    assert_eq!(o.cuts, 850);
+    assert!(o.writes_voided > 0);
+    assert_eq!(
+        o.sectors_restamped, 0,
+        "the voided list outgrew the checkpoint"
+    );
+}
+
 /// Found by the 1,000,000-cut run (present before the core redesign too): a read failure of
 /// the checkpointed copy during recovery made it count as "gone", and an older relocated copy
 /// won. An unreadable copy is not a gone copy.

@@ -154,10 +154,12 @@ impl<M: Media> Ftl<M> {
         // the checkpoint is of the moment before it, so that recovery replays it.
         let seq = self.in_flight.map_or(self.seq, |s| s - 1);
         // Voided writes are named while a line may hold their sectors.
-        let held: Vec<meta::VoidedWrite> = (self.durability.voided().iter())
-            .filter(|v| self.voided_still_held(v))
-            .copied()
-            .collect();
+        let mut held = Vec::new();
+        for v in self.durability.voided().to_vec() {
+            if self.voided_still_held(&v)? {
+                held.push(v);
+            }
+        }
         self.durability.set_voided(held);
         let ckpt = checkpoint::snapshot(&self.pool, &self.marks, seq, clean, &self.durability);
         // Losses GC met before this snapshot are in its map.

@@ -200,6 +200,9 @@ pub struct Ftl<M: Media> {
     pub(crate) gc_thread: bool,
     pub(crate) op_done_ns: u64,
     pub(crate) recovery: RecoveryReport,
+    /// Per line, the write numbers in its blocks retired since the factory, for the PUs
+    /// those blocks are on (see [`Ftl::voided_still_held`]).
+    retired_numbers: std::collections::HashMap<u32, (Vec<u32>, Option<Vec<u64>>)>,
 }
 
 impl<M: Media> std::fmt::Debug for Ftl<M> {
@@ -287,6 +290,7 @@ impl<M: Media> Ftl<M> {
             gc_thread: false,
             op_done_ns: 0,
             recovery: RecoveryReport::default(),
+            retired_numbers: std::collections::HashMap::new(),
         }
     }
 
@@ -856,16 +860,37 @@ impl<M: Media> Ftl<M> {
         self.durability.voided()
     }
 
-    /// Whether `v`'s line may still hold sectors of the voided write: it was not erased since
-    /// (its generation is the same), or one of its blocks went bad since the factory (a
-    /// block that failed a program or an erase is never erased again, and a replay of the
-    /// line without its header reads it).
-    pub(crate) fn voided_still_held(&self, v: &meta::VoidedWrite) -> bool {
-        self.pool.line(v.line).generation == v.generation
-            || (0..self.geo.parallel_units()).any(|pu| {
+    /// Whether checkpoints must still name voided write `v`: while its line may hold its
+    /// sectors. Until the line is erased (its generation moves on); after that, only in the
+    /// line's blocks retired since the factory (never erased again, and read by a replay of
+    /// the line after a cut tore its header): while one of them holds a sector of the write,
+    /// or a sector whose number cannot be told.
+    pub(crate) fn voided_still_held(&mut self, v: &meta::VoidedWrite) -> Result<bool, FtlError> {
+        if self.pool.line(v.line).generation == v.generation {
+            return Ok(true);
+        }
+        let retired: Vec<u32> = (0..self.geo.parallel_units())
+            .filter(|&pu| {
                 let b = lightnvm_media::BlockAddr { pu, block: v.line };
                 matches!(self.media.block_info(b).bad, Some(r) if r != lightnvm_media::BadReason::Factory)
             })
+            .collect();
+        if retired.is_empty() {
+            return Ok(false);
+        }
+        // Retired blocks never change: their numbers are read once per set of them.
+        if self
+            .retired_numbers
+            .get(&v.line)
+            .is_none_or(|(pus, _)| *pus != retired)
+        {
+            let numbers = crate::line_reader::sector_numbers(&mut self.media, v.line, &retired)?;
+            self.retired_numbers.insert(v.line, (retired, numbers));
+        }
+        Ok(match &self.retired_numbers[&v.line].1 {
+            Some(numbers) => numbers.binary_search(&v.seq).is_ok(),
+            None => true,
+        })
     }
 
     /// Voided-write entries a checkpoint can hold beside the map, the line table and the

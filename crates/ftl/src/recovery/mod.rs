@@ -105,10 +105,12 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
     }
     // Voided writes the checkpoint names stay named while a line may hold them (after a
     // clean shutdown too: a later replay may read those lines).
-    let held: Vec<meta::VoidedWrite> = (ckpts[0].1.voided.iter())
-        .filter(|v| ftl.voided_still_held(v))
-        .copied()
-        .collect();
+    let mut held = Vec::new();
+    for v in &ckpts[0].1.voided {
+        if ftl.voided_still_held(v)? {
+            held.push(*v);
+        }
+    }
     ftl.durability.set_voided(held);
     ftl.recovery = report;
     if let Err(e) = ftl.check() {
