@@ -2,9 +2,8 @@
 //! a 28-byte request and a 16-byte reply (an NBD read's header sizes) ping-ponged over a
 //! unix socket pair between two processes (as fio and the server are), each receiving side
 //! either sleeping (the client in `poll`, as libnbd does, the server in a read) or polling
-//! without sleeping. A QD1 client's requests cannot
-//! complete faster than the modeled latency plus this round trip plus the client's own
-//! work per request.
+//! without sleeping. A QD1 client's requests cannot complete faster than the modeled
+//! latency plus this round trip plus the client's own work per request.
 //!
 //! `cargo run --release -p lightnvm-nbd --example transport_rtt [ROUND_TRIPS]`
 
