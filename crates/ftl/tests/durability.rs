@@ -146,6 +146,26 @@ fn a_checkpoint_of_any_length_its_sections_allow_is_read() {
     }
 }
 
+/// Found by `lightnvm torture --seeds 20 --start 10300000 --cuts-per-seed 3000 --max-ops
+/// 50`: a page the media model tore kept, under its torn mark, the bytes of an earlier
+/// program a cut had lost; when a later page of the block tore, the mark moved there and
+/// the first page read back as two valid sectors of a write two cuts old, whose numbers the
+/// FTL had given again since. Recovery took the two writes of one number for one
+/// incomplete write and discarded a durable write (LBA 532 read an older copy, LBA 2724 a
+/// write that never completed). The media model now leaves garbage in such a page.
+#[test]
+fn a_torn_page_never_reads_back_as_an_older_program() {
+    let o = torture_holds(TortureConfig {
+        seed: 10_300_002,
+        cuts: 160,
+        media_faults: true,
+        max_ops_between_cuts: 50,
+        post_cut_damage: false,
+        large: false,
+    });
+    assert_eq!(o.cuts, 160);
+}
+
 /// A line's block that went bad keeps the pages it held then, so checkpoints keep naming
 /// the voided writes among them; but not those of the line's later incarnations, which that
 /// block never held. Kept for every write of a line with a bad block, the entries outgrew
