@@ -38,7 +38,7 @@ mod superblock;
 mod window;
 mod writer;
 
-pub use crate::core::{limit_voided_writes_for_tests, Ftl, MAX_HINTS};
+pub use crate::core::{limit_voided_writes_for_tests, Ftl, OpenFailed, MAX_HINTS};
 pub use audit::AuditReport;
 pub use config::{FtlConfig, FtlConfigError, PlacementKind, VictimPolicyKind, WearConfig};
 pub use error::{FtlError, MediaError};

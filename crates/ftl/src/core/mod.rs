@@ -152,6 +152,13 @@ pub(crate) struct ReadCounters {
     checksum_errors: AtomicU64,
 }
 
+/// What [`Ftl::open_or_return`] gives back when opening fails: why, and the media.
+#[derive(Debug)]
+pub struct OpenFailed<M> {
+    pub error: FtlError,
+    pub media: M,
+}
+
 /// The flash translation layer.
 pub struct Ftl<M: Media> {
     pub(crate) media: M,
@@ -1356,6 +1363,12 @@ impl<M: Media> Ftl<M> {
     /// checkpoint (unless the shutdown was clean).
     pub fn open(media: M) -> Result<Ftl<M>, FtlError> {
         crate::recovery::open(media, true)
+    }
+
+    /// [`Ftl::open`], giving the media back if opening fails: after a power cut during
+    /// recovery (`FtlError::PowerLoss`) the caller cycles the power and opens again.
+    pub fn open_or_return(media: M) -> Result<Ftl<M>, Box<OpenFailed<M>>> {
+        crate::recovery::open_returning(media, true)
     }
 
     /// Opens; with `writable == false` nothing is ever written and the FTL is read-only

@@ -61,13 +61,40 @@ pub struct RecoveryReport {
 }
 
 /// Opens `media`; with `writable == false` nothing is ever written and the FTL is read-only.
-pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, FtlError> {
+pub(crate) fn open<M: Media>(media: M, writable: bool) -> Result<Ftl<M>, FtlError> {
+    open_returning(media, writable).map_err(|f| f.error)
+}
+
+/// [`open`], giving the media back when opening fails (a power cut during recovery: the
+/// caller cycles the power and opens again).
+pub(crate) fn open_returning<M: Media>(
+    mut media: M,
+    writable: bool,
+) -> Result<Ftl<M>, Box<crate::core::OpenFailed<M>>> {
     let mut report = RecoveryReport::default();
-    let sb = step_superblock(&mut media, &mut report)?;
+    let sb = match step_superblock(&mut media, &mut report) {
+        Ok(sb) => sb,
+        Err(error) => return Err(Box::new(crate::core::OpenFailed { error, media })),
+    };
     let mut ftl = Ftl::assemble(media, sb);
-    let found = step_headers(&mut ftl, &mut report)?;
-    let ckpts = step_checkpoints(&mut ftl, &found, &mut report)?;
-    let lines = step_select(&ftl, &found, (ckpts[0].0, &ckpts[0].1), &mut report);
+    match recover(&mut ftl, report, writable) {
+        Ok(()) => Ok(ftl),
+        Err(error) => Err(Box::new(crate::core::OpenFailed {
+            error,
+            media: ftl.into_media(),
+        })),
+    }
+}
+
+/// Steps 2–9 on an FTL assembled from the superblock.
+fn recover<M: Media>(
+    ftl: &mut Ftl<M>,
+    mut report: RecoveryReport,
+    writable: bool,
+) -> Result<(), FtlError> {
+    let found = step_headers(ftl, &mut report)?;
+    let ckpts = step_checkpoints(ftl, &found, &mut report)?;
+    let lines = step_select(ftl, &found, (ckpts[0].0, &ckpts[0].1), &mut report);
     let basis = replay::Basis {
         atomic: ftl.atomic_sectors.is_some(),
         geo: ftl.geo,
@@ -85,7 +112,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
         report.clean,
         &mut report,
     )?;
-    rebuild::rebuild(&mut ftl, &found, &ckpts, l2p, &replayed)?;
+    rebuild::rebuild(ftl, &found, &ckpts, l2p, &replayed)?;
     for &(_, line) in &lines {
         ftl.pool.note_seq(line, ftl.seq);
     }
@@ -120,7 +147,7 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
     }
     if !writable {
         ftl.health = crate::stats::Health::ReadOnly("opened read-only".into());
-        return Ok(ftl);
+        return Ok(());
     }
     // Lines no stream goes on writing are sealed (zoned media: finished, no longer active)
     // before anything opens a line: partly written lines a crash left behind must not use
@@ -128,14 +155,14 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
     let tails: Vec<u32> = if ftl.recovery.clean {
         Vec::new()
     } else {
-        rebuild::stream_tails(&ftl, &found)
+        rebuild::stream_tails(ftl, &found)
             .into_iter()
             .map(|(_, l)| l)
             .collect()
     };
     ftl.seal_lines_except(&tails)?;
     if !ftl.recovery.clean {
-        rebuild::continue_streams(&mut ftl, &found, &mut replayed.records)?;
+        rebuild::continue_streams(ftl, &found, &mut replayed.records)?;
         ftl.seal_lines_except(&[])?;
         if let Err(e) = ftl.check() {
             return Err(FtlError::Corrupt(format!(
@@ -183,15 +210,15 @@ pub(crate) fn open<M: Media>(mut media: M, writable: bool) -> Result<Ftl<M>, Ftl
                     ftl.recovery.notes.push(format!(
                         "discarded writes not restamped: read-only ({reason}); no post-recovery checkpoint"
                     ));
-                    return Ok(ftl);
+                    return Ok(());
                 }
                 Err(e) => return Err(e),
             }
         }
-        rebuild::checkpoint_after_replay(&mut ftl)?;
+        rebuild::checkpoint_after_replay(ftl)?;
         ftl.restore_gc_reserve()?;
     }
-    Ok(ftl)
+    Ok(())
 }
 
 /// Step 1: The valid superblock copy with the highest generation, checked against the media.
