@@ -30,7 +30,7 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
 LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace --all-features
-echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices"
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices, 6,000 a few dozen operations apart, 2,000 with cuts during recovery"
 cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
@@ -50,6 +50,11 @@ cargo build --release --quiet -p lightnvm-cli --features ublk
 # voided-write entries pile up as they do over a device's life (seeds 8000007 and 8000010
 # found checkpoints recovery could not read).
 ./target/release/lightnvm torture --seeds 6 --start 8000006 --cuts-per-seed 500
+# A cut every few dozen media operations (seed 10300002 found a torn page of the media model
+# that read back as an older program once a later page of its block tore).
+./target/release/lightnvm torture --seeds 20 --start 10300000 --cuts-per-seed 300 --max-ops 50
+# Power cuts during recovery too: up to three in a row cut an opening off before one ends.
+./target/release/lightnvm torture --seeds 200 --start 12000000 --cuts-per-seed 10 --cut-recovery
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh
 echo "== VM suite"

@@ -86,6 +86,12 @@ struct TortureArgs {
     /// 8,192 sectors (32 MiB): one write in ten is up to that long.
     #[arg(long)]
     large: bool,
+    /// Power cuts during recovery too: after a cut, up to 3 more cuts interrupt the opening
+    /// itself (its reads, the padding of open lines, restamping, the post-recovery
+    /// checkpoint, GC restoring its reserve), each at a random media operation, before one
+    /// opening runs to the end and the device is verified.
+    #[arg(long, conflicts_with = "file")]
+    cut_recovery: bool,
     /// Submitting threads per seed, sharing one FTL as the NBD server does (reads in
     /// parallel): 1 is the exact, single-threaded harness; more checks concurrent clients
     /// (each thread's workload is fixed by the seed, their interleaving is not).
@@ -590,6 +596,9 @@ fn torture(a: TortureArgs) -> Result<()> {
     if a.threads > 1 && a.damage {
         bail!("--damage runs single-threaded (--threads 1)");
     }
+    if a.threads > 1 && a.cut_recovery {
+        bail!("--cut-recovery runs single-threaded (--threads 1)");
+    }
     if a.threads > 1 && a.file {
         bail!("--file runs single-threaded (--threads 1)");
     }
@@ -628,6 +637,7 @@ fn torture(a: TortureArgs) -> Result<()> {
                 max_ops_between_cuts: max_ops,
                 post_cut_damage: damage,
                 large: a.large,
+                cut_recovery: a.cut_recovery,
             };
             // A panic is a finding too: report it as this seed's violation.
             let run = || {
@@ -661,7 +671,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
     let (mut at_checked, mut at_applied, mut at_dropped, mut longest) = (0u64, 0u64, 0u64, 0u64);
     let (mut beside, mut locked, mut gc_thread) = (0u64, 0u64, 0u64);
-    let (mut voided, mut restamped) = (0u64, 0u64);
+    let (mut voided, mut restamped, mut recovery_cuts) = (0u64, 0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
         done += 1;
@@ -680,6 +690,7 @@ fn torture(a: TortureArgs) -> Result<()> {
         gc_thread += o.gc_thread_moves;
         voided += o.writes_voided;
         restamped += o.sectors_restamped;
+        recovery_cuts += o.recovery_cuts;
         if a.json {
             println!("{}", serde_json::to_string(&o)?);
         } else if !o.violations.is_empty() {
@@ -726,6 +737,9 @@ fn torture(a: TortureArgs) -> Result<()> {
     if gc_thread > 0 {
         reads += &format!("; {gc_thread} sectors moved by GC between requests");
     }
+    if a.cut_recovery {
+        reads += &format!("; {recovery_cuts} cuts during recoveries");
+    }
     if voided + restamped > 0 {
         reads += &format!(
             "; recoveries voided {voided} discarded writes (named in checkpoints) and restamped {restamped} sectors"
@@ -745,16 +759,31 @@ fn torture(a: TortureArgs) -> Result<()> {
         println!("{summary} in {:.1}s", started.elapsed().as_secs_f64());
     }
     if !failing.is_empty() {
-        bail!(
-            "torture found violations; rerun one with: lightnvm torture --seeds 1 --start {}{}",
-            failing[0],
-            if threads > 1 {
-                format!(" --threads {threads} (several times: the interleaving varies)")
-            } else if a.file {
-                " --file".into()
-            } else {
-                String::new()
+        // Every flag that shapes a seed's run, so that the rerun is the same run.
+        let mut flags = String::new();
+        if a.cuts_per_seed != 10 {
+            flags += &format!(" --cuts-per-seed {}", a.cuts_per_seed);
+        }
+        if a.max_ops != 2000 && !a.file {
+            flags += &format!(" --max-ops {}", a.max_ops);
+        }
+        for (on, flag) in [
+            (a.no_faults && !a.file, " --no-faults"),
+            (a.damage, " --damage"),
+            (a.large, " --large"),
+            (a.cut_recovery, " --cut-recovery"),
+            (a.file, " --file"),
+        ] {
+            if on {
+                flags += flag;
             }
+        }
+        if threads > 1 {
+            flags += &format!(" --threads {threads} (several times: the interleaving varies)");
+        }
+        bail!(
+            "torture found violations; rerun one with: lightnvm torture --seeds 1 --start {}{flags}",
+            failing[0]
         );
     }
     Ok(())

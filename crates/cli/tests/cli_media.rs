@@ -519,6 +519,7 @@ fn torture_replay_runs_a_request_log_and_rejects_a_bad_file() {
         max_ops_between_cuts: 300,
         post_cut_damage: false,
         large: false,
+        cut_recovery: false,
     };
     let (o, r) = lightnvm_testing::concurrent::record(cfg, 3);
     assert!(o.violations.is_empty(), "{:?}", o.violations);

@@ -82,6 +82,7 @@ fn torture_many_cuts_without_media_faults() {
             max_ops_between_cuts: 400,
             post_cut_damage: false,
             large: false,
+            cut_recovery: false,
         });
         cuts += o.cuts;
     }
@@ -98,6 +99,7 @@ fn torture_with_media_faults() {
             max_ops_between_cuts: 400,
             post_cut_damage: false,
             large: false,
+            cut_recovery: false,
         });
     }
 }
@@ -122,6 +124,7 @@ fn debug_one_seed() {
         max_ops_between_cuts: max,
         post_cut_damage: false,
         large: false,
+        cut_recovery: false,
     });
     eprintln!("{o:#?}");
 }
@@ -141,6 +144,7 @@ fn a_checkpoint_of_any_length_its_sections_allow_is_read() {
             max_ops_between_cuts: 2000,
             post_cut_damage: false,
             large: false,
+            cut_recovery: false,
         });
         assert_eq!(o.cuts, cuts);
     }
@@ -162,8 +166,34 @@ fn a_torn_page_never_reads_back_as_an_older_program() {
         max_ops_between_cuts: 50,
         post_cut_damage: false,
         large: false,
+        cut_recovery: false,
     });
     assert_eq!(o.cuts, 160);
+}
+
+/// Power cuts during recovery itself (`lightnvm torture --cut-recovery`): its reads, the
+/// padding of open lines, the voided-writes checkpoint, GC restoring its reserve may each be
+/// cut off, up to three times in a row, and the next opening still keeps the contract.
+#[test]
+fn power_cuts_during_recovery_keep_the_contract() {
+    let mut recovery_cuts = 0;
+    for seed in 12_000_000..12_000_008 {
+        let o = torture_holds(TortureConfig {
+            seed,
+            cuts: 10,
+            media_faults: true,
+            max_ops_between_cuts: 2000,
+            post_cut_damage: false,
+            large: false,
+            cut_recovery: true,
+        });
+        assert_eq!(o.cuts, 10);
+        recovery_cuts += o.recovery_cuts;
+    }
+    assert!(
+        recovery_cuts >= 20,
+        "{recovery_cuts} cuts during recoveries"
+    );
 }
 
 /// A line's block that went bad keeps the pages it held then, so checkpoints keep naming
@@ -180,6 +210,7 @@ fn voided_writes_stay_named_only_while_a_retired_block_holds_them() {
         max_ops_between_cuts: 200,
         post_cut_damage: false,
         large: false,
+        cut_recovery: false,
     });
     assert_eq!(o.cuts, 850);
     assert!(o.writes_voided > 0);

@@ -579,6 +579,7 @@ pub fn replay(r: &Replay) -> TortureOutcome {
         max_ops_between_cuts: r.max_ops_between_cuts,
         post_cut_damage: false,
         large: false,
+        cut_recovery: false,
     };
     run_seed(cfg, Source::Log(r)).0
 }
@@ -960,6 +961,7 @@ mod tests {
             max_ops_between_cuts: 500,
             post_cut_damage: false,
             large: false,
+            cut_recovery: false,
         };
         let (o, r) = record(cfg, 4);
         assert!(o.violations.is_empty(), "{:?}", o.violations);
@@ -1019,6 +1021,7 @@ mod tests {
                     max_ops_between_cuts: 800,
                     post_cut_damage: false,
                     large: false,
+                    cut_recovery: false,
                 },
                 4,
             );

@@ -36,7 +36,14 @@ pub struct TortureConfig {
     /// Geometries with room for 8,192-sector (32 MiB) atomic writes (128–512 MiB of RAM
     /// media each) instead of small ones.
     pub large: bool,
+    /// Power cuts during recovery too: after a cut, up to [`RECOVERY_CUTS`] more interrupt
+    /// the opening itself (its reads, the padding of open lines, restamping, the
+    /// post-recovery checkpoint, GC restoring its reserve) before one runs to the end.
+    pub cut_recovery: bool,
 }
+
+/// Most power cuts one recovery meets in a row (`TortureConfig::cut_recovery`).
+pub const RECOVERY_CUTS: u32 = 3;
 
 /// Flips one bit in 1 to 3 randomly chosen written sectors that hold host data (their OOB
 /// says an LBA), outside the superblock's blocks: in the data, or (one flip in four) in the
@@ -141,6 +148,9 @@ pub struct TortureOutcome {
     pub writes_voided: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub sectors_restamped: u64,
+    /// Power cuts that interrupted a recovery (`TortureConfig::cut_recovery`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub recovery_cuts: u64,
     pub violations: Vec<String>,
 }
 
@@ -288,6 +298,46 @@ pub(crate) fn format_random(
     None
 }
 
+/// Opens the device after a cut. With `cfg.cut_recovery`, up to [`RECOVERY_CUTS`] power
+/// cuts interrupt the opening itself, each at a random media operation (log-uniform over
+/// 1..2^14: the first reads and the last writes alike), and the power is cycled and the
+/// device opened again; an opening that fails while the power is on is a violation.
+fn open_through_cuts(
+    mut media: RamMedia,
+    cfg: &TortureConfig,
+    rng: &mut ChaCha8Rng,
+    out: &mut TortureOutcome,
+) -> Result<Ftl<RamMedia>, String> {
+    let mut cuts_left = if cfg.cut_recovery {
+        rng.gen_range(0..=RECOVERY_CUTS)
+    } else {
+        0
+    };
+    loop {
+        let armed = cuts_left > 0;
+        if armed {
+            cuts_left -= 1;
+            let budget = 2f64.powf(rng.gen_range(0.0..14.0)) as u64;
+            media.arm_power_cut(budget.max(1));
+        }
+        match Ftl::open_or_return(media) {
+            Ok(mut f) if f.media().is_powered() => {
+                f.media_mut().disarm_power_cut();
+                return Ok(f);
+            }
+            // The cut came after the last write recovery checks (it goes on read-only, or
+            // the write is the workload's): the same as one during the opening.
+            Ok(f) => media = f.into_media(),
+            Err(failed) if !failed.media.is_powered() => media = failed.media,
+            Err(failed) => return Err(format!("recovery failed: {}", failed.error)),
+        }
+        out.recovery_cuts += 1;
+        media
+            .power_cycle()
+            .map_err(|e| format!("power cycle after a cut during recovery: {e}"))?;
+    }
+}
+
 /// Runs one seed: format, then `cuts` rounds of workload, power cut, recovery, verification.
 pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -296,6 +346,8 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     // Its own stream too: in a third of the seeds GC's paced work runs between requests, as
     // the NBD server's GC thread runs it (`Ftl::run_gc`), instead of inside each write.
     let mut gc_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6c_7468_7265);
+    // Cuts during recovery draw from their own stream: the workload stays the same.
+    let mut recovery_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7265_636f_7665_7279);
     let gc_thread = gc_rng.gen_bool(1.0 / 3.0);
     let mut out = TortureOutcome {
         seed: cfg.seed,
@@ -536,11 +588,10 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
         if cfg.post_cut_damage && cfg.media_faults {
             out.sectors_damaged += rot_data_sectors(&mut media, &mut damage_rng);
         }
-        ftl = match Ftl::open(media) {
+        ftl = match open_through_cuts(media, &cfg, &mut recovery_rng, &mut out) {
             Ok(f) => f,
             Err(e) => {
-                out.violations
-                    .push(format!("cut {cut}: recovery failed: {e}"));
+                out.violations.push(format!("cut {cut}: {e}"));
                 return out;
             }
         };

@@ -142,6 +142,7 @@ pub fn seed_holds(seed: u64, media_faults: bool, post_cut_damage: bool) -> Tortu
         max_ops_between_cuts: 2000,
         post_cut_damage,
         large: false,
+        cut_recovery: false,
     })
 }
 
