@@ -30,7 +30,7 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
 LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace --all-features
-echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices, 6,000 a few dozen operations apart, 2,000 with cuts during recovery"
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices, 6,000 a few dozen operations apart, 3,000 with cuts during recovery (1,000 of them with 4 submitting threads)"
 cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
@@ -55,6 +55,7 @@ cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 20 --start 10300000 --cuts-per-seed 300 --max-ops 50
 # Power cuts during recovery too: up to three in a row cut an opening off before one ends.
 ./target/release/lightnvm torture --seeds 200 --start 12000000 --cuts-per-seed 10 --cut-recovery
+./target/release/lightnvm torture --seeds 100 --start 12700000 --cuts-per-seed 10 --cut-recovery --threads 4
 echo "== real NBD clients"
 ./scripts/nbd-clients-test.sh
 echo "== VM suite"

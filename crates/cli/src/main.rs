@@ -596,9 +596,6 @@ fn torture(a: TortureArgs) -> Result<()> {
     if a.threads > 1 && a.damage {
         bail!("--damage runs single-threaded (--threads 1)");
     }
-    if a.threads > 1 && a.cut_recovery {
-        bail!("--cut-recovery runs single-threaded (--threads 1)");
-    }
     if a.threads > 1 && a.file {
         bail!("--file runs single-threaded (--threads 1)");
     }

@@ -231,6 +231,9 @@ pub struct Replay {
     pub threads: u32,
     pub media_faults: bool,
     pub max_ops_between_cuts: u64,
+    /// Power cuts during recovery too (`TortureConfig::cut_recovery`; absent in older logs).
+    #[serde(default)]
+    pub cut_recovery: bool,
     /// Per cut, its requests in order.
     pub cuts: Vec<Vec<Logged>>,
 }
@@ -563,6 +566,7 @@ pub fn record(cfg: TortureConfig, submitters: u32) -> (TortureOutcome, Replay) {
         threads: submitters,
         media_faults: cfg.media_faults,
         max_ops_between_cuts: cfg.max_ops_between_cuts,
+        cut_recovery: cfg.cut_recovery,
         cuts,
     };
     (out, r)
@@ -579,7 +583,7 @@ pub fn replay(r: &Replay) -> TortureOutcome {
         max_ops_between_cuts: r.max_ops_between_cuts,
         post_cut_damage: false,
         large: false,
-        cut_recovery: false,
+        cut_recovery: r.cut_recovery,
     };
     run_seed(cfg, Source::Log(r)).0
 }
@@ -621,6 +625,8 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
         .map(|t| ChaCha8Rng::seed_from_u64(cfg.seed ^ (0x7417_0000 + t as u64)))
         .collect();
     let mut logs: Vec<Vec<Logged>> = Vec::new();
+    // Recovery runs on one thread: its cuts (`cut_recovery`) replay exactly from the seed.
+    let mut recovery_rng = crate::torture::recovery_rng(cfg.seed);
     for cut in 0..cfg.cuts {
         let budget = rng.gen_range(1..=cfg.max_ops_between_cuts);
         ftl.media_mut().arm_power_cut(budget);
@@ -675,11 +681,10 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
             out.violations.push(format!("cut {cut}: power cycle: {e}"));
             return (out, logs);
         }
-        ftl = match Ftl::open(media) {
+        ftl = match crate::torture::open_through_cuts(media, &cfg, &mut recovery_rng, &mut out) {
             Ok(f) => f,
             Err(e) => {
-                out.violations
-                    .push(format!("cut {cut}: recovery failed: {e}"));
+                out.violations.push(format!("cut {cut}: {e}"));
                 save_log(&cfg, submitters, &source, &logs, &mut out);
                 return (out, logs);
             }
@@ -865,6 +870,7 @@ fn save_log(
         threads,
         media_faults: cfg.media_faults,
         max_ops_between_cuts: cfg.max_ops_between_cuts,
+        cut_recovery: cfg.cut_recovery,
         cuts: cuts.to_vec(),
     };
     let path = std::env::temp_dir().join(format!("lightnvm-torture-{}.json", cfg.seed));
@@ -992,6 +998,23 @@ mod tests {
             );
             assert_eq!(again.cuts, o.cuts);
         }
+        // With cuts during recovery too: recovery runs on one thread, so they replay.
+        let cfg_cr = TortureConfig {
+            seed: 5,
+            cuts: 6,
+            cut_recovery: true,
+            ..cfg
+        };
+        let (o, r) = record(cfg_cr, 4);
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        assert!(o.recovery_cuts > 0);
+        let back_cr: Replay = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        let again = replay(&back_cr);
+        assert!(again.violations.is_empty(), "{:?}", again.violations);
+        assert_eq!(
+            (again.cuts, again.recovery_cuts, again.lbas_verified),
+            (o.cuts, o.recovery_cuts, o.lbas_verified)
+        );
         // A log that disagrees with what the requests do is reported.
         let mut bad = back.clone();
         let e = bad.cuts[1]

@@ -302,7 +302,7 @@ pub(crate) fn format_random(
 /// cuts interrupt the opening itself, each at a random media operation (log-uniform over
 /// 1..2^14: the first reads and the last writes alike), and the power is cycled and the
 /// device opened again; an opening that fails while the power is on is a violation.
-fn open_through_cuts(
+pub(crate) fn open_through_cuts(
     mut media: RamMedia,
     cfg: &TortureConfig,
     rng: &mut ChaCha8Rng,
@@ -338,6 +338,12 @@ fn open_through_cuts(
     }
 }
 
+/// The stream the cuts during recovery draw from (`cut_recovery`): their own, so that a
+/// seed's workload is the same with them on or off.
+pub(crate) fn recovery_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x7265_636f_7665_7279)
+}
+
 /// Runs one seed: format, then `cuts` rounds of workload, power cut, recovery, verification.
 pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -346,8 +352,7 @@ pub fn torture_seed(cfg: TortureConfig) -> TortureOutcome {
     // Its own stream too: in a third of the seeds GC's paced work runs between requests, as
     // the NBD server's GC thread runs it (`Ftl::run_gc`), instead of inside each write.
     let mut gc_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6c_7468_7265);
-    // Cuts during recovery draw from their own stream: the workload stays the same.
-    let mut recovery_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7265_636f_7665_7279);
+    let mut recovery_rng = recovery_rng(cfg.seed);
     let gc_thread = gc_rng.gen_bool(1.0 / 3.0);
     let mut out = TortureOutcome {
         seed: cfg.seed,
