@@ -90,7 +90,7 @@ struct TortureArgs {
     /// itself (its reads, the padding of open lines, restamping, the post-recovery
     /// checkpoint, GC restoring its reserve), each at a random media operation, before one
     /// opening runs to the end and the device is verified.
-    #[arg(long, conflicts_with = "file")]
+    #[arg(long)]
     cut_recovery: bool,
     /// Submitting threads per seed, sharing one FTL as the NBD server does (reads in
     /// parallel): 1 is the exact, single-threaded harness; more checks concurrent clients
@@ -639,7 +639,12 @@ fn torture(a: TortureArgs) -> Result<()> {
             // A panic is a finding too: report it as this seed's violation.
             let run = || {
                 if let Some(dir) = &file_dir {
-                    lightnvm_testing::file_crash::file_crash_seed(dir, seed, cuts)
+                    lightnvm_testing::file_crash::file_crash_seed_with(
+                        dir,
+                        seed,
+                        cuts,
+                        a.cut_recovery,
+                    )
                 } else if threads > 1 {
                     torture_seed_concurrent(cfg, threads)
                 } else {
@@ -735,7 +740,12 @@ fn torture(a: TortureArgs) -> Result<()> {
         reads += &format!("; {gc_thread} sectors moved by GC between requests");
     }
     if a.cut_recovery {
-        reads += &format!("; {recovery_cuts} cuts during recoveries");
+        let what = if a.file {
+            "machine crashes"
+        } else {
+            "power cuts"
+        };
+        reads += &format!("; {recovery_cuts} {what} during recoveries");
     }
     if voided + restamped > 0 {
         reads += &format!(

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::model::Model;
 use crate::pattern::{fill_sector, sector_tag};
-use crate::torture::{describe, random_setup, TortureOutcome};
+use crate::torture::{describe, random_setup, TortureOutcome, RECOVERY_CUTS};
 
 const SS: usize = 4096;
 /// The longest write, in sectors.
@@ -27,6 +27,19 @@ const LONGEST: u64 = 256;
 /// Runs one seed: format an image in `dir`, then `crashes` rounds of workload, machine crash,
 /// recovery and verification. The image is removed at the end.
 pub fn file_crash_seed(dir: &Path, seed: u64, crashes: u32) -> TortureOutcome {
+    file_crash_seed_with(dir, seed, crashes, false)
+}
+
+/// [`file_crash_seed`]; with `crash_recovery`, up to [`RECOVERY_CUTS`] more crashes of the
+/// machine come during the recovery after each crash, each at a random media operation of
+/// it, with the image as the disk holds it then (see [`crate::torture::TortureConfig`]'s
+/// `cut_recovery`).
+pub fn file_crash_seed_with(
+    dir: &Path,
+    seed: u64,
+    crashes: u32,
+    crash_recovery: bool,
+) -> TortureOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = TortureOutcome {
         seed,
@@ -34,7 +47,8 @@ pub fn file_crash_seed(dir: &Path, seed: u64, crashes: u32) -> TortureOutcome {
     };
     let path = dir.join(format!("file-crash-{}-{seed}.img", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let result = run(&path, &mut rng, crashes, &mut out);
+    let mut recovery = crash_recovery.then(|| crate::torture::recovery_rng(seed));
+    let result = run(&path, &mut rng, crashes, recovery.as_mut(), &mut out);
     let _ = std::fs::remove_file(&path);
     if let Err(e) = result {
         out.violations.push(e);
@@ -43,19 +57,66 @@ pub fn file_crash_seed(dir: &Path, seed: u64, crashes: u32) -> TortureOutcome {
 }
 
 fn open(path: &Path) -> Result<Ftl<FileMedia>, String> {
+    Ftl::open(open_media(path)?).map_err(|e| format!("recovery failed: {e}"))
+}
+
+fn open_media(path: &Path) -> Result<FileMedia, String> {
     let mut media = FileMedia::open(path, OpenMode::ReadWrite, VirtualClock::new())
         .map_err(|e| format!("open image: {e}"))?;
     media
         .store_mut()
         .keep_durable_copy()
         .map_err(|e| format!("durable copy: {e}"))?;
-    Ftl::open(media).map_err(|e| format!("recovery failed: {e}"))
+    Ok(media)
+}
+
+/// Opens the image after a crash; with `recovery` (a random stream of its own: the workload
+/// is the same with it or without), up to
+/// [`RECOVERY_CUTS`] more crashes of the machine interrupt the opening, each after a random
+/// number of its media operations (log-uniform over 1..2^14), leaving the image as the disk
+/// holds it then, before one opening runs to the end.
+fn open_through_crashes(
+    path: &Path,
+    recovery: Option<&mut ChaCha8Rng>,
+    out: &mut TortureOutcome,
+) -> Result<Ftl<FileMedia>, String> {
+    let Some(rr) = recovery else {
+        return open(path);
+    };
+    let mut left = rr.gen_range(0..=RECOVERY_CUTS);
+    loop {
+        let mut media = open_media(path)?;
+        if left == 0 {
+            return Ftl::open(media).map_err(|e| format!("recovery failed: {e}"));
+        }
+        left -= 1;
+        media.arm_power_cut((2f64.powf(rr.gen_range(0.0..14.0)) as u64).max(1));
+        let media = match Ftl::open_or_return(media) {
+            Ok(mut f) if f.media().is_powered() => {
+                f.media_mut().disarm_power_cut();
+                return Ok(f);
+            }
+            Ok(f) => f.into_media(),
+            Err(failed) if !failed.media.is_powered() => failed.media,
+            Err(failed) => return Err(format!("recovery failed: {}", failed.error)),
+        };
+        // The machine crashes during recovery: the image as the disk holds it.
+        let keep = [0.1, 0.5, 0.9][rr.gen_range(0..3)];
+        let image = media
+            .store()
+            .crash_image(rr, keep)
+            .map_err(|e| format!("crash image: {e}"))?;
+        drop(media);
+        std::fs::write(path, &image).map_err(|e| format!("write crash image: {e}"))?;
+        out.recovery_cuts += 1;
+    }
 }
 
 fn run(
     path: &PathBuf,
     rng: &mut ChaCha8Rng,
     crashes: u32,
+    mut recovery: Option<&mut ChaCha8Rng>,
     out: &mut TortureOutcome,
 ) -> Result<(), String> {
     let mut formatted = None;
@@ -174,7 +235,8 @@ fn run(
         drop(ftl.into_media());
         std::fs::write(path, &image).map_err(|e| format!("write crash image: {e}"))?;
         out.cuts += 1;
-        ftl = open(path).map_err(|e| format!("crash {crash}: {e}"))?;
+        ftl = open_through_crashes(path, recovery.as_deref_mut(), out)
+            .map_err(|e| format!("crash {crash}: {e}"))?;
         ftl.check()
             .map_err(|e| format!("crash {crash}: invariants after recovery: {e}"))?;
         // Writes were all-or-nothing.

@@ -34,3 +34,29 @@ fn flushed_writes_survive_machine_crashes_under_an_image_file() {
     assert!(crashes as u64 >= seeds * 6, "every seed ran its crashes");
     eprintln!("{seeds} seeds, {crashes} machine crashes, {verified} LBAs verified");
 }
+
+/// Machine crashes during the recovery after a crash too (`lightnvm torture --file
+/// --cut-recovery`): up to three interrupt each opening, each leaving the image as the disk
+/// holds it then.
+#[test]
+fn flushed_writes_survive_machine_crashes_during_recovery() {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let mut during = 0;
+    for seed in 13_000_000..13_000_008 {
+        let out = lightnvm_testing::file_crash::file_crash_seed_with(&dir, seed, 6, true);
+        assert!(
+            out.violations.is_empty(),
+            "seed {seed} ({}): {:#?}",
+            out.geometry,
+            out.violations
+        );
+        assert_eq!(out.cuts, 6);
+        during += out.recovery_cuts;
+    }
+    assert!(during >= 10, "{during} crashes during recoveries");
+}
