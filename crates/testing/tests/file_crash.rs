@@ -3,15 +3,20 @@
 
 use lightnvm_testing::file_crash::file_crash_seed;
 
-#[test]
-fn flushed_writes_survive_machine_crashes_under_an_image_file() {
-    // The crashes are the test's own (`crash_image`): a RAM file system makes each sync cheap.
+/// Where the images go. The crashes are the tests' own (`crash_image`): a RAM file system
+/// makes each sync cheap.
+fn scratch_dir() -> std::path::PathBuf {
     let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
+    if shm.is_dir() {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
-    };
+    }
+}
+
+#[test]
+fn flushed_writes_survive_machine_crashes_under_an_image_file() {
+    let dir = scratch_dir();
     let seeds: u64 = std::env::var("LIGHTNVM_FILE_CRASH_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -40,12 +45,7 @@ fn flushed_writes_survive_machine_crashes_under_an_image_file() {
 /// holds it then.
 #[test]
 fn flushed_writes_survive_machine_crashes_during_recovery() {
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
+    let dir = scratch_dir();
     let mut during = 0;
     for seed in 13_000_000..13_000_008 {
         let out = lightnvm_testing::file_crash::file_crash_seed_with(&dir, seed, 6, true);
