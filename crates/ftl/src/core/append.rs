@@ -147,10 +147,19 @@ impl<M: Media> Ftl<M> {
 
     /// Writes the footer into the line's last slots and closes it.
     pub(crate) fn close_line(&mut self, k: Stream) -> Result<(), FtlError> {
-        let w = &self.writers[k.index()];
-        let line = w.line().expect("open line");
-        let mut has_footer = w.remaining_slots() == self.footer_slots as u64;
+        let line = self.writers[k.index()].line().expect("open line");
+        let mut has_footer = self.writers[k.index()].remaining_slots() == self.footer_slots as u64;
         if has_footer {
+            // Every page the footer describes is durable before it is written. Recovery takes
+            // a sector the footer names and that fails to read for damage (its LBA reads as
+            // lost, never as an older copy); a cut that caught the line closing could keep
+            // the footer and tear an unflushed page of another block (a zoned device keeps
+            // each zone's unflushed tail on its own, cut at any logical block), and a write
+            // that was never flushed would then read as lost.
+            let c = self.media.sync()?;
+            self.note_done(c);
+            self.window.clear();
+            let w = &self.writers[k.index()];
             let page_bytes = self.geo.page_bytes();
             // Media that drop metadata get as many pages of zeros.
             let dropped = self.meta_dropped();
