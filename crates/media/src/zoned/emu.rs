@@ -130,6 +130,11 @@ impl EmuZoned {
         self.cut_after = Some(self.ops() + after_ops);
     }
 
+    /// No armed power cut fires.
+    pub fn disarm_power_cut(&mut self) {
+        self.cut_after = None;
+    }
+
     /// Power fails now.
     pub fn cut_power(&mut self) {
         self.powered.store(false, Ordering::Relaxed);
