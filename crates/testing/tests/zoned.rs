@@ -354,6 +354,19 @@ fn a_footer_is_never_kept_beside_a_torn_page_it_names() {
     }
 }
 
+/// The checkpoint mapped an LBA to a place in a line reopened since; the cut tore the new
+/// incarnation's page there, the last of its block, and the first recovery — cut off — padded
+/// past it. The next took the unreadable sector for the checkpointed copy (it no longer was a
+/// block's torn tail) and the LBA's moved copy never won: a flushed write read as an error
+/// (seed 4665 of `power_cuts_many_seeds`). A place in a line opened since the checkpoint
+/// holds nothing of it.
+#[test]
+fn a_reopened_lines_torn_page_is_not_the_checkpointed_copy() {
+    let (cuts, verified, during) = torture(4665, 50, PlacementKind::Shared, Some(2), true);
+    assert_eq!(cuts, 50);
+    assert!(verified > 0 && during > 0);
+}
+
 /// Power cuts during recovery on zoned media too: the FTL's opening pads zones, writes its
 /// checkpoint, resets zones GC emptied; up to three cuts interrupt it before one opening
 /// runs to the end.

@@ -56,7 +56,7 @@ pub fn final_map<M: Media>(
         let still = match win.base_seq.get(&lba32) {
             Some(s) if !erased => *s,
             _ if erased => None,
-            _ => checkpointed_seq(media, &b.geo, *entry, lba32, b.ckpt.seq)?,
+            _ => checkpointed_seq(media, b, *entry, lba32)?,
         };
         if still.is_none() {
             report.sectors_lost += 1;

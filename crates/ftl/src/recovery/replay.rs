@@ -415,16 +415,27 @@ fn note_damage<M: Media>(
 /// it. A copy there newer than the checkpoint (`ckpt_seq`) is not it: GC moved the
 /// checkpointed copy, the line was erased and reused, and a later write of the same LBA
 /// landed in the same place (one a power cut left incomplete, perhaps, and discarded).
+///
+/// An unreadable sector there is taken to still hold it (an older copy never wins over
+/// damage), unless the place's line was opened since the checkpoint (its header's line
+/// sequence is not older than the checkpoint's): the line was erased then, and the sector is
+/// the new incarnation's — a page a cut tore, say, which a recovery that was itself cut off
+/// may have padded over, so that it is no longer the last of its block (zoned torture seed
+/// 4665).
 pub fn checkpointed_seq<M: Media>(
     media: &mut M,
-    geo: &Geometry,
+    b: &Basis,
     raw: u32,
     lba: u32,
-    ckpt_seq: u64,
 ) -> Result<Option<u64>, FtlError> {
     let ppa = L2pEntry::decode(raw).ppa().expect("a mapped entry");
-    let (addr, sector) = ppa.addr(geo);
-    Ok(seq_at(media, addr, sector, lba)?.filter(|&s| s <= ckpt_seq || s == u64::MAX))
+    let (addr, sector) = ppa.addr(&b.geo);
+    let line = ppa.line(&b.geo);
+    let reopened = b.found[line as usize]
+        .header
+        .is_some_and(|h| h.line_seq >= b.ckpt.line_seq);
+    Ok(seq_at(media, addr, sector, lba)?
+        .filter(|&s| s <= b.ckpt.seq || (s == u64::MAX && !reopened)))
 }
 
 /// Weighs one copy (`raw`: a PPA, `L2P_UNMAPPED` for a trim, `L2P_LOST` for a damaged
@@ -462,7 +473,7 @@ fn consider<M: Media>(
         let base = match win.base_seq.get(&lba) {
             Some(s) => *s,
             None => {
-                let s = checkpointed_seq(media, &b.geo, at, lba, b.ckpt.seq)?;
+                let s = checkpointed_seq(media, b, at, lba)?;
                 win.base_seq.insert(lba, s);
                 s
             }
