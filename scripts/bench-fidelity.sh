@@ -4,8 +4,13 @@
 # QD4, prints side by side:
 #   sim       `lightnvm sim` (virtual time): predicted IOPS and p50 latency
 #   realtime  fio against `lightnvm serve --realtime` (completions at the modeled instant)
+#   rt+credit fio against `lightnvm serve --realtime --transport-credit-us C`: replies leave
+#             C µs before the modeled instant, C being what the transport and fio add to a
+#             request, measured first (fio's QD1 randread p50 against the server without
+#             timing), so that fio sees the model's latency rather than the model's plus C
 #   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
-# and realtime / min(sim, none): the share of what the model allows that a client gets.
+# and realtime / min(sim, none): the share of what the model allows that a client gets,
+# without and with the credit.
 # Same geometry (`default`: 8 ch x 2 LUNs) and timing (`femu`), image filled first and on
 # tmpfs; fio over the whole device, uniform random with repeats as sim's (`--norandommap`:
 # fio's default visits every block once per pass, a permutation that GC finds far easier
@@ -26,19 +31,23 @@ P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
 
 "$B" format "$DIR/base.img" --preset default --timing femu >/dev/null
 "$B" fill "$DIR/base.img" --percent 100 >/dev/null
-RT_PID=; NONE_PID=
+P3=$((P1 + 2))
+RT_PID=; NONE_PID=; RTC_PID=; CREDIT_US=0
 # Fresh servers on fresh copies of the filled image: every write row starts where sim's
 # run starts (the fill), so both measure the same phase.
 start_servers() {
-    [[ -n $RT_PID ]] && { kill "$RT_PID" "$NONE_PID"; wait "$RT_PID" "$NONE_PID" 2>/dev/null || true; }
-    cp "$DIR/base.img" "$DIR/rt.img"
-    cp "$DIR/base.img" "$DIR/none.img"
+    [[ -n $RT_PID ]] && { kill "$RT_PID" "$NONE_PID" "$RTC_PID"; wait "$RT_PID" "$NONE_PID" "$RTC_PID" 2>/dev/null || true; }
+    local img
+    for img in rt none rtc; do cp "$DIR/base.img" "$DIR/$img.img"; done
     "$B" serve "$DIR/rt.img" --realtime --listen "127.0.0.1:$P1" --socket "$DIR/$P1.sock" >"$DIR/rt.log" 2>&1 &
     RT_PID=$!
     "$B" serve "$DIR/none.img" --listen "127.0.0.1:$P2" --socket "$DIR/$P2.sock" >"$DIR/none.log" 2>&1 &
     NONE_PID=$!
-    PIDS+=("$RT_PID" "$NONE_PID")
-    wait_nbd "$P1"; wait_nbd "$P2"
+    "$B" serve "$DIR/rtc.img" --realtime --transport-credit-us "$CREDIT_US" --listen "127.0.0.1:$P3" \
+        --socket "$DIR/$P3.sock" >"$DIR/rtc.log" 2>&1 &
+    RTC_PID=$!
+    PIDS+=("$RT_PID" "$NONE_PID" "$RTC_PID")
+    wait_nbd "$P1"; wait_nbd "$P2"; wait_nbd "$P3"
 }
 start_servers
 SIZE=$(nbdinfo --size "nbd://127.0.0.1:$P1")
@@ -67,8 +76,16 @@ lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
 print(int(r["phase"]["achieved_iops"]), lat["p50"])'
 }
 
+# The transport credit: what the transport, the server's CPU and fio add to a request when
+# the device costs nothing (the server without timing), at QD1.
+read -r _ np _ <<<"$(fio_run "$P2" randread 1 1)"
+CREDIT_US=$(python3 -c "print(round($np))")
+start_servers
+
 echo "4 KiB random I/O, ${SECS}s per fio run over $TRANSPORT; default geometry (8 ch x 2 LUNs), femu timing, filled image on tmpfs"
-printf "%-10s %-9s %9s %8s %9s %8s %9s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" "none IOPS" "rt/min"
+echo "transport credit (rt+c): $CREDIT_US µs, fio's QD1 randread p50 against the server without timing"
+printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" \
+    "rt+c IOPS" "rt+c p50" "none IOPS" "rt/min" "rt+c/min"
 for rw in randread randwrite; do
     pct=$([[ $rw == randread ]] && echo 100 || echo 0)
     for shape in "1 1" "16 1" "4 4"; do
@@ -77,15 +94,20 @@ for rw in randread randwrite; do
             # Writes change the device: each row from the fill, and sim runs as many
             # requests as the emulation served.
             start_servers
+            # (the credited server's run is not the one sim is sized by: it completes more)
             read -r ri rp rn <<<"$(fio_run "$P1" "$rw" "$qd" "$jobs")"
+            read -r ci cp _ <<<"$(fio_run "$P3" "$rw" "$qd" "$jobs")"
             read -r ni _ _ <<<"$(fio_run "$P2" "$rw" "$qd" "$jobs")"
             read -r si sp <<<"$(sim_run "$pct" $((qd * jobs)) "$rn")"
         else
             read -r ri rp _ <<<"$(fio_run "$P1" "$rw" "$qd" "$jobs")"
+            read -r ci cp _ <<<"$(fio_run "$P3" "$rw" "$qd" "$jobs")"
             read -r ni _ _ <<<"$(fio_run "$P2" "$rw" "$qd" "$jobs")"
             read -r si sp <<<"$(sim_run "$pct" $((qd * jobs)) 100000)"
         fi
         ratio=$(python3 -c "print(f'{$ri / min($si, $ni):.2f}')")
-        printf "%-10s %-9s %9s %8s %9s %8s %9s %7s\n" "$rw" "${jobs}x QD$qd" "$si" "$sp" "$ri" "$rp" "$ni" "$ratio"
+        cratio=$(python3 -c "print(f'{$ci / min($si, $ni):.2f}')")
+        printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" "$rw" "${jobs}x QD$qd" "$si" "$sp" "$ri" "$rp" \
+            "$ci" "$cp" "$ni" "$ratio" "$cratio"
     done
 done

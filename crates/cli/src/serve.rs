@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// (the image's timing preset), as the 2014 LightNVM emulator did.
     #[arg(long)]
     realtime: bool,
+    /// With --realtime: replies leave this many µs before the model completes them, so that
+    /// a client sees the model's latency rather than the model's plus what the transport and
+    /// its own I/O path add (measure that as the client's QD1 p50 latency against the same
+    /// server without --realtime; README, "Configuration"). 0-1000.
+    #[arg(long, default_value_t = 0, requires = "realtime",
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    transport_credit_us: u32,
     /// Export name (clients may also ask for the empty default name).
     #[arg(long, default_value = "lightnvm")]
     name: String,
@@ -327,6 +334,13 @@ fn run_export<M: Media + 'static>(
     still: fn(&M) -> bool,
 ) -> Result<()> {
     let mut export = Export::new(ftl, &a.name, a.read_only, a.realtime);
+    if a.transport_credit_us > 0 {
+        export.set_transport_credit_ns(u64::from(a.transport_credit_us) * 1_000);
+        info!(
+            "real time: replies leave {} µs before the model completes them (transport credit)",
+            a.transport_credit_us
+        );
+    }
     export.set_structured(!a.no_structured);
     let export = Arc::new(export);
     let control = match control_listener {

@@ -73,6 +73,10 @@ pub struct Export<M: Media> {
     read_only: bool,
     /// Completions wait for the emulator's modeled time (the 2014 emulation mode).
     realtime: bool,
+    /// In real-time mode, how long before its modeled completion a reply leaves: the
+    /// latency the transport and the client's I/O path add to each request, taken out of
+    /// the model's so that a client sees the model's (see [`Export::set_transport_credit_ns`]).
+    transport_credit_ns: u64,
     /// Structured replies and block status offered (off: for comparisons, as old servers).
     structured: bool,
     /// The largest write the FTL applies atomically, in bytes (`None`: not atomic).
@@ -159,6 +163,7 @@ impl<M: Media> Export<M> {
             size,
             read_only,
             realtime,
+            transport_credit_ns: 0,
             structured: true,
             atomic_bytes,
             clock,
@@ -184,6 +189,30 @@ impl<M: Media> Export<M> {
     /// The clock that [`Completion::done_ns`] is measured on.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// In real-time mode, replies leave `ns` before their modeled completion (never before
+    /// the request has been applied: a reply due earlier leaves at once). A client sees a
+    /// request's latency as the model's plus what its transport and its own I/O path add
+    /// (the NBD round trip: several µs); with that much credit it sees the model's, as from
+    /// a device on its own bus. Measure it as the latency the same client sees from a server
+    /// without timing (`scripts/bench-fidelity.sh` does: fio's QD1 p50). Only when the
+    /// credit exceeds what the path really adds do clients see less than the model. What is
+    /// durable, and when, is unchanged: a request is applied (a FLUSH made durable) before
+    /// its reply is queued; the credit moves only the instant the reply is sent.
+    pub fn set_transport_credit_ns(&mut self, ns: u64) {
+        assert!(self.realtime, "a transport credit needs real-time mode");
+        assert!(ns <= MAX_TRANSPORT_CREDIT_NS, "transport credit {ns} ns");
+        self.transport_credit_ns = ns;
+    }
+
+    pub fn transport_credit_ns(&self) -> u64 {
+        self.transport_credit_ns
+    }
+
+    /// When the reply of a request the model completes at `done_ns` is due.
+    pub fn reply_due_ns(&self, done_ns: u64) -> u64 {
+        done_ns.saturating_sub(self.transport_credit_ns)
     }
 
     /// Gives the FTL back, with whether it was poisoned (then it must not be shut down
@@ -912,6 +941,10 @@ fn handshake<M: Media, S: Read + Write>(
 /// Requests of one connection whose replies are not sent yet; the connection reads no more
 /// requests while this many wait (the protocol lets a client queue as many as it likes).
 pub const MAX_IN_FLIGHT: usize = 128;
+
+/// The largest transport credit ([`Export::set_transport_credit_ns`]): 1 ms, well above
+/// any local round trip, below a fast device's read latency.
+pub const MAX_TRANSPORT_CREDIT_NS: u64 = 1_000_000;
 /// Bytes of read data waiting in replies, per connection, beyond which reading requests
 /// pauses (one request is always admitted).
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
@@ -1082,6 +1115,8 @@ struct Outbox {
     queued_bytes: usize,
     /// Requests in a row that found no other reply waiting (saturating; see [`LONE_STREAK`]).
     lone_streak: u32,
+    /// Replies leave this long before their modeled completion ([`Export::reply_due_ns`]).
+    credit_ns: u64,
 }
 
 impl Outbox {
@@ -1106,6 +1141,7 @@ impl Outbox {
             queued: std::collections::BinaryHeap::new(),
             queued_bytes: 0,
             lone_streak: 0,
+            credit_ns: 0,
         }
     }
 
@@ -1144,9 +1180,11 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues the reply of request number `order`, due at `due_ns`. While the queue is full
-    /// it first waits for the earliest queued reply and sends it.
-    fn push(&mut self, due_ns: u64, order: u64, bytes: Vec<u8>) -> io::Result<()> {
+    /// Queues the reply of request number `order`, which the model completes at `done_ns`
+    /// (due `credit_ns` before). While the queue is full it first waits for the
+    /// earliest queued reply and sends it.
+    fn push(&mut self, done_ns: u64, order: u64, bytes: Vec<u8>) -> io::Result<()> {
+        let due_ns = done_ns.saturating_sub(self.credit_ns);
         if self.queued.is_empty() && self.ready.replies.is_empty() {
             self.lone_streak = self.lone_streak.saturating_add(1);
         } else {
@@ -1285,6 +1323,7 @@ pub fn serve_connection_with<M: Media, S: Transport>(
         s.reply_writer()?,
         s.input_fd(),
     );
+    outbox.credit_ns = export.transport_credit_ns;
     // Pipelining clients send many requests at once: read them in one system call.
     let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
     let r = transmission(export, neg, &mut input, stop, &mut outbox);
@@ -1951,6 +1990,59 @@ mod tests {
         assert!(rt.lone_client(), "it found none in flight");
         rt.push(1 << 40, order + 2, vec![1]).unwrap();
         assert!(!rt.lone_client());
+    }
+
+    /// A writer whose bytes the test can see.
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reply_leaves_its_transport_credit_before_the_modeled_completion() {
+        let clock = lightnvm_media::VirtualClock::new();
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut o = Outbox::new(true, clock.clone(), Box::new(Shared(sent.clone())), None);
+        o.credit_ns = 30_000;
+        let tick = |o: &mut Outbox| {
+            o.collect_due().unwrap();
+            o.send_ready().unwrap();
+        };
+        // Completes at 100 µs: due at 70 µs, not a nanosecond before.
+        o.push(100_000, 1, vec![1]).unwrap();
+        clock.advance_to(69_999);
+        tick(&mut o);
+        assert!(sent.lock().unwrap().is_empty());
+        clock.advance_to(70_000);
+        tick(&mut o);
+        assert_eq!(*sent.lock().unwrap(), vec![1]);
+        // One whose credit reaches back past now goes with the next batch; the order of
+        // completions is kept.
+        o.push(120_000, 2, vec![2]).unwrap();
+        o.push(80_000, 3, vec![3]).unwrap();
+        tick(&mut o);
+        assert_eq!(*sent.lock().unwrap(), vec![1, 3]);
+        clock.advance_to(90_000);
+        tick(&mut o);
+        assert_eq!(*sent.lock().unwrap(), vec![1, 3, 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "real-time")]
+    fn a_transport_credit_needs_real_time_mode() {
+        let media = lightnvm_media::RamMedia::new(
+            lightnvm_media::MediaConfig::new(lightnvm_media::Geometry::new(2, 1, 12, 16, 1)),
+            lightnvm_media::VirtualClock::new(),
+        )
+        .unwrap();
+        let ftl = Ftl::format(media, lightnvm_ftl::FtlConfig::default()).unwrap();
+        Export::new(ftl, "x", false, false).set_transport_credit_ns(1_000);
     }
 
     /// One chunk of a structured read reply: flags, type, offset, bytes or hole length.

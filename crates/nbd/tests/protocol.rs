@@ -997,3 +997,44 @@ fn structured_replies_can_be_turned_off() {
     go_after_options(&mut c);
     assert_eq!(c.read(0, 4096), (0, vec![0; 4096]));
 }
+
+/// A transport credit moves each reply earlier by that much, and no more: with reads of
+/// 3 ms and a credit of 1 ms, a client keeping one read in flight sees each take 2-3 ms
+/// (without the credit, at least 3 ms).
+#[test]
+fn a_transport_credit_moves_replies_earlier_by_that_much() {
+    use lightnvm_media::{RealClock, TimingConfig};
+    let mut mc = MediaConfig::new(Geometry::new(2, 2, 16, 16, 2));
+    mc.timing = TimingConfig {
+        t_read_ns: 3_000_000,
+        t_prog_ns: 100_000,
+        ..TimingConfig::preset("femu").unwrap()
+    };
+    let media = RamMedia::new(mc, RealClock::new()).unwrap();
+    let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    let mut export = Export::new(ftl, "lightnvm", false, true);
+    export.set_transport_credit_ns(lightnvm_nbd::MAX_TRANSPORT_CREDIT_NS);
+    let srv = serve_export(Arc::new(export));
+    let (mut c, _) = Client::go(&srv);
+    for i in 0..4u64 {
+        assert_eq!(c.write(i * 4096, &[i as u8 + 1; 4096], 0), 0);
+    }
+    assert_eq!(c.simple(CMD_FLUSH, 0, 0), 0);
+    const READS: u32 = 20;
+    let started = std::time::Instant::now();
+    for i in 0..READS as u64 {
+        assert_eq!(
+            c.read((i % 4) * 4096, 4096),
+            (0, vec![(i % 4) as u8 + 1; 4096])
+        );
+    }
+    let each = started.elapsed() / READS;
+    assert!(
+        each >= Duration::from_millis(2),
+        "a read took {each:?}: replies left earlier than the credit allows"
+    );
+    assert!(
+        each < Duration::from_millis(3),
+        "a read took {each:?}: the credit was not applied"
+    );
+}

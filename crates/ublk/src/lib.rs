@@ -394,12 +394,14 @@ async fn io_task<M: Media>(
     }
 }
 
-/// In real-time mode, until the export's clock reaches `due_ns`: an io_uring timeout, so
-/// the queue's other tags go on meanwhile (and no lock is held).
+/// In real-time mode, until the export's clock reaches `due_ns` less the export's transport
+/// credit: an io_uring timeout, so the queue's other tags go on meanwhile (and no lock is
+/// held).
 async fn wait_until<M: Media>(export: &Export<M>, due_ns: u64) {
     if !export.is_realtime() {
         return;
     }
+    let due_ns = export.reply_due_ns(due_ns);
     let now = export.clock().now_ns();
     if due_ns <= now {
         return;
