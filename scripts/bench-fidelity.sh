@@ -5,9 +5,10 @@
 #   sim       `lightnvm sim` (virtual time): predicted IOPS and p50 latency
 #   realtime  fio against `lightnvm serve --realtime` (completions at the modeled instant)
 #   rt+credit fio against `lightnvm serve --realtime --transport-credit-us C`: replies leave
-#             C µs before the modeled instant, C being what the transport and fio add to a
-#             request, measured first (fio's QD1 randread p50 against the server without
-#             timing), so that fio sees the model's latency rather than the model's plus C
+#             C µs before the modeled instant, C being what the path (unix socket or TCP,
+#             the server's CPU, fio) adds to a request, calibrated once at the start as
+#             realtime's QD1 randread p50 less sim's, so that fio sees the model's latency
+#             rather than the model's plus C; the other rows check the one constant
 #   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
 # and realtime / min(sim, none): the share of what the model allows that a client gets,
 # without and with the credit.
@@ -76,14 +77,15 @@ lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
 print(int(r["phase"]["achieved_iops"]), lat["p50"])'
 }
 
-# The transport credit: what the transport, the server's CPU and fio add to a request when
-# the device costs nothing (the server without timing), at QD1.
-read -r _ np _ <<<"$(fio_run "$P2" randread 1 1)"
-CREDIT_US=$(python3 -c "print(round($np))")
+# The transport credit: what the path adds to a read at QD1, where the model's latency is
+# the same for every read (tR + transfer, no queueing): realtime's p50 less sim's.
+read -r _ rp _ <<<"$(fio_run "$P1" randread 1 1)"
+read -r _ sp <<<"$(sim_run 100 1 100000)"
+CREDIT_US=$(python3 -c "print(max(0, round($rp - $sp)))")
 start_servers
 
 echo "4 KiB random I/O, ${SECS}s per fio run over $TRANSPORT; default geometry (8 ch x 2 LUNs), femu timing, filled image on tmpfs"
-echo "transport credit (rt+c): $CREDIT_US µs, fio's QD1 randread p50 against the server without timing"
+echo "transport credit (rt+c): $CREDIT_US µs, calibrated: realtime's QD1 randread p50 less sim's"
 printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" \
     "rt+c IOPS" "rt+c p50" "none IOPS" "rt/min" "rt+c/min"
 for rw in randread randwrite; do
