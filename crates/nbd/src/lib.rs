@@ -195,9 +195,9 @@ impl<M: Media> Export<M> {
     /// the request has been applied: a reply due earlier leaves at once). A client sees a
     /// request's latency as the model's plus what its transport and its own I/O path add
     /// (the NBD round trip: several µs); with that much credit it sees the model's, as from
-    /// a device on its own bus. Measure it as the latency the same client sees from a server
-    /// without timing (`scripts/bench-fidelity.sh` does: fio's QD1 p50). Only when the
-    /// credit exceeds what the path really adds do clients see less than the model. What is
+    /// a device on its own bus. Calibrate it as the client's median QD1 read latency less
+    /// the model's (`scripts/bench-fidelity.sh` does). Only when the credit exceeds what
+    /// the path really adds do clients see less than the model. What is
     /// durable, and when, is unchanged: a request is applied (a FLUSH made durable) before
     /// its reply is queued; the credit moves only the instant the reply is sent.
     pub fn set_transport_credit_ns(&mut self, ns: u64) {
@@ -945,6 +945,7 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// The largest transport credit ([`Export::set_transport_credit_ns`]): 1 ms, well above
 /// any local round trip, below a fast device's read latency.
 pub const MAX_TRANSPORT_CREDIT_NS: u64 = 1_000_000;
+
 /// Bytes of read data waiting in replies, per connection, beyond which reading requests
 /// pauses (one request is always admitted).
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;

@@ -384,7 +384,7 @@ fn power_cuts_during_recovery_keep_every_flushed_write() {
 
 /// More seeds and every placement, half of them with cuts during recovery (`cargo test -p
 /// lightnvm-testing --test zoned -- --ignored`; `LIGHTNVM_ZONED_SEEDS`, default 40, from
-/// `LIGHTNVM_ZONED_START`, default 100).
+/// `LIGHTNVM_ZONED_START`, default 100; `LIGHTNVM_ZONED_CUTS` per seed, default 50).
 #[test]
 #[ignore]
 fn power_cuts_many_seeds() {
@@ -402,10 +402,14 @@ fn power_cuts_many_seeds() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
+    let cuts: u32 = std::env::var("LIGHTNVM_ZONED_CUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     for seed in start..start + seeds {
         let p = placements[(seed % 4) as usize];
         let pus = if seed % 5 == 0 { Some(2) } else { None };
-        let _ = torture(seed, 50, p, pus, seed % 2 == 1);
+        let _ = torture(seed, cuts, p, pus, seed % 2 == 1);
     }
 }
 
