@@ -170,7 +170,15 @@ fn format_refuses_too_many_open_lines_for_the_device() {
     );
 }
 
-/// Runs `cuts` power cuts over the FTL on zoned media; returns (cuts, LBAs verified).
+/// Device operations between two cuts, at most (`LIGHTNVM_ZONED_MAX_OPS`, default 400).
+fn max_ops() -> u64 {
+    std::env::var("LIGHTNVM_ZONED_MAX_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 1)
+        .unwrap_or(400)
+}
+
 /// Runs `cuts` rounds of workload, power cut, recovery and verification; with
 /// `cut_recovery`, up to three more cuts interrupt each recovery (the FTL's opening on the
 /// zoned media), each after a log-uniform number of device operations. Returns the cuts and
@@ -205,7 +213,7 @@ fn torture(
     let mut next_tag = 1u64;
     let mut verified = 0;
     for cut in 0..cuts {
-        let budget = rng.gen_range(1..400);
+        let budget = rng.gen_range(1..max_ops());
         ftl.media_mut().device_mut().arm_power_cut(budget);
         let mut inflight: Vec<(u64, u64)> = Vec::new();
         for _ in 0..10_000 {
@@ -384,7 +392,8 @@ fn power_cuts_during_recovery_keep_every_flushed_write() {
 
 /// More seeds and every placement, half of them with cuts during recovery (`cargo test -p
 /// lightnvm-testing --test zoned -- --ignored`; `LIGHTNVM_ZONED_SEEDS`, default 40, from
-/// `LIGHTNVM_ZONED_START`, default 100; `LIGHTNVM_ZONED_CUTS` per seed, default 50).
+/// `LIGHTNVM_ZONED_START`, default 100; `LIGHTNVM_ZONED_CUTS` per seed, default 50;
+/// `LIGHTNVM_ZONED_MAX_OPS` device operations between cuts at most, default 400).
 #[test]
 #[ignore]
 fn power_cuts_many_seeds() {
