@@ -170,13 +170,17 @@ fn format_refuses_too_many_open_lines_for_the_device() {
     );
 }
 
-/// Device operations between two cuts, at most (`LIGHTNVM_ZONED_MAX_OPS`, default 400).
-fn max_ops() -> u64 {
-    std::env::var("LIGHTNVM_ZONED_MAX_OPS")
+/// The number in environment variable `name`, or `default` when it is unset or not one.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 1)
-        .unwrap_or(400)
+        .unwrap_or(default)
+}
+
+/// Device operations between two cuts, at most (`LIGHTNVM_ZONED_MAX_OPS`, default 400).
+fn max_ops() -> u64 {
+    env_or("LIGHTNVM_ZONED_MAX_OPS", 400u64).max(2)
 }
 
 /// Runs `cuts` rounds of workload, power cut, recovery and verification; with
@@ -403,18 +407,9 @@ fn power_cuts_many_seeds() {
         PlacementKind::SepBit,
         PlacementKind::Freq,
     ];
-    let seeds: u64 = std::env::var("LIGHTNVM_ZONED_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let start: u64 = std::env::var("LIGHTNVM_ZONED_START")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
-    let cuts: u32 = std::env::var("LIGHTNVM_ZONED_CUTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let seeds: u64 = env_or("LIGHTNVM_ZONED_SEEDS", 40);
+    let start: u64 = env_or("LIGHTNVM_ZONED_START", 100);
+    let cuts: u32 = env_or("LIGHTNVM_ZONED_CUTS", 50);
     for seed in start..start + seeds {
         let p = placements[(seed % 4) as usize];
         let pus = if seed % 5 == 0 { Some(2) } else { None };
