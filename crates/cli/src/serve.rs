@@ -55,8 +55,8 @@ pub struct ServeArgs {
     realtime: bool,
     /// With --realtime: replies leave this many µs before the model completes them, so that
     /// a client sees the model's latency rather than the model's plus what the transport and
-    /// its own I/O path add (measure that as the client's QD1 p50 latency against the same
-    /// server without --realtime; README, "Configuration"). 0-1000.
+    /// its own I/O path add (calibrate: the client's QD1 read p50 against this server less
+    /// the model's read latency; README, "Configuration"). 0-1000.
     #[arg(long, default_value_t = 0, requires = "realtime",
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     transport_credit_us: u32,

@@ -1126,6 +1126,7 @@ impl Outbox {
         clock: Arc<dyn Clock>,
         writer: Box<dyn Write + Send>,
         input_fd: Option<std::os::fd::RawFd>,
+        credit_ns: u64,
     ) -> Outbox {
         if realtime {
             // Timed waits end within a microsecond of the modeled instant, not the default
@@ -1142,7 +1143,7 @@ impl Outbox {
             queued: std::collections::BinaryHeap::new(),
             queued_bytes: 0,
             lone_streak: 0,
-            credit_ns: 0,
+            credit_ns,
         }
     }
 
@@ -1323,8 +1324,8 @@ pub fn serve_connection_with<M: Media, S: Transport>(
         export.clock.clone(),
         s.reply_writer()?,
         s.input_fd(),
+        export.transport_credit_ns,
     );
-    outbox.credit_ns = export.transport_credit_ns;
     // Pipelining clients send many requests at once: read them in one system call.
     let mut input = io::BufReader::with_capacity(64 << 10, &mut s);
     let r = transmission(export, neg, &mut input, stop, &mut outbox);
@@ -1972,8 +1973,8 @@ mod tests {
     #[test]
     fn only_a_client_keeping_one_request_in_flight_is_polled_for() {
         let clock: Arc<dyn Clock> = lightnvm_media::VirtualClock::new();
-        let mut rt = Outbox::new(true, clock.clone(), Box::new(io::sink()), None);
-        let mut plain = Outbox::new(false, clock, Box::new(io::sink()), None);
+        let mut rt = Outbox::new(true, clock.clone(), Box::new(io::sink()), None, 0);
+        let mut plain = Outbox::new(false, clock, Box::new(io::sink()), None, 0);
         let mut order = 0;
         for _ in 0..LONE_STREAK {
             assert!(!rt.lone_client());
@@ -2009,8 +2010,13 @@ mod tests {
     fn a_reply_leaves_its_transport_credit_before_the_modeled_completion() {
         let clock = lightnvm_media::VirtualClock::new();
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut o = Outbox::new(true, clock.clone(), Box::new(Shared(sent.clone())), None);
-        o.credit_ns = 30_000;
+        let mut o = Outbox::new(
+            true,
+            clock.clone(),
+            Box::new(Shared(sent.clone())),
+            None,
+            30_000,
+        );
         let tick = |o: &mut Outbox| {
             o.collect_due().unwrap();
             o.send_ready().unwrap();
