@@ -165,6 +165,11 @@ struct FormatArgs {
     /// Timing preset: none, femu, mqsim, lightnvm2014.
     #[arg(long, default_value = "none")]
     timing: String,
+    /// A volatile write cache of this many KiB (whole pages; 0 = none): the device
+    /// acknowledges a write once its page is in the cache and waits only when the cache is
+    /// full of pages not yet programmed; a flush waits for all of them (see docs/media.md).
+    #[arg(long, default_value_t = 0)]
+    write_cache_kib: u32,
     /// Fraction of factory-bad blocks, e.g. 0.02.
     #[arg(long, default_value_t = 0.0)]
     bad_blocks: f64,
@@ -277,7 +282,10 @@ fn format(a: FormatArgs) -> Result<()> {
     };
     let config = MediaConfig {
         geometry,
-        timing,
+        timing: TimingConfig {
+            write_cache_kib: a.write_cache_kib,
+            ..timing
+        },
         faults: FaultConfig {
             factory_bad_fraction: a.bad_blocks,
             ..FaultConfig::none(a.seed)
@@ -480,6 +488,7 @@ fn format_zoned(a: FormatArgs) -> Result<()> {
         ("--mw-cunits", a.mw_cunits.is_some()),
         ("--preset", a.preset != "default"),
         ("--timing", a.timing != "none"),
+        ("--write-cache-kib", a.write_cache_kib != 0),
         ("--bad-blocks", a.bad_blocks != 0.0),
         ("--endurance", a.endurance != DEFAULT_ENDURANCE),
     ];
@@ -536,12 +545,16 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     println!("file size        {} (sparse)", human_bytes(r.file_bytes));
     println!(
-        "timing           {} (tR {} us, tPROG {} us, tBERS {} us, channel {} MB/s)",
+        "timing           {} (tR {} us, tPROG {} us, tBERS {} us, channel {} MB/s){}",
         r.timing_preset.unwrap_or("custom"),
         t.t_read_ns / 1000,
         t.t_prog_ns / 1000,
         t.t_erase_ns / 1000,
-        t.channel_mb_per_s
+        t.channel_mb_per_s,
+        match t.write_cache_kib {
+            0 => String::new(),
+            kib => format!(", write cache {kib} KiB"),
+        }
     );
     println!("endurance        {} P/E cycles", r.endurance);
     println!(

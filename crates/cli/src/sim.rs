@@ -45,6 +45,11 @@ pub struct SimArgs {
     /// of queued programs and erases). Default: the timing preset's (reads-first for mqsim).
     #[arg(long)]
     scheduling: Option<String>,
+    /// A volatile write cache of this many KiB (whole pages; 0 = none, the default): writes
+    /// are acknowledged once their page is in the cache and wait only when it is full of
+    /// pages not yet programmed; a flush waits for all of them (see docs/media.md).
+    #[arg(long, default_value_t = 0)]
+    write_cache_kib: u32,
     #[command(flatten)]
     ftl: FtlArgs,
     /// Percent of requests that are reads.
@@ -166,6 +171,7 @@ struct FileConfig {
     timing: Option<String>,
     no_suspend: Option<bool>,
     scheduling: Option<String>,
+    write_cache_kib: Option<u32>,
     op: Option<f64>,
     gc: Option<String>,
     placement: Option<String>,
@@ -202,6 +208,7 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
     }
     a.op_given |= f.op.is_some();
     take!(workload => a.workload, preset => a.preset, no_suspend => a.no_suspend,
+        write_cache_kib => a.write_cache_kib,
         op => a.ftl.op, gc => a.ftl.gc,
         placement => a.ftl.placement, static_wl => a.ftl.static_wl,
         checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
@@ -266,6 +273,7 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         Some("reads-first") => timing.reads_first = true,
         Some(other) => bail!("unknown --scheduling `{other}` (fifo or reads-first)"),
     }
+    timing.write_cache_kib = a.write_cache_kib;
     if a.validate {
         return validate(&a);
     }
@@ -620,5 +628,8 @@ fn describe(a: &SimArgs, cfg: &lightnvm_workload::SimConfig) -> String {
             }
             _ => "custom timing",
         }
-    )
+    ) + &match cfg.timing.write_cache_kib {
+        0 => String::new(),
+        kib => format!(", write cache {kib} KiB"),
+    }
 }

@@ -116,6 +116,10 @@ fn format_rejects_bad_arguments_and_existing_files() {
         (vec!["--timing", "slow"], "unknown timing preset"),
         (vec!["--bad-blocks", "2"], "factory_bad_fraction"),
         (vec!["--blocks", "4000000", "--pages", "4096"], "overflow"),
+        (
+            vec!["--write-cache-kib", "8"],
+            "write cache of 8 KiB: it must be a whole number of 16 KiB pages",
+        ),
     ] {
         let mut full = vec!["format", s(&img)];
         full.extend(args.iter());
@@ -145,6 +149,25 @@ fn format_rejects_bad_arguments_and_existing_files() {
     let out = lightnvm(&["info", s(&img), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["timing_preset"], "femu");
+    assert_eq!(v["timing"]["write_cache_kib"], 0);
+    // A write cache is kept in the image and named by `info`.
+    let args = ["--preset", "tiny", "--force", "--timing", "femu"];
+    let out = lightnvm(&[&["format", s(&img), "--write-cache-kib", "256"][..], &args].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lightnvm(&["info", s(&img), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timing_preset"], "femu");
+    assert_eq!(v["timing"]["write_cache_kib"], 256);
+    let out = lightnvm(&["info", s(&img)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("femu (tR 40 us") && text.contains("write cache 256 KiB"),
+        "{text}"
+    );
 }
 
 #[test]

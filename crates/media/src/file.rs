@@ -734,6 +734,8 @@ fn encode_header(info: &ImageInfo, layout: &Layout) -> Vec<u8> {
         w.u64(c.timing.program_suspend_ns.unwrap_or(NO_SUSPEND));
         w.u64(c.timing.erase_suspend_ns.unwrap_or(NO_SUSPEND));
         debug_assert_eq!(w.at, 216);
+        w.u32(c.timing.write_cache_kib);
+        debug_assert_eq!(w.at, 220);
     }
     let crc = crc32c::crc32c(&buf[..HEADER_BYTES as usize - 4]);
     buf[HEADER_BYTES as usize - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -788,6 +790,7 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
         program_suspend_ns: None,
         erase_suspend_ns: None,
         reads_first: flags & TIMING_READS_FIRST != 0,
+        write_cache_kib: 0,
     };
     let faults = FaultConfig {
         seed: r.u64(),
@@ -818,6 +821,8 @@ fn decode_header(path: &Path, buf: &[u8]) -> Result<(ImageInfo, Layout), ImageEr
         let suspend = |v: u64| (v != NO_SUSPEND).then_some(v);
         config.timing.program_suspend_ns = suspend(r.u64());
         config.timing.erase_suspend_ns = suspend(r.u64());
+        // Zero in images made before the write cache existed: none.
+        config.timing.write_cache_kib = r.u32();
     }
     config.validate().map_err(|e| corrupt(e.to_string()))?;
     if layout != Layout::of(&geometry, version) {
@@ -1212,6 +1217,32 @@ mod tests {
             assert_eq!(back.config.timing, config.timing, "{preset}");
             assert_eq!(u32::from_le_bytes(h[68..72].try_into().unwrap()), flags);
         }
+    }
+
+    #[test]
+    fn the_write_cache_round_trips_through_the_header() {
+        let mut config = MediaConfig::new(Geometry::new(2, 1, 4, 8, 1));
+        config.timing = TimingConfig {
+            write_cache_kib: 64,
+            ..TimingConfig::preset("femu").unwrap()
+        };
+        let (mut h, back) = header_of(config);
+        assert_eq!(back.config.timing, config.timing);
+        assert_eq!(u32::from_le_bytes(h[216..220].try_into().unwrap()), 64);
+        let reseal = |h: &mut Vec<u8>| {
+            let crc = crc32c::crc32c(&h[..HEADER_BYTES as usize - 4]);
+            h[HEADER_BYTES as usize - 4..].copy_from_slice(&crc.to_le_bytes());
+        };
+        // Images made before the field existed have zeros there: no cache.
+        h[216..220].fill(0);
+        reseal(&mut h);
+        let (info, _) = decode_header(Path::new("x"), &h).unwrap();
+        assert_eq!(info.config.timing.write_cache_kib, 0);
+        // Not a whole number of (4 KiB) pages: corrupt, with the reason.
+        h[216..220].copy_from_slice(&6u32.to_le_bytes());
+        reseal(&mut h);
+        let e = decode_header(Path::new("x"), &h).unwrap_err();
+        assert!(e.to_string().contains("write cache of 6 KiB"), "{e}");
     }
 
     #[test]

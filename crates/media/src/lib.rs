@@ -29,7 +29,10 @@ pub use geometry::{
     BlockAddr, Geometry, GeometryError, PageAddr, GEOMETRY_BYTES, GEOMETRY_PRESETS, SECTOR_SIZE,
 };
 pub use store::{RamStore, Record, SectorCodec, Store, StoreRead, RECORD_BYTES};
-pub use timing::{Clock, RealClock, TimingConfig, TimingModel, VirtualClock, TIMING_PRESETS};
+pub use timing::{
+    Clock, RealClock, TimingConfig, TimingConfigError, TimingModel, VirtualClock,
+    MAX_WRITE_CACHE_KIB, TIMING_PRESETS,
+};
 
 /// A media kept in memory.
 pub type RamMedia = Flash<RamStore>;
@@ -60,6 +63,7 @@ impl MediaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.geometry.validate()?;
         self.faults.validate()?;
+        self.timing.validate(&self.geometry)?;
         Ok(())
     }
 }
@@ -72,12 +76,20 @@ pub enum ConfigError {
     Geometry(GeometryError),
     #[error("invalid fault settings: {0}")]
     Faults(FaultConfigError),
+    #[error("invalid timing: {0}")]
+    Timing(TimingConfigError),
 }
 
 // Written by hand (not `#[from]`) so that the inner error is shown once, not also as a source.
 impl From<GeometryError> for ConfigError {
     fn from(e: GeometryError) -> Self {
         ConfigError::Geometry(e)
+    }
+}
+
+impl From<TimingConfigError> for ConfigError {
+    fn from(e: TimingConfigError) -> Self {
+        ConfigError::Timing(e)
     }
 }
 

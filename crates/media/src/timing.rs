@@ -23,11 +23,22 @@
 //!   already returned for the operations that move are not revised, and a program that
 //!   moves keeps its channel transfer where it was reserved.
 //!
+//! * write cache (`write_cache_kib`, 0 by default: none): a volatile write cache, as NVMe
+//!   devices report (VWC) and as pblk's write buffer is. A host program (not the device's
+//!   background work) is acknowledged once its page is in the cache: at once while the
+//!   cache holds fewer pages not yet programmed than it has room for, else when the
+//!   earliest of them is programmed (its page leaves the cache), or when its own program
+//!   ends if that comes first. The program itself is modeled as without the cache (it
+//!   starts when issued); `all_idle_ns`, which a flush waits for, still covers it.
+//!   Approximation: a read of a page still in the cache waits for its program as any read
+//!   on that PU (a device would serve it from the cache).
+//!
 //! Transfers take `ceil(bytes * 1000 / channel_mb_per_s)` ns (MB = 10^6 bytes); a bandwidth of
 //! 0 means transfers are instantaneous. All arithmetic is integer nanoseconds, so results are
 //! exact and reproducible.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +66,15 @@ pub struct TimingConfig {
     /// operations in the order they were issued (FIFO, as FEMU does).
     #[serde(default)]
     pub reads_first: bool,
+    /// Volatile write cache in KiB, a whole number of pages, at most [`MAX_WRITE_CACHE_KIB`];
+    /// 0: none (a host program completes when the page is programmed). See the module
+    /// documentation.
+    #[serde(default)]
+    pub write_cache_kib: u32,
 }
+
+/// Largest write cache a timing configuration may have: 1 GiB.
+pub const MAX_WRITE_CACHE_KIB: u32 = 1 << 20;
 
 /// Named timing presets: (name, description).
 pub const TIMING_PRESETS: &[(&str, &str)] = &[
@@ -86,6 +105,7 @@ impl TimingConfig {
         program_suspend_ns: None,
         erase_suspend_ns: None,
         reads_first: false,
+        write_cache_kib: 0,
     };
 
     pub fn preset(name: &str) -> Option<TimingConfig> {
@@ -110,6 +130,7 @@ impl TimingConfig {
                 program_suspend_ns: None,
                 erase_suspend_ns: Some(700 * us),
                 reads_first: true,
+                write_cache_kib: 0,
             }),
             "lightnvm2014" => Some(TimingConfig {
                 t_read_ns: 25 * us,
@@ -122,12 +143,17 @@ impl TimingConfig {
         }
     }
 
-    /// The preset this configuration equals, if any.
+    /// The preset whose flash timings this configuration has, if any (a write cache may
+    /// come on top: no preset has one).
     pub fn preset_name(&self) -> Option<&'static str> {
+        let flash = TimingConfig {
+            write_cache_kib: 0,
+            ..*self
+        };
         TIMING_PRESETS
             .iter()
             .map(|(n, _)| *n)
-            .find(|n| TimingConfig::preset(n) == Some(*self))
+            .find(|n| TimingConfig::preset(n) == Some(flash))
     }
 
     /// Time to move `bytes` over one channel, rounded up to whole nanoseconds.
@@ -137,6 +163,41 @@ impl TimingConfig {
         }
         (bytes * 1_000).div_ceil(self.channel_mb_per_s)
     }
+
+    /// Pages the write cache holds with `geometry`'s pages (0: no cache).
+    pub fn write_cache_pages(&self, geometry: &Geometry) -> u64 {
+        self.write_cache_kib as u64 * 1024 / geometry.page_bytes() as u64
+    }
+
+    /// Checks the settings that depend on the geometry: the write cache is a whole number
+    /// of pages, at most [`MAX_WRITE_CACHE_KIB`].
+    pub fn validate(&self, geometry: &Geometry) -> Result<(), TimingConfigError> {
+        let kib = self.write_cache_kib as u64;
+        let page = geometry.page_bytes() as u64;
+        if self.write_cache_kib > MAX_WRITE_CACHE_KIB || !(kib * 1024).is_multiple_of(page) {
+            return Err(TimingConfigError::WriteCache {
+                kib: self.write_cache_kib,
+                page_kib: page / 1024,
+                max_kib: MAX_WRITE_CACHE_KIB,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A timing setting that does not fit the geometry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimingConfigError {
+    #[error(
+        "write cache of {kib} KiB: it must be a whole number of {page_kib} KiB pages, at most \
+         {max_kib} KiB"
+    )]
+    WriteCache {
+        kib: u32,
+        page_kib: u64,
+        max_kib: u32,
+    },
 }
 
 /// "mqsim: tR 75 µs, tPROG 750 µs, tBERS 3800 µs, 333 MB/s, erase suspend 700 µs, reads
@@ -148,6 +209,13 @@ impl std::fmt::Display for TimingConfig {
         }
         if *self == TimingConfig::NONE {
             return write!(f, "no modeled latency");
+        }
+        if self.write_cache_kib > 0 && self.preset_name() == Some("none") {
+            return write!(
+                f,
+                "no modeled latency, write cache {} KiB",
+                self.write_cache_kib
+            );
         }
         write!(
             f,
@@ -171,7 +239,11 @@ impl std::fmt::Display for TimingConfig {
             } else {
                 ", FIFO"
             }
-        )
+        )?;
+        if self.write_cache_kib > 0 {
+            write!(f, ", write cache {} KiB", self.write_cache_kib)?;
+        }
+        Ok(())
     }
 }
 
@@ -331,6 +403,10 @@ pub struct TimingModel {
     /// the division is the slowest instruction of a read's bookkeeping.
     sector_xfer: (u64, u64),
     page_xfer: (u64, u64),
+    /// The write cache's room in pages (0: none), and the end instants of the host programs
+    /// whose pages it holds (earliest on top; at most `cache_pages`).
+    cache_pages: usize,
+    cached: BinaryHeap<Reverse<u64>>,
 }
 
 impl TimingModel {
@@ -360,6 +436,8 @@ impl TimingModel {
                 let b = (geometry.page_bytes() + geometry.page_oob_bytes()) as u64;
                 (b, config.transfer_ns(b))
             },
+            cache_pages: config.write_cache_pages(geometry) as usize,
+            cached: BinaryHeap::new(),
         }
     }
 
@@ -521,7 +599,8 @@ impl TimingModel {
         xfer_end
     }
 
-    /// Models a program of `bytes` to `pu` issued at `now_ns`; returns the completion instant.
+    /// Models a host program of `bytes` to `pu` issued at `now_ns`; returns the completion
+    /// instant (with a write cache, the instant it is acknowledged).
     pub fn program(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
         self.program_block(now_ns, pu, NO_BLOCK, bytes, false)
     }
@@ -530,7 +609,8 @@ impl TimingModel {
     /// housekeeping (GC relocation). With reads-first scheduling a host program goes ahead of
     /// the background programs and erases of other blocks queued at the end of its PU's
     /// timeline, and suspends an erase of another block in progress where the device can;
-    /// with FIFO scheduling both are ordinary programs.
+    /// with FIFO scheduling both are ordinary programs. A host program goes through the
+    /// write cache, if there is one (see the module documentation).
     pub fn program_block(
         &mut self,
         now_ns: u64,
@@ -539,10 +619,41 @@ impl TimingModel {
         bytes: u64,
         background: bool,
     ) -> u64 {
-        if self.config.reads_first {
-            return self.program_first(now_ns, pu, block, bytes, background);
+        let done_ns = if self.config.reads_first {
+            self.program_first(now_ns, pu, block, bytes, background)
+        } else {
+            self.program_fifo(now_ns, pu, bytes)
+        };
+        if background || self.cache_pages == 0 {
+            return done_ns;
         }
-        self.program_fifo(now_ns, pu, bytes)
+        self.cache_ack(now_ns, done_ns)
+    }
+
+    /// A host program issued at `now_ns` and ending at `done_ns` enters the write cache:
+    /// returns when it is acknowledged. At once while the cache has room; when it is full,
+    /// as the earliest program it holds ends (whose page leaves it, this one's taking its
+    /// place), or at `done_ns` if that comes first (the page is programmed before it could
+    /// enter the cache).
+    fn cache_ack(&mut self, now_ns: u64, done_ns: u64) -> u64 {
+        debug_assert!(done_ns >= now_ns);
+        while self.cached.peek().is_some_and(|e| e.0 <= now_ns) {
+            self.cached.pop();
+        }
+        let ack_ns = if self.cached.len() < self.cache_pages {
+            self.cached.push(Reverse(done_ns));
+            now_ns
+        } else {
+            let earliest = self.cached.peek().expect("a full cache holds pages").0;
+            if done_ns <= earliest {
+                return done_ns;
+            }
+            self.cached.pop();
+            self.cached.push(Reverse(done_ns));
+            earliest
+        };
+        assert!(self.cached.len() <= self.cache_pages);
+        ack_ns
     }
 
     fn program_first(
@@ -777,6 +888,64 @@ mod tests {
 
     fn femu() -> TimingConfig {
         TimingConfig::preset("femu").unwrap()
+    }
+
+    #[test]
+    fn a_write_cache_acknowledges_host_programs_until_it_is_full() {
+        // Two PUs on two channels, 16 KiB pages; a cache of two pages.
+        let g = Geometry::new(2, 1, 4, 8, 4);
+        let bytes = (g.page_bytes() + g.page_oob_bytes()) as u64;
+        let cached = TimingConfig {
+            write_cache_kib: 32,
+            ..femu()
+        };
+        let mut m = TimingModel::new(cached, &g);
+        let mut plain = TimingModel::new(femu(), &g);
+        // Three host programs on PU 0 at 0: each ends a program after the one before.
+        let done: Vec<u64> = (0..3).map(|_| plain.program(0, 0, bytes)).collect();
+        assert!(done[0] > 0 && done[1] > done[0] && done[2] > done[1]);
+        assert_eq!(m.program(0, 0, bytes), 0, "room in the cache");
+        assert_eq!(m.program(0, 0, bytes), 0, "room in the cache");
+        assert_eq!(
+            m.program(0, 0, bytes),
+            done[0],
+            "full: waits for the first page"
+        );
+        // Full again (pages ending at done[1], done[2]): a program on the idle PU 1 ends
+        // before either leaves, so it is acknowledged when it ends.
+        let own = plain.program(0, 1, bytes);
+        assert!(own < done[1]);
+        assert_eq!(m.program(0, 1, bytes), own);
+        // The device's background work does not go through the cache.
+        assert_eq!(
+            m.program_block(0, 0, 1, bytes, true),
+            plain.program_block(0, 0, 1, bytes, true)
+        );
+        // A flush waits for every cached page: the model's busy-until is unchanged.
+        assert_eq!(m.all_idle_ns(), plain.all_idle_ns());
+        // Once they are programmed, the cache has room again.
+        let t = m.all_idle_ns();
+        assert_eq!(m.program(t, 0, bytes), t);
+        assert_eq!(m.program(t, 0, bytes), t);
+    }
+
+    #[test]
+    fn a_write_cache_is_whole_pages_and_bounded() {
+        let g = Geometry::new(2, 1, 4, 8, 4);
+        let with = |kib| TimingConfig {
+            write_cache_kib: kib,
+            ..femu()
+        };
+        assert!(with(0).validate(&g).is_ok());
+        assert!(with(16).validate(&g).is_ok());
+        assert_eq!(with(1024).write_cache_pages(&g), 64);
+        for bad in [8, 24, MAX_WRITE_CACHE_KIB + 16] {
+            let e = with(bad).validate(&g).unwrap_err();
+            assert!(
+                e.to_string().contains("whole number of 16 KiB pages"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -475,6 +475,9 @@ impl SimConfig {
         if self.read_pct + self.trim_pct > 100 {
             return bad("read_pct + trim_pct exceed 100");
         }
+        if let Err(e) = self.timing.validate(&self.geometry) {
+            return bad(&e.to_string());
+        }
         if let Some(m) = self.measure_passes {
             if !m.is_finite() || m < 0.0 {
                 return bad("measure_passes must be a finite number >= 0");
