@@ -20,7 +20,10 @@
 # (fill, then N random writes) in both. The transport is a unix socket (the default) or TCP
 # on the loopback: the device model is the same, the transport's round trip adds to every
 # request (more on TCP; see README, "Measured").
-# Usage: scripts/bench-fidelity.sh [SECONDS] [unix|tcp]   (default 10 per fio run, unix)
+# WRITE_CACHE_KIB=N (default 0): the device has a volatile write cache of N KiB (both the
+# image and sim; see docs/media.md): writes are acknowledged once in it.
+# Usage: [WRITE_CACHE_KIB=N] scripts/bench-fidelity.sh [SECONDS] [unix|tcp]
+#        (default 10 s per fio run, unix)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -29,8 +32,9 @@ case $TRANSPORT in unix | tcp) ;; *) echo "transport: unix or tcp, not $TRANSPOR
 source scripts/bench-lib.sh
 need_packages fio libnbd-bin python3
 P1=$((30000 + RANDOM % 10000)); P2=$((P1 + 1))
+CACHE_KIB=${WRITE_CACHE_KIB:-0}
 
-"$B" format "$DIR/base.img" --preset default --timing femu >/dev/null
+"$B" format "$DIR/base.img" --preset default --timing femu --write-cache-kib "$CACHE_KIB" >/dev/null
 "$B" fill "$DIR/base.img" --percent 100 >/dev/null
 P3=$((P1 + 2))
 RT_PID=; NONE_PID=; RTC_PID=; CREDIT_US=0
@@ -69,8 +73,8 @@ d = j["read"] if j["read"]["iops"] > 0 else j["write"]
 print(int(d["iops"]), round(d["clat_ns"]["percentile"]["50.000000"] / 1000, 1), d["total_ios"])' <<<"$json"
 }
 sim_run() { # read_pct qd requests -> "IOPS P50_US"
-    "$B" sim --preset default --timing femu --read-pct "$1" --qd "$2" --precondition 0 \
-        --requests "$3" --json 2>/dev/null | python3 -c '
+    "$B" sim --preset default --timing femu --write-cache-kib "$CACHE_KIB" --read-pct "$1" --qd "$2" \
+        --precondition 0 --requests "$3" --json 2>/dev/null | python3 -c '
 import json, sys
 r = json.load(sys.stdin)["result"]
 lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
@@ -84,7 +88,8 @@ read -r _ sp <<<"$(sim_run 100 1 100000)"
 CREDIT_US=$(python3 -c "print(max(0, round($rp - $sp)))")
 start_servers
 
-echo "4 KiB random I/O, ${SECS}s per fio run over $TRANSPORT; default geometry (8 ch x 2 LUNs), femu timing, filled image on tmpfs"
+echo "4 KiB random I/O, ${SECS}s per fio run over $TRANSPORT; default geometry (8 ch x 2 LUNs), femu timing," \
+    "write cache $CACHE_KIB KiB, filled image on tmpfs"
 echo "transport credit (rt+c): $CREDIT_US µs, calibrated: realtime's QD1 randread p50 less sim's"
 printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" \
     "rt+c IOPS" "rt+c p50" "none IOPS" "rt/min" "rt+c/min"
