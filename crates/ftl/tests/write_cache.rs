@@ -93,3 +93,28 @@ fn a_flush_and_a_fua_write_wait_for_every_cached_page() {
     let c = ftl.write(100, &[6u8; 4096], true).unwrap();
     assert!(c.done_ns >= start + 200_000, "{}", c.done_ns - start);
 }
+
+#[test]
+fn a_page_still_in_the_cache_reads_at_once() {
+    for (cache_kib, at_once) in [(0, false), (1024, true)] {
+        let (mut ftl, clock) = ftl_with_cache(cache_kib);
+        // A whole page (4 sectors): the FTL programs it; with the cache, acknowledged at
+        // once, its program still running.
+        let data: Vec<u8> = (0..4 * 4096).map(|i| (i % 251) as u8).collect();
+        let c = ftl.write(0, &data, false).unwrap();
+        clock.wait_until(c.done_ns);
+        let mut back = vec![0u8; 4 * 4096];
+        let start = clock.now_ns();
+        let r = ftl.read(0, &mut back).unwrap();
+        assert_eq!(back, data);
+        if at_once {
+            assert_eq!(r.done_ns, start, "served from the cache");
+        } else {
+            assert!(
+                r.done_ns >= start + 40_000,
+                "a flash read: {}",
+                r.done_ns - start
+            );
+        }
+    }
+}

@@ -620,7 +620,7 @@ impl<S: Store> Flash<S> {
         let mut live = self.live_mut();
         let done_ns = live
             .timing
-            .program_block(now, addr.pu, addr.block, bytes, background);
+            .program_page(now, addr.pu, addr.block, page_index, bytes, background);
         live.stats.programs += 1;
         let fails = live.faults.program_fails();
         if fails {
@@ -1011,7 +1011,14 @@ impl<V: BlockView> Reads<'_, V> {
         }
         let now = self.clock.now_ns();
         let bytes = count * (g.sector_size + g.oob_bytes_per_sector) as u64;
-        let done_ns = if background {
+        let hit = if live.timing.holds_cached_pages() {
+            live.timing.cache_hit(now, g.page_index(addr))
+        } else {
+            None
+        };
+        let done_ns = if let Some(t) = hit {
+            t
+        } else if background {
             live.timing.read_background(now, addr.pu, bytes)
         } else {
             live.timing.read(now, addr.pu, bytes)

@@ -30,8 +30,8 @@
 //!   earliest of them is programmed (its page leaves the cache), or when its own program
 //!   ends if that comes first. The program itself is modeled as without the cache (it
 //!   starts when issued); `all_idle_ns`, which a flush waits for, still covers it.
-//!   Approximation: a read of a page still in the cache waits for its program as any read
-//!   on that PU (a device would serve it from the cache).
+//!   A read of a page still in the cache is served from it at once (no flash operation;
+//!   [`TimingModel::cache_hit`]).
 //!
 //! Transfers take `ceil(bytes * 1000 / channel_mb_per_s)` ns (MB = 10^6 bytes); a bandwidth of
 //! 0 means transfers are instantaneous. All arithmetic is integer nanoseconds, so results are
@@ -283,6 +283,8 @@ struct Slot {
 
 /// The block of an operation issued without one.
 const NO_BLOCK: u32 = u32::MAX;
+/// The page key of a program whose page is not named ([`TimingModel::program_block`]).
+const NO_PAGE: u64 = u64::MAX;
 
 /// Reads-first scheduling: every PU's operations not yet finished, in the order they run,
 /// and every channel's reserved transfers, both sorted by start and disjoint.
@@ -404,9 +406,11 @@ pub struct TimingModel {
     sector_xfer: (u64, u64),
     page_xfer: (u64, u64),
     /// The write cache's room in pages (0: none), and the end instants of the host programs
-    /// whose pages it holds (earliest on top; at most `cache_pages`).
+    /// whose pages it holds, with the pages' keys (earliest on top; at most `cache_pages`),
+    /// and the same by key, for reads the cache serves.
     cache_pages: usize,
-    cached: BinaryHeap<Reverse<u64>>,
+    cached: BinaryHeap<Reverse<(u64, u64)>>,
+    cached_by_page: std::collections::HashMap<u64, u64>,
 }
 
 impl TimingModel {
@@ -438,6 +442,7 @@ impl TimingModel {
             },
             cache_pages: config.write_cache_pages(geometry) as usize,
             cached: BinaryHeap::new(),
+            cached_by_page: std::collections::HashMap::new(),
         }
     }
 
@@ -619,6 +624,21 @@ impl TimingModel {
         bytes: u64,
         background: bool,
     ) -> u64 {
+        self.program_page(now_ns, pu, block, NO_PAGE, bytes, background)
+    }
+
+    /// [`TimingModel::program_block`] of the page whose key (its index on the device) is
+    /// `page`: while the write cache holds it, reads of it are served from the cache
+    /// ([`TimingModel::cache_hit`]).
+    pub fn program_page(
+        &mut self,
+        now_ns: u64,
+        pu: u32,
+        block: u32,
+        page: u64,
+        bytes: u64,
+        background: bool,
+    ) -> u64 {
         let done_ns = if self.config.reads_first {
             self.program_first(now_ns, pu, block, bytes, background)
         } else {
@@ -627,33 +647,70 @@ impl TimingModel {
         if background || self.cache_pages == 0 {
             return done_ns;
         }
-        self.cache_ack(now_ns, done_ns)
+        self.cache_ack(now_ns, done_ns, page)
     }
 
-    /// A host program issued at `now_ns` and ending at `done_ns` enters the write cache:
-    /// returns when it is acknowledged. At once while the cache has room; when it is full,
-    /// as the earliest program it holds ends (whose page leaves it, this one's taking its
-    /// place), or at `done_ns` if that comes first (the page is programmed before it could
-    /// enter the cache).
-    fn cache_ack(&mut self, now_ns: u64, done_ns: u64) -> u64 {
-        debug_assert!(done_ns >= now_ns);
-        while self.cached.peek().is_some_and(|e| e.0 <= now_ns) {
-            self.cached.pop();
+    /// Drops from the write cache the pages programmed by `now_ns`.
+    fn cache_prune(&mut self, now_ns: u64) {
+        while let Some(&Reverse((done_ns, page))) = self.cached.peek() {
+            if done_ns > now_ns {
+                break;
+            }
+            self.cache_evict(done_ns, page);
         }
+    }
+
+    /// Removes the earliest page from the write cache (ending at `done_ns`).
+    fn cache_evict(&mut self, done_ns: u64, page: u64) {
+        let popped = self.cached.pop();
+        debug_assert_eq!(popped, Some(Reverse((done_ns, page))));
+        // (A page erased and programmed again meanwhile has a newer entry: kept.)
+        if self.cached_by_page.get(&page) == Some(&done_ns) {
+            self.cached_by_page.remove(&page);
+        }
+    }
+
+    /// A host program of `page` issued at `now_ns` and ending at `done_ns` enters the write
+    /// cache: returns when it is acknowledged. At once while the cache has room; when it is
+    /// full, as the earliest program it holds ends (whose page leaves it, this one's taking
+    /// its place), or at `done_ns` if that comes first (the page is programmed before it
+    /// could enter the cache).
+    fn cache_ack(&mut self, now_ns: u64, done_ns: u64, page: u64) -> u64 {
+        debug_assert!(done_ns >= now_ns);
+        self.cache_prune(now_ns);
         let ack_ns = if self.cached.len() < self.cache_pages {
-            self.cached.push(Reverse(done_ns));
             now_ns
         } else {
-            let earliest = self.cached.peek().expect("a full cache holds pages").0;
+            let Reverse((earliest, key)) = *self.cached.peek().expect("a full cache holds pages");
             if done_ns <= earliest {
                 return done_ns;
             }
-            self.cached.pop();
-            self.cached.push(Reverse(done_ns));
+            self.cache_evict(earliest, key);
             earliest
         };
+        self.cached.push(Reverse((done_ns, page)));
+        if page != NO_PAGE {
+            self.cached_by_page.insert(page, done_ns);
+        }
         assert!(self.cached.len() <= self.cache_pages);
+        assert!(self.cached_by_page.len() <= self.cached.len());
         ack_ns
+    }
+
+    /// Whether the write cache may hold a page a read could find ([`TimingModel::cache_hit`]
+    /// is worth asking).
+    #[inline]
+    pub fn holds_cached_pages(&self) -> bool {
+        !self.cached_by_page.is_empty()
+    }
+
+    /// A read of `page` at `now_ns` that the write cache serves: `Some(now_ns)` while the
+    /// page is in it (its program not yet ended; the cache is the controller's memory, no
+    /// flash operation and no channel transfer), `None` otherwise (the read goes to the
+    /// flash, [`TimingModel::read`]).
+    pub fn cache_hit(&mut self, now_ns: u64, page: u64) -> Option<u64> {
+        self.cache_prune(now_ns);
+        self.cached_by_page.contains_key(&page).then_some(now_ns)
     }
 
     fn program_first(
@@ -927,6 +984,45 @@ mod tests {
         let t = m.all_idle_ns();
         assert_eq!(m.program(t, 0, bytes), t);
         assert_eq!(m.program(t, 0, bytes), t);
+    }
+
+    #[test]
+    fn a_write_cache_serves_reads_of_the_pages_it_holds() {
+        let g = Geometry::new(2, 1, 4, 8, 4);
+        let bytes = (g.page_bytes() + g.page_oob_bytes()) as u64;
+        let cached = TimingConfig {
+            write_cache_kib: 32,
+            ..femu()
+        };
+        let mut m = TimingModel::new(cached, &g);
+        assert!(!m.holds_cached_pages());
+        // Pages 7 and 9 on PU 0, acknowledged at once; their programs end at d7 < d9.
+        assert_eq!(m.program_page(0, 0, 0, 7, bytes, false), 0);
+        assert_eq!(m.program_page(0, 0, 0, 9, bytes, false), 0);
+        let d9 = m.all_idle_ns();
+        assert!(m.holds_cached_pages());
+        // Read at once while cached; another page of the PU waits for both programs.
+        assert_eq!(m.cache_hit(1_000, 7), Some(1_000));
+        assert_eq!(m.cache_hit(1_000, 8), None);
+        assert!(m.read(1_000, 0, 4096) > d9);
+        // Page 7 leaves the cache once programmed (the first of the two, so before d9);
+        // page 9 stays until d9.
+        assert_eq!(m.cache_hit(d9 - 1, 7), None);
+        assert_eq!(m.cache_hit(d9 - 1, 9), Some(d9 - 1));
+        assert_eq!(m.cache_hit(d9, 9), None);
+        assert!(!m.holds_cached_pages());
+        // A full cache: the page that takes the earliest one's place is the one found.
+        let t = m.all_idle_ns();
+        for page in [1, 2, 3] {
+            let _ = m.program_page(t, 0, 1, page, bytes, false);
+        }
+        let now = t + 1;
+        assert_eq!(m.cache_hit(now, 1), None, "evicted for page 3");
+        assert_eq!(m.cache_hit(now, 2), Some(now));
+        assert_eq!(m.cache_hit(now, 3), Some(now));
+        // Background programs are not cached.
+        let _ = m.program_page(now, 1, 2, 40, bytes, true);
+        assert_eq!(m.cache_hit(now, 40), None);
     }
 
     #[test]
