@@ -153,15 +153,13 @@ fn format_rejects_bad_arguments_and_existing_files() {
     // A write cache is kept in the image and named by `info`.
     let args = ["--preset", "tiny", "--force", "--timing", "femu"];
     let out = lightnvm(&[&["format", s(&img), "--write-cache-kib", "256"][..], &args].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&lightnvm(&["info", s(&img), "--json"]).stdout).unwrap();
+    assert_eq!(
+        (&v["timing_preset"], &v["timing"]["write_cache_kib"]),
+        (&"femu".into(), &256.into())
     );
-    let out = lightnvm(&["info", s(&img), "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["timing_preset"], "femu");
-    assert_eq!(v["timing"]["write_cache_kib"], 256);
     let out = lightnvm(&["info", s(&img)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -947,16 +947,21 @@ mod tests {
         TimingConfig::preset("femu").unwrap()
     }
 
-    #[test]
-    fn a_write_cache_acknowledges_host_programs_until_it_is_full() {
-        // Two PUs on two channels, 16 KiB pages; a cache of two pages.
+    /// `femu` on two PUs on two channels with 16 KiB pages and a write cache of two pages;
+    /// the bytes of a page with its OOB.
+    fn cached_model() -> (TimingModel, Geometry, u64) {
         let g = Geometry::new(2, 1, 4, 8, 4);
-        let bytes = (g.page_bytes() + g.page_oob_bytes()) as u64;
         let cached = TimingConfig {
             write_cache_kib: 32,
             ..femu()
         };
-        let mut m = TimingModel::new(cached, &g);
+        let bytes = (g.page_bytes() + g.page_oob_bytes()) as u64;
+        (TimingModel::new(cached, &g), g, bytes)
+    }
+
+    #[test]
+    fn a_write_cache_acknowledges_host_programs_until_it_is_full() {
+        let (mut m, g, bytes) = cached_model();
         let mut plain = TimingModel::new(femu(), &g);
         // Three host programs on PU 0 at 0: each ends a program after the one before.
         let done: Vec<u64> = (0..3).map(|_| plain.program(0, 0, bytes)).collect();
@@ -988,13 +993,7 @@ mod tests {
 
     #[test]
     fn a_write_cache_serves_reads_of_the_pages_it_holds() {
-        let g = Geometry::new(2, 1, 4, 8, 4);
-        let bytes = (g.page_bytes() + g.page_oob_bytes()) as u64;
-        let cached = TimingConfig {
-            write_cache_kib: 32,
-            ..femu()
-        };
-        let mut m = TimingModel::new(cached, &g);
+        let (mut m, _, bytes) = cached_model();
         assert!(!m.holds_cached_pages());
         // Pages 7 and 9 on PU 0, acknowledged at once; their programs end at d7 < d9.
         assert_eq!(m.program_page(0, 0, 0, 7, bytes, false), 0);
