@@ -64,6 +64,11 @@ pub struct SimArgs {
     /// Requests outstanding (in virtual time).
     #[arg(long, default_value_t = 1)]
     qd: u32,
+    /// Closed loop: each of the --qd requests is issued this many µs after the one before
+    /// it completed (fio's --thinktime), the client's own time per request (at most 1 s;
+    /// the measured phase only).
+    #[arg(long, default_value_t = 0)]
+    think_us: u64,
     /// Skip the sequential fill that starts preconditioning (measure a fresh device).
     #[arg(long)]
     no_fill: bool,
@@ -172,6 +177,7 @@ struct FileConfig {
     no_suspend: Option<bool>,
     scheduling: Option<String>,
     write_cache_kib: Option<u32>,
+    think_us: Option<u64>,
     op: Option<f64>,
     gc: Option<String>,
     placement: Option<String>,
@@ -208,7 +214,7 @@ fn apply_file(a: &mut SimArgs) -> Result<()> {
     }
     a.op_given |= f.op.is_some();
     take!(workload => a.workload, preset => a.preset, no_suspend => a.no_suspend,
-        write_cache_kib => a.write_cache_kib,
+        write_cache_kib => a.write_cache_kib, think_us => a.think_us,
         op => a.ftl.op, gc => a.ftl.gc,
         placement => a.ftl.placement, static_wl => a.ftl.static_wl,
         checkpoint_interval => a.ftl.checkpoint_interval, read_pct => a.read_pct, trim_pct => a.trim_pct,
@@ -335,6 +341,7 @@ pub fn sim(mut a: SimArgs) -> Result<()> {
         },
         open_loop: a.open_loop,
         store_data: a.store_data,
+        think_ns: a.think_us.saturating_mul(1_000),
     };
     // Progress on stderr, hidden with --json or when stderr is not a terminal.
     let bar = if a.json {
@@ -582,6 +589,7 @@ fn validate(a: &SimArgs) -> Result<()> {
                 trace: None,
                 open_loop: false,
                 store_data: false,
+                think_ns: 0,
             };
             waf[i] = run(&cfg, |_, _| {})?.waf;
         }
@@ -608,6 +616,11 @@ fn peak_rss_bytes() -> Option<u64> {
 fn describe(a: &SimArgs, cfg: &lightnvm_workload::SimConfig) -> String {
     let load = match cfg.arrivals {
         Some(ar) => format!("open loop {:.0} IOPS", ar.rate_iops),
+        None if cfg.think_ns > 0 => format!(
+            "QD {}, think {} µs",
+            cfg.queue_depth,
+            cfg.think_ns as f64 / 1e3
+        ),
         None => format!("QD {}", cfg.queue_depth),
     };
     let source = match &a.trace {

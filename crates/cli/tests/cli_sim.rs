@@ -341,3 +341,69 @@ fn a_write_cache_lets_qd1_writes_reach_the_devices_pace() {
         "write cache of 8 KiB: it must be a whole number of 16 KiB pages",
     );
 }
+
+#[test]
+fn a_think_time_spaces_each_slots_requests() {
+    // Timing none: every request completes at once, so QD1 with 10 µs of think time is
+    // one request per 10 µs (the first at once), and QD4 four times that.
+    for (qd, iops) in [("1", 100_000.0), ("4", 400_000.0)] {
+        let v = json(&[
+            "--timing",
+            "none",
+            "--read-pct",
+            "50",
+            "--qd",
+            qd,
+            "--think-us",
+            "10",
+            "--precondition",
+            "0",
+            "--requests",
+            "10000",
+            "--json",
+        ]);
+        let got = v["result"]["phase"]["achieved_iops"].as_f64().unwrap();
+        assert!((got / iops - 1.0).abs() < 0.01, "QD{qd}: {got} IOPS");
+        assert_eq!(v["result"]["latency_us"]["read"]["p99"], 0.0);
+        assert_eq!(v["config"]["think_ns"], 10_000);
+    }
+    // With the device's latency: the think time adds to each request's turn, not to its
+    // latency.
+    let run = |think: &str| {
+        let v = json(&[
+            "--preset",
+            "small",
+            "--timing",
+            "femu",
+            "--read-pct",
+            "100",
+            "--qd",
+            "1",
+            "--think-us",
+            think,
+            "--requests",
+            "5000",
+            "--json",
+        ]);
+        let r = &v["result"];
+        (
+            r["phase"]["achieved_iops"].as_f64().unwrap(),
+            r["latency_us"]["read"]["p50"].as_f64().unwrap(),
+        )
+    };
+    let ((fast, p50), (slow, p50_think)) = (run("0"), run("20"));
+    assert_eq!(p50, p50_think);
+    let expected = 1e6 / (1e6 / fast + 20.0);
+    assert!(
+        (slow / expected - 1.0).abs() < 0.01,
+        "{slow} IOPS, expected {expected}"
+    );
+    fails(
+        &["--think-us", "10", "--rate", "1000", "--requests", "10"],
+        "a think time is for closed-loop runs",
+    );
+    fails(
+        &["--think-us", "2000000", "--requests", "10"],
+        "think_ns exceeds 1 s",
+    );
+}

@@ -401,6 +401,19 @@ pub struct SimConfig {
     /// exactly what was written) and drops the FTL's metadata sectors: the same results in
     /// a fraction of the memory.
     pub store_data: bool,
+    /// Closed loop only: each queue slot issues its next request this long after its last
+    /// one completed (fio's `thinktime`): the client's own time per request (its I/O path,
+    /// a transport's round trip). Latency still runs from issue to completion. At most
+    /// [`MAX_THINK_NS`].
+    #[serde(skip_serializing_if = "is_zero")]
+    pub think_ns: u64,
+}
+
+/// Longest think time a simulation takes: 1 s.
+pub const MAX_THINK_NS: u64 = 1_000_000_000;
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Default for SimConfig {
@@ -425,6 +438,7 @@ impl Default for SimConfig {
             trace: None,
             open_loop: false,
             store_data: false,
+            think_ns: 0,
         }
     }
 }
@@ -477,6 +491,14 @@ impl SimConfig {
         }
         if let Err(e) = self.timing.validate(&self.geometry) {
             return bad(&e.to_string());
+        }
+        if self.think_ns > MAX_THINK_NS {
+            return bad("think_ns exceeds 1 s");
+        }
+        if self.think_ns > 0 && (self.arrivals.is_some() || self.open_loop) {
+            return bad(
+                "a think time is for closed-loop runs (open loop sets when requests arrive)",
+            );
         }
         if let Some(m) = self.measure_passes {
             if !m.is_finite() || m < 0.0 {
@@ -817,10 +839,15 @@ fn cdf(v: &LatencyLog) -> Vec<(f64, f64)> {
 
 type Op<'a> = dyn FnMut(&mut Ftl<RamMedia>) -> Result<lightnvm_media::Completion, FtlError> + 'a;
 
-/// Virtual-time queue: the completion instants of the requests outstanding.
+/// Virtual-time queue: when each slot may issue its next request (its last request's
+/// completion, plus the think time).
 struct Queue {
     slots: BinaryHeap<Reverse<u64>>,
     clock: Arc<VirtualClock>,
+    /// [`SimConfig::think_ns`] in the measured phase, 0 before it.
+    think_ns: u64,
+    /// The latest completion so far.
+    last_done_ns: u64,
 }
 
 impl Queue {
@@ -847,12 +874,13 @@ impl Queue {
         let start = self.clock.now_ns();
         let c = op(ftl)?;
         let done = c.done_ns.max(start);
-        self.slots.push(Reverse(done));
+        self.slots.push(Reverse(done + self.think_ns));
+        self.last_done_ns = self.last_done_ns.max(done);
         Ok((start, done))
     }
     /// When everything issued so far has completed.
     fn horizon(&self) -> u64 {
-        self.slots.iter().map(|r| r.0).max().unwrap_or(0)
+        self.last_done_ns
     }
 }
 
@@ -886,6 +914,8 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
 
     let mut q = Queue {
         slots: (0..cfg.queue_depth.max(1)).map(|_| Reverse(0u64)).collect(),
+        think_ns: 0,
+        last_done_ns: 0,
         clock,
     };
 
@@ -929,6 +959,7 @@ pub fn run(cfg: &SimConfig, mut progress: impl FnMut(&str, f64)) -> Result<SimRe
     }
     let before: FtlStats = ftl.stats();
     let t0 = q.horizon();
+    q.think_ns = cfg.think_ns;
     let mut wl = LatencyLog::default();
     let mut rl = LatencyLog::default();
     // Without a write limit the WAF series is still sampled about every capacity / 100.
