@@ -11,7 +11,9 @@
 #             rather than the model's plus C; the other rows check the one constant
 #   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
 # and realtime / min(sim, none): the share of what the model allows that a client gets,
-# without and with the credit.
+# without and with the credit. Then, for the QD1 rows, sim with the calibrated path cost as
+# a think time (`sim --think-us C`: what the model predicts for a client on this path)
+# against realtime.
 # Same geometry (`default`: 8 ch x 2 LUNs) and timing (`femu`), image filled first and on
 # tmpfs; fio over the whole device, uniform random with repeats as sim's (`--norandommap`:
 # fio's default visits every block once per pass, a permutation that GC finds far easier
@@ -37,7 +39,7 @@ CACHE_KIB=${WRITE_CACHE_KIB:-0}
 "$B" format "$DIR/base.img" --preset default --timing femu --write-cache-kib "$CACHE_KIB" >/dev/null
 "$B" fill "$DIR/base.img" --percent 100 >/dev/null
 P3=$((P1 + 2))
-RT_PID=; NONE_PID=; RTC_PID=; CREDIT_US=0
+RT_PID=; NONE_PID=; RTC_PID=; CREDIT_US=0; QD1_PATH=()
 # Fresh servers on fresh copies of the filled image: every write row starts where sim's
 # run starts (the fill), so both measure the same phase.
 start_servers() {
@@ -72,9 +74,9 @@ s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
 d = j["read"] if j["read"]["iops"] > 0 else j["write"]
 print(int(d["iops"]), round(d["clat_ns"]["percentile"]["50.000000"] / 1000, 1), d["total_ios"])' <<<"$json"
 }
-sim_run() { # read_pct qd requests -> "IOPS P50_US"
+sim_run() { # read_pct qd requests [think_us] -> "IOPS P50_US"
     "$B" sim --preset default --timing femu --write-cache-kib "$CACHE_KIB" --read-pct "$1" --qd "$2" \
-        --precondition 0 --requests "$3" --json 2>/dev/null | python3 -c '
+        --precondition 0 --requests "$3" --think-us "${4:-0}" --json 2>/dev/null | python3 -c '
 import json, sys
 r = json.load(sys.stdin)["result"]
 lat = r["latency_us"]["read" if r["latency_us"]["read"]["count"] else "write"]
@@ -116,5 +118,16 @@ for rw in randread randwrite; do
         cratio=$(python3 -c "print(f'{$ci / min($si, $ni):.2f}')")
         printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" "$rw" "${jobs}x QD$qd" "$si" "$sp" "$ri" "$rp" \
             "$ci" "$cp" "$ni" "$ratio" "$cratio"
+        if [[ $qd == 1 ]]; then
+            # The path in the model: sim with the calibrated path cost as each request's
+            # think time predicts what a client on this path gets from the modeled device.
+            read -r ti _ <<<"$(sim_run "$pct" 1 "${rn:-100000}" "$CREDIT_US")"
+            QD1_PATH+=("$(printf "%-10s %-9s %13s %9s %7s" "$rw" "1x QD1" "$ti" "$ri" \
+                "$(python3 -c "print(f'{$ri / $ti:.2f}')")")")
+        fi
     done
 done
+echo
+echo "QD1 with the path in the model (sim --think-us $CREDIT_US, the calibrated path cost) against realtime:"
+printf "%-10s %-9s %13s %9s %7s\n" workload depth "sim+path IOPS" "rt IOPS" "rt/sim+path"
+printf "%s\n" "${QD1_PATH[@]}"
