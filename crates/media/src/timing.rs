@@ -406,11 +406,15 @@ pub struct TimingModel {
     sector_xfer: (u64, u64),
     page_xfer: (u64, u64),
     /// The write cache's room in pages (0: none), and the end instants of the host programs
-    /// whose pages it holds, with the pages' keys (earliest on top; at most `cache_pages`),
-    /// and the same by key, for reads the cache serves.
+    /// that hold its room (earliest on top; at most `cache_pages`).
     cache_pages: usize,
-    cached: BinaryHeap<Reverse<(u64, u64)>>,
-    cached_by_page: std::collections::HashMap<u64, u64>,
+    cached: BinaryHeap<Reverse<u64>>,
+    /// The pages in the cache for reads, by key, with their programs' end instants: each
+    /// until its program ends, also after a later page took over its room at that instant
+    /// (earliest end on top). One entry per admitted program not yet ended: at most the
+    /// room plus the programs acknowledged later than they were issued.
+    readable: BinaryHeap<Reverse<(u64, u64)>>,
+    readable_by_page: std::collections::HashMap<u64, u64>,
 }
 
 impl TimingModel {
@@ -442,7 +446,8 @@ impl TimingModel {
             },
             cache_pages: config.write_cache_pages(geometry) as usize,
             cached: BinaryHeap::new(),
-            cached_by_page: std::collections::HashMap::new(),
+            readable: BinaryHeap::new(),
+            readable_by_page: std::collections::HashMap::new(),
         }
     }
 
@@ -652,48 +657,47 @@ impl TimingModel {
 
     /// Drops from the write cache the pages programmed by `now_ns`.
     fn cache_prune(&mut self, now_ns: u64) {
-        while let Some(&Reverse((done_ns, page))) = self.cached.peek() {
+        while self.cached.peek().is_some_and(|e| e.0 <= now_ns) {
+            self.cached.pop();
+        }
+        while let Some(&Reverse((done_ns, page))) = self.readable.peek() {
             if done_ns > now_ns {
                 break;
             }
-            self.cache_evict(done_ns, page);
-        }
-    }
-
-    /// Removes the earliest page from the write cache (ending at `done_ns`).
-    fn cache_evict(&mut self, done_ns: u64, page: u64) {
-        let popped = self.cached.pop();
-        debug_assert_eq!(popped, Some(Reverse((done_ns, page))));
-        // (A page erased and programmed again meanwhile has a newer entry: kept.)
-        if self.cached_by_page.get(&page) == Some(&done_ns) {
-            self.cached_by_page.remove(&page);
+            self.readable.pop();
+            // (A page erased and programmed again meanwhile has a newer entry: kept.)
+            if self.readable_by_page.get(&page) == Some(&done_ns) {
+                self.readable_by_page.remove(&page);
+            }
         }
     }
 
     /// A host program of `page` issued at `now_ns` and ending at `done_ns` enters the write
     /// cache: returns when it is acknowledged. At once while the cache has room; when it is
-    /// full, as the earliest program it holds ends (whose page leaves it, this one's taking
-    /// its place), or at `done_ns` if that comes first (the page is programmed before it
-    /// could enter the cache).
+    /// full, as the earliest program it holds ends (this page then takes over that one's
+    /// room), or at `done_ns` if that comes first (the page is programmed before it could
+    /// enter the cache).
     fn cache_ack(&mut self, now_ns: u64, done_ns: u64, page: u64) -> u64 {
         debug_assert!(done_ns >= now_ns);
         self.cache_prune(now_ns);
         let ack_ns = if self.cached.len() < self.cache_pages {
             now_ns
         } else {
-            let Reverse((earliest, key)) = *self.cached.peek().expect("a full cache holds pages");
+            let earliest = self.cached.peek().expect("a full cache holds pages").0;
             if done_ns <= earliest {
                 return done_ns;
             }
-            self.cache_evict(earliest, key);
+            // The room is taken over at `earliest`; that page stays readable until then.
+            self.cached.pop();
             earliest
         };
-        self.cached.push(Reverse((done_ns, page)));
+        self.cached.push(Reverse(done_ns));
         if page != NO_PAGE {
-            self.cached_by_page.insert(page, done_ns);
+            self.readable.push(Reverse((done_ns, page)));
+            self.readable_by_page.insert(page, done_ns);
         }
         assert!(self.cached.len() <= self.cache_pages);
-        assert!(self.cached_by_page.len() <= self.cached.len());
+        assert!(self.readable_by_page.len() <= self.readable.len());
         ack_ns
     }
 
@@ -701,7 +705,7 @@ impl TimingModel {
     /// is worth asking).
     #[inline]
     pub fn holds_cached_pages(&self) -> bool {
-        !self.cached_by_page.is_empty()
+        !self.readable_by_page.is_empty()
     }
 
     /// A read of `page` at `now_ns` that the write cache serves: `Some(now_ns)` while the
@@ -710,7 +714,7 @@ impl TimingModel {
     /// flash, [`TimingModel::read`]).
     pub fn cache_hit(&mut self, now_ns: u64, page: u64) -> Option<u64> {
         self.cache_prune(now_ns);
-        self.cached_by_page.contains_key(&page).then_some(now_ns)
+        self.readable_by_page.contains_key(&page).then_some(now_ns)
     }
 
     fn program_first(
@@ -1010,15 +1014,22 @@ mod tests {
         assert_eq!(m.cache_hit(d9 - 1, 9), Some(d9 - 1));
         assert_eq!(m.cache_hit(d9, 9), None);
         assert!(!m.holds_cached_pages());
-        // A full cache: the page that takes the earliest one's place is the one found.
+        // A full cache: page 3 takes over page 1's room when page 1's program ends (its
+        // acknowledgement); until then page 1 is still read from the cache.
         let t = m.all_idle_ns();
-        for page in [1, 2, 3] {
-            let _ = m.program_page(t, 0, 1, page, bytes, false);
-        }
+        let acks: Vec<u64> = [1, 2, 3]
+            .iter()
+            .map(|&page| m.program_page(t, 0, 1, page, bytes, false))
+            .collect();
+        let d1 = acks[2];
+        assert!(acks[0] == t && acks[1] == t && d1 > t);
         let now = t + 1;
-        assert_eq!(m.cache_hit(now, 1), None, "evicted for page 3");
-        assert_eq!(m.cache_hit(now, 2), Some(now));
-        assert_eq!(m.cache_hit(now, 3), Some(now));
+        for page in [1, 2, 3] {
+            assert_eq!(m.cache_hit(now, page), Some(now), "page {page}");
+        }
+        assert_eq!(m.cache_hit(d1, 1), None, "programmed: read from the flash");
+        assert_eq!(m.cache_hit(d1, 3), Some(d1));
+        let now = d1;
         // Background programs are not cached.
         let _ = m.program_page(now, 1, 2, 40, bytes, true);
         assert_eq!(m.cache_hit(now, 40), None);

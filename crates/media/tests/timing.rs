@@ -388,3 +388,75 @@ fn disabled_timing_completes_everything_at_once() {
     assert_page(&mut m, b.page(0), 1);
     assert_page(&mut m, b.page(1), 2);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A write cache of `pages` pages against the same programs without one: each program is
+    /// acknowledged between its issue and its end; at no instant are more than `pages`
+    /// acknowledged programs unfinished; a program waits only when the cache was full of
+    /// them; a sync still waits for every program; and a read finds a page in the cache
+    /// exactly while it was acknowledged before its end and has not ended.
+    #[test]
+    fn a_write_cache_holds_at_most_its_pages(
+        pages in 1u32..5,
+        ops in prop::collection::vec(prop_oneof![
+            5 => (0u32..4).prop_map(TOp::Program),
+            2 => (0u64..400_000).prop_map(TOp::Advance),
+        ], 1..80),
+        read_at in 0usize..80,
+    ) {
+        let g = geom(2, 2, 64, 64, 2);
+        let cached = TimingConfig { write_cache_kib: pages * g.page_bytes() as u32 / 1024, ..femu() };
+        let (clock, mut m) = media(g, cached);
+        let (plain_clock, mut plain) = media(g, femu());
+        let mut next_page = [0u32; 4];
+        // (issue, ack, end, page) of every program.
+        let mut done: Vec<(u64, u64, u64, lightnvm_media::PageAddr)> = Vec::new();
+        for op in ops {
+            let now = clock.now_ns();
+            match op {
+                TOp::Program(pu) => {
+                    let p = next_page[pu as usize];
+                    if p == g.pages_per_block {
+                        continue;
+                    }
+                    next_page[pu as usize] += 1;
+                    let addr = blk(pu, 0).page(p);
+                    let ack = program(&mut m, addr, 0).unwrap().done_ns;
+                    let end = program(&mut plain, addr, 0).unwrap().done_ns;
+                    prop_assert!(now <= ack && ack <= end, "{now} {ack} {end}");
+                    // In the cache at `now`: acknowledged, not yet ended.
+                    let held = done.iter().filter(|d| d.1 <= now && now < d.2 && d.1 < d.2).count();
+                    prop_assert!(held <= pages as usize);
+                    if ack > now {
+                        prop_assert_eq!(held, pages as usize, "waited with room in the cache");
+                    }
+                    done.push((now, ack, end, addr));
+                    if done.len() == read_at {
+                        // A page read now: from the cache while it holds it (no flash time).
+                        let first = done[0];
+                        let (r, _, _) = read_sectors(&mut m, first.3, 0, 1);
+                        // (Admitted if acknowledged before its end; in the cache until
+                        // its end, also once a later page took over its room.)
+                        let in_cache = now < first.2 && first.1 < first.2;
+                        prop_assert_eq!(r.unwrap().done_ns == now, in_cache);
+                        // (The twin's PUs are now ahead of the cached media's: stop comparing.)
+                        return Ok(());
+                    }
+                }
+                TOp::Advance(d) => {
+                    clock.advance_to(now + d);
+                    plain_clock.advance_to(now + d);
+                }
+                TOp::Read(_) | TOp::Erase(_) => unreachable!("not generated"),
+            }
+        }
+        // The capacity at every instant a program was acknowledged (the count only grows then).
+        for &(_, t, _, _) in &done {
+            let held = done.iter().filter(|d| d.1 <= t && t < d.2 && d.1 < d.2).count();
+            prop_assert!(held <= pages as usize, "{held} pages at {t}");
+        }
+        prop_assert_eq!(m.sync().unwrap(), plain.sync().unwrap());
+    }
+}
