@@ -577,15 +577,50 @@ fn idle_handshakes_do_not_lock_clients_out() {
 
 /// A real-time server whose programs take `t_prog_ms` and reads 40 µs.
 fn slow_program_server(t_prog_ms: u64) -> Server {
+    slow_program_server_with_cache(t_prog_ms, 0)
+}
+
+/// [`slow_program_server`] with a write cache of `cache_kib` (8 KiB pages).
+fn slow_program_server_with_cache(t_prog_ms: u64, cache_kib: u32) -> Server {
     use lightnvm_media::{RealClock, TimingConfig};
     let mut mc = MediaConfig::new(Geometry::new(2, 2, 16, 16, 2));
     mc.timing = TimingConfig {
         t_prog_ns: t_prog_ms * 1_000_000,
+        write_cache_kib: cache_kib,
         ..TimingConfig::preset("femu").unwrap()
     };
     let media = RamMedia::new(mc, RealClock::new()).unwrap();
     let ftl = Ftl::format(media, FtlConfig::default()).unwrap();
     serve_export(Arc::new(Export::new(ftl, "lightnvm", false, true)))
+}
+
+/// A device with a write cache, in real time: writes are answered before their pages are
+/// programmed while the cache has room, a FLUSH only once every cached page is.
+#[test]
+fn a_write_cache_answers_writes_before_their_programs_and_a_flush_after_them() {
+    // Programs take 100 ms; the cache holds 8 pages (16 sectors).
+    let srv = slow_program_server_with_cache(100, 64);
+    let (mut c, _) = Client::go(&srv);
+    let started = std::time::Instant::now();
+    // 4 pages at QD1: without the cache every second write would wait for its page's
+    // program (400 ms in all).
+    for i in 0..8u64 {
+        assert_eq!(c.write(i * 4096, &[i as u8 + 1; 4096], 0), 0);
+    }
+    let written = started.elapsed();
+    assert_eq!(c.simple(CMD_FLUSH, 0, 0), 0);
+    let flushed = started.elapsed();
+    assert!(
+        written < Duration::from_millis(80),
+        "writes waited for programs: {written:?}"
+    );
+    assert!(
+        flushed >= Duration::from_millis(95),
+        "the FLUSH was answered before the programs ended: {flushed:?}"
+    );
+    for i in 0..8u64 {
+        assert_eq!(c.read(i * 4096, 4096), (0, vec![i as u8 + 1; 4096]));
+    }
 }
 
 /// Reads one simple reply header (and `len` bytes of data when it succeeded and
