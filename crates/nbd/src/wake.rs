@@ -1,0 +1,174 @@
+//! How late this host ends a timed wait, learnt from the waits themselves.
+//!
+//! A real-time connection sends a reply at its modeled instant. A thread that sleeps until
+//! that instant wakes late by the host's wake-up latency: about a microsecond on bare metal
+//! or a virtual machine whose idle CPUs poll before halting, 25–110 µs (median 45 µs) on a
+//! virtual machine whose idle CPUs halt at once (`haltpoll.guest_halt_poll_ns=0`), where a
+//! 45 µs flash read would be answered 100% late. So every timed wait of a real-time
+//! connection ends [`lead_ns`] early and spins the rest of the way, and records how late it
+//! really woke ([`record_late`]), so that the lead follows the host: the mean lateness plus
+//! its mean deviation (about the 80th percentile), at most [`MAX_LEAD_NS`].
+//!
+//! One estimate for the process: the latency is the host's, not a connection's. Updates
+//! from several threads may race; each is a sample of the same quantity, so a lost one
+//! costs nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::Instant;
+
+/// The most a timed wait ends early: spinning longer than this per reply would take the CPU
+/// the client needs, and a host slower to wake than this is no place for real time.
+pub const MAX_LEAD_NS: u64 = 200_000;
+
+/// A sample above this is a preemption, not a wake-up: counted as this much.
+const MAX_SAMPLE_NS: u64 = 1_000_000;
+
+/// Samples of the start-up calibration, and the wait each one asks for.
+const CALIBRATION_SAMPLES: u32 = 64;
+const CALIBRATION_WAIT_NS: u64 = 20_000;
+
+/// Weight of a new sample in the running means: 1/2^SHIFT.
+const SHIFT: u32 = 4;
+
+/// A running estimate of how late wake-ups are: mean lateness and mean absolute deviation,
+/// in nanoseconds.
+pub struct Lateness {
+    mean_ns: AtomicU64,
+    dev_ns: AtomicU64,
+}
+
+impl Lateness {
+    pub const fn new() -> Lateness {
+        Lateness {
+            mean_ns: AtomicU64::new(0),
+            dev_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// How early a timed wait should end.
+    pub fn lead_ns(&self) -> u64 {
+        let mean = self.mean_ns.load(Ordering::Relaxed);
+        let dev = self.dev_ns.load(Ordering::Relaxed);
+        (mean + dev).min(MAX_LEAD_NS)
+    }
+
+    /// A timed wait asked to end at some instant and ended `late_ns` after it.
+    pub fn record(&self, late_ns: u64) {
+        let sample = late_ns.min(MAX_SAMPLE_NS) as i64;
+        let mean = self.mean_ns.load(Ordering::Relaxed) as i64;
+        let dev = self.dev_ns.load(Ordering::Relaxed) as i64;
+        let mean_next = mean + ((sample - mean) >> SHIFT);
+        let dev_next = dev + (((sample - mean).abs() - dev) >> SHIFT);
+        debug_assert!(mean_next >= 0 && dev_next >= 0);
+        self.mean_ns
+            .store(mean_next.max(0) as u64, Ordering::Relaxed);
+        self.dev_ns.store(dev_next.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Starts from a median lateness and its median deviation.
+    fn seed(&self, mean_ns: u64, dev_ns: u64) {
+        self.mean_ns
+            .store(mean_ns.min(MAX_SAMPLE_NS), Ordering::Relaxed);
+        self.dev_ns
+            .store(dev_ns.min(MAX_SAMPLE_NS), Ordering::Relaxed);
+    }
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness::new()
+    }
+}
+
+/// This process's estimate.
+static HOST: Lateness = Lateness::new();
+static CALIBRATED: Once = Once::new();
+
+/// How early a timed wait should end: the estimated lateness of a wake-up on this host.
+pub fn lead_ns() -> u64 {
+    HOST.lead_ns()
+}
+
+/// A timed wait asked to end at some instant and ended `late_ns` after it.
+pub fn record_late(late_ns: u64) {
+    HOST.record(late_ns)
+}
+
+/// Sets the calling thread's timer slack to 1 µs (the default, 50 µs, lets the kernel end
+/// a timed wait up to that much late to batch wake-ups).
+pub fn tighten_timer_slack() {
+    // SAFETY: prctl(PR_SET_TIMERSLACK) on the calling thread; no memory involved.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
+}
+
+/// Once per process, before the first real-time connection: measures a few short sleeps
+/// of the calling thread (whose timer slack must be tight) so that the first replies are
+/// on time too. About 64 × (20 µs + the latency): 2–10 ms.
+pub fn calibrate_once() {
+    CALIBRATED.call_once(|| {
+        let mut samples: Vec<u64> = (0..CALIBRATION_SAMPLES)
+            .map(|_| {
+                let start = Instant::now();
+                std::thread::sleep(std::time::Duration::from_nanos(CALIBRATION_WAIT_NS));
+                (start.elapsed().as_nanos() as u64).saturating_sub(CALIBRATION_WAIT_NS)
+            })
+            .collect();
+        // Seed the means with the median and the median deviation, then learn from the
+        // real waits.
+        samples.sort_unstable();
+        let median = samples[samples.len() / 2];
+        let mut devs: Vec<u64> = samples.iter().map(|s| s.abs_diff(median)).collect();
+        devs.sort_unstable();
+        HOST.seed(median, devs[devs.len() / 2]);
+        tracing::debug!(
+            lateness_ns_median = median,
+            lead_ns = lead_ns(),
+            "real time: timed waits end early by the host's wake-up latency"
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lead_follows_the_samples_and_is_bounded() {
+        let l = Lateness::new();
+        assert_eq!(l.lead_ns(), 0);
+        for _ in 0..200 {
+            l.record(40_000);
+        }
+        let lead = l.lead_ns();
+        assert!((38_000..=42_000).contains(&lead), "lead {lead} ns");
+        // Alternating samples: the lead covers more than their mean.
+        for i in 0..400 {
+            l.record(if i % 2 == 0 { 20_000 } else { 60_000 });
+        }
+        let lead = l.lead_ns();
+        assert!((50_000..=70_000).contains(&lead), "lead {lead} ns");
+        // A preemption counts as at most MAX_SAMPLE_NS; the lead never passes MAX_LEAD_NS.
+        for _ in 0..400 {
+            l.record(u64::MAX);
+        }
+        assert_eq!(l.lead_ns(), MAX_LEAD_NS);
+        // And it comes back down once wake-ups are prompt again.
+        for _ in 0..400 {
+            l.record(1_000);
+        }
+        assert!(l.lead_ns() < 5_000, "lead {} ns", l.lead_ns());
+    }
+
+    #[test]
+    fn calibration_measures_this_hosts_sleeps() {
+        tighten_timer_slack();
+        calibrate_once();
+        // A sleep always ends some time after it was asked to; a second call measures
+        // nothing more.
+        assert!(lead_ns() > 0);
+        let start = Instant::now();
+        calibrate_once();
+        assert!(start.elapsed() < std::time::Duration::from_millis(1));
+    }
+}
