@@ -957,11 +957,13 @@ pub const MAX_BLOCK_STATUS_EXTENTS: usize = 1 << 16;
 /// A reply due this soon is waited for by spinning, not sleeping.
 const SPIN_NS: u64 = 20_000;
 
-/// How long a real-time connection whose client keeps one request in flight watches for the
-/// next one by polling before it sleeps in a read: the server's wake-up is 1–2 µs of a local
-/// round trip here (`transport_rtt` example: 8.0–8.4 µs with both sides sleeping, 6.4–7.0 µs
-/// with the server polling), and the client of such a connection sends its next request a
-/// few microseconds after the reply.
+/// How long a connection whose client keeps one request in flight watches for the next one
+/// by polling before it sleeps in a read, beyond twice the host's wake-up latency (see
+/// [`wake`]): the client of such a connection sends its next request a few microseconds
+/// after it wakes to the reply. Where the wake-up takes 1–2 µs (`transport_rtt` example: a
+/// round trip of 8.0–8.4 µs with both sides sleeping, 6.4–7.0 µs with the server polling)
+/// this saves a little; where it takes 45 µs (a virtual machine whose idle CPUs halt at
+/// once: 76–87 µs against 24–26 µs) it halves a 4 KiB read's round trip with timing off.
 const IDLE_SPIN_NS: u64 = 30_000;
 
 /// A client counts as keeping one request in flight after this many requests in a row
@@ -1129,13 +1131,12 @@ impl Outbox {
         input_fd: Option<std::os::fd::RawFd>,
         credit_ns: u64,
     ) -> Outbox {
-        if realtime {
-            // Timed waits end within a microsecond of the asked instant as far as the kernel
-            // goes, not the default 50 µs later (this thread only), and early by the host's
-            // wake-up latency (see `wake`).
-            wake::tighten_timer_slack();
-            wake::calibrate_once();
-        }
+        // Timed waits end within a microsecond of the asked instant as far as the kernel
+        // goes, not the default 50 µs later (this thread only), and early by the host's
+        // wake-up latency (see `wake`), which also sets how long a connection polls for a
+        // client keeping one request in flight.
+        wake::tighten_timer_slack();
+        wake::calibrate_once();
         Outbox {
             realtime,
             clock,
@@ -1215,7 +1216,8 @@ impl Outbox {
     }
 
     /// Sleeps until the earliest queued reply is due: spins the last stretch, the longer of
-    /// [`SPIN_NS`] and the host's wake-up latency (a sleep ends late by that latency).
+    /// [`SPIN_NS`] and the host's wake-up latency (a sleep ends late by that latency), if
+    /// leave to spin is free (see [`wake::try_spin`]); else sleeps to the instant.
     fn sleep_until_next_due(&self) {
         let Some(due) = self.queued.peek().map(|p| p.due_ns) else {
             return;
@@ -1227,13 +1229,21 @@ impl Outbox {
             std::thread::sleep(Duration::from_nanos(until - now));
             wake::record_late(self.clock.now_ns().saturating_sub(until));
         }
+        let Some(_spin) = wake::try_spin() else {
+            let now = self.clock.now_ns();
+            if due > now {
+                std::thread::sleep(Duration::from_nanos(due - now));
+            }
+            return;
+        };
         while self.clock.now_ns() < due {
             std::hint::spin_loop();
         }
     }
 
     /// Until `due_ns` or until the client sends more (true): in `ppoll` to the host's
-    /// wake-up latency (at least `min_spin_ns`) before the instant, then polling.
+    /// wake-up latency (at least `min_spin_ns`) before the instant, then polling, if leave
+    /// to spin is free; else in `ppoll` to the instant.
     fn await_input_or(
         &self,
         fd: std::os::fd::RawFd,
@@ -1249,6 +1259,10 @@ impl Outbox {
             }
             wake::record_late(self.clock.now_ns().saturating_sub(until));
         }
+        let Some(_spin) = wake::try_spin() else {
+            let now = self.clock.now_ns();
+            return poll_readable(fd, due_ns.saturating_sub(now));
+        };
         while self.clock.now_ns() < due_ns {
             if poll_readable(fd, 0)? {
                 return Ok(true);
@@ -1286,16 +1300,17 @@ impl Outbox {
         }
     }
 
-    /// Whether, in real-time mode, the client keeps one request in flight.
+    /// Whether the client keeps one request in flight.
     fn lone_client(&self) -> bool {
-        self.realtime && self.lone_streak >= LONE_STREAK
+        self.lone_streak >= LONE_STREAK
     }
 
-    /// With nothing in flight, in real-time mode, for a client that keeps one request in
-    /// flight: polls for its next request for up to [`IDLE_SPIN_NS`] instead of sleeping
-    /// in the read at once, so the request is not late by this thread's wake-up. Clients
-    /// with more in flight are not waited for this way: the polling would take the CPU
-    /// their other replies and the client itself need.
+    /// With nothing in flight, for a client that keeps one request in flight: polls for its
+    /// next request for up to [`IDLE_SPIN_NS`] plus twice the host's wake-up latency (the
+    /// client's own wake-up comes first) instead of sleeping in the read at once, so the
+    /// request is not late by this thread's wake-up; if leave to spin is free (see
+    /// [`wake::try_spin`]). Clients with more in flight are not waited for this way: the
+    /// polling would take the CPU their other replies and the client itself need.
     fn await_lone_client(&self) -> io::Result<()> {
         let Some(fd) = self.input_fd else {
             return Ok(());
@@ -1303,7 +1318,10 @@ impl Outbox {
         if !self.lone_client() {
             return Ok(());
         }
-        let until = self.clock.now_ns() + IDLE_SPIN_NS;
+        let Some(_spin) = wake::try_spin() else {
+            return Ok(());
+        };
+        let until = self.clock.now_ns() + IDLE_SPIN_NS + 2 * wake::lead_ns();
         while self.clock.now_ns() < until {
             if poll_readable(fd, 0)? {
                 break;
@@ -2010,12 +2028,18 @@ mod tests {
             plain.send_ready().unwrap();
         }
         assert!(rt.lone_client());
-        assert!(!plain.lone_client(), "only real-time connections poll");
+        assert!(plain.lone_client(), "with timing off too");
         // A request that finds another reply in flight ends the streak.
         rt.push(1 << 40, order + 1, vec![1]).unwrap();
         assert!(rt.lone_client(), "it found none in flight");
         rt.push(1 << 40, order + 2, vec![1]).unwrap();
         assert!(!rt.lone_client());
+        // With timing off, a reply not yet sent when the next request is read (a client
+        // sending several at once) ends it.
+        plain.push(0, order + 1, vec![1]).unwrap();
+        assert!(plain.lone_client());
+        plain.push(0, order + 2, vec![1]).unwrap();
+        assert!(!plain.lone_client());
     }
 
     /// A writer whose bytes the test can see.
