@@ -11,6 +11,9 @@
 # lock (`LIGHTNVM_READS=locked`) and against nbdkit, same run. Last, 4 KiB random writes over
 # the whole (filled) device, where GC works all the time: GC on its own thread (the default)
 # against GC inside each write (`LIGHTNVM_GC=inline`), same run, with p99 latency.
+# Last, clients keeping one request in flight (QD1, one and four connections): the server
+# polling for each next request (the default) against every wait sleeping
+# (`LIGHTNVM_POLL=off`) and against nbdkit, same run, with p50 latency.
 # Usage: scripts/bench-nbd.sh [SECONDS]   (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,5 +117,33 @@ for round in 1 2; do
         read -r b bp <<<"$(gc_run "$P5" "$qd" "$jobs")"
         printf "%-10s %13s %13s %9sus %9sus %7s\n" "${jobs}x QD$qd" "$a" "$b" "$ap" "$bp" \
             "$(python3 -c "print(f'{$a/$b:.2f}')")"
+    done
+done
+echo
+echo "QD1 clients: polling for the next request (default) vs sleeping (LIGHTNVM_POLL=off) vs nbdkit"
+P6=$((P1 + 5))
+"$B" format "$DIR/nopoll.img" --preset default --timing none >/dev/null
+LIGHTNVM_POLL=off "$B" serve "$DIR/nopoll.img" --listen "127.0.0.1:$P6" >"$DIR/nopoll.log" 2>&1 &
+PIDS+=($!)
+wait_nbd "$P6"
+fill "nbd://127.0.0.1:$P6"
+qd1_run() { # port rw jobs -> "IOPS P50_US"
+    fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$1" --rw="$2" --bs=4k --iodepth=1 \
+        --numjobs="$3" --group_reporting --size=512m --norandommap --time_based --runtime="$SECS" \
+        --output-format=json 2>"$DIR/fio.err" | python3 -c '
+import json, sys
+s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
+r = j["read"] if j["read"]["iops"] > 0 else j["write"]
+print(int(r["iops"]), round(r["clat_ns"]["percentile"]["50.000000"] / 1000, 1))'
+}
+printf "%-10s %-8s %10s %10s %10s %9s %9s %9s %9s\n" workload depth polling sleeping nbdkit \
+    "poll p50" "sleep p50" "nbdkit p50" poll/sleep
+for rw in randread randwrite; do
+    for jobs in 1 4; do
+        read -r a ap <<<"$(qd1_run "$P1" "$rw" "$jobs")"
+        read -r c cp <<<"$(qd1_run "$P6" "$rw" "$jobs")"
+        read -r b bp <<<"$(qd1_run "$P2" "$rw" "$jobs")"
+        printf "%-10s %-8s %10s %10s %10s %7sus %7sus %8sus %9s\n" "$rw" "${jobs}x QD1" "$a" "$c" "$b" \
+            "$ap" "$cp" "$bp" "$(python3 -c "print(f'{$a/$c:.2f}')")"
     done
 done
