@@ -1322,8 +1322,10 @@ impl Outbox {
         let Some(_spin) = wake::try_spin() else {
             return Ok(());
         };
-        let until = self.clock.now_ns() + IDLE_SPIN_NS + 2 * wake::lead_ns();
-        while self.clock.now_ns() < until {
+        // On the real clock: with timing off, the export's clock is virtual and stands still.
+        let start = std::time::Instant::now();
+        let spin = Duration::from_nanos(IDLE_SPIN_NS + 2 * wake::lead_ns());
+        while start.elapsed() < spin {
             if poll_readable(fd, 0)? {
                 break;
             }
@@ -2044,6 +2046,30 @@ mod tests {
         assert!(plain.lone_client());
         plain.push(0, order + 2, vec![1]).unwrap();
         assert!(!plain.lone_client());
+    }
+
+    #[test]
+    fn polling_for_a_quiet_client_ends_with_timing_off() {
+        // With timing off the export's clock is virtual and stands still: the poll for a
+        // client keeping one request in flight is timed on the real clock, so a client that
+        // goes quiet costs one short poll, not a core for as long as it stays connected.
+        let (ours, _client) = UnixStream::pair().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let clock: Arc<dyn Clock> = lightnvm_media::VirtualClock::new();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&ours);
+            let mut o = Outbox::new(false, clock, Box::new(io::sink()), Some(fd), 0);
+            o.lone_streak = LONE_STREAK;
+            assert!(o.lone_client());
+            let start = std::time::Instant::now();
+            o.before_read().unwrap();
+            tx.send(start.elapsed()).unwrap();
+            drop(ours);
+        });
+        let took = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the poll for a quiet client never ended");
+        assert!(took < Duration::from_secs(1), "polled {took:?}");
     }
 
     /// A writer whose bytes the test can see.
