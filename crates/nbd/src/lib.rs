@@ -38,12 +38,25 @@ pub const GC_CHUNK: usize = 16;
 /// [`Export::gc_worker`] looks for owed work at least this often while idle.
 const GC_IDLE_WAKE: Duration = Duration::from_millis(100);
 
+/// A writer finding the FTL's lock taken (by GC's chunk, a flush, another connection's
+/// write) polls for it this long before sleeping in the lock, if leave to spin is free (see
+/// [`wake::try_spin`]): a chunk of GC takes tens of microseconds, and a thread sleeping in
+/// the lock wakes that much after it is released on a host slow to wake.
+const LOCK_SPIN_NS: u64 = 200_000;
+/// [`Export::gc_worker`] lets writers waiting for the lock go first, yielding the core, for
+/// at most this long per chunk (then it takes the lock anyway: writes pay GC work
+/// themselves beyond a backlog, so GC is never owed more than that); not with
+/// `LIGHTNVM_POLL=off` (see [`wake::max_spinning`]).
+const GC_DEFER_NS: u64 = 1_000_000;
+
 /// How writes wake the GC worker.
 #[derive(Default)]
 struct GcSignal {
     /// The worker sleeps (or is about to).
     parked: AtomicBool,
     thread: Mutex<Option<std::thread::Thread>>,
+    /// Writers waiting for the FTL's lock: the worker lets them go first.
+    writers_waiting: std::sync::atomic::AtomicU32,
 }
 
 impl GcSignal {
@@ -229,6 +242,35 @@ impl<M: Media> Export<M> {
         // Once a panic inside the FTL (a broken invariant) poisoned it, its tables may be
         // half-updated: nothing more is served from them (EIO), and no clean checkpoint is
         // written, so the next open replays from the last durable state.
+        use std::sync::TryLockError;
+        match self.ftl.try_write() {
+            Ok(g) => return Ok(g),
+            Err(TryLockError::Poisoned(_)) => return Err(EIO),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        let waiting = &self.gc.writers_waiting;
+        waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.lock_contended();
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        g
+    }
+
+    /// The lock, taken: polls for it up to [`LOCK_SPIN_NS`], yielding the core between
+    /// tries, then sleeps in it.
+    fn lock_contended(&self) -> Result<RwLockWriteGuard<'_, Ftl<M>>, u32> {
+        use std::sync::TryLockError;
+        if let Some(_spin) = wake::try_spin() {
+            // On the real clock (the export's is virtual with timing off).
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_nanos(LOCK_SPIN_NS) {
+                std::thread::yield_now();
+                match self.ftl.try_write() {
+                    Ok(g) => return Ok(g),
+                    Err(TryLockError::Poisoned(_)) => return Err(EIO),
+                    Err(TryLockError::WouldBlock) => {}
+                }
+            }
+        }
         self.ftl.write().map_err(|_| EIO)
     }
 
@@ -519,6 +561,15 @@ impl<M: Media> Export<M> {
         drop(ftl);
         *self.gc.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
         while !stop.load(Ordering::SeqCst) {
+            // Writers waiting for the lock go first (a host write is a client waiting; GC
+            // is owed work that writes would pay themselves past a backlog).
+            let start = std::time::Instant::now();
+            while wake::max_spinning() > 0
+                && self.gc.writers_waiting.load(Ordering::SeqCst) > 0
+                && start.elapsed() < Duration::from_nanos(GC_DEFER_NS)
+            {
+                std::thread::yield_now();
+            }
             let ran = match self.ftl.write() {
                 Ok(mut f) if f.gc_owed() => f.run_gc(GC_CHUNK).map(|n| n > 0).unwrap_or(false),
                 Ok(_) => false,
