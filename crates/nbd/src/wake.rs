@@ -115,6 +115,11 @@ pub fn max_spinning() -> usize {
     })
 }
 
+/// Whether threads may poll at all (not with `LIGHTNVM_POLL=off`).
+pub fn polling() -> bool {
+    max_spinning() > 0
+}
+
 /// Leave to spin, held while spinning: at most [`max_spinning`] are out at once.
 #[must_use = "the leave ends when this is dropped"]
 pub struct Spin(());
