@@ -1290,11 +1290,7 @@ impl Outbox {
             return;
         }
         while self.clock.now_ns() < due {
-            if spin.is_some() {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            wake::pause(spin.as_ref());
         }
     }
 
@@ -1329,11 +1325,7 @@ impl Outbox {
             if poll_readable(fd, 0)? {
                 return Ok(true);
             }
-            if spin.is_some() {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            wake::pause(spin.as_ref());
         }
         Ok(false)
     }

@@ -131,6 +131,16 @@ impl Drop for Spin {
     }
 }
 
+/// One turn of a wait that polls: a spin hint with leave to spin, else the core yielded to
+/// whatever else is ready.
+pub fn pause(spin: Option<&Spin>) {
+    if spin.is_some() {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// Leave to spin rather than sleep, if fewer than [`max_spinning`] threads spin now.
 pub fn try_spin() -> Option<Spin> {
     let limit = max_spinning();
