@@ -435,6 +435,46 @@ pub trait SharedRead: Send + Sync {
     ) -> Result<Completion, ReadError>;
 }
 
+/// Copies `src` to `dst` for memory nobody will read soon (a programmed page: GC or a host
+/// read comes back to it much later). On x86_64, where `dst` is 16-byte aligned and the
+/// length a whole number of cache lines, by non-temporal stores: the destination's cache
+/// lines are not read from memory first (a plain copy into cold memory reads each line
+/// before writing it), and the copy does not evict what the FTL works on. Ends with a store
+/// fence, so a release store after it publishes the bytes to other threads as usual.
+/// Elsewhere, a plain copy.
+///
+/// # Safety
+/// `dst` is valid for `src.len()` bytes of writes and does not overlap `src`.
+#[inline]
+pub unsafe fn copy_to_cold(dst: *mut u8, src: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if (dst as usize).is_multiple_of(16) && src.len().is_multiple_of(64) {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        let (s, d) = (src.as_ptr(), dst);
+        for off in (0..src.len()).step_by(64) {
+            // SAFETY: SSE2 is part of x86_64. `off + 64 <= len`: in bounds of `src` and, by
+            // the caller's contract, of `dst`, whose 16-byte alignment the stores need (each
+            // `off + 16 * j` keeps it).
+            unsafe {
+                let a = _mm_loadu_si128(s.add(off).cast::<__m128i>());
+                let b = _mm_loadu_si128(s.add(off + 16).cast::<__m128i>());
+                let c = _mm_loadu_si128(s.add(off + 32).cast::<__m128i>());
+                let e = _mm_loadu_si128(s.add(off + 48).cast::<__m128i>());
+                _mm_stream_si128(d.add(off).cast::<__m128i>(), a);
+                _mm_stream_si128(d.add(off + 16).cast::<__m128i>(), b);
+                _mm_stream_si128(d.add(off + 32).cast::<__m128i>(), c);
+                _mm_stream_si128(d.add(off + 48).cast::<__m128i>(), e);
+            }
+        }
+        // SAFETY: SSE is part of x86_64. Orders the weakly ordered streaming stores before
+        // every later store.
+        unsafe { _mm_sfence() };
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+}
+
 /// A hint to the CPU: `value` will be read soon (a cache miss waits for memory; a prefetch
 /// lets other work run meanwhile). Never faults, changes nothing.
 #[inline]

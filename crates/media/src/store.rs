@@ -543,7 +543,7 @@ impl RamPages {
             let p = Self::block(&self.data, b, self.data_bytes);
             // SAFETY: in bounds (asserted) of a live allocation of `data_bytes`; no reader
             // of this page (the caller's contract), and `data` is not inside the store.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(at), data.len()) };
+            unsafe { crate::copy_to_cold(p.add(at), data) };
         }
         let at = page * self.page_oob_bytes;
         assert!(at + oob.len() <= self.oob_bytes);
