@@ -103,7 +103,7 @@ impl<M: Media> Ftl<M> {
 
     /// Makes sure stream `k` has a slot for a new data page: closes a line whose data area is
     /// used up (writing its footer) and opens a new one.
-    fn ensure_data_slot(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
+    pub(super) fn ensure_data_slot(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
         debug_assert_eq!(self.writers[k.index()].fill(), 0);
         loop {
             let w = &self.writers[k.index()];

@@ -339,7 +339,8 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Copies `lba`'s current data from `ppa` (sector `at.1` of page `at.0`, in the closed
-    /// victim line: never in a buffer) to a GC stream, keeping its sequence number.
+    /// victim line: never in a buffer) to a GC stream, keeping its sequence number. The
+    /// stream's slot is made first, so that the bytes are read straight into its page buffer.
     fn relocate(
         &mut self,
         ppa: Ppa,
@@ -347,27 +348,34 @@ impl<M: Media> Ftl<M> {
         lba: Lba,
         ctx: Ctx,
     ) -> Result<(), FtlError> {
-        let ss = self.geo.sector_size as usize;
-        let mut data = std::mem::take(&mut self.gc_scratch);
-        data.resize(ss, 0);
-        let read = self.read_to_move(ppa, at, &mut data)?;
-        let moving = match read {
+        let k = self.gc_stream_for(lba);
+        if self.writers[k.index()].fill() == 0 {
+            self.ensure_data_slot(
+                k,
+                Ctx {
+                    superseded: false,
+                    ..ctx
+                },
+            )?;
+        }
+        // Opening a line (footer, header, a durable point's padding) moves no data.
+        assert!(
+            matches!(self.map.p2l(ppa), crate::addr::P2lEntry::Data(l) if l == lba),
+            "GC's sector {ppa:?} changed hands while its stream got a slot"
+        );
+        let (mut page, slot) = self.writers[k.index()].take_page_data();
+        let read = self.read_to_move(ppa, at, &mut page[slot]);
+        self.writers[k.index()].put_page_data(page);
+        let moving = match read? {
             // The identity is kept, so the verified checksum is kept: no second pass over
             // the data.
-            GcRead::Bytes(o, crc) if o.lba == lba.0 => Some((
-                o.seq,
-                Payload::Bytes {
-                    data: &data,
-                    crc: Some(crc),
-                },
-            )),
+            GcRead::Bytes(o, crc) if o.lba == lba.0 => Some((o.seq, Payload::InPlace { crc })),
             // Media with a compact form: the sector moves as its record, no bytes built.
             GcRead::Record(o, r) if o.lba == lba.0 => Some((o.seq, Payload::Record(r))),
             _ => None,
         };
         match moving {
             Some((seq, payload)) => {
-                let k = self.gc_stream_for(lba);
                 self.push_payload(k, SectorKind::Data(lba), seq, payload, ctx)?;
                 self.stats.gc_sectors_moved += 1;
                 if let Some(h) = self.placement.hint_of(lba.0) {
@@ -384,7 +392,6 @@ impl<M: Media> Ftl<M> {
                 self.stats.sectors_lost += 1;
             }
         }
-        self.gc_scratch = data;
         Ok(())
     }
 

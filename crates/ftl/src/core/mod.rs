@@ -198,8 +198,6 @@ pub struct Ftl<M: Media> {
     pub(crate) stats: FtlStats,
     /// The counters host reads change: reads take `&self`.
     read_counters: std::sync::Arc<ReadCounters>,
-    /// A sector buffer GC reuses for every relocation (no allocation per sector moved).
-    pub(crate) gc_scratch: Vec<u8>,
     /// A sector buffer for [`Ftl::write_stamped`] where a sector is not staged as a record.
     stamp_scratch: Vec<u8>,
     pub(crate) health: Health,
@@ -291,7 +289,6 @@ impl<M: Media> Ftl<M> {
             atomic_sectors: (sb.version >= 2)
                 .then(|| layout::atomic_sectors(&config, &pool_caps, exported)),
             read_counters: Default::default(),
-            gc_scratch: Vec::new(),
             stamp_scratch: Vec::new(),
             health: Health::Writable,
             gc_thread: false,
