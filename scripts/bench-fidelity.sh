@@ -93,6 +93,10 @@ start_servers
 echo "4 KiB random I/O, ${SECS}s per fio run over $TRANSPORT; default geometry (8 ch x 2 LUNs), femu timing," \
     "write cache $CACHE_KIB KiB, filled image on tmpfs"
 echo "transport credit (rt+c): $CREDIT_US µs, calibrated: realtime's QD1 randread p50 less sim's"
+# The realtime server measured at start-up how late this host wakes a sleeping thread: fio
+# wakes that late for each reply too (what bounds the QD1 rows on a slow-waking host).
+grep -o 'wakes a sleeping thread [0-9.]* µs late (median; p90 [0-9.]* µs)' "$DIR/rt.log" |
+    head -1 | sed 's/^/host: /' || true
 printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" workload depth "sim IOPS" "sim p50" "rt IOPS" "rt p50" \
     "rt+c IOPS" "rt+c p50" "none IOPS" "rt/min" "rt+c/min"
 for rw in randread randwrite; do

@@ -354,3 +354,36 @@ fn ublk_is_offered_and_its_absence_is_a_clear_error() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--depth 0"));
     }
 }
+
+#[test]
+fn realtime_names_how_late_this_host_wakes() {
+    // Measured at start-up, before "listening on": a client on a host that wakes threads
+    // late sees that much more than the model's latency, and the log says how much.
+    let dir = tempfile::tempdir().unwrap();
+    let img = crashed_image(dir.path());
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lightnvm"));
+    cmd.args(["serve", s(&img), "--realtime", "--listen", "127.0.0.1:0"])
+        .stderr(log);
+    let (server, _) = start_serving(cmd);
+    assert!(stop(server).success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("this host wakes a sleeping thread"))
+        .unwrap_or_else(|| panic!("no wake-up latency in the log: {text}"));
+    // "… thread M µs late (median; p90 P µs)", M <= P.
+    let num = |after: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap() + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (median, p90) = (num("sleeping thread "), num("p90 "));
+    assert!(median >= 0.0 && median <= p90, "{line}");
+    // Without --realtime nothing is measured.
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (server, _) = serve_logging(&img, log.into());
+    assert!(stop(server).success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains("wakes a sleeping thread"), "{text}");
+}

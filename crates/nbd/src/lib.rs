@@ -13,6 +13,8 @@
 pub mod proto;
 mod wake;
 
+pub use wake::host_lateness_ns;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
