@@ -535,6 +535,53 @@ mod tests {
     }
 
     #[test]
+    fn bytes_read_into_the_lent_slot_are_staged_in_place() {
+        // GC's path: the next slot is lent out, the moved sector's bytes read into it, and
+        // staged with the checksum they were verified against; the page then holds exactly
+        // those bytes, and their OOB decodes to the kept identity.
+        let (mut media, mut w) = setup();
+        w.begin(1, vec![1, 0]);
+        let first = vec![4u8; 4096];
+        w.stage(SectorKind::Data(Lba(2)), 3, Payload::bytes(&first), false);
+        let moved: Vec<u8> = (0..4096).map(|i| (i % 251) as u8).collect();
+        let id = SectorOob { lba: 9, seq: 41 };
+        let mut oob = vec![0u8; media.geometry().oob_bytes_per_sector as usize];
+        meta::oob::encode(&mut oob, id, &moved);
+        let crc = meta::oob::stored_crc(&oob);
+        let (mut page, slot) = w.take_page_data();
+        assert_eq!(slot, 4096..8192, "the slot after the staged sector");
+        page[slot].copy_from_slice(&moved);
+        w.put_page_data(page);
+        let (ppa, full) = w.stage(SectorKind::Data(Lba(9)), 41, Payload::InPlace { crc }, true);
+        assert!(full);
+        assert_eq!(w.staged_moved(), 1);
+        let at = ppa.addr(media.geometry());
+        match w.buffered(at.0, at.1) {
+            Some(Buffered::Bytes(data, oob)) => {
+                assert_eq!(data, &moved[..]);
+                assert_eq!(meta::oob::decode(oob, data).ok(), Some(id));
+            }
+            _ => panic!("the moved bytes are buffered"),
+        }
+        let (addr, _) = w.program(&mut media, true).unwrap();
+        let mut data = vec![0u8; 4096];
+        let mut oob = vec![0u8; media.geometry().oob_bytes_per_sector as usize];
+        let _ = media.read(addr, 1, &mut data, &mut oob).unwrap();
+        assert_eq!(data, moved);
+        assert_eq!(meta::oob::decode(&oob, &data).ok(), Some(id));
+    }
+
+    #[test]
+    #[should_panic(expected = "page buffer not lent")]
+    fn a_page_buffer_is_returned_only_once() {
+        let (_, mut w) = setup();
+        w.begin(1, vec![1, 0]);
+        let (page, _) = w.take_page_data();
+        w.put_page_data(page.clone());
+        w.put_page_data(page);
+    }
+
+    #[test]
     fn a_failed_page_hands_its_sectors_back() {
         let (_, mut w) = setup();
         w.begin(1, vec![1, 0]);
