@@ -13,6 +13,8 @@ use lightnvm_media::{Clock, FileMedia, Media, MediaConfig, OpenMode, RealClock, 
 use lightnvm_nbd::{Export, Listener};
 use tracing::{info, warn};
 
+use crate::human_bytes;
+
 /// A host that wakes a sleeping thread later than this (median) is named in a warning at
 /// start-up in real-time mode: its clients see that much more than the model's latency.
 const LATE_WAKE_WARN_NS: u64 = 10_000;
@@ -27,8 +29,8 @@ fn log_host_lateness() {
             "real time: this host wakes a sleeping thread {median_us:.1} µs late (median; p90 \
              {p90_us:.1} µs), as virtual machines whose idle CPUs halt at once do. Replies \
              still leave near their modeled instant (the server ends its waits early and \
-             polls the rest), but a client that sleeps until each reply wakes that late too: at queue depth 1 it \
-             sees about that much more than the model's latency"
+             polls the rest), but a client that sleeps until each reply wakes that late \
+             too: at queue depth 1 it sees about that much more than the model's latency"
         );
     } else {
         info!(
@@ -37,8 +39,6 @@ fn log_host_lateness() {
         );
     }
 }
-
-use crate::human_bytes;
 
 /// The image `serve` uses when given none.
 pub const DEFAULT_IMAGE: &str = "lightnvm.img";
