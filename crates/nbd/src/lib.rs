@@ -244,11 +244,8 @@ impl<M: Media> Export<M> {
         // Once a panic inside the FTL (a broken invariant) poisoned it, its tables may be
         // half-updated: nothing more is served from them (EIO), and no clean checkpoint is
         // written, so the next open replays from the last durable state.
-        use std::sync::TryLockError;
-        match self.ftl.try_write() {
-            Ok(g) => return Ok(g),
-            Err(TryLockError::Poisoned(_)) => return Err(EIO),
-            Err(TryLockError::WouldBlock) => {}
+        if let Some(g) = self.try_lock() {
+            return g;
         }
         let waiting = &self.gc.writers_waiting;
         waiting.fetch_add(1, Ordering::SeqCst);
@@ -260,20 +257,26 @@ impl<M: Media> Export<M> {
     /// The lock, taken: polls for it up to [`LOCK_SPIN_NS`], yielding the core between
     /// tries, then sleeps in it.
     fn lock_contended(&self) -> Result<RwLockWriteGuard<'_, Ftl<M>>, u32> {
-        use std::sync::TryLockError;
         if let Some(_spin) = wake::try_spin() {
             // On the real clock (the export's is virtual with timing off).
             let start = std::time::Instant::now();
             while start.elapsed() < Duration::from_nanos(LOCK_SPIN_NS) {
                 std::thread::yield_now();
-                match self.ftl.try_write() {
-                    Ok(g) => return Ok(g),
-                    Err(TryLockError::Poisoned(_)) => return Err(EIO),
-                    Err(TryLockError::WouldBlock) => {}
+                if let Some(g) = self.try_lock() {
+                    return g;
                 }
             }
         }
         self.ftl.write().map_err(|_| EIO)
+    }
+
+    /// The lock if it is free now (EIO if poisoned), `None` if it is taken.
+    fn try_lock(&self) -> Option<Result<RwLockWriteGuard<'_, Ftl<M>>, u32>> {
+        match self.ftl.try_write() {
+            Ok(g) => Some(Ok(g)),
+            Err(std::sync::TryLockError::Poisoned(_)) => Some(Err(EIO)),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     fn read_lock(&self) -> Result<RwLockReadGuard<'_, Ftl<M>>, u32> {

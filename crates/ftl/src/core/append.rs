@@ -60,14 +60,7 @@ impl<M: Media> Ftl<M> {
         payload: Payload<'_>,
         ctx: Ctx,
     ) -> Result<(), FtlError> {
-        // `superseded` is this sector's alone: not the sectors GC or a full page move next.
-        let next = Ctx {
-            superseded: false,
-            ..ctx
-        };
-        if self.writers[k.index()].fill() == 0 {
-            self.ensure_data_slot(k, next)?;
-        }
+        let next = self.make_slot(k, ctx)?;
         let moved = ctx.by_gc && matches!(kind, SectorKind::Data(_));
         let (ppa, full) = self.writers[k.index()].stage(kind, seq, payload, moved);
         if let (SectorKind::Data(_), false) = (kind, ctx.replacing) {
@@ -101,9 +94,23 @@ impl<M: Media> Ftl<M> {
         Ok(())
     }
 
+    /// Makes sure stream `k`'s page buffer has room for the next sector (a new page's slot
+    /// if it is empty). Returns the context of the work that follows this sector: its
+    /// `superseded` is this sector's alone, not the sectors GC or a full page move next.
+    pub(super) fn make_slot(&mut self, k: Stream, ctx: Ctx) -> Result<Ctx, FtlError> {
+        let next = Ctx {
+            superseded: false,
+            ..ctx
+        };
+        if self.writers[k.index()].fill() == 0 {
+            self.ensure_data_slot(k, next)?;
+        }
+        Ok(next)
+    }
+
     /// Makes sure stream `k` has a slot for a new data page: closes a line whose data area is
     /// used up (writing its footer) and opens a new one.
-    pub(super) fn ensure_data_slot(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
+    fn ensure_data_slot(&mut self, k: Stream, ctx: Ctx) -> Result<(), FtlError> {
         debug_assert_eq!(self.writers[k.index()].fill(), 0);
         loop {
             let w = &self.writers[k.index()];

@@ -349,15 +349,7 @@ impl<M: Media> Ftl<M> {
         ctx: Ctx,
     ) -> Result<(), FtlError> {
         let k = self.gc_stream_for(lba);
-        if self.writers[k.index()].fill() == 0 {
-            self.ensure_data_slot(
-                k,
-                Ctx {
-                    superseded: false,
-                    ..ctx
-                },
-            )?;
-        }
+        self.make_slot(k, ctx)?;
         // Opening a line (footer, header, a durable point's padding) moves no data.
         assert!(
             matches!(self.map.p2l(ppa), crate::addr::P2lEntry::Data(l) if l == lba),
