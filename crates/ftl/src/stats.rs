@@ -74,6 +74,9 @@ pub struct FtlStats {
     /// Open lines handed from a stream the placement policy stopped using to one that needed
     /// a line.
     pub line_handovers: u64,
+    /// User lines erased as they were opened (not ahead of time): the host writes that
+    /// follow wait behind the erase (tBERS).
+    pub user_lines_erased_on_open: u64,
     /// Per stream, by stream code (0 user, 1 GC, 2 checkpoint, then the placement policy's).
     pub streams: [StreamStats; STREAMS],
     /// Per placement hint.

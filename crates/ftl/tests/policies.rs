@@ -177,6 +177,43 @@ fn greedy_beats_fifo_on_uniform_random_writes() {
     }
 }
 
+/// At steady state (uniform random overwrites, GC busy, few lines free) the user stream's
+/// next line is erased while its open line still has room: no user line is erased as it is
+/// opened, which the host would wait for (tBERS).
+#[test]
+fn user_lines_are_erased_before_they_are_opened() {
+    let g = Geometry::new(4, 2, 48, 16, 1);
+    let mut ftl = ram_ftl(g, |m| m.endurance = 0, FtlConfig::default());
+    let exported = ftl.exported_sectors();
+    let mut model = Model::new(exported);
+    let mut r = Xs(5);
+    for lba in 0..exported {
+        model.write(&mut ftl, lba, 1, false).unwrap();
+    }
+    let before = ftl.stats();
+    for i in 0..4 * exported {
+        model
+            .write(&mut ftl, r.next() % exported, 1, false)
+            .unwrap();
+        if i % 997 == 0 {
+            // Flushes make durable points of their own.
+            model.flush(&mut ftl).unwrap();
+        }
+    }
+    ftl.check().unwrap();
+    assert!(model.verify_all(&mut ftl).unwrap().is_empty());
+    let s = ftl.stats();
+    let opened = s.streams[0].lines_opened - before.streams[0].lines_opened;
+    eprintln!(
+        "{opened} user lines opened, {} erased on opening; {} GC runs, {} durable points",
+        s.user_lines_erased_on_open,
+        s.gc_runs - before.gc_runs,
+        s.durable_points - before.durable_points
+    );
+    assert!(opened > 20 && s.gc_runs > before.gc_runs + 20);
+    assert_eq!(s.user_lines_erased_on_open, 0);
+}
+
 #[test]
 fn rate_limiter_spreads_gc_over_user_writes() {
     // Steady-state uniform random 4 KiB overwrites. With background GC (the default), GC work

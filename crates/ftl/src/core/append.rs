@@ -299,6 +299,9 @@ impl<M: Media> Ftl<M> {
             .pool
             .erase(&mut self.media, line, kind != StreamKind::User)?;
         self.note_done(erased.done);
+        if kind == StreamKind::User && erased.erases > 0 {
+            self.stats.user_lines_erased_on_open += 1;
+        }
         self.stats.erases += erased.erases;
         self.stats.erase_failures += erased.failures;
         let old_pus = self.pool.line(line).data_pus.clone();
@@ -335,6 +338,37 @@ impl<M: Media> Ftl<M> {
             self.erase_ahead(kind == StreamKind::Gc)?;
         }
         Ok(true)
+    }
+
+    /// Erases the line the user streams will open next once one of them has filled three
+    /// quarters of its open line, so that the erase (tBERS, milliseconds) is over long before
+    /// the line is opened: without this, when few lines are free the line is erased as it is
+    /// opened (the pending lines GC emptied become free only at a durable point, and opening
+    /// a line is where one is made), and the host programs that follow wait behind the
+    /// erase. Makes that durable point here when no free line is left to erase. Housekeeping:
+    /// the host request it runs inside does not wait for its media time. Runs before a host
+    /// write places any sector.
+    pub(crate) fn prepare_user_line(&mut self) -> Result<(), FtlError> {
+        let near_end = crate::placement::data_streams(self.config.placement).any(|s| {
+            let w = &self.writers[s.index()];
+            self.kind(s) == StreamKind::User
+                && w.line().is_some()
+                && 4 * w.remaining_slots() <= self.geo.pages_per_block as u64 * w.pus().len() as u64
+        });
+        if !near_end || self.check_writable().is_err() || self.pool.has_ahead(false) {
+            return Ok(());
+        }
+        let host_done_ns = self.op_done_ns;
+        let r = (|| {
+            if !self.pool.can_erase_ahead(false)
+                && self.pool.releasable(self.durability.newest_seq())
+            {
+                self.durable_point(Ctx::HOST)?;
+            }
+            self.erase_ahead(false)
+        })();
+        self.op_done_ns = host_done_ns;
+        r
     }
 
     /// Erases the line this stream kind will open next, now, in the background (the host

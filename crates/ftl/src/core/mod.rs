@@ -615,6 +615,7 @@ impl<M: Media> Ftl<M> {
         hint: Option<u8>,
     ) -> Result<Completion, FtlError> {
         self.maybe_checkpoint()?;
+        self.prepare_user_line()?;
         self.seq += 1;
         let seq = self.seq;
         // Before any sector moves: a write that fails half-way may have changed some.
