@@ -1019,9 +1019,11 @@ impl<V: BlockView> Reads<'_, V> {
         let done_ns = if let Some(t) = hit {
             t
         } else if background {
-            live.timing.read_background(now, addr.pu, bytes)
+            live.timing
+                .read_page(now, addr.pu, g.page_index(addr), bytes, true)
         } else {
-            live.timing.read(now, addr.pu, bytes)
+            live.timing
+                .read_page(now, addr.pu, g.page_index(addr), bytes, false)
         };
         live.stats.reads += 1;
         live.stats.sectors_read += count;

@@ -3,7 +3,10 @@
 //! Every operation is issued at the clock's `now` and gets a modeled completion instant:
 //!
 //! * read: `tR` on the PU, then the transfer of the requested bytes over the PU's channel;
-//!   the PU stays busy until its data has left the page register.
+//!   the PU stays busy until its data has left the page register. A read of the page whose
+//!   data the register still holds (the operation just before it on the PU read the same
+//!   page, as when GC moves a page's sectors one by one) senses nothing: only the transfer
+//!   (ONFI's Change Read Column). Reads that do not name their page always sense.
 //! * program: the transfer over the channel (once both the channel and the PU are free), then
 //!   `tPROG` on the PU.
 //! * erase: `tBERS` on the PU; no data crosses the channel.
@@ -279,6 +282,8 @@ struct Slot {
     background: bool,
     /// The block a program or an erase is for ([`NO_BLOCK`]: not known, never passed).
     block: u32,
+    /// The page a read senses ([`NO_PAGE`]: not named).
+    page: u64,
 }
 
 /// The block of an operation issued without one.
@@ -292,13 +297,21 @@ const NO_PAGE: u64 = u64::MAX;
 struct Timelines {
     pus: Vec<VecDeque<Slot>>,
     channels: Vec<VecDeque<(u64, u64)>>,
+    /// Per PU, the page whose data the register holds after the last operation finished
+    /// ([`NO_PAGE`] after a program or an erase).
+    sensed: Vec<u64>,
 }
 
 impl Timelines {
     /// Forgets everything finished by `now_ns` on one PU and its channel.
     fn prune(&mut self, now_ns: u64, pu: usize, ch: usize) {
         let q = &mut self.pus[pu];
-        while q.front().is_some_and(|s| s.end_ns <= now_ns) {
+        while let Some(s) = q.front().filter(|s| s.end_ns <= now_ns) {
+            self.sensed[pu] = if s.op == ArrayOp::Read {
+                s.page
+            } else {
+                NO_PAGE
+            };
             q.pop_front();
         }
         let c = &mut self.channels[ch];
@@ -400,6 +413,8 @@ pub struct TimingModel {
     /// suspended it end (reads do not suspend reads).
     pu_last_op: Vec<ArrayOp>,
     pu_reads_until_ns: Vec<u64>,
+    /// The page the last read sensed, while `pu_last_op` is that read.
+    pu_sensed: Vec<u64>,
     suspends: u64,
     /// `TimingConfig::transfer_ns` of a sector and of a page (with their OOB), computed once:
     /// the division is the slowest instruction of a read's bookkeeping.
@@ -423,6 +438,7 @@ impl TimingModel {
             Timelines {
                 pus: vec![VecDeque::new(); geometry.parallel_units() as usize],
                 channels: vec![VecDeque::new(); geometry.channels as usize],
+                sensed: vec![NO_PAGE; geometry.parallel_units() as usize],
             }
         } else {
             Timelines::default()
@@ -435,6 +451,7 @@ impl TimingModel {
             channel_busy_until_ns: vec![0; geometry.channels as usize],
             pu_last_op: vec![ArrayOp::Read; geometry.parallel_units() as usize],
             pu_reads_until_ns: vec![0; geometry.parallel_units() as usize],
+            pu_sensed: vec![NO_PAGE; geometry.parallel_units() as usize],
             suspends: 0,
             sector_xfer: {
                 let b = (geometry.sector_size + geometry.oob_bytes_per_sector) as u64;
@@ -480,10 +497,25 @@ impl TimingModel {
     /// Models a read of `bytes` from `pu` issued at `now_ns`; returns the completion instant.
     #[inline]
     pub fn read(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+        self.read_page(now_ns, pu, NO_PAGE, bytes, false)
+    }
+
+    /// A read of `bytes` of the page whose key (its index on the device) is `page`, issued
+    /// at `now_ns`; `background`: see [`TimingModel::read_background`]. Where the PU's
+    /// register still holds that page, only the transfer.
+    #[inline]
+    pub fn read_page(
+        &mut self,
+        now_ns: u64,
+        pu: u32,
+        page: u64,
+        bytes: u64,
+        background: bool,
+    ) -> u64 {
         if self.config.reads_first {
-            return self.read_first(now_ns, pu, bytes, false);
+            return self.read_first(now_ns, pu, page, bytes, background);
         }
-        self.read_fifo(now_ns, pu, bytes)
+        self.read_fifo(now_ns, pu, page, bytes)
     }
 
     /// A read for the device's own housekeeping (GC relocation): with reads-first scheduling
@@ -491,13 +523,10 @@ impl TimingModel {
     /// scheduling it is an ordinary read.
     #[inline]
     pub fn read_background(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
-        if self.config.reads_first {
-            return self.read_first(now_ns, pu, bytes, true);
-        }
-        self.read_fifo(now_ns, pu, bytes)
+        self.read_page(now_ns, pu, NO_PAGE, bytes, true)
     }
 
-    fn read_fifo(&mut self, now_ns: u64, pu: u32, bytes: u64) -> u64 {
+    fn read_fifo(&mut self, now_ns: u64, pu: u32, page: u64, bytes: u64) -> u64 {
         let ch = self.channel(pu);
         let p = pu as usize;
         let busy = self.pu_busy_until_ns[p];
@@ -527,7 +556,14 @@ impl TimingModel {
             }
         }
         let sense_start = now_ns.max(busy);
-        let sense_end = sense_start + self.config.t_read_ns;
+        let in_register =
+            page != NO_PAGE && self.pu_last_op[p] == ArrayOp::Read && self.pu_sensed[p] == page;
+        let sense_end = if in_register {
+            sense_start
+        } else {
+            sense_start + self.config.t_read_ns
+        };
+        self.pu_sensed[p] = page;
         let xfer_start = sense_end.max(self.channel_busy_until_ns[ch]);
         let xfer_end = xfer_start + self.transfer_ns(bytes);
         self.channel_busy_until_ns[ch] = xfer_end;
@@ -541,7 +577,7 @@ impl TimingModel {
     /// where the device can, suspending it) and after the reads queued before it, but before
     /// every queued program and erase, which move later by the time the read holds the PU.
     /// Its transfer takes the first gap on the channel.
-    fn read_first(&mut self, now_ns: u64, pu: u32, bytes: u64, background: bool) -> u64 {
+    fn read_first(&mut self, now_ns: u64, pu: u32, page: u64, bytes: u64, background: bool) -> u64 {
         let (p, ch) = (pu as usize, self.channel(pu));
         let xfer_ns = self.transfer_ns(bytes);
         let t = &mut self.timelines;
@@ -589,7 +625,20 @@ impl TimingModel {
                 at += 1;
             }
         }
-        let sense_end = start + self.config.t_read_ns;
+        // The register holds what the operation just before this one on the PU left there.
+        let before = if at == 0 {
+            t.sensed[p]
+        } else {
+            Some(q[at - 1])
+                .filter(|s| s.op == ArrayOp::Read)
+                .map_or(NO_PAGE, |s| s.page)
+        };
+        let in_register = page != NO_PAGE && suspended.is_none() && before == page;
+        let sense_end = if in_register {
+            start
+        } else {
+            start + self.config.t_read_ns
+        };
         let (_, xfer_end) = t.channel_first_gap(ch, sense_end, xfer_ns);
         let read = Slot {
             start_ns: if suspended.is_some() { now_ns } else { start },
@@ -598,6 +647,7 @@ impl TimingModel {
             suspends: 0,
             background,
             block: NO_BLOCK,
+            page,
         };
         if suspended.is_some() {
             // The operation resumes after the read with what it had left at `now_ns`.
@@ -764,6 +814,7 @@ impl TimingModel {
                             suspends: 0,
                             background,
                             block,
+                            page: NO_PAGE,
                         };
                         t.suspend_front_for(p, now_ns, slot);
                         self.suspends += 1;
@@ -793,6 +844,7 @@ impl TimingModel {
                 suspends: 0,
                 background,
                 block,
+                page: NO_PAGE,
             },
         );
         done
@@ -837,6 +889,7 @@ impl TimingModel {
                     suspends: 0,
                     background,
                     block,
+                    page: NO_PAGE,
                 },
             );
             return done;
@@ -1123,6 +1176,50 @@ mod tests {
         assert_eq!(m.read(0, 1, 4096), t.t_read_ns + 2 * x);
         // Erase on PU 0 waits for PU 0's read to finish.
         assert_eq!(m.erase(0, 0), t.t_read_ns + x + t.t_erase_ns);
+    }
+
+    /// Reads first: a read placed right after a read of the same page takes the page from
+    /// the register (transfer only); anything else between senses again.
+    #[test]
+    fn a_page_still_in_the_register_is_not_sensed_again() {
+        let g = Geometry::new(1, 1, 4, 4, 4);
+        let t = TimingConfig::preset("mqsim").unwrap();
+        let x = t.transfer_ns(4096);
+        let mut m = TimingModel::new(t, &g);
+        let (p7, p8) = (7, 8);
+        let r1 = m.read_page(0, 0, p7, 4096, true);
+        assert_eq!(r1, t.t_read_ns + x);
+        let r2 = m.read_page(0, 0, p7, 4096, true);
+        assert_eq!(r2, r1 + x, "the same page, right after: transfer only");
+        // A host read of another page goes ahead of the queued background read and senses.
+        // (The background read moves after it keeping its length: instants returned are not
+        // revised. A third read of the page follows it, from the register.)
+        let h = m.read_page(10, 0, p8, 4096, false);
+        assert_eq!(h, r1 + t.t_read_ns + x, "after the read in progress");
+        let r3 = m.read_page(10, 0, p7, 4096, true);
+        assert_eq!(r3, h + 2 * x);
+        // Another page after it senses.
+        let r4 = m.read_page(10, 0, p8, 4096, true);
+        assert_eq!(r4, r3 + t.t_read_ns + x);
+        // Once all are done, the register keeps the last page read...
+        let later = r4 + 1_000;
+        assert_eq!(m.read_page(later, 0, p8, 4096, false), later + x);
+        // ...until a program, and a read without a page always senses.
+        let prog = m.program(later + x, 0, 16384);
+        assert_eq!(
+            m.read_page(prog, 0, p7, 4096, false),
+            prog + t.t_read_ns + x
+        );
+        let r = m.read(prog + t.t_read_ns + x, 0, 4096);
+        assert_eq!(r, prog + 2 * (t.t_read_ns + x));
+        // FIFO scheduling keeps the same register.
+        let f = femu();
+        let fx = f.transfer_ns(4096);
+        let mut m = TimingModel::new(f, &g);
+        let a = m.read_page(0, 0, p7, 4096, false);
+        assert_eq!(m.read_page(0, 0, p7, 4096, true), a + fx);
+        let e = m.erase(0, 0);
+        assert_eq!(m.read_page(e, 0, p7, 4096, false), e + f.t_read_ns + fx);
     }
 
     #[test]

@@ -146,6 +146,9 @@ fn reads_sense_then_transfer() {
     m.wait(c3);
     assert_eq!(clock.now_ns(), t0 + t.t_read_ns + 2 * x);
 
+    let c = program(&mut m, blk(3, 0).page(1), 7).unwrap();
+    m.wait(c);
+
     // A one-sector read transfers one sector.
     let t1 = clock.now_ns();
     let (r, _, _) = read_sectors(&mut m, blk(3, 0).page(0), 2, 1);
@@ -155,12 +158,20 @@ fn reads_sense_then_transfer() {
     );
     // Two reads on one PU: the second senses after the first's data left.
     let t2 = t1;
-    let (r, _, _) = read_sectors(&mut m, blk(3, 0).page(0), 0, 2);
+    let (r, _, _) = read_sectors(&mut m, blk(3, 0).page(1), 0, 2);
     let one = t.t_read_ns + sectors_xfer(&g, &t, 1);
-    assert_eq!(
-        r.unwrap().done_ns,
-        t2 + one + t.t_read_ns + sectors_xfer(&g, &t, 2)
-    );
+    let two = t2 + one + t.t_read_ns + sectors_xfer(&g, &t, 2);
+    assert_eq!(r.unwrap().done_ns, two);
+    // The register still holds that page: reading it again only transfers.
+    let (r, _, _) = read_sectors(&mut m, blk(3, 0).page(1), 3, 1);
+    let held = two + sectors_xfer(&g, &t, 1);
+    assert_eq!(r.unwrap().done_ns, held);
+    // Another page senses again, and so does the first page after it.
+    let (r, _, _) = read_sectors(&mut m, blk(3, 0).page(0), 0, 1);
+    let three = held + one;
+    assert_eq!(r.unwrap().done_ns, three);
+    let (r, _, _) = read_sectors(&mut m, blk(3, 0).page(1), 0, 1);
+    assert_eq!(r.unwrap().done_ns, three + one);
 }
 
 #[test]
@@ -312,10 +323,13 @@ proptest! {
         let mut ch_free = [0u64; 2];
         let mut next_page = [0u32; 4];
         let mut next_block = [0u32; 4];
+        // The page each PU's register holds (a read's, until a program or an erase).
+        let mut sensed: [Option<(u32, u32)>; 4] = [None; 4];
         for op in ops {
             let now = clock.now_ns();
             match op {
                 TOp::Program(pu) => {
+                    sensed[pu as usize] = None;
                     let (b, p) = (next_block[pu as usize], next_page[pu as usize]);
                     if p == g.pages_per_block {
                         next_block[pu as usize] += 1;
@@ -338,13 +352,17 @@ proptest! {
                     let (r, _, _) = read_sectors(&mut m, blk(pu, b).page(p - 1), 0, 1);
                     let c = r.unwrap();
                     let ch = (pu / 2) as usize;
-                    let sensed = now.max(pu_free[pu as usize]) + t.t_read_ns;
+                    let held = sensed[pu as usize] == Some((b, p - 1));
+                    sensed[pu as usize] = Some((b, p - 1));
+                    let sense_ns = if held { 0 } else { t.t_read_ns };
+                    let sensed = now.max(pu_free[pu as usize]) + sense_ns;
                     let end = sensed.max(ch_free[ch]) + sectors_xfer(&g, &t, 1);
                     ch_free[ch] = end;
                     pu_free[pu as usize] = end;
                     prop_assert_eq!(c.done_ns, end);
                 }
                 TOp::Erase(pu) => {
+                    sensed[pu as usize] = None;
                     let b = 63 - next_block[pu as usize] % 8;
                     let c = m.erase(blk(pu, b)).unwrap();
                     pu_free[pu as usize] = now.max(pu_free[pu as usize]) + t.t_erase_ns;
