@@ -341,13 +341,12 @@ impl<M: Media> Ftl<M> {
     }
 
     /// Erases the line the user streams will open next once one of them has filled three
-    /// quarters of its open line, so that the erase (tBERS, milliseconds) is over long before
-    /// the line is opened: without this, when few lines are free the line is erased as it is
-    /// opened (the pending lines GC emptied become free only at a durable point, and opening
-    /// a line is where one is made), and the host programs that follow wait behind the
-    /// erase. Makes that durable point here when no free line is left to erase. Housekeeping:
-    /// the host request it runs inside does not wait for its media time. Runs before a host
-    /// write places any sector.
+    /// quarters of its open line, if none is erased ahead yet, so that the erase (tBERS,
+    /// milliseconds) is over long before the line is opened. The line is chosen when the
+    /// previous one opens, but at steady state no line is free then (the lines GC empties
+    /// become free at the durable point that opening a line makes): without another try
+    /// later, the next line would be erased as it opens and the host programs after it
+    /// would queue behind the erase. Tried before each host write until a line is free.
     pub(crate) fn prepare_user_line(&mut self) -> Result<(), FtlError> {
         let near_end = crate::placement::data_streams(self.config.placement).any(|s| {
             let w = &self.writers[s.index()];
@@ -358,17 +357,7 @@ impl<M: Media> Ftl<M> {
         if !near_end || self.check_writable().is_err() || self.pool.has_ahead(false) {
             return Ok(());
         }
-        let host_done_ns = self.op_done_ns;
-        let r = (|| {
-            if !self.pool.can_erase_ahead(false)
-                && self.pool.releasable(self.durability.newest_seq())
-            {
-                self.durable_point(Ctx::HOST)?;
-            }
-            self.erase_ahead(false)
-        })();
-        self.op_done_ns = host_done_ns;
-        r
+        self.erase_ahead(false)
     }
 
     /// Erases the line this stream kind will open next, now, in the background (the host

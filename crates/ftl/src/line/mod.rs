@@ -285,18 +285,6 @@ impl LinePool {
         self.ahead_position(for_gc).is_some()
     }
 
-    /// Whether [`LinePool::erase_ahead`] has a free line to choose for this stream kind.
-    pub fn can_erase_ahead(&self, for_gc: bool) -> bool {
-        let other = self.ahead[1 - for_gc as usize].as_ref().map(|(l, _)| *l);
-        self.free.iter().any(|&l| Some(l) != other)
-    }
-
-    /// Whether a durable point would free a pending line ([`LinePool::release_pending`]
-    /// with the newest checkpoint's sequence number `horizon`).
-    pub fn releasable(&self, horizon: u64) -> bool {
-        self.pending.iter().any(|&l| self.covered(l, horizon))
-    }
-
     /// Where in the free list the line erased ahead for this stream kind is, if it is free.
     fn ahead_position(&self, for_gc: bool) -> Option<usize> {
         let (ahead, _) = self.ahead[for_gc as usize].as_ref()?;
