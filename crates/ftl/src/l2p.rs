@@ -22,6 +22,28 @@ pub struct Map {
     valid: Vec<u32>,
 }
 
+/// A table of `n` entries, each `fill`, in transparent huge pages where the kernel gives them
+/// (the map and reverse map are read at random: see [`lightnvm_media::advise_huge_pages`]).
+fn table(n: u64, fill: u32) -> Vec<u32> {
+    // Zeroed: not touched before the advice.
+    let mut t = vec![0u32; usize::try_from(n).expect("table fits memory")];
+    lightnvm_media::advise_huge_pages(&t);
+    t.fill(fill);
+    t
+}
+
+/// [`table`], shared with readers on other threads.
+fn shared_table(n: u64, fill: u32) -> Arc<[AtomicU32]> {
+    let mut t =
+        Arc::<[AtomicU32]>::new_zeroed_slice(usize::try_from(n).expect("table fits memory"));
+    lightnvm_media::advise_huge_pages(&t);
+    for e in Arc::get_mut(&mut t).expect("just made") {
+        e.write(AtomicU32::new(fill));
+    }
+    // SAFETY: every entry was just written.
+    unsafe { t.assume_init() }
+}
+
 impl Map {
     /// Everything unmapped and empty.
     pub fn new(geo: Geometry, exported: u64) -> Map {
@@ -30,10 +52,8 @@ impl Map {
             "export larger than the media"
         );
         Map {
-            l2p: (0..usize::try_from(exported).expect("export fits memory"))
-                .map(|_| AtomicU32::new(L2P_UNMAPPED))
-                .collect(),
-            p2l: vec![P2L_EMPTY; usize::try_from(geo.total_sectors()).expect("fits memory")],
+            l2p: shared_table(exported, L2P_UNMAPPED),
+            p2l: table(geo.total_sectors(), P2L_EMPTY),
             valid: vec![0; geo.blocks_per_lun as usize],
             geo,
         }

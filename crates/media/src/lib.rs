@@ -475,6 +475,31 @@ pub unsafe fn copy_to_cold(dst: *mut u8, src: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
 }
 
+/// The size of a transparent huge page on x86_64 and most aarch64 kernels.
+pub const HUGE_PAGE_BYTES: usize = 2 << 20;
+
+/// A hint to the kernel: back the whole huge pages inside `slice`'s memory with transparent
+/// huge pages (`MADV_HUGEPAGE`) from their first touch on. For large tables read at random
+/// (the FTL's map and reverse map, a RAM device's pages): with 4 KiB pages nearly every
+/// access to a table of hundreds of MiB is a TLB miss, a page walk before the access itself.
+/// Call it before the memory is first written (a zeroed allocation is not touched until
+/// then); memory smaller than a huge page is left alone. Changes no byte; the kernel may
+/// ignore it (THP off, or another OS: then nothing happens).
+pub fn advise_huge_pages<T>(slice: &[T]) {
+    let (start, len) = (slice.as_ptr() as usize, std::mem::size_of_val(slice));
+    let first = start.next_multiple_of(HUGE_PAGE_BYTES);
+    let end = (start + len) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+    if end <= first {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: advice on whole pages of memory the slice owns; MADV_HUGEPAGE changes how the
+    // kernel backs them, never their contents.
+    unsafe {
+        libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE)
+    };
+}
+
 /// A hint to the CPU: `value` will be read soon (a cache miss waits for memory; a prefetch
 /// lets other work run meanwhile). Never faults, changes nothing.
 #[inline]
