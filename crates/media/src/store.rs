@@ -703,11 +703,8 @@ impl Region {
         }
         // Only advice: a kernel without transparent huge pages (or with them off) gives 4 KiB
         // pages, as before.
-        #[cfg(target_os = "linux")]
-        // SAFETY: the range is the mapping just made.
-        unsafe {
-            libc::madvise(p, len, libc::MADV_HUGEPAGE)
-        };
+        // SAFETY: the mapping just made, `len` bytes of zeros, readable.
+        crate::advise_huge_pages(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) });
         Some(Region {
             base: p.cast(),
             len,
