@@ -236,15 +236,14 @@ mod tests {
     }
 
     proptest! {
-        // Both crates, whichever this CPU uses: the same CRC.
+        // `crc-fast`'s path even on a CPU that uses the `crc32c` crate (whose path is the
+        // crate itself): the same CRC.
         #[test]
-        fn both_crates_agree(
+        fn the_folding_path_agrees_on_every_cpu(
             crc in any::<u32>(),
             data in prop::collection::vec(any::<u8>(), 0..8300),
         ) {
-            let want = crc32c::crc32c_append(crc, &data);
-            prop_assert_eq!(plain_by(true, crc, &data), want);
-            prop_assert_eq!(plain_by(false, crc, &data), want);
+            prop_assert_eq!(plain_by(true, crc, &data), crc32c::crc32c_append(crc, &data));
         }
     }
 
