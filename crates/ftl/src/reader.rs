@@ -171,7 +171,10 @@ impl FtlReader {
             let c = self.read_sector(l, out, oob)?;
             done_ns = done_ns.max(c);
         }
-        self.counters.host_sectors_read.fetch_add(sectors, Relaxed);
+        self.counters
+            .mine()
+            .host_sectors_read
+            .fetch_add(sectors, Relaxed);
         Some(Completion { done_ns })
     }
 

@@ -181,3 +181,38 @@ fn an_overwritten_lba_never_reads_as_a_hole_beside_the_owner() {
     assert!(beside > 0, "some reads went beside the owner");
     assert_eq!(reader.failed_sectors(), 0);
 }
+
+#[test]
+fn reads_on_many_threads_are_all_counted() {
+    // More threads than the read counters have shards, reading through both paths at once:
+    // every sector read is counted once, whichever shard its thread bumped.
+    let g = Geometry::new(2, 2, 24, 8, 2);
+    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+    let mut buf = vec![0u8; SS];
+    for lba in 0..64 {
+        stamp(&mut buf, lba, 1);
+        let _ = ftl.write(lba, &buf, false).unwrap();
+    }
+    let _ = ftl.flush().unwrap();
+    let reader = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    let before = ftl.stats().host_sectors_read;
+    let threads = 2 * lightnvm_media::THREAD_SHARDS as u64 + 3;
+    let (ftl, reader) = (&ftl, &reader);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let mut buf = vec![0u8; 2 * SS];
+                for i in 0..100u64 {
+                    let lba = (t * 7 + i) % 63;
+                    if t % 2 == 0 || reader.read(lba, &mut buf).is_none() {
+                        let _ = ftl.read(lba, &mut buf).unwrap();
+                    }
+                    assert_eq!(unstamp(&buf[..SS], lba), Ok(1));
+                }
+            });
+        }
+    });
+    assert_eq!(ftl.stats().host_sectors_read - before, threads * 100 * 2);
+}

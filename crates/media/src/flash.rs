@@ -12,7 +12,7 @@
 //! * After the cut every operation fails with `PowerLoss` until [`Flash::power_cycle`].
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::{Rng, RngCore};
@@ -232,7 +232,7 @@ impl SharedRead for FlashReader {
             clock: &*st.clock,
         };
         let op = if st.lock_free.load(Acquire) {
-            reads.begin_lock_free(&st.shards[read_shard_index()], addr, count)?
+            reads.begin_lock_free(&st.shards[crate::thread_shard()], addr, count)?
         } else {
             let mut live = st.live.lock().unwrap_or_else(PoisonError::into_inner);
             // Not an operation a power cut counts: only the owner's are (the owner decides
@@ -258,17 +258,6 @@ struct ReadShard {
     reads: AtomicU64,
     sectors_read: AtomicU64,
     read_failures: AtomicU64,
-}
-
-const READ_SHARDS: usize = 16;
-
-/// The calling thread's shard of [`Flash::read_shards`].
-fn read_shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % READ_SHARDS;
-    }
-    SHARD.with(|s| *s)
 }
 
 /// Timing, faults, counters and power: the state a read changes.
@@ -358,7 +347,9 @@ impl<S: Store> Flash<S> {
             durable_wp,
             blocks,
             lock_free_reads: false,
-            read_shards: (0..READ_SHARDS).map(|_| ReadShard::default()).collect(),
+            read_shards: (0..crate::THREAD_SHARDS)
+                .map(|_| ReadShard::default())
+                .collect(),
             shared: None,
             config,
             store,
@@ -720,7 +711,7 @@ impl<S: Store> Flash<S> {
         let count = check_read(&self.config.geometry, addr, first_sector, data, oob)?;
         let op = if self.lock_free_reads {
             self.reads()
-                .begin_lock_free(&self.read_shards[read_shard_index()], addr, count)?
+                .begin_lock_free(&self.read_shards[crate::thread_shard()], addr, count)?
         } else {
             self.reads()
                 .begin(&mut self.live(), addr, count, background, true)?

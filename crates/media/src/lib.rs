@@ -475,6 +475,23 @@ pub unsafe fn copy_to_cold(dst: *mut u8, src: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
 }
 
+/// How many shards [`thread_shard`] picks among.
+pub const THREAD_SHARDS: usize = 16;
+
+/// The calling thread's shard, `0..THREAD_SHARDS`, fixed for the thread's life: threads
+/// started one after another get different ones (round robin). For counters that readers on
+/// several cores bump at once: one counter every reader bumps would bounce its cache line
+/// between their cores at every read, so each thread bumps its shard's (a shard padded to
+/// its own cache lines) and whoever reads the total sums the shards.
+pub fn thread_shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize =
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % THREAD_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// The size of a transparent huge page on x86_64 and most aarch64 kernels.
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 

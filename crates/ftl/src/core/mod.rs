@@ -143,13 +143,42 @@ pub const MAX_HINTS: usize = crate::placement::MAX_HINTS;
 /// Longest host write applied atomically (32 MiB, NBD's largest request).
 pub const MAX_ATOMIC_SECTORS: u64 = 8192;
 
-/// Counters of the read path, which runs under `&self` (and beside the owner, in
-/// [`crate::FtlReader`]).
+/// Counters of the read path, which runs under `&self` on several threads at once (and
+/// beside the owner, in [`crate::FtlReader`]): one shard per thread
+/// ([`lightnvm_media::thread_shard`]; one counter for all would bounce its cache line
+/// between the readers' cores at every read), summed by [`ReadCounters::total`].
+#[derive(Debug)]
+pub(crate) struct ReadCounters(Box<[ReadShard]>);
+
+/// One thread's [`ReadCounters`], on cache lines of its own.
 #[derive(Debug, Default)]
-pub(crate) struct ReadCounters {
+#[repr(align(128))]
+pub(crate) struct ReadShard {
     pub(crate) host_sectors_read: AtomicU64,
     read_errors: AtomicU64,
     checksum_errors: AtomicU64,
+}
+
+impl Default for ReadCounters {
+    fn default() -> Self {
+        Self(
+            (0..lightnvm_media::THREAD_SHARDS)
+                .map(|_| ReadShard::default())
+                .collect(),
+        )
+    }
+}
+
+impl ReadCounters {
+    /// The calling thread's shard.
+    pub(crate) fn mine(&self) -> &ReadShard {
+        &self.0[lightnvm_media::thread_shard()]
+    }
+
+    /// One counter summed over the shards.
+    fn total(&self, counter: impl Fn(&ReadShard) -> &AtomicU64) -> u64 {
+        self.0.iter().map(|s| counter(s).load(Relaxed)).sum()
+    }
 }
 
 /// What [`Ftl::open_or_return`] gives back when opening fails: why, and the media.
@@ -373,9 +402,9 @@ impl<M: Media> Ftl<M> {
     pub fn stats(&self) -> FtlStats {
         let c = &self.read_counters;
         FtlStats {
-            host_sectors_read: c.host_sectors_read.load(Relaxed),
-            read_errors: c.read_errors.load(Relaxed),
-            checksum_errors: c.checksum_errors.load(Relaxed),
+            host_sectors_read: c.total(|s| &s.host_sectors_read),
+            read_errors: c.total(|s| &s.read_errors),
+            checksum_errors: c.total(|s| &s.checksum_errors),
             ..self.stats
         }
     }
@@ -744,7 +773,7 @@ impl<M: Media> Ftl<M> {
                 }
             }
         }
-        let c = &self.read_counters;
+        let c = self.read_counters.mine();
         c.host_sectors_read.fetch_add(sectors, Relaxed);
         if !failed.is_empty() {
             c.read_errors.fetch_add(failed.len() as u64, Relaxed);
@@ -1162,7 +1191,10 @@ impl<M: Media> Ftl<M> {
         match decode() {
             Ok(o) if o.lba == expect => Ok(Some(o)),
             _ => {
-                self.read_counters.checksum_errors.fetch_add(1, Relaxed);
+                self.read_counters
+                    .mine()
+                    .checksum_errors
+                    .fetch_add(1, Relaxed);
                 Err(())
             }
         }
