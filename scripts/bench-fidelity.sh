@@ -21,7 +21,7 @@
 # image, and its sim run is as many requests as the realtime run completed: the same phase
 # (fill, then N random writes) in both. The transport is a unix socket (the default) or TCP
 # on the loopback: the device model is the same, the transport's round trip adds to every
-# request (more on TCP; see README, "Measured").
+# request (more on TCP; see docs/measurements.md).
 # WRITE_CACHE_KIB=N (default 0): the device has a volatile write cache of N KiB (both the
 # image and sim; see docs/media.md): writes are acknowledged once in it.
 # Usage: [WRITE_CACHE_KIB=N] scripts/bench-fidelity.sh [SECONDS] [unix|tcp]
