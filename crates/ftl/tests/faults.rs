@@ -238,3 +238,48 @@ fn a_failed_page_keeps_the_superseded_sector_of_a_flushed_write() {
     ftl.check().unwrap();
     assert!(model.verify_all(&mut ftl).unwrap().is_empty());
 }
+
+/// Acknowledged writes staged in a page whose program fails are placed again; where no line
+/// can take them any more, they are on no page and a flush must not report them durable.
+/// The FTL used to turn read-only there, and a read-only FTL's flush succeeds (it makes the
+/// buffered writes durable): the flush returned Ok and, after the cut, the writes read as
+/// older data (`torture --threads 4`, seed 24,201,270: a flushed write-zeroes).
+#[test]
+fn a_flush_never_succeeds_for_writes_no_line_could_take_again() {
+    // One PU per line: a failed program drops the line's only block.
+    let g = Geometry::new(1, 1, 16, 16, 4);
+    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+    let mut model = Model::new(ftl.exported_sectors());
+    for lba in 0..8 {
+        model.write(&mut ftl, lba, 4, false).unwrap();
+    }
+    model.flush(&mut ftl).unwrap();
+    // From now on every program fails: each line opened to take the failed page's sectors
+    // fails too, until none is left.
+    ftl.media_mut().fail_next_programs(u32::MAX);
+    let mut acknowledged = Vec::new();
+    let err = loop {
+        let lba = 40 + acknowledged.len() as u64;
+        match ftl.write(lba, &[0x5a; SS], false) {
+            Ok(_) => acknowledged.push(lba),
+            Err(e) => break e,
+        }
+        assert!(acknowledged.len() < 64, "no program was attempted");
+    };
+    assert!(
+        !acknowledged.is_empty(),
+        "the first write failed: {err}; nothing acknowledged to lose"
+    );
+    assert!(matches!(err, FtlError::Failed { .. }), "{err}");
+    // The acknowledged writes are on no page: no flush may say they are durable.
+    assert!(matches!(ftl.flush(), Err(FtlError::Failed { .. })));
+    assert!(matches!(ftl.flush(), Err(FtlError::Failed { .. })));
+    // Their LBAs read as errors, never as the older zeros; the flushed data is intact.
+    for &lba in &acknowledged {
+        assert!(
+            ftl.read(lba, &mut [0u8; SS]).is_err(),
+            "LBA {lba} reads without error"
+        );
+    }
+    assert_eq!(model.verify(&mut ftl, 0, 11), Ok(vec![]));
+}

@@ -443,14 +443,31 @@ impl<M: Media> Ftl<M> {
                     if let Err(e) = self.push(k, u.kind, u.seq, &u.data, ctx) {
                         // No room to place them again (the device turns read-only): what was
                         // not placed reads as an error from now on, never as zeros.
+                        let placing = self.pending.as_ref().map(|p| p.seq);
+                        let mut acknowledged = false;
                         for (left, superseded) in std::iter::once((u, superseded)).chain(again) {
-                            if let (SectorKind::Data(lba), false) = (left.kind, superseded) {
-                                // (A sector of the write being placed was never mapped.)
-                                let placing = self.pending.as_ref().map(|p| p.seq);
-                                if placing != Some(meta::oob::Stamp::number(left.seq)) {
-                                    self.map.set_lost(lba);
-                                }
+                            // (A sector of the write being placed was never mapped, nor
+                            // acknowledged: that write fails with `e`.)
+                            if placing == Some(meta::oob::Stamp::number(left.seq)) {
+                                continue;
                             }
+                            acknowledged = true;
+                            if let (SectorKind::Data(lba), false) = (left.kind, superseded) {
+                                self.map.set_lost(lba);
+                            }
+                        }
+                        // (A fatal error, a power loss say, stops the FTL anyway: the
+                        // request's `latch` keeps it as it is.)
+                        if acknowledged && !e.is_fatal() {
+                            // Sectors of acknowledged requests (data, trim records, the
+                            // superseded sectors that keep a write whole for recovery) are on
+                            // no page now and can be on none: a read-only FTL would still let
+                            // a flush succeed without them (`torture --threads 4`, seed
+                            // 24,201,270: a flushed write-zeroes read as the older data after
+                            // the cut). Stop writing; flushes fail from now on.
+                            return Err(self.latched_failure(&format!(
+                                "sectors of acknowledged writes could not be placed again after a failed program: {e}"
+                            )));
                         }
                         return Err(e);
                     }
