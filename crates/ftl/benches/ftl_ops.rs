@@ -81,32 +81,39 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    // Reads take `&self`: the same FTL read from two threads at once. One iteration is one
-    // read on each thread, so 2x the one-thread throughput is perfect scaling.
+    // Reads take `&self`: the same FTL read from two threads at once, through `Ftl::read`
+    // and beside the owner (`FtlReader`, the NBD server's path). One iteration is one read
+    // on each thread, so 2x the one-thread throughput is perfect scaling.
     let mut g = c.benchmark_group("ftl parallel reads");
-    for threads in [1u64, 2] {
-        g.throughput(Throughput::Bytes(threads * SS as u64));
-        g.bench_function(format!("random 4 KiB read, {threads} thread(s)"), |b| {
-            b.iter_custom(|iters| {
-                let ftl = &ftl;
-                let start = std::time::Instant::now();
-                std::thread::scope(|s| {
-                    for t in 0..threads {
-                        s.spawn(move || {
-                            let mut out = vec![0u8; SS];
-                            let mut x = 11 + t;
-                            for _ in 0..iters {
-                                x = x
-                                    .wrapping_mul(6364136223846793005)
-                                    .wrapping_add(1442695040888963407);
-                                let _ = ftl.read(black_box((x >> 33) % n), &mut out).unwrap();
-                            }
-                        });
-                    }
-                });
-                start.elapsed()
-            })
-        });
+    for (path, beside) in [("", None), (" beside the owner (FtlReader)", Some(&beside))] {
+        for threads in [1u64, 2] {
+            g.throughput(Throughput::Bytes(threads * SS as u64));
+            let name = format!("random 4 KiB read{path}, {threads} thread(s)");
+            g.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let ftl = &ftl;
+                    let start = std::time::Instant::now();
+                    std::thread::scope(|s| {
+                        for t in 0..threads {
+                            s.spawn(move || {
+                                let mut out = vec![0u8; SS];
+                                let mut x = 11 + t;
+                                for _ in 0..iters {
+                                    x = x
+                                        .wrapping_mul(6364136223846793005)
+                                        .wrapping_add(1442695040888963407);
+                                    let lba = black_box((x >> 33) % n);
+                                    if beside.is_none_or(|r| r.read(lba, &mut out).is_none()) {
+                                        let _ = ftl.read(lba, &mut out).unwrap();
+                                    }
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
     }
     g.finish();
 
