@@ -95,7 +95,7 @@ fn data_survives_factory_bad_blocks_and_injected_failures() {
 #[test]
 fn persistent_read_errors_are_reported_for_exactly_the_affected_sectors() {
     // Read failures at 100% per attempt can't be set (probability must be < 1), so make the
-    // media return errors almost always: 0.95 per sector, 4 attempts -> ~81% of sectors fail.
+    // media return errors almost always: 0.95 per sector, 8 attempts -> ~66% of sectors fail.
     let g = Geometry::new(2, 1, 12, 8, 4);
     let mut ftl = ram_ftl(g, |m| m.faults.read_fail_prob = 0.95, FtlConfig::default());
     let mut model = Model::new(ftl.exported_sectors());
