@@ -241,7 +241,7 @@ fn a_failed_page_keeps_the_superseded_sector_of_a_flushed_write() {
 
 /// Acknowledged writes staged in a page whose program fails are placed again; where no line
 /// can take them any more, they are on no page and a flush must not report them durable.
-/// The FTL used to turn read-only there, and a read-only FTL's flush succeeds (it makes the
+/// The FTL turns read-only there, and a read-only FTL's flush succeeds (it makes the
 /// buffered writes durable): the flush returned Ok and, after the cut, the writes read as
 /// older data (`torture --threads 4`, seed 24,201,270: a flushed write-zeroes).
 #[test]
@@ -270,10 +270,14 @@ fn a_flush_never_succeeds_for_writes_no_line_could_take_again() {
         !acknowledged.is_empty(),
         "the first write failed: {err}; nothing acknowledged to lose"
     );
-    assert!(matches!(err, FtlError::Failed { .. }), "{err}");
+    assert!(matches!(err, FtlError::ReadOnly { .. }), "{err}");
     // The acknowledged writes are on no page: no flush may say they are durable.
-    assert!(matches!(ftl.flush(), Err(FtlError::Failed { .. })));
-    assert!(matches!(ftl.flush(), Err(FtlError::Failed { .. })));
+    for _ in 0..2 {
+        match ftl.flush() {
+            Err(FtlError::ReadOnly { reason }) => assert!(reason.contains("lost"), "{reason}"),
+            other => panic!("flush: {other:?}"),
+        }
+    }
     // Their LBAs read as errors, never as the older zeros; the flushed data is intact.
     for &lba in &acknowledged {
         assert!(
@@ -282,4 +286,8 @@ fn a_flush_never_succeeds_for_writes_no_line_could_take_again() {
         );
     }
     assert_eq!(model.verify(&mut ftl, 0, 11), Ok(vec![]));
+    assert!(
+        ftl.shutdown().is_err(),
+        "a clean shutdown claims the lost writes"
+    );
 }

@@ -598,7 +598,9 @@ impl<M: Media> Export<M> {
     }
 
     pub fn submit_flush(&self) -> Result<Completion, u32> {
-        self.lock()?.flush().map_err(|e| errno_of(&e))
+        // A flush that fails failed to make writes durable: EIO, whatever the cause (a
+        // read-only FTL refuses a flush only when acknowledged writes were lost).
+        self.lock()?.flush().map_err(|_| EIO)
     }
 
     /// Trims the whole 4 KiB sectors inside the range (a trim is advisory: partial sectors

@@ -461,13 +461,15 @@ impl<M: Media> Ftl<M> {
                         if acknowledged && !e.is_fatal() {
                             // Sectors of acknowledged requests (data, trim records, the
                             // superseded sectors that keep a write whole for recovery) are on
-                            // no page now and can be on none: a read-only FTL would still let
-                            // a flush succeed without them (`torture --threads 4`, seed
-                            // 24,201,270: a flushed write-zeroes read as the older data after
-                            // the cut). Stop writing; flushes fail from now on.
-                            return Err(self.latched_failure(&format!(
-                                "sectors of acknowledged writes could not be placed again after a failed program: {e}"
-                            )));
+                            // no page now and can be on none. A read-only FTL's flush makes
+                            // what the buffers hold durable and succeeds: it must not claim
+                            // these (`torture --threads 4`, seed 24,201,270: a flushed
+                            // write-zeroes read as the older data after the cut).
+                            self.unplaced.get_or_insert_with(|| {
+                                format!(
+                                    "writes acknowledged since the last flush were lost: a failed program's sectors could not be placed again ({e})"
+                                )
+                            });
                         }
                         return Err(e);
                     }

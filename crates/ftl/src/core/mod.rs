@@ -230,6 +230,10 @@ pub struct Ftl<M: Media> {
     /// A sector buffer for [`Ftl::write_stamped`] where a sector is not staged as a record.
     stamp_scratch: Vec<u8>,
     pub(crate) health: Health,
+    /// Why acknowledged writes are on no page and can be on none (a failed program's sectors
+    /// found no line to go back to; the FTL is read-only): flushes and a shutdown fail, naming
+    /// it, where a read-only FTL's would succeed.
+    pub(crate) unplaced: Option<String>,
     /// A thread of the caller's runs the paced GC work ([`Ftl::set_gc_thread`]).
     pub(crate) gc_thread: bool,
     pub(crate) op_done_ns: u64,
@@ -320,6 +324,7 @@ impl<M: Media> Ftl<M> {
             read_counters: Default::default(),
             stamp_scratch: Vec::new(),
             health: Health::Writable,
+            unplaced: None,
             gc_thread: false,
             op_done_ns: 0,
             recovery: RecoveryReport::default(),
@@ -355,7 +360,10 @@ impl<M: Media> Ftl<M> {
         match &self.health {
             Health::Writable => self.write_checkpoint(true)?,
             // No room for a checkpoint, perhaps; the data must be durable all the same.
-            Health::ReadOnly(_) => self.durable_point(Ctx::HOST)?,
+            Health::ReadOnly(_) => {
+                self.durable_point(Ctx::HOST)?;
+                self.check_placed()?;
+            }
             Health::Failed(reason) => {
                 return Err(FtlError::Failed {
                     reason: reason.clone(),
@@ -1062,6 +1070,7 @@ impl<M: Media> Ftl<M> {
                 reason: reason.clone(),
             });
         }
+        self.check_placed()?;
         self.begin_op();
         self.stats.host_flushes += 1;
         let r = self
@@ -1069,6 +1078,17 @@ impl<M: Media> Ftl<M> {
             .and_then(|()| self.maybe_checkpoint());
         self.latch(r)?;
         Ok(self.op_completion())
+    }
+
+    /// Fails if acknowledged writes were lost ([`Ftl::unplaced`]): no flush may succeed
+    /// after that (the device is read-only then; a restart recovers what the media hold).
+    fn check_placed(&self) -> Result<(), FtlError> {
+        match &self.unplaced {
+            None => Ok(()),
+            Some(reason) => Err(FtlError::ReadOnly {
+                reason: reason.clone(),
+            }),
+        }
     }
 
     /// Unmaps sectors: they read as zeros afterwards. The trim becomes durable (a trim
