@@ -55,10 +55,38 @@ pub struct Replayed {
     /// Sectors of lines without a footer that fail their checksum.
     pub damaged: Vec<Damaged>,
     /// Copies of host writes newer than the checkpoint, weighed once it is known whether
-    /// their write is complete: (LBA, stamp, raw L2P entry, rank, line).
-    deferred: Vec<(u32, u64, u32, u64, u32)>,
+    /// their write is complete.
+    deferred: Vec<Deferred>,
+    /// Sectors that did not verify in pages where others did, by (line, slot): not a page a
+    /// power cut tore or a program failed (nothing of those verifies), so each held what was
+    /// programmed there, damaged since.
+    failed_slots: HashSet<(u32, usize)>,
     /// Host writes found incomplete and discarded.
     pub discarded: Vec<DiscardedWrite>,
+}
+
+/// A copy of a host write newer than the checkpoint ([`Replayed::deferred`]).
+struct Deferred {
+    lba: u32,
+    stamp: u64,
+    /// Its raw L2P entry: a PPA, or `L2P_LOST` for a damaged copy.
+    raw: u32,
+    rank: u64,
+    /// Where: its line, and its slot there in the order the stream wrote the line.
+    line: u32,
+    slot: usize,
+}
+
+/// Where a sector is in the order its stream wrote the line: page rows, the line's PUs in
+/// slot order within a row ([`crate::line::slot_order`], as the writer goes), then the
+/// sectors of the page. The sectors of one host write take consecutive slots unless a
+/// program failure placed some again or the write went on in another line.
+fn slot_of(g: &Geometry, order: &[u32], addr: PageAddr, sector: u32) -> usize {
+    let col = order
+        .iter()
+        .position(|&pu| pu == addr.pu)
+        .unwrap_or(order.len());
+    ((addr.page as usize * (order.len() + 1) + col) * g.sectors_per_page as usize) + sector as usize
 }
 
 /// A host write a power cut left incomplete: some of its sectors were durable, not all.
@@ -81,6 +109,8 @@ pub struct Damaged {
     /// What its OOB says it held, if the OOB could be read.
     claim: Option<SectorOob>,
     rank: u64,
+    /// Its slot in the line (`slot_of`).
+    slot: usize,
     /// The last page of its block, with nothing in it that verifies: maybe the page a power
     /// cut tore.
     may_be_torn: bool,
@@ -139,7 +169,15 @@ pub fn replay<M: Media>(
                     c.lba,
                     c.number()
                 ));
-                weigh(media, b, &mut r, c.lba, c.seq, L2P_LOST, (d.rank, d.line))?;
+                weigh(
+                    media,
+                    b,
+                    &mut r,
+                    c.lba,
+                    c.seq,
+                    L2P_LOST,
+                    (d.rank, d.line, d.slot),
+                )?;
             }
             _ if d.may_be_torn => report.notes.push(format!(
                 "{}: torn by a power cut (not durable; skipped)",
@@ -173,7 +211,7 @@ fn weigh<M: Media>(
     lba: u32,
     stamp: u64,
     raw: u32,
-    (rank, line): (u64, u32),
+    (rank, line, slot): (u64, u32, usize),
 ) -> Result<(), FtlError> {
     let seq = meta::oob::Stamp::number(stamp);
     if b.ckpt.voided.binary_search_by_key(&seq, |v| v.seq).is_ok() {
@@ -181,7 +219,14 @@ fn weigh<M: Media>(
         return Ok(());
     }
     if b.atomic && seq > b.ckpt.seq {
-        r.deferred.push((lba, stamp, raw, rank, line));
+        r.deferred.push(Deferred {
+            lba,
+            stamp,
+            raw,
+            rank,
+            line,
+            slot,
+        });
         return Ok(());
     }
     consider(media, b, &mut r.win, lba, seq, raw, rank)
@@ -190,31 +235,27 @@ fn weigh<M: Media>(
 /// Weighs the copies of host writes newer than the checkpoint whose every sector was found:
 /// the LBAs from the sector marked first to the one marked last, all of them. The others are
 /// discarded whole (a power cut came before all their sectors were durable; such a write was
-/// not flushed, and it is applied all-or-nothing).
+/// not flushed, and it is applied all-or-nothing) — unless the sectors missing are damaged
+/// ones (`damaged_in_place`): then the write is applied, and those LBAs read as errors.
 fn settle_writes<M: Media>(
     media: &mut M,
     b: &Basis,
     r: &mut Replayed,
     report: &mut RecoveryReport,
 ) -> Result<(), FtlError> {
-    #[derive(Default)]
-    struct Found {
-        first: Option<u32>,
-        last: Option<u32>,
-        lbas: HashSet<u32>,
-        lines: HashSet<u32>,
-    }
     let mut writes: HashMap<u64, Found> = HashMap::new();
-    for &(lba, stamp, _, _, line) in &r.deferred {
-        let f = writes.entry(meta::oob::Stamp::number(stamp)).or_default();
-        if stamp & meta::oob::Stamp::FIRST != 0 {
-            f.first = Some(lba);
+    for d in &r.deferred {
+        let f = writes.entry(meta::oob::Stamp::number(d.stamp)).or_default();
+        if d.stamp & meta::oob::Stamp::FIRST != 0 {
+            f.first = Some(d.lba);
         }
-        if stamp & meta::oob::Stamp::LAST != 0 {
-            f.last = Some(lba);
+        if d.stamp & meta::oob::Stamp::LAST != 0 {
+            f.last = Some(d.lba);
         }
-        f.lbas.insert(lba);
-        f.lines.insert(line);
+        f.lbas.insert(d.lba);
+        f.lines.insert(d.line);
+        f.slots.push((d.lba, d.slot));
+        f.rank = d.rank;
     }
     let complete = |f: &Found| match (f.first, f.last) {
         (Some(a), Some(z)) => {
@@ -224,6 +265,24 @@ fn settle_writes<M: Media>(
         }
         _ => false,
     };
+    // Writes missing only sectors damaged in place: applied, with those LBAs lost.
+    let mut damaged: Vec<(u64, Vec<u32>)> = writes
+        .iter()
+        .filter(|(_, f)| !complete(f))
+        .filter_map(|(&seq, f)| Some((seq, damaged_in_place(f, &r.failed_slots)?)))
+        .collect();
+    damaged.sort_unstable();
+    for (seq, lbas) in &damaged {
+        let f = writes.get_mut(seq).expect("found");
+        report.problems.push(format!(
+            "write seq {seq}: the sectors of LBA(s) {lbas:?} are unreadable in line {}; its other sectors are applied, and those LBAs read as errors",
+            f.lines.iter().next().expect("one line")
+        ));
+        for &lba in lbas {
+            consider(media, b, &mut r.win, lba, *seq, L2P_LOST, f.rank)?;
+            f.lbas.insert(lba);
+        }
+    }
     let mut discarded: Vec<DiscardedWrite> = writes
         .iter()
         .filter(|(_, f)| !complete(f))
@@ -237,10 +296,10 @@ fn settle_writes<M: Media>(
         })
         .collect();
     discarded.sort_by_key(|d| d.seq);
-    for (lba, stamp, raw, rank, _) in std::mem::take(&mut r.deferred) {
-        let seq = meta::oob::Stamp::number(stamp);
+    for d in std::mem::take(&mut r.deferred) {
+        let seq = meta::oob::Stamp::number(d.stamp);
         if complete(&writes[&seq]) {
-            consider(media, b, &mut r.win, lba, seq, raw, rank)?;
+            consider(media, b, &mut r.win, d.lba, seq, d.raw, d.rank)?;
         }
     }
     for d in &discarded {
@@ -254,6 +313,45 @@ fn settle_writes<M: Media>(
     report.writes_discarded += discarded.len() as u64;
     r.discarded = discarded;
     Ok(())
+}
+
+/// What replay found of one host write newer than the checkpoint.
+#[derive(Default)]
+struct Found {
+    first: Option<u32>,
+    last: Option<u32>,
+    lbas: HashSet<u32>,
+    lines: HashSet<u32>,
+    /// (LBA, slot) of each sector found.
+    slots: Vec<(u32, usize)>,
+    rank: u64,
+}
+
+/// The LBAs a write misses, if each of them is a sector damaged in place: the write's first
+/// and last sectors were found, in one line, every sector found sits at the slot its LBA
+/// gives (the write took consecutive slots: nothing placed again, no second line), and the
+/// slot of each LBA missing holds a sector that did not verify in a page where others did.
+/// Such a write was programmed whole — its last sector is durable, and a stream programs in
+/// slot order — and lost sectors to damage since, not to a power cut (a cut tears at most the
+/// last page it programmed, and nothing of a torn page verifies). Without this, a sector the
+/// media failed to return took its whole write with it: the write's other LBAs read older
+/// data (16-byte OOB: the sector's own OOB could not say whose it was).
+fn damaged_in_place(f: &Found, failed_slots: &HashSet<(u32, usize)>) -> Option<Vec<u32>> {
+    let (a, z) = (f.first?, f.last?);
+    if a > z || f.lines.len() != 1 || f.lbas.iter().any(|l| !(a..=z).contains(l)) {
+        return None;
+    }
+    let line = *f.lines.iter().next()?;
+    let (lba0, slot0) = *f.slots.first()?;
+    let offset = slot0 as i64 - lba0 as i64;
+    if f.slots.iter().any(|&(l, s)| s as i64 - l as i64 != offset) {
+        return None;
+    }
+    let missing: Vec<u32> = (a..=z).filter(|l| !f.lbas.contains(l)).collect();
+    let in_place = |m: &u32| {
+        usize::try_from(offset + *m as i64).is_ok_and(|s| failed_slots.contains(&(line, s)))
+    };
+    (!missing.is_empty() && missing.iter().all(in_place)).then_some(missing)
 }
 
 fn replay_line<M: Media>(
@@ -275,6 +373,7 @@ fn replay_line<M: Media>(
         }
         None => 0,
     };
+    let order = crate::line::slot_order(line, &pus);
     let addrs: Vec<PageAddr> = written_pages(media, line, &pus).collect();
     for addr in addrs {
         let Some(page) = read_page(media, addr)? else {
@@ -285,6 +384,14 @@ fn replay_line<M: Media>(
         report.sectors_unreadable += (g.sectors_per_page as usize - secs.len()) as u64;
         let index =
             |i: u32| ((addr.pu * g.pages_per_block + addr.page) * g.sectors_per_page + i) as usize;
+        let slot = |i: u32| slot_of(&g, &order, addr, i);
+        if !secs.is_empty() {
+            for i in 0..g.sectors_per_page {
+                if !secs.iter().any(|(j, _)| *j == i) {
+                    r.failed_slots.insert((line, slot(i)));
+                }
+            }
+        }
         if secs.len() < g.sectors_per_page as usize {
             // A sector that fails its checksum in a line with a footer is damage, not a torn
             // write: the footer names the write it held, which must not silently fall back to
@@ -302,19 +409,19 @@ fn replay_line<M: Media>(
                             report.problems.push(format!(
                                 "{addr} sector {i}: checksum fails; the footer says it held LBA {lba}"
                             ));
-                            weigh(media, b, r, lba, stamp, L2P_LOST, (rank, line))?;
+                            weigh(media, b, r, lba, stamp, L2P_LOST, (rank, line, slot(i)))?;
                         }
                         // The footer does not know this sector (the line was continued after
                         // a crash whose recovery found it damaged already): its own OOB says.
                         Some(&(P2L_EMPTY, _)) | None => {
-                            note_damage(media, b, line, addr, &page, Some(i), rank, r)
+                            note_damage(media, b, (line, &order), addr, &page, Some(i), rank, r)
                         }
                         // Padding, metadata, a trim record: no host data.
                         Some(_) => {}
                     }
                 }
             } else {
-                note_damage(media, b, line, addr, &page, None, rank, r);
+                note_damage(media, b, (line, &order), addr, &page, None, rank, r);
             }
         }
         for (i, o) in secs {
@@ -361,7 +468,7 @@ fn replay_line<M: Media>(
                 continue;
             }
             report.sectors_replayed += 1;
-            weigh(media, b, r, o.lba, o.seq, ppa.0, (rank, line))?;
+            weigh(media, b, r, o.lba, o.seq, ppa.0, (rank, line, slot(i)))?;
         }
     }
     Ok(())
@@ -378,7 +485,7 @@ fn replay_line<M: Media>(
 fn note_damage<M: Media>(
     media: &M,
     b: &Basis,
-    line: u32,
+    (line, order): (u32, &[u32]),
     addr: PageAddr,
     page: &PageRead,
     only: Option<u32>,
@@ -406,6 +513,7 @@ fn note_damage<M: Media>(
             index: ((addr.pu * g.pages_per_block + addr.page) * g.sectors_per_page + i) as usize,
             claim,
             rank,
+            slot: slot_of(&g, order, addr, i),
             may_be_torn,
         });
     }
