@@ -104,7 +104,9 @@ impl FtlStats {
 pub enum Health {
     Writable,
     /// Writes are refused (too few good blocks, or opened read-only); everything stays
-    /// readable and flush still makes buffered writes durable.
+    /// readable and flush still makes buffered writes durable — unless acknowledged writes
+    /// were lost on the way there (a failed program's sectors found no line): then every
+    /// flush fails, naming them.
     ReadOnly(String),
     /// An unexpected media error or a broken invariant: the in-memory tables may be
     /// half-updated, so nothing more is written (not even a flush or a checkpoint). Reads
