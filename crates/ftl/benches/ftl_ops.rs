@@ -10,12 +10,11 @@ use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
 
 const SS: usize = 4096;
 
-fn steady_ftl() -> Ftl<RamMedia> {
-    let media = RamMedia::new(
-        MediaConfig::new(Geometry::new(4, 2, 64, 32, 4)),
-        VirtualClock::new(),
-    )
-    .unwrap();
+/// An FTL at steady state on a 256 MiB device whose sectors have `oob_bytes` of OOB each.
+fn steady_ftl(oob_bytes: u32) -> Ftl<RamMedia> {
+    let mut geometry = Geometry::new(4, 2, 64, 32, 4);
+    geometry.oob_bytes_per_sector = oob_bytes;
+    let media = RamMedia::new(MediaConfig::new(geometry), VirtualClock::new()).unwrap();
     let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
     let n = ftl.exported_sectors();
     let buf = vec![7u8; 64 * SS];
@@ -36,7 +35,33 @@ fn steady_ftl() -> Ftl<RamMedia> {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut ftl = steady_ftl();
+    // The images `lightnvm format` and `serve` make have 32-byte OOB areas (the identity
+    // copy); the rows below use the smallest a geometry may have, 16 bytes.
+    {
+        let mut ftl = steady_ftl(lightnvm_ftl::meta::oob::COPY_END as u32);
+        let n = ftl.exported_sectors();
+        let data = vec![3u8; SS];
+        let mut x = 5u64;
+        let mut g = c.benchmark_group("ftl");
+        g.throughput(Throughput::Bytes(SS as u64));
+        g.bench_function(
+            "random 4 KiB write, 32-byte OOB (steady state, GC on)",
+            |b| {
+                b.iter_batched(
+                    || {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (x >> 33) % n
+                    },
+                    |lba| ftl.write(black_box(lba), &data, false).unwrap(),
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+        g.finish();
+    }
+    let mut ftl = steady_ftl(lightnvm_media::geometry::OOB_MIN_BYTES);
     let n = ftl.exported_sectors();
     let data = vec![3u8; SS];
     let mut x = 7u64;

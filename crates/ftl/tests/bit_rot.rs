@@ -179,6 +179,34 @@ fn copies(media: &mut RamMedia, lba: u32) -> Vec<(u64, PageAddr, u32)> {
     found
 }
 
+/// Every sector on the media that reads but fails its checksum, with the identity its OOB
+/// claims for certain (the identity copy): (identity, where).
+fn damaged_claims(media: &mut RamMedia, os: usize) -> Vec<(meta::oob::SectorOob, (PageAddr, u32))> {
+    let g = *media.geometry();
+    let mut found = Vec::new();
+    for pu in 0..g.parallel_units() {
+        for block in 0..g.blocks_per_lun {
+            let wp = media.block_info(BlockAddr { pu, block }).write_pointer;
+            for page in 0..wp {
+                let addr = PageAddr { pu, block, page };
+                for s in 0..g.sectors_per_page {
+                    let Some(d) = raw(media, (addr, s)) else {
+                        continue;
+                    };
+                    let (data, oob) = d.split_at(SS);
+                    if meta::oob::decode(oob, data).is_ok() {
+                        continue;
+                    }
+                    if let Some(c) = meta::oob::claimed(&oob[..os]).filter(|c| c.certain) {
+                        found.push((c.oob, (addr, s)));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The bytes (data, then OOB) of a sector, `None` where they do not read.
 fn raw(media: &RamMedia, (addr, sector): (PageAddr, u32)) -> Option<Vec<u8>> {
     let os = media.geometry().oob_bytes_per_sector as usize;
@@ -215,9 +243,10 @@ fn hot_writes(ftl: &mut Ftl<RamMedia>, from: u64, n: u64) -> Result<(), FtlError
 /// LBA 0 = B, in a line that closes, and a checkpoint maps it; a crash, and B's copy rots.
 /// After recovery B reads as an error, the checkpoint written at its end still maps B's
 /// sector, and the GC line holding A goes on (the next recovery replays it). Returns the
-/// FTL and where B is.
-fn damaged_checkpointed_copy() -> (Ftl<RamMedia>, (PageAddr, u32)) {
-    let g = Geometry::new(2, 1, 12, 8, 2);
+/// FTL and where B is. `oob_bytes`: each sector's OOB area.
+fn damaged_checkpointed_copy(oob_bytes: u32) -> (Ftl<RamMedia>, (PageAddr, u32)) {
+    let mut g = Geometry::new(2, 1, 12, 8, 2);
+    g.oob_bytes_per_sector = oob_bytes;
     let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
     let cfg = FtlConfig {
         victim: lightnvm_ftl::VictimPolicyKind::Fifo,
@@ -260,16 +289,43 @@ fn damaged_checkpointed_copy() -> (Ftl<RamMedia>, (PageAddr, u32)) {
 }
 
 /// A power cut at every point of a workload after that recovery: LBA 0 reads as an error,
-/// never as A — in particular after GC emptied B's line (B unreadable: LBA 0 lost) and the
-/// line was erased and written again.
+/// never as A — in particular after GC emptied B's line and the line was erased and written
+/// again. Without the identity copy (16-byte OOB) GC cannot read B and marks LBA 0 lost;
+/// with it, GC knows B's sector by its OOB alone and moves it, damage and checksum with it
+/// (no checksum pass over the data: `meta::oob::sealed_identity`).
 #[test]
 fn gc_of_a_damaged_checkpointed_copy_never_lets_an_older_copy_win() {
+    for oob_bytes in [meta::oob::BYTES, meta::oob::COPY_END] {
+        gc_of_a_damaged_copy_under_cuts(oob_bytes as u32);
+    }
+}
+
+fn gc_of_a_damaged_copy_under_cuts(oob_bytes: u32) {
     let mut reused = 0;
     for budget in 1.. {
-        let (mut ftl, b) = damaged_checkpointed_copy();
+        let (mut ftl, b) = damaged_checkpointed_copy(oob_bytes);
         let rotten = raw(ftl.media(), b);
         ftl.media_mut().arm_power_cut(budget);
         if hot_writes(&mut ftl, 0, 300).is_ok() {
+            // The run no cut stopped: where GC took B. LBA 0 reads as an error.
+            ftl.media_mut().disarm_power_cut();
+            assert!(matches!(
+                read_lba(&mut ftl, 0),
+                Err(FtlError::Uncorrectable { .. })
+            ));
+            let lost = ftl.stats().sectors_lost;
+            let os = oob_bytes as usize;
+            let claim = meta::oob::claimed(&rotten.as_ref().expect("B reads")[SS..]).unwrap();
+            let moved = damaged_claims(ftl.media_mut(), os)
+                .into_iter()
+                .filter(|&(o, at)| o == claim.oob && at != b)
+                .count();
+            if oob_bytes as usize >= meta::oob::COPY_END {
+                assert!(claim.certain);
+                assert_eq!((lost, moved), (0, 1), "GC moves B, damaged, as it is");
+            } else {
+                assert_eq!((lost, moved), (1, 0), "GC finds B unreadable: LBA 0 lost");
+            }
             break;
         }
         let mut media = ftl.into_media();

@@ -51,6 +51,22 @@ pub(crate) struct Fetched {
     pub(crate) record: Option<lightnvm_media::Record>,
 }
 
+/// Who reads a sector through [`Ftl::fetch_ppa`], and so how it is read and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// The host: a foreground read; the data are verified.
+    Host,
+    /// The FTL's housekeeping (audits, trim records, restamping): a background read
+    /// ([`Media::read_background`]); the data are verified.
+    Background,
+    /// GC moving the sector as it is, identity and checksum kept: a background read whose
+    /// data are verified only where the OOB cannot prove the identity without them
+    /// ([`meta::oob::sealed_identity`]). Damage to the data then moves with the checksum it
+    /// fails, and every later read of the sector reports it, as a read of the victim would
+    /// have.
+    Move,
+}
+
 impl Fetched {
     /// Unreadable (after retries, or failing its checksum); the last read done at `done_ns`.
     fn unreadable(done_ns: u64) -> Fetched {
@@ -773,7 +789,7 @@ impl<M: Media> Ftl<M> {
                 L2pEntry::Unmapped => out.fill(0),
                 L2pEntry::Lost => failed.push(l.get()),
                 L2pEntry::Mapped(ppa) => {
-                    let f = self.fetch_ppa(ppa, out, None, false)?;
+                    let f = self.fetch_ppa(ppa, out, None, Reading::Host)?;
                     done_ns = done_ns.max(f.done_ns);
                     if !f.intact {
                         failed.push(l.get());
@@ -1003,7 +1019,10 @@ impl<M: Media> Ftl<M> {
             match self.map.get(lba) {
                 L2pEntry::Lost => {}
                 L2pEntry::Mapped(ppa) => {
-                    if !self.fetch_ppa(ppa, &mut data, None, true)?.intact {
+                    if !self
+                        .fetch_ppa(ppa, &mut data, None, Reading::Background)?
+                        .intact
+                    {
                         // Its line keeps the damaged copy until the checkpoint records this.
                         self.pool.await_checkpoint(ppa.line(&self.geo));
                         self.map.set_lost(lba);
@@ -1165,7 +1184,7 @@ impl<M: Media> Ftl<M> {
         out: &mut [u8],
         oob: Option<&mut [u8]>,
     ) -> Result<bool, FtlError> {
-        let f = self.fetch_ppa(ppa, out, oob, true)?;
+        let f = self.fetch_ppa(ppa, out, oob, Reading::Background)?;
         self.note_done(Completion { done_ns: f.done_ns });
         Ok(f.intact)
     }
@@ -1230,7 +1249,7 @@ impl<M: Media> Ftl<M> {
     ) -> Result<Option<(meta::oob::SectorOob, u32)>, FtlError> {
         let mut buf = OobBuf::new(self.geo.oob_bytes_per_sector as usize);
         let oob = buf.get();
-        let f = self.fetch_ppa(ppa, out, Some(&mut *oob), true)?;
+        let f = self.fetch_ppa(ppa, out, Some(&mut *oob), Reading::Move)?;
         self.note_done(Completion { done_ns: f.done_ns });
         if !f.intact {
             return Ok(None);
@@ -1293,13 +1312,13 @@ impl<M: Media> Ftl<M> {
     /// Reads one physical sector into `out` (and its OOB into `oob` if given): from a
     /// writer's page buffer, the mw_cunits window, or the media with retries. `intact` is
     /// false if it is unreadable (media error after retries, or its checksum / LBA do not
-    /// match). `background`: a read for the FTL's housekeeping ([`Media::read_background`]).
+    /// match; see [`Reading`] for what is checked).
     pub(crate) fn fetch_ppa(
         &self,
         ppa: Ppa,
         out: &mut [u8],
         oob: Option<&mut [u8]>,
-        background: bool,
+        reading: Reading,
     ) -> Result<Fetched, FtlError> {
         if let Some(b) = self.buffered(ppa) {
             b.copy_to(out, oob);
@@ -1322,13 +1341,13 @@ impl<M: Media> Ftl<M> {
             }
         };
         for _ in 0..=READ_RETRIES {
-            let r = if background {
-                self.media.read_background(addr, sector, out, oob_buf)
-            } else {
+            let r = if reading == Reading::Host {
                 self.media.read(addr, sector, out, oob_buf)
+            } else {
+                self.media.read_background(addr, sector, out, oob_buf)
             };
             match r {
-                Ok(c) => return Ok(self.fetched(ppa, c, None, out, oob_buf)),
+                Ok(c) => return Ok(self.fetched(ppa, c, None, out, oob_buf, reading)),
                 Err(ReadError::Uncorrectable { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -1349,7 +1368,9 @@ impl<M: Media> Ftl<M> {
         debug_assert!(self.buffered(ppa).is_none());
         for _ in 0..=READ_RETRIES {
             match self.media.read_record_background(addr, sector, out, oob) {
-                Ok((c, record)) => return Ok(self.fetched(ppa, c, record, out, oob)),
+                Ok((c, record)) => {
+                    return Ok(self.fetched(ppa, c, record, out, oob, Reading::Move))
+                }
                 Err(ReadError::Uncorrectable { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -1369,12 +1390,16 @@ impl<M: Media> Ftl<M> {
         record: Option<lightnvm_media::Record>,
         out: &[u8],
         oob: &[u8],
+        reading: Reading,
     ) -> Fetched {
         let checked = match record {
             Some(rec) => {
                 let id = meta::oob::SimSectorCodec::identity(&rec);
                 self.check_identity(ppa, || Ok(id))
             }
+            None if reading == Reading::Move => self.check_identity(ppa, || {
+                meta::oob::sealed_identity(oob).map_or_else(|| meta::oob::decode(oob, out), Ok)
+            }),
             None => self.verify(ppa, oob, out),
         };
         match checked {

@@ -329,6 +329,19 @@ pub fn decode(oob: &[u8], data: &[u8]) -> Result<SectorOob, DecodeError> {
     Err(corrupt(WHAT, CorruptReason::Checksum { stored, computed }))
 }
 
+/// A sector's identity proven by its OOB alone, without its data: the identity copy verifies
+/// and the first identity says the same. `None` where that does not hold (no copy: 16-byte
+/// OOB areas; or damage to either identity): [`decode`] then decides, with the data.
+///
+/// The checksum stored with the identity is not checked against the data. GC moves a sector
+/// identified this way with that checksum ([`encode_known`]), so damage to its data goes with
+/// it, still detected: every read of the moved sector fails its checksum, and recovery finds
+/// it damaged and, by the copy, knows whose it is.
+pub fn sealed_identity(oob: &[u8]) -> Option<SectorOob> {
+    let c = copy(oob)?;
+    (head(c) == oob[..OFF_CRC]).then_some(c)
+}
+
 /// Who a sector that fails its checksum belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
@@ -400,6 +413,48 @@ mod tests {
             oob[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(SimSectorCodec.pack(&data, &oob).is_none());
             prop_assert!(!SimSectorCodec.droppable(&data, &oob) || bit / 8 < 4);
+        }
+
+        /// GC's identity without the data: an intact OOB with the copy gives its identity,
+        /// whatever the data; one flipped bit anywhere in the two identities gives the
+        /// identity or nothing (`decode` then decides), never another; 16-byte OOB areas
+        /// give nothing. Where it gives the identity, the checksum kept with it holds for
+        /// the data exactly when `decode` accepts them.
+        #[test]
+        fn a_sealed_identity_is_the_sectors_or_none(
+            lba in 0u32..OOB_LBA_TRIM,
+            seq in any::<u64>(),
+            oob_len in prop::sample::select(vec![16usize, 24, 32, 64]),
+            bit in prop::option::of(0usize..COPY_END * 8),
+            data_flip in prop::option::of(0usize..4096 * 8),
+        ) {
+            let id = SectorOob { lba, seq };
+            let mut data: Vec<u8> = (0..4096u32).map(|i| (i * 13 + lba) as u8).collect();
+            let mut oob = vec![0u8; oob_len];
+            encode(&mut oob, id, &data);
+            if let Some(b) = data_flip {
+                data[b / 8] ^= 1 << (b % 8);
+            }
+            let damaged_oob = bit.filter(|&b| b / 8 < oob_len);
+            if let Some(b) = damaged_oob {
+                oob[b / 8] ^= 1 << (b % 8);
+            }
+            let sealed = sealed_identity(&oob);
+            if oob_len < COPY_END {
+                prop_assert_eq!(sealed, None);
+            } else if let Some(b) = damaged_oob {
+                prop_assert!(sealed.is_none() || sealed == Some(id));
+                // Damage to either identity leaves it unproven.
+                if !(OFF_CRC * 8..BYTES * 8).contains(&b) {
+                    prop_assert_eq!(sealed, None);
+                }
+            } else {
+                prop_assert_eq!(sealed, Some(id));
+            }
+            if sealed.is_some() {
+                let holds = sector_crc(&head(id), &data) == stored_crc(&oob);
+                prop_assert_eq!(holds, decode(&oob, &data).is_ok());
+            }
         }
     }
 
