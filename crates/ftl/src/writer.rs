@@ -15,11 +15,14 @@ use crate::meta::{self, SectorOob, OOB_LBA_META};
 /// What a staged sector holds.
 #[derive(Clone, Copy, Debug)]
 pub enum Payload<'a> {
-    /// Its bytes; `crc`: their checksum under the sector's identity, if already known
-    /// ([`meta::oob::encode_known`]: GC moving a sector it verified).
+    /// Its bytes; `crc`: the checksum to keep with them under the sector's identity, if
+    /// already known ([`meta::oob::encode_known`]: GC moving a sector; a sector placed again
+    /// after its page failed). A kept checksum fails where the bytes were damaged before GC
+    /// moved them without reading them through ([`meta::oob::sealed_identity`]): the damage
+    /// stays detectable.
     Bytes { data: &'a [u8], crc: Option<u32> },
     /// Its bytes, already in the page buffer's next slot ([`Writer::take_page_data`]: GC read
-    /// them there), with their checksum under the sector's identity.
+    /// them there), with the checksum to keep, as for `Bytes`.
     InPlace { crc: u32 },
     /// The sector in the compact form of media that [`Media::has_records`]
     /// ([`SimSectorCodec`]: its identity and a fingerprint; the bytes are never built).
@@ -61,6 +64,9 @@ pub struct Unplaced {
     pub kind: SectorKind,
     pub seq: u64,
     pub data: Vec<u8>,
+    /// The checksum its OOB held, placed again with it: it need not hold for `data` (a sector
+    /// GC moved with damage, [`Payload::InPlace`]), and the damage must stay detectable.
+    pub crc: u32,
     /// Where it was staged.
     pub ppa: Ppa,
 }
@@ -240,14 +246,7 @@ impl Writer {
                 self.data[i * ss..(i + 1) * ss].copy_from_slice(data);
                 let oob = &mut self.oob[i * os..(i + 1) * os];
                 match crc {
-                    Some(crc) => {
-                        meta::oob::encode_known(oob, id, crc);
-                        debug_assert_eq!(
-                            meta::oob::decode(oob, data).ok(),
-                            Some(id),
-                            "a known checksum that does not hold"
-                        );
-                    }
+                    Some(crc) => meta::oob::encode_known(oob, id, crc),
                     None => meta::oob::encode(oob, id, data),
                 }
             }
@@ -255,11 +254,6 @@ impl Writer {
                 self.records[i] = None;
                 let oob = &mut self.oob[i * os..(i + 1) * os];
                 meta::oob::encode_known(oob, id, crc);
-                debug_assert_eq!(
-                    meta::oob::decode(oob, &self.data[i * ss..(i + 1) * ss]).ok(),
-                    Some(id),
-                    "a known checksum that does not hold"
-                );
             }
             Payload::Record(r) => {
                 assert_eq!(
@@ -365,6 +359,7 @@ impl Writer {
     /// page's footer entries cleared, and its sectors handed back to be placed again.
     pub fn take_failed_page(&mut self) -> Vec<Unplaced> {
         let ss = self.geo.sector_size as usize;
+        let os = self.geo.oob_bytes_per_sector as usize;
         let addr = self.addr();
         self.unpack_records();
         self.staged_records = 0;
@@ -376,6 +371,7 @@ impl Writer {
                 kind: SectorKind::from_oob_code(self.codes[i]).expect("staged kind"),
                 seq: self.seqs[i],
                 data: self.data[i * ss..(i + 1) * ss].to_vec(),
+                crc: meta::oob::stored_crc(&self.oob[i * os..(i + 1) * os]),
                 ppa: Ppa::at(&self.geo, addr, i as u32),
             });
         }

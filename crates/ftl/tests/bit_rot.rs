@@ -385,3 +385,45 @@ fn a_write_keeps_its_readable_sectors_when_one_cannot_be_attributed() {
     }
     ftl.check().unwrap();
 }
+
+/// With the identity copy GC moves B, damaged, without reading its data through. Wherever
+/// that copy is — the GC stream's page buffer, a page whose program failed and whose
+/// sectors were placed again, the media — LBA 0 reads as an error after every request,
+/// never as B's damaged bytes (`torture --damage`, seed 25,000,135: a read served from the
+/// page buffer returned them before buffered bytes were verified).
+#[test]
+fn a_damaged_sector_gc_moves_reads_as_an_error_wherever_it_is() {
+    let os = meta::oob::COPY_END;
+    let (mut ftl, b) = damaged_checkpointed_copy(os as u32);
+    let claim = meta::oob::claimed(&raw(ftl.media(), b).unwrap()[SS..]).unwrap();
+    let on_media = |ftl: &mut Ftl<RamMedia>| {
+        damaged_claims(ftl.media_mut(), os)
+            .iter()
+            .any(|&(o, at)| o == claim.oob && at != b)
+    };
+    let mut fails = 0;
+    for i in 0..300 {
+        // Once GC took B from its line (none of the line's sectors is valid any more), and
+        // until B's copy is on the media, programs fail: the pages holding it are placed
+        // again.
+        let line = line_state(&ftl, b.0.block);
+        if !line.contains(":Closed:") && line.contains(":0/") && !on_media(&mut ftl) && fails < 9 {
+            ftl.media_mut().fail_next_programs(3);
+            fails += 3;
+        }
+        hot_writes(&mut ftl, i, 1).unwrap();
+        match read_lba(&mut ftl, 0) {
+            Err(FtlError::Uncorrectable { lbas }) => assert_eq!(lbas, vec![0]),
+            Ok(d) => panic!("after {} hot writes: LBA 0 reads {:#x}…", i + 1, d[0]),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let s = ftl.stats();
+    assert!(s.program_failures > 0, "{s:?}");
+    assert!(on_media(&mut ftl), "B's copy never reached the media");
+    assert_eq!(
+        s.sectors_lost, 0,
+        "GC moved B rather than marking LBA 0 lost"
+    );
+    ftl.check().unwrap();
+}

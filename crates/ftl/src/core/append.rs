@@ -440,7 +440,11 @@ impl<M: Media> Ftl<M> {
                         superseded,
                         ..ctx
                     };
-                    if let Err(e) = self.push(k, u.kind, u.seq, &u.data, ctx) {
+                    let payload = Payload::Bytes {
+                        data: &u.data,
+                        crc: Some(u.crc),
+                    };
+                    if let Err(e) = self.push_payload(k, u.kind, u.seq, payload, ctx) {
                         // No room to place them again (the device turns read-only): what was
                         // not placed reads as an error from now on, never as zeros.
                         let placing = self.pending.as_ref().map(|p| p.seq);

@@ -1320,16 +1320,6 @@ impl<M: Media> Ftl<M> {
         oob: Option<&mut [u8]>,
         reading: Reading,
     ) -> Result<Fetched, FtlError> {
-        if let Some(b) = self.buffered(ppa) {
-            b.copy_to(out, oob);
-            return Ok(Fetched {
-                intact: true,
-                done_ns: 0,
-                decoded: None,
-                record: None,
-            });
-        }
-        let (addr, sector) = ppa.addr(&self.geo);
         // The caller's OOB buffer if it wants one (left with unspecified contents if the
         // sector is unreadable), else one of our own.
         let mut own;
@@ -1340,6 +1330,26 @@ impl<M: Media> Ftl<M> {
                 own.get()
             }
         };
+        match self.buffered(ppa) {
+            Some(b @ crate::writer::Buffered::Record(_)) => {
+                b.copy_to(out, Some(oob_buf));
+                return Ok(Fetched {
+                    intact: true,
+                    done_ns: 0,
+                    decoded: None,
+                    record: None,
+                });
+            }
+            // Bytes in memory are verified as the media's are: GC may have moved a damaged
+            // sector there with the checksum it fails (`Reading::Move`).
+            Some(b) => {
+                b.copy_to(out, Some(&mut *oob_buf));
+                let at = Completion { done_ns: 0 };
+                return Ok(self.fetched(ppa, at, None, out, oob_buf, Reading::Background));
+            }
+            None => {}
+        }
+        let (addr, sector) = ppa.addr(&self.geo);
         for _ in 0..=READ_RETRIES {
             let r = if reading == Reading::Host {
                 self.media.read(addr, sector, out, oob_buf)
