@@ -732,6 +732,12 @@ impl StoreRead for RamPages {
         let (block, page) = RamStore::split(geometry, page_index);
         let ss = geometry.sector_size as usize;
         let os = geometry.oob_bytes_per_sector as usize;
+        let oob_at = page * self.page_oob_bytes + first_sector as usize * os;
+        // The OOB is elsewhere in memory (its own region): its fetch overlaps the data's copy
+        // instead of following it.
+        if !oob.is_empty() {
+            self.prefetch(block, 0, 0, oob_at, oob.len());
+        }
         // SAFETY: the caller's contract (no write of this page meanwhile).
         unsafe {
             self.read(
@@ -740,11 +746,7 @@ impl StoreRead for RamPages {
                 data,
             );
             if !oob.is_empty() {
-                self.read_oob(
-                    block,
-                    page * self.page_oob_bytes + first_sector as usize * os,
-                    oob,
-                );
+                self.read_oob(block, oob_at, oob);
             }
         }
         Ok(())
