@@ -152,8 +152,9 @@ fn without_the_copy_a_damaged_lba_field_in_an_open_line_is_reported() {
 // before a checkpoint records the loss, the next recovery finds the checkpointed location
 // gone, takes that for "GC moved it", and an older copy found in a replayed line wins.
 
-/// Every copy of `lba` on the media that verifies: (stamp, where).
-fn copies(media: &mut RamMedia, lba: u32) -> Vec<(u64, PageAddr, u32)> {
+/// Every programmed sector that reads, outside the superblock's blocks too: (where, its
+/// data followed by its OOB).
+fn written_sectors(media: &RamMedia) -> Vec<((PageAddr, u32), Vec<u8>)> {
     let g = *media.geometry();
     let mut found = Vec::new();
     for pu in 0..g.parallel_units() {
@@ -162,15 +163,8 @@ fn copies(media: &mut RamMedia, lba: u32) -> Vec<(u64, PageAddr, u32)> {
             for page in 0..wp {
                 let addr = PageAddr { pu, block, page };
                 for s in 0..g.sectors_per_page {
-                    let mut d = vec![0u8; SS];
-                    let mut o = vec![0u8; g.oob_bytes_per_sector as usize];
-                    if media.read(addr, s, &mut d, &mut o).is_err() {
-                        continue;
-                    }
-                    if let Ok(oob) = meta::oob::decode(&o, &d) {
-                        if oob.lba == lba {
-                            found.push((oob.seq, addr, s));
-                        }
+                    if let Some(d) = raw(media, (addr, s)) {
+                        found.push(((addr, s), d));
                     }
                 }
             }
@@ -179,32 +173,32 @@ fn copies(media: &mut RamMedia, lba: u32) -> Vec<(u64, PageAddr, u32)> {
     found
 }
 
+/// Every copy of `lba` on the media that verifies: (stamp, where).
+fn copies(media: &RamMedia, lba: u32) -> Vec<(u64, PageAddr, u32)> {
+    written_sectors(media)
+        .into_iter()
+        .filter_map(|((addr, s), d)| {
+            let (data, oob) = d.split_at(SS);
+            let o = meta::oob::decode(oob, data).ok()?;
+            (o.lba == lba).then_some((o.seq, addr, s))
+        })
+        .collect()
+}
+
 /// Every sector on the media that reads but fails its checksum, with the identity its OOB
 /// claims for certain (the identity copy): (identity, where).
-fn damaged_claims(media: &mut RamMedia, os: usize) -> Vec<(meta::oob::SectorOob, (PageAddr, u32))> {
-    let g = *media.geometry();
-    let mut found = Vec::new();
-    for pu in 0..g.parallel_units() {
-        for block in 0..g.blocks_per_lun {
-            let wp = media.block_info(BlockAddr { pu, block }).write_pointer;
-            for page in 0..wp {
-                let addr = PageAddr { pu, block, page };
-                for s in 0..g.sectors_per_page {
-                    let Some(d) = raw(media, (addr, s)) else {
-                        continue;
-                    };
-                    let (data, oob) = d.split_at(SS);
-                    if meta::oob::decode(oob, data).is_ok() {
-                        continue;
-                    }
-                    if let Some(c) = meta::oob::claimed(&oob[..os]).filter(|c| c.certain) {
-                        found.push((c.oob, (addr, s)));
-                    }
-                }
+fn damaged_claims(media: &RamMedia) -> Vec<(meta::oob::SectorOob, (PageAddr, u32))> {
+    written_sectors(media)
+        .into_iter()
+        .filter_map(|(at, d)| {
+            let (data, oob) = d.split_at(SS);
+            if meta::oob::decode(oob, data).is_ok() {
+                return None;
             }
-        }
-    }
-    found
+            let c = meta::oob::claimed(oob).filter(|c| c.certain)?;
+            Some((c.oob, at))
+        })
+        .collect()
 }
 
 /// The bytes (data, then OOB) of a sector, `None` where they do not read.
@@ -314,9 +308,8 @@ fn gc_of_a_damaged_copy_under_cuts(oob_bytes: u32) {
                 Err(FtlError::Uncorrectable { .. })
             ));
             let lost = ftl.stats().sectors_lost;
-            let os = oob_bytes as usize;
             let claim = meta::oob::claimed(&rotten.as_ref().expect("B reads")[SS..]).unwrap();
-            let moved = damaged_claims(ftl.media_mut(), os)
+            let moved = damaged_claims(ftl.media())
                 .into_iter()
                 .filter(|&(o, at)| o == claim.oob && at != b)
                 .count();
@@ -393,11 +386,10 @@ fn a_write_keeps_its_readable_sectors_when_one_cannot_be_attributed() {
 /// page buffer returned them before buffered bytes were verified).
 #[test]
 fn a_damaged_sector_gc_moves_reads_as_an_error_wherever_it_is() {
-    let os = meta::oob::COPY_END;
-    let (mut ftl, b) = damaged_checkpointed_copy(os as u32);
+    let (mut ftl, b) = damaged_checkpointed_copy(meta::oob::COPY_END as u32);
     let claim = meta::oob::claimed(&raw(ftl.media(), b).unwrap()[SS..]).unwrap();
-    let on_media = |ftl: &mut Ftl<RamMedia>| {
-        damaged_claims(ftl.media_mut(), os)
+    let on_media = |ftl: &Ftl<RamMedia>| {
+        damaged_claims(ftl.media())
             .iter()
             .any(|&(o, at)| o == claim.oob && at != b)
     };
@@ -407,7 +399,7 @@ fn a_damaged_sector_gc_moves_reads_as_an_error_wherever_it_is() {
         // until B's copy is on the media, programs fail: the pages holding it are placed
         // again.
         let line = line_state(&ftl, b.0.block);
-        if !line.contains(":Closed:") && line.contains(":0/") && !on_media(&mut ftl) && fails < 9 {
+        if !line.contains(":Closed:") && line.contains(":0/") && !on_media(&ftl) && fails < 9 {
             ftl.media_mut().fail_next_programs(3);
             fails += 3;
         }
@@ -420,7 +412,7 @@ fn a_damaged_sector_gc_moves_reads_as_an_error_wherever_it_is() {
     }
     let s = ftl.stats();
     assert!(s.program_failures > 0, "{s:?}");
-    assert!(on_media(&mut ftl), "B's copy never reached the media");
+    assert!(on_media(&ftl), "B's copy never reached the media");
     assert_eq!(
         s.sectors_lost, 0,
         "GC moved B rather than marking LBA 0 lost"
