@@ -394,6 +394,8 @@ fn a_damaged_sector_gc_moves_reads_as_an_error_wherever_it_is() {
             .any(|&(o, at)| o == claim.oob && at != b)
     };
     let mut fails = 0;
+    // Reads beside the owner that met B's moved copy on the media, and declined it.
+    let mut moved_declined = 0;
     for i in 0..300 {
         // Once GC took B from its line (none of the line's sectors is valid any more), and
         // until B's copy is on the media, programs fail: the pages holding it are placed
@@ -409,7 +411,25 @@ fn a_damaged_sector_gc_moves_reads_as_an_error_wherever_it_is() {
             Ok(d) => panic!("after {} hot writes: LBA 0 reads {:#x}…", i + 1, d[0]),
             Err(e) => panic!("{e}"),
         }
+        // Beside the owner (the NBD server's reads): the damaged copy is handed to the
+        // owner's path, never returned.
+        let mut buf = vec![0u8; SS];
+        if let Some(reader) = ftl.shared_reader() {
+            assert!(
+                reader.read(0, &mut buf).is_none(),
+                "after {} hot writes: LBA 0 reads {:#x}… beside the owner",
+                i + 1,
+                buf[0]
+            );
+            if on_media(&ftl) {
+                moved_declined += reader.failed_sectors();
+            }
+        }
     }
+    assert!(
+        moved_declined > 0,
+        "no read beside the owner met the moved copy"
+    );
     let s = ftl.stats();
     assert!(s.program_failures > 0, "{s:?}");
     assert!(on_media(&ftl), "B's copy never reached the media");
