@@ -606,9 +606,6 @@ fn torture(a: TortureArgs) -> Result<()> {
     if !(1..=MAX_SUBMITTERS).contains(&a.threads) {
         bail!("--threads must be 1 to {MAX_SUBMITTERS}");
     }
-    if a.threads > 1 && a.damage {
-        bail!("--damage runs single-threaded (--threads 1)");
-    }
     if a.threads > 1 && a.file {
         bail!("--file runs single-threaded (--threads 1)");
     }

@@ -55,6 +55,9 @@ struct Version {
 #[derive(Debug)]
 pub struct HistoryModel {
     versions: Vec<Vec<Version>>,
+    /// LBAs that read as an error when last verified ([`HistoryModel::settle_unreadable`]):
+    /// the values their settled version ([`UNKNOWN`]'s tag) may be.
+    unreadable: std::collections::HashMap<u64, Vec<u64>>,
     durable: Vec<usize>,
     /// LBAs with versions after their durable one.
     dirty: Vec<u64>,
@@ -73,6 +76,7 @@ impl HistoryModel {
         };
         HistoryModel {
             versions: vec![vec![settled]; lbas as usize],
+            unreadable: std::collections::HashMap::new(),
             durable: vec![0; lbas as usize],
             dirty: Vec::new(),
             is_dirty: vec![false; lbas as usize],
@@ -144,8 +148,14 @@ impl HistoryModel {
             v[first..]
                 .iter()
                 .filter(|x| x.submitted < ended)
-                .any(|x| x.tag == t || x.tag == UNKNOWN)
+                .any(|x| self.is(lba, x, t))
         })
+    }
+
+    /// Whether version `x` of `lba` may read as `t`.
+    fn is(&self, lba: u64, x: &Version, t: u64) -> bool {
+        x.tag == t
+            || (x.tag == UNKNOWN && self.unreadable.get(&lba).is_some_and(|h| h.contains(&t)))
     }
 
     /// Whether `got`, read from `lba` after a power cut, keeps the contract: the durable
@@ -155,21 +165,45 @@ impl HistoryModel {
         got.is_some_and(|t| {
             self.versions[l][self.durable[l]..]
                 .iter()
-                .any(|x| x.tag == t || x.tag == UNKNOWN)
+                .any(|x| self.is(lba, x, t))
         })
     }
 
-    /// The values `lba` may read as after a cut (for messages).
+    /// The values `lba` may read as after a cut, oldest first.
     pub fn allowed_after_cut(&self, lba: u64) -> Vec<u64> {
         let l = lba as usize;
-        self.versions[l][self.durable[l]..]
-            .iter()
-            .map(|x| x.tag)
-            .collect()
+        let mut out = Vec::new();
+        for x in &self.versions[l][self.durable[l]..] {
+            match self.unreadable.get(&lba) {
+                Some(held) if x.tag == UNKNOWN => out.extend_from_slice(held),
+                _ => out.push(x.tag),
+            }
+        }
+        out
     }
 
     /// After a cut and its verification: `lba` durably holds `value`.
     pub fn settle(&mut self, lba: u64, value: u64) {
+        assert_ne!(
+            value, UNKNOWN,
+            "an unreadable LBA settles by settle_unreadable"
+        );
+        self.unreadable.remove(&lba);
+        self.settle_as(lba, value);
+    }
+
+    /// After a cut and its verification: `lba` read as an error. It holds one of the values
+    /// allowed now (which, the read does not say), readable or not, with nothing written
+    /// since: never an older value, until it is written again.
+    pub fn settle_unreadable(&mut self, lba: u64) {
+        let mut held = self.allowed_after_cut(lba);
+        held.sort_unstable();
+        held.dedup();
+        self.unreadable.insert(lba, held);
+        self.settle_as(lba, UNKNOWN);
+    }
+
+    fn settle_as(&mut self, lba: u64, value: u64) {
         let l = lba as usize;
         self.versions[l].clear();
         self.versions[l].push(Version {
@@ -234,6 +268,9 @@ pub struct Replay {
     /// Power cuts during recovery too (`TortureConfig::cut_recovery`; absent in older logs).
     #[serde(default)]
     pub cut_recovery: bool,
+    /// Bit rot after each cut (`TortureConfig::post_cut_damage`; absent in older logs).
+    #[serde(default)]
+    pub post_cut_damage: bool,
     /// Per cut, its requests in order.
     pub cuts: Vec<Vec<Logged>>,
 }
@@ -550,8 +587,8 @@ enum Source<'a> {
 }
 
 /// Runs one seed with `submitters` threads: format, then `cfg.cuts` rounds of concurrent
-/// workload, power cut, recovery and verification of every LBA. `post_cut_damage` is not
-/// used here. On a violation the seed's requests are written to a file (named in the
+/// workload, power cut, (with `post_cut_damage`, bit rot in a few sectors,) recovery and
+/// verification of every LBA. On a violation the seed's requests are written to a file (named in the
 /// violations) for [`replay`].
 pub fn torture_seed_concurrent(cfg: TortureConfig, submitters: u32) -> TortureOutcome {
     record(cfg, submitters).0
@@ -567,6 +604,7 @@ pub fn record(cfg: TortureConfig, submitters: u32) -> (TortureOutcome, Replay) {
         media_faults: cfg.media_faults,
         max_ops_between_cuts: cfg.max_ops_between_cuts,
         cut_recovery: cfg.cut_recovery,
+        post_cut_damage: cfg.post_cut_damage,
         cuts,
     };
     (out, r)
@@ -581,7 +619,7 @@ pub fn replay(r: &Replay) -> TortureOutcome {
         cuts: r.cuts.len() as u32,
         media_faults: r.media_faults,
         max_ops_between_cuts: r.max_ops_between_cuts,
-        post_cut_damage: false,
+        post_cut_damage: r.post_cut_damage,
         large: false,
         cut_recovery: r.cut_recovery,
     };
@@ -627,6 +665,7 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
     let mut logs: Vec<Vec<Logged>> = Vec::new();
     // Recovery runs on one thread: its cuts (`cut_recovery`) replay exactly from the seed.
     let mut recovery_rng = crate::torture::recovery_rng(cfg.seed);
+    let mut damage_rng = crate::torture::damage_rng(cfg.seed);
     for cut in 0..cfg.cuts {
         let budget = rng.gen_range(1..=cfg.max_ops_between_cuts);
         ftl.media_mut().arm_power_cut(budget);
@@ -681,6 +720,9 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
             out.violations.push(format!("cut {cut}: power cycle: {e}"));
             return (out, logs);
         }
+        if cfg.post_cut_damage && cfg.media_faults {
+            out.sectors_damaged += crate::torture::rot_data_sectors(&mut media, &mut damage_rng);
+        }
         ftl = match crate::torture::open_through_cuts(media, &cfg, &mut recovery_rng, &mut out) {
             Ok(f) => f,
             Err(e) => {
@@ -708,7 +750,7 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
                             "cut {cut}: LBA {l} unreadable after recovery without faults"
                         ));
                     }
-                    m.settle(l, UNKNOWN);
+                    m.settle_unreadable(l);
                     continue;
                 }
                 Err(e) => {
@@ -871,6 +913,7 @@ fn save_log(
         media_faults: cfg.media_faults,
         max_ops_between_cuts: cfg.max_ops_between_cuts,
         cut_recovery: cfg.cut_recovery,
+        post_cut_damage: cfg.post_cut_damage,
         cuts: cuts.to_vec(),
     };
     let path = std::env::temp_dir().join(format!("lightnvm-torture-{}.json", cfg.seed));
@@ -956,6 +999,47 @@ mod tests {
         m.settle(0, 5);
         m.settled_all();
         assert_eq!(m.allowed_after_cut(0), [5]);
+    }
+
+    #[test]
+    fn an_unreadable_lba_keeps_what_it_may_hold_and_nothing_older() {
+        let mut m = HistoryModel::new(2);
+        for (tag, fua) in [(3, true), (4, false)] {
+            let t = m.tick();
+            m.submit(0, tag, t);
+            let t = m.tick();
+            m.ack(0, t, fua);
+        }
+        m.settle_unreadable(0);
+        m.settle(1, 0);
+        m.settled_all();
+        assert_eq!(m.allowed_after_cut(0), [3, 4]);
+        let (b, e) = (m.tick(), m.tick());
+        for t in [3, 4] {
+            assert!(m.live_read_ok(0, b, e, Some(t)), "{t}");
+            assert!(m.accepts_after_cut(0, Some(t)), "{t}");
+        }
+        assert!(
+            !m.live_read_ok(0, b, e, Some(0)),
+            "older than the durable write"
+        );
+        assert!(!m.accepts_after_cut(0, Some(0)));
+        // Unreadable again after the next cut: the same values.
+        m.settle_unreadable(0);
+        assert_eq!(m.allowed_after_cut(0), [3, 4]);
+        // A write acknowledged: live reads see it only; a flush drops the old values.
+        let t = m.tick();
+        m.submit(0, 8, t);
+        let t = m.tick();
+        m.ack(0, t, false);
+        let (b, e) = (m.tick(), m.tick());
+        assert!(m.live_read_ok(0, b, e, Some(8)));
+        assert!(!m.live_read_ok(0, b, e, Some(4)));
+        assert!(m.accepts_after_cut(0, Some(4)), "not yet flushed");
+        let began = m.tick();
+        m.flushed(began);
+        assert_eq!(m.allowed_after_cut(0), [8]);
+        assert!(!m.accepts_after_cut(0, Some(4)));
     }
 
     #[test]
@@ -1052,5 +1136,30 @@ mod tests {
             assert_eq!(o.cuts, 4);
             assert!(o.lbas_verified > 0);
         }
+    }
+
+    #[test]
+    fn four_threads_survive_bit_rot_after_cuts() {
+        let (mut damaged, mut unreadable) = (0, 0);
+        for seed in 0..6 {
+            let o = torture_seed_concurrent(
+                TortureConfig {
+                    seed,
+                    cuts: 4,
+                    media_faults: true,
+                    max_ops_between_cuts: 800,
+                    post_cut_damage: true,
+                    large: false,
+                    cut_recovery: false,
+                },
+                4,
+            );
+            assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
+            assert_eq!(o.cuts, 4);
+            damaged += o.sectors_damaged;
+            unreadable += o.lbas_reported_unreadable;
+        }
+        assert!(damaged > 0, "no sector was damaged");
+        assert!(unreadable > 0, "no damage was found by a read");
     }
 }

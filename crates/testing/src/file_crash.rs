@@ -281,7 +281,7 @@ fn run(
                         "crash {crash}: LBA {l} unreadable after recovery (keep {keep}; report: {:?})",
                         ftl.recovery_report()
                     ));
-                    model.settle(l, crate::model::UNKNOWN);
+                    model.settle_unreadable(l);
                     continue;
                 }
                 Err(e) => return Err(format!("crash {crash}: read of LBA {l}: {e}")),

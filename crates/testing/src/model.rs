@@ -6,16 +6,19 @@
 //! wrote there. A trim or write-zeroes counts as writing zeros (tag 0). Values are the tags of
 //! [`crate::pattern`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-/// The value of an LBA whose contents are unknown (reported unreadable after a power cut):
-/// any value is allowed there until it is written again.
+/// The value of an LBA whose contents are unknown: any value is allowed there until it is
+/// written again. [`Model::latest`] also returns it for an LBA settled unreadable.
 pub const UNKNOWN: u64 = u64::MAX;
 
 /// Per LBA: the durable value and the values written since, oldest first.
 #[derive(Clone, Debug)]
 pub struct Model {
     durable: Vec<u64>,
+    /// LBAs that read as an error when last verified ([`Model::settle_unreadable`]): the
+    /// values they may hold durably (what was allowed then), in place of `durable`.
+    unreadable: HashMap<u64, Vec<u64>>,
     later: Vec<Vec<u64>>,
     dirty: HashSet<u64>,
     next_tag: u64,
@@ -26,6 +29,7 @@ impl Model {
     pub fn new(lbas: u64) -> Model {
         Model {
             durable: vec![0; lbas as usize],
+            unreadable: HashMap::new(),
             later: vec![Vec::new(); lbas as usize],
             dirty: HashSet::new(),
             next_tag: 1,
@@ -44,12 +48,25 @@ impl Model {
         t
     }
 
-    /// The last value written to `lba` (what a read without a power cut returns).
+    /// The last value written to `lba` (what a read without a power cut returns);
+    /// [`UNKNOWN`] for an LBA settled unreadable with nothing written since.
     pub fn latest(&self, lba: u64) -> u64 {
-        self.later[lba as usize]
-            .last()
-            .copied()
-            .unwrap_or(self.durable[lba as usize])
+        match self.later[lba as usize].last() {
+            Some(&t) => t,
+            None if self.unreadable.contains_key(&lba) => UNKNOWN,
+            None => self.durable[lba as usize],
+        }
+    }
+
+    /// Whether a read of `lba` without a power cut since its last verification may return
+    /// `got`: the last value written, or, for an LBA settled unreadable with nothing written
+    /// since, one of the values it may hold. (An error is allowed only where the caller
+    /// allows one.)
+    pub fn live_accepts(&self, lba: u64, got: Option<u64>) -> bool {
+        match self.later[lba as usize].last() {
+            Some(&t) => got == Some(t),
+            None => self.accepts(lba, got),
+        }
     }
 
     /// The durable value of `lba`.
@@ -72,6 +89,7 @@ impl Model {
     pub fn make_durable(&mut self, lba: u64) {
         if let Some(&t) = self.later[lba as usize].last() {
             self.durable[lba as usize] = t;
+            self.unreadable.remove(&lba);
         }
         self.later[lba as usize].clear();
     }
@@ -83,9 +101,17 @@ impl Model {
         }
     }
 
-    /// The values `lba` may read as after a power cut: the durable one, then the later ones.
+    /// The values `lba` may read as after a power cut: the durable one (those it may hold,
+    /// for an LBA settled unreadable), then the later ones.
     pub fn allowed(&self, lba: u64) -> impl Iterator<Item = u64> + '_ {
-        std::iter::once(self.durable[lba as usize]).chain(self.later[lba as usize].iter().copied())
+        let durable = match self.unreadable.get(&lba) {
+            Some(held) => held.as_slice(),
+            None => std::slice::from_ref(&self.durable[lba as usize]),
+        };
+        durable
+            .iter()
+            .copied()
+            .chain(self.later[lba as usize].iter().copied())
     }
 
     /// Whether reading `got` (the tag of the contents read, `None` if they are no tag's
@@ -98,6 +124,19 @@ impl Model {
     /// [`UNKNOWN`]), with nothing written since.
     pub fn settle(&mut self, lba: u64, value: u64) {
         self.durable[lba as usize] = value;
+        self.unreadable.remove(&lba);
+        self.later[lba as usize].clear();
+        self.dirty.remove(&lba);
+    }
+
+    /// After a power cut and its verification: `lba` read as an error. It holds one of the
+    /// values allowed now (which, the read does not say), readable or not, with nothing
+    /// written since: never an older value, until it is written again.
+    pub fn settle_unreadable(&mut self, lba: u64) {
+        let mut held: Vec<u64> = self.allowed(lba).collect();
+        held.sort_unstable();
+        held.dedup();
+        self.unreadable.insert(lba, held);
         self.later[lba as usize].clear();
         self.dirty.remove(&lba);
     }
@@ -188,6 +227,41 @@ mod tests {
         // A flush after settling has nothing pending for that LBA.
         m.flushed();
         assert_eq!(allowed(&m, 0), [5]);
+    }
+
+    #[test]
+    fn an_unreadable_lba_keeps_what_it_may_hold_and_nothing_older() {
+        let mut m = Model::new(2);
+        m.written(0, 5);
+        m.flushed();
+        m.written(0, 6);
+        m.written(0, 7);
+        m.settle_unreadable(0);
+        assert_eq!(m.latest(0), UNKNOWN);
+        for t in [5, 6, 7] {
+            assert!(m.accepts(0, Some(t)), "{t}");
+            assert!(m.live_accepts(0, Some(t)), "{t}");
+        }
+        assert!(!m.accepts(0, Some(0)), "older than the durable value then");
+        assert!(!m.live_accepts(0, Some(0)));
+        assert!(!m.accepts(0, None));
+        // Settled again (still unreadable after the next cut): the same set.
+        m.settle_unreadable(0);
+        assert_eq!(allowed(&m, 0), [5, 6, 7]);
+        // Written: the new value is the latest; once durable, the old set is gone.
+        m.written(0, 9);
+        assert_eq!(m.latest(0), 9);
+        assert!(!m.live_accepts(0, Some(5)));
+        assert!(m.accepts(0, Some(5)), "unflushed: the old set still may be");
+        m.flushed();
+        assert_eq!(allowed(&m, 0), [9]);
+        // A readable value settles it.
+        m.settle_unreadable(0);
+        m.settle(0, 9);
+        assert_eq!(allowed(&m, 0), [9]);
+        assert_eq!(m.latest(0), 9);
+        // The other LBA never changed.
+        assert_eq!(allowed(&m, 1), [0]);
     }
 
     #[test]
