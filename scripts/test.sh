@@ -30,7 +30,7 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 # The byte-flip experiment at full size: 50 trials of 200 random flips in a crashed image.
 LIGHTNVM_FLIP_SEEDS=50 cargo test --workspace --all-features
-echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices, 6,000 a few dozen operations apart, 3,000 with cuts during recovery (1,000 of them with 4 submitting threads)"
+echo "== power-cut torture (release build): 2,500 cuts with media faults, 1,000 without, 2,000 with post-cut damage, 3,000 with 4 submitting threads, 1,000 with both damage and 4 threads, 600 on larger devices with 32 MiB writes, 1,000 machine crashes under an image file, 3,000 on six long-lived devices, 6,000 a few dozen operations apart, 3,000 with cuts during recovery (1,000 of them with 4 submitting threads)"
 cargo build --release --quiet -p lightnvm-cli --features ublk
 ./target/release/lightnvm torture --seeds 250 --cuts-per-seed 10
 ./target/release/lightnvm torture --seeds 100 --start 100000 --cuts-per-seed 10 --no-faults
@@ -40,6 +40,8 @@ cargo build --release --quiet -p lightnvm-cli --features ublk
 # Four threads share the FTL as the NBD server does (reads in parallel), each writing its own
 # slice of the device; a cut at a random media operation, then every LBA is checked.
 ./target/release/lightnvm torture --seeds 300 --start 300000 --cuts-per-seed 10 --threads 4
+# Both: reads beside the owner meet damaged sectors, and GC moves them, while others write.
+./target/release/lightnvm torture --seeds 100 --start 350000 --cuts-per-seed 10 --damage --threads 4
 # Larger devices with room for 32 MiB atomic writes: every unflushed write checked at every
 # cut (all of its sectors or none).
 ./target/release/lightnvm torture --seeds 60 --start 400000 --cuts-per-seed 10 --large
