@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lightnvm_ftl::{Ftl, FtlConfig};
-use lightnvm_media::{Geometry, MediaConfig, RamMedia, VirtualClock};
+use lightnvm_media::{BlockAddr, Geometry, Media, MediaConfig, PageAddr, RamMedia, VirtualClock};
 use lightnvm_nbd::proto::*;
 use lightnvm_nbd::{run, Export, Listener};
 
@@ -290,6 +290,58 @@ fn out_of_range_unaligned_and_unknown_requests_get_the_spec_errors() {
     // ... and keeps serving others.
     let (mut c2, _) = Client::go(&srv);
     assert_eq!(c2.read(0, 4096).0, 0);
+}
+
+/// Where the media holds a sector whose data are `data`.
+fn find_sector(media: &RamMedia, data: &[u8]) -> (PageAddr, u32) {
+    let g = *media.geometry();
+    let mut d = vec![0u8; g.sector_size as usize];
+    let mut oob = vec![0u8; g.oob_bytes_per_sector as usize];
+    for pu in 0..g.parallel_units() {
+        for block in 0..g.blocks_per_lun {
+            for page in 0..media.block_info(BlockAddr { pu, block }).write_pointer {
+                let addr = PageAddr { pu, block, page };
+                for s in 0..g.sectors_per_page {
+                    if media.read(addr, s, &mut d, &mut oob).is_ok() && d == data {
+                        return (addr, s);
+                    }
+                }
+            }
+        }
+    }
+    panic!("no such sector on the media");
+}
+
+#[test]
+fn a_damaged_sector_reads_as_eio_and_the_connection_keeps_serving() {
+    for oob_bytes in [16, 32] {
+        let mut g = Geometry::new(2, 2, 16, 16, 2);
+        g.oob_bytes_per_sector = oob_bytes;
+        let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
+        let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+        for lba in 0..8u8 {
+            let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
+        }
+        let _ = ftl.flush().unwrap();
+        // Bit rot in LBA 3's data, where the media holds it.
+        let (addr, sector) = find_sector(ftl.media(), &[4; 4096]);
+        ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
+        let srv = serve_export(Arc::new(Export::new(ftl, "lightnvm", false, false)));
+        let (mut c, _) = Client::go(&srv);
+        assert_eq!(c.read(3 * 4096, 4096).0, EIO, "{oob_bytes}-byte OOB");
+        assert_eq!(c.read(3 * 4096 + 512, 512).0, EIO, "part of it");
+        assert_eq!(c.read(0, 8 * 4096).0, EIO, "a read that covers it");
+        // A write of part of it cannot merge with bytes it cannot read.
+        assert_eq!(c.write(3 * 4096, &[7; 512], 0), EIO, "read-modify-write");
+        // Its neighbours read, on the same connection and on another.
+        assert_eq!(c.read(2 * 4096, 4096), (0, vec![3; 4096]));
+        let (mut c2, _) = Client::go(&srv);
+        assert_eq!(c2.read(4 * 4096, 4096), (0, vec![5; 4096]));
+        // Written whole, it reads again.
+        assert_eq!(c.write(3 * 4096, &[9; 4096], 0), 0);
+        assert_eq!(c.read(3 * 4096, 4096), (0, vec![9; 4096]));
+        assert_eq!(c.read(0, 8 * 4096).0, 0);
+    }
 }
 
 #[test]
