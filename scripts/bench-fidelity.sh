@@ -11,8 +11,8 @@
 #             rather than the model's plus C; the other rows check the one constant
 #   none      fio against `lightnvm serve` (same image, replies at once: the CPU bound)
 # and realtime / min(sim, none): the share of what the model allows that a client gets,
-# without and with the credit. Then, for the QD1 rows, sim with the calibrated path cost as
-# a think time (`sim --think-us C`: what the model predicts for a client on this path)
+# without and with the credit. Then, for every row, sim with the calibrated path cost as a
+# think time (`sim --think-us C`: what the model predicts for a client on this path)
 # against realtime.
 # Same geometry (`default`: 8 ch x 2 LUNs) and timing (`femu`), image filled first and on
 # tmpfs; fio over the whole device, uniform random with repeats as sim's (`--norandommap`:
@@ -39,7 +39,7 @@ CACHE_KIB=${WRITE_CACHE_KIB:-0}
 "$B" format "$DIR/base.img" --preset default --timing femu --write-cache-kib "$CACHE_KIB" >/dev/null
 "$B" fill "$DIR/base.img" --percent 100 >/dev/null
 P3=$((P1 + 2))
-RT_PID=; NONE_PID=; RTC_PID=; CREDIT_US=0; QD1_PATH=()
+RT_PID=; NONE_PID=; RTC_PID=; CREDIT_US=0; PATH_ROWS=()
 # Fresh servers on fresh copies of the filled image: every write row starts where sim's
 # run starts (the fill), so both measure the same phase.
 start_servers() {
@@ -122,16 +122,15 @@ for rw in randread randwrite; do
         cratio=$(python3 -c "print(f'{$ci / min($si, $ni):.2f}')")
         printf "%-10s %-9s %9s %8s %9s %8s %9s %8s %9s %7s %7s\n" "$rw" "${jobs}x QD$qd" "$si" "$sp" "$ri" "$rp" \
             "$ci" "$cp" "$ni" "$ratio" "$cratio"
-        if [[ $qd == 1 ]]; then
-            # The path in the model: sim with the calibrated path cost as each request's
-            # think time predicts what a client on this path gets from the modeled device.
-            read -r ti _ <<<"$(sim_run "$pct" 1 "${rn:-100000}" "$CREDIT_US")"
-            QD1_PATH+=("$(printf "%-10s %-9s %13s %9s %7s" "$rw" "1x QD1" "$ti" "$ri" \
-                "$(python3 -c "print(f'{$ri / $ti:.2f}')")")")
-        fi
+        # The path in the model: sim with the calibrated path cost as each request's think
+        # time predicts what a client on this path gets from the modeled device (a floor:
+        # the path was calibrated at QD1; under load it is longer).
+        read -r ti _ <<<"$(sim_run "$pct" $((qd * jobs)) "${rn:-100000}" "$CREDIT_US")"
+        PATH_ROWS+=("$(printf "%-10s %-9s %13s %9s %11s" "$rw" "${jobs}x QD$qd" "$ti" "$ri" \
+            "$(python3 -c "print(f'{$ri / $ti:.2f}')")")")
     done
 done
 echo
-echo "QD1 with the path in the model (sim --think-us $CREDIT_US, the calibrated path cost) against realtime:"
-printf "%-10s %-9s %13s %9s %7s\n" workload depth "sim+path IOPS" "rt IOPS" "rt/sim+path"
-printf "%s\n" "${QD1_PATH[@]}"
+echo "With the path in the model (sim --think-us $CREDIT_US, the calibrated path cost) against realtime:"
+printf "%-10s %-9s %13s %9s %11s\n" workload depth "sim+path IOPS" "rt IOPS" "rt/sim+path"
+printf "%s\n" "${PATH_ROWS[@]}"
