@@ -134,6 +134,31 @@ fn errno_of(e: &FtlError) -> u32 {
     }
 }
 
+/// What [`Export::submit_read_with`] read.
+struct ReadOut {
+    /// The room asked for, then the bytes of the range (zeros where unreadable).
+    data: Vec<u8>,
+    /// Which parts hold data (when asked for).
+    extents: Vec<Extent>,
+    done: Completion,
+    /// Byte ranges `(offset, length)` of the request that could not be read, in order.
+    unreadable: Vec<(u64, u64)>,
+}
+
+/// The byte ranges of runs of consecutive `lbas` (ascending), clipped to `[off, end)`.
+fn byte_runs(lbas: &[u64], off: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &l in lbas {
+        let (a, b) = ((l * SS).max(off), ((l + 1) * SS).min(end));
+        debug_assert!(a < b, "a failed LBA outside the read");
+        match runs.last_mut() {
+            Some((o, n)) if *o + *n == a => *n += b - a,
+            _ => runs.push((a, b - a)),
+        }
+    }
+    runs
+}
+
 /// A byte range of an export and whether it holds data (`false`: a hole, reads as zeros).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
@@ -349,7 +374,7 @@ impl<M: Media> Export<M> {
     /// (no waiting: the data is final, only its delivery time is modeled).
     pub fn submit_read(&self, off: u64, len: u32) -> Result<(Vec<u8>, Completion), u32> {
         self.submit_read_with(off, len, false, 0)
-            .map(|(data, _, c)| (data, c))
+            .map(|r| (r.data, r.done))
     }
 
     /// [`Export::submit_read`], also returning which parts of the range hold data: extents
@@ -360,7 +385,11 @@ impl<M: Media> Export<M> {
         off: u64,
         len: u32,
     ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
-        self.submit_read_with(off, len, true, 0)
+        let r = self.submit_read_with(off, len, true, 0)?;
+        if !r.unreadable.is_empty() {
+            return Err(EIO);
+        }
+        Ok((r.data, r.extents, r.done))
     }
 
     /// Whether `len` bytes at `off` changed since mark `mark` (block status
@@ -437,14 +466,17 @@ impl<M: Media> Export<M> {
     }
 
     /// A read whose data follows `room` zero bytes in the returned buffer (room for a
-    /// reply header, so the reply needs no copy of the data).
+    /// reply header, so the reply needs no copy of the data). With `want_extents` (a
+    /// structured reply, which can say which parts failed), sectors that cannot be read
+    /// are listed in [`ReadOut::unreadable`] and the rest is returned; otherwise they fail
+    /// the read with EIO.
     fn submit_read_with(
         &self,
         off: u64,
         len: u32,
         want_extents: bool,
         room: usize,
-    ) -> Result<(Vec<u8>, Vec<Extent>, Completion), u32> {
+    ) -> Result<ReadOut, u32> {
         if len > MAX_PAYLOAD {
             return Err(EINVAL);
         }
@@ -456,7 +488,12 @@ impl<M: Media> Export<M> {
             return Err(EINVAL);
         }
         if len == 0 {
-            return Ok((vec![0; room], Vec::new(), self.now()));
+            return Ok(ReadOut {
+                data: vec![0; room],
+                extents: Vec::new(),
+                done: self.now(),
+                unreadable: Vec::new(),
+            });
         }
         let start = off / SS * SS;
         let stop = end.div_ceil(SS) * SS;
@@ -470,13 +507,21 @@ impl<M: Media> Export<M> {
             }
             _ => None,
         };
+        let mut unreadable = Vec::new();
         let (c, extents) = if let Some(c) = beside {
             (c, Vec::new())
         } else {
             let ftl = self.read_lock()?;
-            let c = ftl
-                .read(start / SS, &mut buf[room..])
-                .map_err(|e| errno_of(&e))?;
+            let c = match ftl.read(start / SS, &mut buf[room..]) {
+                Ok(c) => c,
+                Err(FtlError::Uncorrectable { lbas }) if want_extents => {
+                    unreadable = byte_runs(&lbas, off, end);
+                    // The sectors read are final; the failed ones took no modeled time
+                    // that the error reports.
+                    self.now()
+                }
+                Err(e) => return Err(errno_of(&e)),
+            };
             let extents = if want_extents {
                 let runs = ftl
                     .mapped_runs(start / SS, (stop - start) / SS)
@@ -490,7 +535,12 @@ impl<M: Media> Export<M> {
         let from = (off - start) as usize;
         buf.drain(room..room + from);
         buf.truncate(room + len as usize);
-        Ok((buf, extents, c))
+        Ok(ReadOut {
+            data: buf,
+            extents,
+            done: c,
+            unreadable,
+        })
     }
 
     fn now(&self) -> Completion {
@@ -1587,14 +1637,30 @@ fn transmission<M: Media, S: Read>(
             // Read into the reply itself, after room for one data chunk's header.
             const ROOM: usize = 20 + 8;
             match export.submit_read_with(req.offset, req.length, true, ROOM) {
-                Ok((mut buf, extents, c)) => {
+                Ok(ReadOut {
+                    data: mut buf,
+                    extents,
+                    done: c,
+                    unreadable,
+                }) => {
                     let data_len = buf.len() - ROOM;
+                    let lost: u64 = unreadable.iter().map(|&(_, n)| n).sum();
+                    if lost > 0 {
+                        export.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        debug!(
+                            offset = req.offset,
+                            length = req.length,
+                            ?unreadable,
+                            "read in part"
+                        );
+                    }
                     export
                         .stats
                         .bytes_read
-                        .fetch_add(data_len as u64, Ordering::Relaxed);
+                        .fetch_add(data_len as u64 - lost, Ordering::Relaxed);
                     let df = req.flags & CMD_FLAG_DF != 0;
-                    let reply = if data_len > 0 && (df || extents.iter().all(|e| e.mapped)) {
+                    let whole = unreadable.is_empty() && (df || extents.iter().all(|e| e.mapped));
+                    let reply = if data_len > 0 && whole {
                         // All data: one chunk, what `read_chunks` builds, without a copy.
                         let mut h = Vec::with_capacity(ROOM);
                         push_chunk_header(
@@ -1608,7 +1674,14 @@ fn transmission<M: Media, S: Read>(
                         buf[..ROOM].copy_from_slice(&h);
                         buf
                     } else {
-                        read_chunks(req.cookie, req.offset, &buf[ROOM..], &extents, df)
+                        read_chunks(
+                            req.cookie,
+                            req.offset,
+                            &buf[ROOM..],
+                            &extents,
+                            &unreadable,
+                            df,
+                        )
                     };
                     outbox.push(c.done_ns, order, reply)?;
                 }
@@ -1623,7 +1696,7 @@ fn transmission<M: Media, S: Read>(
             // Read into the reply itself, after room for its header.
             CMD_READ => export
                 .submit_read_with(req.offset, req.length, false, 16)
-                .map(|(d, _, c)| (Some(d), c)),
+                .map(|r| (Some(r.data), r.done)),
             CMD_WRITE => export
                 .submit_write(req.offset, &payload, fua)
                 .map(|c| (None, c)),
@@ -1683,8 +1756,20 @@ fn transmission<M: Media, S: Read>(
 /// A structured read reply: a data chunk per extent that holds data and a hole chunk per
 /// one that does not (`df`: one data chunk for everything), the last flagged done. An empty
 /// read gets a single done chunk of type NONE.
-fn read_chunks(cookie: u64, offset: u64, data: &[u8], extents: &[Extent], df: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 32 * extents.len().max(1));
+///
+/// Where `unreadable` byte ranges failed (uncorrectable sectors), no content chunk covers
+/// them (`df`: the one data chunk is the first readable part) and an error chunk (EIO, with
+/// the range's offset) follows for each: by the protocol, a client may take every content
+/// chunk as valid and the parts without one as not.
+fn read_chunks(
+    cookie: u64,
+    offset: u64,
+    data: &[u8],
+    extents: &[Extent],
+    unreadable: &[(u64, u64)],
+    df: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 32 * (extents.len() + unreadable.len()).max(1));
     if data.is_empty() {
         return structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, &[]);
     }
@@ -1693,13 +1778,42 @@ fn read_chunks(cookie: u64, offset: u64, data: &[u8], extents: &[Extent], df: bo
         length: data.len() as u64,
         mapped: true,
     }];
-    let parts = if df { &whole[..] } else { extents };
-    for (i, e) in parts.iter().enumerate() {
-        let flags = if i + 1 == parts.len() {
-            REPLY_FLAG_DONE
-        } else {
-            0
-        };
+    let parts = if df || extents.is_empty() {
+        &whole[..]
+    } else {
+        extents
+    };
+    let mut pieces = Vec::with_capacity(parts.len() + unreadable.len());
+    for e in parts {
+        let end = e.offset + e.length;
+        let mut at = e.offset;
+        for &(u, n) in unreadable {
+            if u + n <= at || u >= end {
+                continue;
+            }
+            if u > at {
+                pieces.push(Extent {
+                    offset: at,
+                    length: u - at,
+                    ..*e
+                });
+            }
+            at = u + n;
+        }
+        if at < end {
+            pieces.push(Extent {
+                offset: at,
+                length: end - at,
+                ..*e
+            });
+        }
+    }
+    if df {
+        pieces.truncate(1);
+    }
+    let chunks = pieces.len() + unreadable.len();
+    for (i, e) in pieces.iter().enumerate() {
+        let flags = if i + 1 == chunks { REPLY_FLAG_DONE } else { 0 };
         // The data goes straight from the read buffer into the reply.
         if e.mapped {
             let from = (e.offset - offset) as usize;
@@ -1718,6 +1832,15 @@ fn read_chunks(cookie: u64, offset: u64, data: &[u8], extents: &[Extent], df: bo
             out.extend_from_slice(&e.offset.to_be_bytes());
             out.extend_from_slice(&(e.length as u32).to_be_bytes());
         }
+    }
+    for (i, &(u, n)) in unreadable.iter().enumerate() {
+        let flags = if pieces.len() + i + 1 == chunks {
+            REPLY_FLAG_DONE
+        } else {
+            0
+        };
+        let msg = format!("{n} bytes at offset {u}: uncorrectable media error");
+        push_error_offset(&mut out, flags, EIO, cookie, &msg, u);
     }
     out
 }
@@ -2198,6 +2321,10 @@ mod tests {
     /// One chunk of a structured read reply: flags, type, offset, bytes or hole length.
     type Chunk = (u16, u16, u64, Result<Vec<u8>, u32>);
 
+    fn be64(b: &[u8]) -> u64 {
+        u64::from_be_bytes(b.try_into().unwrap())
+    }
+
     fn parse_chunks(mut b: &[u8]) -> Vec<Chunk> {
         let mut out = Vec::new();
         while !b.is_empty() {
@@ -2206,10 +2333,21 @@ mod tests {
             let kind = u16::from_be_bytes([b[6], b[7]]);
             let len = u32::from_be_bytes(b[16..20].try_into().unwrap()) as usize;
             let p = &b[20..20 + len];
-            let off = u64::from_be_bytes(p[0..8].try_into().unwrap());
-            let body = match kind {
-                REPLY_TYPE_OFFSET_DATA => Ok(p[8..].to_vec()),
-                REPLY_TYPE_OFFSET_HOLE => Err(u32::from_be_bytes(p[8..12].try_into().unwrap())),
+            let (off, body) = match kind {
+                REPLY_TYPE_OFFSET_DATA => (be64(&p[0..8]), Ok(p[8..].to_vec())),
+                REPLY_TYPE_OFFSET_HOLE => (
+                    be64(&p[0..8]),
+                    Err(u32::from_be_bytes(p[8..12].try_into().unwrap())),
+                ),
+                // The error in place of a hole's size.
+                REPLY_TYPE_ERROR_OFFSET => {
+                    let msg = u16::from_be_bytes([p[4], p[5]]) as usize;
+                    assert_eq!(len, 14 + msg);
+                    (
+                        be64(&p[6 + msg..]),
+                        Err(u32::from_be_bytes(p[0..4].try_into().unwrap())),
+                    )
+                }
                 other => panic!("chunk type {other}"),
             };
             out.push((flags, kind, off, body));
@@ -2242,7 +2380,7 @@ mod tests {
     fn read_chunks_cover_the_range_exactly_once_and_end_with_done() {
         let extents = clip_runs(0, 512, 12800, &[(1, true), (2, false), (1, true)]);
         let data: Vec<u8> = (0..12800 - 512).map(|i| (i % 251) as u8).collect();
-        let chunks = parse_chunks(&read_chunks(5, 512, &data, &extents, false));
+        let chunks = parse_chunks(&read_chunks(5, 512, &data, &extents, &[], false));
         assert_eq!(chunks.len(), 3);
         let mut at = 512u64;
         for (i, (flags, _, off, body)) in chunks.iter().enumerate() {
@@ -2259,12 +2397,63 @@ mod tests {
         }
         assert_eq!(at, 12800);
         // DF: one data chunk with everything; an empty read: one NONE chunk, done.
-        let one = parse_chunks(&read_chunks(5, 512, &data, &extents, true));
+        let one = parse_chunks(&read_chunks(5, 512, &data, &extents, &[], true));
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].3, Ok(data.clone()));
-        let none = read_chunks(5, 0, &[], &[], false);
+        let none = read_chunks(5, 0, &[], &[], &[], false);
         assert_eq!(u16::from_be_bytes([none[6], none[7]]), REPLY_TYPE_NONE);
         assert_eq!(u16::from_be_bytes([none[4], none[5]]), REPLY_FLAG_DONE);
+    }
+
+    #[test]
+    fn unreadable_parts_get_error_chunks_and_no_content() {
+        // Bytes 512..20480 of sectors data, hole, hole, data, data; LBAs 0, 2 and 4 failed
+        // (4: the last, cut at the read's end).
+        let extents = clip_runs(0, 512, 20480 - 512, &[(1, true), (2, false), (2, true)]);
+        let unreadable = byte_runs(&[0, 2, 4], 512, 20480 - 512);
+        assert_eq!(
+            unreadable,
+            [(512, 4096 - 512), (8192, 4096), (16384, 4096 - 512)]
+        );
+        let data: Vec<u8> = (0..20480 - 1024).map(|i| (i % 251) as u8).collect();
+        let chunks = parse_chunks(&read_chunks(5, 512, &data, &extents, &unreadable, false));
+        let got: Vec<_> = chunks
+            .iter()
+            .map(|(f, k, off, body)| (*f, *k, *off, body.as_ref().map(Vec::len).map_err(|e| *e)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, REPLY_TYPE_OFFSET_HOLE, 4096, Err(4096)),
+                (0, REPLY_TYPE_OFFSET_DATA, 12288, Ok(4096)),
+                (0, REPLY_TYPE_ERROR_OFFSET, 512, Err(EIO)),
+                (0, REPLY_TYPE_ERROR_OFFSET, 8192, Err(EIO)),
+                (REPLY_FLAG_DONE, REPLY_TYPE_ERROR_OFFSET, 16384, Err(EIO)),
+            ]
+        );
+        assert_eq!(chunks[1].3, Ok(data[12288 - 512..16384 - 512].to_vec()));
+        // DF: one content chunk, the first readable part (holes as zeros in data).
+        let one = parse_chunks(&read_chunks(5, 512, &data, &extents, &unreadable, true));
+        let kinds: Vec<_> = one.iter().map(|c| (c.1, c.2)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (REPLY_TYPE_OFFSET_DATA, 4096),
+                (REPLY_TYPE_ERROR_OFFSET, 512),
+                (REPLY_TYPE_ERROR_OFFSET, 8192),
+                (REPLY_TYPE_ERROR_OFFSET, 16384),
+            ]
+        );
+        assert_eq!(one[0].3, Ok(data[4096 - 512..8192 - 512].to_vec()));
+        // Everything unreadable: error chunks only, the last done.
+        let all = byte_runs(&[0, 1, 2, 3, 4], 512, 20480 - 512);
+        assert_eq!(all, [(512, 20480 - 1024)]);
+        let only = parse_chunks(&read_chunks(5, 512, &data, &extents, &all, false));
+        assert_eq!(only.len(), 1);
+        assert_eq!(
+            (only[0].0, only[0].1, only[0].2),
+            (REPLY_FLAG_DONE, REPLY_TYPE_ERROR_OFFSET, 512)
+        );
     }
 
     #[test]

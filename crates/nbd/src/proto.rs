@@ -74,6 +74,7 @@ pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
 pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
 pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
+pub const REPLY_TYPE_ERROR_OFFSET: u16 = (1 << 15) + 2;
 
 /// The metadata context this server offers: whether extents are allocated.
 pub const BASE_ALLOCATION: &str = "base:allocation";
@@ -239,6 +240,24 @@ pub fn structured_error(error: u32, cookie: u64, message: &str) -> Vec<u8> {
     structured_chunk(REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, &p)
 }
 
+/// A structured error chunk for the bytes from `offset` on (a read's part that could not be
+/// read): appended to `out`, flagged `flags`.
+pub fn push_error_offset(
+    out: &mut Vec<u8>,
+    flags: u16,
+    error: u32,
+    cookie: u64,
+    message: &str,
+    offset: u64,
+) {
+    let msg = &message.as_bytes()[..message.len().min(4096)];
+    push_chunk_header(out, flags, REPLY_TYPE_ERROR_OFFSET, cookie, 14 + msg.len());
+    out.extend_from_slice(&error.to_be_bytes());
+    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    out.extend_from_slice(msg);
+    out.extend_from_slice(&offset.to_be_bytes());
+}
+
 /// A transmission-phase request header (28 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -375,6 +394,15 @@ mod tests {
         assert_eq!(&e[20..24], &5u32.to_be_bytes());
         assert_eq!(&e[24..26], &3u16.to_be_bytes());
         assert_eq!(&e[26..], b"bad");
+        let mut o = Vec::new();
+        push_error_offset(&mut o, REPLY_FLAG_DONE, 5, 2, "lost", 8192);
+        assert_eq!(u16::from_be_bytes([o[4], o[5]]), REPLY_FLAG_DONE);
+        assert_eq!(u16::from_be_bytes([o[6], o[7]]), REPLY_TYPE_ERROR_OFFSET);
+        assert_eq!(u32::from_be_bytes(o[16..20].try_into().unwrap()), 14 + 4);
+        assert_eq!(&o[20..24], &5u32.to_be_bytes());
+        assert_eq!(&o[24..26], &4u16.to_be_bytes());
+        assert_eq!(&o[26..30], b"lost");
+        assert_eq!(&o[30..], &8192u64.to_be_bytes());
     }
 
     proptest! {

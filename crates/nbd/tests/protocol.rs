@@ -312,21 +312,26 @@ fn find_sector(media: &RamMedia, data: &[u8]) -> (PageAddr, u32) {
     panic!("no such sector on the media");
 }
 
+/// A server whose LBAs 0..8 hold `lba + 1` in every byte, flushed, with one bit of LBA 3's
+/// data rotten on the media (OOB areas of `oob_bytes`).
+fn server_with_a_damaged_sector(oob_bytes: u32) -> Server {
+    let mut g = Geometry::new(2, 2, 16, 16, 2);
+    g.oob_bytes_per_sector = oob_bytes;
+    let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
+    let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    for lba in 0..8u8 {
+        let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
+    }
+    let _ = ftl.flush().unwrap();
+    let (addr, sector) = find_sector(ftl.media(), &[4; 4096]);
+    ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
+    serve_export(Arc::new(Export::new(ftl, "lightnvm", false, false)))
+}
+
 #[test]
 fn a_damaged_sector_reads_as_eio_and_the_connection_keeps_serving() {
     for oob_bytes in [16, 32] {
-        let mut g = Geometry::new(2, 2, 16, 16, 2);
-        g.oob_bytes_per_sector = oob_bytes;
-        let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
-        let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
-        for lba in 0..8u8 {
-            let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
-        }
-        let _ = ftl.flush().unwrap();
-        // Bit rot in LBA 3's data, where the media holds it.
-        let (addr, sector) = find_sector(ftl.media(), &[4; 4096]);
-        ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
-        let srv = serve_export(Arc::new(Export::new(ftl, "lightnvm", false, false)));
+        let srv = server_with_a_damaged_sector(oob_bytes);
         let (mut c, _) = Client::go(&srv);
         assert_eq!(c.read(3 * 4096, 4096).0, EIO, "{oob_bytes}-byte OOB");
         assert_eq!(c.read(3 * 4096 + 512, 512).0, EIO, "part of it");
@@ -341,6 +346,96 @@ fn a_damaged_sector_reads_as_eio_and_the_connection_keeps_serving() {
         assert_eq!(c.write(3 * 4096, &[9; 4096], 0), 0);
         assert_eq!(c.read(3 * 4096, 4096), (0, vec![9; 4096]));
         assert_eq!(c.read(0, 8 * 4096).0, 0);
+    }
+}
+
+/// The chunks of one structured reply, up to the one flagged done: (type, payload).
+fn reply_chunks(c: &mut Client, cookie: u64) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let (flags, ty, d) = chunk(c, cookie);
+        out.push((ty, d));
+        if flags & REPLY_FLAG_DONE != 0 {
+            return out;
+        }
+    }
+}
+
+/// What a structured read reply says: the bytes of its content chunks by offset (holes as
+/// zeros), and its error chunks' (error, offset) (`None` for an error without one).
+#[allow(clippy::type_complexity)]
+fn read_reply(chunks: &[(u16, Vec<u8>)]) -> (Vec<(u64, Vec<u8>)>, Vec<(u32, Option<u64>)>) {
+    let (mut content, mut errors) = (Vec::new(), Vec::new());
+    for (ty, d) in chunks {
+        let be64 = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
+        match *ty {
+            REPLY_TYPE_OFFSET_DATA => content.push((be64(&d[..8]), d[8..].to_vec())),
+            REPLY_TYPE_OFFSET_HOLE => {
+                let n = u32::from_be_bytes(d[8..12].try_into().unwrap());
+                content.push((be64(&d[..8]), vec![0; n as usize]));
+            }
+            REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {
+                let err = u32::from_be_bytes(d[..4].try_into().unwrap());
+                let msg = u16::from_be_bytes(d[4..6].try_into().unwrap()) as usize;
+                let offset = (*ty == REPLY_TYPE_ERROR_OFFSET).then(|| be64(&d[6 + msg..]));
+                assert_eq!(d.len(), 6 + msg + if offset.is_some() { 8 } else { 0 });
+                errors.push((err, offset));
+            }
+            REPLY_TYPE_NONE => assert!(d.is_empty()),
+            other => panic!("chunk type {other}"),
+        }
+    }
+    content.sort();
+    (content, errors)
+}
+
+#[test]
+fn a_structured_read_names_the_damaged_part_and_delivers_the_rest() {
+    for oob_bytes in [16, 32] {
+        let srv = server_with_a_damaged_sector(oob_bytes);
+        let mut c = Client::connect(&srv);
+        c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+        c.option(OPT_STRUCTURED_REPLY, &[]);
+        assert_eq!(c.option_reply().1, REP_ACK);
+        c.option(OPT_GO, &Client::info_data("", &[]));
+        while c.option_reply().1 != REP_ACK {}
+        // LBAs 0..10: data, the damaged LBA 3, data, and two never written (a hole).
+        let cookie = c.request(CMD_READ, 0, 0, 10 * 4096, &[]);
+        let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
+        assert_eq!(errors, [(EIO, Some(3 * 4096))], "{oob_bytes}-byte OOB");
+        let mut covered = Vec::new();
+        for (off, bytes) in &content {
+            for (i, b) in bytes.iter().enumerate() {
+                let at = off + i as u64;
+                let lba = at / 4096;
+                let want = if lba < 8 { lba as u8 + 1 } else { 0 };
+                assert_eq!(*b, want, "byte {at}");
+            }
+            covered.push((*off, bytes.len() as u64));
+        }
+        assert_eq!(
+            covered,
+            [(0, 3 * 4096), (4 * 4096, 4 * 4096), (8 * 4096, 2 * 4096)]
+        );
+        // Don't fragment: one content chunk, the readable part before the damage.
+        let cookie = c.request(CMD_READ, CMD_FLAG_DF, 4096, 6 * 4096, &[]);
+        let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
+        assert_eq!(errors, [(EIO, Some(3 * 4096))]);
+        assert_eq!(content, [(4096, [vec![2; 4096], vec![3; 4096]].concat())]);
+        // Inside the damaged sector: the error alone, at the read's own offset.
+        let cookie = c.request(CMD_READ, 0, 3 * 4096 + 512, 1024, &[]);
+        let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
+        assert_eq!(
+            (content.len(), errors),
+            (0, vec![(EIO, Some(3 * 4096 + 512))])
+        );
+        // Around it, whole: no error.
+        let cookie = c.request(CMD_READ, 0, 4 * 4096, 4096, &[]);
+        let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
+        assert_eq!(
+            (content, errors.len()),
+            (vec![(4 * 4096, vec![5; 4096])], 0)
+        );
     }
 }
 
