@@ -149,6 +149,29 @@ impl FtlReader {
     /// a media error or a failed checksum), which then reads the whole request (`buf`'s
     /// contents are unspecified).
     pub fn read(&self, lba: u64, buf: &mut [u8]) -> Option<Completion> {
+        self.read_each(lba, buf, |_| {})
+    }
+
+    /// [`FtlReader::read`], also returning which sectors hold data as
+    /// [`crate::Ftl::mapped_runs`] does: runs `(sectors, mapped)` in order, each sector's
+    /// status the one its data was read under (an unmapped sector read as zeros).
+    pub fn read_runs(&self, lba: u64, buf: &mut [u8]) -> Option<(Completion, Vec<(u64, bool)>)> {
+        let mut runs: Vec<(u64, bool)> = Vec::new();
+        let c = self.read_each(lba, buf, |mapped| match runs.last_mut() {
+            Some((n, m)) if *m == mapped => *n += 1,
+            _ => runs.push((1, mapped)),
+        })?;
+        Some((c, runs))
+    }
+
+    /// [`FtlReader::read`], calling `each` with whether each sector read was mapped.
+    #[inline]
+    fn read_each(
+        &self,
+        lba: u64,
+        buf: &mut [u8],
+        mut each: impl FnMut(bool),
+    ) -> Option<Completion> {
         let ss = self.geo.sector_size as usize;
         if buf.is_empty() || !buf.len().is_multiple_of(ss) {
             return None;
@@ -168,7 +191,8 @@ impl FtlReader {
         let mut done_ns = 0;
         for (i, out) in buf.chunks_exact_mut(ss).enumerate() {
             let l = lba + i as u64;
-            let c = self.read_sector(l, out, oob)?;
+            let (c, mapped) = self.read_sector(l, out, oob)?;
+            each(mapped);
             done_ns = done_ns.max(c);
         }
         self.counters
@@ -178,16 +202,17 @@ impl FtlReader {
         Some(Completion { done_ns })
     }
 
-    /// One sector: its completion time, or `None` for the owner's path.
+    /// One sector: its completion time and whether it was mapped, or `None` for the owner's
+    /// path.
     #[inline]
-    fn read_sector(&self, lba: u64, out: &mut [u8], oob: &mut [u8]) -> Option<u64> {
+    fn read_sector(&self, lba: u64, out: &mut [u8], oob: &mut [u8]) -> Option<(u64, bool)> {
         let entry = &self.l2p[lba as usize];
         for _ in 0..MAX_RETRIES {
             let raw = entry.load(Acquire);
             let ppa: Ppa = match L2pEntry::decode(raw) {
                 L2pEntry::Unmapped => {
                     out.fill(0);
-                    return Some(0);
+                    return Some((0, false));
                 }
                 L2pEntry::Lost => return None,
                 L2pEntry::Mapped(ppa) => ppa,
@@ -214,7 +239,7 @@ impl FtlReader {
             drop(pin);
             let verified = match r {
                 Ok(c) => match meta::oob::decode(oob, out) {
-                    Ok(o) if o.lba as u64 == lba => Some(c.done_ns),
+                    Ok(o) if o.lba as u64 == lba => Some((c.done_ns, true)),
                     _ => None,
                 },
                 // Still in a write buffer (or the mw_cunits window): the owner's path has it.

@@ -216,3 +216,84 @@ fn reads_on_many_threads_are_all_counted() {
     });
     assert_eq!(ftl.stats().host_sectors_read - before, threads * 100 * 2);
 }
+
+#[test]
+fn runs_read_beside_the_owner_match_each_sectors_data() {
+    let g = Geometry::new(2, 2, 24, 8, 2);
+    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+    let reader = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    // Quiet: the runs are the owner's.
+    let mut buf = vec![0u8; SS];
+    for lba in [1u64, 2, 5, 9] {
+        stamp(&mut buf, lba, 1);
+        let _ = ftl.write(lba, &buf, false).unwrap();
+    }
+    let _ = ftl.flush().unwrap();
+    let mut out = vec![0u8; 12 * SS];
+    let (_, runs) = reader.read_runs(0, &mut out).expect("beside the owner");
+    assert_eq!(runs, ftl.mapped_runs(0, 12).unwrap());
+    assert_eq!(
+        runs,
+        [
+            (1, false),
+            (2, true),
+            (2, false),
+            (1, true),
+            (3, false),
+            (1, true),
+            (2, false)
+        ]
+    );
+    // Beside writes and trims of the same LBAs: a sector reported unmapped reads as zeros,
+    // a mapped one as a version of its LBA.
+    let ftl = RwLock::new(ftl);
+    let stop = AtomicBool::new(false);
+    let checked = std::thread::scope(|s| {
+        let (reader, stop) = (&reader, &stop);
+        let t = s.spawn(move || {
+            let mut out = vec![0u8; 16 * SS];
+            let (mut checked, mut holes) = (0u64, 0u64);
+            while !stop.load(Relaxed) {
+                let Some((_, runs)) = reader.read_runs(0, &mut out) else {
+                    continue;
+                };
+                let mut lba = 0u64;
+                for (n, mapped) in runs {
+                    for _ in 0..n {
+                        let at = lba as usize * SS;
+                        let v = unstamp(&out[at..at + SS], lba).unwrap();
+                        assert_eq!(mapped, v != 0, "LBA {lba}: mapped {mapped}, version {v}");
+                        holes += u64::from(!mapped);
+                        lba += 1;
+                    }
+                }
+                assert_eq!(lba, 16);
+                checked += 1;
+            }
+            (checked, holes)
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut buf = vec![0u8; SS];
+        for v in 2..60_000u64 {
+            let lba = rng.gen_range(0..16u64);
+            let mut f = ftl.write().unwrap();
+            if rng.gen_bool(0.3) {
+                let _ = f.trim(lba, 1).unwrap();
+            } else {
+                stamp(&mut buf, lba, v);
+                let _ = f.write(lba, &buf, false).unwrap();
+            }
+            // Other LBAs too, so that GC moves these.
+            stamp(&mut buf, v % 50 + 20, v);
+            let _ = f.write(v % 50 + 20, &buf, false).unwrap();
+        }
+        stop.store(true, Relaxed);
+        t.join().unwrap()
+    });
+    assert!(
+        checked.0 > 0 && checked.1 > 0,
+        "reads beside the owner saw holes: {checked:?}"
+    );
+}

@@ -378,8 +378,8 @@ impl<M: Media> Export<M> {
     }
 
     /// [`Export::submit_read`], also returning which parts of the range hold data: extents
-    /// `(offset, length, mapped)` covering it in order, taken under the same lock as the
-    /// data (unmapped parts read as zeros: holes).
+    /// `(offset, length, mapped)` covering it in order, each sector's as its data was read
+    /// (unmapped parts read as zeros: holes).
     pub fn submit_read_extents(
         &self,
         off: u64,
@@ -499,17 +499,23 @@ impl<M: Media> Export<M> {
         let stop = end.div_ceil(SS) * SS;
         let mut buf = vec![0u8; room + (stop - start) as usize];
         let beside = match &self.reader {
-            Some(r) if !want_extents => {
+            Some(r) => {
                 if self.ftl.is_poisoned() {
                     return Err(EIO);
                 }
-                r.read(start / SS, &mut buf[room..])
+                if want_extents {
+                    r.read_runs(start / SS, &mut buf[room..])
+                        .map(|(c, runs)| (c, clip_runs(start, off, end, &runs)))
+                } else {
+                    r.read(start / SS, &mut buf[room..])
+                        .map(|c| (c, Vec::new()))
+                }
             }
-            _ => None,
+            None => None,
         };
         let mut unreadable = Vec::new();
-        let (c, extents) = if let Some(c) = beside {
-            (c, Vec::new())
+        let (c, extents) = if let Some(read) = beside {
+            read
         } else {
             let ftl = self.read_lock()?;
             let c = match ftl.read(start / SS, &mut buf[room..]) {
