@@ -164,6 +164,25 @@ impl FtlReader {
         Some((c, runs))
     }
 
+    /// [`crate::Ftl::mapped_runs`] beside the owner: runs `(sectors, mapped)` in order, from
+    /// the map's entries as they are now, each read atomically (a sector lost to an error
+    /// counts as mapped, as there); `None` if the range is out of bounds.
+    pub fn mapped_runs(&self, lba: u64, sectors: u64) -> Option<Vec<(u64, bool)>> {
+        let end = lba.checked_add(sectors)?;
+        let entries = self
+            .l2p
+            .get(usize::try_from(lba).ok()?..usize::try_from(end).ok()?)?;
+        let mut runs: Vec<(u64, bool)> = Vec::new();
+        for e in entries {
+            let mapped = !matches!(L2pEntry::decode(e.load(Acquire)), L2pEntry::Unmapped);
+            match runs.last_mut() {
+                Some((n, m)) if *m == mapped => *n += 1,
+                _ => runs.push((1, mapped)),
+            }
+        }
+        Some(runs)
+    }
+
     /// [`FtlReader::read`], calling `each` with whether each sector read was mapped.
     #[inline]
     fn read_each(

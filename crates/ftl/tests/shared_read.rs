@@ -234,6 +234,14 @@ fn runs_read_beside_the_owner_match_each_sectors_data() {
     let mut out = vec![0u8; 12 * SS];
     let (_, runs) = reader.read_runs(0, &mut out).expect("beside the owner");
     assert_eq!(runs, ftl.mapped_runs(0, 12).unwrap());
+    // The map alone (block status), over the whole export and past its end.
+    let exported = ftl.exported_sectors();
+    assert_eq!(
+        reader.mapped_runs(0, exported),
+        Some(ftl.mapped_runs(0, exported).unwrap())
+    );
+    assert_eq!(reader.mapped_runs(exported - 1, 2), None);
+    assert_eq!(reader.mapped_runs(u64::MAX, 2), None);
     assert_eq!(
         runs,
         [

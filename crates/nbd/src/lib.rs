@@ -407,11 +407,7 @@ impl<M: Media> Export<M> {
         len: u32,
         runs: impl FnOnce(&Ftl<M>, u64, u64) -> Result<Vec<(u64, bool)>, FtlError>,
     ) -> Result<Vec<Extent>, u32> {
-        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
-        if end > self.size || len == 0 {
-            return Err(EINVAL);
-        }
-        let start = off / SS * SS;
+        let (start, end) = self.sector_span(off, len)?;
         let stop = end.div_ceil(SS) * SS;
         let runs =
             runs(&*self.read_lock()?, start / SS, (stop - start) / SS).map_err(|e| errno_of(&e))?;
@@ -462,7 +458,28 @@ impl<M: Media> Export<M> {
     /// The allocation status of `len` bytes at `off` (NBD block status, `base:allocation`):
     /// extents covering the range in order.
     pub fn extents(&self, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
+        if let Some(r) = &self.reader {
+            // Beside the owner: the map's entries without the lock.
+            let (start, end) = self.sector_span(off, len)?;
+            if self.ftl.is_poisoned() {
+                return Err(EIO);
+            }
+            let runs = r
+                .mapped_runs(start / SS, (end.div_ceil(SS) * SS - start) / SS)
+                .ok_or(EINVAL)?;
+            return Ok(clip_runs(start, off, end, &runs));
+        }
         self.runs_as_extents(off, len, |f, lba, n| f.mapped_runs(lba, n))
+    }
+
+    /// The first sector's byte offset and the range's end, for a query of `len` bytes at
+    /// `off` (EINVAL past the export's end, or for nothing).
+    fn sector_span(&self, off: u64, len: u32) -> Result<(u64, u64), u32> {
+        let end = off.checked_add(len as u64).ok_or(EINVAL)?;
+        if end > self.size || len == 0 {
+            return Err(EINVAL);
+        }
+        Ok((off / SS * SS, end))
     }
 
     /// A read whose data follows `room` zero bytes in the returned buffer (room for a
