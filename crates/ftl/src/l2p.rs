@@ -285,6 +285,15 @@ fn ppa_index(i: usize) -> Ppa {
     Ppa(u32::try_from(i).expect("P2L index fits u32"))
 }
 
+/// Appends one sector's state to `runs` (`(sectors, state)` in order), extending the last run
+/// where the state is the same: how mapped and changed runs are reported.
+pub(crate) fn push_run(runs: &mut Vec<(u64, bool)>, state: bool) {
+    match runs.last_mut() {
+        Some((n, s)) if *s == state => *n += 1,
+        _ => runs.push((1, state)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

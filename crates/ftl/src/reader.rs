@@ -33,6 +33,7 @@ use lightnvm_media::{Completion, Geometry, ReadError, SharedRead};
 
 use crate::addr::{L2pEntry, Ppa};
 use crate::core::ReadCounters;
+use crate::l2p::push_run;
 use crate::meta;
 
 /// A line's gate: whether lock-free readers may read it, and how many are.
@@ -157,10 +158,7 @@ impl FtlReader {
     /// status the one its data was read under (an unmapped sector read as zeros).
     pub fn read_runs(&self, lba: u64, buf: &mut [u8]) -> Option<(Completion, Vec<(u64, bool)>)> {
         let mut runs: Vec<(u64, bool)> = Vec::new();
-        let c = self.read_each(lba, buf, |mapped| match runs.last_mut() {
-            Some((n, m)) if *m == mapped => *n += 1,
-            _ => runs.push((1, mapped)),
-        })?;
+        let c = self.read_each(lba, buf, |mapped| push_run(&mut runs, mapped))?;
         Some((c, runs))
     }
 
@@ -175,10 +173,7 @@ impl FtlReader {
         let mut runs: Vec<(u64, bool)> = Vec::new();
         for e in entries {
             let mapped = !matches!(L2pEntry::decode(e.load(Acquire)), L2pEntry::Unmapped);
-            match runs.last_mut() {
-                Some((n, m)) if *m == mapped => *n += 1,
-                _ => runs.push((1, mapped)),
-            }
+            push_run(&mut runs, mapped);
         }
         Some(runs)
     }

@@ -829,11 +829,7 @@ impl<M: Media> Ftl<M> {
         let mut runs: Vec<(u64, bool)> = Vec::new();
         for l in lba..lba + sectors {
             let l = Lba::checked(l, self.exported).expect("range checked");
-            let mapped = !matches!(self.map.get(l), L2pEntry::Unmapped);
-            match runs.last_mut() {
-                Some((n, m)) if *m == mapped => *n += 1,
-                _ => runs.push((1, mapped)),
-            }
+            crate::l2p::push_run(&mut runs, !matches!(self.map.get(l), L2pEntry::Unmapped));
         }
         Ok(runs)
     }
@@ -981,11 +977,7 @@ impl<M: Media> Ftl<M> {
         let epoch = self.marks.epoch(name)?;
         let mut runs: Vec<(u64, bool)> = Vec::new();
         for l in lba..lba + sectors {
-            let changed = self.marks.changed(epoch, l);
-            match runs.last_mut() {
-                Some((n, c)) if *c == changed => *n += 1,
-                _ => runs.push((1, changed)),
-            }
+            crate::l2p::push_run(&mut runs, self.marks.changed(epoch, l));
         }
         Ok(runs)
     }
