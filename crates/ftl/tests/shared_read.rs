@@ -45,14 +45,23 @@ fn unstamp(buf: &[u8], lba: u64) -> Result<u64, String> {
     Ok(v)
 }
 
-#[test]
-fn readers_beside_the_owner_see_only_current_versions_through_gc() {
-    // Small lines and a full export: GC collects and erases lines all the time.
-    let g = Geometry::new(2, 2, 24, 8, 2);
-    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
+/// An FTL with small lines (GC collects and erases them often) on RAM media, and a reader
+/// beside it.
+fn small_ftl_and_reader() -> (
+    lightnvm_ftl::Ftl<lightnvm_media::RamMedia>,
+    lightnvm_ftl::FtlReader,
+) {
+    let mut ftl = ram_ftl(Geometry::new(2, 2, 24, 8, 2), |_| {}, FtlConfig::default());
     let reader = ftl
         .shared_reader()
         .expect("RAM media reads beside the owner");
+    (ftl, reader)
+}
+
+#[test]
+fn readers_beside_the_owner_see_only_current_versions_through_gc() {
+    // Small lines and a full export: GC collects and erases lines all the time.
+    let (ftl, reader) = small_ftl_and_reader();
     let exported = ftl.exported_sectors();
     let started: Vec<AtomicU64> = (0..exported).map(|_| AtomicU64::new(0)).collect();
     let acked: Vec<AtomicU64> = (0..exported).map(|_| AtomicU64::new(0)).collect();
@@ -130,11 +139,7 @@ fn readers_beside_the_owner_see_only_current_versions_through_gc() {
 /// unmapped (zeros) or a version older than the last acknowledged.
 #[test]
 fn an_overwritten_lba_never_reads_as_a_hole_beside_the_owner() {
-    let g = Geometry::new(2, 2, 24, 8, 2);
-    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
-    let reader = ftl
-        .shared_reader()
-        .expect("RAM media reads beside the owner");
+    let (mut ftl, reader) = small_ftl_and_reader();
     let lba = 5;
     let mut buf = vec![0u8; SS];
     stamp(&mut buf, lba, 1);
@@ -219,11 +224,7 @@ fn reads_on_many_threads_are_all_counted() {
 
 #[test]
 fn runs_read_beside_the_owner_match_each_sectors_data() {
-    let g = Geometry::new(2, 2, 24, 8, 2);
-    let mut ftl = ram_ftl(g, |_| {}, FtlConfig::default());
-    let reader = ftl
-        .shared_reader()
-        .expect("RAM media reads beside the owner");
+    let (mut ftl, reader) = small_ftl_and_reader();
     // Quiet: the runs are the owner's.
     let mut buf = vec![0u8; SS];
     for lba in [1u64, 2, 5, 9] {

@@ -1117,21 +1117,24 @@ mod tests {
         );
     }
 
+    /// A seed of 4 cuts with 4 submitting threads, up to 800 media operations apart.
+    fn four_threads(seed: u64, media_faults: bool, post_cut_damage: bool) -> TortureOutcome {
+        let cfg = TortureConfig {
+            seed,
+            cuts: 4,
+            media_faults,
+            max_ops_between_cuts: 800,
+            post_cut_damage,
+            large: false,
+            cut_recovery: false,
+        };
+        torture_seed_concurrent(cfg, 4)
+    }
+
     #[test]
     fn four_threads_survive_power_cuts() {
         for seed in 0..6 {
-            let o = torture_seed_concurrent(
-                TortureConfig {
-                    seed,
-                    cuts: 4,
-                    media_faults: seed % 2 == 0,
-                    max_ops_between_cuts: 800,
-                    post_cut_damage: false,
-                    large: false,
-                    cut_recovery: false,
-                },
-                4,
-            );
+            let o = four_threads(seed, seed % 2 == 0, false);
             assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
             assert_eq!(o.cuts, 4);
             assert!(o.lbas_verified > 0);
@@ -1142,18 +1145,7 @@ mod tests {
     fn four_threads_survive_bit_rot_after_cuts() {
         let (mut damaged, mut unreadable) = (0, 0);
         for seed in 0..6 {
-            let o = torture_seed_concurrent(
-                TortureConfig {
-                    seed,
-                    cuts: 4,
-                    media_faults: true,
-                    max_ops_between_cuts: 800,
-                    post_cut_damage: true,
-                    large: false,
-                    cut_recovery: false,
-                },
-                4,
-            );
+            let o = four_threads(seed, true, true);
             assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
             assert_eq!(o.cuts, 4);
             damaged += o.sectors_damaged;
