@@ -434,9 +434,10 @@ fn run_request(
         Op::Read => {
             let mut buf = vec![0u8; n as usize * SS];
             let began = s.model().tick();
+            // Beside the owner as NBD's structured reads go: with each sector's status.
             let beside = match path {
                 ReadPath::Locked => None,
-                _ => s.reader.and_then(|r| r.read(lba, &mut buf)),
+                _ => s.reader.and_then(|r| r.read_runs(lba, &mut buf)),
             };
             if beside.is_none() && path == ReadPath::Beside {
                 return Ok((Ok(()), "ok".into()));
@@ -475,6 +476,16 @@ fn run_request(
                             "cut {cut}: LBAs {failed:?} unreadable without faults"
                         )));
                     }
+                    let mapped = beside.map(|(_, runs)| {
+                        runs.iter()
+                            .flat_map(|&(len, m)| std::iter::repeat_n(m, len as usize))
+                            .collect::<Vec<bool>>()
+                    });
+                    if mapped.as_ref().is_some_and(|m| m.len() as u64 != n) {
+                        return Err(Stop::Violation(format!(
+                            "cut {cut}: read beside of LBAs {lba}+{n} gave runs {mapped:?}"
+                        )));
+                    }
                     let mut m = s.model();
                     let ended = m.tick();
                     for i in 0..n {
@@ -483,6 +494,16 @@ fn run_request(
                             continue;
                         }
                         let got = sector_tag(&buf[i as usize * SS..(i as usize + 1) * SS]);
+                        // Written sectors carry nonzero tags; zeros are a trim's (or never
+                        // written): a sector's status must be its data's.
+                        if let Some(mapped) = &mapped {
+                            if mapped[i as usize] != (got != Some(0)) {
+                                return Err(Stop::Violation(format!(
+                                    "cut {cut}: read beside of LBA {l} gave {got:?} with mapped = {}",
+                                    mapped[i as usize]
+                                )));
+                            }
+                        }
                         if !m.live_read_ok(l, began, ended, got) {
                             return Err(Stop::Violation(format!(
                                 "cut {cut}: live read of LBA {l} gave {got:?} (read {began}..{ended})"
