@@ -373,8 +373,26 @@ impl<M: Media> Export<M> {
     /// Applies a read and returns its data with the instant the modeled device completes it
     /// (no waiting: the data is final, only its delivery time is modeled).
     pub fn submit_read(&self, off: u64, len: u32) -> Result<(Vec<u8>, Completion), u32> {
-        self.submit_read_with(off, len, false, 0)
-            .map(|r| (r.data, r.done))
+        let (data, c) = self.submit_read_timed(off, len)?;
+        Ok((data?, c))
+    }
+
+    /// [`Export::submit_read`] for front ends that complete requests at the modeled time: a
+    /// read that meets sectors the device cannot read gives EIO with the completion of the
+    /// device's attempt (a device reports an uncorrectable sector once it has tried to read
+    /// it); a request that cannot be applied at all (range, alignment) fails at once.
+    pub fn submit_read_timed(
+        &self,
+        off: u64,
+        len: u32,
+    ) -> Result<(Result<Vec<u8>, u32>, Completion), u32> {
+        let r = self.submit_read_with(off, len, false, 0)?;
+        let data = if r.unreadable.is_empty() {
+            Ok(r.data)
+        } else {
+            Err(EIO)
+        };
+        Ok((data, r.done))
     }
 
     /// [`Export::submit_read`], also returning which parts of the range hold data: extents
@@ -483,10 +501,11 @@ impl<M: Media> Export<M> {
     }
 
     /// A read whose data follows `room` zero bytes in the returned buffer (room for a
-    /// reply header, so the reply needs no copy of the data). With `want_extents` (a
-    /// structured reply, which can say which parts failed), sectors that cannot be read
-    /// are listed in [`ReadOut::unreadable`] and the rest is returned; otherwise they fail
-    /// the read with EIO.
+    /// reply header, so the reply needs no copy of the data), with its extents if
+    /// `want_extents` (a structured reply). Sectors that cannot be read are listed in
+    /// [`ReadOut::unreadable`] and the rest is returned, done when the modeled device has
+    /// tried them all: the caller fails the request (simple replies) or says which parts
+    /// failed (structured).
     fn submit_read_with(
         &self,
         off: u64,
@@ -535,16 +554,10 @@ impl<M: Media> Export<M> {
             read
         } else {
             let ftl = self.read_lock()?;
-            let c = match ftl.read(start / SS, &mut buf[room..]) {
-                Ok(c) => c,
-                Err(FtlError::Uncorrectable { lbas }) if want_extents => {
-                    unreadable = byte_runs(&lbas, off, end);
-                    // The sectors read are final; the failed ones took no modeled time
-                    // that the error reports.
-                    self.now()
-                }
-                Err(e) => return Err(errno_of(&e)),
-            };
+            let (c, lbas) = ftl
+                .read_salvage(start / SS, &mut buf[room..])
+                .map_err(|e| errno_of(&e))?;
+            unreadable = byte_runs(&lbas, off, end);
             let extents = if want_extents {
                 let runs = ftl
                     .mapped_runs(start / SS, (stop - start) / SS)
@@ -1717,9 +1730,20 @@ fn transmission<M: Media, S: Read>(
         }
         let result: Result<(Option<Vec<u8>>, Completion), u32> = match req.command {
             // Read into the reply itself, after room for its header.
-            CMD_READ => export
-                .submit_read_with(req.offset, req.length, false, 16)
-                .map(|r| (Some(r.data), r.done)),
+            CMD_READ => match export.submit_read_with(req.offset, req.length, false, 16) {
+                // Sectors the device could not read fail the request when it tried them.
+                Ok(r) if !r.unreadable.is_empty() => {
+                    export.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(offset = req.offset, length = req.length, unreadable = ?r.unreadable, "read failed");
+                    outbox.push(
+                        r.done.done_ns,
+                        order,
+                        simple_reply(EIO, req.cookie).to_vec(),
+                    )?;
+                    continue;
+                }
+                r => r.map(|r| (Some(r.data), r.done)),
+            },
             CMD_WRITE => export
                 .submit_write(req.offset, &payload, fua)
                 .map(|c| (None, c)),

@@ -349,6 +349,55 @@ fn a_damaged_sector_reads_as_eio_and_the_connection_keeps_serving() {
     }
 }
 
+/// In real time a read that meets a damaged sector fails when the modeled device has read
+/// it (a 3 ms tR here), as a device reports an uncorrectable sector after trying, not at
+/// once: the simple reply's EIO, and the structured reply's error chunk.
+#[test]
+fn a_damaged_sector_fails_at_the_modeled_read_time() {
+    use lightnvm_media::{RealClock, TimingConfig};
+    const T_READ: Duration = Duration::from_millis(3);
+    let mut mc = MediaConfig::new(Geometry::new(2, 2, 16, 16, 2));
+    mc.timing = TimingConfig {
+        t_read_ns: T_READ.as_nanos() as u64,
+        t_prog_ns: 100_000,
+        ..TimingConfig::preset("femu").unwrap()
+    };
+    let media = RamMedia::new(mc, RealClock::new()).unwrap();
+    let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
+    for lba in 0..32u8 {
+        let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
+    }
+    let _ = ftl.flush().unwrap();
+    let (addr, sector) = find_sector(ftl.media(), &[4; 4096]);
+    ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
+    // Other pages on every PU: the damaged page, which `find_sector` read last on its PU,
+    // is no longer in the PU's register (a read of it would only transfer).
+    let _ = ftl.read(16, &mut [0; 16 * 4096]).unwrap();
+    let srv = serve_export(Arc::new(Export::new(ftl, "lightnvm", false, true)));
+    let (mut c, _) = Client::go(&srv);
+    // The first real-time connection measures the host's wake-up first (milliseconds).
+    assert_eq!(c.read(30 * 4096, 4096), (0, vec![31; 4096]));
+    let started = std::time::Instant::now();
+    assert_eq!(c.read(3 * 4096, 4096).0, EIO);
+    let took = started.elapsed();
+    assert!(took >= T_READ, "the EIO came after {took:?}");
+    // Again out of its PU's register.
+    assert_eq!(c.read(16 * 4096, 16 * 4096).0, 0);
+    let mut c = Client::connect(&srv);
+    c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.option_reply().1, REP_ACK);
+    c.option(OPT_GO, &Client::info_data("", &[]));
+    while c.option_reply().1 != REP_ACK {}
+    let started = std::time::Instant::now();
+    let cookie = c.request(CMD_READ, 0, 2 * 4096, 2 * 4096, &[]);
+    let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
+    let took = started.elapsed();
+    assert_eq!(errors, [(EIO, Some(3 * 4096))]);
+    assert_eq!(content, [(2 * 4096, vec![3; 4096])]);
+    assert!(took >= T_READ, "the structured reply came after {took:?}");
+}
+
 /// The chunks of one structured reply, up to the one flagged done: (type, payload).
 fn reply_chunks(c: &mut Client, cookie: u64) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();

@@ -147,7 +147,15 @@ impl<M: Media> Engine<M> {
         let (result, c, is_write) = match req.op {
             Op::Read => {
                 let dst = buf.get_mut(..len).ok_or(EINVAL)?;
-                let (data, c) = ex.submit_read(req.offset, req.len)?;
+                let (data, c) = ex.submit_read_timed(req.offset, req.len)?;
+                let Ok(data) = data else {
+                    // Unreadable sectors: EIO when the device has tried them.
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Outcome {
+                        result: -(EIO as i32),
+                        due_ns: c.done_ns,
+                    });
+                };
                 if data.len() != len {
                     return Err(EIO);
                 }

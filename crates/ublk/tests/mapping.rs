@@ -402,3 +402,61 @@ fn serving_without_the_driver_is_a_clear_error() {
     );
     assert!(matches!(r, Err(UblkError::InvalidOptions(_))));
 }
+
+/// A read that meets a damaged sector fails with EIO when the modeled device has tried to
+/// read it (femu: a 40 µs sense), as a device reports an uncorrectable sector, not at once.
+#[test]
+fn a_damaged_sector_fails_when_the_device_has_read_it() {
+    use lightnvm_media::{BlockAddr, Clock, Media, PageAddr};
+    let clock = VirtualClock::new();
+    let mut mc = MediaConfig::new(Geometry::new(2, 2, 16, 16, 2));
+    mc.timing = TimingConfig::preset("femu").unwrap();
+    let mut ftl = Ftl::format(
+        RamMedia::new(mc, clock.clone()).unwrap(),
+        FtlConfig::default(),
+    )
+    .unwrap();
+    for lba in 0..32u8 {
+        let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
+    }
+    let _ = ftl.flush().unwrap();
+    // LBA 3's sector on the media, one bit of its data flipped.
+    let g = *ftl.media().geometry();
+    let (mut d, mut oob) = (vec![0u8; 4096], vec![0u8; g.oob_bytes_per_sector as usize]);
+    let mut found = None;
+    'search: for pu in 0..g.parallel_units() {
+        for block in 0..g.blocks_per_lun {
+            for page in 0..ftl
+                .media()
+                .block_info(BlockAddr { pu, block })
+                .write_pointer
+            {
+                let addr = PageAddr { pu, block, page };
+                for s in 0..g.sectors_per_page {
+                    if ftl.media().read(addr, s, &mut d, &mut oob).is_ok() && d == [4; 4096] {
+                        found = Some((addr, s));
+                        break 'search;
+                    }
+                }
+            }
+        }
+    }
+    let (addr, sector) = found.expect("LBA 3 on the media");
+    ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
+    // Other pages on every PU, so that the damaged one is no longer in its PU's register.
+    let _ = ftl.read(16, &mut [0; 16 * 4096]).unwrap();
+    clock.advance_to(clock.now_ns() + 10_000_000);
+    let e = Engine::new(Arc::new(Export::new(ftl, "t", false, true)));
+    let mut buf = vec![0u8; 4096];
+    let now = clock.now_ns();
+    let o = e.handle(READ, sectors(3), 8, &mut buf);
+    assert_eq!(o.result, -(EIO as i32));
+    assert!(
+        o.due_ns >= now + 40_000,
+        "EIO due {} ns after the request",
+        o.due_ns - now
+    );
+    assert_eq!(e.export().stats.errors.load(Ordering::Relaxed), 1);
+    // Its neighbour in the same page reads.
+    assert_eq!(read(&e, 2, 1), vec![3; 4096]);
+}

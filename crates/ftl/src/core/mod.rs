@@ -779,6 +779,22 @@ impl<M: Media> Ftl<M> {
     /// media error under it (an I/O error, a power loss) is returned and does not stop
     /// writes (the next write meets the same media and stops them if it must).
     pub fn read(&self, lba: u64, buf: &mut [u8]) -> Result<Completion, FtlError> {
+        let (c, failed) = self.read_salvage(lba, buf)?;
+        if !failed.is_empty() {
+            return Err(FtlError::Uncorrectable { lbas: failed });
+        }
+        Ok(c)
+    }
+
+    /// [`Ftl::read`], returning the LBAs that could not be read (in order; their bytes in
+    /// `buf` zeroed, the rest valid) with the completion of the media's work rather
+    /// than failing the read: a device reports an uncorrectable sector once it has tried to
+    /// read it, so a front end in real time replies then, not at once.
+    pub fn read_salvage(
+        &self,
+        lba: u64,
+        buf: &mut [u8],
+    ) -> Result<(Completion, Vec<u64>), FtlError> {
         let sectors = self.check_range(lba, buf.len())?;
         let mut done_ns = self.media.now_ns();
         let ss = self.geo.sector_size as usize;
@@ -792,6 +808,8 @@ impl<M: Media> Ftl<M> {
                     let f = self.fetch_ppa(ppa, out, None, Reading::Host)?;
                     done_ns = done_ns.max(f.done_ns);
                     if !f.intact {
+                        // Never hand out bytes that failed their checksum.
+                        out.fill(0);
                         failed.push(l.get());
                     }
                 }
@@ -799,11 +817,8 @@ impl<M: Media> Ftl<M> {
         }
         let c = self.read_counters.mine();
         c.host_sectors_read.fetch_add(sectors, Relaxed);
-        if !failed.is_empty() {
-            c.read_errors.fetch_add(failed.len() as u64, Relaxed);
-            return Err(FtlError::Uncorrectable { lbas: failed });
-        }
-        Ok(Completion { done_ns })
+        c.read_errors.fetch_add(failed.len() as u64, Relaxed);
+        Ok((Completion { done_ns }, failed))
     }
 
     /// A handle that reads host data from other threads beside this FTL's writes, GC and
