@@ -121,6 +121,17 @@ impl Client {
         d
     }
 
+    /// Handshake with structured replies, then GO.
+    fn go_structured(srv: &Server) -> Client {
+        let mut c = Client::connect(srv);
+        c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+        c.option(OPT_STRUCTURED_REPLY, &[]);
+        assert_eq!(c.option_reply().1, REP_ACK);
+        c.option(OPT_GO, &Client::info_data("", &[]));
+        while c.option_reply().1 != REP_ACK {}
+        c
+    }
+
     /// Handshake with GO; returns the transmission flags.
     fn go(srv: &Server) -> (Client, u16) {
         let mut c = Client::connect(srv);
@@ -312,19 +323,26 @@ fn find_sector(media: &RamMedia, data: &[u8]) -> (PageAddr, u32) {
     panic!("no such sector on the media");
 }
 
-/// A server whose LBAs 0..8 hold `lba + 1` in every byte, flushed, with one bit of LBA 3's
-/// data rotten on the media (OOB areas of `oob_bytes`).
-fn server_with_a_damaged_sector(oob_bytes: u32) -> Server {
-    let mut g = Geometry::new(2, 2, 16, 16, 2);
-    g.oob_bytes_per_sector = oob_bytes;
-    let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
+/// An FTL on `media` whose LBAs `0..written` hold `lba + 1` in every byte, flushed, with
+/// one bit of LBA 3's data rotten on the media.
+fn ftl_with_a_damaged_sector(media: RamMedia, written: u8) -> Ftl<RamMedia> {
     let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
-    for lba in 0..8u8 {
+    for lba in 0..written {
         let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
     }
     let _ = ftl.flush().unwrap();
     let (addr, sector) = find_sector(ftl.media(), &[4; 4096]);
     ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
+    ftl
+}
+
+/// A server whose LBAs 0..8 hold `lba + 1` in every byte, LBA 3 damaged (OOB areas of
+/// `oob_bytes`).
+fn server_with_a_damaged_sector(oob_bytes: u32) -> Server {
+    let mut g = Geometry::new(2, 2, 16, 16, 2);
+    g.oob_bytes_per_sector = oob_bytes;
+    let media = RamMedia::new(MediaConfig::new(g), VirtualClock::new()).unwrap();
+    let ftl = ftl_with_a_damaged_sector(media, 8);
     serve_export(Arc::new(Export::new(ftl, "lightnvm", false, false)))
 }
 
@@ -363,13 +381,7 @@ fn a_damaged_sector_fails_at_the_modeled_read_time() {
         ..TimingConfig::preset("femu").unwrap()
     };
     let media = RamMedia::new(mc, RealClock::new()).unwrap();
-    let mut ftl = Ftl::format(media, FtlConfig::default()).unwrap();
-    for lba in 0..32u8 {
-        let _ = ftl.write(lba.into(), &[lba + 1; 4096], false).unwrap();
-    }
-    let _ = ftl.flush().unwrap();
-    let (addr, sector) = find_sector(ftl.media(), &[4; 4096]);
-    ftl.media_mut().rot(addr, sector, 100, 0x10).unwrap();
+    let ftl = ftl_with_a_damaged_sector(media, 32);
     // Other pages on every PU: the damaged page, which `find_sector` read last on its PU,
     // is no longer in the PU's register (a read of it would only transfer).
     let _ = ftl.read(16, &mut [0; 16 * 4096]).unwrap();
@@ -383,12 +395,7 @@ fn a_damaged_sector_fails_at_the_modeled_read_time() {
     assert!(took >= T_READ, "the EIO came after {took:?}");
     // Again out of its PU's register.
     assert_eq!(c.read(16 * 4096, 16 * 4096).0, 0);
-    let mut c = Client::connect(&srv);
-    c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
-    c.option(OPT_STRUCTURED_REPLY, &[]);
-    assert_eq!(c.option_reply().1, REP_ACK);
-    c.option(OPT_GO, &Client::info_data("", &[]));
-    while c.option_reply().1 != REP_ACK {}
+    let mut c = Client::go_structured(&srv);
     let started = std::time::Instant::now();
     let cookie = c.request(CMD_READ, 0, 2 * 4096, 2 * 4096, &[]);
     let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
@@ -442,12 +449,7 @@ fn read_reply(chunks: &[(u16, Vec<u8>)]) -> (Vec<(u64, Vec<u8>)>, Vec<(u32, Opti
 fn a_structured_read_names_the_damaged_part_and_delivers_the_rest() {
     for oob_bytes in [16, 32] {
         let srv = server_with_a_damaged_sector(oob_bytes);
-        let mut c = Client::connect(&srv);
-        c.client_flags(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
-        c.option(OPT_STRUCTURED_REPLY, &[]);
-        assert_eq!(c.option_reply().1, REP_ACK);
-        c.option(OPT_GO, &Client::info_data("", &[]));
-        while c.option_reply().1 != REP_ACK {}
+        let mut c = Client::go_structured(&srv);
         // LBAs 0..10: data, the damaged LBA 3, data, and two never written (a hole).
         let cookie = c.request(CMD_READ, 0, 0, 10 * 4096, &[]);
         let (content, errors) = read_reply(&reply_chunks(&mut c, cookie));
