@@ -17,6 +17,10 @@
 //! becomes the number of marks older than `e` (see [`Marks::compact`]), which keeps every
 //! answer. The table exists only while marks do.
 
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::meta::checkpoint::{valid_mark_name, MarkRecord, MarksRecord, MAX_MARKS};
 
 /// A mark as the FTL reports it.
@@ -48,27 +52,35 @@ pub enum MarkError {
 }
 
 /// The marks and the per-LBA epochs.
-#[derive(Clone, Debug, Default)]
+///
+/// Readers beside the owner ([`SharedMarks`]) see the table and the marks' epochs: the
+/// owner stores each LBA's epoch atomically as it writes, and changes the list or renumbers
+/// the table (rare: taking and deleting marks) inside a sequence lock's odd count, after
+/// which it publishes the new list.
+#[derive(Debug, Default)]
 pub struct Marks {
     /// Ascending epoch.
     list: Vec<MarkRecord>,
     /// The epoch of writes now; above every mark's.
     current: u8,
     /// Per exported LBA while marks exist, empty otherwise.
-    epochs: Vec<u8>,
+    epochs: Arc<[AtomicU8]>,
+    /// What readers beside the owner see.
+    shared: Arc<SharedMarks>,
 }
 
 impl Marks {
     /// The state a checkpoint recorded (`None`: no marks).
     pub fn from_record(r: Option<MarksRecord>) -> Marks {
-        match r {
-            None => Marks::default(),
-            Some(r) => Marks {
-                list: r.marks,
-                current: r.current,
-                epochs: r.epochs,
-            },
+        let mut m = Marks::default();
+        if let Some(r) = r {
+            m.change(|m| {
+                m.list = r.marks;
+                m.current = r.current;
+                m.epochs = r.epochs.into_iter().map(AtomicU8::new).collect();
+            });
         }
+        m
     }
 
     /// What a checkpoint records.
@@ -76,8 +88,36 @@ impl Marks {
         (!self.list.is_empty()).then(|| MarksRecord {
             current: self.current,
             marks: self.list.clone(),
-            epochs: self.epochs.clone(),
+            epochs: self.epochs.iter().map(|e| e.load(Relaxed)).collect(),
         })
+    }
+
+    /// The handle readers beside the owner use; the same for this value's life.
+    pub(crate) fn shared(&self) -> Arc<SharedMarks> {
+        self.shared.clone()
+    }
+
+    /// Changes the list or the table's numbering by `f`, readers beside the owner kept out
+    /// (they retry), then publishes the result to them.
+    fn change(&mut self, f: impl FnOnce(&mut Marks)) {
+        let gen = self.shared.gen.load(Relaxed);
+        debug_assert!(gen.is_multiple_of(2), "changes do not nest");
+        self.shared.gen.store(gen + 1, Relaxed);
+        fence(Release);
+        f(self);
+        *self
+            .shared
+            .view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = View {
+            marks: self
+                .list
+                .iter()
+                .map(|m| (m.name.clone(), m.epoch))
+                .collect(),
+            epochs: self.epochs.clone(),
+        };
+        self.shared.gen.store(gen + 2, Release);
     }
 
     pub fn len(&self) -> usize {
@@ -96,7 +136,9 @@ impl Marks {
             return;
         }
         let (a, b) = (lba as usize, (lba + sectors) as usize);
-        self.epochs[a..b].fill(self.current);
+        for e in &self.epochs[a..b] {
+            e.store(self.current, Relaxed);
+        }
     }
 
     /// The record of a mark `name` taken now (at write sequence `seq`) over `exported` LBAs,
@@ -122,16 +164,18 @@ impl Marks {
     pub fn insert(&mut self, m: MarkRecord, exported: u64) {
         assert_eq!(m.epoch, self.current, "a mark takes the current epoch");
         assert!(self.find(&m.name).is_none() && self.list.len() < MAX_MARKS);
-        if self.list.is_empty() {
-            // Everything before the first mark is one epoch, 0.
-            assert_eq!(self.current, 0);
-            self.epochs = vec![0; exported as usize];
-        }
-        self.list.push(m);
-        if self.current == u8::MAX - 1 {
-            self.compact();
-        }
-        self.current += 1;
+        self.change(|s| {
+            if s.list.is_empty() {
+                // Everything before the first mark is one epoch, 0.
+                assert_eq!(s.current, 0);
+                s.epochs = (0..exported).map(|_| AtomicU8::new(0)).collect();
+            }
+            s.list.push(m);
+            if s.current == u8::MAX - 1 {
+                s.compact();
+            }
+            s.current += 1;
+        });
         debug_assert!(self.check(exported).is_ok());
     }
 
@@ -140,11 +184,15 @@ impl Marks {
         let i = self
             .find(name)
             .ok_or_else(|| MarkError::NotFound(name.to_string()))?;
-        let m = self.list.remove(i);
-        if self.list.is_empty() {
-            *self = Marks::default();
-        }
-        Ok(m)
+        let mut m = None;
+        self.change(|s| {
+            m = Some(s.list.remove(i));
+            if s.list.is_empty() {
+                s.current = 0;
+                s.epochs = Arc::default();
+            }
+        });
+        Ok(m.expect("removed"))
     }
 
     /// Renumbers epochs densely: mark `i` (ascending) gets epoch `i`, and a table value `e`
@@ -155,8 +203,8 @@ impl Marks {
         for (e, slot) in map.iter_mut().enumerate() {
             *slot = self.list.iter().filter(|m| (m.epoch as usize) < e).count() as u8;
         }
-        for e in &mut self.epochs {
-            *e = map[*e as usize];
+        for e in self.epochs.iter() {
+            e.store(map[e.load(Relaxed) as usize], Relaxed);
         }
         self.current = map[self.current as usize];
         for (i, m) in self.list.iter_mut().enumerate() {
@@ -183,12 +231,15 @@ impl Marks {
     /// Whether `lba` changed since the mark of epoch `epoch`.
     #[inline]
     pub fn changed(&self, epoch: u8, lba: u64) -> bool {
-        self.epochs[lba as usize] > epoch
+        self.epochs[lba as usize].load(Relaxed) > epoch
     }
 
     /// LBAs changed since the mark of epoch `epoch`.
     pub fn changed_count(&self, epoch: u8) -> u64 {
-        self.epochs.iter().filter(|&&e| e > epoch).count() as u64
+        self.epochs
+            .iter()
+            .filter(|e| e.load(Relaxed) > epoch)
+            .count() as u64
     }
 
     /// The invariants: marks ascending with distinct names, below the current epoch, a table
@@ -217,13 +268,81 @@ impl Marks {
                 return Err(format!("two marks named {:?}", m.name));
             }
         }
-        if let Some(e) = self.epochs.iter().find(|&&e| e > self.current) {
+        if let Some(e) = self
+            .epochs
+            .iter()
+            .map(|e| e.load(Relaxed))
+            .find(|&e| e > self.current)
+        {
             return Err(format!(
                 "an LBA has epoch {e}, beyond the current {}",
                 self.current
             ));
         }
         Ok(())
+    }
+}
+
+/// The marks as readers beside the owner see them (see [`Marks`]).
+#[derive(Debug, Default)]
+pub(crate) struct SharedMarks {
+    /// Odd while the owner changes the list or renumbers the table.
+    gen: AtomicU64,
+    view: Mutex<View>,
+}
+
+/// The marks' names and epochs, and the table they index, as last published.
+#[derive(Debug, Default)]
+struct View {
+    marks: Vec<(String, u8)>,
+    epochs: Arc<[AtomicU8]>,
+}
+
+/// Tries at answering while the owner changes the marks before leaving it to the owner.
+const MAX_TRIES: u32 = 8;
+
+impl SharedMarks {
+    /// Which of `sectors` LBAs from `lba` changed since mark `name`, as runs `(sectors,
+    /// changed)` ([`crate::Ftl::changed_runs`]): `Some(Ok(runs))`, `Some(Err(()))` if there
+    /// is no such mark (or the range is outside the table), or `None` if the owner kept
+    /// changing the marks meanwhile (ask it).
+    pub(crate) fn changed_runs(
+        &self,
+        name: &str,
+        lba: u64,
+        sectors: u64,
+    ) -> Option<Result<Vec<(u64, bool)>, ()>> {
+        for _ in 0..MAX_TRIES {
+            let gen = self.gen.load(Acquire);
+            if !gen.is_multiple_of(2) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let (epoch, table) = {
+                let v = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+                match v.marks.iter().find(|(n, _)| n == name) {
+                    Some(&(_, e)) => (e, v.epochs.clone()),
+                    None => (0, Arc::default()),
+                }
+            };
+            let range = usize::try_from(lba).ok().zip(
+                lba.checked_add(sectors)
+                    .and_then(|e| usize::try_from(e).ok()),
+            );
+            let entries = range.and_then(|(a, b)| table.get(a..b));
+            let mut runs: Vec<(u64, bool)> = Vec::new();
+            if let Some(entries) = entries {
+                for e in entries {
+                    crate::l2p::push_run(&mut runs, e.load(Relaxed) > epoch);
+                }
+            }
+            // The table was read under this count: no renumbering crossed it.
+            fence(Acquire);
+            if self.gen.load(Relaxed) == gen {
+                return Some(entries.map(|_| runs).ok_or(()));
+            }
+        }
+        None
     }
 }
 
@@ -255,6 +374,7 @@ mod tests {
         fn answers_match_a_set_model(ops in proptest::collection::vec(op(64), 1..700)) {
             let n = 64u64;
             let mut m = Marks::default();
+            let shared = m.shared();
             let mut model: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
             let mut seq = 0;
             for o in ops {
@@ -288,6 +408,23 @@ mod tests {
                     let e = m.epoch(name).unwrap();
                     let got: BTreeSet<u64> = (0..n).filter(|&l| m.changed(e, l)).collect();
                     prop_assert_eq!(&got, set, "mark {}", name);
+                    // Readers beside the owner see the same.
+                    let runs = shared.changed_runs(name, 0, n).unwrap().unwrap();
+                    let beside: BTreeSet<u64> = runs
+                        .iter()
+                        .scan(0, |at, &(len, c)| {
+                            *at += len;
+                            Some((*at - len..*at).filter(move |_| c))
+                        })
+                        .flatten()
+                        .collect();
+                    prop_assert_eq!(&beside, set, "mark {} beside the owner", name);
+                }
+                for k in 0..40u8 {
+                    let name = format!("m{k}");
+                    if !model.contains_key(&name) {
+                        prop_assert_eq!(shared.changed_runs(&name, 0, n), Some(Err(())));
+                    }
                 }
                 // The on-media record restores the same state.
                 let back = Marks::from_record(m.record());

@@ -34,6 +34,7 @@ use lightnvm_media::{Completion, Geometry, ReadError, SharedRead};
 use crate::addr::{L2pEntry, Ppa};
 use crate::core::ReadCounters;
 use crate::l2p::push_run;
+use crate::marks::{MarkError, SharedMarks};
 use crate::meta;
 
 /// A line's gate: whether lock-free readers may read it, and how many are.
@@ -93,6 +94,7 @@ pub struct FtlReader {
     media: Arc<dyn SharedRead>,
     geo: Geometry,
     counters: Arc<ReadCounters>,
+    marks: Arc<SharedMarks>,
     /// Sectors read from a pinned, open line that the media failed or whose checksum did not
     /// hold (shared by clones).
     failed: Arc<AtomicU64>,
@@ -126,6 +128,7 @@ impl FtlReader {
         media: Arc<dyn SharedRead>,
         geo: Geometry,
         counters: Arc<ReadCounters>,
+        marks: Arc<SharedMarks>,
     ) -> FtlReader {
         FtlReader {
             l2p,
@@ -133,6 +136,7 @@ impl FtlReader {
             media,
             geo,
             counters,
+            marks,
             failed: Arc::default(),
         }
     }
@@ -176,6 +180,29 @@ impl FtlReader {
             push_run(&mut runs, mapped);
         }
         Some(runs)
+    }
+
+    /// [`crate::Ftl::changed_runs`] beside the owner: which of `sectors` LBAs from `lba`
+    /// changed since mark `name`, as runs `(sectors, changed)`, from the epochs the owner
+    /// records as it writes (each read atomically; never a change missed that completed
+    /// before this began). `Some(Err(MarkError::NotFound))` if there is no such mark, or
+    /// `None` if the range is out of bounds or the owner kept taking or deleting marks
+    /// meanwhile (ask the owner).
+    pub fn changed_runs(
+        &self,
+        name: &str,
+        lba: u64,
+        sectors: u64,
+    ) -> Option<Result<Vec<(u64, bool)>, MarkError>> {
+        let end = lba.checked_add(sectors)?;
+        if end > self.l2p.len() as u64 {
+            return None;
+        }
+        Some(
+            self.marks
+                .changed_runs(name, lba, sectors)?
+                .map_err(|()| MarkError::NotFound(name.to_string())),
+        )
     }
 
     /// [`FtlReader::read`], calling `each` with whether each sector read was mapped.

@@ -306,3 +306,102 @@ fn runs_read_beside_the_owner_match_each_sectors_data() {
         "reads beside the owner saw holes: {checked:?}"
     );
 }
+
+/// Changed-block tracking beside the owner: while the owner writes and takes and deletes
+/// marks — hundreds of them, so the epochs are renumbered again and again — a reader asking
+/// which LBAs changed since a recent mark never misses a write that completed before it
+/// asked, and never names an LBA no write since the mark had begun by the time it had its
+/// answer. Quiet, it answers as the owner does.
+#[test]
+fn changed_blocks_beside_the_owner_never_miss_a_write_while_marks_come_and_go() {
+    const ROUNDS: u64 = 2000;
+    // A table large enough that renumbering it takes a while beside the reader.
+    let mut ftl = ram_ftl(Geometry::new(2, 2, 24, 64, 4), |_| {}, FtlConfig::default());
+    let reader = ftl
+        .shared_reader()
+        .expect("RAM media reads beside the owner");
+    let exported = ftl.exported_sectors();
+    // Mark `m{r}` is taken after round `r`'s writes; an LBA's last write began in round
+    // `started[l]` and the last one done was in round `done[l]` (rounds from 1).
+    let started: Vec<AtomicU64> = (0..exported).map(|_| AtomicU64::new(0)).collect();
+    let done: Vec<AtomicU64> = (0..exported).map(|_| AtomicU64::new(0)).collect();
+    let latest = AtomicU64::new(0);
+    ftl.create_mark("m0").unwrap();
+    let stop = AtomicBool::new(false);
+    let (answered, deferred) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        let (reader, started, done, latest, stop) = (&reader, &started, &done, &latest, &stop);
+        let (answered, deferred) = (&answered, &deferred);
+        s.spawn(move || {
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            while !stop.load(Acquire) {
+                let r = latest.load(Acquire).saturating_sub(rng.gen_range(0..3));
+                // Long ranges: a query that overlaps a renumbering.
+                let n = rng.gen_range(1..=exported);
+                let lba = rng.gen_range(0..=exported - n);
+                let done_before: Vec<u64> = (lba..lba + n)
+                    .map(|l| done[l as usize].load(Acquire))
+                    .collect();
+                let runs = match reader.changed_runs(&format!("m{r}"), lba, n) {
+                    None => {
+                        deferred.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    // Deleted meanwhile.
+                    Some(Err(_)) => continue,
+                    Some(Ok(runs)) => runs,
+                };
+                let changed: Vec<bool> = runs
+                    .iter()
+                    .flat_map(|&(len, c)| std::iter::repeat_n(c, len as usize))
+                    .collect();
+                assert_eq!(changed.len() as u64, n);
+                for (i, &c) in changed.iter().enumerate() {
+                    let l = lba + i as u64;
+                    let started_after = started[l as usize].load(Acquire);
+                    assert!(
+                        c || done_before[i] <= r,
+                        "LBA {l}: written in round {} after mark m{r}, not reported",
+                        done_before[i]
+                    );
+                    assert!(
+                        !c || started_after > r,
+                        "LBA {l}: reported changed since m{r}, last written in round {started_after}"
+                    );
+                }
+                answered.fetch_add(1, Relaxed);
+            }
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let data = vec![0x5au8; SS];
+        for round in 1..=ROUNDS {
+            for _ in 0..4 {
+                let l = rng.gen_range(0..exported);
+                started[l as usize].store(round, Release);
+                let _ = ftl.write(l, &data, false).unwrap();
+                done[l as usize].store(round, Release);
+            }
+            ftl.create_mark(&format!("m{round}")).unwrap();
+            latest.store(round, Release);
+            if round >= 4 {
+                ftl.delete_mark(&format!("m{}", round - 4)).unwrap();
+            }
+        }
+        stop.store(true, Release);
+    });
+    assert!(answered.load(Relaxed) > 0, "the reader never answered");
+    eprintln!(
+        "{} answers beside the owner, {} left to it",
+        answered.load(Relaxed),
+        deferred.load(Relaxed)
+    );
+    let last = format!("m{}", ROUNDS - 3);
+    let quiet = reader.changed_runs(&last, 0, exported).unwrap().unwrap();
+    assert_eq!(quiet, ftl.changed_runs(&last, 0, exported).unwrap());
+    assert!(quiet.iter().any(|&(_, c)| c));
+    assert!(matches!(
+        reader.changed_runs("m0", 0, 1),
+        Some(Err(lightnvm_ftl::MarkError::NotFound(_)))
+    ));
+    assert!(reader.changed_runs(&last, exported, 1).is_none());
+}

@@ -414,6 +414,18 @@ impl<M: Media> Export<M> {
     /// `qemu:dirty-bitmap:MARK`): extents covering the range in order, `mapped` meaning
     /// changed. EINVAL if the mark is gone.
     pub fn changed_extents(&self, mark: &str, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
+        if let Some(r) = &self.reader {
+            // Beside the owner: the epochs it records as it writes, without the lock.
+            let (start, end) = self.sector_span(off, len)?;
+            if self.ftl.is_poisoned() {
+                return Err(EIO);
+            }
+            let sectors = (end.div_ceil(SS) * SS - start) / SS;
+            if let Some(runs) = r.changed_runs(mark, start / SS, sectors) {
+                let runs = runs.map_err(|e| errno_of(&e.into()))?;
+                return Ok(clip_runs(start, off, end, &runs));
+            }
+        }
         self.runs_as_extents(off, len, |f, lba, n| f.changed_runs(mark, lba, n))
     }
 

@@ -832,6 +832,7 @@ impl<M: Media> Ftl<M> {
             media,
             self.geo,
             self.read_counters.clone(),
+            self.marks.shared(),
         ))
     }
 
