@@ -817,7 +817,9 @@ impl<M: Media> Ftl<M> {
         }
         let c = self.read_counters.mine();
         c.host_sectors_read.fetch_add(sectors, Relaxed);
-        c.read_errors.fetch_add(failed.len() as u64, Relaxed);
+        if !failed.is_empty() {
+            c.read_errors.fetch_add(failed.len() as u64, Relaxed);
+        }
         Ok((Completion { done_ns }, failed))
     }
 
