@@ -414,17 +414,13 @@ impl<M: Media> Export<M> {
     /// `qemu:dirty-bitmap:MARK`): extents covering the range in order, `mapped` meaning
     /// changed. EINVAL if the mark is gone.
     pub fn changed_extents(&self, mark: &str, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
-        if let Some(r) = &self.reader {
-            // Beside the owner: the epochs it records as it writes, without the lock.
-            let (start, end) = self.sector_span(off, len)?;
-            if self.ftl.is_poisoned() {
-                return Err(EIO);
-            }
-            let sectors = (end.div_ceil(SS) * SS - start) / SS;
-            if let Some(runs) = r.changed_runs(mark, start / SS, sectors) {
-                let runs = runs.map_err(|e| errno_of(&e.into()))?;
-                return Ok(clip_runs(start, off, end, &runs));
-            }
+        // Beside the owner: the epochs it records as it writes, without the lock.
+        let beside = self.extents_beside(off, len, |r, lba, n| {
+            r.changed_runs(mark, lba, n)
+                .map(|runs| runs.map_err(|e| errno_of(&e.into())))
+        });
+        if let Some(extents) = beside {
+            return extents;
         }
         self.runs_as_extents(off, len, |f, lba, n| f.changed_runs(mark, lba, n))
     }
@@ -488,18 +484,35 @@ impl<M: Media> Export<M> {
     /// The allocation status of `len` bytes at `off` (NBD block status, `base:allocation`):
     /// extents covering the range in order.
     pub fn extents(&self, off: u64, len: u32) -> Result<Vec<Extent>, u32> {
-        if let Some(r) = &self.reader {
-            // Beside the owner: the map's entries without the lock.
-            let (start, end) = self.sector_span(off, len)?;
-            if self.ftl.is_poisoned() {
-                return Err(EIO);
-            }
-            let runs = r
-                .mapped_runs(start / SS, (end.div_ceil(SS) * SS - start) / SS)
-                .ok_or(EINVAL)?;
-            return Ok(clip_runs(start, off, end, &runs));
+        // Beside the owner: the map's entries without the lock.
+        let beside = self.extents_beside(off, len, |r, lba, n| {
+            Some(r.mapped_runs(lba, n).ok_or(EINVAL))
+        });
+        if let Some(extents) = beside {
+            return extents;
         }
         self.runs_as_extents(off, len, |f, lba, n| f.mapped_runs(lba, n))
+    }
+
+    /// Block status beside the owner: extents from `runs(reader, first sector, sectors)`
+    /// over the sectors the query touches; `None` without a reader, or where `runs` leaves
+    /// the query to the owner.
+    fn extents_beside(
+        &self,
+        off: u64,
+        len: u32,
+        runs: impl FnOnce(&FtlReader, u64, u64) -> Option<Result<Vec<(u64, bool)>, u32>>,
+    ) -> Option<Result<Vec<Extent>, u32>> {
+        let r = self.reader.as_ref()?;
+        let (start, end) = match self.sector_span(off, len) {
+            Ok(span) => span,
+            Err(errno) => return Some(Err(errno)),
+        };
+        if self.ftl.is_poisoned() {
+            return Some(Err(EIO));
+        }
+        let runs = runs(r, start / SS, (end.div_ceil(SS) * SS - start) / SS)?;
+        Some(runs.map(|runs| clip_runs(start, off, end, &runs)))
     }
 
     /// The first sector's byte offset and the range's end, for a query of `len` bytes at
