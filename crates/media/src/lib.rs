@@ -435,6 +435,42 @@ pub trait SharedRead: Send + Sync {
     ) -> Result<Completion, ReadError>;
 }
 
+/// The size of this machine's last-level cache in bytes (the largest level Linux lists for
+/// CPU 0 in sysfs), if known. Read once.
+pub fn last_level_cache_bytes() -> Option<u64> {
+    static LLC: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LLC.get_or_init(|| {
+        let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+        let mut best: Option<(u32, u64)> = None;
+        for entry in dir.flatten() {
+            let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).ok();
+            let (Some(level), Some(size)) = (read("level"), read("size")) else {
+                continue;
+            };
+            let (Ok(level), Some(size)) = (level.trim().parse::<u32>(), parse_cache_size(&size))
+            else {
+                continue;
+            };
+            if best.is_none_or(|(l, s)| (level, size) > (l, s)) {
+                best = Some((level, size));
+            }
+        }
+        best.map(|(_, size)| size)
+    })
+}
+
+/// A cache size as sysfs writes it ("307200K", "32M", "512").
+fn parse_cache_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, unit) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 1 << 10),
+        b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 /// Copies `src` to `dst` for memory nobody will read soon (a programmed page: GC or a host
 /// read comes back to it much later). On x86_64, where `dst` is 16-byte aligned and the
 /// length a whole number of cache lines, by non-temporal stores: the destination's cache
@@ -539,4 +575,20 @@ pub fn prefetch_bytes(p: *const u8, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cache_size;
+
+    #[test]
+    fn cache_sizes_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("307200K\n"), Some(300 << 20));
+        assert_eq!(parse_cache_size("32M"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1G"), Some(1 << 30));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_cache_size("K"), None);
+        assert_eq!(parse_cache_size("12Q"), None);
+    }
 }
