@@ -1290,6 +1290,8 @@ struct Outbox {
     lone_streak: u32,
     /// Replies leave this long before their modeled completion ([`Export::reply_due_ns`]).
     credit_ns: u64,
+    /// Counts this connection while it lives, if real-time ([`wake::crowded`]).
+    _counted: Option<wake::RealtimeConnection>,
 }
 
 impl Outbox {
@@ -1316,6 +1318,7 @@ impl Outbox {
             queued_bytes: 0,
             lone_streak: 0,
             credit_ns,
+            _counted: realtime.then(wake::RealtimeConnection::open),
         }
     }
 
