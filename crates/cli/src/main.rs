@@ -682,7 +682,7 @@ fn torture(a: TortureArgs) -> Result<()> {
     let (mut cuts, mut lbas, mut unreadable, mut failing) = (0u64, 0u64, 0u64, Vec::new());
     let (mut cbt_checked, mut cbt_differ, mut cbt_fp) = (0u64, 0u64, 0u64);
     let (mut at_checked, mut at_applied, mut at_dropped, mut longest) = (0u64, 0u64, 0u64, 0u64);
-    let (mut beside, mut locked, mut gc_thread) = (0u64, 0u64, 0u64);
+    let (mut beside, mut locked, mut gc_thread, mut cbt_live) = (0u64, 0u64, 0u64, 0u64);
     let (mut voided, mut restamped, mut recovery_cuts) = (0u64, 0u64, 0u64);
     let mut done = 0u64;
     for o in rx {
@@ -700,6 +700,7 @@ fn torture(a: TortureArgs) -> Result<()> {
         beside += o.reads_beside;
         locked += o.reads_locked;
         gc_thread += o.gc_thread_moves;
+        cbt_live += o.cbt_live_checked;
         voided += o.writes_voided;
         restamped += o.sectors_restamped;
         recovery_cuts += o.recovery_cuts;
@@ -748,6 +749,11 @@ fn torture(a: TortureArgs) -> Result<()> {
     };
     if gc_thread > 0 {
         reads += &format!("; {gc_thread} sectors moved by GC between requests");
+    }
+    if cbt_live > 0 {
+        reads += &format!(
+            "; {cbt_live} LBAs of changed-block answers checked between cuts (every completed write since the mark reported, none without a write)"
+        );
     }
     if a.cut_recovery {
         let what = if a.file {

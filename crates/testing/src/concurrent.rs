@@ -14,6 +14,12 @@
 //! as the last write acknowledged before some completed FLUSH began (or a FUA write
 //! completed), or as a write to it after that (acknowledged or in flight at the cut).
 //!
+//! Between cuts the threads also take marks (through the owner, as `lightnvm mark` does) and
+//! ask which LBAs changed since one (beside the owner where the reader can, as NBD's
+//! `qemu:dirty-bitmap:` block status does): every write submitted after the mark was taken
+//! and acknowledged before the question was asked must be named, and every LBA named must
+//! have a write that may have been applied after the mark ([`HistoryModel::changed_ok`]).
+//!
 //! Each thread's workload is fixed by the seed; how the threads interleave is the operating
 //! system's. So every request is logged in the order it held the FTL, with its outcome, and
 //! a failing seed writes that log to a file: [`replay`] (`lightnvm torture --replay FILE`)
@@ -64,6 +70,31 @@ pub struct HistoryModel {
     is_dirty: Vec<bool>,
     clock: u64,
     next_tag: u64,
+    /// Changed-block tracking: the marks taken since the last cut that the FTL still has,
+    /// oldest first, and when every mark taken since the last cut was asked for and taken
+    /// ([`MarkTimes`]), by number. Marks from before a cut are not checked (recovery may
+    /// count more LBAs as changed than the writes did).
+    marks: Vec<u64>,
+    mark_times: std::collections::HashMap<u64, MarkTimes>,
+    next_mark: u64,
+}
+
+/// When a mark was asked for (before the FTL took it) and taken (after), on the logical
+/// clock.
+#[derive(Clone, Copy, Debug)]
+pub struct MarkTimes {
+    pub asked: u64,
+    pub taken: u64,
+}
+
+/// The name of mark number `n` in the concurrent torture.
+fn mark_name(n: u64) -> String {
+    format!("t{n}")
+}
+
+/// The number of a mark the concurrent torture named ([`mark_name`]).
+fn mark_number(name: &str) -> Option<u64> {
+    name.strip_prefix('t')?.parse().ok()
 }
 
 impl HistoryModel {
@@ -82,7 +113,82 @@ impl HistoryModel {
             is_dirty: vec![false; lbas as usize],
             clock: 1,
             next_tag: 1,
+            marks: Vec::new(),
+            mark_times: std::collections::HashMap::new(),
+            next_mark: 1,
         }
+    }
+
+    /// A mark number never handed out before.
+    pub fn new_mark(&mut self) -> u64 {
+        let n = self.next_mark;
+        self.next_mark += 1;
+        n
+    }
+
+    /// Mark `n` was taken: asked for at `asked`, taken at `taken`.
+    pub fn mark_taken(&mut self, n: u64, asked: u64, taken: u64) {
+        assert!(asked < taken);
+        self.marks.push(n);
+        self.mark_times.insert(n, MarkTimes { asked, taken });
+    }
+
+    /// Mark `n` was deleted (a mark from before the last cut is not known here).
+    pub fn mark_deleted(&mut self, n: u64) {
+        self.marks.retain(|&m| m != n);
+    }
+
+    /// One of the marks taken since the last cut and not deleted, chosen by `pick`.
+    pub fn some_mark(&self, pick: usize) -> Option<u64> {
+        (!self.marks.is_empty()).then(|| self.marks[pick % self.marks.len()])
+    }
+
+    /// When mark `n` was asked for and taken, if it was taken since the last cut.
+    pub fn mark_times(&self, n: u64) -> Option<MarkTimes> {
+        self.mark_times.get(&n).copied()
+    }
+
+    /// Whether an answer that `lba` did (`reported`) or did not change since mark `mark`,
+    /// from a query that began at `began` and ended at `ended`, keeps the contract: every
+    /// write submitted after the mark was taken and acknowledged before the query began is
+    /// reported; an LBA reported has a write that may have been applied after the mark was
+    /// asked for (submitted before the query ended, not acknowledged before the mark).
+    /// Trims and write-zeroes count as writes. `Err` says what was wrong.
+    pub fn changed_ok(
+        &self,
+        lba: u64,
+        mark: MarkTimes,
+        began: u64,
+        ended: u64,
+        reported: bool,
+    ) -> Result<(), String> {
+        let v = &self.versions[lba as usize];
+        if reported {
+            if v.iter()
+                .any(|x| x.submitted < ended && x.acked.is_none_or(|a| a > mark.asked))
+            {
+                return Ok(());
+            }
+            return Err(format!(
+                "reported changed, but no write to it could have been applied after the mark (versions {v:?})"
+            ));
+        }
+        match v
+            .iter()
+            .find(|x| x.submitted > mark.taken && x.acked.is_some_and(|a| a < began))
+        {
+            None => Ok(()),
+            Some(x) => Err(format!(
+                "not reported, but written after the mark: submitted at {}, acknowledged at {:?}",
+                x.submitted, x.acked
+            )),
+        }
+    }
+
+    /// After a cut: no mark taken so far is checked again.
+    pub fn forget_marks(&mut self) {
+        self.marks.clear();
+        self.mark_times.clear();
     }
 
     /// The logical clock: every call returns a later instant.
@@ -238,6 +344,16 @@ pub enum Op {
     /// GC's paced work between requests (`Ftl::run_gc` of up to `sectors` moves), by the
     /// harness's GC thread.
     Gc,
+    /// Takes mark number `number` (deleting the FTL's oldest first while it has two or
+    /// more), as `lightnvm mark` does through the owner.
+    Mark {
+        number: u64,
+    },
+    /// Asks which of the request's LBAs changed since mark `number`, beside the owner where
+    /// it can (as NBD's `qemu:dirty-bitmap:` block status does), else under the shared lock.
+    Changed {
+        number: u64,
+    },
 }
 
 /// One request as it held the FTL: who sent it, what it was, how it ended, and the media's
@@ -304,6 +420,8 @@ struct Shared<'a> {
     reader: Option<&'a lightnvm_ftl::FtlReader>,
     /// Sectors the GC thread moved.
     gc_moved: &'a AtomicU64,
+    /// LBAs whose changed-block answers were checked.
+    cbt_checked: &'a AtomicU64,
     model: &'a Mutex<HistoryModel>,
     stop: &'a AtomicBool,
     ops: &'a AtomicU64,
@@ -393,7 +511,9 @@ fn run_request(
                     Op::Write { fua } => ftl.write(lba, &buf, fua).map(|_| fua),
                     Op::Trim => ftl.trim(lba, n).map(|_| false),
                     Op::Zeroes { fua } => ftl.write_zeroes(lba, n, fua).map(|_| fua),
-                    Op::Flush | Op::Read | Op::Gc => unreachable!(),
+                    Op::Flush | Op::Read | Op::Gc | Op::Mark { .. } | Op::Changed { .. } => {
+                        unreachable!()
+                    }
                 };
                 logged = outcome_of(&res.as_ref().map(|_| ()).map_err(clone_kind));
                 s.log(&ftl, thread, op, lba, n, logged.clone());
@@ -418,6 +538,121 @@ fn run_request(
                 res
             };
             res
+        }
+        Op::Mark { number } => {
+            let asked = s.model().tick();
+            let (deleted, res) = {
+                let mut ftl = s.ftl.write().unwrap_or_else(PoisonError::into_inner);
+                let marks = ftl.marks();
+                let mut deleted = None;
+                let mut res = Ok(());
+                if marks.len() >= 2 {
+                    res = ftl.delete_mark(&marks[0].name);
+                    if res.is_ok() {
+                        deleted = Some(marks[0].name.clone());
+                    }
+                }
+                if res.is_ok() {
+                    res = match ftl.create_mark(&mark_name(number)) {
+                        Ok(_) => Ok(()),
+                        // The checkpoint would not fit the smallest line: not taken.
+                        Err(FtlError::Mark(lightnvm_ftl::MarkError::NoRoom { .. })) => {
+                            logged = "no room".into();
+                            s.log(&ftl, thread, op, 0, 0, logged.clone());
+                            drop(ftl);
+                            if let Some(n) = deleted.as_deref().and_then(mark_number) {
+                                s.model().mark_deleted(n);
+                            }
+                            return Ok((Ok(()), logged));
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
+                logged = outcome_of(&res);
+                s.log(&ftl, thread, op, 0, 0, logged.clone());
+                (deleted, res)
+            };
+            let mut m = s.model();
+            if let Some(n) = deleted.as_deref().and_then(mark_number) {
+                m.mark_deleted(n);
+            }
+            if res.is_ok() {
+                let taken = m.tick();
+                m.mark_taken(number, asked, taken);
+            }
+            res
+        }
+        Op::Changed { number } => {
+            let name = mark_name(number);
+            let began = s.model().tick();
+            let beside = match path {
+                ReadPath::Locked => None,
+                _ => s.reader.and_then(|r| r.changed_runs(&name, lba, n)),
+            };
+            let was_beside = beside.is_some();
+            let answer = match beside {
+                Some(a) => a.map_err(FtlError::from),
+                None => {
+                    let ftl = s.ftl.read().unwrap_or_else(PoisonError::into_inner);
+                    ftl.changed_runs(&name, lba, n)
+                }
+            };
+            logged = match &answer {
+                Ok(_) => "ok".into(),
+                Err(FtlError::Mark(lightnvm_ftl::MarkError::NotFound(_))) => "no such mark".into(),
+                Err(e) => format!("error: {e}"),
+            };
+            s.log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Logged {
+                    thread,
+                    op,
+                    lba,
+                    sectors: n,
+                    outcome: logged.clone(),
+                    media_ops: 0,
+                    beside: was_beside,
+                });
+            let runs = match answer {
+                Ok(runs) => runs,
+                // Deleted meanwhile by another thread's mark.
+                Err(FtlError::Mark(lightnvm_ftl::MarkError::NotFound(_))) => {
+                    return Ok((Ok(()), logged));
+                }
+                Err(e) => {
+                    return Err(Stop::Violation(format!(
+                        "cut {cut}: changed blocks of LBAs {lba}+{n} since mark {name}: {e}"
+                    )));
+                }
+            };
+            let reported: Vec<bool> = runs
+                .iter()
+                .flat_map(|&(len, c)| std::iter::repeat_n(c, len as usize))
+                .collect();
+            if reported.len() as u64 != n {
+                return Err(Stop::Violation(format!(
+                    "cut {cut}: changed blocks of LBAs {lba}+{n} gave runs {runs:?}"
+                )));
+            }
+            let mut m = s.model();
+            let ended = m.tick();
+            let times = m
+                .mark_times(number)
+                .expect("only marks taken since the cut are asked about");
+            for (i, &r) in reported.iter().enumerate() {
+                let l = lba + i as u64;
+                if let Err(why) = m.changed_ok(l, times, began, ended, r) {
+                    return Err(Stop::Violation(format!(
+                        "cut {cut}: LBA {l} since mark {name} (asked {}, taken {}; query {began}..{ended}, {}): {why}",
+                        times.asked,
+                        times.taken,
+                        if was_beside { "beside the owner" } else { "under the lock" }
+                    )));
+                }
+            }
+            s.cbt_checked.fetch_add(n, SeqCst);
+            Ok(())
         }
         Op::Flush => {
             let began = s.model().tick();
@@ -581,6 +816,24 @@ fn submitter(
                 (op, lba, n)
             }
             65..=69 => (Op::Flush, 0, 0),
+            // Changed-block tracking: a mark now and then, and questions about the live ones
+            // over longer ranges, anywhere.
+            70 => (
+                Op::Mark {
+                    number: s.model().new_mark(),
+                },
+                0,
+                0,
+            ),
+            71..=74 => {
+                let pick = rng.gen_range(0..4usize);
+                let lba = rng.gen_range(0..s.exported);
+                let n = rng.gen_range(1..=64u64).min(s.exported - lba);
+                match s.model().some_mark(pick) {
+                    Some(number) => (Op::Changed { number }, lba, n),
+                    None => (Op::Read, lba, n.min(8)),
+                }
+            }
             _ => {
                 let lba = rng.gen_range(0..s.exported);
                 let n = rng.gen_range(1..=8u64).min(s.exported - lba);
@@ -696,12 +949,14 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
         let stop = AtomicBool::new(false);
         let ops = AtomicU64::new(0);
         let gc_moved = AtomicU64::new(0);
+        let cbt_checked = AtomicU64::new(0);
         let log = Mutex::new(Vec::new());
         let shared = Shared {
             log: &log,
             ftl: &shared_ftl,
             reader: reader.as_ref(),
             gc_moved: &gc_moved,
+            cbt_checked: &cbt_checked,
             model: &model,
             stop: &stop,
             ops: &ops,
@@ -714,6 +969,7 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
         };
         out.host_ops += ops.load(SeqCst);
         out.gc_thread_moves += gc_moved.load(SeqCst);
+        out.cbt_live_checked += cbt_checked.load(SeqCst);
         ftl = shared_ftl
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
@@ -798,6 +1054,7 @@ fn run_seed(cfg: TortureConfig, source: Source) -> (TortureOutcome, Vec<Vec<Logg
             return (out, logs);
         }
         m.settled_all();
+        m.forget_marks();
     }
     (out, logs)
 }
@@ -893,10 +1150,16 @@ fn replay_cut(s: &Shared, log: &[Logged], cut: u32) -> Vec<Stop> {
                 // depends on how they interleaved, not on the path. The durable state is
                 // the same if the power goes when the log says a read met its loss.
                 let read_outcomes = ["ok", "uncorrectable", "power loss"];
+                // Likewise whether a question about changed blocks came before or after
+                // another thread's mark deleted the one it asked about.
+                let changed_outcomes = ["ok", "no such mark"];
                 let same = outcome == e.outcome
                     || (e.op == Op::Read
                         && read_outcomes.contains(&outcome.as_str())
-                        && read_outcomes.contains(&e.outcome.as_str()));
+                        && read_outcomes.contains(&e.outcome.as_str()))
+                    || (matches!(e.op, Op::Changed { .. })
+                        && changed_outcomes.contains(&outcome.as_str())
+                        && changed_outcomes.contains(&e.outcome.as_str()));
                 if e.op == Op::Read && e.outcome == "power loss" {
                     s.ftl
                         .write()
@@ -1061,6 +1324,57 @@ mod tests {
         m.flushed(began);
         assert_eq!(m.allowed_after_cut(0), [8]);
         assert!(!m.accepts_after_cut(0, Some(4)));
+    }
+
+    #[test]
+    fn changed_blocks_must_name_completed_writes_since_the_mark_and_nothing_unwritten() {
+        let mut m = HistoryModel::new(4);
+        // LBA 0 written before the mark, LBA 1 in flight while it is taken, LBA 2 written
+        // after it, LBA 3 never.
+        let t = m.tick();
+        m.submit(0, 5, t);
+        let t = m.tick();
+        m.ack(0, t, false);
+        let t = m.tick();
+        m.submit(1, 6, t);
+        let asked = m.tick();
+        let taken = m.tick();
+        let n = m.new_mark();
+        m.mark_taken(n, asked, taken);
+        let t = m.tick();
+        m.ack(1, t, false);
+        let t = m.tick();
+        m.submit(2, 7, t);
+        let t = m.tick();
+        m.ack(2, t, false);
+        let mark = m.mark_times(n).expect("taken");
+        let (b, e) = (m.tick(), m.tick());
+        // Before the mark: either way is wrong only if reported (nothing since).
+        assert!(m.changed_ok(0, mark, b, e, false).is_ok());
+        assert!(m.changed_ok(0, mark, b, e, true).is_err());
+        // In flight across the mark: either answer.
+        assert!(m.changed_ok(1, mark, b, e, false).is_ok());
+        assert!(m.changed_ok(1, mark, b, e, true).is_ok());
+        // Completed after the mark, before the query: must be reported.
+        assert!(m.changed_ok(2, mark, b, e, true).is_ok());
+        assert!(m.changed_ok(2, mark, b, e, false).is_err());
+        // Never written.
+        assert!(m.changed_ok(3, mark, b, e, false).is_ok());
+        assert!(m.changed_ok(3, mark, b, e, true).is_err());
+        // A write submitted while the query runs: either answer.
+        let b = m.tick();
+        let t = m.tick();
+        m.submit(3, 8, t);
+        let e = m.tick();
+        assert!(m.changed_ok(3, mark, b, e, true).is_ok());
+        assert!(m.changed_ok(3, mark, b, e, false).is_ok());
+        // Deleted marks are no longer chosen; a cut forgets them all.
+        assert_eq!(m.some_mark(7), Some(n));
+        m.mark_deleted(n);
+        assert_eq!(m.some_mark(0), None);
+        m.forget_marks();
+        assert!(m.mark_times(n).is_none());
+        assert_eq!(mark_number(&mark_name(n)), Some(n));
     }
 
     #[test]

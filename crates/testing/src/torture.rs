@@ -125,6 +125,10 @@ pub struct TortureOutcome {
     pub cbt_checked: u64,
     pub cbt_differ: u64,
     pub cbt_false_positives: u64,
+    /// Concurrent runs: LBAs in changed-block answers checked live, between cuts, against
+    /// the writes' submission and acknowledgement (beside the owner where the reader could).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cbt_live_checked: u64,
     /// Atomic writes: multi-sector writes not yet flushed at a cut (in flight included),
     /// checked after recovery (all of their sectors or none); and how many of them were
     /// applied (some sector reads its data), not applied, or overwritten since.
