@@ -15,16 +15,14 @@ use tracing::{info, warn};
 
 use crate::human_bytes;
 
-/// A host that wakes a sleeping thread later than this (median) is named in a warning at
-/// start-up in real-time mode: its clients see that much more than the model's latency.
-const LATE_WAKE_WARN_NS: u64 = 10_000;
-
 /// Real time: how late this host wakes a sleeping thread, measured once at start-up (64
 /// sleeps of 20 µs, 2–10 ms), and what that means for the latencies clients see.
 fn log_host_lateness() {
     let (median_ns, p90_ns) = lightnvm_nbd::host_lateness_ns();
     let (median_us, p90_us) = (median_ns as f64 / 1e3, p90_ns as f64 / 1e3);
-    if median_ns > LATE_WAKE_WARN_NS {
+    // A host that wakes a sleeping thread later than this is named in a warning: its clients
+    // see that much more than the model's latency.
+    if median_ns > lightnvm_nbd::LATE_WAKE_NS {
         warn!(
             "real time: this host wakes a sleeping thread {median_us:.1} µs late (median; p90 \
              {p90_us:.1} µs), as virtual machines whose idle CPUs halt at once do. Replies \

@@ -13,7 +13,7 @@
 pub mod proto;
 mod wake;
 
-pub use wake::host_lateness_ns;
+pub use wake::{host_lateness_ns, LATE_WAKE_NS};
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -139,20 +139,34 @@ impl Drop for RealtimeConnection {
 }
 
 /// Whether more real-time connections are open than the machine has cores. Each has a
-/// thread of ours and a client's competing for them: a thread spinning or polling to its
-/// instant then takes a core that another connection's work or client needs, so every wait
-/// sleeps instead. Four connections × QD4 reads on two cores (wake-ups 3.5 µs late): 158–161
-/// k IOPS polling, server 9.0–9.5 µs of CPU a request, against 168 k sleeping, 5.3–5.6 µs;
-/// two connections × QD2 still gain from one spinning (70.6 k against 58–59 k).
+/// thread of ours and a client's competing for them: a thread spinning to its instant then
+/// takes a core that another connection's work or client needs, so none spins; on a host
+/// that wakes threads promptly ([`wakes_promptly`]) none polls either, every wait sleeps.
+/// Four connections × QD4 reads on two cores (wake-ups 3.5 µs late): 158–161 k IOPS with
+/// one spinning and the others polling, server 9.0–9.5 µs of CPU a request, against 168 k
+/// sleeping, 5.3–5.6 µs; two connections × QD2 still gain from one spinning (70.6 k against
+/// 58–59 k). On a host whose wake-ups come 25–45 µs late, polling (yielding the core) beat
+/// sleeping there (p50 132–134 against 200–243 µs), and no spinning matched spinning.
 pub fn crowded() -> bool {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     REALTIME_CONNECTIONS.load(Ordering::Acquire) > cores
 }
 
-/// Whether threads may poll now: not with `LIGHTNVM_POLL=off`, nor while [`crowded`].
+/// A host that wakes a sleeping thread no later than this (median, measured at start-up)
+/// wakes promptly: a wait may sleep to its instant for about that much lateness.
+pub const LATE_WAKE_NS: u64 = 10_000;
+
+/// Whether this host wakes sleeping threads promptly ([`LATE_WAKE_NS`]), as
+/// [`calibrate_once`] measured (every real-time connection runs it before it is counted).
+pub fn wakes_promptly() -> bool {
+    MEASURED_NS[0].load(Ordering::Relaxed) <= LATE_WAKE_NS
+}
+
+/// Whether threads may poll now: not with `LIGHTNVM_POLL=off`, nor while [`crowded`] on a
+/// host that [`wakes_promptly`].
 pub fn polling() -> bool {
-    max_spinning() > 0 && !crowded()
+    max_spinning() > 0 && !(crowded() && wakes_promptly())
 }
 
 /// Leave to spin, held while spinning: at most [`max_spinning`] are out at once.
@@ -287,8 +301,10 @@ mod tests {
         }
         drop(held);
         // (The crowding below is checked here, not in a test of its own that could run
-        // beside this one.) More real-time connections than cores: no spinning, no polling,
-        // until enough of them close.
+        // beside this one.) More real-time connections than cores: no spinning, and no
+        // polling on a host that wakes promptly, until enough of them close.
+        tighten_timer_slack();
+        calibrate_once();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut open: Vec<RealtimeConnection> =
             (0..cores).map(|_| RealtimeConnection::open()).collect();
@@ -296,7 +312,7 @@ mod tests {
         open.push(RealtimeConnection::open());
         assert!(crowded());
         assert!(try_spin().is_none());
-        assert!(!polling());
+        assert_eq!(polling(), max_spinning() > 0 && !wakes_promptly());
         open.pop();
         assert!(!crowded());
         assert_eq!(polling(), max_spinning() > 0);
