@@ -432,15 +432,26 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// Logs a request that held the FTL, with the media's operation count after it.
     fn log(&self, ftl: &Ftl<RamMedia>, thread: u32, op: Op, lba: u64, n: u64, outcome: String) {
+        self.record(thread, op, lba, n, outcome, (ftl.media().ops(), false));
+    }
+
+    /// Logs a request that touched no media (`beside`: without the FTL's lock).
+    fn log_no_media(&self, thread: u32, op: Op, lba: u64, n: u64, outcome: String, beside: bool) {
+        self.record(thread, op, lba, n, outcome, (0, beside));
+    }
+
+    /// Logs a request; `(media_ops, beside)` as [`Logged`] has them.
+    fn record(&self, thread: u32, op: Op, lba: u64, n: u64, outcome: String, at: (u64, bool)) {
         let entry = Logged {
             thread,
             op,
             lba,
             sectors: n,
             outcome,
-            media_ops: ftl.media().ops(),
-            beside: false,
+            media_ops: at.0,
+            beside: at.1,
         };
         self.log
             .lock()
@@ -602,18 +613,7 @@ fn run_request(
                 Err(FtlError::Mark(lightnvm_ftl::MarkError::NotFound(_))) => "no such mark".into(),
                 Err(e) => format!("error: {e}"),
             };
-            s.log
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Logged {
-                    thread,
-                    op,
-                    lba,
-                    sectors: n,
-                    outcome: logged.clone(),
-                    media_ops: 0,
-                    beside: was_beside,
-                });
+            s.log_no_media(thread, op, lba, n, logged.clone(), was_beside);
             let runs = match answer {
                 Ok(runs) => runs,
                 // Deleted meanwhile by another thread's mark.
@@ -679,18 +679,7 @@ fn run_request(
             }
             let res = if beside.is_some() {
                 logged = outcome_of(&Ok(()));
-                s.log
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(Logged {
-                        thread,
-                        op,
-                        lba,
-                        sectors: n,
-                        outcome: logged.clone(),
-                        media_ops: 0,
-                        beside: true,
-                    });
+                s.log_no_media(thread, op, lba, n, logged.clone(), true);
                 Ok(())
             } else {
                 let ftl = s.ftl.read().unwrap_or_else(PoisonError::into_inner);
@@ -1245,13 +1234,18 @@ mod tests {
         assert!(m.live_read_ok(1, b2, e2, Some(0)));
     }
 
+    /// A write of `tag` to `lba`, submitted and acknowledged (not durable).
+    fn written(m: &mut HistoryModel, lba: u64, tag: u64) {
+        let t = m.tick();
+        m.submit(lba, tag, t);
+        let t = m.tick();
+        m.ack(lba, t, false);
+    }
+
     #[test]
     fn a_flush_covers_only_writes_acknowledged_before_it_began() {
         let mut m = HistoryModel::new(2);
-        let t = m.tick();
-        m.submit(0, 5, t);
-        let t = m.tick();
-        m.ack(0, t, false);
+        written(&mut m, 0, 5);
         let t = m.tick();
         m.submit(1, 7, t); // in flight while the flush runs
         let began = m.tick();
@@ -1331,10 +1325,7 @@ mod tests {
         let mut m = HistoryModel::new(4);
         // LBA 0 written before the mark, LBA 1 in flight while it is taken, LBA 2 written
         // after it, LBA 3 never.
-        let t = m.tick();
-        m.submit(0, 5, t);
-        let t = m.tick();
-        m.ack(0, t, false);
+        written(&mut m, 0, 5);
         let t = m.tick();
         m.submit(1, 6, t);
         let asked = m.tick();
@@ -1343,10 +1334,7 @@ mod tests {
         m.mark_taken(n, asked, taken);
         let t = m.tick();
         m.ack(1, t, false);
-        let t = m.tick();
-        m.submit(2, 7, t);
-        let t = m.tick();
-        m.ack(2, t, false);
+        written(&mut m, 2, 7);
         let mark = m.mark_times(n).expect("taken");
         let (b, e) = (m.tick(), m.tick());
         // Before the mark: either way is wrong only if reported (nothing since).
