@@ -627,9 +627,23 @@ impl<M: Media> Export<M> {
     /// Applies a write of `data` at `off` (partial 4 KiB sectors are merged under the lock)
     /// and returns when the modeled device completes it.
     pub fn submit_write(&self, off: u64, data: &[u8], fua: bool) -> Result<Completion, u32> {
+        let (r, c) = self.submit_write_timed(off, data, fua)?;
+        r.map(|()| c)
+    }
+
+    /// [`Export::submit_write`] for front ends that complete requests at the modeled time: a
+    /// write of part of a sector the device cannot read (nothing to merge it with) gives
+    /// EIO with the completion of the device's attempt to read it, and changes nothing; any
+    /// other failure comes at once.
+    pub fn submit_write_timed(
+        &self,
+        off: u64,
+        data: &[u8],
+        fua: bool,
+    ) -> Result<(Result<(), u32>, Completion), u32> {
         self.check_write(off, data.len() as u64)?;
         if data.is_empty() {
-            return Ok(self.now());
+            return Ok((Ok(()), self.now()));
         }
         let end = off + data.len() as u64;
         let c = if off.is_multiple_of(SS) && end.is_multiple_of(SS) {
@@ -644,16 +658,20 @@ impl<M: Media> Export<M> {
             let mut ftl = self.lock()?;
             // Read the partial edge sectors, merge, write back: all under one lock.
             let mut done = Completion { done_ns: 0 };
-            if !off.is_multiple_of(SS) {
-                let head = &mut buf[..SS as usize];
-                done = done.max(ftl.read(start / SS, head).map_err(|e| errno_of(&e))?);
+            let mut unreadable = false;
+            let tail = (!end.is_multiple_of(SS) && (off.is_multiple_of(SS) || stop - start > SS))
+                .then_some(stop - start - SS);
+            let head = (!off.is_multiple_of(SS)).then_some(0);
+            for at in head.into_iter().chain(tail) {
+                let edge = &mut buf[at as usize..(at + SS) as usize];
+                let (c, lost) = ftl
+                    .read_salvage((start + at) / SS, edge)
+                    .map_err(|e| errno_of(&e))?;
+                done = done.max(c);
+                unreadable |= !lost.is_empty();
             }
-            if !end.is_multiple_of(SS) && (off.is_multiple_of(SS) || stop - start > SS) {
-                let tail_at = (stop - start - SS) as usize;
-                done = done.max(
-                    ftl.read(stop / SS - 1, &mut buf[tail_at..])
-                        .map_err(|e| errno_of(&e))?,
-                );
+            if unreadable {
+                return Ok((Err(EIO), done));
             }
             let from = (off - start) as usize;
             buf[from..from + data.len()].copy_from_slice(data);
@@ -661,7 +679,7 @@ impl<M: Media> Export<M> {
             self.gc.after_write(ftl);
             c
         };
-        Ok(c)
+        Ok((Ok(()), c))
     }
 
     /// Runs the paced GC work that writes charge, between requests, until `stop` (see
@@ -1772,9 +1790,21 @@ fn transmission<M: Media, S: Read>(
                 }
                 r => r.map(|r| (Some(r.data), r.done)),
             },
-            CMD_WRITE => export
-                .submit_write(req.offset, &payload, fua)
-                .map(|c| (None, c)),
+            CMD_WRITE => match export.submit_write_timed(req.offset, &payload, fua) {
+                // Part of a sector the device could not read: nothing to merge the write
+                // with; it fails when the device tried.
+                Ok((Err(errno), c)) => {
+                    export.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        offset = req.offset,
+                        length = req.length,
+                        "write failed: its edge is unreadable"
+                    );
+                    outbox.push(c.done_ns, order, simple_reply(errno, req.cookie).to_vec())?;
+                    continue;
+                }
+                r => r.map(|(_, c)| (None, c)),
+            },
             CMD_FLUSH => export.submit_flush().map(|c| (None, c)),
             CMD_TRIM => export
                 .submit_trim(req.offset, req.length, fua)

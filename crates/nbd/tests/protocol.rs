@@ -403,6 +403,15 @@ fn a_damaged_sector_fails_at_the_modeled_read_time() {
     assert_eq!(errors, [(EIO, Some(3 * 4096))]);
     assert_eq!(content, [(2 * 4096, vec![3; 4096])]);
     assert!(took >= T_READ, "the structured reply came after {took:?}");
+    // A write of part of it has nothing to merge with: EIO once the device tried to read
+    // the rest (read-modify-write), and nothing written.
+    let (mut c, _) = Client::go(&srv);
+    assert_eq!(c.read(16 * 4096, 16 * 4096).0, 0);
+    let started = std::time::Instant::now();
+    assert_eq!(c.write(3 * 4096 + 512, &[7; 512], 0), EIO);
+    let took = started.elapsed();
+    assert!(took >= T_READ, "the write's EIO came after {took:?}");
+    assert_eq!(c.read(3 * 4096, 4096).0, EIO, "nothing was written");
 }
 
 /// The chunks of one structured reply, up to the one flagged done: (type, payload).

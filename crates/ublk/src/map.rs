@@ -165,7 +165,15 @@ impl<M: Media> Engine<M> {
             }
             Op::Write { fua } => {
                 let src = buf.get(..len).ok_or(EINVAL)?;
-                let c = ex.submit_write(req.offset, src, fua)?;
+                let (r, c) = ex.submit_write_timed(req.offset, src, fua)?;
+                if let Err(errno) = r {
+                    // Part of a sector the device could not read: EIO when it has tried.
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Outcome {
+                        result: -(errno as i32),
+                        due_ns: c.done_ns,
+                    });
+                }
                 stats.bytes_written.fetch_add(len as u64, Ordering::Relaxed);
                 (len as i32, c, true)
             }

@@ -459,4 +459,23 @@ fn a_damaged_sector_fails_when_the_device_has_read_it() {
     assert_eq!(e.export().stats.errors.load(Ordering::Relaxed), 1);
     // Its neighbour in the same page reads.
     assert_eq!(read(&e, 2, 1), vec![3; 4096]);
+    // A write of one 512-byte sector of it has nothing to merge with: EIO when the device
+    // has tried to read the rest, and nothing written.
+    let _ = read(&e, 16, 16);
+    clock.advance_to(clock.now_ns() + 10_000_000);
+    let now = clock.now_ns();
+    let o = e.handle(WRITE, sectors(3) + 1, 1, &mut [7u8; 512]);
+    assert_eq!(o.result, -(EIO as i32));
+    assert!(
+        o.due_ns >= now + 40_000,
+        "the write's EIO due {} ns after the request",
+        o.due_ns - now
+    );
+    assert_eq!(e.export().stats.errors.load(Ordering::Relaxed), 2);
+    let o = e.handle(READ, sectors(3), 8, &mut buf);
+    assert_eq!(
+        o.result,
+        -(EIO as i32),
+        "still unreadable: nothing was written"
+    );
 }
